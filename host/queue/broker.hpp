@@ -1,0 +1,82 @@
+#pragma once
+// The server-side operations of the asynq wire protocol (spec §6), one method each, atomic in
+// Redis where the spec says so (Lua via EVALSHA). The engine's loops (processor, heartbeat,
+// forwarder, recoverer, janitor, subscriber) call only this; nothing else in the engine knows
+// key names or scripts.
+//
+// Thread-safety: every method may be called from any thread concurrently (the broker holds a
+// pool of Redis connections). Methods throw redis::Error on connection trouble and
+// queue::NotFound when a completion script answers NOT FOUND (the task moved under us).
+#include <chrono>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "asynq/messages.hpp"  // asynq::TaskMessage, ServerInfo, WorkerInfo
+#include "task/task.hpp"
+
+namespace wk::queue {
+
+using Clock = std::chrono::system_clock;
+
+struct NotFound : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct Dequeued {
+  asynq::TaskMessage msg;
+  Clock::time_point lease_expiry;  // precise: now + lease duration
+};
+
+class Broker {
+ public:
+  virtual ~Broker() = default;
+
+  // §6.7, trying `queues` in the given order; nullopt when none has work (or all are paused).
+  virtual std::optional<Dequeued> dequeue(const std::vector<std::string>& queues,
+                                          std::chrono::seconds lease) = 0;
+  // Blocks (without consuming and without busy polling) until some queue in `queues` may have a
+  // pending task, or `timeout` passes, or wake() is called. Returns true if work may be there.
+  virtual bool wait_for_work(const std::vector<std::string>& queues, std::chrono::milliseconds timeout) = 0;
+  // Makes a concurrent wait_for_work return at once (shutdown).
+  virtual void wake() = 0;
+
+  // §6.8: returns the new expiry for the ids of one queue.
+  virtual Clock::time_point extend_leases(const std::string& queue, const std::vector<std::string>& ids,
+                                          std::chrono::seconds lease) = 0;
+
+  // §6.9 Done, with the follow-ups published in the same MULTI/EXEC as the completion.
+  virtual void done(const asynq::TaskMessage& msg, const std::vector<task::EnqueueRequest>& followups) = 0;
+  // §6.10 MarkAsComplete (retention > 0), with follow-ups as in done().
+  virtual void mark_complete(const asynq::TaskMessage& msg, const std::vector<task::EnqueueRequest>& followups) = 0;
+  // §6.11
+  virtual void retry(const asynq::TaskMessage& msg, Clock::time_point retry_at, const std::string& error,
+                     bool is_failure) = 0;
+  // §6.12
+  virtual void archive(const asynq::TaskMessage& msg, const std::string& error) = 0;
+  // §6.13
+  virtual void requeue(const asynq::TaskMessage& msg) = 0;
+  // §6.18
+  virtual void write_result(const std::string& queue, const std::string& id, std::string_view data) = 0;
+
+  // §6.14 for one queue, scheduled then retry; returns the number of tasks moved.
+  virtual int forward(const std::string& queue) = 0;
+  // §6.15 with the given cutoff, over the given queues.
+  virtual std::vector<asynq::TaskMessage> list_lease_expired(const std::vector<std::string>& queues,
+                                                             Clock::time_point cutoff) = 0;
+  // Ids that sit in `active` with no lease entry at all (asynq #1144), per queue.
+  virtual std::vector<asynq::TaskMessage> list_active_without_lease(const std::string& queue) = 0;
+  // §6.19 for one queue; returns the number deleted.
+  virtual int delete_expired_completed(const std::string& queue, int batch) = 0;
+
+  // §6.16 / §6.17
+  virtual void write_server_state(const asynq::ServerInfo& info, const std::vector<asynq::WorkerInfo>& workers,
+                                  std::chrono::seconds ttl) = 0;
+  virtual void clear_server_state(const std::string& host, int pid, const std::string& server_id) = 0;
+
+  // PING; false when Redis does not answer.
+  virtual bool ping() = 0;
+};
+
+}  // namespace wk::queue

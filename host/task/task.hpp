@@ -1,0 +1,127 @@
+#pragma once
+// The contract between the queue engine and whoever runs tasks (the plugin layer).
+// The engine decodes a task, builds an Execution and calls Dispatcher::dispatch on a handler
+// thread; the dispatcher returns an Outcome. Neither side knows the other's internals:
+// queue/ never includes plugins/, plugins/ never includes queue/ or redis/.
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace wk::task {
+
+using Clock = std::chrono::system_clock;
+using Headers = std::vector<std::pair<std::string, std::string>>;
+
+// What a handler sees of an asynq TaskMessage, plus the attempt's timing.
+struct Task {
+  std::string id;
+  std::string type;
+  std::string queue;
+  std::string payload;
+  Headers headers;
+  int32_t retried = 0;
+  int32_t max_retry = 0;
+  Clock::time_point deadline{};    // effective deadline (spec §7.3); epoch = none
+  Clock::time_point started_at{};
+};
+
+enum class CancelReason : int32_t { none = 0, shutdown = 1, deadline = 2, requested = 3, lease_lost = 4 };
+
+// A one-shot cancellation signal with a reason: the first cancel() wins. Waiters wake at once;
+// callbacks registered with on_cancel run on the cancelling thread (or at once, if already
+// cancelled). Callbacks must not block.
+class Cancellation {
+ public:
+  using Callback = std::function<void(CancelReason)>;
+  using Token = uint64_t;
+
+  bool cancel(CancelReason reason);
+  CancelReason reason() const noexcept { return static_cast<CancelReason>(reason_.load(std::memory_order_acquire)); }
+  bool cancelled() const noexcept { return reason() != CancelReason::none; }
+  // Waits until cancelled or `timeout` passes; returns the reason (none on timeout).
+  CancelReason wait_for(std::chrono::milliseconds timeout) const;
+  // Returns a token for remove(); runs `cb` at once if already cancelled (and returns 0).
+  Token on_cancel(Callback cb);
+  void remove(Token token);
+
+ private:
+  std::atomic<int32_t> reason_{0};
+  mutable std::mutex mu_;
+  mutable std::condition_variable cv_;
+  Token next_token_ = 1;
+  std::vector<std::pair<Token, Callback>> callbacks_;
+};
+
+// A follow-up (or any) enqueue, in asynq's option vocabulary (spec §5.1).
+struct EnqueueRequest {
+  std::string type;
+  std::string queue;       // empty = "default"
+  std::string payload;
+  std::string task_id;     // empty = random UUID v4
+  Headers headers;
+  std::optional<Clock::time_point> process_at;
+  std::optional<int32_t> max_retry;                   // default 25
+  std::optional<std::chrono::seconds> timeout;        // default 30 min if neither timeout nor deadline
+  std::optional<Clock::time_point> deadline;
+  std::optional<std::chrono::milliseconds> unique_ttl;
+  std::optional<std::chrono::seconds> retention;
+};
+
+// Publishes tasks now. Implemented by the queue engine's client; returns the task id.
+// Throws std::runtime_error with a clear message (duplicate, id conflict, Redis down, bad input).
+class Enqueuer {
+ public:
+  virtual ~Enqueuer() = default;
+  virtual std::string enqueue(const EnqueueRequest& request) = 0;
+};
+
+enum class Disposition { succeeded, retry, retry_after, fail_no_retry, cancelled };
+
+struct Outcome {
+  Disposition disposition = Disposition::succeeded;
+  std::string error;                       // error_msg for asynq (failures only)
+  std::chrono::milliseconds retry_after{0};  // retry_after only
+};
+
+// What the engine offers a running task besides cancellation.
+class TaskServices {
+ public:
+  virtual ~TaskServices() = default;
+  // HSET the task's `result` field. Returns false (and logs) when the task can no longer write
+  // (cancelled, past its deadline, lease lost, Redis away).
+  virtual bool write_result(std::string_view data) = 0;
+  // Liveness signal from the handler (progress). Leases are extended by the heartbeat loop
+  // regardless; this is for observability.
+  virtual void heartbeat() = 0;
+};
+
+// One attempt of one task, as handed to the dispatcher. `staged` collects follow-ups that the
+// engine publishes only if the outcome is `succeeded`.
+struct Execution {
+  const Task& task;
+  Cancellation& cancellation;
+  TaskServices& services;
+  std::vector<EnqueueRequest>& staged;
+};
+
+class Dispatcher {
+ public:
+  virtual ~Dispatcher() = default;
+  // Whether some handler serves `type`.
+  virtual bool handles(std::string_view type) const = 0;
+  // Runs the handler. Never throws: everything is mapped to an Outcome.
+  virtual Outcome dispatch(Execution& execution) = 0;
+};
+
+// Random UUID v4, lowercase hyphenated (asynq's default task id form).
+std::string new_uuid();
+
+}  // namespace wk::task
