@@ -1,0 +1,42 @@
+# Install layout and the Debian packages (CPack DEB, one package per component):
+#   autodevs-worker      the `worker` binary, the shipped plugins, systemd/supervisor units, docs
+#   autodevs-worker-sdk  headers + CMake package for building plugins out of tree
+# Build them with: cmake --build <dir> --target package   (or: cd <dir> && cpack -G DEB)
+set(WK_PACKAGING_DIR ${CMAKE_CURRENT_LIST_DIR})
+
+if(TARGET worker)
+  install(TARGETS worker RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT worker)
+endif()
+install(DIRECTORY ${CMAKE_BINARY_DIR}/plugins/ DESTINATION ${CMAKE_INSTALL_LIBDIR}/autodevs-worker/plugins
+        COMPONENT worker FILES_MATCHING PATTERN "*.so"
+        PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ WORLD_READ)
+install(FILES ${WK_PACKAGING_DIR}/systemd/autodevs-worker.service DESTINATION lib/systemd/system COMPONENT worker)
+install(FILES ${WK_PACKAGING_DIR}/supervisor/autodevs-worker.conf
+        DESTINATION ${CMAKE_INSTALL_DATADIR}/doc/autodevs-worker/examples COMPONENT worker)
+install(FILES ${CMAKE_SOURCE_DIR}/config/example.env DESTINATION ${CMAKE_INSTALL_DATADIR}/doc/autodevs-worker/examples
+        COMPONENT worker OPTIONAL)
+file(GLOB wk_docs ${CMAKE_SOURCE_DIR}/docs/*.md)
+install(FILES ${wk_docs} DESTINATION ${CMAKE_INSTALL_DATADIR}/doc/autodevs-worker COMPONENT worker)
+
+set(CPACK_PACKAGE_NAME autodevs-worker)
+set(CPACK_PACKAGE_VENDOR "AutoDevs")
+set(CPACK_PACKAGE_CONTACT "AutoDevs <dev@autodevs.local>")
+set(CPACK_PACKAGE_VERSION ${PROJECT_VERSION})
+set(CPACK_PACKAGE_DESCRIPTION_SUMMARY "AutoDevs background job worker: asynq-compatible Redis queues, C ABI handler plugins")
+set(CPACK_GENERATOR DEB)
+set(CPACK_PACKAGING_INSTALL_PREFIX /usr)
+set(CPACK_DEB_COMPONENT_INSTALL ON)
+set(CPACK_COMPONENTS_ALL worker sdk)
+set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
+set(CPACK_DEBIAN_PACKAGE_SECTION misc)
+set(CPACK_DEBIAN_WORKER_PACKAGE_NAME autodevs-worker)
+set(CPACK_DEBIAN_WORKER_PACKAGE_SHLIBDEPS OFF)
+set(CPACK_DEBIAN_WORKER_PACKAGE_DEPENDS
+    "libhiredis0.14, libpq5, libspdlog1.10, libfmt9, libcurl4, libssl3, libboost-filesystem1.74.0, git, adduser")
+set(CPACK_DEBIAN_WORKER_PACKAGE_CONTROL_EXTRA "${WK_PACKAGING_DIR}/debian/postinst;${WK_PACKAGING_DIR}/debian/postrm")
+set(CPACK_DEBIAN_SDK_PACKAGE_NAME autodevs-worker-sdk)
+set(CPACK_DEBIAN_SDK_PACKAGE_ARCHITECTURE all)
+set(CPACK_DEBIAN_SDK_PACKAGE_DEPENDS "cmake (>= 3.16)")
+set(CPACK_COMPONENT_WORKER_DESCRIPTION "The worker host, the shipped plugins and service units")
+set(CPACK_COMPONENT_SDK_DESCRIPTION "Headers and CMake package for building worker plugins out of tree")
+include(CPack)
