@@ -1,0 +1,164 @@
+#pragma once
+// The plugin layer: loads handler plugins (.so, C ABI of sdk/include/wk/wk_abi.h), offers them
+// the host-services table, and routes tasks to them (task::Dispatcher).
+//
+//   PluginHost host(logger, config, pool, enqueuer, {});
+//   host.load_directory("./plugins");        // one log line per plugin, one error per refusal
+//   engine.run(host);                         // the engine calls host.dispatch(execution)
+//   host.shutdown();                          // after the engine drained: plugin shutdown()
+//
+// The plugin layer knows nothing about Redis: results, heartbeats and cancellation come in
+// through task::Execution; immediate enqueues go out through task::Enqueuer.
+// See docs/plugin-loading.md for the checks a file goes through and why.
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+#include <ostream>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "log/log.hpp"
+#include "task/task.hpp"
+
+namespace wk::db {
+class Pool;
+}
+
+namespace wk::plugins {
+
+// Environment / .env snapshot taken by the app at start-up; plugins read it with config_get.
+using ConfigSnapshot = std::map<std::string, std::string>;
+
+struct HostOptions {
+  // Where private copies of plugin files are staged (<basename>@<sha256>.so), created 0700.
+  // Empty: $XDG_RUNTIME_DIR/wk-plugins-<pid>, or /tmp/wk-plugins-<uid>-<pid> without it.
+  std::filesystem::path staging_dir;
+  // Remove the staging directory when the PluginHost is destroyed (the mapped images stay valid:
+  // each copy is unlinked right after dlopen anyway).
+  bool remove_staging_dir = true;
+  // How long shutdown() waits for running handlers before it gives up on a plugin ("zombie":
+  // its shutdown() is never called, its library stays mapped).
+  std::chrono::milliseconds shutdown_grace{std::chrono::seconds(30)};
+};
+
+struct HandlerInfo {
+  std::string task_type;
+  std::string description;
+  uint32_t flags = 0;             // WK_HANDLER_*
+  uint32_t max_concurrency = 0;   // 0 = host default (no extra limit)
+  uint32_t default_timeout_ms = 0;
+};
+
+// What a plugin file declares (copied out of its entry at load; the host never reads plugin
+// static data again).
+struct PluginInfo {
+  std::filesystem::path file;  // the file as found in the plugin directory
+  std::string sha256;          // hex digest of the file's bytes
+  std::string plugin_id;
+  std::string plugin_version;
+  std::string build_info;
+  uint16_t abi_major = 0;
+  uint16_t abi_minor = 0;
+  uint16_t min_host_minor = 0;
+  uint32_t flags = 0;  // WK_PLUGIN_*
+  std::vector<HandlerInfo> handlers;
+};
+
+struct Refusal {
+  std::filesystem::path file;
+  std::string reason;  // one clear sentence, e.g. "needs host ABI 1.5, this host is 1.0"
+};
+
+struct LoadReport {
+  std::vector<PluginInfo> loaded;  // initialised and serving
+  std::vector<Refusal> refused;    // not loaded, or loaded but retired (init failed)
+};
+
+class PluginHost final : public task::Dispatcher {
+ public:
+  // `pool` and `enqueuer` may be null: pg_* and WK_ENQ_IMMEDIATE then return WK_E_UNSUPPORTED.
+  // Both must outlive the PluginHost.
+  PluginHost(log::Logger logger, ConfigSnapshot config, db::Pool* pool, task::Enqueuer* enqueuer,
+             HostOptions options = {});
+  ~PluginHost() override;  // shutdown() if not done; removes the staging dir
+  PluginHost(const PluginHost&) = delete;
+  PluginHost& operator=(const PluginHost&) = delete;
+
+  // Loads every regular *.so in `dir` (sorted by name). A broken plugin never stops the others.
+  // Throws std::runtime_error only when the directory itself is unusable (missing, not a
+  // directory, writable by group/others).
+  LoadReport load_directory(const std::filesystem::path& dir);
+  // Loads one file; on refusal returns the reason (also logged).
+  std::optional<Refusal> load_file(const std::filesystem::path& file);
+
+  // Plugins serving now, in load order.
+  std::vector<PluginInfo> plugins() const;
+  std::vector<std::string> task_types() const;
+
+  bool handles(std::string_view type) const override;
+  // Never throws. An unknown type gives fail_no_retry ("no handler for task type ...").
+  task::Outcome dispatch(task::Execution& execution) override;
+
+  // Stops routing, waits (up to shutdown_grace) for running handlers, then calls each plugin's
+  // shutdown() once, in reverse load order. Libraries stay mapped until process exit (retired).
+  // Idempotent.
+  void shutdown();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// ---- for the CLI (`worker plugins check`, `worker exec`) ----------------------------------
+
+struct FileCheck {
+  std::filesystem::path file;
+  bool would_load = false;
+  std::string reason;               // why not, when !would_load
+  std::optional<PluginInfo> info;   // what it declares, when its entry could be read
+};
+
+// Preflight + load + entry validation of each file, without init() and without serving.
+// Duplicate task types across the given files are reported too.
+std::vector<FileCheck> check_files(const std::vector<std::filesystem::path>& files,
+                                   const log::Logger& logger, const HostOptions& options = {});
+// Prints one block per file (id, version, ABI, handlers, "OK" or "REFUSED: reason") to `out`.
+// Returns the process exit code: 0 when every file would load, 1 otherwise.
+int check_files(const std::vector<std::filesystem::path>& files, std::ostream& out,
+                const log::Logger& logger, const HostOptions& options = {});
+
+struct LocalRun {
+  std::filesystem::path plugins_dir;
+  std::string type;
+  std::string payload;
+  std::string queue = "default";
+  task::Headers headers;
+  std::string task_id;                   // empty = random UUID
+  std::chrono::milliseconds timeout{0};  // 0 = no deadline
+};
+
+struct LocalResult {
+  task::Outcome outcome;
+  std::optional<std::string> result;           // what the handler wrote with result_write
+  std::vector<task::EnqueueRequest> staged;    // follow-ups it staged (not published)
+  LoadReport load;                             // what loading the directory gave
+};
+
+// Loads `run.plugins_dir`, runs one task through its handler without Redis, shuts down.
+// Throws std::runtime_error when no plugin serves `run.type` or the directory is unusable.
+LocalResult run_local(const LocalRun& run, const log::Logger& logger, const ConfigSnapshot& config,
+                      db::Pool* pool, const HostOptions& options = {});
+// run_local + prints the disposition (succeeded, retry, retry_after, fail_no_retry, cancelled),
+// the error, the result and the staged follow-ups to `out`. Returns 0 on succeeded, 1 on any
+// other disposition, 2 when the task could not be run at all (message printed).
+int exec_local(const LocalRun& run, std::ostream& out, const log::Logger& logger,
+               const ConfigSnapshot& config, db::Pool* pool, const HostOptions& options = {});
+
+// "succeeded", "retry", "retry_after", "fail_no_retry", "cancelled".
+std::string_view disposition_name(task::Disposition disposition);
+
+}  // namespace wk::plugins
