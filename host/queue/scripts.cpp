@@ -1,0 +1,214 @@
+#include "queue/scripts.hpp"
+
+namespace wk::queue {
+
+namespace {
+
+// Counters shared by the completion scripts: daily key with EXPIREAT on its first increment, and
+// the all-time total, reset to 1 instead of overflowing at MaxInt64 (spec §6.9 steps 4-5).
+constexpr const char* kCounterHelpers = R"lua(
+local function incr_daily(key, expire_at)
+  if redis.call("INCR", key) == 1 then redis.call("EXPIREAT", key, expire_at) end
+end
+local MAXINT64 = "9223372036854775807"
+)lua";
+
+// Removing the id from active and then lease are the membership checks (spec §1): a task that
+// moved under us (recoverer, Inspector) gives NOT FOUND, keeping asynq's order of effects.
+constexpr const char* kLeaveActive = R"lua(
+if redis.call("LREM", KEYS[1], 0, ARGV[1]) == 0 then return redis.error_reply("NOT FOUND") end
+if redis.call("ZREM", KEYS[2], ARGV[1]) == 0 then return redis.error_reply("NOT FOUND") end
+)lua";
+
+std::string with_helpers(const char* body) { return std::string(kCounterHelpers) + kLeaveActive + body; }
+
+Scripts make_scripts() {
+  return Scripts{
+      // KEYS: task, pending. ARGV: msg, now-ns, id.
+      .enqueue = redis::Script(R"lua(
+if redis.call("EXISTS", KEYS[1]) == 1 then return 0 end
+redis.call("HSET", KEYS[1], "msg", ARGV[1], "state", "pending", "pending_since", ARGV[2])
+redis.call("LPUSH", KEYS[2], ARGV[3])
+return 1
+)lua"),
+      // KEYS: task, pending, unique. ARGV: id, ttl-s, msg, now-ns.
+      .enqueue_unique = redis::Script(R"lua(
+if not redis.call("SET", KEYS[3], ARGV[1], "NX", "EX", ARGV[2]) then return -1 end
+if redis.call("EXISTS", KEYS[1]) == 1 then return 0 end
+redis.call("HSET", KEYS[1], "msg", ARGV[3], "state", "pending", "pending_since", ARGV[4], "unique_key", KEYS[3])
+redis.call("LPUSH", KEYS[2], ARGV[1])
+return 1
+)lua"),
+      // KEYS: task, scheduled. ARGV: msg, process-at-s, id.
+      .schedule = redis::Script(R"lua(
+if redis.call("EXISTS", KEYS[1]) == 1 then return 0 end
+redis.call("HSET", KEYS[1], "msg", ARGV[1], "state", "scheduled")
+redis.call("ZADD", KEYS[2], ARGV[2], ARGV[3])
+return 1
+)lua"),
+      // KEYS: task, scheduled, unique. ARGV: id, ttl-s, msg, process-at-s.
+      .schedule_unique = redis::Script(R"lua(
+if not redis.call("SET", KEYS[3], ARGV[1], "NX", "EX", ARGV[2]) then return -1 end
+if redis.call("EXISTS", KEYS[1]) == 1 then return 0 end
+redis.call("HSET", KEYS[1], "msg", ARGV[3], "state", "scheduled", "unique_key", KEYS[3])
+redis.call("ZADD", KEYS[2], ARGV[4], ARGV[1])
+return 1
+)lua"),
+      // KEYS: pending, paused, active, lease. ARGV: lease-expiry-s, task-key-prefix, max-count.
+      // Returns the msgs taken (an id whose hash has no msg is still moved, spec Q8, but not
+      // returned).
+      .dequeue = redis::Script(R"lua(
+if redis.call("EXISTS", KEYS[2]) == 1 then return {} end
+local taken = {}
+for _ = 1, tonumber(ARGV[3]) do
+  local id = redis.call("RPOPLPUSH", KEYS[1], KEYS[3])
+  if not id then break end
+  local key = ARGV[2] .. id
+  redis.call("HSET", key, "state", "active")
+  redis.call("HDEL", key, "pending_since")
+  redis.call("ZADD", KEYS[4], ARGV[1], id)
+  local msg = redis.call("HGET", key, "msg")
+  if msg then taken[#taken + 1] = msg end
+end
+return taken
+)lua"),
+      // KEYS: active, lease, task, processed:date, processed, [unique]. ARGV: id, stats-expiry-s.
+      .done = redis::Script(with_helpers(R"lua(
+if redis.call("DEL", KEYS[3]) == 0 then return redis.error_reply("NOT FOUND") end
+incr_daily(KEYS[4], ARGV[2])
+if redis.call("GET", KEYS[5]) == MAXINT64 then redis.call("SET", KEYS[5], 1) else redis.call("INCR", KEYS[5]) end
+if KEYS[6] and redis.call("GET", KEYS[6]) == ARGV[1] then redis.call("DEL", KEYS[6]) end
+return redis.status_reply("OK")
+)lua")),
+      // KEYS: active, lease, completed, task, processed:date, processed, [unique].
+      // ARGV: id, stats-expiry-s, completed-expiry-s, msg.
+      .mark_complete = redis::Script(with_helpers(R"lua(
+if redis.call("ZADD", KEYS[3], ARGV[3], ARGV[1]) ~= 1 then return redis.error_reply("INTERNAL") end
+redis.call("HSET", KEYS[4], "msg", ARGV[4], "state", "completed")
+incr_daily(KEYS[5], ARGV[2])
+if redis.call("GET", KEYS[6]) == MAXINT64 then redis.call("SET", KEYS[6], 1) else redis.call("INCR", KEYS[6]) end
+if KEYS[7] and redis.call("GET", KEYS[7]) == ARGV[1] then redis.call("DEL", KEYS[7]) end
+return redis.status_reply("OK")
+)lua")),
+      // KEYS: active, lease, retry, task, processed:date, failed:date, processed, failed.
+      // ARGV: id, msg, retry-at-s, stats-expiry-s, is-failure ("1"/"0").
+      .retry = redis::Script(with_helpers(R"lua(
+redis.call("ZADD", KEYS[3], ARGV[3], ARGV[1])
+redis.call("HSET", KEYS[4], "msg", ARGV[2], "state", "retry")
+if ARGV[5] == "1" then
+  incr_daily(KEYS[5], ARGV[4])
+  incr_daily(KEYS[6], ARGV[4])
+  if redis.call("GET", KEYS[7]) == MAXINT64 then
+    redis.call("SET", KEYS[7], 1)
+    redis.call("SET", KEYS[8], 1)
+  else
+    redis.call("INCR", KEYS[7])
+    redis.call("INCR", KEYS[8])
+  end
+end
+return redis.status_reply("OK")
+)lua")),
+      // KEYS: active, lease, archived, task, processed:date, failed:date, processed, failed.
+      // ARGV: id, msg, now-s, cutoff-s, max-size, stats-expiry-s, task-key-prefix.
+      // Trimmed ids lose their hashes too (v0.25+); ZREM goes in batches to stay below Lua's
+      // unpack limit (spec Q11), and ZRANGEBYSCORE keeps Redis < 6.2 working.
+      .archive = redis::Script(with_helpers(R"lua(
+redis.call("ZADD", KEYS[3], ARGV[3], ARGV[1])
+local function drop(ids)
+  for _, id in ipairs(ids) do redis.call("DEL", ARGV[7] .. id) end
+  for i = 1, #ids, 500 do
+    redis.call("ZREM", KEYS[3], unpack(ids, i, math.min(i + 499, #ids)))
+  end
+end
+drop(redis.call("ZRANGEBYSCORE", KEYS[3], "-inf", ARGV[4]))
+drop(redis.call("ZRANGE", KEYS[3], 0, -tonumber(ARGV[5])))
+redis.call("HSET", KEYS[4], "msg", ARGV[2], "state", "archived")
+incr_daily(KEYS[5], ARGV[6])
+incr_daily(KEYS[6], ARGV[6])
+if redis.call("GET", KEYS[7]) == MAXINT64 then
+  redis.call("SET", KEYS[7], 1)
+  redis.call("SET", KEYS[8], 1)
+else
+  redis.call("INCR", KEYS[7])
+  redis.call("INCR", KEYS[8])
+end
+return redis.status_reply("OK")
+)lua")),
+      // KEYS: active, lease, pending, task. ARGV: id. No pending_since (spec Q3).
+      .requeue = redis::Script(std::string(kLeaveActive) + R"lua(
+redis.call("RPUSH", KEYS[3], ARGV[1])
+redis.call("HSET", KEYS[4], "state", "pending")
+return redis.status_reply("OK")
+)lua"),
+      // KEYS: source (scheduled|retry), pending. ARGV: now-s, now-ns, task-key-prefix, group-key-prefix.
+      .forward = redis::Script(R"lua(
+local ids = redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", ARGV[1], "LIMIT", 0, 100)
+for _, id in ipairs(ids) do
+  local key = ARGV[3] .. id
+  local group = redis.call("HGET", key, "group")
+  if group and group ~= "" then
+    redis.call("ZADD", ARGV[4] .. group, ARGV[1], id)
+    redis.call("ZREM", KEYS[1], id)
+    redis.call("HSET", key, "state", "aggregating")
+  else
+    redis.call("LPUSH", KEYS[2], id)
+    redis.call("ZREM", KEYS[1], id)
+    redis.call("HSET", key, "state", "pending", "pending_since", ARGV[2])
+  end
+end
+return #ids
+)lua"),
+      // KEYS: lease. ARGV: cutoff-s, task-key-prefix. Ids without msg are skipped (v0.25+).
+      .list_lease_expired = redis::Script(R"lua(
+local found = {}
+for _, id in ipairs(redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", ARGV[1])) do
+  local msg = redis.call("HGET", ARGV[2] .. id, "msg")
+  if msg then found[#found + 1] = msg end
+end
+return found
+)lua"),
+      // KEYS: active, lease. ARGV: task-key-prefix.
+      .list_active_without_lease = redis::Script(R"lua(
+local found = {}
+for _, id in ipairs(redis.call("LRANGE", KEYS[1], 0, -1)) do
+  if not redis.call("ZSCORE", KEYS[2], id) then
+    local msg = redis.call("HGET", ARGV[1] .. id, "msg")
+    if msg then found[#found + 1] = msg end
+  end
+end
+return found
+)lua"),
+      // KEYS: server-info key, workers key. ARGV: ttl-s, server-info, then task-id/worker-info pairs.
+      .write_server_state = redis::Script(R"lua(
+redis.call("SETEX", KEYS[1], ARGV[1], ARGV[2])
+redis.call("DEL", KEYS[2])
+for i = 3, #ARGV, 2 do redis.call("HSET", KEYS[2], ARGV[i], ARGV[i + 1]) end
+redis.call("EXPIRE", KEYS[2], ARGV[1])
+return redis.status_reply("OK")
+)lua"),
+      // KEYS: server-info key, workers key.
+      .clear_server_state = redis::Script(R"lua(
+redis.call("DEL", KEYS[1])
+redis.call("DEL", KEYS[2])
+return redis.status_reply("OK")
+)lua"),
+      // KEYS: completed. ARGV: now-s, task-key-prefix, batch.
+      .delete_expired_completed = redis::Script(R"lua(
+local ids = redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", ARGV[1], "LIMIT", 0, tonumber(ARGV[3]))
+for _, id in ipairs(ids) do
+  redis.call("DEL", ARGV[2] .. id)
+  redis.call("ZREM", KEYS[1], id)
+end
+return #ids
+)lua"),
+  };
+}
+
+}  // namespace
+
+const Scripts& scripts() {
+  static const Scripts instance = make_scripts();
+  return instance;
+}
+
+}  // namespace wk::queue

@@ -1,0 +1,182 @@
+#pragma once
+// RAII over the hiredis (0.14) synchronous API: settings, one connection, replies, scripts and a
+// small thread-safe pool.
+//
+// A Connection is used by one thread at a time. Any I/O failure marks it broken; the next
+// command reconnects (connect, AUTH, SELECT) before it is sent. Reply errors (-ERR ...) and
+// connection errors are both redis::Error, told apart by kind().
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <initializer_list>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <unordered_set>
+#include <vector>
+
+struct redisContext;
+struct redisReply;
+
+namespace wk::redis {
+
+struct Settings {
+  std::string host = "127.0.0.1";
+  int port = 6379;
+  std::string username;  // empty: AUTH <password> (or no AUTH); else AUTH <username> <password>
+  std::string password;  // never logged, never part of an error text
+  int db = 0;
+  std::chrono::milliseconds connect_timeout{2000};
+  std::chrono::milliseconds command_timeout{5000};
+
+  std::string address() const { return host + ":" + std::to_string(port); }
+};
+
+class Error : public std::runtime_error {
+ public:
+  enum class Kind {
+    connection,  // could not connect, I/O error, timeout, protocol error: the command may or may not have run
+    reply,       // Redis answered with an error reply (text in what())
+  };
+  Error(Kind kind, const std::string& what) : std::runtime_error(what), kind_(kind) {}
+  Kind kind() const noexcept { return kind_; }
+  bool is_connection() const noexcept { return kind_ == Kind::connection; }
+  bool is_reply() const noexcept { return kind_ == Kind::reply; }
+
+ private:
+  Kind kind_;
+};
+
+// A non-owning view of one reply element.
+class ReplyView {
+ public:
+  explicit ReplyView(const redisReply* reply) : reply_(reply) {}
+  bool is_nil() const noexcept;
+  bool is_error() const noexcept;
+  bool is_string() const noexcept;  // bulk string or status
+  bool is_integer() const noexcept;
+  bool is_array() const noexcept;
+  std::string_view str() const;     // bulk string, status or error text; throws if none
+  long long integer() const;        // throws if not an integer
+  size_t size() const noexcept;     // array length (0 if not an array)
+  ReplyView operator[](size_t i) const;
+
+ protected:
+  const redisReply* reply_;
+};
+
+// Owns a reply (freeReplyObject on destruction).
+class Reply : public ReplyView {
+ public:
+  explicit Reply(redisReply* reply);
+  Reply(Reply&& other) noexcept;
+  Reply& operator=(Reply&& other) noexcept;
+  Reply(const Reply&) = delete;
+  Reply& operator=(const Reply&) = delete;
+  ~Reply();
+
+ private:
+  redisReply* owned_;
+};
+
+// A Lua script known by its SHA1: run with EVALSHA, falling back to EVAL on NOSCRIPT.
+struct Script {
+  explicit Script(std::string source);
+  std::string source;
+  std::string sha1;  // lowercase hex
+};
+
+using Argv = std::span<const std::string_view>;
+
+class Connection {
+ public:
+  explicit Connection(Settings settings);  // connects at once; throws Error
+  ~Connection();
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  // One command; throws Error for error replies too. Binary-safe.
+  Reply command(Argv argv);
+  Reply command(std::initializer_list<std::string_view> argv) {
+    return command(Argv(argv.begin(), argv.size()));
+  }
+  // Same, but an error reply is returned (not thrown).
+  Reply command_raw(Argv argv);
+
+  // Pipelining: append several commands, then read one reply each, in order (errors returned,
+  // not thrown). A connection failure marks the connection broken and throws.
+  void append(Argv argv);
+  void append(std::initializer_list<std::string_view> argv) { append(Argv(argv.begin(), argv.size())); }
+  Reply read_reply();
+
+  // EVALSHA keys.. args.. with EVAL fallback. numkeys = keys.size(). Error replies throw.
+  Reply eval(const Script& script, Argv keys_and_args, size_t numkeys);
+  // SCRIPT LOAD once per connection (needed before queueing EVALSHA inside MULTI).
+  void ensure_loaded(const Script& script);
+
+  // A command that may block in Redis up to `block_for` (BLMOVE ...): the socket read timeout is
+  // raised to block_for + command_timeout for this command only.
+  Reply blocking_command(Argv argv, std::chrono::milliseconds block_for);
+  // Thread-safe: makes a concurrent blocking_command fail at once (shutdown(2) on the socket).
+  // The connection reconnects on its next use.
+  void interrupt() noexcept;
+
+  bool broken() const noexcept { return context_ == nullptr; }
+  const Settings& settings() const noexcept { return settings_; }
+
+ private:
+  void ensure_connected();
+  void connect();
+  void mark_broken();
+  [[noreturn]] void fail_io(const char* during);
+  Reply read_one();
+  void set_read_timeout(std::chrono::milliseconds timeout);
+
+  Settings settings_;
+  redisContext* context_ = nullptr;
+  std::mutex fd_mu_;  // guards fd_ for interrupt()
+  int fd_ = -1;
+  std::unordered_set<std::string> loaded_scripts_;
+};
+
+// A fixed-size pool of connections, created lazily. acquire() blocks while all are in use.
+class Pool {
+ public:
+  Pool(Settings settings, size_t size);
+  ~Pool();
+  Pool(const Pool&) = delete;
+  Pool& operator=(const Pool&) = delete;
+
+  class Lease {
+   public:
+    Lease(Pool& pool, std::unique_ptr<Connection> conn) : pool_(&pool), conn_(std::move(conn)) {}
+    Lease(Lease&& other) noexcept = default;
+    Lease& operator=(Lease&&) = delete;
+    Lease(const Lease&) = delete;
+    ~Lease();
+    Connection& operator*() const { return *conn_; }
+    Connection* operator->() const { return conn_.get(); }
+
+   private:
+    Pool* pool_;
+    std::unique_ptr<Connection> conn_;
+  };
+
+  Lease acquire();  // throws Error if a new connection cannot be made
+  const Settings& settings() const noexcept { return settings_; }
+
+ private:
+  void give_back(std::unique_ptr<Connection> conn);
+
+  Settings settings_;
+  size_t size_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::unique_ptr<Connection>> idle_;
+  size_t created_ = 0;
+};
+
+}  // namespace wk::redis
