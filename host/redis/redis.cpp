@@ -1,0 +1,284 @@
+#include "redis/redis.hpp"
+
+#include <hiredis/hiredis.h>
+#include <openssl/sha.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+
+#include <array>
+#include <cstdio>
+
+namespace wk::redis {
+
+namespace {
+
+timeval to_timeval(std::chrono::milliseconds ms) {
+  timeval tv{};
+  tv.tv_sec = static_cast<time_t>(ms.count() / 1000);
+  tv.tv_usec = static_cast<suseconds_t>((ms.count() % 1000) * 1000);
+  return tv;
+}
+
+std::string sha1_hex(std::string_view text) {
+  std::array<unsigned char, SHA_DIGEST_LENGTH> digest{};
+  SHA1(reinterpret_cast<const unsigned char*>(text.data()), text.size(), digest.data());
+  std::string hex;
+  hex.reserve(2 * digest.size());
+  static constexpr char kDigits[] = "0123456789abcdef";
+  for (unsigned char b : digest) {
+    hex.push_back(kDigits[b >> 4]);
+    hex.push_back(kDigits[b & 0xF]);
+  }
+  return hex;
+}
+
+// argv as hiredis wants it: two parallel arrays. Small commands stay on the stack.
+class ArgvArrays {
+ public:
+  explicit ArgvArrays(Argv argv) {
+    ptrs_.reserve(argv.size());
+    lens_.reserve(argv.size());
+    for (std::string_view a : argv) {
+      ptrs_.push_back(a.data());
+      lens_.push_back(a.size());
+    }
+  }
+  int argc() const { return static_cast<int>(ptrs_.size()); }
+  const char** argv() { return ptrs_.data(); }
+  const size_t* lens() const { return lens_.data(); }
+
+ private:
+  std::vector<const char*> ptrs_;
+  std::vector<size_t> lens_;
+};
+
+}  // namespace
+
+// ---- ReplyView / Reply --------------------------------------------------------------------------
+
+bool ReplyView::is_nil() const noexcept { return reply_ == nullptr || reply_->type == REDIS_REPLY_NIL; }
+bool ReplyView::is_error() const noexcept { return reply_ != nullptr && reply_->type == REDIS_REPLY_ERROR; }
+bool ReplyView::is_string() const noexcept {
+  return reply_ != nullptr && (reply_->type == REDIS_REPLY_STRING || reply_->type == REDIS_REPLY_STATUS);
+}
+bool ReplyView::is_integer() const noexcept { return reply_ != nullptr && reply_->type == REDIS_REPLY_INTEGER; }
+bool ReplyView::is_array() const noexcept { return reply_ != nullptr && reply_->type == REDIS_REPLY_ARRAY; }
+
+std::string_view ReplyView::str() const {
+  if (reply_ == nullptr || (reply_->type != REDIS_REPLY_STRING && reply_->type != REDIS_REPLY_STATUS &&
+                            reply_->type != REDIS_REPLY_ERROR)) {
+    throw Error(Error::Kind::reply, "unexpected reply type (wanted a string)");
+  }
+  return {reply_->str, reply_->len};
+}
+long long ReplyView::integer() const {
+  if (!is_integer()) throw Error(Error::Kind::reply, "unexpected reply type (wanted an integer)");
+  return reply_->integer;
+}
+size_t ReplyView::size() const noexcept { return is_array() ? reply_->elements : 0; }
+ReplyView ReplyView::operator[](size_t i) const {
+  if (i >= size()) throw Error(Error::Kind::reply, "reply index out of range");
+  return ReplyView(reply_->element[i]);
+}
+
+Reply::Reply(redisReply* reply) : ReplyView(reply), owned_(reply) {}
+Reply::Reply(Reply&& other) noexcept : ReplyView(other.owned_), owned_(other.owned_) {
+  other.owned_ = nullptr;
+  other.reply_ = nullptr;
+}
+Reply& Reply::operator=(Reply&& other) noexcept {
+  if (this != &other) {
+    if (owned_ != nullptr) freeReplyObject(owned_);
+    owned_ = other.owned_;
+    reply_ = other.owned_;
+    other.owned_ = nullptr;
+    other.reply_ = nullptr;
+  }
+  return *this;
+}
+Reply::~Reply() {
+  if (owned_ != nullptr) freeReplyObject(owned_);
+}
+
+Script::Script(std::string src) : source(std::move(src)), sha1(sha1_hex(source)) {}
+
+// ---- Connection ---------------------------------------------------------------------------------
+
+Connection::Connection(Settings settings) : settings_(std::move(settings)) { connect(); }
+
+Connection::~Connection() { mark_broken(); }
+
+void Connection::mark_broken() {
+  std::lock_guard lock(fd_mu_);
+  if (context_ != nullptr) redisFree(context_);
+  context_ = nullptr;
+  fd_ = -1;
+  loaded_scripts_.clear();
+}
+
+void Connection::connect() {
+  mark_broken();
+  redisContext* ctx = redisConnectWithTimeout(settings_.host.c_str(), settings_.port,
+                                              to_timeval(settings_.connect_timeout));
+  if (ctx == nullptr) throw Error(Error::Kind::connection, "redis " + settings_.address() + ": out of memory");
+  if (ctx->err != 0) {
+    std::string why = ctx->errstr;
+    redisFree(ctx);
+    throw Error(Error::Kind::connection, "redis " + settings_.address() + ": connect: " + why);
+  }
+  if (redisSetTimeout(ctx, to_timeval(settings_.command_timeout)) != REDIS_OK) {
+    redisFree(ctx);
+    throw Error(Error::Kind::connection, "redis " + settings_.address() + ": cannot set socket timeout");
+  }
+  {
+    std::lock_guard lock(fd_mu_);
+    context_ = ctx;
+    fd_ = ctx->fd;
+  }
+  // AUTH and SELECT on every (re)connect. The password never appears in an error text.
+  if (!settings_.password.empty()) {
+    Reply auth = settings_.username.empty()
+                     ? command_raw(std::initializer_list<std::string_view>{"AUTH", settings_.password})
+                     : command_raw(std::initializer_list<std::string_view>{"AUTH", settings_.username,
+                                                                           settings_.password});
+    if (auth.is_error()) {
+      const std::string why(auth.str());
+      mark_broken();
+      throw Error(Error::Kind::connection, "redis " + settings_.address() + ": AUTH failed: " + why);
+    }
+  }
+  if (settings_.db != 0) {
+    const std::string db = std::to_string(settings_.db);
+    Reply select = command_raw(std::initializer_list<std::string_view>{"SELECT", db});
+    if (select.is_error()) {
+      const std::string why(select.str());
+      mark_broken();
+      throw Error(Error::Kind::connection, "redis " + settings_.address() + ": SELECT " + db + " failed: " + why);
+    }
+  }
+}
+
+void Connection::ensure_connected() {
+  if (context_ == nullptr) connect();
+}
+
+void Connection::fail_io(const char* during) {
+  std::string why = context_ != nullptr && context_->errstr[0] != '\0' ? context_->errstr : "connection lost";
+  mark_broken();
+  throw Error(Error::Kind::connection, "redis " + settings_.address() + ": " + during + ": " + why);
+}
+
+Reply Connection::read_one() {
+  void* raw = nullptr;
+  if (redisGetReply(context_, &raw) != REDIS_OK || raw == nullptr) fail_io("read");
+  return Reply(static_cast<redisReply*>(raw));
+}
+
+void Connection::append(Argv argv) {
+  ensure_connected();
+  ArgvArrays arrays(argv);
+  if (redisAppendCommandArgv(context_, arrays.argc(), arrays.argv(), arrays.lens()) != REDIS_OK) {
+    fail_io("append");
+  }
+}
+
+Reply Connection::read_reply() {
+  if (context_ == nullptr) throw Error(Error::Kind::connection, "redis " + settings_.address() + ": not connected");
+  return read_one();
+}
+
+Reply Connection::command_raw(Argv argv) {
+  append(argv);
+  return read_one();
+}
+
+Reply Connection::command(Argv argv) {
+  Reply reply = command_raw(argv);
+  if (reply.is_error()) throw Error(Error::Kind::reply, std::string(reply.str()));
+  return reply;
+}
+
+Reply Connection::eval(const Script& script, Argv keys_and_args, size_t numkeys) {
+  const std::string nk = std::to_string(numkeys);
+  std::vector<std::string_view> argv;
+  argv.reserve(3 + keys_and_args.size());
+  argv.push_back("EVALSHA");
+  argv.push_back(script.sha1);
+  argv.push_back(nk);
+  argv.insert(argv.end(), keys_and_args.begin(), keys_and_args.end());
+  Reply reply = command_raw(argv);
+  if (reply.is_error() && reply.str().starts_with("NOSCRIPT")) {
+    argv[0] = "EVAL";
+    argv[1] = script.source;  // EVAL also caches the script for the next EVALSHA
+    reply = command_raw(argv);
+  }
+  if (reply.is_error()) throw Error(Error::Kind::reply, std::string(reply.str()));
+  return reply;
+}
+
+void Connection::ensure_loaded(const Script& script) {
+  ensure_connected();
+  if (loaded_scripts_.contains(script.sha1)) return;
+  command({"SCRIPT", "LOAD", script.source});
+  loaded_scripts_.insert(script.sha1);
+}
+
+void Connection::set_read_timeout(std::chrono::milliseconds timeout) {
+  if (redisSetTimeout(context_, to_timeval(timeout)) != REDIS_OK) fail_io("set timeout");
+}
+
+Reply Connection::blocking_command(Argv argv, std::chrono::milliseconds block_for) {
+  ensure_connected();
+  set_read_timeout(block_for + settings_.command_timeout);
+  Reply reply = command_raw(argv);
+  set_read_timeout(settings_.command_timeout);
+  if (reply.is_error()) throw Error(Error::Kind::reply, std::string(reply.str()));
+  return reply;
+}
+
+void Connection::interrupt() noexcept {
+  std::lock_guard lock(fd_mu_);
+  // Only shutdown(2), never close: the fd stays owned by the hiredis context, which sees EOF and
+  // is then freed by the owning thread.
+  if (fd_ >= 0) ::shutdown(fd_, SHUT_RDWR);
+}
+
+// ---- Pool ---------------------------------------------------------------------------------------
+
+Pool::Pool(Settings settings, size_t size) : settings_(std::move(settings)), size_(size == 0 ? 1 : size) {}
+
+Pool::~Pool() = default;
+
+Pool::Lease Pool::acquire() {
+  std::unique_lock lock(mu_);
+  cv_.wait(lock, [&] { return !idle_.empty() || created_ < size_; });
+  if (!idle_.empty()) {
+    std::unique_ptr<Connection> conn = std::move(idle_.back());
+    idle_.pop_back();
+    return Lease(*this, std::move(conn));
+  }
+  ++created_;
+  lock.unlock();
+  try {
+    return Lease(*this, std::make_unique<Connection>(settings_));
+  } catch (...) {
+    lock.lock();
+    --created_;
+    cv_.notify_one();
+    throw;
+  }
+}
+
+void Pool::give_back(std::unique_ptr<Connection> conn) {
+  std::lock_guard lock(mu_);
+  // A broken connection is kept: its next command reconnects, so the pool never shrinks below
+  // what it has created.
+  idle_.push_back(std::move(conn));
+  cv_.notify_one();
+}
+
+Pool::Lease::~Lease() {
+  if (conn_) pool_->give_back(std::move(conn_));
+}
+
+}  // namespace wk::redis
