@@ -1,0 +1,370 @@
+#include "config/config.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <set>
+#include <sstream>
+
+namespace wk::config {
+
+namespace {
+
+// Variables with a built-in default. Computed defaults (WORKER_NAME, DB_POOL_SIZE) are filled in
+// by load(); variables without a default (secrets, AI_*) are absent unless set.
+const Settings& defaults() {
+  static const Settings table = {
+      {"REDIS_HOST", "localhost"},
+      {"REDIS_PORT", "6379"},
+      {"REDIS_DB", "0"},
+      {"DB_HOST", "localhost"},
+      {"DB_PORT", "5432"},
+      {"DB_USERNAME", "postgres"},
+      {"DB_NAME", "autodevs"},
+      {"DB_SSLMODE", "disable"},
+      {"WORKER_PLUGINS_DIR", "./plugins"},
+      {"WORKER_CONCURRENCY", "4"},
+      {"WORKER_QUEUES", "critical=10,planning=6,default=2"},
+      {"WORKER_STRICT_PRIORITY", "false"},
+      {"WORKER_SHUTDOWN_TIMEOUT", "30s"},
+      {"WORKER_METRICS_ADDR", "127.0.0.1:9090"},
+      {"LOG_LEVEL", "info"},
+      {"LOG_FORMAT", "logfmt"},
+      {"WORKTREE_BASE_DIR", "/tmp/worktrees"},
+      {"WORKTREE_MAX_PATH_LENGTH", "4096"},
+      {"WORKTREE_MIN_DISK_SPACE", "104857600"},
+      {"WORKTREE_CLEANUP_INTERVAL", "24h"},
+      {"WORKTREE_ENABLE_LOGGING", "true"},
+  };
+  return table;
+}
+
+// Every variable the host or the shipped plugins read (the unknown-variable check uses it).
+const std::set<std::string>& known_variables() {
+  static const std::set<std::string> names = [] {
+    std::set<std::string> n;
+    for (const auto& [k, v] : defaults()) n.insert(k);
+    for (const char* extra : {"REDIS_USERNAME", "REDIS_PASSWORD", "DB_PASSWORD", "DB_POOL_SIZE", "WORKER_NAME",
+                              "AI_PROVIDER", "AI_COMMAND", "AI_BASE_URL", "AI_API_KEY", "AI_MODEL", "AI_TIMEOUT"}) {
+      n.insert(extra);
+    }
+    return n;
+  }();
+  return names;
+}
+
+// Prefixes whose variables belong to us; the first four are the host's own (typo check).
+constexpr std::string_view kHostPrefixes[] = {"REDIS_", "DB_", "WORKER_", "LOG_"};
+constexpr std::string_view kPluginPrefixes[] = {"WORKTREE_", "AI_"};
+
+bool starts_with_any(std::string_view key, const auto& prefixes) {
+  return std::any_of(std::begin(prefixes), std::end(prefixes), [&](std::string_view p) { return key.starts_with(p); });
+}
+
+bool ends_with_ci(std::string_view s, std::string_view suffix) {
+  if (s.size() < suffix.size()) return false;
+  return std::equal(suffix.begin(), suffix.end(), s.end() - static_cast<std::ptrdiff_t>(suffix.size()),
+                    [](char a, char b) {
+                      return std::toupper(static_cast<unsigned char>(a)) == std::toupper(static_cast<unsigned char>(b));
+                    });
+}
+
+std::string read_file(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw ConfigError("--env-file", "--env-file " + path.string() + ": cannot be read");
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string default_worker_name() {
+  char host[256] = {};
+  if (gethostname(host, sizeof host - 1) != 0 || host[0] == '\0') std::snprintf(host, sizeof host, "worker");
+  return std::string(host) + "-" + std::to_string(getpid());
+}
+
+// Resolves the effective settings and remembers where each came from, for error messages.
+class Resolver {
+ public:
+  Resolver(Settings settings, std::map<std::string, std::string> origins)
+      : settings_(std::move(settings)), origins_(std::move(origins)) {}
+
+  // The value, or nullopt when unset. Empty text counts as unset except where `empty_is_value`.
+  std::optional<std::string> raw(const std::string& key, bool empty_is_value = false) const {
+    const auto it = settings_.find(key);
+    if (it == settings_.end()) return std::nullopt;
+    if (it->second.empty() && !empty_is_value) {
+      const auto d = defaults().find(key);
+      if (d != defaults().end()) return d->second;
+      return std::nullopt;
+    }
+    return it->second;
+  }
+
+  std::string text(const std::string& key) const { return raw(key).value_or(""); }
+
+  [[noreturn]] void fail(const std::string& key, const std::string& expected) const {
+    const auto value = settings_.count(key) != 0 ? settings_.at(key) : std::string();
+    const auto origin = origins_.count(key) != 0 ? origins_.at(key) : std::string("default");
+    throw ConfigError(key, "invalid " + key + "=\"" + redact(key, value) + "\" (from " + origin + "): expected " +
+                               expected);
+  }
+
+  int integer(const std::string& key, long long min, long long max) const {
+    const auto v = text(key);
+    long long n = 0;
+    const auto* end = v.data() + v.size();
+    const auto [ptr, ec] = std::from_chars(v.data(), end, n);
+    if (v.empty() || ec != std::errc() || ptr != end || n < min || n > max) {
+      fail(key, "an integer from " + std::to_string(min) + " to " + std::to_string(max));
+    }
+    return static_cast<int>(n);
+  }
+
+  long long big_integer(const std::string& key, long long min) const {
+    const auto v = text(key);
+    long long n = 0;
+    const auto* end = v.data() + v.size();
+    const auto [ptr, ec] = std::from_chars(v.data(), end, n);
+    if (v.empty() || ec != std::errc() || ptr != end || n < min) {
+      fail(key, "an integer of at least " + std::to_string(min));
+    }
+    return n;
+  }
+
+  bool boolean(const std::string& key) const {
+    try {
+      return parse_bool(text(key));
+    } catch (const std::invalid_argument&) {
+      fail(key, "true or false");
+    }
+  }
+
+  std::chrono::milliseconds duration(const std::string& key, bool allow_zero) const {
+    try {
+      const auto d = std::chrono::duration_cast<std::chrono::milliseconds>(parse_duration(text(key)));
+      if (!allow_zero && d.count() == 0) fail(key, "a positive duration such as 30s, 5m, 1h30m");
+      return d;
+    } catch (const std::invalid_argument&) {
+      fail(key, "a duration such as 30s, 5m, 1h30m, 500ms");
+    }
+  }
+
+  std::string one_of(const std::string& key, std::initializer_list<std::string_view> choices) const {
+    const auto v = text(key);
+    std::string list;
+    for (const auto c : choices) {
+      if (v == c) return v;
+      if (!list.empty()) list += ", ";
+      list += c;
+    }
+    fail(key, "one of " + list);
+  }
+
+ private:
+  Settings settings_;
+  std::map<std::string, std::string> origins_;
+};
+
+bool valid_host_port(std::string_view addr) {
+  const auto colon = addr.rfind(':');
+  if (colon == std::string_view::npos) return false;
+  const auto port = addr.substr(colon + 1);
+  int n = 0;
+  const auto [ptr, ec] = std::from_chars(port.data(), port.data() + port.size(), n);
+  return !port.empty() && ec == std::errc() && ptr == port.data() + port.size() && n >= 0 && n <= 65535;
+}
+
+}  // namespace
+
+bool is_secret(std::string_view key) {
+  return ends_with_ci(key, "_PASSWORD") || ends_with_ci(key, "_API_KEY") || ends_with_ci(key, "_TOKEN") ||
+         ends_with_ci(key, "_SECRET");
+}
+
+std::string redact(std::string_view key, std::string_view value) {
+  if (!is_secret(key)) return std::string(value);
+  return value.empty() ? std::string() : std::string("<redacted>");
+}
+
+bool parse_bool(std::string_view text) {
+  std::string t(text);
+  std::transform(t.begin(), t.end(), t.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  if (t == "1" || t == "t" || t == "true" || t == "yes" || t == "y" || t == "on") return true;
+  if (t == "0" || t == "f" || t == "false" || t == "no" || t == "n" || t == "off") return false;
+  throw std::invalid_argument("expected true or false");
+}
+
+std::vector<QueueWeight> parse_queues(std::string_view text) {
+  std::vector<QueueWeight> out;
+  const auto trim = [](std::string_view s) {
+    while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front())) != 0) s.remove_prefix(1);
+    while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back())) != 0) s.remove_suffix(1);
+    return s;
+  };
+  while (true) {
+    const auto comma = text.find(',');
+    const auto item = trim(text.substr(0, comma));
+    const auto eq = item.find('=');
+    if (eq == std::string_view::npos) {
+      throw std::invalid_argument("queue entry \"" + std::string(item) + "\" is not name=weight");
+    }
+    const auto name = trim(item.substr(0, eq));
+    const auto weight_text = trim(item.substr(eq + 1));
+    if (name.empty()) throw std::invalid_argument("empty queue name");
+    if (name.find_first_of(" \t{}:") != std::string_view::npos) {
+      throw std::invalid_argument("queue name \"" + std::string(name) + "\" contains a space, brace or colon");
+    }
+    int weight = 0;
+    const auto [ptr, ec] = std::from_chars(weight_text.data(), weight_text.data() + weight_text.size(), weight);
+    if (weight_text.empty() || ec != std::errc() || ptr != weight_text.data() + weight_text.size() || weight < 1 ||
+        weight > 1000000) {
+      throw std::invalid_argument("weight of queue \"" + std::string(name) + "\" is not an integer from 1 to 1000000");
+    }
+    if (std::any_of(out.begin(), out.end(), [&](const QueueWeight& q) { return q.name == name; })) {
+      throw std::invalid_argument("queue \"" + std::string(name) + "\" is listed twice");
+    }
+    out.push_back({std::string(name), weight});
+    if (comma == std::string_view::npos) break;
+    text.remove_prefix(comma + 1);
+  }
+  return out;
+}
+
+Settings environment_from(char** envp) {
+  Settings out;
+  if (envp == nullptr) return out;
+  for (char** e = envp; *e != nullptr; ++e) {
+    const std::string_view entry(*e);
+    const auto eq = entry.find('=');
+    if (eq == std::string_view::npos) continue;
+    const std::string key(entry.substr(0, eq));
+    if (known_variables().count(key) != 0 || starts_with_any(key, kHostPrefixes) ||
+        starts_with_any(key, kPluginPrefixes)) {
+      out[key] = std::string(entry.substr(eq + 1));
+    }
+  }
+  return out;
+}
+
+Config load(const Sources& sources) {
+  Settings merged = defaults();
+  std::map<std::string, std::string> origins;
+  Config cfg;
+
+  // .env: explicit file must exist; the implicit one is optional.
+  std::optional<std::filesystem::path> env_file = sources.env_file;
+  if (!env_file) {
+    const auto implicit = sources.working_dir / ".env";
+    std::error_code ec;
+    if (std::filesystem::is_regular_file(implicit, ec)) env_file = implicit;
+  } else {
+    std::error_code ec;
+    if (!std::filesystem::is_regular_file(*env_file, ec)) {
+      throw ConfigError("--env-file", "--env-file " + env_file->string() + ": does not exist or is not a file");
+    }
+  }
+  if (env_file) {
+    for (auto& [k, v] : parse_dotenv(read_file(*env_file), env_file->string())) {
+      merged[k] = v;
+      origins[k] = env_file->string();
+    }
+    cfg.env_file_used = env_file;
+  }
+  for (const auto& [k, v] : sources.environment) {
+    merged[k] = v;
+    origins[k] = "environment";
+  }
+  for (const auto& [k, v] : sources.flags) {
+    merged[k] = v;
+    origins[k] = "command line";
+  }
+
+  const Resolver r(merged, origins);
+
+  cfg.redis_host = r.text("REDIS_HOST");
+  if (cfg.redis_host.empty()) r.fail("REDIS_HOST", "a host name or address");
+  cfg.redis_port = r.integer("REDIS_PORT", 1, 65535);
+  cfg.redis_username = r.raw("REDIS_USERNAME", true).value_or("");
+  cfg.redis_password = r.raw("REDIS_PASSWORD", true).value_or("");
+  cfg.redis_db = r.integer("REDIS_DB", 0, 1000000);
+
+  cfg.concurrency = r.integer("WORKER_CONCURRENCY", 1, 10000);
+  merged["WORKER_CONCURRENCY"] = std::to_string(cfg.concurrency);
+
+  cfg.db_host = r.text("DB_HOST");
+  if (cfg.db_host.empty()) r.fail("DB_HOST", "a host name, address or socket directory");
+  cfg.db_port = r.integer("DB_PORT", 1, 65535);
+  cfg.db_username = r.text("DB_USERNAME");
+  cfg.db_password = r.raw("DB_PASSWORD", true).value_or("");
+  cfg.db_name = r.text("DB_NAME");
+  if (cfg.db_name.empty()) r.fail("DB_NAME", "a database name");
+  cfg.db_sslmode = r.one_of("DB_SSLMODE", {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"});
+  if (r.raw("DB_POOL_SIZE")) {
+    cfg.db_pool_size = r.integer("DB_POOL_SIZE", 1, 10000);
+  } else {
+    cfg.db_pool_size = cfg.concurrency;
+  }
+  merged["DB_POOL_SIZE"] = std::to_string(cfg.db_pool_size);
+
+  cfg.worker_name = r.raw("WORKER_NAME").value_or(default_worker_name());
+  merged["WORKER_NAME"] = cfg.worker_name;
+  cfg.plugins_dir = r.text("WORKER_PLUGINS_DIR");
+  try {
+    cfg.queues = parse_queues(r.text("WORKER_QUEUES"));
+  } catch (const std::invalid_argument& e) {
+    r.fail("WORKER_QUEUES", std::string("name=weight pairs such as critical=10,default=2 (") + e.what() + ")");
+  }
+  cfg.strict_priority = r.boolean("WORKER_STRICT_PRIORITY");
+  cfg.shutdown_timeout = r.duration("WORKER_SHUTDOWN_TIMEOUT", true);
+  cfg.metrics_addr = r.raw("WORKER_METRICS_ADDR", true).value_or("");
+  if (!cfg.metrics_addr.empty() && !valid_host_port(cfg.metrics_addr)) {
+    r.fail("WORKER_METRICS_ADDR", "host:port (such as 127.0.0.1:9090), or empty to disable");
+  }
+
+  try {
+    cfg.log_level = log::parse_level(r.text("LOG_LEVEL"));
+  } catch (const std::invalid_argument&) {
+    r.fail("LOG_LEVEL", "one of trace, debug, info, warn, error");
+  }
+  try {
+    cfg.log_format = log::parse_format(r.text("LOG_FORMAT"));
+  } catch (const std::invalid_argument&) {
+    r.fail("LOG_FORMAT", "logfmt or json");
+  }
+
+  // Plugin settings: checked here too, so a typo stops the process before it takes tasks.
+  r.integer("WORKTREE_MAX_PATH_LENGTH", 1, 1 << 20);
+  r.big_integer("WORKTREE_MIN_DISK_SPACE", 0);
+  r.duration("WORKTREE_CLEANUP_INTERVAL", false);
+  r.boolean("WORKTREE_ENABLE_LOGGING");
+  if (r.raw("AI_PROVIDER")) r.one_of("AI_PROVIDER", {"none", "command", "openai"});
+  if (r.raw("AI_TIMEOUT")) r.duration("AI_TIMEOUT", false);
+
+  for (const auto& [k, v] : merged) {
+    if (starts_with_any(k, kHostPrefixes) && known_variables().count(k) == 0) cfg.unknown_variables.push_back(k);
+  }
+  cfg.settings = std::move(merged);
+  return cfg;
+}
+
+std::string Config::redis_addr() const { return redis_host + ":" + std::to_string(redis_port); }
+
+std::optional<std::string> Config::get(const std::string& key) const {
+  const auto it = settings.find(key);
+  if (it == settings.end()) return std::nullopt;
+  return it->second;
+}
+
+Settings Config::redacted() const {
+  Settings out;
+  for (const auto& [k, v] : settings) out[k] = redact(k, v);
+  return out;
+}
+
+}  // namespace wk::config

@@ -1,0 +1,130 @@
+#pragma once
+// The worker's configuration (DESIGN.md §5): every setting, validated once at start-up.
+//
+// Precedence, highest first: command-line flag > environment > `.env` file (in the working
+// directory, or the one named by --env-file) > built-in default. All sources are plain
+// `VARIABLE -> text` maps, so the flag parser (host/app) only has to translate flag names into
+// variable names; this library knows nothing about CLI11.
+//
+// Besides the typed fields the host uses, Config keeps a snapshot of every raw setting (host
+// variables, plugin variables such as WORKTREE_* and AI_*, and any other variable with one of
+// the known prefixes): plugins read it through the ABI's config_get. Secrets (*_PASSWORD,
+// *_API_KEY, *_TOKEN, *_SECRET) are kept in the snapshot but redacted in every dump.
+#include <chrono>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "log/log.hpp"
+
+namespace wk::config {
+
+using Settings = std::map<std::string, std::string>;
+
+// A start-up error that names the variable and says what was expected. what() is the full,
+// operator-facing message; it never contains a secret value.
+class ConfigError : public std::runtime_error {
+ public:
+  ConfigError(std::string variable, const std::string& message)
+      : std::runtime_error(message), variable_(std::move(variable)) {}
+  const std::string& variable() const noexcept { return variable_; }
+
+ private:
+  std::string variable_;
+};
+
+struct QueueWeight {
+  std::string name;
+  int weight = 0;
+  bool operator==(const QueueWeight&) const = default;
+};
+
+// Where the raw settings come from. `flags` and `environment` are keyed by variable name.
+struct Sources {
+  Settings flags;
+  Settings environment;
+  // An explicit --env-file (must exist); without one, `<working_dir>/.env` is read if present.
+  std::optional<std::filesystem::path> env_file;
+  std::filesystem::path working_dir = ".";
+};
+
+struct Config {
+  // Redis (asynq's broker).
+  std::string redis_host = "localhost";
+  int redis_port = 6379;
+  std::string redis_username;
+  std::string redis_password;  // secret
+  int redis_db = 0;
+
+  // PostgreSQL pool.
+  std::string db_host = "localhost";
+  int db_port = 5432;
+  std::string db_username = "postgres";
+  std::string db_password;  // secret
+  std::string db_name = "autodevs";
+  std::string db_sslmode = "disable";
+  int db_pool_size = 4;  // defaults to worker_concurrency
+
+  // The worker itself.
+  std::string worker_name;  // default: host name + "-" + pid
+  std::string plugins_dir = "./plugins";
+  int concurrency = 4;
+  std::vector<QueueWeight> queues;  // in the order given
+  bool strict_priority = false;
+  std::chrono::milliseconds shutdown_timeout{std::chrono::seconds(30)};
+  std::string metrics_addr = "127.0.0.1:9090";  // empty = disabled
+
+  log::Level log_level = log::Level::info;
+  log::Format log_format = log::Format::logfmt;
+
+  // The .env file that was read, if any (for the start-up log).
+  std::optional<std::filesystem::path> env_file_used;
+  // Variables with a host prefix (REDIS_, DB_, WORKER_, LOG_) that no one knows: likely typos.
+  // Not fatal (other programs share these prefixes), but worth a warning line.
+  std::vector<std::string> unknown_variables;
+
+  // Every effective raw setting (defaults included), for config_get. Contains secrets.
+  Settings settings;
+
+  // "host:port" of Redis, as logged at start-up.
+  std::string redis_addr() const;
+  // The raw value of `key`, or nullopt when unset.
+  std::optional<std::string> get(const std::string& key) const;
+  // `settings` with every secret value replaced: safe to log or print.
+  Settings redacted() const;
+};
+
+// Reads all sources, applies precedence and defaults, validates. Throws ConfigError.
+Config load(const Sources& sources);
+
+// The process environment, limited to what concerns the worker: known variables and any
+// variable with a known prefix (REDIS_, DB_, WORKER_, LOG_, WORKTREE_, AI_).
+Settings environment_from(char** envp);
+
+// Whether `key` names a secret (*_PASSWORD, *_API_KEY, *_TOKEN, *_SECRET, case-insensitive).
+bool is_secret(std::string_view key);
+// The text shown instead of a secret value.
+std::string redact(std::string_view key, std::string_view value);
+
+// `.env` text: KEY=VALUE lines, `export ` prefix, `#` comments (whole line, or after an unquoted
+// value following whitespace), single quotes (literal) and double quotes (\n \t \" \\ escapes).
+// Throws ConfigError naming `origin` and the line number on a malformed line.
+Settings parse_dotenv(std::string_view text, const std::string& origin = ".env");
+
+// Go's time.ParseDuration syntax: "300ms", "1.5h", "2h45m", "0". Units ns, us, µs, ms, s, m, h.
+// Throws std::invalid_argument on malformed or negative text.
+std::chrono::nanoseconds parse_duration(std::string_view text);
+// Formats like Go's Duration.String() for whole units we use ("1h30m0s" style is avoided):
+// "30s", "5m", "1h30m", "500ms".
+std::string format_duration(std::chrono::milliseconds d);
+
+// "critical=10,planning=6,default=2". Throws std::invalid_argument.
+std::vector<QueueWeight> parse_queues(std::string_view text);
+// Go's strconv.ParseBool plus yes/no/on/off. Throws std::invalid_argument.
+bool parse_bool(std::string_view text);
+
+}  // namespace wk::config

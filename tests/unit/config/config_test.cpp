@@ -1,0 +1,241 @@
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "config/config.hpp"
+
+namespace wk::config {
+namespace {
+
+using namespace std::chrono_literals;
+
+// A private working directory per test, removed afterwards.
+class ConfigTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("wk-config-test-" + std::to_string(getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::create_directories(dir_);
+    sources_.working_dir = dir_;
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  void write_env(const std::string& name, const std::string& text) { std::ofstream(dir_ / name) << text; }
+
+  // Expects load() to fail naming `variable`; returns the message.
+  std::string expect_error(const std::string& variable) {
+    try {
+      load(sources_);
+    } catch (const ConfigError& e) {
+      EXPECT_EQ(e.variable(), variable) << e.what();
+      EXPECT_NE(std::string(e.what()).find(variable), std::string::npos) << e.what();
+      return e.what();
+    }
+    ADD_FAILURE() << "no error for " << variable;
+    return {};
+  }
+
+  std::filesystem::path dir_;
+  Sources sources_;
+};
+
+TEST_F(ConfigTest, DefaultsMatchTheDesign) {
+  const auto c = load(sources_);
+  EXPECT_EQ(c.redis_host, "localhost");
+  EXPECT_EQ(c.redis_port, 6379);
+  EXPECT_EQ(c.redis_db, 0);
+  EXPECT_EQ(c.redis_username, "");
+  EXPECT_EQ(c.redis_password, "");
+  EXPECT_EQ(c.db_host, "localhost");
+  EXPECT_EQ(c.db_port, 5432);
+  EXPECT_EQ(c.db_username, "postgres");
+  EXPECT_EQ(c.db_name, "autodevs");
+  EXPECT_EQ(c.db_sslmode, "disable");
+  EXPECT_EQ(c.concurrency, 4);
+  EXPECT_EQ(c.db_pool_size, 4);
+  EXPECT_EQ(c.plugins_dir, "./plugins");
+  EXPECT_EQ(c.queues, (std::vector<QueueWeight>{{"critical", 10}, {"planning", 6}, {"default", 2}}));
+  EXPECT_FALSE(c.strict_priority);
+  EXPECT_EQ(c.shutdown_timeout, 30s);
+  EXPECT_EQ(c.metrics_addr, "127.0.0.1:9090");
+  EXPECT_EQ(c.log_level, log::Level::info);
+  EXPECT_EQ(c.log_format, log::Format::logfmt);
+  EXPECT_TRUE(c.worker_name.ends_with("-" + std::to_string(getpid()))) << c.worker_name;
+  EXPECT_EQ(c.get("WORKTREE_BASE_DIR"), "/tmp/worktrees");
+  EXPECT_EQ(c.get("WORKTREE_MAX_PATH_LENGTH"), "4096");
+  EXPECT_EQ(c.get("WORKTREE_MIN_DISK_SPACE"), "104857600");
+  EXPECT_EQ(c.get("WORKTREE_CLEANUP_INTERVAL"), "24h");
+  EXPECT_EQ(c.get("WORKTREE_ENABLE_LOGGING"), "true");
+  EXPECT_EQ(c.get("WORKER_NAME"), c.worker_name);
+  EXPECT_EQ(c.get("AI_API_KEY"), std::nullopt);
+  EXPECT_FALSE(c.env_file_used.has_value());
+}
+
+TEST_F(ConfigTest, FlagBeatsEnvironmentBeatsDotenvBeatsDefault) {
+  write_env(".env", "WORKER_NAME=from-file\nREDIS_HOST=file-host\nREDIS_PORT=1111\nDB_NAME=filedb\n");
+  sources_.environment = {{"WORKER_NAME", "from-env"}, {"REDIS_HOST", "env-host"}};
+  sources_.flags = {{"WORKER_NAME", "from-flag"}};
+  const auto c = load(sources_);
+  EXPECT_EQ(c.worker_name, "from-flag");
+  EXPECT_EQ(c.redis_host, "env-host");
+  EXPECT_EQ(c.redis_port, 1111);
+  EXPECT_EQ(c.db_name, "filedb");
+  EXPECT_EQ(c.db_port, 5432);
+  EXPECT_EQ(c.redis_addr(), "env-host:1111");
+  ASSERT_TRUE(c.env_file_used.has_value());
+  EXPECT_EQ(*c.env_file_used, dir_ / ".env");
+}
+
+TEST_F(ConfigTest, ExplicitEnvFileReplacesTheImplicitOneAndMustExist) {
+  write_env(".env", "WORKER_NAME=implicit\n");
+  write_env("other.env", "WORKER_NAME=explicit\n");
+  sources_.env_file = dir_ / "other.env";
+  EXPECT_EQ(load(sources_).worker_name, "explicit");
+  sources_.env_file = dir_ / "missing.env";
+  EXPECT_NE(expect_error("--env-file").find("missing.env"), std::string::npos);
+}
+
+TEST_F(ConfigTest, PoolSizeDefaultsToConcurrency) {
+  sources_.environment = {{"WORKER_CONCURRENCY", "12"}};
+  EXPECT_EQ(load(sources_).db_pool_size, 12);
+  sources_.environment["DB_POOL_SIZE"] = "3";
+  const auto c = load(sources_);
+  EXPECT_EQ(c.db_pool_size, 3);
+  EXPECT_EQ(c.get("DB_POOL_SIZE"), "3");
+}
+
+TEST_F(ConfigTest, TypedValuesAreParsed) {
+  sources_.environment = {{"WORKER_QUEUES", " a = 3 , b=1"},
+                          {"WORKER_STRICT_PRIORITY", "true"},
+                          {"WORKER_SHUTDOWN_TIMEOUT", "1m30s"},
+                          {"WORKER_METRICS_ADDR", ""},
+                          {"LOG_LEVEL", "DEBUG"},
+                          {"LOG_FORMAT", "json"},
+                          {"REDIS_USERNAME", "acl-user"},
+                          {"REDIS_DB", "3"},
+                          {"DB_SSLMODE", "verify-full"}};
+  const auto c = load(sources_);
+  EXPECT_EQ(c.queues, (std::vector<QueueWeight>{{"a", 3}, {"b", 1}}));
+  EXPECT_TRUE(c.strict_priority);
+  EXPECT_EQ(c.shutdown_timeout, 90s);
+  EXPECT_EQ(c.metrics_addr, "");
+  EXPECT_EQ(c.log_level, log::Level::debug);
+  EXPECT_EQ(c.log_format, log::Format::json);
+  EXPECT_EQ(c.redis_username, "acl-user");
+  EXPECT_EQ(c.redis_db, 3);
+  EXPECT_EQ(c.db_sslmode, "verify-full");
+}
+
+TEST_F(ConfigTest, EmptyValueMeansDefaultForNumbers) {
+  sources_.environment = {{"REDIS_PORT", ""}};
+  EXPECT_EQ(load(sources_).redis_port, 6379);
+}
+
+TEST_F(ConfigTest, MalformedValuesNameTheVariableAndTheExpectation) {
+  const std::vector<std::tuple<std::string, std::string, std::string>> cases = {
+      {"WORKER_CONCURRENCY", "abc", "integer"},
+      {"WORKER_CONCURRENCY", "0", "integer from 1"},
+      {"REDIS_PORT", "70000", "integer from 1 to 65535"},
+      {"REDIS_DB", "-1", "integer"},
+      {"DB_PORT", "5432x", "integer"},
+      {"DB_POOL_SIZE", "0", "integer"},
+      {"DB_SSLMODE", "maybe", "one of disable"},
+      {"WORKER_QUEUES", "critical", "name=weight"},
+      {"WORKER_QUEUES", "a=0", "weight"},
+      {"WORKER_QUEUES", "a=1,a=2", "twice"},
+      {"WORKER_STRICT_PRIORITY", "perhaps", "true or false"},
+      {"WORKER_SHUTDOWN_TIMEOUT", "30", "duration"},
+      {"WORKER_METRICS_ADDR", "localhost", "host:port"},
+      {"LOG_LEVEL", "loud", "one of trace"},
+      {"LOG_FORMAT", "xml", "logfmt or json"},
+      {"WORKTREE_MAX_PATH_LENGTH", "big", "integer"},
+      {"WORKTREE_MIN_DISK_SPACE", "-5", "integer"},
+      {"WORKTREE_CLEANUP_INTERVAL", "daily", "duration"},
+      {"WORKTREE_ENABLE_LOGGING", "sure", "true or false"},
+      {"AI_PROVIDER", "skynet", "one of"},
+      {"AI_TIMEOUT", "5", "duration"},
+  };
+  for (const auto& [variable, value, expected] : cases) {
+    sources_.environment = {{variable, value}};
+    const auto message = expect_error(variable);
+    EXPECT_NE(message.find(expected), std::string::npos) << message;
+    EXPECT_NE(message.find(value), std::string::npos) << message;
+    EXPECT_NE(message.find("environment"), std::string::npos) << message;
+  }
+}
+
+TEST_F(ConfigTest, ErrorsFromFlagsSayCommandLine) {
+  sources_.flags = {{"WORKER_CONCURRENCY", "x"}};
+  EXPECT_NE(expect_error("WORKER_CONCURRENCY").find("command line"), std::string::npos);
+}
+
+TEST_F(ConfigTest, SnapshotKeepsPluginVariablesAndRedactsSecrets) {
+  write_env(".env", "AI_API_KEY=sk-file-secret\nMY_PLUGIN_SETTING=1\n");
+  sources_.environment = {{"DB_PASSWORD", "hunter2"},
+                          {"REDIS_PASSWORD", "redispw"},
+                          {"AI_MODEL", "gpt-x"},
+                          {"AI_EXTRA_TOKEN", "tok"},
+                          {"WORKTREE_CUSTOM", "c"}};
+  const auto c = load(sources_);
+  EXPECT_EQ(c.get("AI_API_KEY"), "sk-file-secret");
+  EXPECT_EQ(c.get("DB_PASSWORD"), "hunter2");
+  EXPECT_EQ(c.get("AI_MODEL"), "gpt-x");
+  EXPECT_EQ(c.get("WORKTREE_CUSTOM"), "c");
+  EXPECT_EQ(c.get("MY_PLUGIN_SETTING"), "1");
+  EXPECT_EQ(c.db_password, "hunter2");
+  EXPECT_EQ(c.redis_password, "redispw");
+  const auto dump = c.redacted();
+  EXPECT_EQ(dump.at("AI_API_KEY"), "<redacted>");
+  EXPECT_EQ(dump.at("DB_PASSWORD"), "<redacted>");
+  EXPECT_EQ(dump.at("REDIS_PASSWORD"), "<redacted>");
+  EXPECT_EQ(dump.at("AI_EXTRA_TOKEN"), "<redacted>");
+  EXPECT_EQ(dump.at("AI_MODEL"), "gpt-x");
+  for (const auto& [k, v] : dump) {
+    EXPECT_EQ(v.find("hunter2"), std::string::npos) << k;
+    EXPECT_EQ(v.find("sk-file-secret"), std::string::npos) << k;
+  }
+}
+
+TEST_F(ConfigTest, SecretsNeverAppearInErrors) {
+  write_env(".env", "DB_PASSWORD=\"unterminated-secret\n");
+  try {
+    load(sources_);
+    FAIL() << "no error";
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(std::string(e.what()).find("unterminated-secret"), std::string::npos) << e.what();
+    EXPECT_EQ(e.variable(), "DB_PASSWORD");
+  }
+}
+
+TEST_F(ConfigTest, UnknownHostVariablesAreReportedNotFatal) {
+  sources_.environment = {{"WORKER_CONCURENCY", "8"}, {"AI_WHATEVER", "x"}};
+  const auto c = load(sources_);
+  EXPECT_EQ(c.unknown_variables, std::vector<std::string>{"WORKER_CONCURENCY"});
+}
+
+TEST(ConfigEnvironment, KeepsOnlyOurVariables) {
+  std::string a = "REDIS_HOST=r";
+  std::string b = "PATH=/usr/bin";
+  std::string d = "AI_API_KEY=k";
+  std::string e = "HOME=/root";
+  std::string f = "WORKTREE_BASE_DIR=/w=x";
+  char* envp[] = {a.data(), b.data(), d.data(), e.data(), f.data(), nullptr};
+  const auto env = environment_from(envp);
+  EXPECT_EQ(env, (Settings{{"REDIS_HOST", "r"}, {"AI_API_KEY", "k"}, {"WORKTREE_BASE_DIR", "/w=x"}}));
+}
+
+TEST(ConfigSecrets, RecognisesSecretNames) {
+  EXPECT_TRUE(is_secret("DB_PASSWORD"));
+  EXPECT_TRUE(is_secret("AI_API_KEY"));
+  EXPECT_TRUE(is_secret("GITHUB_TOKEN"));
+  EXPECT_TRUE(is_secret("x_secret"));
+  EXPECT_FALSE(is_secret("DB_USERNAME"));
+  EXPECT_FALSE(is_secret("PASSWORD_POLICY"));
+  EXPECT_EQ(redact("DB_PASSWORD", ""), "");
+  EXPECT_EQ(redact("DB_NAME", "x"), "x");
+}
+
+}  // namespace
+}  // namespace wk::config
