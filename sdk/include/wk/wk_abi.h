@@ -92,9 +92,15 @@ typedef struct wk_error {
   char message[472]; /* NUL-terminated, truncated if needed */
 } wk_error;
 
-/* Feature test for any struct that starts with struct_size. */
+/* Feature test for any struct that starts with struct_size. The C++ spelling avoids a C-style
+   cast so that plugins built with -Wold-style-cast stay warning-free. */
+#ifdef __cplusplus
+#define WK_MEMBER_SIZE_(TYPE, field) sizeof(static_cast<TYPE *>(nullptr)->field)
+#else
+#define WK_MEMBER_SIZE_(TYPE, field) sizeof(((TYPE *)0)->field)
+#endif
 #define WK_HAS(TYPE, p, field) \
-  ((p) != NULL && offsetof(TYPE, field) + sizeof(((TYPE *)0)->field) <= (p)->struct_size)
+  ((p) != NULL && offsetof(TYPE, field) + WK_MEMBER_SIZE_(TYPE, field) <= (p)->struct_size)
 #define WK_HAS_FN(TYPE, p, fn) (WK_HAS(TYPE, p, fn) && (p)->fn != NULL)
 
 typedef struct wk_ctx wk_ctx;                   /* host-owned: a plugin ctx or a task ctx */
