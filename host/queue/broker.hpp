@@ -36,6 +36,16 @@ class Broker {
   // §6.7, trying `queues` in the given order; nullopt when none has work (or all are paused).
   virtual std::optional<Dequeued> dequeue(const std::vector<std::string>& queues,
                                           std::chrono::seconds lease) = 0;
+  // Added by the redis owner: up to `max` tasks from the first queue (in the given order) that
+  // has any, in one script call (per-task semantics as §6.7). Empty when none has work.
+  // The default takes one task through dequeue().
+  virtual std::vector<Dequeued> dequeue_batch(const std::vector<std::string>& queues, std::chrono::seconds lease,
+                                              size_t max) {
+    std::vector<Dequeued> out;
+    if (max == 0) return out;
+    if (auto one = dequeue(queues, lease)) out.push_back(std::move(*one));
+    return out;
+  }
   // Blocks (without consuming and without busy polling) until some queue in `queues` may have a
   // pending task, or `timeout` passes, or wake() is called. Returns true if work may be there.
   virtual bool wait_for_work(const std::vector<std::string>& queues, std::chrono::milliseconds timeout) = 0;

@@ -1,0 +1,497 @@
+#include "queue/broker_redis.hpp"
+
+#include <cstdio>
+
+#include "asynq/keys.hpp"
+#include "queue/scripts.hpp"
+
+namespace wk::queue {
+
+namespace {
+
+using std::chrono::seconds;
+
+int64_t unix_s(Clock::time_point t) { return std::chrono::floor<seconds>(t.time_since_epoch()).count(); }
+int64_t unix_ns(Clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+}
+std::string str(int64_t v) { return std::to_string(v); }
+
+std::vector<std::string_view> views(const std::vector<std::string>& strings) {
+  return {strings.begin(), strings.end()};
+}
+
+// Turns the scripts' NOT FOUND error reply into queue::NotFound.
+[[noreturn]] void rethrow_not_found(const redis::Error& e, const asynq::TaskMessage& msg) {
+  if (e.is_reply() && std::string_view(e.what()).starts_with("NOT FOUND")) {
+    throw NotFound("task " + msg.id + " is no longer active in queue " + msg.queue);
+  }
+  throw e;
+}
+
+}  // namespace
+
+struct RedisBroker::Waiter {
+  std::string pending_key;
+  std::unique_ptr<redis::Connection> conn;  // created by the waiter thread; guarded by wait_mu_
+  Clock::time_point armed_until{};
+  std::thread thread;
+};
+
+RedisBroker::RedisBroker(RedisBrokerSettings settings, log::Logger logger)
+    : settings_(std::move(settings)),
+      log_(std::move(logger)),
+      pool_(settings_.redis, settings_.pool_size),
+      client_(pool_) {}
+
+RedisBroker::~RedisBroker() {
+  {
+    std::lock_guard lock(wait_mu_);
+    stopping_ = true;
+    for (auto& [queue, waiter] : waiters_) {
+      if (waiter->conn) waiter->conn->interrupt();
+    }
+  }
+  waiter_cv_.notify_all();
+  work_cv_.notify_all();
+  for (auto& [queue, waiter] : waiters_) {
+    if (waiter->thread.joinable()) waiter->thread.join();
+  }
+}
+
+// ---- dequeue ------------------------------------------------------------------------------------
+
+std::optional<Dequeued> RedisBroker::dequeue(const std::vector<std::string>& queues, seconds lease) {
+  auto batch = dequeue_batch(queues, lease, 1);
+  if (batch.empty()) return std::nullopt;
+  return std::move(batch.front());
+}
+
+std::vector<Dequeued> RedisBroker::dequeue_batch(const std::vector<std::string>& queues, seconds lease,
+                                                 size_t max) {
+  std::vector<Dequeued> out;
+  if (max == 0) return out;
+  auto conn = pool_.acquire();
+  for (const std::string& q : queues) {
+    const Clock::time_point now = Clock::now();
+    const Clock::time_point expiry = now + lease;
+    const std::string keys_and_args[] = {asynq::pending_key(q), asynq::paused_key(q), asynq::active_key(q),
+                                         asynq::lease_key(q),   str(unix_s(expiry)),  asynq::task_key_prefix(q),
+                                         std::to_string(max)};
+    const std::vector<std::string_view> argv(std::begin(keys_and_args), std::end(keys_and_args));
+    redis::Reply reply = conn->eval(scripts().dequeue, argv, 4);
+    for (size_t i = 0; i < reply.size(); ++i) {
+      try {
+        out.push_back(Dequeued{asynq::decode_task_message(reply[i].str()), expiry});
+      } catch (const asynq::DecodeError& e) {
+        // The task stays in active with its lease: the recoverer cannot decode it either, so it
+        // is reported loudly; no other task is lost because of it.
+        log_.error("cannot decode dequeued task message", {{"queue", q}, {"error", e.what()}});
+      }
+    }
+    if (!out.empty() || reply.size() > 0) return out;
+  }
+  return out;
+}
+
+// ---- waiting for work ---------------------------------------------------------------------------
+
+RedisBroker::Waiter& RedisBroker::waiter_for(const std::string& queue) {
+  auto& slot = waiters_[queue];
+  if (!slot) {
+    slot = std::make_unique<Waiter>();
+    slot->pending_key = asynq::pending_key(queue);
+    Waiter* w = slot.get();
+    slot->thread = std::thread([this, w] { waiter_loop(*w); });
+  }
+  return *slot;
+}
+
+void RedisBroker::waiter_loop(Waiter& w) {
+  std::unique_lock lock(wait_mu_);
+  while (!stopping_) {
+    waiter_cv_.wait(lock, [&] { return stopping_ || w.armed_until > Clock::now(); });
+    if (stopping_) break;
+    const auto remaining = std::chrono::duration_cast<std::chrono::milliseconds>(w.armed_until - Clock::now());
+    if (remaining.count() <= 0) continue;
+    bool got_work = false;
+    bool failed = false;
+    try {
+      if (!w.conn) {
+        lock.unlock();
+        auto conn = std::make_unique<redis::Connection>(settings_.redis);
+        lock.lock();
+        w.conn = std::move(conn);
+        if (stopping_) break;
+      }
+      redis::Connection& conn = *w.conn;
+      lock.unlock();
+      char timeout[32];
+      std::snprintf(timeout, sizeof timeout, "%.3f", static_cast<double>(remaining.count()) / 1000.0);
+      const std::string_view argv[] = {"BLMOVE", w.pending_key, w.pending_key, "RIGHT", "RIGHT", timeout};
+      redis::Reply reply = conn.blocking_command(argv, remaining);
+      got_work = !reply.is_nil();
+      lock.lock();
+    } catch (const redis::Error& e) {
+      if (!lock.owns_lock()) lock.lock();
+      failed = true;
+      if (!stopping_) log_.debug("wait for work failed", {{"key", w.pending_key}, {"error", e.what()}});
+    }
+    if (got_work) {
+      ++work_signals_;
+      w.armed_until = {};
+      work_cv_.notify_all();
+    } else if (failed && !stopping_) {
+      // Redis away: do not spin; callers fall back to their own timeout.
+      waiter_cv_.wait_for(lock, std::chrono::milliseconds(200), [&] { return stopping_; });
+    }
+  }
+}
+
+bool RedisBroker::wait_for_work(const std::vector<std::string>& queues, std::chrono::milliseconds timeout) {
+  // Paused queues are not waited on: BLMOVE would return at once for them (spec §6.7).
+  std::vector<const std::string*> unpaused;
+  {
+    auto conn = pool_.acquire();
+    for (const std::string& q : queues) conn->append({"EXISTS", asynq::paused_key(q)});
+    for (const std::string& q : queues) {
+      redis::Reply r = conn->read_reply();
+      if (r.is_integer() && r.integer() == 0) unpaused.push_back(&q);
+    }
+  }
+  std::unique_lock lock(wait_mu_);
+  if (wake_pending_) {
+    wake_pending_ = false;
+    return false;
+  }
+  const uint64_t start = work_signals_;
+  const Clock::time_point until = Clock::now() + timeout;
+  for (const std::string* q : unpaused) waiter_for(*q).armed_until = until;
+  waiter_cv_.notify_all();
+  work_cv_.wait_until(lock, until, [&] { return work_signals_ != start || wake_pending_ || stopping_; });
+  if (wake_pending_) {
+    wake_pending_ = false;
+    return false;
+  }
+  return work_signals_ != start;
+}
+
+void RedisBroker::wake() {
+  std::lock_guard lock(wait_mu_);
+  wake_pending_ = true;
+  work_cv_.notify_all();
+}
+
+// ---- leases -------------------------------------------------------------------------------------
+
+Clock::time_point RedisBroker::extend_leases(const std::string& queue, const std::vector<std::string>& ids,
+                                             seconds lease) {
+  const Clock::time_point expiry = Clock::now() + lease;
+  if (ids.empty()) return expiry;
+  const std::string score = str(unix_s(expiry));
+  const std::string key = asynq::lease_key(queue);
+  std::vector<std::string_view> argv{"ZADD", key, "XX"};
+  argv.reserve(3 + 2 * ids.size());
+  for (const std::string& id : ids) {
+    argv.push_back(score);
+    argv.push_back(id);
+  }
+  pool_.acquire()->command(argv);
+  return expiry;
+}
+
+// ---- completions --------------------------------------------------------------------------------
+
+void RedisBroker::complete(const asynq::TaskMessage& msg, const redis::Script& script,
+                           std::vector<std::string> keys_and_args, size_t numkeys,
+                           const std::vector<task::EnqueueRequest>& followups) {
+  auto conn = pool_.acquire();
+  if (followups.empty()) {
+    try {
+      conn->eval(script, views(keys_and_args), numkeys);
+    } catch (const redis::Error& e) {
+      rethrow_not_found(e, msg);
+    }
+    return;
+  }
+  // Follow-ups go in the same MULTI/EXEC as the completion. MULTI cannot make them conditional on
+  // the completion script, so WATCH the task hash (the recoverer and the Inspector rewrite it when
+  // they move the task) and check it is still active first.
+  const Clock::time_point now = Clock::now();
+  std::vector<PreparedEnqueue> prepared;
+  prepared.reserve(followups.size());
+  for (const auto& request : followups) prepared.push_back(Client::prepare(request, now));
+  for (const auto& p : prepared) client_.register_queue(*conn, p.queue);
+  conn->ensure_loaded(script);
+  for (const auto& p : prepared) conn->ensure_loaded(*p.script);
+
+  const std::string task_key = asynq::task_key(msg.queue, msg.id);
+  const std::string nk = std::to_string(numkeys);
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    conn->append({"WATCH", task_key});
+    conn->append({"HGET", task_key, "state"});
+    redis::Reply watched = conn->read_reply();
+    redis::Reply state = conn->read_reply();
+    if (watched.is_error()) throw redis::Error(redis::Error::Kind::reply, std::string(watched.str()));
+    if (state.is_nil() || state.str() != asynq::state::active) {
+      conn->command({"UNWATCH"});
+      throw NotFound("task " + msg.id + " is no longer active in queue " + msg.queue);
+    }
+    conn->append({"MULTI"});
+    std::vector<std::string_view> argv{"EVALSHA", script.sha1, nk};
+    argv.insert(argv.end(), keys_and_args.begin(), keys_and_args.end());
+    conn->append(argv);
+    std::vector<std::string> numkeys_text;
+    numkeys_text.reserve(prepared.size());
+    for (const auto& p : prepared) {
+      numkeys_text.push_back(std::to_string(p.numkeys));
+      std::vector<std::string_view> fargv{"EVALSHA", p.script->sha1, numkeys_text.back()};
+      fargv.insert(fargv.end(), p.keys_and_args.begin(), p.keys_and_args.end());
+      conn->append(fargv);
+    }
+    conn->append({"EXEC"});
+    for (size_t i = 0; i < prepared.size() + 2; ++i) {
+      redis::Reply queued = conn->read_reply();  // +OK for MULTI, +QUEUED for each command
+      if (queued.is_error()) {
+        // A command rejected at queue time makes EXEC abort; read the EXEC reply and give up.
+        for (size_t j = i + 1; j < prepared.size() + 3; ++j) conn->read_reply();
+        throw redis::Error(redis::Error::Kind::reply, std::string(queued.str()));
+      }
+    }
+    redis::Reply exec = conn->read_reply();
+    if (exec.is_nil()) continue;  // the task hash changed under us: look again
+    if (exec.is_error()) throw redis::Error(redis::Error::Kind::reply, std::string(exec.str()));
+    if (exec[0].is_error()) {
+      const std::string why(exec[0].str());
+      if (why.starts_with("NOT FOUND")) throw NotFound("task " + msg.id + " is no longer active in queue " + msg.queue);
+      throw redis::Error(redis::Error::Kind::reply, why);
+    }
+    for (size_t i = 0; i < prepared.size(); ++i) {
+      try {
+        Client::check_result(exec[i + 1]);
+      } catch (const std::exception& e) {
+        // The completion stands; a duplicate follow-up (e.g. an idempotent retry) is not an error.
+        log_.warn("follow-up not enqueued",
+                  {{"task_id", msg.id}, {"followup_id", prepared[i].id}, {"queue", prepared[i].queue},
+                   {"error", e.what()}});
+      }
+    }
+    return;
+  }
+  throw redis::Error(redis::Error::Kind::reply, "task " + msg.id + " kept changing during completion");
+}
+
+void RedisBroker::done(const asynq::TaskMessage& msg, const std::vector<task::EnqueueRequest>& followups) {
+  const Clock::time_point now = Clock::now();
+  const std::string& q = msg.queue;
+  std::vector<std::string> ka{asynq::active_key(q),
+                              asynq::lease_key(q),
+                              asynq::task_key(q, msg.id),
+                              asynq::processed_key(q, asynq::utc_date(unix_s(now))),
+                              asynq::processed_total_key(q)};
+  if (!msg.unique_key.empty()) ka.push_back(msg.unique_key);
+  const size_t numkeys = ka.size();
+  ka.push_back(msg.id);
+  ka.push_back(str(unix_s(now + settings_.stats_ttl)));
+  complete(msg, scripts().done, std::move(ka), numkeys, followups);
+}
+
+void RedisBroker::mark_complete(const asynq::TaskMessage& msg, const std::vector<task::EnqueueRequest>& followups) {
+  const Clock::time_point now = Clock::now();
+  const std::string& q = msg.queue;
+  asynq::TaskMessage completed = msg;
+  completed.completed_at = unix_s(now);
+  std::vector<std::string> ka{asynq::active_key(q),
+                              asynq::lease_key(q),
+                              asynq::completed_key(q),
+                              asynq::task_key(q, msg.id),
+                              asynq::processed_key(q, asynq::utc_date(unix_s(now))),
+                              asynq::processed_total_key(q)};
+  if (!msg.unique_key.empty()) ka.push_back(msg.unique_key);
+  const size_t numkeys = ka.size();
+  ka.push_back(msg.id);
+  ka.push_back(str(unix_s(now + settings_.stats_ttl)));
+  ka.push_back(str(unix_s(now) + msg.retention));
+  ka.push_back(asynq::encode(completed));
+  complete(msg, scripts().mark_complete, std::move(ka), numkeys, followups);
+}
+
+void RedisBroker::retry(const asynq::TaskMessage& msg, Clock::time_point retry_at, const std::string& error,
+                        bool is_failure) {
+  const Clock::time_point now = Clock::now();
+  const std::string& q = msg.queue;
+  asynq::TaskMessage modified = msg;
+  if (is_failure) ++modified.retried;
+  modified.error_msg = error;  // sanitised to UTF-8 by encode()
+  modified.last_failed_at = unix_s(now);
+  const std::string date = asynq::utc_date(unix_s(now));
+  const std::string keys_and_args[] = {asynq::active_key(q),
+                                       asynq::lease_key(q),
+                                       asynq::retry_key(q),
+                                       asynq::task_key(q, msg.id),
+                                       asynq::processed_key(q, date),
+                                       asynq::failed_key(q, date),
+                                       asynq::processed_total_key(q),
+                                       asynq::failed_total_key(q),
+                                       msg.id,
+                                       asynq::encode(modified),
+                                       str(unix_s(retry_at)),
+                                       str(unix_s(now + settings_.stats_ttl)),
+                                       is_failure ? "1" : "0"};
+  const std::vector<std::string_view> argv(std::begin(keys_and_args), std::end(keys_and_args));
+  try {
+    pool_.acquire()->eval(scripts().retry, argv, 8);
+  } catch (const redis::Error& e) {
+    rethrow_not_found(e, msg);
+  }
+}
+
+void RedisBroker::archive(const asynq::TaskMessage& msg, const std::string& error) {
+  const Clock::time_point now = Clock::now();
+  const std::string& q = msg.queue;
+  asynq::TaskMessage modified = msg;
+  modified.error_msg = error;
+  modified.last_failed_at = unix_s(now);
+  const std::string date = asynq::utc_date(unix_s(now));
+  const std::string keys_and_args[] = {asynq::active_key(q),
+                                       asynq::lease_key(q),
+                                       asynq::archived_key(q),
+                                       asynq::task_key(q, msg.id),
+                                       asynq::processed_key(q, date),
+                                       asynq::failed_key(q, date),
+                                       asynq::processed_total_key(q),
+                                       asynq::failed_total_key(q),
+                                       msg.id,
+                                       asynq::encode(modified),
+                                       str(unix_s(now)),
+                                       str(unix_s(now - settings_.archive_max_age)),
+                                       std::to_string(settings_.archive_max_size),
+                                       str(unix_s(now + settings_.stats_ttl)),
+                                       asynq::task_key_prefix(q)};
+  const std::vector<std::string_view> argv(std::begin(keys_and_args), std::end(keys_and_args));
+  try {
+    pool_.acquire()->eval(scripts().archive, argv, 8);
+  } catch (const redis::Error& e) {
+    rethrow_not_found(e, msg);
+  }
+}
+
+void RedisBroker::requeue(const asynq::TaskMessage& msg) {
+  const std::string& q = msg.queue;
+  const std::string keys_and_args[] = {asynq::active_key(q), asynq::lease_key(q), asynq::pending_key(q),
+                                       asynq::task_key(q, msg.id), msg.id};
+  const std::vector<std::string_view> argv(std::begin(keys_and_args), std::end(keys_and_args));
+  try {
+    pool_.acquire()->eval(scripts().requeue, argv, 4);
+  } catch (const redis::Error& e) {
+    rethrow_not_found(e, msg);
+  }
+}
+
+void RedisBroker::write_result(const std::string& queue, const std::string& id, std::string_view data) {
+  pool_.acquire()->command({"HSET", asynq::task_key(queue, id), "result", data});
+}
+
+// ---- forwarder, recoverer, janitor --------------------------------------------------------------
+
+int RedisBroker::forward(const std::string& queue) {
+  auto conn = pool_.acquire();
+  int moved = 0;
+  for (const std::string& source : {asynq::scheduled_key(queue), asynq::retry_key(queue)}) {
+    for (;;) {
+      const Clock::time_point now = Clock::now();
+      const std::string keys_and_args[] = {source, asynq::pending_key(queue), str(unix_s(now)), str(unix_ns(now)),
+                                           asynq::task_key_prefix(queue), asynq::group_key_prefix(queue)};
+      const std::vector<std::string_view> argv(std::begin(keys_and_args), std::end(keys_and_args));
+      const long long n = conn->eval(scripts().forward, argv, 2).integer();
+      moved += static_cast<int>(n);
+      if (n == 0) break;
+    }
+  }
+  return moved;
+}
+
+std::vector<asynq::TaskMessage> RedisBroker::list_lease_expired(const std::vector<std::string>& queues,
+                                                                Clock::time_point cutoff) {
+  std::vector<asynq::TaskMessage> out;
+  auto conn = pool_.acquire();
+  for (const std::string& q : queues) {
+    const std::string keys_and_args[] = {asynq::lease_key(q), str(unix_s(cutoff)), asynq::task_key_prefix(q)};
+    const std::vector<std::string_view> argv(std::begin(keys_and_args), std::end(keys_and_args));
+    redis::Reply reply = conn->eval(scripts().list_lease_expired, argv, 1);
+    // As in asynq, one undecodable message fails the whole call (DecodeError propagates).
+    for (size_t i = 0; i < reply.size(); ++i) out.push_back(asynq::decode_task_message(reply[i].str()));
+  }
+  return out;
+}
+
+std::vector<asynq::TaskMessage> RedisBroker::list_active_without_lease(const std::string& queue) {
+  std::vector<asynq::TaskMessage> out;
+  const std::string keys_and_args[] = {asynq::active_key(queue), asynq::lease_key(queue),
+                                       asynq::task_key_prefix(queue)};
+  const std::vector<std::string_view> argv(std::begin(keys_and_args), std::end(keys_and_args));
+  redis::Reply reply = pool_.acquire()->eval(scripts().list_active_without_lease, argv, 2);
+  for (size_t i = 0; i < reply.size(); ++i) out.push_back(asynq::decode_task_message(reply[i].str()));
+  return out;
+}
+
+int RedisBroker::delete_expired_completed(const std::string& queue, int batch) {
+  auto conn = pool_.acquire();
+  int deleted = 0;
+  for (;;) {
+    const std::string keys_and_args[] = {asynq::completed_key(queue), str(unix_s(Clock::now())),
+                                         asynq::task_key_prefix(queue), std::to_string(batch)};
+    const std::vector<std::string_view> argv(std::begin(keys_and_args), std::end(keys_and_args));
+    const long long n = conn->eval(scripts().delete_expired_completed, argv, 1).integer();
+    deleted += static_cast<int>(n);
+    if (n == 0) return deleted;
+  }
+}
+
+// ---- server state -------------------------------------------------------------------------------
+
+void RedisBroker::write_server_state(const asynq::ServerInfo& info, const std::vector<asynq::WorkerInfo>& workers,
+                                     seconds ttl) {
+  const std::string server_key = asynq::server_info_key(info.host, info.pid, info.server_id);
+  const std::string workers_key = asynq::workers_key(info.host, info.pid, info.server_id);
+  const std::string expiry = str(unix_s(Clock::now() + ttl));
+  auto conn = pool_.acquire();
+  // a and b of §6.16 are independent single-key commands: one round trip for both.
+  conn->append({"ZADD", asynq::kAllServersKey, expiry, server_key});
+  conn->append({"ZADD", asynq::kAllWorkersKey, expiry, workers_key});
+  for (int i = 0; i < 2; ++i) {
+    redis::Reply r = conn->read_reply();
+    if (r.is_error()) throw redis::Error(redis::Error::Kind::reply, std::string(r.str()));
+  }
+  std::vector<std::string> keys_and_args{server_key, workers_key, str(ttl.count()), asynq::encode(info)};
+  keys_and_args.reserve(4 + 2 * workers.size());
+  for (const auto& w : workers) {
+    keys_and_args.push_back(w.task_id);
+    keys_and_args.push_back(asynq::encode(w));
+  }
+  conn->eval(scripts().write_server_state, views(keys_and_args), 2);
+}
+
+void RedisBroker::clear_server_state(const std::string& host, int pid, const std::string& server_id) {
+  const std::string server_key = asynq::server_info_key(host, pid, server_id);
+  const std::string workers_key = asynq::workers_key(host, pid, server_id);
+  auto conn = pool_.acquire();
+  conn->append({"ZREM", asynq::kAllServersKey, server_key});
+  conn->append({"ZREM", asynq::kAllWorkersKey, workers_key});
+  for (int i = 0; i < 2; ++i) {
+    redis::Reply r = conn->read_reply();
+    if (r.is_error()) throw redis::Error(redis::Error::Kind::reply, std::string(r.str()));
+  }
+  const std::string_view argv[] = {server_key, workers_key};
+  conn->eval(scripts().clear_server_state, argv, 2);
+}
+
+bool RedisBroker::ping() {
+  try {
+    return pool_.acquire()->command({"PING"}).str() == "PONG";
+  } catch (const redis::Error&) {
+    return false;
+  }
+}
+
+}  // namespace wk::queue

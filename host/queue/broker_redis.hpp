@@ -1,0 +1,84 @@
+#pragma once
+// queue::Broker over Redis in asynq's layout (spec §6.7-§6.19), through the Lua scripts of
+// scripts.hpp (EVALSHA) and a pool of connections. wait_for_work() blocks without polling: one
+// waiter thread per queue, each on its own connection, parks in
+// `BLMOVE pending pending RIGHT RIGHT <t>` (a no-op rotation that returns as soon as the list is
+// non-empty) while armed; paused queues are never armed, so they cannot cause a busy loop.
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "log/log.hpp"
+#include "queue/broker.hpp"
+#include "queue/client.hpp"
+#include "redis/redis.hpp"
+
+namespace wk::queue {
+
+struct RedisBrokerSettings {
+  redis::Settings redis;
+  size_t pool_size = 8;
+  std::chrono::seconds stats_ttl{std::chrono::hours(24 * 90)};        // daily counter expiry
+  std::chrono::seconds archive_max_age{std::chrono::hours(24 * 90)};  // archive age trim
+  int archive_max_size = 10000;                                        // archive size trim
+};
+
+class RedisBroker : public Broker {
+ public:
+  RedisBroker(RedisBrokerSettings settings, log::Logger logger);
+  ~RedisBroker() override;
+  RedisBroker(const RedisBroker&) = delete;
+  RedisBroker& operator=(const RedisBroker&) = delete;
+
+  std::optional<Dequeued> dequeue(const std::vector<std::string>& queues, std::chrono::seconds lease) override;
+  std::vector<Dequeued> dequeue_batch(const std::vector<std::string>& queues, std::chrono::seconds lease,
+                                      size_t max) override;
+  bool wait_for_work(const std::vector<std::string>& queues, std::chrono::milliseconds timeout) override;
+  void wake() override;
+  Clock::time_point extend_leases(const std::string& queue, const std::vector<std::string>& ids,
+                                  std::chrono::seconds lease) override;
+  void done(const asynq::TaskMessage& msg, const std::vector<task::EnqueueRequest>& followups) override;
+  void mark_complete(const asynq::TaskMessage& msg, const std::vector<task::EnqueueRequest>& followups) override;
+  void retry(const asynq::TaskMessage& msg, Clock::time_point retry_at, const std::string& error,
+             bool is_failure) override;
+  void archive(const asynq::TaskMessage& msg, const std::string& error) override;
+  void requeue(const asynq::TaskMessage& msg) override;
+  void write_result(const std::string& queue, const std::string& id, std::string_view data) override;
+  int forward(const std::string& queue) override;
+  std::vector<asynq::TaskMessage> list_lease_expired(const std::vector<std::string>& queues,
+                                                     Clock::time_point cutoff) override;
+  std::vector<asynq::TaskMessage> list_active_without_lease(const std::string& queue) override;
+  int delete_expired_completed(const std::string& queue, int batch) override;
+  void write_server_state(const asynq::ServerInfo& info, const std::vector<asynq::WorkerInfo>& workers,
+                          std::chrono::seconds ttl) override;
+  void clear_server_state(const std::string& host, int pid, const std::string& server_id) override;
+  bool ping() override;
+
+  // The producer sharing this broker's pool (follow-ups use the same code path).
+  Client& client() { return client_; }
+
+ private:
+  struct Waiter;
+  void complete(const asynq::TaskMessage& msg, const redis::Script& script, std::vector<std::string> keys_and_args,
+                size_t numkeys, const std::vector<task::EnqueueRequest>& followups);
+  void waiter_loop(Waiter& waiter);
+  Waiter& waiter_for(const std::string& queue);  // wait_mu_ held
+
+  RedisBrokerSettings settings_;
+  log::Logger log_;
+  redis::Pool pool_;
+  Client client_;
+
+  // wait_for_work state
+  std::mutex wait_mu_;
+  std::condition_variable work_cv_;    // waiters -> wait_for_work callers
+  std::condition_variable waiter_cv_;  // wait_for_work -> waiters (armed) and shutdown
+  uint64_t work_signals_ = 0;
+  bool wake_pending_ = false;
+  bool stopping_ = false;
+  std::map<std::string, std::unique_ptr<Waiter>> waiters_;
+};
+
+}  // namespace wk::queue

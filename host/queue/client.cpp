@@ -1,0 +1,145 @@
+#include "queue/client.hpp"
+
+#include <openssl/evp.h>
+
+#include <array>
+#include <cmath>
+
+#include "asynq/keys.hpp"
+#include "queue/scripts.hpp"
+
+namespace wk::queue {
+
+namespace {
+
+constexpr int32_t kDefaultMaxRetry = 25;
+constexpr int64_t kDefaultTimeoutSeconds = 30 * 60;
+
+int64_t unix_seconds(task::Clock::time_point t) {
+  return std::chrono::floor<std::chrono::seconds>(t.time_since_epoch()).count();
+}
+int64_t unix_nanos(task::Clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+}
+
+}  // namespace
+
+std::string md5_hex(std::string_view data) {
+  std::array<unsigned char, EVP_MAX_MD_SIZE> digest{};
+  unsigned int len = 0;
+  if (EVP_Digest(data.data(), data.size(), digest.data(), &len, EVP_md5(), nullptr) != 1) {
+    throw std::runtime_error("md5 digest failed");
+  }
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string hex;
+  for (unsigned int i = 0; i < len; ++i) {
+    hex.push_back(kDigits[digest[i] >> 4]);
+    hex.push_back(kDigits[digest[i] & 0xF]);
+  }
+  return hex;
+}
+
+PreparedEnqueue Client::prepare(const task::EnqueueRequest& request, task::Clock::time_point now) {
+  using std::chrono::duration_cast;
+  using std::chrono::seconds;
+  if (asynq::is_blank(request.type)) throw std::invalid_argument("task type must not be blank");
+  const std::string queue = request.queue.empty() ? std::string(asynq::kDefaultQueue) : request.queue;
+  try {
+    asynq::validate_queue_name(queue);
+  } catch (const asynq::InvalidQueueName& e) {
+    throw std::invalid_argument(e.what());
+  }
+  if (!request.task_id.empty() && asynq::is_blank(request.task_id)) {
+    throw std::invalid_argument("task ID must not be blank");
+  }
+  if (request.unique_ttl && *request.unique_ttl < std::chrono::seconds(1)) {
+    throw std::invalid_argument("Unique TTL cannot be less than 1s");
+  }
+  if (request.retention && request.retention->count() < 0) throw std::invalid_argument("retention must not be negative");
+
+  PreparedEnqueue p;
+  p.queue = queue;
+  p.id = request.task_id.empty() ? task::new_uuid() : request.task_id;
+
+  asynq::TaskMessage& m = p.msg;
+  m.type = request.type;
+  m.payload = request.payload;
+  m.headers = request.headers;
+  m.id = p.id;
+  m.queue = queue;
+  m.retry = std::max<int32_t>(0, request.max_retry.value_or(kDefaultMaxRetry));
+  m.deadline = request.deadline ? unix_seconds(*request.deadline) : 0;
+  // Go: Timeout(0) counts as "not given"; the 30 min default applies only if neither was given.
+  const bool has_timeout = request.timeout && request.timeout->count() != 0;
+  if (has_timeout) {
+    m.timeout = request.timeout->count();
+  } else if (!request.deadline) {
+    m.timeout = kDefaultTimeoutSeconds;
+  }
+  m.retention = request.retention ? request.retention->count() : 0;
+
+  const auto process_at = request.process_at.value_or(now);
+  p.scheduled = process_at > now;
+  const std::string task_key = asynq::task_key(queue, p.id);
+
+  if (request.unique_ttl) {
+    // Our payload cannot be nil, so the key always carries a checksum (empty -> d41d8cd9...).
+    m.unique_key = asynq::unique_key(queue, m.type, md5_hex(m.payload));
+    // Immediate: floor(ttl). Scheduled: floor(process_at + ttl - now) (spec §5.1, §13.3).
+    const auto lock_for = p.scheduled ? (process_at + *request.unique_ttl) - now
+                                      : task::Clock::duration(*request.unique_ttl);
+    const int64_t ttl = std::chrono::floor<seconds>(lock_for).count();
+    std::string encoded = asynq::encode(m);
+    if (p.scheduled) {
+      p.script = &scripts().schedule_unique;
+      p.keys_and_args = {task_key, asynq::scheduled_key(queue), m.unique_key, p.id, std::to_string(ttl),
+                         std::move(encoded), std::to_string(unix_seconds(process_at))};
+    } else {
+      p.script = &scripts().enqueue_unique;
+      p.keys_and_args = {task_key, asynq::pending_key(queue), m.unique_key, p.id, std::to_string(ttl),
+                         std::move(encoded), std::to_string(unix_nanos(now))};
+    }
+    p.numkeys = 3;
+  } else {
+    std::string encoded = asynq::encode(m);
+    if (p.scheduled) {
+      p.script = &scripts().schedule;
+      p.keys_and_args = {task_key, asynq::scheduled_key(queue), std::move(encoded),
+                         std::to_string(unix_seconds(process_at)), p.id};
+    } else {
+      p.script = &scripts().enqueue;
+      p.keys_and_args = {task_key, asynq::pending_key(queue), std::move(encoded), std::to_string(unix_nanos(now)),
+                         p.id};
+    }
+    p.numkeys = 2;
+  }
+  return p;
+}
+
+void Client::check_result(redis::ReplyView reply) {
+  if (reply.is_error()) throw redis::Error(redis::Error::Kind::reply, std::string(reply.str()));
+  const long long result = reply.integer();
+  if (result == -1) throw DuplicateTask();
+  if (result == 0) throw TaskIdConflict();
+}
+
+void Client::register_queue(redis::Connection& conn, const std::string& queue) {
+  {
+    std::lock_guard lock(registered_mu_);
+    if (registered_.contains(queue)) return;
+  }
+  conn.command({"SADD", asynq::kAllQueuesKey, queue});
+  std::lock_guard lock(registered_mu_);
+  registered_.insert(queue);
+}
+
+std::string Client::enqueue(const task::EnqueueRequest& request) {
+  PreparedEnqueue p = prepare(request, task::Clock::now());
+  auto conn = pool_.acquire();
+  register_queue(*conn, p.queue);
+  std::vector<std::string_view> argv(p.keys_and_args.begin(), p.keys_and_args.end());
+  check_result(conn->eval(*p.script, argv, p.numkeys));
+  return p.id;
+}
+
+}  // namespace wk::queue
