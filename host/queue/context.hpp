@@ -1,0 +1,134 @@
+#pragma once
+// Internals shared by the engine's loops: the registry of running tasks, Redis health
+// tracking, a stoppable periodic loop, and the EngineContext that wires them together.
+// Not part of the public API (include engine.hpp instead).
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "queue/engine.hpp"
+#include "queue/queue_order.hpp"
+#include "queue/retry_delay.hpp"
+
+namespace wk::queue {
+
+using SteadyClock = std::chrono::steady_clock;
+
+// One attempt in flight. The processor creates it, the heartbeat extends its local lease, the
+// subscriber / deadline timer / shutdown cancel it. `settle()` makes sure only one party writes
+// the attempt's outcome to Redis.
+struct InFlightTask {
+  asynq::TaskMessage msg;
+  task::Task task;
+  task::Cancellation cancellation;
+  SteadyClock::time_point started_steady;
+
+  bool lease_valid(Clock::time_point now) const { return now <= lease_expiry(); }
+  Clock::time_point lease_expiry() const { return Clock::time_point(Clock::duration(lease_expiry_ticks.load())); }
+  // Moves the local lease to `expiry`, unless it has already expired (never revived, §7.6).
+  void extend_lease(Clock::time_point expiry, Clock::time_point now);
+  bool settle() { return !settled.exchange(true); }
+
+  std::atomic<Clock::rep> lease_expiry_ticks{0};
+  std::atomic<bool> lease_lost_notified{false};
+  std::atomic<bool> settled{false};
+};
+
+class InFlight {
+ public:
+  void add(const std::shared_ptr<InFlightTask>& t);
+  void remove(const std::string& id);
+  std::shared_ptr<InFlightTask> find(const std::string& id) const;
+  std::vector<std::shared_ptr<InFlightTask>> snapshot() const;
+  int size() const;
+  // Blocks until nothing runs or `until` passes; true when empty.
+  bool wait_empty_until(SteadyClock::time_point until) const;
+  void notify();  // wakes wait_empty_until (abort)
+
+ private:
+  mutable std::mutex mu_;
+  mutable std::condition_variable cv_;
+  std::unordered_map<std::string, std::shared_ptr<InFlightTask>> tasks_;
+  bool interrupted_ = false;
+};
+
+// Tracks whether Redis answers, so that an outage gives one log line when it starts and one
+// when it ends, however many operations fail in between.
+class RedisHealth {
+ public:
+  RedisHealth(log::Logger logger) : log_(std::move(logger)) {}
+  void set_observer(EngineObserver* observer) { observer_ = observer; }
+  void failed(std::string_view operation, const std::exception& error);
+  void succeeded();
+  bool up() const { return up_.load(); }
+
+ private:
+  log::Logger log_;
+  EngineObserver* observer_ = nullptr;
+  std::mutex mu_;
+  std::atomic<bool> up_{true};
+};
+
+// Runs `tick` every `interval` on its own thread until stop(). The wait is interruptible, so
+// stop() returns promptly. Records when it last ticked, for Engine::healthy().
+class PeriodicLoop {
+ public:
+  PeriodicLoop(std::string name, std::chrono::milliseconds interval, bool run_at_start, std::function<void()> tick)
+      : name_(std::move(name)), interval_(interval), run_at_start_(run_at_start), tick_(std::move(tick)) {}
+  ~PeriodicLoop() { stop(); }
+  void start();
+  void stop();
+  // Healthy when not running (nothing to check) or when it ticked within 3 intervals + 5 s.
+  bool healthy() const;
+  const std::string& name() const { return name_; }
+
+ private:
+  void run();
+  std::string name_;
+  std::chrono::milliseconds interval_;
+  bool run_at_start_;
+  std::function<void()> tick_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ = false;
+  std::thread thread_;
+  std::atomic<SteadyClock::rep> last_tick_{0};
+  std::atomic<bool> running_{false};
+};
+
+// Everything the loops share. Owned by the Engine, outlives every loop.
+struct EngineContext {
+  EngineContext(Broker& b, task::Dispatcher& d, log::Logger l, Settings s);
+
+  Broker& broker;
+  task::Dispatcher& dispatcher;
+  log::Logger log;
+  Settings settings;
+  QueueOrder order;
+  InFlight inflight;
+  RedisHealth health;
+  EngineObserver* observer = nullptr;
+  std::atomic<ServerStatus> status{ServerStatus::active};
+  DefaultRetryDelay default_delay;
+  Clock::time_point started_at = Clock::now();
+
+  std::chrono::seconds retry_delay(int32_t retried, const std::string& error, const task::Task& t);
+  // Logger with the task fields every task line carries.
+  log::Logger task_log(const task::Task& t) const;
+};
+
+// Waits on `cv` until `stopping` or `timeout`; a sleep that stop() can cut short.
+template <class Pred>
+void wait_or_stop(std::mutex& mu, std::condition_variable& cv, std::chrono::milliseconds timeout, Pred stopping) {
+  std::unique_lock lock(mu);
+  cv.wait_for(lock, timeout, stopping);
+}
+
+}  // namespace wk::queue

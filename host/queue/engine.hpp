@@ -1,0 +1,148 @@
+#pragma once
+// The queue engine: the loops of an asynq server (spec §7), wired around a Broker (the §6
+// operations) and a task::Dispatcher (who runs handlers).
+//
+//   processor   concurrency handler threads; dequeue in queue order, run, apply the outcome
+//   heartbeat   extends leases (one call per queue), writes server/worker info
+//   forwarder   scheduled/retry -> pending
+//   recoverer   lease-expired (and lease-less active) tasks -> retry/archive
+//   janitor     deletes expired completed tasks
+//   subscriber  asynq:cancel -> cancels the matching running task
+//   syncer      retries completion writes that failed while Redis was away
+//
+// Lifecycle: start() once; stop() stops fetching (status "stopped"); shutdown() runs spec §7.9
+// (waits up to shutdown_timeout, then cancels and requeues what still runs); abort() (or a
+// second shutdown() from another thread) ends the wait at once. The destructor shuts down.
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "log/log.hpp"
+#include "queue/broker.hpp"
+#include "queue/queue_order.hpp"
+#include "task/task.hpp"
+
+namespace wk::queue {
+
+struct ServerIdentity {
+  std::string host;
+  int pid = 0;
+  std::string server_id;  // UUID v4, fixed for the life of the engine
+  // Host name (or "unknown-host"), getpid(), a fresh UUID.
+  static ServerIdentity of_this_process();
+};
+
+// Delay before the next attempt of a failed task; `retried` is the count before the increment.
+using RetryDelayFn =
+    std::function<std::chrono::seconds(int32_t retried, const std::string& error, const task::Task& task)>;
+
+// Every timing is overridable so tests run fast; the defaults are the spec's (§7.1).
+struct Settings {
+  std::vector<QueueWeight> queues{{"default", 1}};
+  bool strict_priority = false;
+  int concurrency = 4;
+  std::chrono::seconds lease{30};
+  std::chrono::milliseconds heartbeat_interval{5000};
+  std::chrono::seconds server_ttl{10};  // TTL of the server/worker keys (2 x heartbeat)
+  std::chrono::milliseconds forwarder_interval{5000};
+  std::chrono::milliseconds recoverer_interval{60000};
+  std::chrono::seconds lease_expiry_cutoff{30};          // recover when lease score <= now - this
+  std::chrono::milliseconds orphan_grace{60000};         // active without lease for this long -> recover
+  std::chrono::milliseconds janitor_interval{8000};
+  int janitor_batch = 100;
+  std::chrono::milliseconds shutdown_timeout{8000};
+  std::chrono::milliseconds sync_interval{5000};         // syncer retry period
+  std::chrono::milliseconds resubscribe_delay{5000};     // longest subscriber back-off
+  std::chrono::milliseconds wait_timeout{2000};          // longest single blocking wait for work
+  std::chrono::milliseconds redis_backoff{1000};         // longest back-off after a Redis error
+  ServerIdentity identity = ServerIdentity::of_this_process();
+  RetryDelayFn retry_delay;                               // empty: asynq's default (§7.5)
+};
+
+enum class ServerStatus { active, stopped, closed };
+const char* to_string(ServerStatus status);
+
+// How an attempt ended, as far as Redis is concerned.
+enum class TaskResult {
+  done,       // deleted (success without retention)
+  completed,  // kept in completed (retention)
+  retried,    // in the retry set
+  archived,   // in the archived set
+  requeued,   // back to pending (shutdown)
+  abandoned,  // local lease lost or task moved under us: nothing written, the recoverer owns it
+};
+const char* to_string(TaskResult result);
+
+// Hooks for metrics. Called from engine threads; implementations must be thread-safe and quick.
+class EngineObserver {
+ public:
+  virtual ~EngineObserver() = default;
+  virtual void task_started(std::string_view /*type*/, std::string_view /*queue*/) {}
+  virtual void task_finished(std::string_view /*type*/, std::string_view /*queue*/, TaskResult /*result*/,
+                             std::chrono::nanoseconds /*duration*/) {}
+  virtual void redis_down() {}
+  virtual void redis_up() {}
+};
+
+// Source of asynq:cancel messages (spec §6.20). next() subscribes on first use (and again after
+// an error), waits up to `timeout` and returns a task id or nullopt; it throws on connection
+// trouble. interrupt() makes a blocked next() return nullopt promptly.
+class CancelSource {
+ public:
+  virtual ~CancelSource() = default;
+  virtual std::optional<std::string> next(std::chrono::milliseconds timeout) = 0;
+  virtual void interrupt() = 0;
+};
+
+struct EngineContext;
+class Processor;
+class Heartbeat;
+class Forwarder;
+class Recoverer;
+class Janitor;
+class Subscriber;
+class Syncer;
+
+class Engine {
+ public:
+  // `cancels` may be null (no cancellation channel). Throws std::invalid_argument for bad settings.
+  Engine(Broker& broker, task::Dispatcher& dispatcher, log::Logger logger, Settings settings,
+         std::unique_ptr<CancelSource> cancels = nullptr);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Must be called before start().
+  void set_observer(EngineObserver* observer);
+
+  void start();
+  void stop();
+  void shutdown();
+  void abort();
+
+  // Every running loop has ticked recently (for /healthz).
+  bool healthy() const;
+  // The last Redis operation succeeded (for /readyz).
+  bool redis_up() const;
+  ServerStatus status() const;
+  int running_tasks() const;
+  const ServerIdentity& identity() const;
+
+ private:
+  std::unique_ptr<EngineContext> ctx_;
+  std::unique_ptr<Syncer> syncer_;
+  std::unique_ptr<Processor> processor_;
+  std::unique_ptr<Heartbeat> heartbeat_;
+  std::unique_ptr<Forwarder> forwarder_;
+  std::unique_ptr<Recoverer> recoverer_;
+  std::unique_ptr<Janitor> janitor_;
+  std::unique_ptr<Subscriber> subscriber_;
+  std::atomic<int> phase_{0};  // 0 new, 1 started, 2 shutting down, 3 shut down
+};
+
+}  // namespace wk::queue

@@ -1,0 +1,97 @@
+#include "queue/heartbeat.hpp"
+
+#include <map>
+
+namespace wk::queue {
+
+namespace {
+asynq::Timestamp to_timestamp(Clock::time_point t) {
+  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+  asynq::Timestamp ts;
+  ts.seconds = ns / 1'000'000'000;
+  ts.nanos = static_cast<int32_t>(ns % 1'000'000'000);
+  if (ts.nanos < 0) {
+    ts.nanos += 1'000'000'000;
+    ts.seconds -= 1;
+  }
+  return ts;
+}
+}  // namespace
+
+Heartbeat::Heartbeat(EngineContext& ctx)
+    : ctx_(ctx),
+      start_time_(to_timestamp(Clock::now())),
+      loop_("heartbeat", ctx.settings.heartbeat_interval, true, [this] { tick(); }) {}
+
+void Heartbeat::stop() {
+  loop_.stop();
+  const auto& id = ctx_.settings.identity;
+  try {
+    ctx_.broker.clear_server_state(id.host, id.pid, id.server_id);
+    ctx_.health.succeeded();
+  } catch (const std::exception& e) {
+    ctx_.health.failed("clear_server_state", e);
+  }
+}
+
+void Heartbeat::tick() {
+  const auto now = Clock::now();
+  const auto running = ctx_.inflight.snapshot();
+  std::map<std::string, std::vector<std::shared_ptr<InFlightTask>>> by_queue;
+  for (const auto& t : running) {
+    if (t->lease_valid(now)) {
+      by_queue[t->task.queue].push_back(t);
+    } else if (!t->lease_lost_notified.exchange(true)) {
+      ctx_.task_log(t->task).warn("Local lease expired; cancelling the task");
+      t->cancellation.cancel(task::CancelReason::lease_lost);
+    }
+  }
+  for (const auto& [queue, tasks] : by_queue) {
+    std::vector<std::string> ids;
+    ids.reserve(tasks.size());
+    for (const auto& t : tasks) ids.push_back(t->task.id);
+    try {
+      const auto expiry = ctx_.broker.extend_leases(queue, ids, ctx_.settings.lease);
+      ctx_.health.succeeded();
+      const auto after = Clock::now();
+      for (const auto& t : tasks) t->extend_lease(expiry, after);
+    } catch (const std::exception& e) {
+      ctx_.health.failed("extend_leases", e);
+    }
+  }
+
+  const auto& id = ctx_.settings.identity;
+  asynq::ServerInfo info;
+  info.host = id.host;
+  info.pid = id.pid;
+  info.server_id = id.server_id;
+  info.concurrency = ctx_.settings.concurrency;
+  for (const auto& q : ctx_.settings.queues) info.queues.emplace_back(q.name, q.priority);
+  info.strict_priority = ctx_.settings.strict_priority;
+  info.status = to_string(ctx_.status.load());
+  info.start_time = start_time_;
+  info.active_worker_count = static_cast<int32_t>(running.size());
+  std::vector<asynq::WorkerInfo> workers;
+  workers.reserve(running.size());
+  for (const auto& t : running) {  // including tasks whose lease expired (§7.8)
+    asynq::WorkerInfo w;
+    w.host = id.host;
+    w.pid = id.pid;
+    w.server_id = id.server_id;
+    w.task_id = t->task.id;
+    w.task_type = t->task.type;
+    w.task_payload = t->task.payload;
+    w.queue = t->task.queue;
+    w.start_time = to_timestamp(t->task.started_at);
+    w.deadline = to_timestamp(t->task.deadline);
+    workers.push_back(std::move(w));
+  }
+  try {
+    ctx_.broker.write_server_state(info, workers, ctx_.settings.server_ttl);
+    ctx_.health.succeeded();
+  } catch (const std::exception& e) {
+    ctx_.health.failed("write_server_state", e);
+  }
+}
+
+}  // namespace wk::queue

@@ -1,0 +1,24 @@
+#pragma once
+// The heartbeat loop (spec §6.8, §6.16, §7.6, §7.8): at start and every heartbeat_interval,
+// extends the lease of every running task whose local lease is still valid (one ZADD XX per
+// queue), fires the lease-lost notice (cancel, reason lease_lost) once for the others, and writes
+// ServerInfo + one WorkerInfo per running task. stop() clears the server state (§6.17).
+#include "queue/context.hpp"
+
+namespace wk::queue {
+
+class Heartbeat {
+ public:
+  explicit Heartbeat(EngineContext& ctx);
+  void start() { loop_.start(); }
+  void stop();
+  bool healthy() const { return loop_.healthy(); }
+
+ private:
+  void tick();
+  EngineContext& ctx_;
+  asynq::Timestamp start_time_;
+  PeriodicLoop loop_;
+};
+
+}  // namespace wk::queue

@@ -1,0 +1,383 @@
+#include "queue/processor.hpp"
+
+#include "queue/deadline.hpp"
+
+namespace wk::queue {
+
+namespace {
+
+constexpr const char* kDeadlineExceeded = "context deadline exceeded";
+constexpr const char* kCanceled = "context canceled";
+constexpr const char* kLeaseExpired = "asynq: task lease expired";
+
+// What a running handler may do besides watching its cancellation (task::TaskServices).
+class AttemptServices final : public task::TaskServices {
+ public:
+  AttemptServices(EngineContext& ctx, InFlightTask& t) : ctx_(ctx), t_(t) {}
+
+  bool write_result(std::string_view data) override {
+    const auto now = Clock::now();
+    // Go's ResultWriter refuses once the context is done (§6.18); so do we, and also once the
+    // local lease is gone (the task may already run elsewhere).
+    if (t_.cancellation.cancelled() || now >= t_.task.deadline || !t_.lease_valid(now)) {
+      ctx_.task_log(t_.task).warn("Cannot write the task result: the attempt is over");
+      return false;
+    }
+    try {
+      ctx_.broker.write_result(t_.task.queue, t_.task.id, data);
+      ctx_.health.succeeded();
+      return true;
+    } catch (const std::exception& e) {
+      ctx_.health.failed("write_result", e);
+      ctx_.task_log(t_.task).warn("Cannot write the task result", {{"error", e.what()}});
+      return false;
+    }
+  }
+  void heartbeat() override {}  // leases are extended by the heartbeat loop regardless
+
+ private:
+  EngineContext& ctx_;
+  InFlightTask& t_;
+};
+
+}  // namespace
+
+DeadlineTimer::DeadlineTimer() : thread_([this] { run(); }) {}
+
+DeadlineTimer::~DeadlineTimer() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  thread_.join();
+}
+
+DeadlineTimer::Handle DeadlineTimer::add(Clock::time_point deadline, const std::shared_ptr<InFlightTask>& t) {
+  std::lock_guard lock(mu_);
+  const Handle h{deadline, next_seq_++};
+  const bool earliest = due_.empty() || h < due_.begin()->first;
+  due_.emplace(h, t);
+  if (earliest) cv_.notify_all();
+  return h;
+}
+
+void DeadlineTimer::remove(Handle h) {
+  std::lock_guard lock(mu_);
+  due_.erase(h);  // no-op when it already fired
+}
+
+void DeadlineTimer::run() {
+  std::unique_lock lock(mu_);
+  while (!stopping_) {
+    if (due_.empty()) {
+      cv_.wait(lock);
+      continue;
+    }
+    const auto next = due_.begin()->first.first;
+    if (Clock::now() < next) {
+      cv_.wait_until(lock, next);
+      continue;
+    }
+    std::vector<std::shared_ptr<InFlightTask>> fire;
+    const auto now = Clock::now();
+    while (!due_.empty() && due_.begin()->first.first <= now) {
+      if (auto t = due_.begin()->second.lock()) fire.push_back(std::move(t));
+      due_.erase(due_.begin());
+    }
+    // Cancel outside the lock: cancellation callbacks may take other locks.
+    lock.unlock();
+    for (auto& t : fire) t->cancellation.cancel(task::CancelReason::deadline);
+    lock.lock();
+  }
+}
+
+Processor::Processor(EngineContext& ctx, Syncer& syncer) : ctx_(ctx), syncer_(syncer) {}
+
+Processor::~Processor() {
+  stop_fetching();
+  for (auto& th : threads_) {
+    if (th.joinable()) th.join();
+  }
+}
+
+void Processor::start() {
+  last_tick_ = SteadyClock::now().time_since_epoch().count();
+  const auto n = static_cast<unsigned>(std::max(1, ctx_.settings.concurrency));
+  live_threads_ = n;
+  for (unsigned i = 0; i < n; ++i) threads_.emplace_back([this, i] { worker_loop(i); });
+}
+
+void Processor::stop_fetching() {
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) return;
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  ctx_.broker.wake();
+}
+
+bool Processor::join_until(SteadyClock::time_point until) {
+  std::unique_lock lock(mu_);
+  if (!exited_cv_.wait_until(lock, until, [&] { return live_threads_ == 0; })) return false;
+  lock.unlock();
+  for (auto& th : threads_) {
+    if (th.joinable()) th.join();
+  }
+  return true;
+}
+
+bool Processor::healthy() const {
+  // A thread blocked in wait_for_work ticks at least every wait_timeout; handler threads busy
+  // with long tasks don't tick, so only "nobody fetching and nobody running" is unhealthy.
+  const auto last = SteadyClock::time_point(SteadyClock::duration(last_tick_.load()));
+  const bool fetched_recently =
+      SteadyClock::now() - last <= 3 * ctx_.settings.wait_timeout + std::chrono::seconds(5);
+  return fetched_recently || ctx_.inflight.size() > 0;
+}
+
+void Processor::pause(std::chrono::milliseconds d) {
+  std::unique_lock lock(mu_);
+  cv_.wait_for(lock, d, [&] { return stopping_; });
+}
+
+void Processor::pass_baton() {
+  std::lock_guard lock(mu_);
+  if (sleepers_ > batons_) {
+    ++batons_;
+    cv_.notify_one();
+  }
+}
+
+bool Processor::idle_wait() {
+  std::unique_lock lock(mu_);
+  if (stopping_) return false;
+  if (batons_ > 0) {
+    --batons_;
+    return true;
+  }
+  if (!waiter_busy_) {
+    waiter_busy_ = true;
+    lock.unlock();
+    bool maybe = false;
+    try {
+      maybe = ctx_.broker.wait_for_work(ctx_.order.names(), ctx_.settings.wait_timeout);
+      ctx_.health.succeeded();
+    } catch (const std::exception& e) {
+      ctx_.health.failed("wait_for_work", e);
+      pause(ctx_.settings.redis_backoff);
+    }
+    lock.lock();
+    waiter_busy_ = false;
+    // The waiter role is free: a sleeper takes it over while this thread goes to dequeue.
+    if (sleepers_ > 0) cv_.notify_all();
+    return maybe;
+  }
+  ++sleepers_;
+  cv_.wait(lock, [&] { return stopping_ || batons_ > 0 || !waiter_busy_; });
+  --sleepers_;
+  if (batons_ > 0) {
+    --batons_;
+    return true;
+  }
+  return false;
+}
+
+void Processor::worker_loop(unsigned index) {
+  std::mt19937_64 rng(std::random_device{}() + index);
+  std::chrono::milliseconds error_backoff{0};
+  int empty_after_signal = 0;  // "work may be there" but the dequeue found none (paused queue?)
+  while (true) {
+    {
+      std::lock_guard lock(mu_);
+      if (stopping_) break;
+    }
+    last_tick_ = SteadyClock::now().time_since_epoch().count();
+    std::optional<Dequeued> got;
+    try {
+      got = ctx_.broker.dequeue(ctx_.order.next(rng), ctx_.settings.lease);
+      ctx_.health.succeeded();
+      error_backoff = std::chrono::milliseconds(0);
+    } catch (const std::exception& e) {
+      ctx_.health.failed("dequeue", e);
+      error_backoff = std::min(ctx_.settings.redis_backoff,
+                               std::max(std::chrono::milliseconds(10), error_backoff * 2));
+      pause(error_backoff);
+      continue;
+    }
+    if (got) {
+      empty_after_signal = 0;
+      pass_baton();
+      run(std::move(*got));
+      continue;
+    }
+    if (idle_wait()) {
+      // Another host may have taken the task, or the queue with work is paused: then the wait
+      // would keep answering "maybe" at once. Back off exponentially so that never spins.
+      if (empty_after_signal > 0) {
+        pause(std::min(ctx_.settings.wait_timeout, std::chrono::milliseconds(1) * (1 << std::min(empty_after_signal, 10))));
+      }
+      ++empty_after_signal;
+    } else {
+      empty_after_signal = 0;
+    }
+  }
+  std::lock_guard lock(mu_);
+  --live_threads_;
+  exited_cv_.notify_all();
+}
+
+void Processor::run(Dequeued dequeued) {
+  const auto now = Clock::now();
+  auto t = std::make_shared<InFlightTask>();
+  t->msg = std::move(dequeued.msg);
+  t->started_steady = SteadyClock::now();
+  t->lease_expiry_ticks = dequeued.lease_expiry.time_since_epoch().count();
+  task::Task& tk = t->task;
+  tk.id = t->msg.id;
+  tk.type = t->msg.type;
+  tk.queue = t->msg.queue;
+  tk.payload = t->msg.payload;
+  for (const auto& [k, v] : t->msg.headers) tk.headers.emplace_back(k, v);
+  tk.retried = t->msg.retried;
+  tk.max_retry = t->msg.retry;
+  tk.deadline = effective_deadline(t->msg.timeout, t->msg.deadline, now);
+  tk.started_at = now;
+
+  ctx_.inflight.add(t);
+  if (ctx_.observer != nullptr) ctx_.observer->task_started(tk.type, tk.queue);
+  const auto log = ctx_.task_log(tk);
+  log.debug("Processing task");
+
+  task::Outcome outcome;
+  std::vector<task::EnqueueRequest> staged;
+  if (tk.deadline <= now) {
+    t->cancellation.cancel(task::CancelReason::deadline);
+    outcome = {task::Disposition::cancelled, kDeadlineExceeded, {}};
+  } else if (!ctx_.dispatcher.handles(tk.type)) {
+    outcome = {task::Disposition::retry, "handler not found for task \"" + tk.type + "\"", {}};
+  } else {
+    const auto handle = timer_.add(tk.deadline, t);
+    AttemptServices services(ctx_, *t);
+    task::Execution execution{tk, t->cancellation, services, staged};
+    try {
+      outcome = ctx_.dispatcher.dispatch(execution);
+    } catch (const std::exception& e) {  // the contract says never; a bug must not lose the task
+      outcome = {task::Disposition::retry, std::string("panic: ") + e.what(), {}};
+    } catch (...) {
+      outcome = {task::Disposition::retry, "panic: unknown exception", {}};
+    }
+    timer_.remove(handle);
+  }
+  finish(t, outcome, std::move(staged));
+  ctx_.inflight.remove(tk.id);
+}
+
+void Processor::finish(const std::shared_ptr<InFlightTask>& t, const task::Outcome& outcome,
+                       std::vector<task::EnqueueRequest> staged) {
+  if (!t->settle()) return;  // shutdown abort already requeued it
+  const auto log = ctx_.task_log(t->task);
+  const auto reason = t->cancellation.reason();
+  using task::Disposition;
+  switch (outcome.disposition) {
+    case Disposition::succeeded: {
+      const bool keep = t->msg.retention > 0;
+      auto shared_staged = std::make_shared<std::vector<task::EnqueueRequest>>(std::move(staged));
+      write(t, keep ? TaskResult::completed : TaskResult::done, keep ? "mark_complete" : "done",
+            [this, t, keep, shared_staged] {
+              if (keep) {
+                ctx_.broker.mark_complete(t->msg, *shared_staged);
+              } else {
+                ctx_.broker.done(t->msg, *shared_staged);
+              }
+            },
+            true);
+      return;
+    }
+    case Disposition::retry:
+      fail(t, outcome.error.empty() ? "task failed" : outcome.error, std::nullopt, false);
+      return;
+    case Disposition::retry_after:
+      fail(t, outcome.error.empty() ? "task asked to be retried later" : outcome.error,
+           Clock::now() + outcome.retry_after, false);
+      return;
+    case Disposition::fail_no_retry:
+      fail(t, outcome.error.empty() ? "task failed (no retry)" : outcome.error, std::nullopt, true);
+      return;
+    case Disposition::cancelled:
+      switch (reason) {
+        case task::CancelReason::shutdown:
+          write(t, TaskResult::requeued, "requeue", [this, t] { ctx_.broker.requeue(t->msg); }, false);
+          return;
+        case task::CancelReason::deadline:
+          fail(t, kDeadlineExceeded, std::nullopt, false);
+          return;
+        case task::CancelReason::lease_lost:
+          fail(t, kLeaseExpired, std::nullopt, false);
+          return;
+        default:
+          fail(t, kCanceled, std::nullopt, false);
+          return;
+      }
+  }
+}
+
+void Processor::fail(const std::shared_ptr<InFlightTask>& t, const std::string& error,
+                     std::optional<Clock::time_point> retry_at, bool skip_retry) {
+  const auto log = ctx_.task_log(t->task).with({{"error", error}});
+  // v0.25+ rule 2: exhausted (counts as dequeued) or SkipRetry -> archive.
+  if (skip_retry || t->msg.retried >= t->msg.retry) {
+    log.warn(skip_retry ? "Task failed without retry; archiving" : "Task failed, retries exhausted; archiving");
+    write(t, TaskResult::archived, "archive", [this, t, error] { ctx_.broker.archive(t->msg, error); }, true);
+    return;
+  }
+  const auto at = retry_at ? *retry_at : Clock::now() + ctx_.retry_delay(t->msg.retried, error, t->task);
+  log.info("Task failed; will retry",
+           {{"retry_in_ms", std::chrono::duration_cast<std::chrono::milliseconds>(at - Clock::now()).count()}});
+  write(t, TaskResult::retried, "retry", [this, t, at, error] { ctx_.broker.retry(t->msg, at, error, true); }, true);
+}
+
+void Processor::write(const std::shared_ptr<InFlightTask>& t, TaskResult result, const char* op,
+                      std::function<void()> write_fn, bool queue_on_failure) {
+  const auto log = ctx_.task_log(t->task);
+  // §7.6: never write an outcome once the local lease has expired; the recoverer owns the task.
+  if (!t->lease_valid(Clock::now())) {
+    log.warn("Local lease expired; leaving the task to the recoverer", {{"op", op}});
+    report(t, TaskResult::abandoned);
+    return;
+  }
+  try {
+    write_fn();
+    ctx_.health.succeeded();
+    log.debug("Task finished", {{"result", to_string(result)}});
+    report(t, result);
+  } catch (const NotFound&) {
+    log.warn("Task was moved while it ran; nothing written", {{"op", op}});
+    report(t, TaskResult::abandoned);
+  } catch (const std::exception& e) {
+    ctx_.health.failed(op, e);
+    if (queue_on_failure) {
+      syncer_.add(std::string(op) + " " + t->task.id, std::move(write_fn), t->lease_expiry());
+    } else {
+      log.error("Write failed", {{"op", op}, {"error", e.what()}});
+    }
+    report(t, result);
+  }
+}
+
+void Processor::report(const std::shared_ptr<InFlightTask>& t, TaskResult result) {
+  if (ctx_.observer == nullptr) return;
+  ctx_.observer->task_finished(t->task.type, t->task.queue, result, SteadyClock::now() - t->started_steady);
+}
+
+void Processor::abort_running() {
+  for (const auto& t : ctx_.inflight.snapshot()) {
+    t->cancellation.cancel(task::CancelReason::shutdown);
+    if (!t->settle()) continue;  // its handler returned and is writing its own outcome
+    ctx_.task_log(t->task).info("Shutdown: requeueing unfinished task");
+    write(t, TaskResult::requeued, "requeue", [this, t] { ctx_.broker.requeue(t->msg); }, false);
+  }
+}
+
+}  // namespace wk::queue

@@ -1,0 +1,82 @@
+#include "queue/queue_order.hpp"
+
+#include <algorithm>
+#include <numeric>
+#include <set>
+#include <stdexcept>
+
+namespace wk::queue {
+
+QueueOrder::QueueOrder(std::vector<QueueWeight> queues, bool strict) : queues_(std::move(queues)), strict_(strict) {
+  if (queues_.empty()) throw std::invalid_argument("queue list is empty");
+  std::set<std::string> seen;
+  int divisor = 0;
+  for (const auto& q : queues_) {
+    if (q.name.empty() || q.name.find_first_not_of(" \t") == std::string::npos) {
+      throw std::invalid_argument("queue name is blank");
+    }
+    if (q.priority <= 0) throw std::invalid_argument("queue \"" + q.name + "\": priority must be > 0");
+    if (!seen.insert(q.name).second) throw std::invalid_argument("queue \"" + q.name + "\" listed twice");
+    divisor = std::gcd(divisor, q.priority);
+    names_.push_back(q.name);
+  }
+  std::vector<std::size_t> by_priority(queues_.size());
+  std::iota(by_priority.begin(), by_priority.end(), 0);
+  std::stable_sort(by_priority.begin(), by_priority.end(),
+                   [&](std::size_t a, std::size_t b) { return queues_[a].priority > queues_[b].priority; });
+  for (auto i : by_priority) strict_order_.push_back(queues_[i].name);
+  for (std::size_t i = 0; i < queues_.size(); ++i) {
+    for (int k = 0; k < queues_[i].priority / divisor; ++k) expanded_.push_back(i);
+  }
+}
+
+std::vector<std::string> QueueOrder::next(std::mt19937_64& rng) const {
+  if (queues_.size() == 1 || strict_) return strict_order_;
+  // Fisher-Yates over a copy of the expanded list; only as far as needed to have seen every
+  // queue once, which keeps the distribution of the full shuffle (a prefix of a uniform shuffle
+  // is a uniform partial shuffle).
+  std::vector<std::size_t> pool = expanded_;
+  std::vector<bool> taken(queues_.size(), false);
+  std::vector<std::string> order;
+  order.reserve(queues_.size());
+  for (std::size_t i = 0; i < pool.size() && order.size() < queues_.size(); ++i) {
+    std::uniform_int_distribution<std::size_t> pick(i, pool.size() - 1);
+    std::swap(pool[i], pool[pick(rng)]);
+    if (!taken[pool[i]]) {
+      taken[pool[i]] = true;
+      order.push_back(queues_[pool[i]].name);
+    }
+  }
+  return order;
+}
+
+std::vector<QueueWeight> parse_queue_weights(const std::string& text) {
+  std::vector<QueueWeight> out;
+  std::size_t start = 0;
+  while (start <= text.size()) {
+    const auto comma = text.find(',', start);
+    const std::string entry = text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    start = comma == std::string::npos ? text.size() + 1 : comma + 1;
+    if (entry.empty()) continue;
+    QueueWeight w;
+    const auto eq = entry.find('=');
+    w.name = entry.substr(0, eq);
+    if (eq != std::string::npos) {
+      const std::string num = entry.substr(eq + 1);
+      std::size_t used = 0;
+      try {
+        w.priority = std::stoi(num, &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      if (used == 0 || used != num.size()) {
+        throw std::invalid_argument("queue entry \"" + entry + "\": priority must be an integer");
+      }
+    }
+    out.push_back(std::move(w));
+  }
+  if (out.empty()) throw std::invalid_argument("queue list is empty");
+  return out;
+}
+
+}  // namespace wk::queue

@@ -1,0 +1,45 @@
+#pragma once
+// The order in which queues are tried for one dequeue attempt (spec §7.2).
+#include <cstdint>
+#include <random>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace wk::queue {
+
+struct QueueWeight {
+  std::string name;
+  int priority = 1;
+};
+
+// Immutable after construction; next() is const and takes the caller's RNG, so one QueueOrder can
+// be shared by every fetching thread, each with its own generator.
+class QueueOrder {
+ public:
+  // Throws std::invalid_argument for an empty list, a blank name, a duplicate or priority <= 0.
+  QueueOrder(std::vector<QueueWeight> queues, bool strict);
+
+  // Weighted: each priority divided by the GCD, expanded, shuffled, deduplicated (first
+  // occurrence kept), so queue q comes first with probability priority_q / sum. Strict: by
+  // priority, highest first (ties keep configuration order). One queue: just that queue.
+  std::vector<std::string> next(std::mt19937_64& rng) const;
+
+  // Every queue name, in configuration order (for the loops that visit all queues).
+  const std::vector<std::string>& names() const noexcept { return names_; }
+  const std::vector<QueueWeight>& weights() const noexcept { return queues_; }
+  bool strict() const noexcept { return strict_; }
+
+ private:
+  std::vector<QueueWeight> queues_;
+  std::vector<std::string> names_;
+  bool strict_;
+  std::vector<std::string> strict_order_;  // precomputed for strict mode
+  std::vector<std::size_t> expanded_;      // indices into queues_, each repeated priority/gcd times
+};
+
+// Parses "critical=10,planning=6,default=2" (a bare name means priority 1).
+// Throws std::invalid_argument naming the bad entry.
+std::vector<QueueWeight> parse_queue_weights(const std::string& text);
+
+}  // namespace wk::queue
