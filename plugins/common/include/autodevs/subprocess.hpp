@@ -1,0 +1,83 @@
+#pragma once
+// Runs a child process from an argv (never through a shell), in its own process group, with
+// bounded capture of stdout/stderr, optional stdin data, a timeout and cooperative cancellation.
+// On timeout or cancellation the whole process group gets SIGTERM, then SIGKILL after a grace,
+// so an agent CLI cannot leave grandchildren behind.
+#include <chrono>
+#include <cstddef>
+#include <filesystem>
+#include <functional>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace autodevs {
+
+// Owns one file descriptor; closes it on destruction.
+class UniqueFd {
+ public:
+  UniqueFd() noexcept = default;
+  explicit UniqueFd(int fd) noexcept : fd_(fd) {}
+  UniqueFd(UniqueFd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+  UniqueFd& operator=(UniqueFd&& other) noexcept {
+    if (this != &other) {
+      reset();
+      fd_ = std::exchange(other.fd_, -1);
+    }
+    return *this;
+  }
+  UniqueFd(const UniqueFd&) = delete;
+  UniqueFd& operator=(const UniqueFd&) = delete;
+  ~UniqueFd() { reset(); }
+
+  int get() const noexcept { return fd_; }
+  bool valid() const noexcept { return fd_ >= 0; }
+  void reset() noexcept;
+
+ private:
+  int fd_ = -1;
+};
+
+struct SubprocessOptions {
+  std::vector<std::string> argv;  // argv[0] is looked up in PATH when it has no slash
+  std::filesystem::path cwd;      // empty: inherit the host's working directory
+  // Added to (or overriding) the host's environment.
+  std::vector<std::pair<std::string, std::string>> env_additions;
+  std::string stdin_data;                    // written to the child's stdin, then closed
+  std::size_t max_output_bytes = 1 << 20;    // per stream; the rest is read and dropped
+  std::chrono::milliseconds timeout{0};      // 0: no timeout
+  std::chrono::milliseconds kill_grace{2000};  // SIGTERM -> SIGKILL delay
+  std::chrono::milliseconds poll_interval{50};  // how often cancel_requested is asked
+  // Polled while the child runs; returning true stops it like a timeout does.
+  std::function<bool()> cancel_requested;
+};
+
+struct SubprocessResult {
+  int exit_code = -1;    // valid when exited_normally
+  int term_signal = 0;   // the signal that ended the child, if any
+  bool exited_normally = false;
+  bool timed_out = false;
+  bool cancelled = false;
+  std::string stdout_text;
+  std::string stderr_text;
+  bool stdout_truncated = false;
+  bool stderr_truncated = false;
+  std::chrono::milliseconds elapsed{0};
+
+  bool succeeded() const noexcept { return exited_normally && exit_code == 0 && !timed_out && !cancelled; }
+  // "exit code 2", "killed by signal 9", "timed out", "cancelled": for error messages.
+  std::string describe() const;
+};
+
+// The child could not be started (bad argv, missing program, bad cwd).
+class SpawnError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Runs the child to completion (or until timeout/cancellation) and returns what it did.
+// Throws SpawnError when the program cannot be started.
+SubprocessResult run_subprocess(const SubprocessOptions& options);
+
+}  // namespace autodevs
