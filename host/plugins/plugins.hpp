@@ -34,11 +34,12 @@ namespace wk::plugins {
 using ConfigSnapshot = std::map<std::string, std::string>;
 
 struct HostOptions {
-  // Where private copies of plugin files are staged (<basename>@<sha256>.so), created 0700.
-  // Empty: $XDG_RUNTIME_DIR/wk-plugins-<pid>, or /tmp/wk-plugins-<uid>-<pid> without it.
+  // Private copies of plugin files (<basename>@<sha256>.so) are staged in a fresh 0700
+  // directory wk-plugins-<uid>-<pid>-XXXXXX made (mkdtemp) under this base.
+  // Empty base: $XDG_RUNTIME_DIR when set and writable, else /tmp.
   std::filesystem::path staging_dir;
-  // Remove the staging directory when the PluginHost is destroyed (the mapped images stay valid:
-  // each copy is unlinked right after dlopen anyway).
+  // Remove that directory when the PluginHost is destroyed (the mapped images stay valid: each
+  // copy is unlinked right after dlopen anyway).
   bool remove_staging_dir = true;
   // How long shutdown() waits for running handlers before it gives up on a plugin ("zombie":
   // its shutdown() is never called, its library stays mapped).
@@ -145,6 +146,7 @@ struct LocalResult {
   task::Outcome outcome;
   std::optional<std::string> result;           // what the handler wrote with result_write
   std::vector<task::EnqueueRequest> staged;    // follow-ups it staged (not published)
+  std::vector<task::EnqueueRequest> immediate; // WK_ENQ_IMMEDIATE requests (recorded, not published)
   LoadReport load;                             // what loading the directory gave
 };
 

@@ -1,0 +1,174 @@
+#include "plugins/context.hpp"
+
+#include "db/db.hpp"
+
+namespace wk::plugins::detail {
+
+const char* kind_name(HandleKind kind) {
+  switch (kind) {
+    case HandleKind::plugin_ctx: return "plugin ctx";
+    case HandleKind::task_ctx: return "task ctx";
+    case HandleKind::rows: return "pg rows";
+    case HandleKind::tx: return "pg transaction";
+  }
+  return "handle";
+}
+
+HandleTable& HandleTable::process() {
+  // Never destroyed: a plugin thread may call the host during static destruction.
+  static HandleTable* const table = new HandleTable();
+  return *table;
+}
+
+uint64_t HandleTable::add(HandleKind kind, std::shared_ptr<void> object,
+                          std::shared_ptr<const HandleOwner> owner) {
+  std::lock_guard lock(mu_);
+  uint32_t index = 0;
+  // Reuse a freed slot only once a fair number are free, so a stale value rarely meets a new
+  // occupant (it would still be caught by the generation).
+  if (free_.size() - free_head_ > 64) {
+    index = free_[free_head_++];
+    if (free_head_ > 1024 && free_head_ * 2 > free_.size()) {
+      free_.erase(free_.begin(), free_.begin() + static_cast<std::ptrdiff_t>(free_head_));
+      free_head_ = 0;
+    }
+  } else {
+    slots_.emplace_back();
+    index = static_cast<uint32_t>(slots_.size() - 1);
+  }
+  Slot& slot = slots_[index];
+  slot.generation = slot.generation == UINT32_MAX ? 1 : slot.generation + 1;
+  slot.kind = kind;
+  slot.object = std::move(object);
+  slot.owner = owner;
+  last_owner_ = std::move(owner);
+  return (static_cast<uint64_t>(index) + 1) << 32 | slot.generation;
+}
+
+std::shared_ptr<void> HandleTable::get(uint64_t handle, HandleKind kind, const char* function) {
+  return find(handle, kind, function, false);
+}
+
+std::shared_ptr<void> HandleTable::get_any_ctx(uint64_t handle, const char* function) {
+  return find(handle, HandleKind::task_ctx, function, false, true);
+}
+
+std::shared_ptr<void> HandleTable::take(uint64_t handle, HandleKind kind, const char* function) {
+  return find(handle, kind, function, true);
+}
+
+std::shared_ptr<void> HandleTable::release(uint64_t handle) {
+  std::lock_guard lock(mu_);
+  const uint64_t index_plus_one = handle >> 32;
+  if (index_plus_one == 0 || index_plus_one > slots_.size()) return nullptr;
+  Slot& slot = slots_[index_plus_one - 1];
+  if (slot.generation != static_cast<uint32_t>(handle) || !slot.object) return nullptr;
+  free_.push_back(static_cast<uint32_t>(index_plus_one - 1));
+  return std::move(slot.object);
+}
+
+std::shared_ptr<void> HandleTable::find(uint64_t handle, HandleKind kind, const char* function,
+                                        bool erase, bool any_ctx) {
+  std::shared_ptr<void> found;
+  std::shared_ptr<const HandleOwner> blame;
+  const char* problem = nullptr;
+  {
+    std::lock_guard lock(mu_);
+    const uint64_t index_plus_one = handle >> 32;
+    if (index_plus_one == 0 || index_plus_one > slots_.size()) {
+      problem = handle == 0 ? "null handle" : "unknown handle";
+      blame = last_owner_;
+    } else {
+      Slot& slot = slots_[index_plus_one - 1];
+      blame = slot.owner;
+      if (slot.generation != static_cast<uint32_t>(handle) || !slot.object) {
+        problem = "expired handle (its window closed)";
+      } else if (slot.kind != kind &&
+                 !(any_ctx && (slot.kind == HandleKind::plugin_ctx || slot.kind == HandleKind::task_ctx))) {
+        problem = "wrong kind of handle";
+      } else if (erase) {
+        free_.push_back(static_cast<uint32_t>(index_plus_one - 1));
+        found = std::move(slot.object);
+      } else {
+        found = slot.object;
+      }
+    }
+  }
+  if (problem != nullptr && blame) {
+    blame->logger.warn("plugin misbehaving", {{"function", function},
+                                              {"problem", problem},
+                                              {"expected", any_ctx ? "ctx" : kind_name(kind)}});
+  }
+  return found;
+}
+
+// ---- Context -----------------------------------------------------------------------------
+
+bool Context::enter() {
+  std::lock_guard lock(mu_);
+  if (!open_) return false;
+  ++active_calls_;
+  return true;
+}
+
+void Context::leave() {
+  std::lock_guard lock(mu_);
+  if (--active_calls_ == 0) cv_.notify_all();
+}
+
+void Context::close() {
+  std::vector<std::pair<uint64_t, HandleKind>> leaked;
+  {
+    std::unique_lock lock(mu_);
+    open_ = false;
+    cv_.notify_all();  // wakes wait_cancelled
+    cv_.wait(lock, [&] { return active_calls_ == 0; });
+    leaked.swap(owned_);
+  }
+  HandleTable::process().release(handle_);
+  size_t rows = 0;
+  size_t txs = 0;
+  for (const auto& [handle, kind] : leaked) {
+    // Destroying a TxObject rolls its transaction back.
+    if (HandleTable::process().release(handle)) (kind == HandleKind::tx ? txs : rows) += 1;
+  }
+  if (rows + txs > 0) {
+    logger_.warn("plugin leaked database handles; released by the host",
+                 {{"rows", rows}, {"transactions_rolled_back", txs}});
+  }
+}
+
+task::CancelReason Context::wait_cancelled(std::chrono::milliseconds timeout) {
+  auto cancelled = [&] {
+    return execution_ != nullptr && execution_->cancellation.cancelled();
+  };
+  std::unique_lock lock(mu_);
+  cv_.wait_for(lock, timeout, [&] { return !open_ || cancelled(); });
+  return execution_ != nullptr ? execution_->cancellation.reason() : task::CancelReason::none;
+}
+
+void Context::notify() {
+  std::lock_guard lock(mu_);
+  cv_.notify_all();
+}
+
+void Context::own(uint64_t handle, HandleKind kind) {
+  std::lock_guard lock(mu_);
+  owned_.emplace_back(handle, kind);
+}
+
+void Context::disown(uint64_t handle) {
+  std::lock_guard lock(mu_);
+  std::erase_if(owned_, [&](const auto& entry) { return entry.first == handle; });
+}
+
+TxObject::~TxObject() {
+  if (!tx) return;
+  try {
+    tx->rollback();
+  } catch (...) {
+    // The connection is gone or already aborted: the server rolls back on its own.
+  }
+}
+
+}  // namespace wk::plugins::detail
