@@ -122,6 +122,10 @@ std::chrono::nanoseconds parse_duration(std::string_view text);
 // "30s", "5m", "1h30m", "500ms".
 std::string format_duration(std::chrono::milliseconds d);
 
+// RFC 3339 timestamps ("2024-01-01T12:00:00Z", "2024-01-01T14:00:00.5+02:00"; 't', 'z' and a
+// space for 'T' accepted). Throws std::invalid_argument.
+std::chrono::system_clock::time_point parse_rfc3339(std::string_view text);
+
 // "critical=10,planning=6,default=2". Throws std::invalid_argument.
 std::vector<QueueWeight> parse_queues(std::string_view text);
 // Go's strconv.ParseBool plus yes/no/on/off. Throws std::invalid_argument.

@@ -42,3 +42,26 @@ TEST(Duration, FormatsCompactly) {
 
 }  // namespace
 }  // namespace wk::config
+
+namespace wk::config {
+namespace {
+
+TEST(Rfc3339, ParsesUtcOffsetsAndFractions) {
+  using namespace std::chrono;
+  const auto noon = sys_days(year(2024) / 1 / 1) + 12h;
+  EXPECT_EQ(parse_rfc3339("2024-01-01T12:00:00Z"), noon);
+  EXPECT_EQ(parse_rfc3339("2024-01-01t12:00:00z"), noon);
+  EXPECT_EQ(parse_rfc3339("2024-01-01T14:30:00+02:30"), noon);
+  EXPECT_EQ(parse_rfc3339("2024-01-01T07:00:00-05:00"), noon);
+  EXPECT_EQ(parse_rfc3339("2024-01-01T12:00:00.250Z"), noon + 250ms);
+}
+
+TEST(Rfc3339, RejectsMalformedText) {
+  for (const char* bad : {"", "2024-01-01", "2024-01-01T12:00:00", "2024-02-30T00:00:00Z", "2024-01-01T25:00:00Z",
+                          "2024-01-01T12:00:00Zjunk", "2024-01-01T12:00:00+0200", "tomorrow"}) {
+    EXPECT_THROW(parse_rfc3339(bad), std::invalid_argument) << bad;
+  }
+}
+
+}  // namespace
+}  // namespace wk::config
