@@ -1,0 +1,374 @@
+// RedisBroker and Client against a real redis-server, checked key by key (spec §6).
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "asynq/keys.hpp"
+#include "queue/broker_redis.hpp"
+#include "support/test_env.hpp"
+
+namespace wk::queue {
+namespace {
+
+using namespace std::chrono_literals;
+constexpr int kTestDb = 1;  // owned by these tests; other suites use other indexes
+
+redis::Settings test_settings() {
+  const auto addr = test::redis_addr();
+  redis::Settings s;
+  s.host = addr.host;
+  s.port = addr.port;
+  s.db = kTestDb;
+  return s;
+}
+
+class BrokerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    raw_ = std::make_unique<redis::Connection>(test_settings());
+    raw_->command({"FLUSHDB"});
+    broker_ = std::make_unique<RedisBroker>(RedisBrokerSettings{.redis = test_settings(), .pool_size = 4},
+                                            log::Logger::in_memory(log::Level::debug, log::Format::logfmt));
+  }
+  std::string hget(const std::string& key, const std::string& field) {
+    redis::Reply r = raw_->command({"HGET", key, field});
+    return r.is_nil() ? std::string("<nil>") : std::string(r.str());
+  }
+  bool exists(const std::string& key) { return raw_->command({"EXISTS", key}).integer() == 1; }
+  std::string get(const std::string& key) {
+    redis::Reply r = raw_->command({"GET", key});
+    return r.is_nil() ? std::string("<nil>") : std::string(r.str());
+  }
+  long long ttl(const std::string& key) { return raw_->command({"TTL", key}).integer(); }
+  std::vector<std::string> lrange(const std::string& key) {
+    redis::Reply r = raw_->command({"LRANGE", key, "0", "-1"});
+    std::vector<std::string> out;
+    for (size_t i = 0; i < r.size(); ++i) out.emplace_back(r[i].str());
+    return out;
+  }
+  std::optional<long long> zscore(const std::string& key, const std::string& member) {
+    redis::Reply r = raw_->command({"ZSCORE", key, member});
+    if (r.is_nil()) return std::nullopt;
+    return std::stoll(std::string(r.str()));
+  }
+  // True when some client of our DB is parked in BLMOVE (the shared redis has other users).
+  bool blocked_in_blmove() {
+    const std::string list(raw_->command({"CLIENT", "LIST"}).str());
+    size_t start = 0;
+    while (start < list.size()) {
+      size_t end = list.find('\n', start);
+      if (end == std::string::npos) end = list.size();
+      const std::string_view line(list.data() + start, end - start);
+      if (line.find(" db=" + std::to_string(kTestDb) + " ") != std::string_view::npos && line.find("cmd=blmove") != std::string_view::npos) return true;
+      start = end + 1;
+    }
+    return false;
+  }
+  static long long now_s() { return std::chrono::floor<std::chrono::seconds>(Clock::now().time_since_epoch()).count(); }
+
+  std::string enqueue(const std::string& id, std::string queue = "default") {
+    task::EnqueueRequest r;
+    r.type = "email:send";
+    r.payload = R"({"to":"a@example.com"})";
+    r.task_id = id;
+    r.queue = std::move(queue);
+    return broker_->client().enqueue(r);
+  }
+  Dequeued dequeue_one(const std::string& queue = "default") {
+    auto d = broker_->dequeue({queue}, 30s);
+    if (!d) throw std::runtime_error("nothing dequeued");
+    return std::move(*d);
+  }
+
+  std::unique_ptr<redis::Connection> raw_;
+  std::unique_ptr<RedisBroker> broker_;
+};
+
+TEST_F(BrokerTest, EnqueueMinimalWritesAsynqDefaults) {
+  const auto before_ns = Clock::now().time_since_epoch().count();
+  enqueue("t1");
+  EXPECT_EQ(hget("asynq:{default}:t:t1", "state"), "pending");
+  EXPECT_GE(std::stoll(hget("asynq:{default}:t:t1", "pending_since")), before_ns);  // ns
+  EXPECT_EQ(lrange("asynq:{default}:pending"), std::vector<std::string>{"t1"});
+  EXPECT_EQ(raw_->command({"SISMEMBER", "asynq:queues", "default"}).integer(), 1);
+  const auto m = asynq::decode_task_message(hget("asynq:{default}:t:t1", "msg"));
+  EXPECT_EQ(m.retry, 25);
+  EXPECT_EQ(m.timeout, 1800);
+  EXPECT_EQ(m.deadline, 0);
+  EXPECT_EQ(m.id, "t1");
+  EXPECT_EQ(m.queue, "default");
+}
+
+TEST_F(BrokerTest, EnqueueWithEveryOptionDecodesBackIdentically) {
+  task::EnqueueRequest r;
+  r.type = "report:build";
+  r.queue = "critical";
+  r.payload = std::string("\x00\xff", 2);
+  r.task_id = "custom-id";
+  r.headers = {{"trace-id", "abc"}, {"tenant", "t1"}};
+  r.max_retry = 3;
+  r.timeout = 90s;
+  r.deadline = Clock::time_point(std::chrono::seconds(1906545600));
+  r.unique_ttl = 600s;
+  r.retention = 3600s;
+  EXPECT_EQ(broker_->client().enqueue(r), "custom-id");
+  const auto m = asynq::decode_task_message(hget("asynq:{critical}:t:custom-id", "msg"));
+  EXPECT_EQ(m.type, r.type);
+  EXPECT_EQ(m.payload, r.payload);
+  EXPECT_EQ(m.headers, r.headers);
+  EXPECT_EQ(m.retry, 3);
+  EXPECT_EQ(m.timeout, 90);
+  EXPECT_EQ(m.deadline, 1906545600);
+  EXPECT_EQ(m.retention, 3600);
+  const std::string lock = "asynq:{critical}:unique:report:build:" + md5_hex(r.payload);
+  EXPECT_EQ(m.unique_key, lock);
+  EXPECT_EQ(hget("asynq:{critical}:t:custom-id", "unique_key"), lock);
+  EXPECT_EQ(get(lock), "custom-id");
+  EXPECT_EQ(ttl(lock), 600);
+
+  // The same unique task again: duplicate. Same id, no unique: conflict.
+  r.task_id = "other-id";
+  EXPECT_THROW(broker_->client().enqueue(r), DuplicateTask);
+  r.unique_ttl.reset();
+  r.task_id = "custom-id";
+  EXPECT_THROW(broker_->client().enqueue(r), TaskIdConflict);
+  // Deadline without timeout leaves timeout 0.
+  task::EnqueueRequest d;
+  d.type = "x";
+  d.deadline = Clock::now() + 1h;
+  const auto id = broker_->client().enqueue(d);
+  EXPECT_EQ(asynq::decode_task_message(hget("asynq:{default}:t:" + id, "msg")).timeout, 0);
+}
+
+TEST_F(BrokerTest, ScheduleGoesToScheduledAndForwarderMovesItWithPendingSince) {
+  task::EnqueueRequest r;
+  r.type = "later";
+  r.task_id = "s1";
+  r.process_at = Clock::now() + 1h;
+  broker_->client().enqueue(r);
+  EXPECT_EQ(hget("asynq:{default}:t:s1", "state"), "scheduled");
+  EXPECT_EQ(hget("asynq:{default}:t:s1", "pending_since"), "<nil>");
+  EXPECT_EQ(zscore("asynq:{default}:scheduled", "s1"), now_s() + 3600);
+  EXPECT_EQ(broker_->forward("default"), 0);
+  raw_->command({"ZADD", "asynq:{default}:scheduled", "XX", std::to_string(now_s() - 1), "s1"});
+  EXPECT_EQ(broker_->forward("default"), 1);
+  EXPECT_EQ(hget("asynq:{default}:t:s1", "state"), "pending");
+  EXPECT_GT(std::stoll(hget("asynq:{default}:t:s1", "pending_since")), now_s() * 1000000000LL - 5000000000LL);
+  EXPECT_EQ(lrange("asynq:{default}:pending"), std::vector<std::string>{"s1"});
+}
+
+TEST_F(BrokerTest, DequeueMovesToActiveWithLeaseAndSkipsPausedQueues) {
+  enqueue("a1");
+  enqueue("a2");
+  raw_->command({"SET", "asynq:{default}:paused", "1"});
+  EXPECT_FALSE(broker_->dequeue({"default"}, 30s));
+  raw_->command({"DEL", "asynq:{default}:paused"});
+  const auto d = dequeue_one();
+  EXPECT_EQ(d.msg.id, "a1");  // FIFO: first enqueued first
+  EXPECT_EQ(hget("asynq:{default}:t:a1", "state"), "active");
+  EXPECT_EQ(hget("asynq:{default}:t:a1", "pending_since"), "<nil>");
+  EXPECT_EQ(lrange("asynq:{default}:active"), std::vector<std::string>{"a1"});
+  EXPECT_EQ(zscore("asynq:{default}:lease", "a1"), std::chrono::floor<std::chrono::seconds>(d.lease_expiry.time_since_epoch()).count());
+  const auto batch = broker_->dequeue_batch({"empty", "default"}, 30s, 5);
+  ASSERT_EQ(batch.size(), 1u);
+  EXPECT_EQ(batch[0].msg.id, "a2");
+}
+
+TEST_F(BrokerTest, DoneDeletesTaskCountsAndReleasesOwnUniqueLock) {
+  task::EnqueueRequest r;
+  r.type = "u";
+  r.task_id = "d1";
+  r.unique_ttl = 1h;
+  broker_->client().enqueue(r);
+  const auto d = dequeue_one();
+  broker_->done(d.msg, {});
+  EXPECT_FALSE(exists("asynq:{default}:t:d1"));
+  EXPECT_FALSE(exists(d.msg.unique_key));
+  EXPECT_TRUE(lrange("asynq:{default}:active").empty());
+  const std::string daily = asynq::processed_key("default", asynq::utc_date(now_s()));
+  EXPECT_EQ(get(daily), "1");
+  EXPECT_GT(ttl(daily), 90LL * 86400 - 10);
+  EXPECT_EQ(get("asynq:{default}:processed"), "1");
+  EXPECT_FALSE(exists("asynq:{default}:failed"));
+  // A second completion of the same task: NOT FOUND.
+  EXPECT_THROW(broker_->done(d.msg, {}), NotFound);
+}
+
+TEST_F(BrokerTest, ProcessedTotalWrapsAtMaxInt64) {
+  enqueue("w1");
+  raw_->command({"SET", "asynq:{default}:processed", "9223372036854775807"});
+  broker_->done(dequeue_one().msg, {});
+  EXPECT_EQ(get("asynq:{default}:processed"), "1");
+}
+
+TEST_F(BrokerTest, RetryKeepsHeadersAndUnknownFieldsAndCountsFailure) {
+  enqueue("r1");
+  // Rewrite the stored message with headers and an unknown field (a newer producer).
+  auto m = asynq::decode_task_message(hget("asynq:{default}:t:r1", "msg"));
+  m.headers = {{"trace-id", "0af7"}};
+  m.unknown = std::string("\x80\x01\x2a", 3);
+  raw_->command({"HSET", "asynq:{default}:t:r1", "msg", asynq::encode(m)});
+  const auto d = dequeue_one();
+  const auto at = Clock::now() + 40s;
+  broker_->retry(d.msg, at, "smtp: 451 \xff", true);
+  EXPECT_EQ(hget("asynq:{default}:t:r1", "state"), "retry");
+  EXPECT_EQ(zscore("asynq:{default}:retry", "r1"), std::chrono::floor<std::chrono::seconds>(at.time_since_epoch()).count());
+  const auto back = asynq::decode_task_message(hget("asynq:{default}:t:r1", "msg"));
+  EXPECT_EQ(back.retried, 1);
+  EXPECT_EQ(back.error_msg, "smtp: 451 \xef\xbf\xbd");
+  EXPECT_NEAR(back.last_failed_at, now_s(), 2);
+  EXPECT_EQ(back.headers, m.headers);
+  EXPECT_EQ(back.unknown, m.unknown);
+  EXPECT_EQ(get("asynq:{default}:failed"), "1");
+  EXPECT_EQ(get("asynq:{default}:processed"), "1");
+  EXPECT_GT(ttl(asynq::failed_key("default", asynq::utc_date(now_s()))), 0);
+  EXPECT_FALSE(zscore("asynq:{default}:lease", "r1"));
+}
+
+TEST_F(BrokerTest, RetryWithoutFailureDoesNotCount) {
+  enqueue("r2");
+  broker_->retry(dequeue_one().msg, Clock::now() + 10s, "later", false);
+  EXPECT_EQ(asynq::decode_task_message(hget("asynq:{default}:t:r2", "msg")).retried, 0);
+  EXPECT_FALSE(exists("asynq:{default}:processed"));
+  EXPECT_FALSE(exists("asynq:{default}:failed"));
+}
+
+TEST_F(BrokerTest, ArchiveKeepsRetriedAndTrimsOldEntriesWithTheirHashes) {
+  raw_->command({"ZADD", "asynq:{default}:archived", std::to_string(now_s() - 91 * 86400), "old"});
+  raw_->command({"HSET", "asynq:{default}:t:old", "state", "archived"});
+  enqueue("x1");
+  auto m = asynq::decode_task_message(hget("asynq:{default}:t:x1", "msg"));
+  m.headers = {{"h", "v"}};
+  m.unknown = std::string("\x80\x01\x07", 3);
+  raw_->command({"HSET", "asynq:{default}:t:x1", "msg", asynq::encode(m)});
+  broker_->archive(dequeue_one().msg, "invalid payload: skip retry for the task");
+  EXPECT_EQ(hget("asynq:{default}:t:x1", "state"), "archived");
+  EXPECT_NEAR(*zscore("asynq:{default}:archived", "x1"), now_s(), 2);
+  EXPECT_FALSE(zscore("asynq:{default}:archived", "old"));
+  EXPECT_FALSE(exists("asynq:{default}:t:old"));
+  const auto back = asynq::decode_task_message(hget("asynq:{default}:t:x1", "msg"));
+  EXPECT_EQ(back.retried, 0);
+  EXPECT_EQ(back.error_msg, "invalid payload: skip retry for the task");
+  EXPECT_EQ(back.headers, m.headers);
+  EXPECT_EQ(back.unknown, m.unknown);
+  EXPECT_EQ(get("asynq:{default}:failed"), "1");
+}
+
+TEST_F(BrokerTest, RequeuePutsTaskAtTheTailWithoutPendingSince) {
+  enqueue("q1");
+  enqueue("q2");
+  const auto d = dequeue_one();
+  broker_->requeue(d.msg);
+  EXPECT_EQ(lrange("asynq:{default}:pending"), (std::vector<std::string>{"q2", "q1"}));
+  EXPECT_EQ(hget("asynq:{default}:t:q1", "state"), "pending");
+  EXPECT_EQ(hget("asynq:{default}:t:q1", "pending_since"), "<nil>");
+  EXPECT_EQ(dequeue_one().msg.id, "q1");
+}
+
+TEST_F(BrokerTest, MarkCompletePublishesFollowUpsAtomically) {
+  task::EnqueueRequest r;
+  r.type = "c";
+  r.task_id = "c1";
+  r.retention = 1h;
+  broker_->client().enqueue(r);
+  const auto d = dequeue_one();
+  broker_->write_result("default", "c1", std::string("ok\x00\xff", 4));
+  task::EnqueueRequest follow;
+  follow.type = "next";
+  follow.queue = "planning";
+  follow.task_id = "f1";
+  broker_->mark_complete(d.msg, {follow});
+  EXPECT_EQ(hget("asynq:{default}:t:c1", "state"), "completed");
+  EXPECT_EQ(hget("asynq:{default}:t:c1", "result"), std::string("ok\x00\xff", 4));
+  const auto back = asynq::decode_task_message(hget("asynq:{default}:t:c1", "msg"));
+  EXPECT_NEAR(back.completed_at, now_s(), 2);
+  EXPECT_EQ(zscore("asynq:{default}:completed", "c1"), back.completed_at + 3600);
+  EXPECT_EQ(hget("asynq:{planning}:t:f1", "state"), "pending");
+  EXPECT_EQ(raw_->command({"SISMEMBER", "asynq:queues", "planning"}).integer(), 1);
+  // A completion of a task that moved away publishes nothing.
+  follow.task_id = "f2";
+  EXPECT_THROW(broker_->done(d.msg, {follow}), NotFound);
+  EXPECT_FALSE(exists("asynq:{planning}:t:f2"));
+  // Janitor: expire it and delete.
+  raw_->command({"ZADD", "asynq:{default}:completed", "XX", std::to_string(now_s() - 1), "c1"});
+  EXPECT_EQ(broker_->delete_expired_completed("default", 100), 1);
+  EXPECT_FALSE(exists("asynq:{default}:t:c1"));
+}
+
+TEST_F(BrokerTest, LeaseExtensionAndExpiredListing) {
+  enqueue("l1");
+  enqueue("l2");
+  dequeue_one();
+  dequeue_one();
+  raw_->command({"ZADD", "asynq:{default}:lease", "XX", std::to_string(now_s() - 120), "l1"});
+  raw_->command({"HDEL", "asynq:{default}:t:l2", "msg"});
+  raw_->command({"ZADD", "asynq:{default}:lease", "XX", std::to_string(now_s() - 120), "l2"});
+  const auto expired = broker_->list_lease_expired({"default"}, Clock::now() - 30s);
+  ASSERT_EQ(expired.size(), 1u);  // l2 has no msg: skipped
+  EXPECT_EQ(expired[0].id, "l1");
+  const auto expiry = broker_->extend_leases("default", {"l1", "gone"}, 30s);
+  EXPECT_EQ(zscore("asynq:{default}:lease", "l1"), std::chrono::floor<std::chrono::seconds>(expiry.time_since_epoch()).count());
+  EXPECT_FALSE(zscore("asynq:{default}:lease", "gone"));  // XX: never added
+  raw_->command({"ZREM", "asynq:{default}:lease", "l1"});
+  const auto leaseless = broker_->list_active_without_lease("default");
+  ASSERT_EQ(leaseless.size(), 1u);
+  EXPECT_EQ(leaseless[0].id, "l1");
+}
+
+TEST_F(BrokerTest, ServerStateIsWrittenAndCleared) {
+  asynq::ServerInfo info;
+  info.host = "h";
+  info.pid = 42;
+  info.server_id = "sid";
+  info.concurrency = 2;
+  info.queues = {{"default", 1}};
+  info.status = "active";
+  info.start_time = asynq::Timestamp{now_s(), 5};
+  asynq::WorkerInfo w;
+  w.host = "h";
+  w.pid = 42;
+  w.server_id = "sid";
+  w.task_id = "t9";
+  w.task_type = "x";
+  w.queue = "default";
+  w.start_time = info.start_time;
+  broker_->write_server_state(info, {w}, 10s);
+  const std::string sk = "asynq:servers:{h:42:sid}", wk = "asynq:workers:{h:42:sid}";
+  EXPECT_EQ(asynq::decode_server_info(get(sk)), info);
+  EXPECT_LE(ttl(sk), 10);
+  EXPECT_GT(ttl(wk), 0);
+  EXPECT_EQ(zscore("asynq:servers", sk), now_s() + 10);
+  EXPECT_EQ(asynq::decode_worker_info(hget(wk, "t9")), w);
+  broker_->clear_server_state("h", 42, "sid");
+  EXPECT_FALSE(exists(sk));
+  EXPECT_FALSE(exists(wk));
+  EXPECT_FALSE(zscore("asynq:servers", sk));
+  EXPECT_FALSE(zscore("asynq:workers", wk));
+}
+
+TEST_F(BrokerTest, WaitForWorkWakesOnEnqueueAndOnWakeButNotOnPausedQueue) {
+  std::atomic<bool> got{false};
+  std::thread waiter([&] { got = broker_->wait_for_work({"default", "other"}, 5s); });
+  // The waiter parks in BLMOVE; an enqueue to one of its queues must wake it well before 5 s.
+  ASSERT_TRUE(test::eventually([&] { return blocked_in_blmove(); }));
+  enqueue("w1", "other");
+  waiter.join();
+  EXPECT_TRUE(got);
+  EXPECT_EQ(lrange("asynq:{other}:pending"), std::vector<std::string>{"w1"});  // not consumed
+
+  raw_->command({"SET", "asynq:{other}:paused", "1"});
+  const auto start = Clock::now();
+  EXPECT_FALSE(broker_->wait_for_work({"other"}, 300ms));  // paused: no busy return
+  EXPECT_GE(Clock::now() - start, 250ms);
+
+  std::thread sleeper([&] { got = broker_->wait_for_work({"default"}, 10s); });
+  ASSERT_TRUE(test::eventually([&] { return blocked_in_blmove(); }));
+  broker_->wake();
+  sleeper.join();
+  EXPECT_FALSE(got);
+}
+
+TEST_F(BrokerTest, PingAnswers) { EXPECT_TRUE(broker_->ping()); }
+
+}  // namespace
+}  // namespace wk::queue
