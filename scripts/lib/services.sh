@@ -1,0 +1,109 @@
+# Private redis-server and PostgreSQL instances for tests and local runs. Source this file.
+#
+#   wk_free_port                        prints a free loopback TCP port
+#   wk_redis_start DIR PORT             starts redis-server on 127.0.0.1:PORT, state in DIR
+#   wk_redis_stop DIR
+#   wk_pg_start DIR PORT                initdb (once) into DIR/data, starts on 127.0.0.1:PORT
+#   wk_pg_stop DIR
+#   wk_pg_bin                           prints the PostgreSQL bin directory
+#   wk_pg_createdb PORT NAME            creates database NAME unless it exists
+#   wk_redis_answers HOST PORT / wk_pg_answers HOST PORT    true when the server answers
+#
+# PostgreSQL refuses to run as root: as root, initdb/pg_ctl run as the `postgres` user (via
+# runuser) on directories chowned to it. Its unix socket lives inside the data directory so
+# nothing touches /var/run/postgresql.
+
+wk_free_port() {
+  python3 - <<'PY'
+import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])
+s.close()
+PY
+}
+
+wk_redis_answers() {
+  [[ "$(redis-cli -h "$1" -p "$2" ping 2>/dev/null)" == "PONG" ]]
+}
+
+wk_pg_bin() {
+  local d
+  d=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)
+  [[ -n "$d" ]] || { echo "services: no PostgreSQL under /usr/lib/postgresql" >&2; return 1; }
+  echo "$d"
+}
+
+wk_pg_answers() {
+  "$(wk_pg_bin)/pg_isready" -q -h "$1" -p "$2" >/dev/null 2>&1
+}
+
+# Waits up to ~20 s for `check` (a command) to succeed.
+wk_wait_for() {
+  local what=$1; shift
+  local i
+  for ((i = 0; i < 200; i++)); do
+    "$@" && return 0
+    sleep 0.1
+  done
+  echo "services: $what did not come up" >&2
+  return 1
+}
+
+wk_redis_start() {
+  local dir=$1 port=$2
+  mkdir -p "$dir"
+  redis-server --bind 127.0.0.1 --port "$port" --dir "$dir" --daemonize yes \
+    --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" --save "" --appendonly no >/dev/null
+  wk_wait_for "redis-server on port $port" wk_redis_answers 127.0.0.1 "$port"
+}
+
+wk_redis_stop() {
+  local dir=$1 pid
+  [[ -f "$dir/redis.pid" ]] || return 0
+  pid=$(cat "$dir/redis.pid")
+  if kill "$pid" 2>/dev/null; then
+    local i
+    for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  fi
+  rm -f "$dir/redis.pid"
+}
+
+# Runs a PostgreSQL tool, as the postgres user when we are root.
+wk_pg_run() {
+  if [[ $(id -u) -eq 0 ]]; then
+    runuser -u postgres -- "$@"
+  else
+    "$@"
+  fi
+}
+
+wk_pg_start() {
+  local dir=$1 port=$2 bin
+  bin=$(wk_pg_bin)
+  mkdir -p "$dir"
+  if [[ $(id -u) -eq 0 ]]; then chown postgres: "$dir"; fi
+  if [[ ! -f "$dir/data/PG_VERSION" ]]; then
+    wk_pg_run "$bin/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --no-instructions >"$dir/initdb.log" 2>&1 ||
+      { cat "$dir/initdb.log" >&2; return 1; }
+  fi
+  wk_pg_run "$bin/pg_ctl" -D "$dir/data" -l "$dir/data/postgres.log" -w -t 30 \
+    -o "-c listen_addresses=127.0.0.1 -p $port -k $dir/data -c fsync=off -c full_page_writes=off" start >/dev/null ||
+    { tail -n 20 "$dir/data/postgres.log" >&2; return 1; }
+  wk_wait_for "PostgreSQL on port $port" wk_pg_answers 127.0.0.1 "$port"
+}
+
+wk_pg_stop() {
+  local dir=$1
+  [[ -f "$dir/data/postmaster.pid" ]] || return 0
+  wk_pg_run "$(wk_pg_bin)/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
+}
+
+wk_pg_createdb() {
+  local port=$1 name=$2 bin
+  bin=$(wk_pg_bin)
+  if ! "$bin/psql" -h 127.0.0.1 -p "$port" -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$name'" postgres |
+    grep -q 1; then
+    "$bin/createdb" -h 127.0.0.1 -p "$port" -U postgres "$name"
+  fi
+}

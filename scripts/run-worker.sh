@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Builds (release preset) and runs the worker from this checkout. Configuration comes from the
+# environment and ./.env of the repository, exactly as for the installed worker (see README.md).
+# When the configured Redis or PostgreSQL is on this machine and nothing answers, a private one
+# is started under .state/ (kept running and reused next time; `--stop-services` stops them).
+set -euo pipefail
+
+usage() {
+  cat <<'USAGE'
+Usage: scripts/run-worker.sh [-n NAME] [-v] [--demo] [--stop-services] [-h] [-- WORKER-ARGS...]
+
+Builds the worker (release preset) and runs it with the plugins built in this checkout.
+
+  -n NAME          worker name (WORKER_NAME)
+  -v               verbose: debug logging (LOG_LEVEL=debug)
+  --demo           enqueue a demo task chain and show it being processed
+  --stop-services  stop the private Redis/PostgreSQL started under .state/ and exit
+  -h, --help       this help
+
+Environment (see README.md for all): REDIS_HOST, REDIS_PORT, REDIS_PASSWORD, REDIS_DB,
+DB_HOST, DB_PORT, DB_USERNAME, DB_PASSWORD, DB_NAME, WORKER_CONCURRENCY, WORKER_QUEUES,
+LOG_LEVEL, LOG_FORMAT, ... e.g.  REDIS_HOST=redis.example.com scripts/run-worker.sh
+USAGE
+}
+
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+worker_args=()
+demo=0
+stop_services=0
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    -h | --help) usage; exit 0 ;;
+    -n) [[ $# -ge 2 ]] || { echo "run-worker: -n needs a name" >&2; exit 2; }
+        worker_args+=(--worker "$2"); shift 2 ;;
+    -v) worker_args+=(--verbose); shift ;;
+    --demo) demo=1; shift ;;
+    --stop-services) stop_services=1; shift ;;
+    --) shift; worker_args+=("$@"); break ;;
+    *) worker_args+=("$1"); shift ;;
+  esac
+done
+
+# shellcheck source=lib/services.sh
+source scripts/lib/services.sh
+state="$root/.state"
+
+if [[ $stop_services -eq 1 ]]; then
+  wk_redis_stop "$state/redis"
+  wk_pg_stop "$state/pg"
+  echo "run-worker: stopped the private services under .state/"
+  exit 0
+fi
+
+if [[ $demo -eq 1 ]]; then
+  echo "run-worker: --demo is not yet available (it arrives with the shipped plugins)" >&2
+  exit 2
+fi
+
+# A setting as the worker will see it: environment, else ./.env, else the default.
+setting() {
+  local key=$1 default=$2 value
+  if [[ -n "${!key+x}" ]]; then
+    echo "${!key}"
+    return
+  fi
+  if [[ -f .env ]]; then
+    value=$(sed -nE "s/^[[:space:]]*(export[[:space:]]+)?${key}[[:space:]]*=[[:space:]]*//p" .env | tail -n1)
+    value=${value%%[[:space:]]#*}
+    value=${value%\"}; value=${value#\"}; value=${value%\'}; value=${value#\'}
+    if [[ -n "$value" ]]; then
+      echo "$value"
+      return
+    fi
+  fi
+  echo "$default"
+}
+
+is_local() { [[ "$1" == "localhost" || "$1" == "127.0.0.1" || "$1" == "::1" ]]; }
+
+scripts/deps.sh
+
+redis_host=$(setting REDIS_HOST localhost)
+redis_port=$(setting REDIS_PORT 6379)
+if is_local "$redis_host" && ! wk_redis_answers 127.0.0.1 "$redis_port"; then
+  echo "run-worker: no Redis on $redis_host:$redis_port, starting a private one (state in .state/redis)"
+  wk_redis_start "$state/redis" "$redis_port"
+fi
+
+db_host=$(setting DB_HOST localhost)
+db_port=$(setting DB_PORT 5432)
+if is_local "$db_host" && ! wk_pg_answers 127.0.0.1 "$db_port"; then
+  echo "run-worker: no PostgreSQL on $db_host:$db_port, starting a private one (state in .state/pg)"
+  wk_pg_start "$state/pg" "$db_port"
+  wk_pg_createdb "$db_port" "$(setting DB_NAME autodevs)"
+fi
+
+build="$root/build/release"
+if [[ ! -f "$build/build.ninja" ]]; then
+  cmake --preset release -DWK_BUILD_TESTS=OFF -DWK_BUILD_BENCH=OFF >/dev/null
+fi
+cmake --build --preset release
+
+if [[ -z "${WORKER_PLUGINS_DIR:-}" ]] && ! grep -qE '^[[:space:]]*(export[[:space:]]+)?WORKER_PLUGINS_DIR=' .env 2>/dev/null; then
+  worker_args=(--plugins "$build/plugins" "${worker_args[@]}")
+  mkdir -p "$build/plugins"
+fi
+exec "$build/bin/worker" "${worker_args[@]}"

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The one test command (DESIGN.md §11): installs what is missing, starts a private redis-server
+# and PostgreSQL on free loopback ports with throw-away data directories, builds the asan preset,
+# runs ctest (extra arguments are passed through, e.g. `-R config`), stops what it started.
+# Exit status: ctest's.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+scripts/deps.sh
+# shellcheck source=lib/services.sh
+source scripts/lib/services.sh
+
+state=$(mktemp -d "${TMPDIR:-/tmp}/wk-test.XXXXXX")
+chmod 0755 "$state"
+cleanup() {
+  wk_pg_stop "$state/pg" || true
+  wk_redis_stop "$state/redis" || true
+  rm -rf "$state"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+redis_port=$(wk_free_port)
+wk_redis_start "$state/redis" "$redis_port"
+pg_port=$(wk_free_port)
+wk_pg_start "$state/pg" "$pg_port"
+wk_pg_createdb "$pg_port" autodevs
+echo "test: redis-server on 127.0.0.1:$redis_port, PostgreSQL on 127.0.0.1:$pg_port (state in $state)"
+
+export WK_TEST_REDIS_HOST=127.0.0.1 WK_TEST_REDIS_PORT=$redis_port
+export WK_TEST_PG_HOST=127.0.0.1 WK_TEST_PG_PORT=$pg_port WK_TEST_PG_USER=postgres WK_TEST_PG_DB=autodevs
+export WK_TEST_PG_BIN WK_TEST_PG_DATA=$state/pg/data
+WK_TEST_PG_BIN=$(wk_pg_bin)
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:strict_string_checks=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+
+cmake --preset asan >/dev/null
+cmake --build --preset asan -j"$(nproc)"
+status=0
+ctest --preset asan -j2 --timeout 600 "$@" || status=$?
+cd "$root"
+exit "$status"
