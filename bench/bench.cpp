@@ -1,0 +1,209 @@
+// Queue engine benchmark against a running redis-server.
+//
+//   wk_bench [--host H] [--port P] [--db N] [--tasks N] [--latency-samples N]
+//            (or env WK_BENCH_REDIS_HOST / WK_BENCH_REDIS_PORT / WK_BENCH_TASKS)
+//
+// For concurrency 4, 8 and 16: enqueue N no-op tasks, drain them with an in-process engine, and
+// report tasks/s, CPU seconds per 100k tasks of this process (getrusage) and of redis-server
+// (its pid from INFO server, CPU from /proc/<pid>/stat), then the idle enqueue-to-start latency
+// (enqueue one task into an idle engine, time until the handler starts) and the peak RSS.
+// The DB given is FLUSHed: point it at a private redis (bench/run.sh starts one).
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <mutex>
+#include <sstream>
+#include <thread>
+#include <string>
+#include <vector>
+
+#include "queue/broker_redis.hpp"
+#include "queue/engine.hpp"
+
+namespace {
+
+using namespace wk;
+using SteadyClock = std::chrono::steady_clock;
+
+struct Options {
+  std::string host = "127.0.0.1";
+  int port = 6379;
+  int db = 0;
+  int tasks = 100000;
+  int latency_samples = 200;
+};
+
+double process_cpu_seconds() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+         static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+double peak_rss_mib() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_maxrss) / 1024.0;  // ru_maxrss is KiB on Linux
+}
+
+// utime + stime of a process, from /proc/<pid>/stat; -1 when unreadable (redis on another host).
+double pid_cpu_seconds(long pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(in, line)) return -1;
+  const auto close = line.rfind(')');  // the command name may contain spaces
+  std::istringstream rest(line.substr(close + 2));
+  std::string field;
+  std::vector<std::string> fields;
+  while (rest >> field) fields.push_back(field);
+  if (fields.size() < 13) return -1;
+  const double ticks = static_cast<double>(sysconf(_SC_CLK_TCK));
+  return (std::stod(fields[11]) + std::stod(fields[12])) / ticks;  // fields 14 and 15 of stat
+}
+
+long redis_pid(redis::Connection& conn) {
+  auto info = conn.command({"INFO", "server"});
+  const std::string text(info.str());
+  const auto at = text.find("process_id:");
+  return at == std::string::npos ? -1 : std::stol(text.substr(at + 11));
+}
+
+// Counts finished handler calls and lets the main thread wait for a target without polling.
+class NoopDispatcher : public task::Dispatcher {
+ public:
+  bool handles(std::string_view) const override { return true; }
+  task::Outcome dispatch(task::Execution&) override {
+    const auto now = SteadyClock::now();
+    std::lock_guard lock(mu_);
+    last_start_ = now;
+    ++count_;
+    cv_.notify_all();
+    return {};
+  }
+  void wait_for(long target) {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return count_ >= target; });
+  }
+  SteadyClock::time_point last_start() {
+    std::lock_guard lock(mu_);
+    return last_start_;
+  }
+  long count() {
+    std::lock_guard lock(mu_);
+    return count_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  long count_ = 0;
+  SteadyClock::time_point last_start_{};
+};
+
+queue::Settings engine_settings(int concurrency) {
+  queue::Settings s;
+  s.queues = {{"bench", 1}};
+  s.concurrency = concurrency;
+  return s;
+}
+
+Options parse(int argc, char** argv) {
+  Options o;
+  if (const char* v = std::getenv("WK_BENCH_REDIS_HOST")) o.host = v;
+  if (const char* v = std::getenv("WK_BENCH_REDIS_PORT")) o.port = std::atoi(v);
+  if (const char* v = std::getenv("WK_BENCH_TASKS")) o.tasks = std::atoi(v);
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string flag = argv[i];
+    const std::string value = argv[i + 1];
+    if (flag == "--host") o.host = value;
+    else if (flag == "--port") o.port = std::stoi(value);
+    else if (flag == "--db") o.db = std::stoi(value);
+    else if (flag == "--tasks") o.tasks = std::stoi(value);
+    else if (flag == "--latency-samples") o.latency_samples = std::stoi(value);
+    else throw std::invalid_argument("unknown flag " + flag);
+  }
+  if (o.tasks <= 0 || o.latency_samples <= 0) throw std::invalid_argument("--tasks and --latency-samples must be > 0");
+  return o;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  const Options opt = parse(argc, argv);
+  const auto logger = log::Logger::to_stderr(log::Level::warn, log::Format::logfmt);
+  queue::RedisBrokerSettings bs;
+  bs.redis.host = opt.host;
+  bs.redis.port = opt.port;
+  bs.redis.db = opt.db;
+  bs.pool_size = 24;
+  redis::Connection admin(bs.redis);
+  const long rpid = redis_pid(admin);
+
+  std::printf("tasks per run: %d, redis %s:%d (pid %ld)\n\n", opt.tasks, opt.host.c_str(), opt.port, rpid);
+  std::printf("%-12s %12s %18s %18s\n", "concurrency", "tasks/s", "host CPU s/100k", "redis CPU s/100k");
+  for (int concurrency : {4, 8, 16}) {
+    admin.command({"FLUSHDB"});
+    queue::RedisBroker broker(bs, logger);
+    // Enqueue in pipelined batches through the client's script, outside the measured window.
+    for (int i = 0; i < opt.tasks; ++i) {
+      task::EnqueueRequest r;
+      r.type = "noop";
+      r.queue = "bench";
+      broker.client().enqueue(r);
+    }
+    NoopDispatcher dispatcher;
+    queue::Engine engine(broker, dispatcher, logger, engine_settings(concurrency));
+    const double cpu0 = process_cpu_seconds();
+    const double rcpu0 = pid_cpu_seconds(rpid);
+    const auto t0 = SteadyClock::now();
+    engine.start();
+    dispatcher.wait_for(opt.tasks);
+    // Wait until the last completions are written too.
+    while (admin.command({"LLEN", "asynq:{bench}:active"}).integer() > 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    const double secs = std::chrono::duration<double>(SteadyClock::now() - t0).count();
+    const double cpu = process_cpu_seconds() - cpu0;
+    const double rcpu = rcpu0 < 0 ? -1 : pid_cpu_seconds(rpid) - rcpu0;
+    engine.shutdown();
+    const double per100k = 100000.0 / opt.tasks;
+    std::printf("%-12d %12.0f %18.2f %18.2f\n", concurrency, opt.tasks / secs, cpu * per100k,
+                rcpu < 0 ? -1.0 : rcpu * per100k);
+  }
+
+  // Idle pickup: the engine waits in Redis; each sample enqueues one task into the empty queue.
+  admin.command({"FLUSHDB"});
+  queue::RedisBroker broker(bs, logger);
+  NoopDispatcher dispatcher;
+  queue::Engine engine(broker, dispatcher, logger, engine_settings(4));
+  engine.start();
+  std::vector<double> latencies_ms;
+  for (int i = 0; i < opt.latency_samples; ++i) {
+    // Let the engine go idle (blocked in its wait) before the next sample.
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    task::EnqueueRequest r;
+    r.type = "noop";
+    r.queue = "bench";
+    const auto before = SteadyClock::now();
+    broker.client().enqueue(r);
+    dispatcher.wait_for(i + 1);
+    latencies_ms.push_back(std::chrono::duration<double, std::milli>(dispatcher.last_start() - before).count());
+  }
+  engine.shutdown();
+  std::sort(latencies_ms.begin(), latencies_ms.end());
+  auto pct = [&](double p) { return latencies_ms[static_cast<size_t>(p * static_cast<double>(latencies_ms.size() - 1))]; };
+  std::printf("\nidle enqueue-to-start latency over %d samples: p50 %.3f ms, p99 %.3f ms\n", opt.latency_samples,
+              pct(0.5), pct(0.99));
+  std::printf("peak RSS: %.1f MiB\n", peak_rss_mib());
+  return 0;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "wk_bench: %s\n", e.what());
+  return 1;
+}
