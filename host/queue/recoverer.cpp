@@ -53,11 +53,16 @@ void Recoverer::tick() {
         const auto key = queue + '\n' + msg.id;
         auto it = leaseless_since_.find(key);
         const auto since = it == leaseless_since_.end() ? now : it->second;
-        if (now - since >= ctx_.settings.orphan_grace) {
-          recover(msg);
-        } else {
-          still_leaseless.emplace(key, since);
+        // The completion scripts take LREM then ZREM and answer NOT FOUND on a missing lease
+        // *after* the LREM took effect, so calling retry/archive here would drop the id from
+        // `active` and strand the task. Until the broker has an operation for this case we only
+        // report it, once per id, after the grace.
+        if (now - since >= ctx_.settings.orphan_grace && it != leaseless_since_.end() &&
+            !reported_leaseless_.count(key)) {
+          ctx_.task_log(view_of(msg)).warn("Task is active without a lease; not recovered automatically");
+          reported_leaseless_.insert(key);
         }
+        still_leaseless.emplace(key, since);
       }
     }
     leaseless_since_.swap(still_leaseless);

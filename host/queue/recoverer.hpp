@@ -6,6 +6,7 @@
 // but only after it has seen the same id lease-less for orphan_grace, and never one this
 // process is running.
 #include <unordered_map>
+#include <unordered_set>
 
 #include "queue/context.hpp"
 
@@ -23,6 +24,7 @@ class Recoverer {
   void recover(const asynq::TaskMessage& msg);
   EngineContext& ctx_;
   std::unordered_map<std::string, SteadyClock::time_point> leaseless_since_;  // loop thread only
+  std::unordered_set<std::string> reported_leaseless_;                       // loop thread only
   PeriodicLoop loop_;
 };
 
