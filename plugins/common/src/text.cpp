@@ -1,6 +1,7 @@
 #include "autodevs/text.hpp"
 
 #include <cctype>
+#include <cstdint>
 
 namespace autodevs {
 namespace {
@@ -206,6 +207,57 @@ std::optional<std::string> find_commit_trailer(std::string_view message, std::st
     }
   }
   return found;
+}
+
+std::string sanitize_utf8(std::string_view bytes) {
+  static constexpr std::string_view kReplacement = "\xEF\xBF\xBD";
+  std::string out;
+  out.reserve(bytes.size());
+  std::size_t i = 0;
+  while (i < bytes.size()) {
+    const auto lead = static_cast<unsigned char>(bytes[i]);
+    if (lead == 0) {
+      out += kReplacement;
+      ++i;
+      continue;
+    }
+    if (lead < 0x80) {
+      out.push_back(static_cast<char>(lead));
+      ++i;
+      continue;
+    }
+    std::size_t length = 0;
+    std::uint32_t code_point = 0;
+    if (lead >= 0xC2 && lead <= 0xDF) {
+      length = 2;
+      code_point = lead & 0x1F;
+    } else if (lead >= 0xE0 && lead <= 0xEF) {
+      length = 3;
+      code_point = lead & 0x0F;
+    } else if (lead >= 0xF0 && lead <= 0xF4) {
+      length = 4;
+      code_point = lead & 0x07;
+    }
+    bool valid = length != 0 && i + length <= bytes.size();
+    for (std::size_t k = 1; valid && k < length; ++k) {
+      const auto continuation = static_cast<unsigned char>(bytes[i + k]);
+      if ((continuation & 0xC0) != 0x80) valid = false;
+      code_point = (code_point << 6) | (continuation & 0x3F);
+    }
+    // Reject overlong forms, surrogates and values past U+10FFFF.
+    if (valid && ((length == 3 && code_point < 0x800) || (length == 4 && code_point < 0x10000) ||
+                  (code_point >= 0xD800 && code_point <= 0xDFFF) || code_point > 0x10FFFF)) {
+      valid = false;
+    }
+    if (valid) {
+      out.append(bytes.substr(i, length));
+      i += length;
+    } else {
+      out += kReplacement;
+      ++i;
+    }
+  }
+  return out;
 }
 
 }  // namespace autodevs

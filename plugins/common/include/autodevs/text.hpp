@@ -48,4 +48,8 @@ std::optional<std::string> find_commit_trailer(std::string_view message, std::st
 
 std::string trim(std::string_view text);
 
+// Valid UTF-8 without NUL bytes (what a PostgreSQL text column accepts): invalid sequences and
+// NULs become U+FFFD. Agent output is arbitrary bytes.
+std::string sanitize_utf8(std::string_view bytes);
+
 }  // namespace autodevs
