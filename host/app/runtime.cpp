@@ -1,0 +1,142 @@
+#include "app/runtime.hpp"
+
+#include <csignal>
+
+#include "app/signals.hpp"
+#include "plugins/plugins.hpp"
+#include "queue/broker_redis.hpp"
+#include "queue/engine.hpp"
+#include "queue/subscriber.hpp"
+
+namespace wk::app {
+
+redis::Settings redis_settings(const config::Config& c) {
+  redis::Settings s;
+  s.host = c.redis_host;
+  s.port = c.redis_port;
+  s.username = c.redis_username;
+  s.password = c.redis_password;
+  s.db = c.redis_db;
+  return s;
+}
+
+db::Settings db_settings(const config::Config& c) {
+  db::Settings s;
+  s.host = c.db_host;
+  s.port = c.db_port;
+  s.user = c.db_username;
+  s.password = c.db_password;
+  s.dbname = c.db_name;
+  s.sslmode = c.db_sslmode;
+  s.pool_size = c.db_pool_size;
+  return s;
+}
+
+// The long-lived parts, declared in construction order so they are destroyed in reverse: the
+// engine stops before the plugins it calls, the plugins before the pools they use.
+struct Runtime::Parts {
+  std::unique_ptr<queue::RedisBroker> broker;
+  std::unique_ptr<db::Pool> db;
+  std::unique_ptr<plugins::PluginHost> plugins;
+  std::unique_ptr<queue::Engine> engine;
+};
+
+Runtime::Runtime(config::Config config, log::Logger logger)
+    : config_(std::move(config)), logger_(std::move(logger)) {}
+
+Runtime::~Runtime() = default;
+
+void Runtime::request_stop(bool immediate) {
+  std::lock_guard lock(mu_);
+  stop_requested_ = true;
+  abort_requested_ = abort_requested_ || immediate;
+  // A second signal while the engine drains: requeue what still runs, now.
+  if (immediate && engine_running_) parts_->engine->abort();
+  stop_cv_.notify_all();
+}
+
+int Runtime::serve() {
+  logger_.info("Starting job worker", {{"worker_name", config_.worker_name}});
+  if (config_.env_file_used) logger_.info("Read settings file", {{"path", config_.env_file_used->string()}});
+  for (const auto& name : config_.unknown_variables) {
+    logger_.warn("Unknown setting ignored (typo?)", {{"variable", name}});
+  }
+  if (logger_.enabled(log::Level::debug)) {
+    for (const auto& [key, value] : config_.redacted()) logger_.debug("Setting", {{"key", key}, {"value", value}});
+  }
+
+  StopSignals signals([this](int signo, int count) {
+    const char* name = signo == SIGINT ? "SIGINT" : "SIGTERM";
+    if (count == 1) {
+      logger_.info("Shutdown requested", {{"signal", name}});
+      request_stop(false);
+    } else {
+      logger_.warn("Second stop signal: requeueing running tasks and exiting", {{"signal", name}});
+      request_stop(true);
+    }
+  });
+
+  auto parts = std::make_unique<Parts>();
+  try {
+    queue::RedisBrokerSettings broker_settings;
+    broker_settings.redis = redis_settings(config_);
+    // Handler slots, the loops (heartbeat, forwarder, recoverer, janitor, syncer) and enqueues.
+    broker_settings.pool_size = static_cast<size_t>(config_.concurrency) + 6;
+    parts->broker = std::make_unique<queue::RedisBroker>(broker_settings, logger_);
+    parts->db = db::make_pool(db_settings(config_), logger_);
+
+    plugins::HostOptions plugin_options;
+    plugin_options.shutdown_grace = config_.shutdown_timeout;
+    parts->plugins = std::make_unique<plugins::PluginHost>(logger_, config_.settings, parts->db.get(),
+                                                           &parts->broker->client(), plugin_options);
+
+    queue::Settings engine_settings;
+    engine_settings.queues.clear();
+    for (const auto& q : config_.queues) engine_settings.queues.push_back({q.name, q.weight});
+    engine_settings.strict_priority = config_.strict_priority;
+    engine_settings.concurrency = config_.concurrency;
+    engine_settings.shutdown_timeout = config_.shutdown_timeout;
+    parts->engine = std::make_unique<queue::Engine>(*parts->broker, *parts->plugins, logger_, engine_settings,
+                                                    std::make_unique<queue::RedisCancelSource>(broker_settings.redis));
+
+    logger_.info("Starting job server", {{"redis_addr", config_.redis_addr()}});
+    const auto report = parts->plugins->load_directory(config_.plugins_dir);
+    std::string types;
+    for (const auto& t : parts->plugins->task_types()) types += (types.empty() ? "" : ",") + t;
+    logger_.info("Plugins loaded", {{"dir", config_.plugins_dir},
+                                    {"loaded", report.loaded.size()},
+                                    {"refused", report.refused.size()},
+                                    {"task_types", types}});
+  } catch (const std::exception& e) {
+    logger_.error("Cannot start", {{"error", e.what()}});
+    return 1;
+  }
+
+  bool started = false;
+  {
+    std::unique_lock lock(mu_);
+    parts_ = std::move(parts);
+    if (!stop_requested_) {
+      parts_->engine->start();
+      engine_running_ = started = true;
+    }
+    stop_cv_.wait(lock, [this] { return stop_requested_; });
+  }
+
+  // Graceful: stop fetching, give running tasks WORKER_SHUTDOWN_TIMEOUT, requeue the rest.
+  logger_.info("Shutting down", {{"timeout", config::format_duration(config_.shutdown_timeout)}});
+  if (started) parts_->engine->shutdown();
+  {
+    std::lock_guard lock(mu_);
+    engine_running_ = false;
+  }
+  parts_->plugins->shutdown();
+  {
+    std::lock_guard lock(mu_);
+    parts_.reset();
+  }
+  logger_.info("Worker stopped", {{"worker_name", config_.worker_name}});
+  return 0;
+}
+
+}  // namespace wk::app
