@@ -420,6 +420,20 @@ TEST_F(PoolTest, MigrationsApplyOnceWhenManyWorkersStartTogether) {
             ErrorKind::invalid);
 }
 
+TEST_F(PoolTest, ADeadIdleConnectionIsReplacedAtCheckout) {
+  for (const auto idle_check : {std::chrono::seconds(30), std::chrono::seconds(0)}) {
+    auto settings = test_settings(1, app);
+    settings.idle_check_after = idle_check;  // 0: also the SELECT 1 round trip on checkout
+    auto pool = make_pool(settings, logger);
+    const std::string first_pid = scalar(*pool, "SELECT pg_backend_pid()");
+    admin_sql().exec("SELECT pg_terminate_backend(" + first_pid + ")");
+    ASSERT_TRUE(test::eventually([&] { return connections_of(app) == 0; }));
+    // The caller never sees the dead connection: it is dropped and a new one opened.
+    EXPECT_NE(scalar(*pool, "SELECT pg_backend_pid()"), first_pid);
+  }
+  for (const auto& line : logger.lines()) EXPECT_EQ(line.find("database unavailable"), std::string::npos) << line;
+}
+
 TEST_F(PoolTest, HealthyAndLazyStartWithoutADatabase) {
   auto pool = make(1);
   EXPECT_TRUE(pool->healthy());
