@@ -79,6 +79,9 @@ function(wk_add_plugin target)
     endif()
   endif()
 
+  # Every plugin made here is remembered, so that a test can check the export rules of all.
+  set_property(GLOBAL APPEND PROPERTY WK_SDK_PLUGIN_TARGETS ${target})
+
   # In-tree only: our own plugins and fixtures get the project's warning set.
   if(TARGET wk_warnings)
     target_link_libraries(${target} PRIVATE wk_warnings)
