@@ -111,7 +111,8 @@ TEST_F(PluginHostTest, AllFixturesInOneDirectoryGoodOnesLoadOneErrorPerBadOne) {
   std::set<std::string> loaded;
   for (const auto& p : report.loaded) loaded.insert(p.plugin_id);
   EXPECT_EQ(loaded, (std::set<std::string>{"test.good", "test.throwing", "test.misbehaving", "test.older-minor",
-                                           "test.newer-minor", "test.stale-ctx", "test.cancel-wait"}));
+                                           "test.newer-minor", "test.stale-ctx", "test.cancel-wait",
+                                           "test.pg-user"}));
   std::set<std::string> refused;
   for (const auto& r : report.refused) refused.insert(r.file.filename().string());
   EXPECT_EQ(refused, (std::set<std::string>{"bad_magic.so", "bad_task_type.so", "init_failure.so",
