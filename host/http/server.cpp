@@ -1,0 +1,106 @@
+#include "http/server.hpp"
+
+#include <httplib.h>
+
+#include <atomic>
+#include <charconv>
+#include <chrono>
+
+namespace wk::http {
+
+namespace {
+constexpr const char* kMetricsContentType = "text/plain; version=0.0.4; charset=utf-8";
+
+bool passes(const std::function<bool()>& check) {
+  try {
+    return check();
+  } catch (...) {
+    return false;  // a check that cannot tell is a failed check
+  }
+}
+}  // namespace
+
+Endpoint parse_address(std::string_view address) {
+  const auto colon = address.rfind(':');
+  if (colon == std::string_view::npos) {
+    throw std::invalid_argument("metrics address \"" + std::string(address) + "\": expected host:port");
+  }
+  std::string_view host = address.substr(0, colon);
+  const std::string_view port_text = address.substr(colon + 1);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  int port = -1;
+  const auto [ptr, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+  if (ec != std::errc() || ptr != port_text.data() + port_text.size() || port < 0 || port > 65535) {
+    throw std::invalid_argument("metrics address \"" + std::string(address) + "\": port must be 0-65535");
+  }
+  if (host.empty()) host = "0.0.0.0";
+  return {std::string(host), port};
+}
+
+Server::Server(ServerOptions options) : options_(std::move(options)) {}
+
+Server::~Server() { stop(); }
+
+void Server::start() {
+  if (server_) throw std::logic_error("http::Server started twice");
+  const Endpoint endpoint = parse_address(options_.address);
+  auto server = std::make_unique<httplib::Server>();
+
+  server->Get("/healthz", [this](const httplib::Request&, httplib::Response& res) {
+    const bool alive = !options_.liveness || passes(options_.liveness);
+    res.status = alive ? 200 : 503;
+    res.set_content(alive ? "ok\n" : "unhealthy\n", "text/plain; charset=utf-8");
+  });
+  server->Get("/readyz", [this](const httplib::Request&, httplib::Response& res) {
+    bool ready = true;
+    std::string body;
+    for (const auto& check : options_.readiness) {
+      const bool ok = passes(check.ok);
+      ready = ready && ok;
+      body += check.name + (ok ? " ok\n" : " failed\n");
+    }
+    res.status = ready ? 200 : 503;
+    res.set_content(body, "text/plain; charset=utf-8");
+  });
+  server->Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    if (!options_.metrics) {
+      res.status = 404;
+      res.set_content("metrics disabled\n", "text/plain; charset=utf-8");
+      return;
+    }
+    try {
+      res.set_content(options_.metrics(), kMetricsContentType);
+    } catch (const std::exception& e) {
+      res.status = 500;
+      res.set_content(std::string("metrics unavailable: ") + e.what() + "\n", "text/plain; charset=utf-8");
+    }
+  });
+
+  int bound = endpoint.port;
+  if (endpoint.port == 0) {
+    bound = server->bind_to_any_port(endpoint.host.c_str());
+    if (bound <= 0) throw std::runtime_error("cannot bind the metrics address " + options_.address);
+  } else if (!server->bind_to_port(endpoint.host.c_str(), endpoint.port)) {
+    throw std::runtime_error("cannot bind the metrics address " + options_.address + " (in use, or not a local address)");
+  }
+  port_ = bound;
+  server_ = std::move(server);
+  listener_done_ = std::make_shared<std::atomic<bool>>(false);
+  thread_ = std::thread([s = server_.get(), done = listener_done_] {
+    s->listen_after_bind();
+    done->store(true);
+  });
+  // The socket already listens (connections queue in the backlog), but httplib's stop() is a
+  // no-op until the accept loop has marked itself running: wait for that so a stop() right
+  // after start() cannot leave the thread blocked in accept forever.
+  while (!server_->is_running() && !listener_done_->load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+}
+
+void Server::stop() {
+  if (!server_) return;
+  server_->stop();
+  if (thread_.joinable()) thread_.join();
+  server_.reset();
+}
+
+}  // namespace wk::http

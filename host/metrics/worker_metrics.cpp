@@ -1,0 +1,192 @@
+#include "metrics/worker_metrics.hpp"
+
+#include <string>
+
+#include "asynq/keys.hpp"
+
+namespace wk::metrics {
+
+namespace {
+std::string metric(std::string_view name) { return std::string(kPrefix) + std::string(name); }
+}  // namespace
+
+// ---- QueueSizeReader ------------------------------------------------------------------------
+
+QueueSizeReader::QueueSizeReader(redis::Settings settings, std::vector<std::string> queues)
+    : settings_(std::move(settings)), queues_(std::move(queues)) {}
+
+QueueSizeReader::~QueueSizeReader() = default;
+
+std::vector<QueueSize> QueueSizeReader::read() {
+  std::lock_guard lock(mu_);
+  try {
+    if (!conn_) conn_ = std::make_unique<redis::Connection>(settings_);
+    constexpr size_t kPerQueue = 7;
+    std::vector<std::string> keys;
+    keys.reserve(queues_.size() * kPerQueue);
+    for (const auto& q : queues_) {
+      keys.push_back(asynq::pending_key(q));
+      keys.push_back(asynq::active_key(q));
+      keys.push_back(asynq::scheduled_key(q));
+      keys.push_back(asynq::retry_key(q));
+      keys.push_back(asynq::archived_key(q));
+      keys.push_back(asynq::completed_key(q));
+      keys.push_back(asynq::paused_key(q));
+    }
+    for (size_t i = 0; i < keys.size(); ++i) {
+      const auto slot = i % kPerQueue;
+      const std::string_view command = slot < 2 ? "LLEN" : slot < 6 ? "ZCARD" : "EXISTS";
+      conn_->append({command, keys[i]});
+    }
+    std::vector<long long> values(keys.size(), 0);
+    std::string failure;
+    for (size_t i = 0; i < keys.size(); ++i) {
+      auto reply = conn_->read_reply();  // read every reply, even after an error, to keep the stream aligned
+      if (reply.is_error()) failure = std::string(reply.str());
+      else if (reply.is_integer()) values[i] = reply.integer();
+    }
+    // WRONGTYPE and the like: a key that is not what asynq's layout says is worth an error.
+    if (!failure.empty()) throw redis::Error(redis::Error::Kind::reply, failure);
+    std::vector<QueueSize> out;
+    for (size_t qi = 0; qi < queues_.size(); ++qi) {
+      const long long* v = &values[qi * kPerQueue];
+      out.push_back({queues_[qi], v[0], v[1], v[2], v[3], v[4], v[5], v[6] != 0});
+    }
+    return out;
+  } catch (const redis::Error& e) {
+    if (e.is_connection()) conn_.reset();
+    throw;
+  }
+}
+
+// ---- WorkerMetrics --------------------------------------------------------------------------
+
+WorkerMetrics::WorkerMetrics(Registry& registry, WorkerMetricsOptions options)
+    : options_(std::move(options)),
+      processed_(registry.counter(metric("tasks_processed_total"),
+                                  "Tasks that succeeded (done, or completed with retention).", {"task_type", "queue"})),
+      failed_(registry.counter(metric("tasks_failed_total"), "Task attempts that failed (retried or archived).",
+                               {"task_type", "queue"})),
+      retried_(registry.counter(metric("tasks_retried_total"), "Failed attempts scheduled for a retry.",
+                                {"task_type", "queue"})),
+      archived_(registry.counter(metric("tasks_archived_total"),
+                                 "Tasks archived (retries exhausted or not retryable).", {"task_type", "queue"})),
+      requeued_(registry.counter(metric("tasks_requeued_total"),
+                                 "Tasks put back to pending on shutdown, not counted as an attempt.",
+                                 {"task_type", "queue"})),
+      abandoned_(registry.counter(metric("tasks_abandoned_total"),
+                                  "Attempts whose outcome was not written (lease lost or task moved): "
+                                  "the recoverer owns them.",
+                                  {"task_type", "queue"})),
+      duration_(registry.histogram(metric("task_duration_seconds"), "Handler run time per attempt.",
+                                   {"task_type"}, task_duration_buckets())),
+      in_flight_(registry.gauge(metric("tasks_in_flight"), "Tasks being handled now.")),
+      redis_up_(registry.gauge(metric("redis_up"), "1 when the last Redis operation succeeded.")),
+      build_info_(registry.gauge(metric("build_info"), "Always 1; labels carry the version and worker name.",
+                                 {"version", "worker"})) {
+  in_flight_.set({}, 0);
+  redis_up_.set({}, 1);
+  build_info_.set({options_.version, options_.worker_name}, 1);
+  if (options_.db_up) db_up_ = &registry.gauge(metric("db_up"), "1 when the PostgreSQL pool answers.");
+  if (options_.plugins_loaded) {
+    plugins_loaded_ = &registry.gauge(metric("plugins_loaded"), "Handler plugins loaded and serving.");
+  }
+  if (!options_.queues.empty() && options_.redis) {
+    queue_size_ = &registry.gauge(metric("queue_size"), "Tasks in a queue by state (LLEN/ZCARD at scrape time).",
+                                  {"queue", "state"});
+    queue_paused_ = &registry.gauge(metric("queue_paused"), "1 when the queue is paused.", {"queue"});
+    scrape_errors_ = &registry.gauge(metric("queue_size_read_errors"),
+                                     "1 when the last scrape could not read queue sizes from Redis.");
+    scrape_errors_->set({}, 0);
+    sizes_ = std::make_unique<QueueSizeReader>(*options_.redis, options_.queues);
+  }
+  registry.add_collector([this] { collect(); });
+}
+
+WorkerMetrics::~WorkerMetrics() = default;
+
+void WorkerMetrics::task_started(std::string_view, std::string_view) { in_flight_.add({}, 1); }
+
+void WorkerMetrics::task_finished(std::string_view type, std::string_view queue, queue::TaskResult result,
+                                  std::chrono::nanoseconds duration) {
+  in_flight_.add({}, -1);
+  const LabelValues labels{std::string(type), std::string(queue)};
+  switch (result) {
+    case queue::TaskResult::done:
+    case queue::TaskResult::completed:
+      processed_.inc(labels);
+      break;
+    case queue::TaskResult::retried:
+      failed_.inc(labels);
+      retried_.inc(labels);
+      break;
+    case queue::TaskResult::archived:
+      failed_.inc(labels);
+      archived_.inc(labels);
+      break;
+    case queue::TaskResult::requeued:
+      requeued_.inc(labels);
+      break;
+    case queue::TaskResult::abandoned:
+      abandoned_.inc(labels);
+      break;
+  }
+  duration_.observe({std::string(type)}, std::chrono::duration<double>(duration).count());
+}
+
+void WorkerMetrics::redis_down() {
+  if (!options_.redis_up) redis_up_.set({}, 0);
+}
+
+void WorkerMetrics::redis_up() {
+  if (!options_.redis_up) redis_up_.set({}, 1);
+}
+
+void WorkerMetrics::collect() {
+  // Each source is read on its own: one failing must not hide the others.
+  if (options_.redis_up) {
+    bool up = false;
+    try {
+      up = options_.redis_up();
+    } catch (...) {
+    }
+    redis_up_.set({}, up ? 1 : 0);
+  }
+  if (db_up_ != nullptr) {
+    bool up = false;
+    try {
+      up = options_.db_up();
+    } catch (...) {
+    }
+    db_up_->set({}, up ? 1 : 0);
+  }
+  if (plugins_loaded_ != nullptr) {
+    try {
+      plugins_loaded_->set({}, options_.plugins_loaded());
+    } catch (...) {
+      plugins_loaded_->clear();
+    }
+  }
+  if (sizes_) {
+    try {
+      const auto sizes = sizes_->read();
+      for (const auto& s : sizes) {
+        queue_size_->set({s.queue, "pending"}, static_cast<double>(s.pending));
+        queue_size_->set({s.queue, "active"}, static_cast<double>(s.active));
+        queue_size_->set({s.queue, "scheduled"}, static_cast<double>(s.scheduled));
+        queue_size_->set({s.queue, "retry"}, static_cast<double>(s.retry));
+        queue_size_->set({s.queue, "archived"}, static_cast<double>(s.archived));
+        queue_size_->set({s.queue, "completed"}, static_cast<double>(s.completed));
+        queue_paused_->set({s.queue}, s.paused ? 1 : 0);
+      }
+      scrape_errors_->set({}, 0);
+    } catch (const std::exception&) {
+      // Stale sizes would look like a healthy, idle queue; report none and flag the failure.
+      queue_size_->clear();
+      queue_paused_->clear();
+      scrape_errors_->set({}, 1);
+    }
+  }
+}
+
+}  // namespace wk::metrics
