@@ -205,7 +205,8 @@ int run_cli(int argc, char** argv, char** envp) {
   try {
     app.parse(static_cast<int>(argv2.size()), argv2.data());
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // --help and --version exit 0; every usage error exits with our one usage code.
+    return app.exit(e) == 0 ? 0 : kUsageError;
   }
 
   if (version_cmd->parsed()) {
