@@ -4,10 +4,11 @@
 //
 // Wiring (the runtime owns all three objects; they must outlive the engine and the http server):
 //   metrics::Registry registry;
-//   metrics::WorkerMetrics worker_metrics(registry, {.worker_name = ..., .version = ...,
-//       .queues = {"critical", "default"}, .redis = redis_settings,
-//       .redis_up = [&] { return engine.redis_up(); }, .db_up = [&] { return db->healthy(); },
-//       .plugins_loaded = [&] { return int(plugins->plugins().size()); }});
+//   metrics::WorkerMetricsOptions o;   // worker_name, version, queues, redis settings, and
+//   o.redis_up = [&] { return engine.redis_up(); };           // the pull sources:
+//   o.db_up = [&] { return db->healthy(); };
+//   o.plugins_loaded = [&] { return static_cast<int>(plugins->plugins().size()); };
+//   metrics::WorkerMetrics worker_metrics(registry, std::move(o));
 //   engine.set_observer(&worker_metrics);   // before engine.start()
 //   http server's metrics source: [&] { return registry.render(); }
 #include <chrono>
