@@ -3,6 +3,8 @@
 #include <csignal>
 
 #include "app/signals.hpp"
+#include "http/server.hpp"
+#include "metrics/worker_metrics.hpp"
 #include "plugins/plugins.hpp"
 #include "queue/broker_redis.hpp"
 #include "queue/engine.hpp"
@@ -38,7 +40,10 @@ struct Runtime::Parts {
   std::unique_ptr<queue::RedisBroker> broker;
   std::unique_ptr<db::Pool> db;
   std::unique_ptr<plugins::PluginHost> plugins;
+  metrics::Registry registry;
+  std::unique_ptr<metrics::WorkerMetrics> worker_metrics;  // the engine's observer
   std::unique_ptr<queue::Engine> engine;
+  std::unique_ptr<http::Server> http;  // destroyed first: its callbacks read the parts above
 };
 
 Runtime::Runtime(config::Config config, log::Logger logger)
@@ -99,6 +104,30 @@ int Runtime::serve() {
     parts->engine = std::make_unique<queue::Engine>(*parts->broker, *parts->plugins, logger_, engine_settings,
                                                     std::make_unique<queue::RedisCancelSource>(broker_settings.redis));
 
+    Parts& p = *parts;
+    metrics::WorkerMetricsOptions metric_options;
+    metric_options.worker_name = config_.worker_name;
+    metric_options.version = WK_VERSION;
+    for (const auto& q : config_.queues) metric_options.queues.push_back(q.name);
+    metric_options.redis = broker_settings.redis;
+    metric_options.redis_up = [&p] { return p.engine->redis_up(); };
+    metric_options.db_up = [&p] { return p.db->healthy(); };
+    metric_options.plugins_loaded = [&p] { return static_cast<int>(p.plugins->plugins().size()); };
+    parts->worker_metrics = std::make_unique<metrics::WorkerMetrics>(parts->registry, metric_options);
+    parts->engine->set_observer(parts->worker_metrics.get());
+
+    if (!config_.metrics_addr.empty()) {
+      http::ServerOptions http_options;
+      http_options.address = config_.metrics_addr;
+      http_options.liveness = [&p] { return p.engine->healthy(); };
+      http_options.readiness = {{"redis", [&p] { return p.engine->redis_up(); }},
+                                {"postgres", [&p] { return p.db->healthy(); }}};
+      http_options.metrics = [&p] { return p.registry.render(); };
+      parts->http = std::make_unique<http::Server>(http_options);
+      parts->http->start();
+      logger_.info("Serving metrics and health", {{"addr", config_.metrics_addr}, {"port", parts->http->port()}});
+    }
+
     logger_.info("Starting job server", {{"redis_addr", config_.redis_addr()}});
     const auto report = parts->plugins->load_directory(config_.plugins_dir);
     std::string types;
@@ -126,6 +155,7 @@ int Runtime::serve() {
   // Graceful: stop fetching, give running tasks WORKER_SHUTDOWN_TIMEOUT, requeue the rest.
   logger_.info("Shutting down", {{"timeout", config::format_duration(config_.shutdown_timeout)}});
   if (started) parts_->engine->shutdown();
+  if (parts_->http) parts_->http->stop();
   {
     std::lock_guard lock(mu_);
     engine_running_ = false;
