@@ -1,6 +1,7 @@
 #include "http/server.hpp"
 
 #include <httplib.h>
+#include <sys/socket.h>
 
 #include <atomic>
 #include <charconv>
@@ -45,6 +46,13 @@ void Server::start() {
   if (server_) throw std::logic_error("http::Server started twice");
   const Endpoint endpoint = parse_address(options_.address);
   auto server = std::make_unique<httplib::Server>();
+  // httplib's default also sets SO_REUSEPORT, which lets a second worker bind the same address
+  // and silently take half the scrapes. Keep SO_REUSEADDR only (restart without TIME_WAIT
+  // trouble) so a clash is a start-up error.
+  server->set_socket_options([](int sock) {
+    const int yes = 1;
+    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+  });
 
   server->Get("/healthz", [this](const httplib::Request&, httplib::Response& res) {
     const bool alive = !options_.liveness || passes(options_.liveness);

@@ -1,0 +1,278 @@
+// http::Server with the real parts behind it: a RedisBroker and an Engine on a private
+// redis-server, WorkerMetrics as the engine's observer. Checks /metrics counters by type and
+// queue after real tasks ran, and /readyz / /healthz while Redis goes away and comes back.
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <mutex>
+
+#include "http/server.hpp"
+#include "metrics/registry.hpp"
+#include "metrics/worker_metrics.hpp"
+#include "queue/broker_redis.hpp"
+#include "queue/engine.hpp"
+#include "redis_process.hpp"
+#include "support/test_env.hpp"
+
+extern char** environ;
+
+namespace wk::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+// Routes by task type to a function; the engine's contract with the plugin layer, in miniature.
+class TypeDispatcher : public task::Dispatcher {
+ public:
+  void on(std::string type, task::Outcome outcome) { outcomes_[std::move(type)] = std::move(outcome); }
+  bool handles(std::string_view type) const override { return outcomes_.contains(std::string(type)); }
+  task::Outcome dispatch(task::Execution& ex) override {
+    const auto it = outcomes_.find(ex.task.type);
+    if (it == outcomes_.end()) return {task::Disposition::fail_no_retry, "no handler", {}};
+    return it->second;
+  }
+
+ private:
+  std::map<std::string, task::Outcome> outcomes_;
+};
+
+struct Response {
+  int status = 0;  // 0: no answer
+  std::string body;
+  std::string content_type;
+};
+
+Response get(int port, const std::string& path) {
+  httplib::Client client("127.0.0.1", port);
+  client.set_connection_timeout(2);
+  client.set_read_timeout(10);
+  auto res = client.Get(path.c_str());
+  if (!res) return {};
+  return {res->status, res->body, res->get_header_value("Content-Type")};
+}
+
+// The value of the sample line `series` (name plus labels, exactly as rendered), or -1.
+double sample(const std::string& text, const std::string& series) {
+  const std::string needle = "\n" + series + " ";
+  const auto at = text.find(needle);
+  if (at == std::string::npos) return -1;
+  return std::stod(text.substr(at + needle.size()));
+}
+
+// Runs `promtool check metrics` on `text` when promtool is installed; the packaging test
+// promtool_check installs it and checks the same renderer's output when it is not.
+void promtool_check(const std::string& text) {
+  std::string promtool;
+  for (const char* dir : {"/usr/bin", "/usr/local/bin"}) {
+    if (std::filesystem::exists(std::string(dir) + "/promtool")) promtool = std::string(dir) + "/promtool";
+  }
+  if (promtool.empty()) {
+    std::printf("promtool not installed here: the ctest 'promtool_check' installs it and runs the check\n");
+    return;
+  }
+  const auto file = std::filesystem::temp_directory_path() / ("wk-metrics-" + std::to_string(::getpid()) + ".txt");
+  std::ofstream(file) << text;
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 0, file.c_str(), O_RDONLY, 0);
+  std::vector<std::string> args{promtool, "check", "metrics"};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t pid = -1;
+  ASSERT_EQ(posix_spawn(&pid, promtool.c_str(), &actions, nullptr, argv.data(), environ), 0);
+  posix_spawn_file_actions_destroy(&actions);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  std::filesystem::remove(file);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "promtool check metrics failed on:\n" << text;
+}
+
+class HttpServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    redis_.start();
+    settings_.port = redis_.port();
+    settings_.connect_timeout = 300ms;
+    settings_.command_timeout = 1000ms;
+    queue::RedisBrokerSettings bs;
+    bs.redis = settings_;
+    bs.pool_size = 4;
+    broker_ = std::make_unique<queue::RedisBroker>(bs, log_);
+
+    queue::Settings es;
+    es.queues = {{"alpha", 2}, {"beta", 1}};
+    es.concurrency = 4;
+    es.heartbeat_interval = 100ms;
+    es.forwarder_interval = 100ms;
+    es.recoverer_interval = 200ms;
+    es.janitor_interval = 200ms;
+    es.sync_interval = 100ms;
+    es.shutdown_timeout = 300ms;
+    es.wait_timeout = 300ms;
+    es.resubscribe_delay = 200ms;
+    es.redis_backoff = 100ms;
+    dispatcher_.on("ok", {});
+    dispatcher_.on("bad", {task::Disposition::fail_no_retry, "bad input", {}});
+    engine_ = std::make_unique<queue::Engine>(*broker_, dispatcher_, log_, es);
+
+    metrics::WorkerMetricsOptions mo;
+    mo.worker_name = "test-worker";
+    mo.version = "9.9.9";
+    mo.queues = {"alpha", "beta"};
+    mo.redis = settings_;
+    mo.redis_up = [this] { return engine_->redis_up(); };
+    mo.plugins_loaded = [] { return 1; };
+    worker_metrics_ = std::make_unique<metrics::WorkerMetrics>(registry_, mo);
+    engine_->set_observer(worker_metrics_.get());
+    engine_->start();
+
+    http::ServerOptions so;
+    so.address = "127.0.0.1:0";
+    so.liveness = [this] { return engine_->healthy(); };
+    so.readiness = {{"redis", [this] { return broker_->ping(); }}, {"plugins", [] { return true; }}};
+    so.metrics = [this] { return registry_.render(); };
+    server_ = std::make_unique<http::Server>(so);
+    server_->start();
+  }
+  void TearDown() override {
+    server_.reset();
+    engine_.reset();
+    broker_.reset();
+  }
+  void enqueue(const std::string& type, const std::string& queue) {
+    task::EnqueueRequest r;
+    r.type = type;
+    r.queue = queue;
+    r.payload = "{}";
+    r.max_retry = 0;
+    broker_->client().enqueue(r);
+  }
+
+  log::Logger log_ = log::Logger::in_memory(log::Level::warn, log::Format::logfmt);
+  RedisProcess redis_;
+  redis::Settings settings_;
+  TypeDispatcher dispatcher_;
+  metrics::Registry registry_;
+  std::unique_ptr<queue::RedisBroker> broker_;
+  std::unique_ptr<queue::Engine> engine_;
+  std::unique_ptr<metrics::WorkerMetrics> worker_metrics_;
+  std::unique_ptr<http::Server> server_;
+};
+
+TEST_F(HttpServerTest, MetricsCountTasksByTypeAndQueue) {
+  constexpr int kOkAlpha = 7, kOkBeta = 4, kBadAlpha = 3;
+  for (int i = 0; i < kOkAlpha; ++i) enqueue("ok", "alpha");
+  for (int i = 0; i < kOkBeta; ++i) enqueue("ok", "beta");
+  for (int i = 0; i < kBadAlpha; ++i) enqueue("bad", "alpha");
+
+  const std::string processed_alpha = R"(autodevs_worker_tasks_processed_total{task_type="ok",queue="alpha"})";
+  const std::string processed_beta = R"(autodevs_worker_tasks_processed_total{task_type="ok",queue="beta"})";
+  const std::string archived_alpha = R"(autodevs_worker_tasks_archived_total{task_type="bad",queue="alpha"})";
+  std::string text;
+  ASSERT_TRUE(eventually(
+      [&] {
+        text = get(server_->port(), "/metrics").body;
+        return sample(text, processed_alpha) == kOkAlpha && sample(text, processed_beta) == kOkBeta &&
+               sample(text, archived_alpha) == kBadAlpha;
+      },
+      15s))
+      << text;
+  const auto res = get(server_->port(), "/metrics");
+  EXPECT_EQ(res.status, 200);
+  EXPECT_EQ(res.content_type, "text/plain; version=0.0.4; charset=utf-8");
+  text = res.body;
+  EXPECT_EQ(sample(text, R"(autodevs_worker_tasks_failed_total{task_type="bad",queue="alpha"})"), kBadAlpha);
+  EXPECT_EQ(sample(text, R"(autodevs_worker_tasks_failed_total{task_type="ok",queue="alpha"})"), -1);
+  EXPECT_EQ(sample(text, R"(autodevs_worker_tasks_processed_total{task_type="bad",queue="alpha"})"), -1);
+  EXPECT_EQ(sample(text, R"(autodevs_worker_task_duration_seconds_count{task_type="ok"})"), kOkAlpha + kOkBeta);
+  EXPECT_EQ(sample(text, R"(autodevs_worker_task_duration_seconds_count{task_type="bad"})"), kBadAlpha);
+  // Queue sizes come from Redis: the archived tasks sit in alpha's archive, nothing else waits.
+  EXPECT_EQ(sample(text, R"(autodevs_worker_queue_size{queue="alpha",state="archived"})"), kBadAlpha);
+  EXPECT_EQ(sample(text, R"(autodevs_worker_queue_size{queue="alpha",state="pending"})"), 0);
+  EXPECT_EQ(sample(text, R"(autodevs_worker_queue_size{queue="beta",state="archived"})"), 0);
+  EXPECT_EQ(sample(text, R"(autodevs_worker_queue_paused{queue="alpha"})"), 0);
+  EXPECT_EQ(sample(text, "autodevs_worker_tasks_in_flight"), 0);
+  EXPECT_EQ(sample(text, "autodevs_worker_redis_up"), 1);
+  EXPECT_EQ(sample(text, "autodevs_worker_plugins_loaded"), 1);
+  EXPECT_EQ(sample(text, R"(autodevs_worker_build_info{version="9.9.9",worker="test-worker"})"), 1);
+  promtool_check(text);
+}
+
+TEST_F(HttpServerTest, ReadinessFollowsRedisWhileLivenessStays) {
+  auto ready = get(server_->port(), "/readyz");
+  EXPECT_EQ(ready.status, 200);
+  EXPECT_EQ(ready.body, "redis ok\nplugins ok\n");
+  EXPECT_EQ(get(server_->port(), "/healthz").status, 200);
+
+  redis_.stop();
+  ASSERT_TRUE(eventually([&] { return get(server_->port(), "/readyz").status == 503; }, 10s));
+  ready = get(server_->port(), "/readyz");
+  EXPECT_EQ(ready.body, "redis failed\nplugins ok\n");
+  // Redis being away is not a reason to restart the worker: it reconnects by itself.
+  EXPECT_EQ(get(server_->port(), "/healthz").status, 200);
+  // Queue sizes cannot be read: none are reported (not stale ones), and the failure is flagged.
+  ASSERT_TRUE(eventually([&] { return sample(get(server_->port(), "/metrics").body, "autodevs_worker_redis_up") == 0; }, 10s));
+  const auto text = get(server_->port(), "/metrics").body;
+  EXPECT_EQ(sample(text, "autodevs_worker_queue_size_read_errors"), 1);
+  EXPECT_EQ(text.find("autodevs_worker_queue_size{"), std::string::npos) << text;
+  EXPECT_EQ(get(server_->port(), "/healthz").status, 200);
+
+  redis_.start();
+  ASSERT_TRUE(eventually([&] { return get(server_->port(), "/readyz").status == 200; }, 10s));
+  EXPECT_EQ(get(server_->port(), "/healthz").status, 200);
+  // And the worker serves again: a task enqueued now is processed.
+  enqueue("ok", "beta");
+  EXPECT_TRUE(eventually(
+      [&] {
+        return sample(get(server_->port(), "/metrics").body,
+                      R"(autodevs_worker_tasks_processed_total{task_type="ok",queue="beta"})") == 1;
+      },
+      10s));
+}
+
+TEST(HttpServer, LivenessAndFailingOrThrowingChecks) {
+  bool alive = true;
+  http::ServerOptions so;
+  so.address = "127.0.0.1:0";
+  so.liveness = [&] { return alive; };
+  so.readiness = {{"database", [] { return false; }}, {"thrower", []() -> bool { throw std::runtime_error("x"); }}};
+  http::Server server(so);
+  server.start();
+  EXPECT_EQ(get(server.port(), "/healthz").status, 200);
+  alive = false;
+  EXPECT_EQ(get(server.port(), "/healthz").status, 503);
+  const auto ready = get(server.port(), "/readyz");
+  EXPECT_EQ(ready.status, 503);
+  EXPECT_EQ(ready.body, "database failed\nthrower failed\n");
+  EXPECT_EQ(get(server.port(), "/metrics").status, 404);  // no metrics source given
+  server.stop();
+  EXPECT_EQ(get(server.port(), "/healthz").status, 0);  // nothing listens any more
+  server.stop();                                         // idempotent
+}
+
+TEST(HttpServer, AddressErrors) {
+  EXPECT_THROW(http::parse_address("9090"), std::invalid_argument);
+  EXPECT_THROW(http::parse_address("host:99999"), std::invalid_argument);
+  EXPECT_THROW(http::parse_address("host:x"), std::invalid_argument);
+  EXPECT_EQ(http::parse_address(":9090").host, "0.0.0.0");
+  EXPECT_EQ(http::parse_address("[::1]:9090").host, "::1");
+  // A port in use is a start() error, not a silent non-start.
+  http::ServerOptions so;
+  so.address = "127.0.0.1:0";
+  http::Server first(so);
+  first.start();
+  so.address = "127.0.0.1:" + std::to_string(first.port());
+  http::Server second(so);
+  EXPECT_THROW(second.start(), std::runtime_error);
+}
+
+}  // namespace
+}  // namespace wk::test
