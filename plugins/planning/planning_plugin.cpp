@@ -35,14 +35,14 @@ struct TaskRow {
 class Planning {
  public:
   explicit Planning(wk::Context& ctx) {
-    // PLANNER: "auto" (default) uses the AI provider when AI_PROVIDER=openai, else the
+    // AI_PLANNER: "auto" (default) uses the AI provider when AI_PROVIDER=openai, else the
     // deterministic planner; "deterministic" or "openai" force one.
-    const std::string planner = autodevs::config_string(ctx, "PLANNER", "auto");
+    const std::string planner = autodevs::config_string(ctx, "AI_PLANNER", "auto");
     const std::string provider = autodevs::config_string(ctx, "AI_PROVIDER", "");
     if (planner == "openai" || (planner == "auto" && provider == "openai")) {
       use_ai_ = true;
     } else if (planner != "auto" && planner != "deterministic") {
-      throw autodevs::ConfigError("PLANNER=\"" + planner + "\" is invalid: expected auto, deterministic or openai");
+      throw autodevs::ConfigError("AI_PLANNER=\"" + planner + "\" is invalid: expected auto, deterministic or openai");
     }
     endpoint_.base_url = autodevs::config_string(ctx, "AI_BASE_URL", "https://api.openai.com/v1");
     endpoint_.model = autodevs::config_string(ctx, "AI_MODEL", "gpt-4o-mini");

@@ -39,8 +39,10 @@ auto payload_field(Fn&& read) -> decltype(read()) {
 
 // Configuration, read once in the plugin constructor. A malformed value throws ConfigError,
 // which the SDK turns into an init failure naming the variable: the host refuses to start.
+// A variable set to the empty string counts as unset (e.g. `AI_MODEL=` in a .env file).
 inline std::string config_string(const wk::Context& ctx, std::string_view key, std::string_view fallback) {
-  return std::string(ctx.config_or(key, fallback));
+  const auto value = ctx.config(key);
+  return value && !trim(*value).empty() ? trim(*value) : std::string(fallback);
 }
 inline std::chrono::milliseconds config_duration(const wk::Context& ctx, std::string_view key,
                                                  std::chrono::milliseconds fallback) {

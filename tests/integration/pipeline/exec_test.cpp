@@ -1,0 +1,299 @@
+// The shipped plugins run one task at a time through `worker exec` (no Redis), against the
+// test PostgreSQL: planning, worktree create/remove/cleanup, ai:execute, and a full chain
+// planning -> worktree -> every step -> completed with one commit per step.
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+
+#include "pipeline_fixture.hpp"
+
+namespace pipeline_test {
+namespace {
+
+constexpr const char* kBulleted =
+    "Make the README friendlier.\n"
+    "- Add a greeting section\n"
+    "- Document the build\n"
+    "1. Mention the licence\n";
+
+std::string payload_for(const std::string& task_id) { return R"({"task_id":")" + task_id + R"("})"; }
+
+// Commits on the task branch that are not on main.
+std::vector<std::string> step_commits(PipelineTest& t, const fs::path& repo, const std::string& task_id,
+                                      std::string (PipelineTest::*git)(const fs::path&, const std::vector<std::string>&)) {
+  const std::string log = (t.*git)(repo, {"log", "--format=%H", "main..autodevs/" + task_id});
+  std::vector<std::string> shas;
+  std::size_t start = 0;
+  while (start < log.size()) {
+    const auto end = log.find('\n', start);
+    shas.push_back(log.substr(start, end - start));
+    if (end == std::string::npos) break;
+    start = end + 1;
+  }
+  return shas;
+}
+
+class PlanningExec : public PipelineTest {};
+class WorktreeExec : public PipelineTest {};
+class AiExec : public PipelineTest {};
+class PipelineChain : public PipelineTest {
+ public:
+  using PipelineTest::git;
+};
+
+TEST_F(PlanningExec, BulletsBecomeStepsAndWorktreeCreateIsStaged) {
+  const fs::path repo = make_repo("planning-repo");
+  const std::string id = random_uuid();
+  insert_task(id, repo, "Friendlier README", kBulleted);
+
+  const auto r = exec("planning:task", payload_for(id));
+  ASSERT_EQ(r.line("disposition"), "succeeded") << r.out << r.err;
+  const auto staged = r.lines("staged");
+  ASSERT_EQ(staged.size(), 1u) << r.out;
+  EXPECT_NE(staged[0].find("type=worktree:create"), std::string::npos);
+  EXPECT_NE(staged[0].find("id=worktree-create:" + id), std::string::npos);
+
+  const auto steps = db_.exec("SELECT step_no, title FROM autodevs_task_steps WHERE task_id = $1 ORDER BY step_no", {id});
+  ASSERT_EQ(steps.size(), 3u);
+  EXPECT_EQ(steps[0][1], "Add a greeting section");
+  EXPECT_EQ(steps[2][1], "Mention the licence");
+  const auto task = db_.exec("SELECT status, planner FROM autodevs_tasks WHERE id = $1", {id});
+  EXPECT_EQ(task[0][0], "planned");
+  EXPECT_EQ(task[0][1], "deterministic");
+
+  // A retry neither duplicates nor replaces the steps, and stages the follow-up again.
+  const auto again = exec("planning:task", payload_for(id));
+  ASSERT_EQ(again.line("disposition"), "succeeded") << again.out << again.err;
+  EXPECT_EQ(again.lines("staged").size(), 1u);
+  EXPECT_EQ(db_.scalar("SELECT count(*) FROM autodevs_task_steps WHERE task_id = $1", {id}), "3");
+}
+
+TEST_F(PlanningExec, MalformedPayloadsAreArchivedNamingTheField) {
+  // `worker exec` itself refuses text that is not JSON (the unit tests cover that case in
+  // the plugin's parser); JSON that is not an object reaches the handler.
+  auto r = exec("planning:task", "[1, 2]");
+  EXPECT_EQ(r.line("disposition"), "fail_no_retry") << r.out;
+  EXPECT_NE(r.line("error").find("payload: must be a JSON object"), std::string::npos) << r.out;
+
+  r = exec("planning:task", R"({"task_id": "not-a-uuid"})");
+  EXPECT_EQ(r.line("disposition"), "fail_no_retry") << r.out;
+  EXPECT_NE(r.line("error").find("task_id"), std::string::npos) << r.out;
+
+  r = exec("planning:task", R"({})");
+  EXPECT_EQ(r.line("disposition"), "fail_no_retry") << r.out;
+  EXPECT_NE(r.line("error").find("task_id"), std::string::npos) << r.out;
+
+  r = exec("planning:task", payload_for(random_uuid()));
+  EXPECT_EQ(r.line("disposition"), "fail_no_retry") << r.out;
+  EXPECT_NE(r.line("error").find("no task"), std::string::npos) << r.out;
+}
+
+TEST_F(WorktreeExec, CreatesRecordsAndStagesStepOneThenIsIdempotent) {
+  const fs::path repo = make_repo("create-repo");
+  const std::string id = random_uuid();
+  insert_task(id, repo, "t", kBulleted);
+  ASSERT_EQ(exec("planning:task", payload_for(id)).line("disposition"), "succeeded");
+
+  const auto r = exec("worktree:create", payload_for(id));
+  ASSERT_EQ(r.line("disposition"), "succeeded") << r.out << r.err;
+  const fs::path expected = fs::canonical(base_) / "create-repo" / id;
+  EXPECT_TRUE(fs::is_regular_file(expected / "README.md"));
+  EXPECT_EQ(git(expected, {"symbolic-ref", "--short", "HEAD"}), "autodevs/" + id + "\n");
+  EXPECT_EQ(db_.scalar("SELECT path FROM autodevs_worktrees WHERE task_id = $1 AND removed_at IS NULL", {id}),
+            expected.string());
+  ASSERT_EQ(r.lines("staged").size(), 1u) << r.out;
+  EXPECT_NE(r.line("staged").find("id=ai-execute:" + id + ":1"), std::string::npos) << r.out;
+  // WORKTREE_ENABLE_LOGGING defaults to true: git commands are in the log.
+  EXPECT_NE(r.err.find("worktree add"), std::string::npos) << r.err;
+
+  const auto again = exec("worktree:create", payload_for(id));
+  ASSERT_EQ(again.line("disposition"), "succeeded") << again.out << again.err;
+  EXPECT_EQ(again.lines("staged").size(), 1u);
+  EXPECT_EQ(git(repo, {"worktree", "list", "--porcelain"}).find("worktree " + expected.string() + "\n") != std::string::npos,
+            true);
+}
+
+TEST_F(WorktreeExec, RefusesAPathOverTheMaximumLength) {
+  const fs::path repo = make_repo("long-repo");
+  const std::string id = random_uuid();
+  const auto r = exec("worktree:create", R"({"task_id":")" + id + R"(","repo_path":")" + repo.string() + R"("})",
+                      {{"WORKTREE_MAX_PATH_LENGTH", "40"}});
+  EXPECT_EQ(r.line("disposition"), "fail_no_retry") << r.out << r.err;
+  EXPECT_NE(r.line("error").find("WORKTREE_MAX_PATH_LENGTH"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(base_ / "long-repo" / id));
+  EXPECT_EQ(git(repo, {"branch", "--list", "autodevs/*"}), "");
+}
+
+TEST_F(WorktreeExec, RefusesASymlinkThatEscapesTheBase) {
+  const fs::path repo = make_repo("escape-repo");
+  const fs::path outside = dir_ / "outside";
+  fs::create_directories(outside);
+  fs::create_directory_symlink(outside, base_ / "escape-repo");
+  const std::string id = random_uuid();
+  const auto r = exec("worktree:create", R"({"task_id":")" + id + R"(","repo_path":")" + repo.string() + R"("})");
+  EXPECT_EQ(r.line("disposition"), "fail_no_retry") << r.out << r.err;
+  EXPECT_NE(r.line("error").find("outside WORKTREE_BASE_DIR"), std::string::npos) << r.out;
+  EXPECT_TRUE(fs::is_empty(outside));
+}
+
+TEST_F(WorktreeExec, RetriesLaterWhenFreeSpaceIsBelowTheMinimum) {
+  const fs::path repo = make_repo("space-repo");
+  const std::string id = random_uuid();
+  const auto r = exec("worktree:create", R"({"task_id":")" + id + R"(","repo_path":")" + repo.string() + R"("})",
+                      {{"WORKTREE_MIN_DISK_SPACE", "1000000000000000000"}});
+  EXPECT_EQ(r.line("disposition"), "retry_after") << r.out << r.err;
+  EXPECT_NE(r.line("error").find("WORKTREE_MIN_DISK_SPACE"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(base_ / "space-repo" / id));
+}
+
+TEST_F(WorktreeExec, ANonRepositoryIsAPermanentFailure) {
+  const fs::path plain = dir_ / "plain-dir";
+  fs::create_directories(plain);
+  const auto r = exec("worktree:create", R"({"task_id":")" + random_uuid() + R"(","repo_path":")" + plain.string() + R"("})");
+  EXPECT_EQ(r.line("disposition"), "fail_no_retry") << r.out << r.err;
+  EXPECT_NE(r.line("error").find("not a git repository"), std::string::npos) << r.out;
+}
+
+TEST_F(WorktreeExec, CleanupRemovesExactlyFinishedAndStaleWorktrees) {
+  const fs::path repo = make_repo("cleanup-repo");
+  const std::string finished = random_uuid();
+  const std::string running = random_uuid();
+  const std::string recent_finished = random_uuid();
+  for (const auto& id : {finished, running, recent_finished}) {
+    insert_task(id, repo, "t", "one step");
+    const auto r = exec("worktree:create", payload_for(id));
+    ASSERT_EQ(r.line("disposition"), "succeeded") << r.out << r.err;
+  }
+  db_.exec("UPDATE autodevs_tasks SET status = 'completed', updated_at = now() - interval '2 hours' WHERE id = $1", {finished});
+  db_.exec("UPDATE autodevs_tasks SET status = 'in_progress', updated_at = now() - interval '2 hours' WHERE id = $1", {running});
+  db_.exec("UPDATE autodevs_tasks SET status = 'completed', updated_at = now() WHERE id = $1", {recent_finished});
+  const fs::path repo_dir = fs::canonical(base_) / "cleanup-repo";
+  // A directory git does not know, old enough; and one that is too recent to touch.
+  const fs::path stale_old = repo_dir / random_uuid();
+  const fs::path stale_new = repo_dir / random_uuid();
+  fs::create_directories(stale_old / "sub");
+  fs::create_directories(stale_new);
+  fs::last_write_time(stale_old, fs::file_time_type::clock::now() - std::chrono::hours(3));
+  const fs::path not_ours = repo_dir / "keep-me";
+  fs::create_directories(not_ours);
+  fs::last_write_time(not_ours, fs::file_time_type::clock::now() - std::chrono::hours(3));
+
+  const auto r = exec("worktree:cleanup", "{}", {{"WORKTREE_CLEANUP_INTERVAL", "1h"}});
+  ASSERT_EQ(r.line("disposition"), "succeeded") << r.out << r.err;
+
+  EXPECT_FALSE(fs::exists(repo_dir / finished));
+  EXPECT_TRUE(fs::exists(repo_dir / running));
+  EXPECT_TRUE(fs::exists(repo_dir / recent_finished));
+  EXPECT_FALSE(fs::exists(stale_old));
+  EXPECT_TRUE(fs::exists(stale_new));
+  EXPECT_TRUE(fs::exists(not_ours));
+  EXPECT_TRUE(db_.scalar("SELECT removed_at FROM autodevs_worktrees WHERE task_id = $1", {finished}).has_value());
+  EXPECT_FALSE(db_.scalar("SELECT removed_at FROM autodevs_worktrees WHERE task_id = $1", {running}).has_value());
+  // git forgot the removed worktree; the branch (the task's commits) is kept.
+  const std::string listing = git(repo, {"worktree", "list", "--porcelain"});
+  EXPECT_EQ(listing.find(finished), std::string::npos);
+  EXPECT_NE(listing.find(running), std::string::npos);
+  EXPECT_NE(git(repo, {"branch", "--list", "autodevs/" + finished}), "");
+
+  // The next run is scheduled for the next slot, with the slot in its id.
+  const auto slot = std::chrono::duration_cast<std::chrono::hours>(std::chrono::system_clock::now().time_since_epoch()).count();
+  bool scheduled = false;
+  for (const auto& line : r.lines("enqueued")) {
+    if (line.find("type=worktree:cleanup") != std::string::npos &&
+        (line.find("id=worktree-cleanup:" + std::to_string(slot + 1)) != std::string::npos ||
+         line.find("id=worktree-cleanup:" + std::to_string(slot + 2)) != std::string::npos)) {
+      scheduled = true;
+    }
+  }
+  EXPECT_TRUE(scheduled) << r.out;
+}
+
+TEST_F(WorktreeExec, RemoveDeletesTheWorktreeAndOptionallyTheBranch) {
+  const fs::path repo = make_repo("remove-repo");
+  const std::string id = random_uuid();
+  insert_task(id, repo, "t", "one step");
+  ASSERT_EQ(exec("worktree:create", payload_for(id)).line("disposition"), "succeeded");
+  const auto r = exec("worktree:remove", R"({"task_id":")" + id + R"(","delete_branch":true})");
+  ASSERT_EQ(r.line("disposition"), "succeeded") << r.out << r.err;
+  EXPECT_FALSE(fs::exists(base_ / "remove-repo" / id));
+  EXPECT_EQ(git(repo, {"branch", "--list", "autodevs/" + id}), "");
+  EXPECT_TRUE(db_.scalar("SELECT removed_at FROM autodevs_worktrees WHERE task_id = $1", {id}).has_value());
+  const auto bad = exec("worktree:remove", R"({"task_id":")" + id + R"(","delete_branch":"yes"})");
+  EXPECT_EQ(bad.line("disposition"), "fail_no_retry");
+  EXPECT_NE(bad.line("error").find("delete_branch"), std::string::npos) << bad.out;
+}
+
+TEST_F(AiExec, BadInputIsPermanent) {
+  auto r = exec("ai:execute", R"({"task_id":")" + random_uuid() + R"(","step":1})");
+  EXPECT_EQ(r.line("disposition"), "fail_no_retry") << r.out;
+  r = exec("ai:execute", R"({"task_id":")" + random_uuid() + R"(","step":0})");
+  EXPECT_EQ(r.line("disposition"), "fail_no_retry") << r.out;
+  EXPECT_NE(r.line("error").find("step"), std::string::npos) << r.out;
+  r = exec("ai:execute", R"({"step":1})");
+  EXPECT_EQ(r.line("disposition"), "fail_no_retry") << r.out;
+  EXPECT_NE(r.line("error").find("task_id"), std::string::npos) << r.out;
+}
+
+TEST_F(AiExec, AnAgentThatOverrunsIsKilledAndRetried) {
+  const fs::path repo = make_repo("slow-repo");
+  const std::string id = random_uuid();
+  insert_task(id, repo, "t", "one step");
+  ASSERT_EQ(exec("planning:task", payload_for(id)).line("disposition"), "succeeded");
+  ASSERT_EQ(exec("worktree:create", payload_for(id)).line("disposition"), "succeeded");
+  const auto started = std::chrono::steady_clock::now();
+  const auto r = exec("ai:execute", R"({"task_id":")" + id + R"(","step":1})",
+                      {{"AI_COMMAND", "sh -c 'trap \"\" TERM; echo working; sleep 60'"}, {"AI_TIMEOUT", "1s"}});
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(40));
+  EXPECT_EQ(r.line("disposition"), "retry") << r.out << r.err;
+  EXPECT_NE(r.line("error").find("timed out"), std::string::npos) << r.out;
+  const auto step = db_.exec("SELECT status, output, commit_sha FROM autodevs_task_steps WHERE task_id = $1 AND step_no = 1", {id});
+  ASSERT_EQ(step.size(), 1u);
+  EXPECT_EQ(step[0][0], "retrying");
+  EXPECT_EQ(step[0][1], "working\n");
+  EXPECT_FALSE(step[0][2].has_value());
+}
+
+TEST_F(PipelineChain, PlanningWorktreeEveryStepCompleted) {
+  const fs::path repo = make_repo("chain-repo");
+  const std::string id = random_uuid();
+  insert_task(id, repo, "Friendlier README", kBulleted);
+  ASSERT_EQ(exec("planning:task", payload_for(id)).line("disposition"), "succeeded");
+  ASSERT_EQ(exec("worktree:create", payload_for(id)).line("disposition"), "succeeded");
+
+  for (int step = 1; step <= 3; ++step) {
+    const std::string payload = R"({"task_id":")" + id + R"(","step":)" + std::to_string(step) + "}";
+    const auto r = exec("ai:execute", payload);
+    ASSERT_EQ(r.line("disposition"), "succeeded") << "step " << step << "\n" << r.out << r.err;
+    if (step < 3) {
+      ASSERT_EQ(r.lines("staged").size(), 1u) << r.out;
+      EXPECT_NE(r.line("staged").find("id=ai-execute:" + id + ":" + std::to_string(step + 1)), std::string::npos) << r.out;
+    } else {
+      EXPECT_TRUE(r.lines("staged").empty()) << r.out;
+    }
+    // A redelivery of the same step commits nothing new and stages the same follow-up.
+    const auto again = exec("ai:execute", payload);
+    ASSERT_EQ(again.line("disposition"), "succeeded") << again.out << again.err;
+    EXPECT_EQ(again.lines("staged").size(), r.lines("staged").size());
+  }
+
+  EXPECT_EQ(db_.scalar("SELECT status FROM autodevs_tasks WHERE id = $1", {id}), "completed");
+  const auto shas = step_commits(*this, repo, id, &PipelineChain::git);
+  ASSERT_EQ(shas.size(), 3u);
+  const auto recorded = db_.exec("SELECT commit_sha, status, output FROM autodevs_task_steps WHERE task_id = $1 ORDER BY step_no DESC", {id});
+  ASSERT_EQ(recorded.size(), 3u);
+  for (std::size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(recorded[i][0], shas[i]);  // log is newest first, rows are step 3..1
+    EXPECT_EQ(recorded[i][1], "done");
+    EXPECT_NE(recorded[i][2].value_or("").find("appended step"), std::string::npos);
+  }
+  const std::string message = git(repo, {"log", "-1", "--format=%B", "autodevs/" + id});
+  EXPECT_NE(message.find("AutoDevs-Step: " + id + "/3"), std::string::npos) << message;
+  EXPECT_EQ(git(repo, {"log", "-1", "--format=%an <%ae>", "autodevs/" + id}), "AutoDevs Worker <worker@autodevs.local>\n");
+  std::ifstream notes(fs::canonical(base_) / "chain-repo" / id / "NOTES.md");
+  std::string content((std::istreambuf_iterator<char>(notes)), std::istreambuf_iterator<char>());
+  EXPECT_NE(content.find("Step 1: Add a greeting section"), std::string::npos) << content;
+  EXPECT_NE(content.find("Step 3: Mention the licence"), std::string::npos) << content;
+}
+
+}  // namespace
+}  // namespace pipeline_test

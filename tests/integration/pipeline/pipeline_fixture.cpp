@@ -1,0 +1,157 @@
+#include "pipeline_fixture.hpp"
+
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+
+namespace pipeline_test {
+
+Database::Database() {
+  const auto pg = wk::test::pg_addr();
+  const std::string conninfo = "host=" + pg.host + " port=" + std::to_string(pg.port) + " user=" + pg.user +
+                               " dbname=" + pg.db + " connect_timeout=10";
+  conn_ = PQconnectdb(conninfo.c_str());
+  if (PQstatus(conn_) != CONNECTION_OK) {
+    ADD_FAILURE() << "cannot connect to PostgreSQL: " << PQerrorMessage(conn_);
+  }
+}
+
+Database::~Database() { PQfinish(conn_); }
+
+std::vector<Database::Row> Database::exec(const std::string& sql, const std::vector<std::string>& params) {
+  std::vector<const char*> values;
+  for (const auto& p : params) values.push_back(p.c_str());
+  PGresult* res = PQexecParams(conn_, sql.c_str(), static_cast<int>(values.size()), nullptr, values.data(), nullptr,
+                               nullptr, 0);
+  std::vector<Row> rows;
+  const auto status = PQresultStatus(res);
+  if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK) {
+    ADD_FAILURE() << "SQL failed: " << sql << ": " << PQerrorMessage(conn_);
+  } else {
+    for (int r = 0; r < PQntuples(res); ++r) {
+      Row row;
+      for (int c = 0; c < PQnfields(res); ++c) {
+        row.push_back(PQgetisnull(res, r, c) ? std::nullopt : std::optional<std::string>(PQgetvalue(res, r, c)));
+      }
+      rows.push_back(std::move(row));
+    }
+  }
+  PQclear(res);
+  return rows;
+}
+
+std::optional<std::string> Database::scalar(const std::string& sql, const std::vector<std::string>& params) {
+  auto rows = exec(sql, params);
+  if (rows.empty() || rows[0].empty()) return std::nullopt;
+  return rows[0][0];
+}
+
+std::string ExecResult::line(const std::string& label) const {
+  auto all = lines(label);
+  return all.empty() ? std::string() : all.front();
+}
+
+std::vector<std::string> ExecResult::lines(const std::string& label) const {
+  std::vector<std::string> found;
+  std::istringstream in(out);
+  std::string l;
+  const std::string prefix = label + ": ";
+  while (std::getline(in, l)) {
+    if (l.rfind(prefix, 0) == 0) found.push_back(l.substr(prefix.size()));
+  }
+  return found;
+}
+
+std::string random_uuid() {
+  std::random_device rd;
+  std::mt19937_64 gen((static_cast<std::uint64_t>(rd()) << 32) ^ rd());
+  const char* hex = "0123456789abcdef";
+  std::string s;
+  for (int i = 0; i < 32; ++i) {
+    if (i == 8 || i == 12 || i == 16 || i == 20) s.push_back('-');
+    s.push_back(hex[gen() % 16]);
+  }
+  s[14] = '4';
+  return s;
+}
+
+void PipelineTest::SetUp() {
+  dir_ = fs::temp_directory_path() / ("wk-pipeline-" + std::to_string(::getpid()) + "-" +
+                                      ::testing::UnitTest::GetInstance()->current_test_info()->name());
+  fs::remove_all(dir_);
+  base_ = dir_ / "worktrees";
+  plugins_ = dir_ / "plugins";
+  fs::create_directories(base_);
+  fs::create_directories(plugins_);
+  // Only our three plugins: the build's plugins dir also holds other fixtures.
+  for (const char* name : {"autodevs_planning.so", "autodevs_worktree.so", "autodevs_ai.so"}) {
+    fs::copy_file(fs::path(wk::test::build_dir()) / "plugins" / name, plugins_ / name);
+  }
+  std::ofstream(dir_ / "empty.env") << "# settings come from the environment\n";
+  const auto pg = wk::test::pg_addr();
+  settings_ = {{"DB_HOST", pg.host},
+               {"DB_PORT", std::to_string(pg.port)},
+               {"DB_USERNAME", pg.user},
+               {"DB_NAME", pg.db},
+               {"WORKER_METRICS_ADDR", ""},
+               {"WORKTREE_BASE_DIR", base_.string()},
+               {"WORKTREE_MIN_DISK_SPACE", "0"},
+               {"AI_PROVIDER", "command"},
+               {"AI_COMMAND", std::string(WK_PIPELINE_SOURCE_DIR) + "/config/agent-example.sh"},
+               {"AI_TIMEOUT", "60s"}};
+  // Tables exist before the first arrange step: loading any of our plugins migrates them.
+  const auto ready = exec("worktree:remove", R"({"task_id":")" + random_uuid() + R"("})");
+  ASSERT_EQ(ready.line("disposition"), "succeeded") << ready.out << ready.err;
+}
+
+void PipelineTest::TearDown() {
+  std::error_code ec;
+  fs::remove_all(dir_, ec);
+}
+
+ExecResult PipelineTest::exec(const std::string& type, const std::string& payload,
+                              const std::vector<std::pair<std::string, std::string>>& extra_env) {
+  autodevs::SubprocessOptions o;
+  o.argv = {fs::path(wk::test::build_dir()) / "bin" / "worker", "--env-file", (dir_ / "empty.env").string(),
+            "--plugins", plugins_.string(), "exec", "--type", type, "--payload", payload, "--timeout", "120s"};
+  // Settings of the developer's shell must not leak in: blank every one we know.
+  for (const char* name : {"REDIS_HOST", "REDIS_PORT", "DB_PASSWORD", "WORKTREE_MAX_PATH_LENGTH", "WORKTREE_CLEANUP_INTERVAL",
+                           "AI_BASE_URL", "AI_API_KEY", "AI_MODEL", "AI_PLANNER"}) {
+    o.env_additions.emplace_back(name, "");
+  }
+  for (const auto& [k, v] : settings_) o.env_additions.emplace_back(k, v);
+  for (const auto& [k, v] : extra_env) o.env_additions.emplace_back(k, v);
+  o.timeout = std::chrono::seconds(180);
+  auto r = autodevs::run_subprocess(o);
+  return ExecResult{r.exited_normally ? r.exit_code : -1, r.stdout_text, r.stderr_text};
+}
+
+fs::path PipelineTest::make_repo(const std::string& name) {
+  const fs::path repo = dir_ / "repos" / name;
+  fs::create_directories(repo);
+  git(repo, {"init", "-q", "-b", "main"});
+  std::ofstream(repo / "README.md") << "# " << name << "\n";
+  git(repo, {"add", "README.md"});
+  git(repo, {"-c", "user.name=Test", "-c", "user.email=test@example.invalid", "commit", "-q", "-m", "initial"});
+  return repo;
+}
+
+std::string PipelineTest::git(const fs::path& dir, const std::vector<std::string>& args) {
+  autodevs::SubprocessOptions o;
+  o.argv = {"git", "-C", dir.string()};
+  o.argv.insert(o.argv.end(), args.begin(), args.end());
+  o.env_additions = {{"GIT_TERMINAL_PROMPT", "0"}};
+  o.timeout = std::chrono::seconds(60);
+  auto r = autodevs::run_subprocess(o);
+  EXPECT_TRUE(r.succeeded()) << "git " << args.front() << ": " << r.describe() << ": " << r.stderr_text;
+  return r.stdout_text;
+}
+
+void PipelineTest::insert_task(const std::string& id, const fs::path& repo, const std::string& title,
+                               const std::string& description, const std::string& status) {
+  db_.exec("INSERT INTO autodevs_tasks (id, title, description, repo_path, base_ref, status) VALUES ($1, $2, $3, $4, 'main', $5)",
+           {id, title, description, repo.string(), status});
+}
+
+}  // namespace pipeline_test

@@ -1,0 +1,73 @@
+#pragma once
+// Shared fixture of the pipeline tests that run the shipped plugins through `worker exec`
+// (no Redis): a private plugins dir with the three .so files, a private worktree base, a git
+// repository, and direct SQL access to the test database for arranging and asserting rows.
+#include <libpq-fe.h>
+
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "autodevs/subprocess.hpp"
+#include "support/test_env.hpp"
+
+namespace pipeline_test {
+
+namespace fs = std::filesystem;
+
+// One libpq connection, closed on destruction.
+class Database {
+ public:
+  Database();
+  ~Database();
+  Database(const Database&) = delete;
+  Database& operator=(const Database&) = delete;
+
+  using Row = std::vector<std::optional<std::string>>;
+  // Runs one statement with text parameters; fails the test on an error.
+  std::vector<Row> exec(const std::string& sql, const std::vector<std::string>& params = {});
+  std::optional<std::string> scalar(const std::string& sql, const std::vector<std::string>& params = {});
+
+ private:
+  PGconn* conn_ = nullptr;
+};
+
+struct ExecResult {
+  int exit_code = -1;
+  std::string out;  // disposition:, error:, result:, staged:, enqueued: lines
+  std::string err;  // the worker's log
+  std::string line(const std::string& label) const;  // value of the first "label: ..." line
+  std::vector<std::string> lines(const std::string& label) const;
+};
+
+std::string random_uuid();
+
+class PipelineTest : public ::testing::Test {
+ protected:
+  void SetUp() override;
+  void TearDown() override;
+
+  // `worker exec` with the test's settings plus `extra_env` ("NAME=value").
+  ExecResult exec(const std::string& type, const std::string& payload,
+                  const std::vector<std::pair<std::string, std::string>>& extra_env = {});
+  // A repository with one commit on main; returns its path.
+  fs::path make_repo(const std::string& name);
+  // git -C dir args...; stdout, failing the test on a non-zero exit.
+  std::string git(const fs::path& dir, const std::vector<std::string>& args);
+  // Inserts a task row.
+  void insert_task(const std::string& id, const fs::path& repo, const std::string& title, const std::string& description,
+                   const std::string& status = "pending");
+
+  fs::path dir_;
+  fs::path base_;
+  fs::path plugins_;
+  std::map<std::string, std::string> settings_;
+  Database db_;
+};
+
+}  // namespace pipeline_test
