@@ -12,5 +12,6 @@ cleanup() { kill "$redis_pid" 2>/dev/null || true; wait "$redis_pid" 2>/dev/null
 trap cleanup EXIT
 for _ in $(seq 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.05; done
 cmake --preset release -S "$root" >/dev/null
-cmake --build --preset release --target wk_bench
+# Only wk_bench and the libraries it links; two jobs (a shared machine).
+cmake --build --preset release --target wk_bench -j "${WK_BENCH_JOBS:-2}"
 "$root/build/release/bench/wk_bench" --host 127.0.0.1 --port "$port" "$@"

@@ -24,6 +24,13 @@ struct NotFound : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// What recover_orphan() found (asynq #1144).
+enum class OrphanRecovery {
+  recovered,   // was in active with no lease: moved to retry / archived, counters as Retry / Archive
+  leased,      // has a lease entry now: a live worker owns it; nothing written
+  not_active,  // no longer in active; nothing written
+};
+
 struct Dequeued {
   asynq::TaskMessage msg;
   Clock::time_point lease_expiry;  // precise: now + lease duration
@@ -77,6 +84,11 @@ class Broker {
                                                              Clock::time_point cutoff) = 0;
   // Ids that sit in `active` with no lease entry at all (asynq #1144), per queue.
   virtual std::vector<asynq::TaskMessage> list_active_without_lease(const std::string& queue) = 0;
+  // asynq #1144: atomically, only if `msg.id` is in active AND has no lease entry, Retry (§6.11,
+  // isFailure, when `retry_at` is set) or Archive (§6.12, when it is not) with `error`. The
+  // check and the move are one script, so a task a live worker holds is never touched.
+  virtual OrphanRecovery recover_orphan(const asynq::TaskMessage& msg, std::optional<Clock::time_point> retry_at,
+                                        const std::string& error) = 0;
   // §6.19 for one queue; returns the number deleted.
   virtual int delete_expired_completed(const std::string& queue, int batch) = 0;
 

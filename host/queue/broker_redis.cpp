@@ -1,5 +1,6 @@
 #include "queue/broker_redis.hpp"
 
+#include <array>
 #include <cstdio>
 
 #include "asynq/keys.hpp"
@@ -59,6 +60,104 @@ RedisBroker::~RedisBroker() {
   }
 }
 
+// ---- auto-pipelining ---------------------------------------------------------------------------
+//
+// The hot-path scripts (dequeue, done, mark_complete, retry, archive, requeue) of all threads go
+// through call(): the calls that arrive while one round trip is in flight are sent together as
+// one pipeline (each its own EVALSHA, in arrival order, with its own reply), by whichever caller
+// finds no flush running. Per-call semantics are unchanged; Redis and the host do one read and
+// one write for the whole group instead of one per call.
+
+struct RedisBroker::Call {
+  const redis::Script* script;
+  redis::Argv keys_and_args;
+  size_t numkeys;
+  std::optional<redis::Reply> reply{};
+  std::exception_ptr error{};
+  bool noscript = false;
+  bool finished = false;             // written by the flusher before wake.release()
+  std::binary_semaphore wake{0};     // released once: finished, or promoted to flusher
+};
+
+redis::Reply RedisBroker::call(const redis::Script& script, redis::Argv keys_and_args, size_t numkeys) {
+  Call c{&script, keys_and_args, numkeys};
+  std::unique_lock lock(pipe_mu_);
+  pipe_queue_.push_back(&c);
+  if (pipe_flushing_) {
+    lock.unlock();
+    c.wake.acquire();
+    if (c.finished) {
+      if (c.error) std::rethrow_exception(c.error);
+      return std::move(*c.reply);
+    }
+    lock.lock();  // promoted: the previous flusher handed the role over (pipe_flushing_ stays true)
+  } else {
+    pipe_flushing_ = true;
+  }
+  pipe_batch_.swap(pipe_queue_);  // both keep their capacity: no allocation per call
+  lock.unlock();
+  flush(pipe_batch_);
+  // Wake each caller of the batch exactly once (no thundering herd); a Call lives on its
+  // caller's stack, so it is not touched after its release().
+  for (Call* x : pipe_batch_) {
+    if (x == &c) continue;
+    x->finished = true;
+    x->wake.release();
+  }
+  pipe_batch_.clear();
+  lock.lock();
+  if (pipe_queue_.empty()) {
+    pipe_flushing_ = false;
+  } else {
+    Call* next = pipe_queue_.front();  // alive: its caller waits in acquire()
+    lock.unlock();
+    next->wake.release();
+  }
+  if (c.error) std::rethrow_exception(c.error);
+  return std::move(*c.reply);
+}
+
+void RedisBroker::flush(const std::vector<Call*>& batch) {
+  size_t read = 0;
+  try {
+    auto conn = pool_.acquire();
+    char nk[24];  // append() copies the arguments into the output buffer at once
+    for (Call* c : batch) {
+      std::snprintf(nk, sizeof nk, "%zu", c->numkeys);
+      pipe_argv_.clear();
+      pipe_argv_.push_back("EVALSHA");
+      pipe_argv_.push_back(c->script->sha1);
+      pipe_argv_.push_back(nk);
+      pipe_argv_.insert(pipe_argv_.end(), c->keys_and_args.begin(), c->keys_and_args.end());
+      conn->append(pipe_argv_);
+    }
+    for (; read < batch.size(); ++read) {
+      Call* c = batch[read];
+      redis::Reply r = conn->read_reply();
+      if (!r.is_error()) {
+        c->reply.emplace(std::move(r));
+      } else if (r.str().starts_with("NOSCRIPT")) {
+        c->noscript = true;  // script cache flushed: run it again below with EVAL
+      } else {
+        c->error = std::make_exception_ptr(redis::Error(redis::Error::Kind::reply, std::string(r.str())));
+      }
+    }
+    for (Call* c : batch) {
+      if (!c->noscript) continue;
+      try {
+        c->reply.emplace(conn->eval(*c->script, c->keys_and_args, c->numkeys));
+      } catch (const redis::Error&) {
+        c->error = std::current_exception();
+      }
+    }
+  } catch (const redis::Error&) {
+    // Connection trouble: the unread calls may or may not have run, as for a single command.
+    for (size_t i = read; i < batch.size(); ++i) {
+      if (!batch[i]->reply && !batch[i]->error) batch[i]->error = std::current_exception();
+    }
+  }
+}
+
 // ---- dequeue ------------------------------------------------------------------------------------
 
 std::optional<Dequeued> RedisBroker::dequeue(const std::vector<std::string>& queues, seconds lease) {
@@ -71,7 +170,6 @@ std::vector<Dequeued> RedisBroker::dequeue_batch(const std::vector<std::string>&
                                                  size_t max) {
   std::vector<Dequeued> out;
   if (max == 0) return out;
-  auto conn = pool_.acquire();
   for (const std::string& q : queues) {
     const Clock::time_point now = Clock::now();
     const Clock::time_point expiry = now + lease;
@@ -79,7 +177,7 @@ std::vector<Dequeued> RedisBroker::dequeue_batch(const std::vector<std::string>&
                                          asynq::lease_key(q),   str(unix_s(expiry)),  asynq::task_key_prefix(q),
                                          std::to_string(max)};
     const std::vector<std::string_view> argv(std::begin(keys_and_args), std::end(keys_and_args));
-    redis::Reply reply = conn->eval(scripts().dequeue, argv, 4);
+    redis::Reply reply = call(scripts().dequeue, argv, 4);
     for (size_t i = 0; i < reply.size(); ++i) {
       try {
         out.push_back(Dequeued{asynq::decode_task_message(reply[i].str()), expiry});
@@ -205,15 +303,16 @@ Clock::time_point RedisBroker::extend_leases(const std::string& queue, const std
 void RedisBroker::complete(const asynq::TaskMessage& msg, const redis::Script& script,
                            std::vector<std::string> keys_and_args, size_t numkeys,
                            const std::vector<task::EnqueueRequest>& followups) {
-  auto conn = pool_.acquire();
   if (followups.empty()) {
     try {
-      conn->eval(script, views(keys_and_args), numkeys);
+      const std::vector<std::string_view> argv = views(keys_and_args);
+      call(script, argv, numkeys);
     } catch (const redis::Error& e) {
       rethrow_not_found(e, msg);
     }
     return;
   }
+  auto conn = pool_.acquire();
   // Follow-ups go in the same MULTI/EXEC as the completion. MULTI cannot make them conditional on
   // the completion script, so WATCH the task hash (the recoverer and the Inspector rewrite it when
   // they move the task) and check it is still active first.
@@ -316,64 +415,115 @@ void RedisBroker::mark_complete(const asynq::TaskMessage& msg, const std::vector
   complete(msg, scripts().mark_complete, std::move(ka), numkeys, followups);
 }
 
+namespace {
+
+// KEYS/ARGV of the retry script (and of recover_orphan_retry).
+struct RetryArgs {
+  static constexpr size_t kNumKeys = 8;
+  std::string v[13];
+  RetryArgs(const asynq::TaskMessage& msg, Clock::time_point now, Clock::time_point retry_at, const std::string& error,
+            bool is_failure, seconds stats_ttl) {
+    const std::string& q = msg.queue;
+    asynq::TaskMessage modified = msg;
+    if (is_failure) ++modified.retried;
+    modified.error_msg = error;  // sanitised to UTF-8 by encode()
+    modified.last_failed_at = unix_s(now);
+    const std::string date = asynq::utc_date(unix_s(now));
+    v[0] = asynq::active_key(q);
+    v[1] = asynq::lease_key(q);
+    v[2] = asynq::retry_key(q);
+    v[3] = asynq::task_key(q, msg.id);
+    v[4] = asynq::processed_key(q, date);
+    v[5] = asynq::failed_key(q, date);
+    v[6] = asynq::processed_total_key(q);
+    v[7] = asynq::failed_total_key(q);
+    v[8] = msg.id;
+    v[9] = asynq::encode(modified);
+    v[10] = str(unix_s(retry_at));
+    v[11] = str(unix_s(now + stats_ttl));
+    v[12].push_back(is_failure ? '1' : '0');  // (a char: GCC 12 -Wrestrict false positive on "1"/"0")
+  }
+};
+
+// KEYS/ARGV of the archive script (and of recover_orphan_archive).
+struct ArchiveArgs {
+  static constexpr size_t kNumKeys = 8;
+  std::string v[15];
+  ArchiveArgs(const asynq::TaskMessage& msg, Clock::time_point now, const std::string& error,
+              const RedisBrokerSettings& settings) {
+    const std::string& q = msg.queue;
+    asynq::TaskMessage modified = msg;  // retried is not incremented (§6.12)
+    modified.error_msg = error;
+    modified.last_failed_at = unix_s(now);
+    const std::string date = asynq::utc_date(unix_s(now));
+    v[0] = asynq::active_key(q);
+    v[1] = asynq::lease_key(q);
+    v[2] = asynq::archived_key(q);
+    v[3] = asynq::task_key(q, msg.id);
+    v[4] = asynq::processed_key(q, date);
+    v[5] = asynq::failed_key(q, date);
+    v[6] = asynq::processed_total_key(q);
+    v[7] = asynq::failed_total_key(q);
+    v[8] = msg.id;
+    v[9] = asynq::encode(modified);
+    v[10] = str(unix_s(now));
+    v[11] = str(unix_s(now - settings.archive_max_age));
+    v[12] = std::to_string(settings.archive_max_size);
+    v[13] = str(unix_s(now + settings.stats_ttl));
+    v[14] = asynq::task_key_prefix(q);
+  }
+};
+
+template <size_t N>
+std::array<std::string_view, N> views_of(const std::string (&v)[N]) {
+  std::array<std::string_view, N> out;
+  for (size_t i = 0; i < N; ++i) out[i] = v[i];
+  return out;
+}
+
+}  // namespace
+
 void RedisBroker::retry(const asynq::TaskMessage& msg, Clock::time_point retry_at, const std::string& error,
                         bool is_failure) {
-  const Clock::time_point now = Clock::now();
-  const std::string& q = msg.queue;
-  asynq::TaskMessage modified = msg;
-  if (is_failure) ++modified.retried;
-  modified.error_msg = error;  // sanitised to UTF-8 by encode()
-  modified.last_failed_at = unix_s(now);
-  const std::string date = asynq::utc_date(unix_s(now));
-  const std::string keys_and_args[] = {asynq::active_key(q),
-                                       asynq::lease_key(q),
-                                       asynq::retry_key(q),
-                                       asynq::task_key(q, msg.id),
-                                       asynq::processed_key(q, date),
-                                       asynq::failed_key(q, date),
-                                       asynq::processed_total_key(q),
-                                       asynq::failed_total_key(q),
-                                       msg.id,
-                                       asynq::encode(modified),
-                                       str(unix_s(retry_at)),
-                                       str(unix_s(now + settings_.stats_ttl)),
-                                       is_failure ? "1" : "0"};
-  const std::vector<std::string_view> argv(std::begin(keys_and_args), std::end(keys_and_args));
+  const RetryArgs args(msg, Clock::now(), retry_at, error, is_failure, settings_.stats_ttl);
+  const auto argv = views_of(args.v);
   try {
-    pool_.acquire()->eval(scripts().retry, argv, 8);
+    call(scripts().retry, argv, RetryArgs::kNumKeys);
   } catch (const redis::Error& e) {
     rethrow_not_found(e, msg);
   }
 }
 
 void RedisBroker::archive(const asynq::TaskMessage& msg, const std::string& error) {
-  const Clock::time_point now = Clock::now();
-  const std::string& q = msg.queue;
-  asynq::TaskMessage modified = msg;
-  modified.error_msg = error;
-  modified.last_failed_at = unix_s(now);
-  const std::string date = asynq::utc_date(unix_s(now));
-  const std::string keys_and_args[] = {asynq::active_key(q),
-                                       asynq::lease_key(q),
-                                       asynq::archived_key(q),
-                                       asynq::task_key(q, msg.id),
-                                       asynq::processed_key(q, date),
-                                       asynq::failed_key(q, date),
-                                       asynq::processed_total_key(q),
-                                       asynq::failed_total_key(q),
-                                       msg.id,
-                                       asynq::encode(modified),
-                                       str(unix_s(now)),
-                                       str(unix_s(now - settings_.archive_max_age)),
-                                       std::to_string(settings_.archive_max_size),
-                                       str(unix_s(now + settings_.stats_ttl)),
-                                       asynq::task_key_prefix(q)};
-  const std::vector<std::string_view> argv(std::begin(keys_and_args), std::end(keys_and_args));
+  const ArchiveArgs args(msg, Clock::now(), error, settings_);
+  const auto argv = views_of(args.v);
   try {
-    pool_.acquire()->eval(scripts().archive, argv, 8);
+    call(scripts().archive, argv, ArchiveArgs::kNumKeys);
   } catch (const redis::Error& e) {
     rethrow_not_found(e, msg);
   }
+}
+
+OrphanRecovery RedisBroker::recover_orphan(const asynq::TaskMessage& msg, std::optional<Clock::time_point> retry_at,
+                                           const std::string& error) {
+  const Clock::time_point now = Clock::now();
+  auto conn = pool_.acquire();
+  try {
+    if (retry_at) {
+      const RetryArgs args(msg, now, *retry_at, error, true, settings_.stats_ttl);
+      const auto argv = views_of(args.v);
+      conn->eval(scripts().recover_orphan_retry, argv, RetryArgs::kNumKeys);
+    } else {
+      const ArchiveArgs args(msg, now, error, settings_);
+      const auto argv = views_of(args.v);
+      conn->eval(scripts().recover_orphan_archive, argv, ArchiveArgs::kNumKeys);
+    }
+  } catch (const redis::Error& e) {
+    if (e.is_reply() && std::string_view(e.what()).starts_with("LEASED")) return OrphanRecovery::leased;
+    if (e.is_reply() && std::string_view(e.what()).starts_with("NOT FOUND")) return OrphanRecovery::not_active;
+    throw;
+  }
+  return OrphanRecovery::recovered;
 }
 
 void RedisBroker::requeue(const asynq::TaskMessage& msg) {
@@ -382,7 +532,7 @@ void RedisBroker::requeue(const asynq::TaskMessage& msg) {
                                        asynq::task_key(q, msg.id), msg.id};
   const std::vector<std::string_view> argv(std::begin(keys_and_args), std::end(keys_and_args));
   try {
-    pool_.acquire()->eval(scripts().requeue, argv, 4);
+    call(scripts().requeue, argv, 4);
   } catch (const redis::Error& e) {
     rethrow_not_found(e, msg);
   }

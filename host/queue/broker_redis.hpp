@@ -5,9 +5,11 @@
 // `BLMOVE pending pending RIGHT RIGHT <t>` (a no-op rotation that returns as soon as the list is
 // non-empty) while armed; paused queues are never armed, so they cannot cause a busy loop.
 #include <condition_variable>
+#include <exception>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <semaphore>
 #include <thread>
 
 #include "log/log.hpp"
@@ -50,6 +52,8 @@ class RedisBroker : public Broker {
   std::vector<asynq::TaskMessage> list_lease_expired(const std::vector<std::string>& queues,
                                                      Clock::time_point cutoff) override;
   std::vector<asynq::TaskMessage> list_active_without_lease(const std::string& queue) override;
+  OrphanRecovery recover_orphan(const asynq::TaskMessage& msg, std::optional<Clock::time_point> retry_at,
+                                const std::string& error) override;
   int delete_expired_completed(const std::string& queue, int batch) override;
   void write_server_state(const asynq::ServerInfo& info, const std::vector<asynq::WorkerInfo>& workers,
                           std::chrono::seconds ttl) override;
@@ -61,6 +65,10 @@ class RedisBroker : public Broker {
 
  private:
   struct Waiter;
+  struct Call;
+  // EVALSHA (EVAL on NOSCRIPT) through the auto-pipeline; throws as Connection::eval does.
+  redis::Reply call(const redis::Script& script, redis::Argv keys_and_args, size_t numkeys);
+  void flush(const std::vector<Call*>& batch);  // by the one flushing caller
   void complete(const asynq::TaskMessage& msg, const redis::Script& script, std::vector<std::string> keys_and_args,
                 size_t numkeys, const std::vector<task::EnqueueRequest>& followups);
   void waiter_loop(Waiter& waiter);
@@ -70,6 +78,13 @@ class RedisBroker : public Broker {
   log::Logger log_;
   redis::Pool pool_;
   Client client_;
+
+  // auto-pipeline state (call / flush)
+  std::mutex pipe_mu_;
+  std::vector<Call*> pipe_queue_;               // waiting for the next flush
+  std::vector<Call*> pipe_batch_;               // being flushed (flusher only)
+  std::vector<std::string_view> pipe_argv_;     // flusher only
+  bool pipe_flushing_ = false;
 
   // wait_for_work state
   std::mutex wait_mu_;

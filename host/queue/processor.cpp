@@ -56,9 +56,10 @@ DeadlineTimer::~DeadlineTimer() {
 DeadlineTimer::Handle DeadlineTimer::add(Clock::time_point deadline, const std::shared_ptr<InFlightTask>& t) {
   std::lock_guard lock(mu_);
   const Handle h{deadline, next_seq_++};
-  const bool earliest = due_.empty() || h < due_.begin()->first;
   due_.emplace(h, t);
-  if (earliest) cv_.notify_all();
+  // Wake the timer only when it sleeps past this deadline (not once per task: with the default
+  // 30 min deadlines it would wake at every dequeue).
+  if (deadline < waiting_until_) cv_.notify_all();
   return h;
 }
 
@@ -71,14 +72,17 @@ void DeadlineTimer::run() {
   std::unique_lock lock(mu_);
   while (!stopping_) {
     if (due_.empty()) {
+      waiting_until_ = Clock::time_point::max();
       cv_.wait(lock);
       continue;
     }
     const auto next = due_.begin()->first.first;
     if (Clock::now() < next) {
+      waiting_until_ = next;
       cv_.wait_until(lock, next);
       continue;
     }
+    waiting_until_ = Clock::time_point::min();  // firing: no wake-up needed
     std::vector<std::shared_ptr<InFlightTask>> fire;
     const auto now = Clock::now();
     while (!due_.empty() && due_.begin()->first.first <= now) {
@@ -142,14 +146,6 @@ void Processor::pause(std::chrono::milliseconds d) {
   cv_.wait_for(lock, d, [&] { return stopping_; });
 }
 
-void Processor::pass_baton() {
-  std::lock_guard lock(mu_);
-  if (sleepers_ > batons_) {
-    ++batons_;
-    cv_.notify_one();
-  }
-}
-
 bool Processor::idle_wait() {
   std::unique_lock lock(mu_);
   if (stopping_) return false;
@@ -175,8 +171,9 @@ bool Processor::idle_wait() {
     return maybe;
   }
   ++sleepers_;
-  cv_.wait(lock, [&] { return stopping_ || batons_ > 0 || !waiter_busy_; });
+  cv_.wait(lock, [&] { return stopping_ || batons_ > 0 || !waiter_busy_ || !handoff_.empty(); });
   --sleepers_;
+  if (!handoff_.empty()) return false;  // the loop takes the handed task
   if (batons_ > 0) {
     --batons_;
     return true;
@@ -188,29 +185,65 @@ void Processor::worker_loop(unsigned index) {
   std::mt19937_64 rng(std::random_device{}() + index);
   std::chrono::milliseconds error_backoff{0};
   int empty_after_signal = 0;  // "work may be there" but the dequeue found none (paused queue?)
+  std::vector<Dequeued> got;   // reused: no allocation per dequeue once grown
   while (true) {
+    std::shared_ptr<InFlightTask> handed;
+    size_t want = 1;
     {
       std::lock_guard lock(mu_);
-      if (stopping_) break;
+      if (!handoff_.empty()) {
+        // A task another thread dequeued for this idle slot (its lease clock is already running).
+        handed = std::move(handoff_.front());
+        handoff_.pop_front();
+      } else if (stopping_) {
+        break;
+      } else {
+        // Take one task for this thread plus one for every idle thread nobody has claimed yet.
+        const long spare = static_cast<long>(sleepers_) - batons_ - static_cast<long>(handoff_.size()) - reserved_;
+        want = 1 + static_cast<size_t>(std::max(0L, spare));
+        reserved_ += static_cast<long>(want) - 1;
+      }
+    }
+    if (handed) {
+      execute(handed);
+      continue;
     }
     last_tick_ = SteadyClock::now().time_since_epoch().count();
-    std::optional<Dequeued> got;
+    got.clear();
     try {
-      got = ctx_.broker.dequeue(ctx_.order.next(rng), ctx_.settings.lease);
+      got = ctx_.broker.dequeue_batch(ctx_.order.next(rng), ctx_.settings.lease, want);
       ctx_.health.succeeded();
       error_backoff = std::chrono::milliseconds(0);
     } catch (const std::exception& e) {
+      {
+        std::lock_guard lock(mu_);
+        reserved_ -= static_cast<long>(want) - 1;
+      }
       ctx_.health.failed("dequeue", e);
       error_backoff = std::min(ctx_.settings.redis_backoff,
                                std::max(std::chrono::milliseconds(10), error_backoff * 2));
       pause(error_backoff);
       continue;
     }
-    if (got) {
+    if (!got.empty()) {
       empty_after_signal = 0;
-      pass_baton();
-      run(std::move(*got));
+      // Register every task at once: the heartbeat extends (and the shutdown requeues) a task
+      // from the moment it left pending, also while it waits for an idle thread.
+      std::shared_ptr<InFlightTask> mine = admit(std::move(got[0]));
+      {
+        std::lock_guard lock(mu_);
+        reserved_ -= static_cast<long>(want) - 1;
+        for (size_t i = 1; i < got.size(); ++i) handoff_.push_back(admit(std::move(got[i])));
+        // More may be there: wake one more sleeper to dequeue (a chain that fans a burst out).
+        if (sleepers_ > batons_ + static_cast<int>(handoff_.size())) ++batons_;
+      }
+      cv_.notify_all();
+      execute(mine);
       continue;
+    }
+    {
+      std::lock_guard lock(mu_);
+      reserved_ -= static_cast<long>(want) - 1;
     }
     if (idle_wait()) {
       // Another host may have taken the task, or the queue with work is paused: then the wait
@@ -228,11 +261,9 @@ void Processor::worker_loop(unsigned index) {
   exited_cv_.notify_all();
 }
 
-void Processor::run(Dequeued dequeued) {
-  const auto now = Clock::now();
+std::shared_ptr<InFlightTask> Processor::admit(Dequeued dequeued) {
   auto t = std::make_shared<InFlightTask>();
   t->msg = std::move(dequeued.msg);
-  t->started_steady = SteadyClock::now();
   t->lease_expiry_ticks = dequeued.lease_expiry.time_since_epoch().count();
   task::Task& tk = t->task;
   tk.id = t->msg.id;
@@ -242,13 +273,22 @@ void Processor::run(Dequeued dequeued) {
   for (const auto& [k, v] : t->msg.headers) tk.headers.emplace_back(k, v);
   tk.retried = t->msg.retried;
   tk.max_retry = t->msg.retry;
-  tk.deadline = effective_deadline(t->msg.timeout, t->msg.deadline, now);
-  tk.started_at = now;
-
+  tk.started_at = Clock::now();
+  tk.deadline = effective_deadline(t->msg.timeout, t->msg.deadline, tk.started_at);
+  t->started_steady = SteadyClock::now();
   ctx_.inflight.add(t);
+  return t;
+}
+
+void Processor::execute(const std::shared_ptr<InFlightTask>& t) {
+  task::Task& tk = t->task;
+  if (t->settled.load()) {  // requeued by a shutdown while it waited for this thread
+    ctx_.inflight.remove(tk.id);
+    return;
+  }
+  const auto now = Clock::now();
   if (ctx_.observer != nullptr) ctx_.observer->task_started(tk.type, tk.queue);
-  const auto log = ctx_.task_log(tk);
-  log.debug("Processing task");
+  if (ctx_.log.enabled(log::Level::debug)) ctx_.task_log(tk).debug("Processing task");
 
   task::Outcome outcome;
   std::vector<task::EnqueueRequest> staged;
@@ -277,7 +317,6 @@ void Processor::run(Dequeued dequeued) {
 void Processor::finish(const std::shared_ptr<InFlightTask>& t, const task::Outcome& outcome,
                        std::vector<task::EnqueueRequest> staged) {
   if (!t->settle()) return;  // shutdown abort already requeued it
-  const auto log = ctx_.task_log(t->task);
   const auto reason = t->cancellation.reason();
   using task::Disposition;
   switch (outcome.disposition) {
@@ -340,27 +379,26 @@ void Processor::fail(const std::shared_ptr<InFlightTask>& t, const std::string& 
 
 void Processor::write(const std::shared_ptr<InFlightTask>& t, TaskResult result, const char* op,
                       std::function<void()> write_fn, bool queue_on_failure) {
-  const auto log = ctx_.task_log(t->task);
   // §7.6: never write an outcome once the local lease has expired; the recoverer owns the task.
   if (!t->lease_valid(Clock::now())) {
-    log.warn("Local lease expired; leaving the task to the recoverer", {{"op", op}});
+    ctx_.task_log(t->task).warn("Local lease expired; leaving the task to the recoverer", {{"op", op}});
     report(t, TaskResult::abandoned);
     return;
   }
   try {
     write_fn();
     ctx_.health.succeeded();
-    log.debug("Task finished", {{"result", to_string(result)}});
+    if (ctx_.log.enabled(log::Level::debug)) ctx_.task_log(t->task).debug("Task finished", {{"result", to_string(result)}});
     report(t, result);
   } catch (const NotFound&) {
-    log.warn("Task was moved while it ran; nothing written", {{"op", op}});
+    ctx_.task_log(t->task).warn("Task was moved while it ran; nothing written", {{"op", op}});
     report(t, TaskResult::abandoned);
   } catch (const std::exception& e) {
     ctx_.health.failed(op, e);
     if (queue_on_failure) {
       syncer_.add(std::string(op) + " " + t->task.id, std::move(write_fn), t->lease_expiry());
     } else {
-      log.error("Write failed", {{"op", op}, {"error", e.what()}});
+      ctx_.task_log(t->task).error("Write failed", {{"op", op}, {"error", e.what()}});
     }
     report(t, result);
   }

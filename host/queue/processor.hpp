@@ -1,10 +1,13 @@
 #pragma once
 // The processor (spec §7.3, §7.4): `concurrency` handler threads, each one a slot. A free thread
-// dequeues in queue order and runs the task itself. When nothing is found, one idle thread
-// blocks in Redis (Broker::wait_for_work) and the others sleep on a condition variable; a thread
-// that gets a task passes a baton to one sleeper, so a burst fans out to every slot. No thread
-// ever sleeps on a timer waiting for work.
+// dequeues in queue order, taking one task for itself plus one for every idle thread in the same
+// script call (Broker::dequeue_batch), registers them all at once (leases start at dequeue) and
+// hands the extra ones to the idle threads. When nothing is found, one idle thread blocks in
+// Redis (Broker::wait_for_work) and the others sleep on a condition variable; a thread that gets
+// work passes a baton to one more sleeper, so a burst fans out to every slot. No thread ever
+// sleeps on a timer waiting for work.
 #include <condition_variable>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -32,6 +35,7 @@ class DeadlineTimer {
   std::mutex mu_;
   std::condition_variable cv_;
   std::map<Handle, std::weak_ptr<InFlightTask>> due_;
+  Clock::time_point waiting_until_ = Clock::time_point::max();  // what the timer thread sleeps until
   uint64_t next_seq_ = 0;
   bool stopping_ = false;
   std::thread thread_;
@@ -54,9 +58,9 @@ class Processor {
  private:
   void worker_loop(unsigned index);
   bool idle_wait();
-  void pass_baton();
   void pause(std::chrono::milliseconds d);
-  void run(Dequeued dequeued);
+  std::shared_ptr<InFlightTask> admit(Dequeued dequeued);  // registers it (lease clock running)
+  void execute(const std::shared_ptr<InFlightTask>& t);     // runs it and writes the outcome
   void finish(const std::shared_ptr<InFlightTask>& t, const task::Outcome& outcome,
               std::vector<task::EnqueueRequest> staged);
   void fail(const std::shared_ptr<InFlightTask>& t, const std::string& error,
@@ -77,6 +81,8 @@ class Processor {
   bool waiter_busy_ = false;          // some thread is blocked in wait_for_work
   int batons_ = 0;                    // "work may be there" tokens for sleepers
   int sleepers_ = 0;
+  long reserved_ = 0;                 // idle threads counted into a dequeue still in flight
+  std::deque<std::shared_ptr<InFlightTask>> handoff_;  // dequeued for idle threads, not started
   unsigned live_threads_ = 0;
   std::atomic<SteadyClock::rep> last_tick_{0};
 };

@@ -39,6 +39,34 @@ void Recoverer::recover(const asynq::TaskMessage& msg) {
   }
 }
 
+bool Recoverer::recover_orphan(const asynq::TaskMessage& msg) {
+  const auto view = view_of(msg);
+  const auto log = ctx_.task_log(view);
+  const bool archive = msg.retried >= msg.retry;
+  std::optional<Clock::time_point> retry_at;
+  if (!archive) retry_at = Clock::now() + ctx_.retry_delay(msg.retried, kLeaseExpired, view);
+  try {
+    switch (ctx_.broker.recover_orphan(msg, retry_at, kLeaseExpired)) {
+      case OrphanRecovery::recovered:
+        log.warn(archive ? "Recovered a task that was active without a lease: retries exhausted, archived"
+                         : "Recovered a task that was active without a lease: retrying");
+        break;
+      case OrphanRecovery::leased:
+        log.info("Task active without a lease got one before it could be recovered; left alone");
+        break;
+      case OrphanRecovery::not_active:
+        log.info("Task active without a lease moved before it could be recovered; nothing to do");
+        break;
+    }
+    ctx_.health.succeeded();
+    return true;
+  } catch (const std::exception& e) {
+    ctx_.health.failed("recover_orphan", e);
+    log.warn("Cannot recover a task that is active without a lease", {{"error", e.what()}});
+    return false;  // try again on the next pass
+  }
+}
+
 void Recoverer::tick() {
   try {
     const auto expired = ctx_.broker.list_lease_expired(ctx_.order.names(), Clock::now() - ctx_.settings.lease_expiry_cutoff);
@@ -52,17 +80,18 @@ void Recoverer::tick() {
         if (ctx_.inflight.find(msg.id)) continue;
         const auto key = queue + '\n' + msg.id;
         auto it = leaseless_since_.find(key);
-        const auto since = it == leaseless_since_.end() ? now : it->second;
-        // The completion scripts take LREM then ZREM and answer NOT FOUND on a missing lease
-        // *after* the LREM took effect, so calling retry/archive here would drop the id from
-        // `active` and strand the task. Until the broker has an operation for this case we only
-        // report it, once per id, after the grace.
-        if (now - since >= ctx_.settings.orphan_grace && it != leaseless_since_.end() &&
-            !reported_leaseless_.count(key)) {
-          ctx_.task_log(view_of(msg)).warn("Task is active without a lease; not recovered automatically");
-          reported_leaseless_.insert(key);
+        if (it == leaseless_since_.end()) {  // first sighting: only remember it
+          still_leaseless.emplace(key, now);
+          continue;
         }
-        still_leaseless.emplace(key, since);
+        // Seen lease-less on this pass and the previous one, at least orphan_grace apart: an
+        // orphan (asynq #1144). The broker re-checks "in active, no lease" atomically with the
+        // move, so a task that got a lease meanwhile is left alone.
+        if (now - it->second < ctx_.settings.orphan_grace) {
+          still_leaseless.emplace(key, it->second);
+          continue;
+        }
+        if (!recover_orphan(msg)) still_leaseless.emplace(key, it->second);
       }
     }
     leaseless_since_.swap(still_leaseless);

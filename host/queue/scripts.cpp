@@ -20,7 +20,59 @@ if redis.call("LREM", KEYS[1], 0, ARGV[1]) == 0 then return redis.error_reply("N
 if redis.call("ZREM", KEYS[2], ARGV[1]) == 0 then return redis.error_reply("NOT FOUND") end
 )lua";
 
+// asynq #1144: the same entry for a task that sits in active with no lease at all. The lease is
+// checked *first* and nothing is written when it exists (a live worker holds the task: dequeue
+// writes active and lease in one script), so only a true orphan is ever moved.
+constexpr const char* kLeaveActiveOrphan = R"lua(
+if redis.call("ZSCORE", KEYS[2], ARGV[1]) then return redis.error_reply("LEASED by a live worker") end
+if redis.call("LREM", KEYS[1], 0, ARGV[1]) == 0 then return redis.error_reply("NOT FOUND") end
+)lua";
+
 std::string with_helpers(const char* body) { return std::string(kCounterHelpers) + kLeaveActive + body; }
+std::string orphan_with_helpers(const char* body) {
+  return std::string(kCounterHelpers) + kLeaveActiveOrphan + body;
+}
+
+// Bodies shared by the normal completion and the orphan recovery (same KEYS/ARGV layouts).
+constexpr const char* kRetryBody = R"lua(
+redis.call("ZADD", KEYS[3], ARGV[3], ARGV[1])
+redis.call("HSET", KEYS[4], "msg", ARGV[2], "state", "retry")
+if ARGV[5] == "1" then
+  incr_daily(KEYS[5], ARGV[4])
+  incr_daily(KEYS[6], ARGV[4])
+  if redis.call("GET", KEYS[7]) == MAXINT64 then
+    redis.call("SET", KEYS[7], 1)
+    redis.call("SET", KEYS[8], 1)
+  else
+    redis.call("INCR", KEYS[7])
+    redis.call("INCR", KEYS[8])
+  end
+end
+return redis.status_reply("OK")
+)lua";
+
+constexpr const char* kArchiveBody = R"lua(
+redis.call("ZADD", KEYS[3], ARGV[3], ARGV[1])
+local function drop(ids)
+  for _, id in ipairs(ids) do redis.call("DEL", ARGV[7] .. id) end
+  for i = 1, #ids, 500 do
+    redis.call("ZREM", KEYS[3], unpack(ids, i, math.min(i + 499, #ids)))
+  end
+end
+drop(redis.call("ZRANGEBYSCORE", KEYS[3], "-inf", ARGV[4]))
+drop(redis.call("ZRANGE", KEYS[3], 0, -tonumber(ARGV[5])))
+redis.call("HSET", KEYS[4], "msg", ARGV[2], "state", "archived")
+incr_daily(KEYS[5], ARGV[6])
+incr_daily(KEYS[6], ARGV[6])
+if redis.call("GET", KEYS[7]) == MAXINT64 then
+  redis.call("SET", KEYS[7], 1)
+  redis.call("SET", KEYS[8], 1)
+else
+  redis.call("INCR", KEYS[7])
+  redis.call("INCR", KEYS[8])
+end
+return redis.status_reply("OK")
+)lua";
 
 Scripts make_scripts() {
   return Scripts{
@@ -92,48 +144,16 @@ return redis.status_reply("OK")
 )lua")),
       // KEYS: active, lease, retry, task, processed:date, failed:date, processed, failed.
       // ARGV: id, msg, retry-at-s, stats-expiry-s, is-failure ("1"/"0").
-      .retry = redis::Script(with_helpers(R"lua(
-redis.call("ZADD", KEYS[3], ARGV[3], ARGV[1])
-redis.call("HSET", KEYS[4], "msg", ARGV[2], "state", "retry")
-if ARGV[5] == "1" then
-  incr_daily(KEYS[5], ARGV[4])
-  incr_daily(KEYS[6], ARGV[4])
-  if redis.call("GET", KEYS[7]) == MAXINT64 then
-    redis.call("SET", KEYS[7], 1)
-    redis.call("SET", KEYS[8], 1)
-  else
-    redis.call("INCR", KEYS[7])
-    redis.call("INCR", KEYS[8])
-  end
-end
-return redis.status_reply("OK")
-)lua")),
+      .retry = redis::Script(with_helpers(kRetryBody)),
       // KEYS: active, lease, archived, task, processed:date, failed:date, processed, failed.
       // ARGV: id, msg, now-s, cutoff-s, max-size, stats-expiry-s, task-key-prefix.
       // Trimmed ids lose their hashes too (v0.25+); ZREM goes in batches to stay below Lua's
       // unpack limit (spec Q11), and ZRANGEBYSCORE keeps Redis < 6.2 working.
-      .archive = redis::Script(with_helpers(R"lua(
-redis.call("ZADD", KEYS[3], ARGV[3], ARGV[1])
-local function drop(ids)
-  for _, id in ipairs(ids) do redis.call("DEL", ARGV[7] .. id) end
-  for i = 1, #ids, 500 do
-    redis.call("ZREM", KEYS[3], unpack(ids, i, math.min(i + 499, #ids)))
-  end
-end
-drop(redis.call("ZRANGEBYSCORE", KEYS[3], "-inf", ARGV[4]))
-drop(redis.call("ZRANGE", KEYS[3], 0, -tonumber(ARGV[5])))
-redis.call("HSET", KEYS[4], "msg", ARGV[2], "state", "archived")
-incr_daily(KEYS[5], ARGV[6])
-incr_daily(KEYS[6], ARGV[6])
-if redis.call("GET", KEYS[7]) == MAXINT64 then
-  redis.call("SET", KEYS[7], 1)
-  redis.call("SET", KEYS[8], 1)
-else
-  redis.call("INCR", KEYS[7])
-  redis.call("INCR", KEYS[8])
-end
-return redis.status_reply("OK")
-)lua")),
+      .archive = redis::Script(with_helpers(kArchiveBody)),
+      // asynq #1144, KEYS/ARGV as retry / archive. Error LEASED (nothing written) when the id has
+      // a lease entry, NOT FOUND when it is not in active. (Redis prefixes "ERR " to a one-word error.)
+      .recover_orphan_retry = redis::Script(orphan_with_helpers(kRetryBody)),
+      .recover_orphan_archive = redis::Script(orphan_with_helpers(kArchiveBody)),
       // KEYS: active, lease, pending, task. ARGV: id. No pending_since (spec Q3).
       .requeue = redis::Script(std::string(kLeaveActive) + R"lua(
 redis.call("RPUSH", KEYS[3], ARGV[1])

@@ -16,6 +16,8 @@ struct Scripts {
   redis::Script mark_complete;             // §6.10 (unique key optional as KEYS[7])
   redis::Script retry;                     // §6.11
   redis::Script archive;                   // §6.12
+  redis::Script recover_orphan_retry;      // asynq #1144: §6.11 for an active id with no lease
+  redis::Script recover_orphan_archive;    // asynq #1144: §6.12 for an active id with no lease
   redis::Script requeue;                   // §6.13
   redis::Script forward;                   // §6.14
   redis::Script list_lease_expired;        // §6.15

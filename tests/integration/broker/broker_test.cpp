@@ -1,6 +1,7 @@
 // RedisBroker and Client against a real redis-server, checked key by key (spec §6).
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <thread>
 
 #include "asynq/keys.hpp"
@@ -313,6 +314,84 @@ TEST_F(BrokerTest, LeaseExtensionAndExpiredListing) {
   const auto leaseless = broker_->list_active_without_lease("default");
   ASSERT_EQ(leaseless.size(), 1u);
   EXPECT_EQ(leaseless[0].id, "l1");
+}
+
+// asynq #1144: an id in active with no lease entry (a worker died between steps).
+TEST_F(BrokerTest, RecoverOrphanRetriesOnlyAnActiveTaskWithoutLease) {
+  enqueue("o1");
+  enqueue("o2");
+  const auto o1 = dequeue_one();
+  const auto o2 = dequeue_one();
+  raw_->command({"ZREM", "asynq:{default}:lease", "o1"});  // o1: orphan; o2: normally leased
+
+  // A leased task is never touched: nothing written, still active with its lease.
+  EXPECT_EQ(broker_->recover_orphan(o2.msg, Clock::now() + 30s, "asynq: task lease expired"), OrphanRecovery::leased);
+  EXPECT_EQ(hget("asynq:{default}:t:o2", "state"), "active");
+  EXPECT_TRUE(zscore("asynq:{default}:lease", "o2"));
+  EXPECT_EQ(lrange("asynq:{default}:active"), (std::vector<std::string>{"o2", "o1"}));
+
+  const auto at = Clock::now() + 40s;
+  EXPECT_EQ(broker_->recover_orphan(o1.msg, at, "asynq: task lease expired"), OrphanRecovery::recovered);
+  EXPECT_EQ(lrange("asynq:{default}:active"), std::vector<std::string>{"o2"});
+  EXPECT_EQ(hget("asynq:{default}:t:o1", "state"), "retry");
+  EXPECT_EQ(zscore("asynq:{default}:retry", "o1"), std::chrono::floor<std::chrono::seconds>(at.time_since_epoch()).count());
+  const auto back = asynq::decode_task_message(hget("asynq:{default}:t:o1", "msg"));
+  EXPECT_EQ(back.retried, 1);
+  EXPECT_EQ(back.error_msg, "asynq: task lease expired");
+  EXPECT_EQ(get("asynq:{default}:processed"), "1");
+  EXPECT_EQ(get("asynq:{default}:failed"), "1");
+  // Once moved it is no longer active: a second call writes nothing.
+  EXPECT_EQ(broker_->recover_orphan(o1.msg, at, "asynq: task lease expired"), OrphanRecovery::not_active);
+  EXPECT_EQ(get("asynq:{default}:failed"), "1");
+  EXPECT_EQ(hget("asynq:{default}:t:o1", "state"), "retry");
+}
+
+TEST_F(BrokerTest, RecoverOrphanArchivesWhenNoRetryTimeIsGiven) {
+  enqueue("o3");
+  const auto d = dequeue_one();
+  raw_->command({"ZREM", "asynq:{default}:lease", "o3"});
+  EXPECT_EQ(broker_->recover_orphan(d.msg, std::nullopt, "asynq: task lease expired"), OrphanRecovery::recovered);
+  EXPECT_TRUE(lrange("asynq:{default}:active").empty());
+  EXPECT_EQ(hget("asynq:{default}:t:o3", "state"), "archived");
+  EXPECT_TRUE(zscore("asynq:{default}:archived", "o3"));
+  const auto back = asynq::decode_task_message(hget("asynq:{default}:t:o3", "msg"));
+  EXPECT_EQ(back.retried, 0);
+  EXPECT_EQ(back.error_msg, "asynq: task lease expired");
+  EXPECT_EQ(get("asynq:{default}:failed"), "1");
+}
+
+// Calls from many threads at once share round trips (auto-pipelining) with per-call results.
+TEST_F(BrokerTest, ConcurrentCompletionsKeepTheirOwnResults) {
+  constexpr int kTasks = 200;
+  for (int i = 0; i < kTasks; ++i) enqueue("p" + std::to_string(i));
+  std::vector<Dequeued> taken;
+  while (taken.size() < kTasks) {
+    auto batch = broker_->dequeue_batch({"default"}, 30s, 16);
+    ASSERT_FALSE(batch.empty());
+    for (auto& d : batch) taken.push_back(std::move(d));
+  }
+  EXPECT_EQ(raw_->command({"ZCARD", "asynq:{default}:lease"}).integer(), kTasks);
+  // Half are already gone (their done must answer NOT FOUND), the rest must be done.
+  for (int i = 0; i < kTasks; i += 2) raw_->command({"LREM", "asynq:{default}:active", "0", taken[i].msg.id});
+  std::atomic<int> ok{0}, not_found{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = t; i < kTasks; i += 8) {
+        try {
+          broker_->done(taken[i].msg, {});
+          ok += (i % 2 == 1) ? 1 : 1000;
+        } catch (const NotFound&) {
+          not_found += (i % 2 == 0) ? 1 : 1000;
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(ok.load(), kTasks / 2);
+  EXPECT_EQ(not_found.load(), kTasks / 2);
+  EXPECT_EQ(get("asynq:{default}:processed"), std::to_string(kTasks / 2));
+  EXPECT_TRUE(lrange("asynq:{default}:active").empty());
 }
 
 TEST_F(BrokerTest, ServerStateIsWrittenAndCleared) {

@@ -236,6 +236,46 @@ TEST_F(EngineTest, RecoversATaskWhoseLeaseExpired) {
   EXPECT_EQ(recovered.retried, 1);
 }
 
+// asynq #1144: ids in active with no lease entry are recovered (retry, or archive when retries are
+// exhausted); a task another worker holds with a valid lease is left alone.
+TEST_F(EngineTest, RecoversActiveTasksWithoutLeaseButNotLeasedOnes) {
+  auto put_active = [&](int retry, std::optional<long long> lease_score) {
+    asynq::TaskMessage msg;
+    msg.type = "elsewhere";
+    msg.id = task::new_uuid();
+    msg.queue = q_;
+    msg.retry = retry;
+    msg.timeout = 60;
+    probe_.conn.command({"HSET", key("t:" + msg.id), "msg", asynq::encode(msg), "state", "active"});
+    probe_.conn.command({"LPUSH", key("active"), msg.id});
+    if (lease_score) probe_.conn.command({"ZADD", key("lease"), std::to_string(*lease_score), msg.id});
+    return msg.id;
+  };
+  const auto now_s = std::chrono::duration_cast<std::chrono::seconds>(queue::Clock::now().time_since_epoch()).count();
+  const std::string leased = put_active(5, now_s + 120);  // held by a live worker elsewhere
+  const std::string orphan = put_active(5, std::nullopt);
+  const std::string exhausted = put_active(0, std::nullopt);
+  auto s = fast_settings({{q_, 1}});
+  s.orphan_grace = 300ms;
+  start(std::move(s));
+
+  ASSERT_TRUE(eventually([&] { return probe_.zcard(key("retry")) == 1 && probe_.zcard(key("archived")) == 1; }));
+  EXPECT_TRUE(probe_.zscore(key("retry"), orphan));
+  EXPECT_TRUE(probe_.zscore(key("archived"), exhausted));
+  const auto retried = probe_.message(q_, orphan);
+  EXPECT_EQ(retried.retried, 1);
+  EXPECT_EQ(retried.error_msg, "asynq: task lease expired");
+  EXPECT_EQ(probe_.hget(key("t:" + orphan), "state"), "retry");
+  const auto archived = probe_.message(q_, exhausted);
+  EXPECT_EQ(archived.retried, 0);
+  EXPECT_EQ(archived.error_msg, "asynq: task lease expired");
+  EXPECT_EQ(probe_.counter(key("failed")), 2);
+  // The leased task went through the same passes and is untouched.
+  EXPECT_EQ(probe_.llen(key("active")), 1);
+  EXPECT_EQ(probe_.hget(key("t:" + leased), "state"), "active");
+  EXPECT_EQ(probe_.zscore(key("lease"), leased), static_cast<double>(now_s + 120));
+}
+
 TEST_F(EngineTest, ShutdownRequeuesRunningTasksWithoutCountingAnAttempt) {
   std::atomic<bool> running{false};
   std::atomic<int> reason{-1};
