@@ -1,0 +1,15 @@
+# Shared helpers of the packaging checks.
+set -euo pipefail
+fail() { echo "FAIL: $*" >&2; exit 1; }
+# Installs Debian packages only when `tool` is missing (the checks run as root in CI).
+need() {
+  local tool=$1; shift
+  command -v "$tool" >/dev/null 2>&1 && return 0
+  echo "installing $* for $tool"
+  if [ "$(id -u)" != 0 ]; then fail "$tool missing and not root: apt-get install $*"; fi
+  (apt-get install -y -qq --no-install-recommends "$@" >/dev/null 2>&1 ||
+    { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null; }) ||
+    fail "cannot install $*"
+  command -v "$tool" >/dev/null 2>&1 || fail "$tool still missing after installing $*"
+}
+scratch() { local d; d=$(mktemp -d /tmp/wk-pkg-XXXXXX); echo "$d"; }
