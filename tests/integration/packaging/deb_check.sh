@@ -10,7 +10,7 @@ ls "$dir"/out/autodevs-worker-sdk_*.deb >/dev/null 2>&1 || fail "no autodevs-wor
 dpkg-deb -x "$deb" "$dir/root"
 out=$("$dir/root/usr/bin/worker" --version) || fail "packaged worker --version failed"
 echo "$out" | grep -q "$version" || fail "worker --version says '$out', expected $version"
-[ -f "$dir/root/lib/systemd/system/autodevs-worker.service" ] || fail "systemd unit not packaged"
+[ -f "$dir/root/lib/systemd/system/autodevs-worker.service" ] || [ -f "$dir/root/usr/lib/systemd/system/autodevs-worker.service" ] || fail "systemd unit not packaged"
 depends=$(dpkg-deb -f "$deb" Depends)
 for lib in $(objdump -p "$dir/root/usr/bin/worker" | awk '/NEEDED/{print $2}'); do
   path=$(ldconfig -p | awk -v l="$lib" '$1==l{print $NF; exit}')
