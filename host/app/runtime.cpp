@@ -101,6 +101,18 @@ int Runtime::serve() {
     engine_settings.strict_priority = config_.strict_priority;
     engine_settings.concurrency = config_.concurrency;
     engine_settings.shutdown_timeout = config_.shutdown_timeout;
+    // Advanced timings (hidden settings; the config validated them): unset keeps the defaults.
+    using std::chrono::duration_cast;
+    using std::chrono::seconds;
+    if (config_.lease) engine_settings.lease = duration_cast<seconds>(*config_.lease);
+    if (config_.heartbeat_interval) engine_settings.heartbeat_interval = *config_.heartbeat_interval;
+    if (config_.recoverer_interval) engine_settings.recoverer_interval = *config_.recoverer_interval;
+    if (config_.recoverer_cutoff) engine_settings.lease_expiry_cutoff = duration_cast<seconds>(*config_.recoverer_cutoff);
+    if (config_.forwarder_interval) engine_settings.forwarder_interval = *config_.forwarder_interval;
+    if (config_.retry_delay) {
+      const seconds fixed = duration_cast<seconds>(*config_.retry_delay);
+      engine_settings.retry_delay = [fixed](int32_t, const std::string&, const task::Task&) { return fixed; };
+    }
     parts->engine = std::make_unique<queue::Engine>(*parts->broker, *parts->plugins, logger_, engine_settings,
                                                     std::make_unique<queue::RedisCancelSource>(broker_settings.redis));
 
@@ -121,7 +133,8 @@ int Runtime::serve() {
       http_options.address = config_.metrics_addr;
       http_options.liveness = [&p] { return p.engine->healthy(); };
       http_options.readiness = {{"redis", [&p] { return p.engine->redis_up(); }},
-                                {"postgres", [&p] { return p.db->healthy(); }}};
+                                {"postgres", [&p] { return p.db->healthy(); }},
+                                {"plugins", [&p] { return !p.plugins->plugins().empty(); }}};
       http_options.metrics = [&p] { return p.registry.render(); };
       parts->http = std::make_unique<http::Server>(http_options);
       parts->http->start();

@@ -50,7 +50,10 @@ const std::set<std::string>& known_variables() {
     std::set<std::string> n;
     for (const auto& [k, v] : defaults()) n.insert(k);
     for (const char* extra : {"REDIS_USERNAME", "REDIS_PASSWORD", "DB_PASSWORD", "DB_POOL_SIZE", "WORKER_NAME",
-                              "AI_PROVIDER", "AI_COMMAND", "AI_BASE_URL", "AI_API_KEY", "AI_MODEL", "AI_TIMEOUT"}) {
+                              "AI_PROVIDER", "AI_COMMAND", "AI_BASE_URL", "AI_API_KEY", "AI_MODEL", "AI_TIMEOUT",
+                              // Advanced engine timings: no default here (unset = the engine's).
+                              "WORKER_LEASE", "WORKER_HEARTBEAT_INTERVAL", "WORKER_RECOVERER_INTERVAL",
+                              "WORKER_RECOVERER_CUTOFF", "WORKER_FORWARDER_INTERVAL", "WORKER_RETRY_DELAY"}) {
       n.insert(extra);
     }
     return n;
@@ -325,6 +328,30 @@ Config load(const Sources& sources) {
   cfg.metrics_addr = r.raw("WORKER_METRICS_ADDR", true).value_or("");
   if (!cfg.metrics_addr.empty() && !valid_host_port(cfg.metrics_addr)) {
     r.fail("WORKER_METRICS_ADDR", "host:port (such as 127.0.0.1:9090), or empty to disable");
+  }
+
+  // Advanced engine timings (hidden). Lease scores, the recoverer's cutoff and retry times are
+  // whole unix seconds on the wire, so those three must be whole seconds.
+  auto optional_duration = [&](const char* key, bool allow_zero, bool whole_seconds) {
+    std::optional<std::chrono::milliseconds> d;
+    if (!r.raw(key)) return d;
+    d = r.duration(key, allow_zero);
+    if (whole_seconds && d->count() % 1000 != 0) r.fail(key, "a whole number of seconds such as 2s");
+    return d;
+  };
+  cfg.lease = optional_duration("WORKER_LEASE", false, true);
+  cfg.heartbeat_interval = optional_duration("WORKER_HEARTBEAT_INTERVAL", false, false);
+  cfg.recoverer_interval = optional_duration("WORKER_RECOVERER_INTERVAL", false, false);
+  cfg.recoverer_cutoff = optional_duration("WORKER_RECOVERER_CUTOFF", true, true);
+  cfg.forwarder_interval = optional_duration("WORKER_FORWARDER_INTERVAL", false, false);
+  cfg.retry_delay = optional_duration("WORKER_RETRY_DELAY", true, true);
+  {
+    const auto lease = cfg.lease.value_or(std::chrono::seconds(30));
+    const auto beat = cfg.heartbeat_interval.value_or(std::chrono::seconds(5));
+    if (beat >= lease) {
+      r.fail(cfg.heartbeat_interval ? "WORKER_HEARTBEAT_INTERVAL" : "WORKER_LEASE",
+             "a heartbeat interval (default 5s) shorter than the lease (default 30s)");
+    }
   }
 
   try {

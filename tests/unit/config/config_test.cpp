@@ -3,6 +3,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <tuple>
 
 #include "config/config.hpp"
 
@@ -164,6 +165,46 @@ TEST_F(ConfigTest, MalformedValuesNameTheVariableAndTheExpectation) {
     EXPECT_NE(message.find(value), std::string::npos) << message;
     EXPECT_NE(message.find("environment"), std::string::npos) << message;
   }
+}
+
+TEST_F(ConfigTest, AdvancedEngineTimingsAreHiddenUntilSet) {
+  auto c = load(sources_);
+  EXPECT_FALSE(c.lease);
+  EXPECT_FALSE(c.heartbeat_interval);
+  EXPECT_FALSE(c.recoverer_interval);
+  EXPECT_FALSE(c.recoverer_cutoff);
+  EXPECT_FALSE(c.forwarder_interval);
+  EXPECT_FALSE(c.retry_delay);
+  EXPECT_FALSE(c.get("WORKER_LEASE"));  // not in the snapshot (nor in debug dumps) unless set
+
+  sources_.environment = {{"WORKER_LEASE", "2s"},           {"WORKER_HEARTBEAT_INTERVAL", "300ms"},
+                          {"WORKER_RECOVERER_INTERVAL", "250ms"}, {"WORKER_RECOVERER_CUTOFF", "0s"},
+                          {"WORKER_FORWARDER_INTERVAL", "100ms"}, {"WORKER_RETRY_DELAY", "0"}};
+  c = load(sources_);
+  EXPECT_EQ(c.lease, 2s);
+  EXPECT_EQ(c.heartbeat_interval, 300ms);
+  EXPECT_EQ(c.recoverer_interval, 250ms);
+  EXPECT_EQ(c.recoverer_cutoff, 0s);
+  EXPECT_EQ(c.forwarder_interval, 100ms);
+  EXPECT_EQ(c.retry_delay, 0s);
+  EXPECT_TRUE(c.unknown_variables.empty());
+
+  const std::vector<std::tuple<std::string, std::string, std::string>> bad = {
+      {"WORKER_LEASE", "1500ms", "whole number of seconds"},
+      {"WORKER_LEASE", "0s", "positive duration"},
+      {"WORKER_HEARTBEAT_INTERVAL", "soon", "duration"},
+      {"WORKER_RECOVERER_INTERVAL", "0", "positive duration"},
+      {"WORKER_FORWARDER_INTERVAL", "-1s", "duration"},
+      {"WORKER_RETRY_DELAY", "0.5s", "whole number of seconds"},
+      {"WORKER_LEASE", "5s", "shorter than the lease"},  // default heartbeat 5s
+  };
+  for (const auto& [variable, value, expected] : bad) {
+    sources_.environment = {{variable, value}};
+    const auto message = expect_error(variable);
+    EXPECT_NE(message.find(expected), std::string::npos) << message;
+  }
+  sources_.environment = {{"WORKER_LEASE", "3s"}, {"WORKER_HEARTBEAT_INTERVAL", "3s"}};
+  EXPECT_NE(expect_error("WORKER_HEARTBEAT_INTERVAL").find("shorter than the lease"), std::string::npos);
 }
 
 TEST_F(ConfigTest, ErrorsFromFlagsSayCommandLine) {
