@@ -9,6 +9,7 @@
 #include <optional>
 #include <sstream>
 
+#include "admin/commands.hpp"
 #include "app/runtime.hpp"
 #include "app/signals.hpp"
 #include "config/config.hpp"
@@ -193,6 +194,8 @@ int run_cli(int argc, char** argv, char** envp) {
   enqueue_cmd->add_option("--retention", enq.retention, "Keep the completed task this long, e.g. 24h");
 
   for (auto* sub : {version_cmd, exec_cmd, plugins_cmd, check_cmd, enqueue_cmd}) sub->fallthrough();
+  // stats, queues, tasks, servers: asynq Inspector operations on Redis.
+  admin::Commands admin_commands(app);
 
   // Go-style flags: normalise, then let CLI11 parse (it wants argv form).
   config::LongOptions long_options;
@@ -226,6 +229,7 @@ int run_cli(int argc, char** argv, char** envp) {
     return print_error(std::string("configuration error: ") + e.what());
   }
   const auto logger = log::Logger::to_stderr(cfg.log_level, cfg.log_format);
+  if (admin_commands.selected()) return admin_commands.run(redis_settings(cfg), std::cout, std::cerr);
 
   try {
     if (check_cmd->parsed()) {
