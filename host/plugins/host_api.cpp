@@ -351,6 +351,14 @@ task::EnqueueRequest to_request(const wk_enqueue_req& req) {
       out.headers.emplace_back(view(req.headers[i].key), view(req.headers[i].value));
     }
   }
+  // A time or duration this far out would overflow the clock's int64 nanoseconds (signed overflow,
+  // UB) once converted or added to now: refused like any other bad value.
+  constexpr int64_t kMaxDurationMs = int64_t{100} * 366 * 24 * 3600 * 1000;  // 100 years
+  constexpr int64_t kMaxUnixMs = int64_t{7258118400} * 1000;                  // 2200-01-01
+  const bool too_far = req.process_at_ms > kMaxUnixMs || req.deadline_ms > kMaxUnixMs ||
+                       req.process_in_ms > kMaxDurationMs || req.timeout_ms > kMaxDurationMs ||
+                       req.unique_ttl_ms > kMaxDurationMs || req.retention_ms > kMaxDurationMs;
+  if (too_far) throw std::invalid_argument("enqueue: times must be before 2200 and durations under 100 years");
   const auto now = task::Clock::now();
   if (req.process_at_ms > 0) {
     out.process_at = task::Clock::time_point(milliseconds(req.process_at_ms));

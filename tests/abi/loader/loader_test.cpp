@@ -236,6 +236,18 @@ TEST_F(PluginHostTest, DispositionsMapToOutcomes) {
   EXPECT_NE(unknown.outcome.error.find("no handler for task type \"no:such-type\""), std::string::npos);
 }
 
+TEST_F(PluginHostTest, FollowUpsWithDurationsThatWouldOverflowTheClockAreRefused) {
+  auto host = make_host();
+  ASSERT_FALSE(host->load_file(fixture("good")).has_value());
+  for (const std::string option : {"process_in", "timeout", "unique", "retention"}) {
+    TaskRun run("good:disposition", "far:" + option);
+    const task::Outcome& outcome = run.through(*host);
+    EXPECT_EQ(outcome.disposition, task::Disposition::fail_no_retry) << option;
+    EXPECT_NE(outcome.error.find("durations under 100 years"), std::string::npos) << option << ": " << outcome.error;
+    EXPECT_TRUE(run.staged.empty()) << option;
+  }
+}
+
 TEST_F(PluginHostTest, ThrowingHandlersRetryAndTheHostSurvives) {
   auto host = make_host();
   ASSERT_FALSE(host->load_file(fixture("throwing")).has_value());
