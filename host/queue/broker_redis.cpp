@@ -118,7 +118,6 @@ redis::Reply RedisBroker::call(const redis::Script& script, redis::Argv keys_and
 }
 
 void RedisBroker::flush(const std::vector<Call*>& batch) {
-  size_t read = 0;
   try {
     auto conn = pool_.acquire();
     char nk[24];  // append() copies the arguments into the output buffer at once
@@ -131,8 +130,7 @@ void RedisBroker::flush(const std::vector<Call*>& batch) {
       pipe_argv_.insert(pipe_argv_.end(), c->keys_and_args.begin(), c->keys_and_args.end());
       conn->append(pipe_argv_);
     }
-    for (; read < batch.size(); ++read) {
-      Call* c = batch[read];
+    for (Call* c : batch) {
       redis::Reply r = conn->read_reply();
       if (!r.is_error()) {
         c->reply.emplace(std::move(r));
@@ -150,10 +148,14 @@ void RedisBroker::flush(const std::vector<Call*>& batch) {
         c->error = std::current_exception();
       }
     }
-  } catch (const redis::Error&) {
-    // Connection trouble: the unread calls may or may not have run, as for a single command.
-    for (size_t i = read; i < batch.size(); ++i) {
-      if (!batch[i]->reply && !batch[i]->error) batch[i]->error = std::current_exception();
+  } catch (...) {
+    // Connection trouble (or anything else): the unanswered calls may or may not have run, as for
+    // a single command. Every call of the batch must leave with a reply or an error, including a
+    // NOSCRIPT call read before the failure whose EVAL never ran, and the flusher must not throw
+    // (its waiting callers would never be woken).
+    const std::exception_ptr failure = std::current_exception();
+    for (Call* c : batch) {
+      if (!c->reply && !c->error) c->error = failure;
     }
   }
 }
@@ -417,28 +419,39 @@ void RedisBroker::mark_complete(const asynq::TaskMessage& msg, const std::vector
 
 namespace {
 
+// The layout shared by the failure scripts (retry, archive and their orphan forms): KEYS active,
+// lease, <target>, task, processed:date, failed:date, processed, failed; ARGV id, modified msg.
+// The message gets the error text and last_failed_at; `retried` goes up only if asked (§6.11,
+// never for archive, §6.12).
+template <size_t N>
+void fill_failure_args(std::string (&v)[N], const asynq::TaskMessage& msg, Clock::time_point now,
+                       std::string target_key, const std::string& error, bool count_retry) {
+  static_assert(N >= 10);
+  const std::string& q = msg.queue;
+  asynq::TaskMessage modified = msg;
+  if (count_retry) ++modified.retried;
+  modified.error_msg = error;  // sanitised to UTF-8 by encode()
+  modified.last_failed_at = unix_s(now);
+  const std::string date = asynq::utc_date(unix_s(now));
+  v[0] = asynq::active_key(q);
+  v[1] = asynq::lease_key(q);
+  v[2] = std::move(target_key);
+  v[3] = asynq::task_key(q, msg.id);
+  v[4] = asynq::processed_key(q, date);
+  v[5] = asynq::failed_key(q, date);
+  v[6] = asynq::processed_total_key(q);
+  v[7] = asynq::failed_total_key(q);
+  v[8] = msg.id;
+  v[9] = asynq::encode(modified);
+}
+
 // KEYS/ARGV of the retry script (and of recover_orphan_retry).
 struct RetryArgs {
   static constexpr size_t kNumKeys = 8;
   std::string v[13];
   RetryArgs(const asynq::TaskMessage& msg, Clock::time_point now, Clock::time_point retry_at, const std::string& error,
             bool is_failure, seconds stats_ttl) {
-    const std::string& q = msg.queue;
-    asynq::TaskMessage modified = msg;
-    if (is_failure) ++modified.retried;
-    modified.error_msg = error;  // sanitised to UTF-8 by encode()
-    modified.last_failed_at = unix_s(now);
-    const std::string date = asynq::utc_date(unix_s(now));
-    v[0] = asynq::active_key(q);
-    v[1] = asynq::lease_key(q);
-    v[2] = asynq::retry_key(q);
-    v[3] = asynq::task_key(q, msg.id);
-    v[4] = asynq::processed_key(q, date);
-    v[5] = asynq::failed_key(q, date);
-    v[6] = asynq::processed_total_key(q);
-    v[7] = asynq::failed_total_key(q);
-    v[8] = msg.id;
-    v[9] = asynq::encode(modified);
+    fill_failure_args(v, msg, now, asynq::retry_key(msg.queue), error, is_failure);
     v[10] = str(unix_s(retry_at));
     v[11] = str(unix_s(now + stats_ttl));
     v[12].push_back(is_failure ? '1' : '0');  // (a char: GCC 12 -Wrestrict false positive on "1"/"0")
@@ -451,26 +464,12 @@ struct ArchiveArgs {
   std::string v[15];
   ArchiveArgs(const asynq::TaskMessage& msg, Clock::time_point now, const std::string& error,
               const RedisBrokerSettings& settings) {
-    const std::string& q = msg.queue;
-    asynq::TaskMessage modified = msg;  // retried is not incremented (§6.12)
-    modified.error_msg = error;
-    modified.last_failed_at = unix_s(now);
-    const std::string date = asynq::utc_date(unix_s(now));
-    v[0] = asynq::active_key(q);
-    v[1] = asynq::lease_key(q);
-    v[2] = asynq::archived_key(q);
-    v[3] = asynq::task_key(q, msg.id);
-    v[4] = asynq::processed_key(q, date);
-    v[5] = asynq::failed_key(q, date);
-    v[6] = asynq::processed_total_key(q);
-    v[7] = asynq::failed_total_key(q);
-    v[8] = msg.id;
-    v[9] = asynq::encode(modified);
+    fill_failure_args(v, msg, now, asynq::archived_key(msg.queue), error, false);  // retried unchanged (§6.12)
     v[10] = str(unix_s(now));
     v[11] = str(unix_s(now - settings.archive_max_age));
     v[12] = std::to_string(settings.archive_max_size);
     v[13] = str(unix_s(now + settings.stats_ttl));
-    v[14] = asynq::task_key_prefix(q);
+    v[14] = asynq::task_key_prefix(msg.queue);
   }
 };
 

@@ -4,13 +4,29 @@ namespace wk::queue {
 
 namespace {
 
-// Counters shared by the completion scripts: daily key with EXPIREAT on its first increment, and
-// the all-time total, reset to 1 instead of overflowing at MaxInt64 (spec §6.9 steps 4-5).
+// Counters shared by the completion scripts: daily keys with EXPIREAT on their first increment,
+// and the all-time totals, reset to 1 instead of overflowing at MaxInt64 (spec §6.9 steps 4-5,
+// §6.11 step 5; on a failure both totals are reset when `processed` wraps).
 constexpr const char* kCounterHelpers = R"lua(
 local function incr_daily(key, expire_at)
   if redis.call("INCR", key) == 1 then redis.call("EXPIREAT", key, expire_at) end
 end
 local MAXINT64 = "9223372036854775807"
+local function count_success(daily, total, expire_at)
+  incr_daily(daily, expire_at)
+  if redis.call("GET", total) == MAXINT64 then redis.call("SET", total, 1) else redis.call("INCR", total) end
+end
+local function count_failure(daily_processed, daily_failed, processed, failed, expire_at)
+  incr_daily(daily_processed, expire_at)
+  incr_daily(daily_failed, expire_at)
+  if redis.call("GET", processed) == MAXINT64 then
+    redis.call("SET", processed, 1)
+    redis.call("SET", failed, 1)
+  else
+    redis.call("INCR", processed)
+    redis.call("INCR", failed)
+  end
+end
 )lua";
 
 // Removing the id from active and then lease are the membership checks (spec §1): a task that
@@ -37,17 +53,7 @@ std::string orphan_with_helpers(const char* body) {
 constexpr const char* kRetryBody = R"lua(
 redis.call("ZADD", KEYS[3], ARGV[3], ARGV[1])
 redis.call("HSET", KEYS[4], "msg", ARGV[2], "state", "retry")
-if ARGV[5] == "1" then
-  incr_daily(KEYS[5], ARGV[4])
-  incr_daily(KEYS[6], ARGV[4])
-  if redis.call("GET", KEYS[7]) == MAXINT64 then
-    redis.call("SET", KEYS[7], 1)
-    redis.call("SET", KEYS[8], 1)
-  else
-    redis.call("INCR", KEYS[7])
-    redis.call("INCR", KEYS[8])
-  end
-end
+if ARGV[5] == "1" then count_failure(KEYS[5], KEYS[6], KEYS[7], KEYS[8], ARGV[4]) end
 return redis.status_reply("OK")
 )lua";
 
@@ -62,15 +68,7 @@ end
 drop(redis.call("ZRANGEBYSCORE", KEYS[3], "-inf", ARGV[4]))
 drop(redis.call("ZRANGE", KEYS[3], 0, -tonumber(ARGV[5])))
 redis.call("HSET", KEYS[4], "msg", ARGV[2], "state", "archived")
-incr_daily(KEYS[5], ARGV[6])
-incr_daily(KEYS[6], ARGV[6])
-if redis.call("GET", KEYS[7]) == MAXINT64 then
-  redis.call("SET", KEYS[7], 1)
-  redis.call("SET", KEYS[8], 1)
-else
-  redis.call("INCR", KEYS[7])
-  redis.call("INCR", KEYS[8])
-end
+count_failure(KEYS[5], KEYS[6], KEYS[7], KEYS[8], ARGV[6])
 return redis.status_reply("OK")
 )lua";
 
@@ -127,8 +125,7 @@ return taken
       // KEYS: active, lease, task, processed:date, processed, [unique]. ARGV: id, stats-expiry-s.
       .done = redis::Script(with_helpers(R"lua(
 if redis.call("DEL", KEYS[3]) == 0 then return redis.error_reply("NOT FOUND") end
-incr_daily(KEYS[4], ARGV[2])
-if redis.call("GET", KEYS[5]) == MAXINT64 then redis.call("SET", KEYS[5], 1) else redis.call("INCR", KEYS[5]) end
+count_success(KEYS[4], KEYS[5], ARGV[2])
 if KEYS[6] and redis.call("GET", KEYS[6]) == ARGV[1] then redis.call("DEL", KEYS[6]) end
 return redis.status_reply("OK")
 )lua")),
@@ -137,8 +134,7 @@ return redis.status_reply("OK")
       .mark_complete = redis::Script(with_helpers(R"lua(
 if redis.call("ZADD", KEYS[3], ARGV[3], ARGV[1]) ~= 1 then return redis.error_reply("INTERNAL") end
 redis.call("HSET", KEYS[4], "msg", ARGV[4], "state", "completed")
-incr_daily(KEYS[5], ARGV[2])
-if redis.call("GET", KEYS[6]) == MAXINT64 then redis.call("SET", KEYS[6], 1) else redis.call("INCR", KEYS[6]) end
+count_success(KEYS[5], KEYS[6], ARGV[2])
 if KEYS[7] and redis.call("GET", KEYS[7]) == ARGV[1] then redis.call("DEL", KEYS[7]) end
 return redis.status_reply("OK")
 )lua")),

@@ -1,5 +1,9 @@
 // RedisBroker and Client against a real redis-server, checked key by key (spec §6).
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <thread>
@@ -448,6 +452,123 @@ TEST_F(BrokerTest, WaitForWorkWakesOnEnqueueAndOnWakeButNotOnPausedQueue) {
 }
 
 TEST_F(BrokerTest, PingAnswers) { EXPECT_TRUE(broker_->ping()); }
+
+TEST_F(BrokerTest, RetryAndArchiveResetBothTotalsWhenProcessedWraps) {
+  enqueue("m1");
+  enqueue("m2");
+  raw_->command({"SET", "asynq:{default}:processed", "9223372036854775807"});
+  raw_->command({"SET", "asynq:{default}:failed", "41"});
+  broker_->retry(dequeue_one().msg, Clock::now() + 10s, "boom", true);
+  EXPECT_EQ(get("asynq:{default}:processed"), "1");
+  EXPECT_EQ(get("asynq:{default}:failed"), "1");
+  raw_->command({"SET", "asynq:{default}:processed", "9223372036854775807"});
+  broker_->archive(dequeue_one().msg, "boom");
+  EXPECT_EQ(get("asynq:{default}:processed"), "1");
+  EXPECT_EQ(get("asynq:{default}:failed"), "1");
+  EXPECT_EQ(get(asynq::failed_key("default", asynq::utc_date(now_s()))), "2");
+}
+
+TEST_F(BrokerTest, ArchiveKeepsAtMost9999EntriesDroppingTheOldestWithTheirHashes) {
+  // 10 000 archived already (scores 1..10000 s after a recent base): the archive trims to 9 999.
+  const long long base = now_s() - 86400;
+  for (int chunk = 0; chunk < 10; ++chunk) {
+    std::vector<std::string> args{"ZADD", "asynq:{default}:archived"};
+    for (int i = chunk * 1000; i < (chunk + 1) * 1000; ++i) {
+      args.push_back(std::to_string(base + i));
+      args.push_back("z" + std::to_string(i));
+    }
+    std::vector<std::string_view> argv(args.begin(), args.end());
+    raw_->command(redis::Argv(argv));
+  }
+  raw_->command({"HSET", "asynq:{default}:t:z0", "state", "archived"});
+  raw_->command({"HSET", "asynq:{default}:t:z1", "state", "archived"});
+  enqueue("newest");
+  broker_->archive(dequeue_one().msg, "boom");
+  EXPECT_EQ(raw_->command({"ZCARD", "asynq:{default}:archived"}).integer(), 9999);
+  EXPECT_FALSE(zscore("asynq:{default}:archived", "z0"));
+  EXPECT_FALSE(zscore("asynq:{default}:archived", "z1"));
+  EXPECT_FALSE(exists("asynq:{default}:t:z0"));
+  EXPECT_FALSE(exists("asynq:{default}:t:z1"));
+  EXPECT_TRUE(zscore("asynq:{default}:archived", "z2"));
+  EXPECT_TRUE(zscore("asynq:{default}:archived", "newest"));
+}
+
+TEST_F(BrokerTest, ScheduledUniqueLockLastsUntilProcessAtPlusTtlAndSuccessKeepsAForeignLock) {
+  task::EnqueueRequest r;
+  r.type = "later:unique";
+  r.task_id = "su1";
+  r.process_at = Clock::now() + 1h;
+  r.unique_ttl = 10min;
+  broker_->client().enqueue(r);
+  const std::string lock = asynq::unique_key("default", r.type, md5_hex(""));
+  EXPECT_EQ(get(lock), "su1");
+  EXPECT_EQ(ttl(lock), 4199);  // floor(process_at + ttl - now), spec §13.3
+
+  // A lock that another task holds now (this one's expired and was retaken) survives success.
+  task::EnqueueRequest u;
+  u.type = "now:unique";
+  u.task_id = "su2";
+  u.unique_ttl = 1h;
+  broker_->client().enqueue(u);
+  const auto d = dequeue_one();
+  raw_->command({"SET", d.msg.unique_key, "someone-else"});
+  broker_->done(d.msg, {});
+  EXPECT_EQ(get(d.msg.unique_key), "someone-else");
+}
+
+// A fake Redis on one connection: the first command's answer (:1) is held back long enough for two
+// more callers to queue up behind it; the pipeline they then send together gets one NOSCRIPT and
+// the connection closes. The NOSCRIPT call must fail like the other one, not return an empty reply.
+TEST(BrokerPipelineTest, NoscriptThenConnectionLossFailsEveryCallOfTheBatch) {
+  const int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(listener, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::listen(listener, 4), 0);
+  socklen_t len = sizeof addr;
+  ASSERT_EQ(::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  std::thread server([listener] {
+    const int c = ::accept(listener, nullptr, nullptr);
+    ::close(listener);  // any reconnect is refused at once
+    if (c < 0) return;
+    char buf[4096];
+    auto say = [&](std::string_view s) { return ::write(c, s.data(), s.size()) == static_cast<ssize_t>(s.size()); };
+    if (::read(c, buf, sizeof buf) > 0) {
+      std::this_thread::sleep_for(400ms);
+      if (say(":1\r\n") && ::read(c, buf, sizeof buf) > 0) say("-NOSCRIPT No matching script. Please use EVAL.\r\n");
+    }
+    ::shutdown(c, SHUT_WR);  // EOF after the NOSCRIPT, without discarding it
+    while (::read(c, buf, sizeof buf) > 0) {
+    }
+    ::close(c);
+  });
+  redis::Settings settings;
+  settings.port = ntohs(addr.sin_port);
+  RedisBroker broker(RedisBrokerSettings{.redis = settings, .pool_size = 1},
+                     log::Logger::in_memory(log::Level::debug, log::Format::logfmt));
+  std::atomic<int> answered{0};
+  std::atomic<int> failed{0};
+  auto dequeue = [&] {
+    try {
+      broker.dequeue({"q"}, 30s);
+      ++answered;
+    } catch (const redis::Error&) {
+      ++failed;
+    }
+  };
+  std::thread first(dequeue);
+  std::this_thread::sleep_for(100ms);  // its round trip is in flight: the next two form one batch
+  std::thread second(dequeue);
+  std::thread third(dequeue);
+  first.join();
+  second.join();
+  third.join();
+  server.join();
+  EXPECT_EQ(answered.load(), 1);
+  EXPECT_EQ(failed.load(), 2);
+}
 
 }  // namespace
 }  // namespace wk::queue
