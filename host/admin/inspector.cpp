@@ -29,33 +29,34 @@ std::string quoted(const std::string& s) { return "\"" + s + "\""; }
 // Scripts in the Inspector's semantics (asynq inspect.go); our own Lua. The task's state says
 // which structure holds it; the key is built from the queue prefix (same hash slot).
 // Answers: 1 done, 0 no such task, negative: refused (see the callers).
-const redis::Script kRunTask(R"lua(
+// KEYS[1] is the task hash; every single-task script starts here: unknown -> 0, active -> -1.
+constexpr const char* kTaskPrelude = R"lua(
 if redis.call("EXISTS", KEYS[1]) == 0 then return 0 end
 local state = redis.call("HGET", KEYS[1], "state")
 if state == "active" then return -1 end
+local function remove_from_state(prefix, id)
+  if state == "pending" then return redis.call("LREM", prefix .. "pending", 0, id) end
+  return redis.call("ZREM", prefix .. state, id)
+end
+)lua";
+
+redis::Script task_script(const char* body) { return redis::Script(std::string(kTaskPrelude) + body); }
+
+const redis::Script kRunTask = task_script(R"lua(
 if state == "pending" then return -2 end
 if state == "aggregating" then return -3 end
 if state == "completed" then return -5 end
-if redis.call("ZREM", ARGV[2] .. state, ARGV[1]) == 0 then return -4 end
+if remove_from_state(ARGV[2], ARGV[1]) == 0 then return -4 end
 redis.call("LPUSH", KEYS[2], ARGV[1])
 redis.call("HSET", KEYS[1], "state", "pending")
 return 1
 )lua");
 
 // The Inspector's archive keeps v0.24's remove-only trimming (spec §6.12 version note).
-const redis::Script kArchiveTask(R"lua(
-if redis.call("EXISTS", KEYS[1]) == 0 then return 0 end
-local state = redis.call("HGET", KEYS[1], "state")
-if state == "active" then return -1 end
+const redis::Script kArchiveTask = task_script(R"lua(
 if state == "archived" then return -2 end
 if state == "aggregating" then return -3 end
-local removed
-if state == "pending" then
-  removed = redis.call("LREM", ARGV[5] .. "pending", 0, ARGV[1])
-else
-  removed = redis.call("ZREM", ARGV[5] .. state, ARGV[1])
-end
-if removed == 0 then return -4 end
+if remove_from_state(ARGV[5], ARGV[1]) == 0 then return -4 end
 redis.call("ZADD", KEYS[2], ARGV[2], ARGV[1])
 redis.call("HSET", KEYS[1], "state", "archived")
 redis.call("ZREMRANGEBYSCORE", KEYS[2], "-inf", ARGV[3])
@@ -63,16 +64,9 @@ redis.call("ZREMRANGEBYRANK", KEYS[2], 0, -tonumber(ARGV[4]))
 return 1
 )lua");
 
-const redis::Script kDeleteTask(R"lua(
-if redis.call("EXISTS", KEYS[1]) == 0 then return 0 end
-local state = redis.call("HGET", KEYS[1], "state")
-if state == "active" then return -1 end
+const redis::Script kDeleteTask = task_script(R"lua(
 if state == "aggregating" then return -3 end
-if state == "pending" then
-  redis.call("LREM", ARGV[2] .. "pending", 0, ARGV[1])
-else
-  redis.call("ZREM", ARGV[2] .. state, ARGV[1])
-end
+remove_from_state(ARGV[2], ARGV[1])
 local unique = redis.call("HGET", KEYS[1], "unique_key")
 if unique and unique ~= "" and redis.call("GET", unique) == ARGV[1] then
   redis.call("DEL", unique)
@@ -105,6 +99,15 @@ redis.call("DEL", KEYS[1])
 return table.getn(ids)
 )lua");
 
+// A queue name asynq accepts, else UsageError.
+void validate_queue(const std::string& queue) {
+  try {
+    asynq::validate_queue_name(queue);
+  } catch (const asynq::InvalidQueueName& e) {
+    throw UsageError(e.what());
+  }
+}
+
 std::string state_key(const std::string& queue, const std::string& state) {
   return asynq::queue_key_prefix(queue) + state;
 }
@@ -126,11 +129,7 @@ std::vector<std::string> Inspector::queues() {
 }
 
 void Inspector::require_queue(const std::string& queue) {
-  try {
-    asynq::validate_queue_name(queue);
-  } catch (const asynq::InvalidQueueName& e) {
-    throw UsageError(e.what());
-  }
+  validate_queue(queue);
   if (conn_.command({"SISMEMBER", asynq::kAllQueuesKey, queue}).integer() == 0) {
     throw Error("queue " + quoted(queue) + " not found");
   }
@@ -189,21 +188,13 @@ QueueStats Inspector::stats(const std::string& queue) {
 }
 
 void Inspector::pause(const std::string& queue) {
-  try {
-    asynq::validate_queue_name(queue);
-  } catch (const asynq::InvalidQueueName& e) {
-    throw UsageError(e.what());
-  }
+  validate_queue(queue);
   auto reply = conn_.command({"SET", asynq::paused_key(queue), std::to_string(now_unix()), "NX"});
   if (reply.is_nil()) throw Error("queue " + quoted(queue) + " is already paused");
 }
 
 void Inspector::resume(const std::string& queue) {
-  try {
-    asynq::validate_queue_name(queue);
-  } catch (const asynq::InvalidQueueName& e) {
-    throw UsageError(e.what());
-  }
+  validate_queue(queue);
   if (conn_.command({"DEL", asynq::paused_key(queue)}).integer() == 0) {
     throw Error("queue " + quoted(queue) + " is not paused");
   }
