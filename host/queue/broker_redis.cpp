@@ -2,6 +2,7 @@
 
 #include <array>
 #include <cstdio>
+#include <limits>
 
 #include "asynq/keys.hpp"
 #include "queue/scripts.hpp"
@@ -412,7 +413,12 @@ void RedisBroker::mark_complete(const asynq::TaskMessage& msg, const std::vector
   const size_t numkeys = ka.size();
   ka.push_back(msg.id);
   ka.push_back(str(unix_s(now + settings_.stats_ttl)));
-  ka.push_back(str(unix_s(now) + msg.retention));
+  // retention comes off the wire (any int64): saturate instead of overflowing (UB) past MaxInt64.
+  const int64_t now_s = unix_s(now);
+  const int64_t keep_until = msg.retention > std::numeric_limits<int64_t>::max() - now_s
+                                 ? std::numeric_limits<int64_t>::max()
+                                 : now_s + msg.retention;
+  ka.push_back(str(keep_until));
   ka.push_back(asynq::encode(completed));
   complete(msg, scripts().mark_complete, std::move(ka), numkeys, followups);
 }

@@ -516,6 +516,19 @@ TEST_F(BrokerTest, ScheduledUniqueLockLastsUntilProcessAtPlusTtlAndSuccessKeepsA
   EXPECT_EQ(get(d.msg.unique_key), "someone-else");
 }
 
+TEST_F(BrokerTest, HugeRetentionSaturatesInsteadOfWrappingIntoThePast) {
+  task::EnqueueRequest r;
+  r.type = "keep:forever";
+  r.task_id = "k1";
+  r.retention = std::chrono::seconds(std::numeric_limits<int64_t>::max());
+  broker_->client().enqueue(r);
+  broker_->mark_complete(dequeue_one().msg, {});
+  const std::string score(raw_->command({"ZSCORE", "asynq:{default}:completed", "k1"}).str());
+  EXPECT_GT(std::stod(score), 1e18) << score;
+  EXPECT_EQ(broker_->delete_expired_completed("default", 100), 0);
+  EXPECT_TRUE(exists("asynq:{default}:t:k1"));
+}
+
 // A fake Redis on one connection: the first command's answer (:1) is held back long enough for two
 // more callers to queue up behind it; the pipeline they then send together gets one NOSCRIPT and
 // the connection closes. The NOSCRIPT call must fail like the other one, not return an empty reply.
