@@ -383,36 +383,40 @@ void RedisBroker::complete(const asynq::TaskMessage& msg, const redis::Script& s
   throw redis::Error(redis::Error::Kind::reply, "task " + msg.id + " kept changing during completion");
 }
 
-void RedisBroker::done(const asynq::TaskMessage& msg, const std::vector<task::EnqueueRequest>& followups) {
-  const Clock::time_point now = Clock::now();
+namespace {
+
+// KEYS/ARGV of the success scripts: active, lease, [completed (MarkAsComplete only)], task,
+// processed:date, processed, [unique lock, only when the message has one]; ARGV id, stats expiry.
+// `numkeys` gets the number of KEYS.
+std::vector<std::string> success_args(const asynq::TaskMessage& msg, Clock::time_point now, bool with_completed,
+                                      seconds stats_ttl, size_t& numkeys) {
   const std::string& q = msg.queue;
-  std::vector<std::string> ka{asynq::active_key(q),
-                              asynq::lease_key(q),
-                              asynq::task_key(q, msg.id),
-                              asynq::processed_key(q, asynq::utc_date(unix_s(now))),
-                              asynq::processed_total_key(q)};
+  std::vector<std::string> ka{asynq::active_key(q), asynq::lease_key(q)};
+  if (with_completed) ka.push_back(asynq::completed_key(q));
+  ka.push_back(asynq::task_key(q, msg.id));
+  ka.push_back(asynq::processed_key(q, asynq::utc_date(unix_s(now))));
+  ka.push_back(asynq::processed_total_key(q));
   if (!msg.unique_key.empty()) ka.push_back(msg.unique_key);
-  const size_t numkeys = ka.size();
+  numkeys = ka.size();
   ka.push_back(msg.id);
-  ka.push_back(str(unix_s(now + settings_.stats_ttl)));
+  ka.push_back(str(unix_s(now + stats_ttl)));
+  return ka;
+}
+
+}  // namespace
+
+void RedisBroker::done(const asynq::TaskMessage& msg, const std::vector<task::EnqueueRequest>& followups) {
+  size_t numkeys = 0;
+  std::vector<std::string> ka = success_args(msg, Clock::now(), false, settings_.stats_ttl, numkeys);
   complete(msg, scripts().done, std::move(ka), numkeys, followups);
 }
 
 void RedisBroker::mark_complete(const asynq::TaskMessage& msg, const std::vector<task::EnqueueRequest>& followups) {
   const Clock::time_point now = Clock::now();
-  const std::string& q = msg.queue;
   asynq::TaskMessage completed = msg;
   completed.completed_at = unix_s(now);
-  std::vector<std::string> ka{asynq::active_key(q),
-                              asynq::lease_key(q),
-                              asynq::completed_key(q),
-                              asynq::task_key(q, msg.id),
-                              asynq::processed_key(q, asynq::utc_date(unix_s(now))),
-                              asynq::processed_total_key(q)};
-  if (!msg.unique_key.empty()) ka.push_back(msg.unique_key);
-  const size_t numkeys = ka.size();
-  ka.push_back(msg.id);
-  ka.push_back(str(unix_s(now + settings_.stats_ttl)));
+  size_t numkeys = 0;
+  std::vector<std::string> ka = success_args(msg, now, true, settings_.stats_ttl, numkeys);
   // retention comes off the wire (any int64): saturate instead of overflowing (UB) past MaxInt64.
   const int64_t now_s = unix_s(now);
   const int64_t keep_until = msg.retention > std::numeric_limits<int64_t>::max() - now_s
