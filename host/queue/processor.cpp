@@ -338,8 +338,11 @@ void Processor::finish(const std::shared_ptr<InFlightTask>& t, const task::Outco
       fail(t, outcome.error.empty() ? "task failed" : outcome.error, std::nullopt, false);
       return;
     case Disposition::retry_after:
+      // asynq keeps retry times in whole seconds and the forwarder compares whole seconds:
+      // rounding down would let the task run up to a second before the handler's "not before"
+      // (e.g. an HTTP Retry-After), so round up.
       fail(t, outcome.error.empty() ? "task asked to be retried later" : outcome.error,
-           Clock::now() + outcome.retry_after, false);
+           std::chrono::ceil<std::chrono::seconds>(Clock::now() + outcome.retry_after), false);
       return;
     case Disposition::fail_no_retry:
       fail(t, outcome.error.empty() ? "task failed (no retry)" : outcome.error, std::nullopt, true);
