@@ -13,7 +13,8 @@ Builds the worker (release preset) and runs it with the plugins built in this ch
 
   -n NAME          worker name (WORKER_NAME)
   -v               verbose: debug logging (LOG_LEVEL=debug)
-  --demo           enqueue a demo task chain and show it being processed
+  --demo           run the pipeline once on a demo repository (.state/demo/) with the example
+                   agent, until the demo task is completed, then show the branch and its commits
   --stop-services  stop the private Redis/PostgreSQL started under .state/ and exit
   -h, --help       this help
 
@@ -53,11 +54,6 @@ if [[ $stop_services -eq 1 ]]; then
   exit 0
 fi
 
-if [[ $demo -eq 1 ]]; then
-  echo "run-worker: --demo is not yet available (it arrives with the shipped plugins)" >&2
-  exit 2
-fi
-
 # A setting as the worker will see it: environment, else ./.env, else the default.
 setting() {
   local key=$1 default=$2 value
@@ -79,7 +75,10 @@ setting() {
 
 is_local() { [[ "$1" == "localhost" || "$1" == "127.0.0.1" || "$1" == "::1" ]]; }
 
-scripts/deps.sh
+# WK_WORKER_BIN (and WK_PLUGINS_DIR): run an existing build instead of building (tests use it).
+if [[ -z "${WK_WORKER_BIN:-}" ]]; then
+  scripts/deps.sh
+fi
 
 redis_host=$(setting REDIS_HOST localhost)
 redis_port=$(setting REDIS_PORT 6379)
@@ -96,14 +95,29 @@ if is_local "$db_host" && ! wk_pg_answers 127.0.0.1 "$db_port"; then
   wk_pg_createdb "$db_port" "$(setting DB_NAME autodevs)"
 fi
 
-build="$root/build/release"
-if [[ ! -f "$build/build.ninja" ]]; then
-  cmake --preset release -DWK_BUILD_TESTS=OFF -DWK_BUILD_BENCH=OFF >/dev/null
+if [[ -n "${WK_WORKER_BIN:-}" ]]; then
+  worker_bin=$WK_WORKER_BIN
+  plugins_dir=${WK_PLUGINS_DIR:-$(dirname "$worker_bin")/../plugins}
+else
+  build="$root/build/release"
+  if [[ ! -f "$build/build.ninja" ]]; then
+    cmake --preset release -DWK_BUILD_TESTS=OFF -DWK_BUILD_BENCH=OFF >/dev/null
+  fi
+  cmake --build --preset release
+  worker_bin="$build/bin/worker"
+  plugins_dir="$build/plugins"
 fi
-cmake --build --preset release
+
+if [[ $demo -eq 1 ]]; then
+  # The demo always runs the plugins of this checkout (see scripts/demo/demo.sh).
+  # shellcheck source=demo/demo.sh
+  source scripts/demo/demo.sh
+  wk_demo "$worker_bin" "$plugins_dir" "${worker_args[@]}"
+  exit $?
+fi
 
 if [[ -z "${WORKER_PLUGINS_DIR:-}" ]] && ! grep -qE '^[[:space:]]*(export[[:space:]]+)?WORKER_PLUGINS_DIR=' .env 2>/dev/null; then
-  worker_args=(--plugins "$build/plugins" "${worker_args[@]}")
-  mkdir -p "$build/plugins"
+  worker_args=(--plugins "$plugins_dir" "${worker_args[@]}")
+  mkdir -p "$plugins_dir"
 fi
-exec "$build/bin/worker" "${worker_args[@]}"
+exec "$worker_bin" "${worker_args[@]}"
