@@ -578,10 +578,23 @@ std::vector<asynq::TaskMessage> RedisBroker::list_lease_expired(const std::vecto
     const std::string keys_and_args[] = {asynq::lease_key(q), str(unix_s(cutoff)), asynq::task_key_prefix(q)};
     const std::vector<std::string_view> argv(std::begin(keys_and_args), std::end(keys_and_args));
     redis::Reply reply = conn->eval(scripts().list_lease_expired, argv, 1);
-    // As in asynq, one undecodable message fails the whole call (DecodeError propagates).
-    for (size_t i = 0; i < reply.size(); ++i) out.push_back(asynq::decode_task_message(reply[i].str()));
+    decode_listed(reply, q, out);
   }
   return out;
+}
+
+// asynq fails the whole listing on one undecodable message, which blocks recovery of every queue
+// the server serves (spec §4.7). We log and skip it instead: the task stays in active, visible to
+// the operator, and every other task is still recovered.
+void RedisBroker::decode_listed(const redis::ReplyView& reply, const std::string& queue,
+                                std::vector<asynq::TaskMessage>& out) const {
+  for (size_t i = 0; i < reply.size(); ++i) {
+    try {
+      out.push_back(asynq::decode_task_message(reply[i].str()));
+    } catch (const asynq::DecodeError& e) {
+      log_.error("Skipping an undecodable task message left in active", {{"queue", queue}, {"error", e.what()}});
+    }
+  }
 }
 
 std::vector<asynq::TaskMessage> RedisBroker::list_active_without_lease(const std::string& queue) {
@@ -590,7 +603,7 @@ std::vector<asynq::TaskMessage> RedisBroker::list_active_without_lease(const std
                                        asynq::task_key_prefix(queue)};
   const std::vector<std::string_view> argv(std::begin(keys_and_args), std::end(keys_and_args));
   redis::Reply reply = pool_.acquire()->eval(scripts().list_active_without_lease, argv, 2);
-  for (size_t i = 0; i < reply.size(); ++i) out.push_back(asynq::decode_task_message(reply[i].str()));
+  decode_listed(reply, queue, out);
   return out;
 }
 

@@ -72,6 +72,8 @@ class RedisBroker : public Broker {
   void complete(const asynq::TaskMessage& msg, const redis::Script& script, std::vector<std::string> keys_and_args,
                 size_t numkeys, const std::vector<task::EnqueueRequest>& followups);
   void waiter_loop(Waiter& waiter);
+  void decode_listed(const redis::ReplyView& reply, const std::string& queue,
+                     std::vector<asynq::TaskMessage>& out) const;
   Waiter& waiter_for(const std::string& queue);  // wait_mu_ held
 
   RedisBrokerSettings settings_;

@@ -272,7 +272,12 @@ Pool::Lease Pool::acquire() {
 void Pool::give_back(std::unique_ptr<Connection> conn) {
   std::lock_guard lock(mu_);
   // A broken connection is kept: its next command reconnects, so the pool never shrinks below
-  // what it has created.
+  // what it has created. It also means the server went away (or restarted): the idle ones are
+  // dead too, so they reconnect on their next use instead of each failing once more after the
+  // server is back (which would report the outage again).
+  if (conn->broken()) {
+    for (auto& idle : idle_) idle->disconnect();
+  }
   idle_.push_back(std::move(conn));
   cv_.notify_one();
 }

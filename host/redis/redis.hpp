@@ -125,6 +125,9 @@ class Connection {
   void interrupt() noexcept;
 
   bool broken() const noexcept { return context_ == nullptr; }
+  // Drops the socket; the next use reconnects. For connections that sat idle through a failure
+  // seen elsewhere: the server probably restarted, and their sockets are dead too.
+  void disconnect() noexcept { mark_broken(); }
   const Settings& settings() const noexcept { return settings_; }
 
  private:
