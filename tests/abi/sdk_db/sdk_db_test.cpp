@@ -1,0 +1,138 @@
+// Issue 4 acceptance through the SDK's C++ layer: a plugin's handler runs parameterised queries
+// with NULL and bytea, reads typed results, commits one transaction and has one rolled back by a
+// handler error; the effectively-once helper makes a task delivered twice change the database
+// once; and none of it leaves a server connection behind beyond the pool size.
+#include <gtest/gtest.h>
+
+#include "db/db.hpp"
+#include "log/log.hpp"
+#include "plugins/plugins.hpp"
+#include "support/test_env.hpp"
+
+namespace wk::plugins {
+namespace {
+
+constexpr const char* kDatabase = "wk_sdk_db_test";
+constexpr int kPoolSize = 2;
+
+db::Settings settings(const std::string& dbname) {
+  const test::PgAddr addr = test::pg_addr();
+  db::Settings s;
+  s.host = addr.host;
+  s.port = addr.port;
+  s.user = addr.user;
+  s.dbname = dbname;
+  s.pool_size = kPoolSize;
+  return s;
+}
+
+db::Settings named(db::Settings s, const std::string& application_name) {
+  s.application_name = application_name;
+  return s;
+}
+
+class Services final : public task::TaskServices {
+ public:
+  bool write_result(std::string_view data) override {
+    result = std::string(data);
+    return true;
+  }
+  void heartbeat() override {}
+  std::string result;
+};
+
+class SdkDbTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    auto admin = db::make_pool(settings(test::pg_addr().db), log::Logger::in_memory(log::Level::warn, log::Format::logfmt));
+    try {
+      admin->query(std::string("CREATE DATABASE ") + kDatabase, {}, {});
+    } catch (const db::Error& e) {
+      // duplicate_database (an earlier run), or unique_violation (a parallel test process won).
+      if (e.sqlstate() != "42P04" && e.sqlstate() != "23505") throw;
+    }
+  }
+
+  void SetUp() override {
+    host = std::make_unique<PluginHost>(logger, ConfigSnapshot{}, pool.get(), nullptr, HostOptions{});
+    const auto report = host->load_directory(WK_LEDGER_PLUGIN_DIR);
+    ASSERT_EQ(report.loaded.size(), 1u) << joined_log();
+  }
+  void TearDown() override { host->shutdown(); }
+
+  task::Outcome run(const std::string& id, const std::string& mode, Services& services) {
+    task::Task t;
+    t.id = id;
+    t.type = "ledger:write";
+    t.queue = "default";
+    t.payload = mode;
+    t.started_at = task::Clock::now();
+    t.deadline = t.started_at + std::chrono::seconds(30);
+    task::Cancellation cancellation;
+    std::vector<task::EnqueueRequest> staged;
+    task::Execution execution{t, cancellation, services, staged};
+    return host->dispatch(execution);
+  }
+
+  long long count(const std::string& sql) {
+    return std::stoll(std::string(checker->query(sql, {}, {})->value(0, 0)));
+  }
+
+  std::string joined_log() const {
+    std::string all;
+    for (const auto& l : logger.lines()) all += l + "\n";
+    return all;
+  }
+
+  log::Logger logger = log::Logger::in_memory(log::Level::debug, log::Format::logfmt);
+  // Named per test process, so the connection count below sees only this pool's connections.
+  const std::string app_name = "wk-sdk-db-" + task::new_uuid().substr(0, 8);
+  std::unique_ptr<db::Pool> pool = db::make_pool(named(settings(kDatabase), app_name), logger);
+  std::unique_ptr<db::Pool> checker = db::make_pool(settings(kDatabase), logger);
+  std::unique_ptr<PluginHost> host;
+};
+
+TEST_F(SdkDbTest, CommitsTypedRowsAndRollsBackOnHandlerError) {
+  // Ids are unique per run: the database outlives runs, and ctest runs test cases in parallel.
+  const std::string good = "commit-" + task::new_uuid(), bad = "fail-" + task::new_uuid();
+  Services committed;
+  const auto ok = run(good, "commit", committed);
+  ASSERT_EQ(ok.disposition, task::Disposition::succeeded) << ok.error << "\n" << joined_log();
+  EXPECT_EQ(committed.result, "note_null=1 blob_ok=1 amount=-9000000000 ratio=0.250000 ok=1 columns=amount");
+
+  Services failed;
+  const auto err = run(bad, "fail", failed);
+  EXPECT_EQ(err.disposition, task::Disposition::retry);
+  EXPECT_NE(err.error.find("ledger refused the entry"), std::string::npos) << err.error;
+
+  EXPECT_EQ(count("SELECT count(*) FROM sdk_ledger WHERE id = '" + good + "'"), 1);
+  EXPECT_EQ(count("SELECT count(*) FROM sdk_ledger WHERE id = '" + bad + "'"), 0);  // rolled back
+  EXPECT_EQ(count("SELECT count(*) FROM sdk_ledger WHERE id = '" + good +
+                  "' AND blob = '\\x00ff6101'::bytea AND note IS NULL"),
+            1);
+}
+
+TEST_F(SdkDbTest, ATaskDeliveredTwiceChangesTheDatabaseOnce) {
+  const std::string id = task::new_uuid();
+  Services first, second;
+  ASSERT_EQ(run(id, "once", first).disposition, task::Disposition::succeeded) << joined_log();
+  ASSERT_EQ(run(id, "once", second).disposition, task::Disposition::succeeded) << joined_log();
+  EXPECT_EQ(first.result, "done");
+  EXPECT_EQ(second.result, "already done");
+  EXPECT_EQ(count("SELECT count(*) FROM sdk_ledger_effects WHERE task_id = '" + id + "'"), 1);
+}
+
+TEST_F(SdkDbTest, ManyTasksNeverHoldMoreConnectionsThanThePool) {
+  const std::string prefix = "bulk-" + task::new_uuid() + "-";
+  for (int i = 0; i < 30; ++i) {
+    Services s;
+    run(prefix + std::to_string(i), i % 3 == 0 ? "fail" : "commit", s);
+  }
+  const long long held = count("SELECT count(*) FROM pg_stat_activity WHERE application_name = '" + app_name + "'");
+  EXPECT_GE(held, 1);
+  EXPECT_LE(held, kPoolSize);
+  EXPECT_EQ(count("SELECT count(*) FROM sdk_ledger WHERE id LIKE '" + prefix + "%'"), 20);
+}
+
+}  // namespace
+}  // namespace wk::plugins
