@@ -45,7 +45,8 @@ done
 
 # shellcheck source=lib/services.sh
 source scripts/lib/services.sh
-state="$root/.state"
+# WK_STATE_DIR moves the private services' state (tests use it); default .state/ in the checkout.
+state="${WK_STATE_DIR:-$root/.state}"
 
 if [[ $stop_services -eq 1 ]]; then
   wk_redis_stop "$state/redis"

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Issue 2 acceptance: `scripts/run-worker.sh -n w1 -v` with no Redis answering on the configured
+# (local) port starts a private one, says so in one line, then runs the worker, which logs in the
+# seed's logfmt format; SIGTERM stops it with exit 0. The state directory is a throw-away one.
+# Usage: run_worker_test.sh <repo root> <worker binary>
+set -euo pipefail
+root=$1 worker_bin=$2
+: "${WK_TEST_PG_PORT:?run through scripts/test.sh}"
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/wk-run-worker.XXXXXX")
+worker_pid=""
+cleanup() {
+  [[ -n "$worker_pid" ]] && kill -KILL "$worker_pid" 2>/dev/null || true
+  WK_STATE_DIR="$work/state" WK_WORKER_BIN="$worker_bin" "$root/scripts/run-worker.sh" --stop-services >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+fail() { echo "FAIL: $*" >&2; echo "--- output:" >&2; cat "$work/out" >&2 || true; exit 1; }
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+redis-cli -p "$port" ping >/dev/null 2>&1 && fail "port $port already answers"
+mkdir -p "$work/plugins" "$work/cwd"
+
+# Usage first.
+"$root/scripts/run-worker.sh" -h | grep -q '^Usage: scripts/run-worker.sh' || fail "-h prints no usage"
+
+(
+  cd "$work/cwd"  # no .env here
+  exec env WK_STATE_DIR="$work/state" WK_WORKER_BIN="$worker_bin" WK_PLUGINS_DIR="$work/plugins" \
+    REDIS_HOST=localhost REDIS_PORT="$port" DB_HOST=127.0.0.1 DB_PORT="$WK_TEST_PG_PORT" \
+    WORKER_METRICS_ADDR= "$root/scripts/run-worker.sh" -n w1 -v
+) >"$work/out" 2>&1 &
+worker_pid=$!
+
+for _ in $(seq 1 300); do
+  grep -q 'msg="Starting job server"' "$work/out" && break
+  kill -0 "$worker_pid" 2>/dev/null || fail "run-worker exited early"
+  sleep 0.1
+done
+grep -q 'msg="Starting job server"' "$work/out" || fail "no 'Starting job server' line"
+
+[[ $(grep -c "^run-worker: no Redis on localhost:$port, starting a private one" "$work/out") -eq 1 ]] \
+  || fail "no single line saying a private Redis was started"
+[[ "$(redis-cli -p "$port" ping)" == "PONG" ]] || fail "the private Redis does not answer"
+grep -Eq '^time=[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z level=INFO msg="Starting job worker" worker_name=w1$' "$work/out" \
+  || fail "the start line is not in the seed's format"
+grep -Eq '^time=\S+ level=DEBUG ' "$work/out" || fail "-v did not turn on debug logging"
+grep -q "msg=\"Starting job server\" redis_addr=localhost:$port" "$work/out" || fail "no redis_addr on the server line"
+
+kill -TERM "$worker_pid"
+status=0
+wait "$worker_pid" || status=$?
+worker_pid=""
+[[ $status -eq 0 ]] || fail "worker exited $status after SIGTERM"
+head -3 "$work/out"
+echo "run-worker.sh -n w1 -v: private Redis started, worker logged in logfmt, clean stop"
