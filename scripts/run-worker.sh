@@ -84,14 +84,14 @@ fi
 redis_host=$(setting REDIS_HOST localhost)
 redis_port=$(setting REDIS_PORT 6379)
 if is_local "$redis_host" && ! wk_redis_answers 127.0.0.1 "$redis_port"; then
-  echo "run-worker: no Redis on $redis_host:$redis_port, starting a private one (state in .state/redis)"
+  echo "run-worker: no Redis on $redis_host:$redis_port, starting a private one (state in ${state#"$root"/}/redis)"
   wk_redis_start "$state/redis" "$redis_port"
 fi
 
 db_host=$(setting DB_HOST localhost)
 db_port=$(setting DB_PORT 5432)
 if is_local "$db_host" && ! wk_pg_answers 127.0.0.1 "$db_port"; then
-  echo "run-worker: no PostgreSQL on $db_host:$db_port, starting a private one (state in .state/pg)"
+  echo "run-worker: no PostgreSQL on $db_host:$db_port, starting a private one (state in ${state#"$root"/}/pg)"
   wk_pg_start "$state/pg" "$db_port"
   wk_pg_createdb "$db_port" "$(setting DB_NAME autodevs)"
 fi
