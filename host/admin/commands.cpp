@@ -122,6 +122,7 @@ int run_stats(const redis::Settings& redis, const StatsOptions& o, std::ostream&
   return with_inspector(redis, err, [&](Inspector& in) {
     std::vector<std::string> queues = o.queue.empty() ? in.queues() : std::vector<std::string>{o.queue};
     std::vector<QueueStats> stats;
+    stats.reserve(queues.size());
     for (const auto& q : queues) stats.push_back(in.stats(q));
     if (o.json) {
       json arr = json::array();

@@ -159,7 +159,7 @@ class Resolver {
   }
 
   std::string one_of(const std::string& key, std::initializer_list<std::string_view> choices) const {
-    const auto v = text(key);
+    auto v = text(key);
     std::string list;
     for (const auto c : choices) {
       if (v == c) return v;

@@ -89,12 +89,13 @@ Settings parse_dotenv(std::string_view text, const std::string& origin) {
     }
     const std::string key(trim(line.substr(0, eq)));
     if (!valid_key(key)) {
-      throw ConfigError(key, where + ": invalid variable name '" + key + "' (expected letters, digits, _)");
+      throw ConfigError(key, std::string(where).append(": invalid variable name '").append(key).append(
+                                 "' (expected letters, digits, _)"));
     }
     std::string value;
     std::string why;
     if (!parse_value(trim(line.substr(eq + 1)), value, why)) {
-      throw ConfigError(key, where + ": " + key + ": " + why);
+      throw ConfigError(key, std::string(where).append(": ").append(key).append(": ").append(why));
     }
     out[key] = std::move(value);
   }

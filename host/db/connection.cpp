@@ -134,8 +134,9 @@ std::unique_ptr<Connection> Connection::open(const Settings& settings, const Cal
     if (SteadyClock::now() >= give_up_at) {
       if (deadline_first) throw Error(ErrorKind::deadline, "", "deadline exceeded while connecting to the database");
       throw Error(ErrorKind::unavailable, "08001",
-                  "database unavailable: no connection to " + settings.host + ":" + port + " within " +
-                      connect_timeout + "s");
+                  std::string("database unavailable: no connection to ")
+                      .append(settings.host).append(":").append(port)
+                      .append(" within ").append(connect_timeout).append("s"));
     }
     pollfd fds[2] = {{PQsocket(conn.get()), static_cast<short>(state == PGRES_POLLING_READING ? POLLIN : POLLOUT), 0},
                      {limits.wake != nullptr ? limits.wake->fd() : -1, POLLIN, 0}};

@@ -86,9 +86,9 @@ void Server::start() {
 
   int bound = endpoint.port;
   if (endpoint.port == 0) {
-    bound = server->bind_to_any_port(endpoint.host.c_str());
+    bound = server->bind_to_any_port(endpoint.host);
     if (bound <= 0) throw std::runtime_error("cannot bind the metrics address " + options_.address);
-  } else if (!server->bind_to_port(endpoint.host.c_str(), endpoint.port)) {
+  } else if (!server->bind_to_port(endpoint.host, endpoint.port)) {
     throw std::runtime_error("cannot bind the metrics address " + options_.address + " (in use, or not a local address)");
   }
   port_ = bound;

@@ -25,9 +25,11 @@ void validate(const std::string& name, const LabelNames& labels) {
   std::set<std::string_view> seen;
   for (const auto& label : labels) {
     if (!valid_name(label, false) || label.starts_with("__") || label == "le") {
-      throw std::invalid_argument("invalid label name for " + name + ": " + label);
+      throw std::invalid_argument(std::string("invalid label name for ").append(name).append(": ").append(label));
     }
-    if (!seen.insert(label).second) throw std::invalid_argument("duplicate label " + label + " in " + name);
+    if (!seen.insert(label).second) {
+      throw std::invalid_argument(std::string("duplicate label ").append(label).append(" in ").append(name));
+    }
   }
 }
 

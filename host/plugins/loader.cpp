@@ -77,7 +77,7 @@ std::string read_all(const fs::path& file) {
 // dlopen always sees a complete file and a fresh inode.
 fs::path stage_copy(const StagingDir& staging, const fs::path& file, const std::string& bytes,
                     const std::string& digest) {
-  const fs::path target = staging.path() / (file.stem().string() + "@" + digest + ".so");
+  fs::path target = staging.path() / (file.stem().string() + "@" + digest + ".so");
   const fs::path temporary = fs::path(target.string() + ".part");
   const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0500);
   if (fd < 0) throw Refused("cannot stage a copy in " + staging.path().string() + ": " + std::strerror(errno));
@@ -275,7 +275,7 @@ std::string sha256_hex(std::string_view bytes) {
   }
   static constexpr char kHex[] = "0123456789abcdef";
   std::string hex;
-  hex.reserve(length * 2);
+  hex.reserve(size_t{length} * 2);
   for (unsigned i = 0; i < length; ++i) {
     hex.push_back(kHex[digest[i] >> 4]);
     hex.push_back(kHex[digest[i] & 0xF]);

@@ -78,8 +78,8 @@ std::string join_types(const PluginInfo& info) {
 std::string failure_text(wk_failure& failure, std::string_view fallback) {
   failure.code[sizeof failure.code - 1] = '\0';
   failure.message[sizeof failure.message - 1] = '\0';
-  const std::string code = failure.code;
-  const std::string message = failure.message;
+  std::string code = failure.code;
+  std::string message = failure.message;
   if (code.empty() && message.empty()) return std::string(fallback);
   if (code.empty()) return message;
   if (message.empty()) return code;
@@ -110,7 +110,7 @@ struct PluginHost::Impl {
   }
 
   std::optional<Refusal> load(const fs::path& file);
-  task::Outcome run(Route route, task::Execution& execution);
+  task::Outcome run(const Route& route, task::Execution& execution);
 };
 
 std::optional<Refusal> PluginHost::Impl::load(const fs::path& file) {
@@ -194,7 +194,7 @@ std::optional<Refusal> PluginHost::Impl::load(const fs::path& file) {
   return std::nullopt;
 }
 
-task::Outcome PluginHost::Impl::run(Route route, task::Execution& execution) {
+task::Outcome PluginHost::Impl::run(const Route& route, task::Execution& execution) {
   PluginInstance& plugin = *route.plugin;
   const detail::LoadedHandler& handler = plugin.library.handlers[route.handler];
   const task::Task& t = execution.task;
@@ -388,7 +388,7 @@ task::Outcome PluginHost::dispatch(task::Execution& execution) {
       }
       route = it->second;
     }
-    return impl_->run(std::move(route), execution);
+    return impl_->run(route, execution);
   } catch (const std::exception& e) {
     impl_->logger.error("dispatch failed", {{"task_id", execution.task.id}, {"error", e.what()}});
     return {task::Disposition::retry, std::string("dispatch failed: ") + e.what(), {}};
