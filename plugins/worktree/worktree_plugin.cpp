@@ -192,7 +192,7 @@ class Worktrees {
       for (const auto& entry : fs::directory_iterator(repo_dir, ec)) {
         // Only directories named like our worktrees; never follow a symlink out of the base.
         if (!entry.is_directory() || entry.is_symlink() || !autodevs::is_uuid(entry.path().filename().string())) continue;
-        const fs::path path = entry.path();
+        const fs::path& path = entry.path();
         if (known.count(path) != 0 || claimed.count(path.string()) != 0) continue;
         const auto age = fs::file_time_type::clock::now() - fs::last_write_time(path, ec);
         if (ec || age < cleanup_interval_) continue;  // may be a create in progress
@@ -245,7 +245,7 @@ class Worktrees {
   fs::path canonical_base() const {
     std::error_code ec;
     fs::create_directories(base_dir_, ec);
-    const fs::path base = fs::canonical(base_dir_, ec);
+    fs::path base = fs::canonical(base_dir_, ec);
     if (ec) throw std::runtime_error("WORKTREE_BASE_DIR " + base_dir_.string() + " is unusable: " + ec.message());
     return base;
   }
@@ -262,7 +262,7 @@ class Worktrees {
     if (!repo.is_absolute()) throw wk::Permanent("bad_payload", "invalid payload: repo_path: must be an absolute path");
     if (!fs::is_directory(repo, ec)) throw wk::Permanent("not_a_repository", repo_path + " is not a directory");
     if (!git.is_repository(repo)) throw wk::Permanent("not_a_repository", repo_path + " is not a git repository");
-    const fs::path canonical = fs::canonical(repo, ec);
+    fs::path canonical = fs::canonical(repo, ec);
     const std::string name = canonical.filename().string();
     if (ec || name.empty() || name == "." || name == "..") {
       throw wk::Permanent("not_a_repository", repo_path + " has no usable directory name");
@@ -273,7 +273,7 @@ class Worktrees {
   // The worktree path, refused (no retry) when too long or outside the base once symlinks
   // along it are resolved.
   fs::path checked_target(const fs::path& base, const fs::path& repo, const std::string& task_id) const {
-    const fs::path target = base / repository_name(repo) / task_id;
+    fs::path target = base / repository_name(repo) / task_id;
     if (target.string().size() > max_path_length_) {
       throw wk::Permanent("path_too_long", "worktree path " + target.string() + " is " + std::to_string(target.string().size()) +
                                                " characters, over WORKTREE_MAX_PATH_LENGTH=" + std::to_string(max_path_length_));

@@ -26,7 +26,7 @@ SubprocessResult Git::run(const std::filesystem::path& dir, const std::vector<st
   SubprocessOptions process;
   process.argv.reserve(args.size() + 3);
   process.argv.push_back(options_.program);
-  process.argv.push_back("-C");
+  process.argv.emplace_back("-C");
   process.argv.push_back(dir.string());
   process.argv.insert(process.argv.end(), args.begin(), args.end());
   process.env_additions = {{"GIT_TERMINAL_PROMPT", "0"}, {"LC_ALL", "C"}, {"GIT_PAGER", "cat"}};

@@ -157,7 +157,7 @@ std::vector<std::string> merged_environment(
   for (const auto& [name, value] : additions) variables[name] = value;
   std::vector<std::string> result;
   result.reserve(variables.size());
-  for (const auto& [name, value] : variables) result.push_back(name + "=" + value);
+  for (const auto& [name, value] : variables) result.push_back(std::string(name).append("=").append(value));
   return result;
 }
 

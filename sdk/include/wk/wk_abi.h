@@ -93,10 +93,13 @@ typedef struct wk_error {
 } wk_error;
 
 /* Feature test for any struct that starts with struct_size. The C++ spelling avoids a C-style
-   cast so that plugins built with -Wold-style-cast stay warning-free. */
+   cast so that plugins built with -Wold-style-cast stay warning-free.
+   TYPE (a type in a cast) and field (a member name after ->) cannot take parentheses. */
 #ifdef __cplusplus
+/* NOLINTNEXTLINE(bugprone-macro-parentheses): a type name and a member name, not expressions */
 #define WK_MEMBER_SIZE_(TYPE, field) sizeof(static_cast<TYPE *>(nullptr)->field)
 #else
+/* NOLINTNEXTLINE(bugprone-macro-parentheses): a type name and a member name, not expressions */
 #define WK_MEMBER_SIZE_(TYPE, field) sizeof(((TYPE *)0)->field)
 #endif
 #define WK_HAS(TYPE, p, field) \
