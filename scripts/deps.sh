@@ -9,7 +9,7 @@ packages=(
   libboost-dev libboost-filesystem-dev libhiredis-dev libpq-dev nlohmann-json3-dev
   libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libcli11-dev libcurl4-openssl-dev
   libssl-dev libprotobuf-dev protobuf-compiler libcpp-httplib-dev
-  redis-server postgresql postgresql-client curl python3 binutils
+  redis-server postgresql postgresql-client curl python3 binutils clang-tidy clang-format
 )
 
 missing=()

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The one test command (DESIGN.md §11): installs what is missing, starts a private redis-server
 # and PostgreSQL on free loopback ports with throw-away data directories, builds the asan preset,
-# runs ctest (extra arguments are passed through, e.g. `-R config`), stops what it started.
-# Exit status: ctest's.
+# runs ctest (extra arguments are passed through, e.g. `-R config`), then scripts/lint.sh
+# (clang-tidy with the asan build's compile database, clang-format check; WK_LINT=0 skips it),
+# stops what it started. Exit status: non-zero when ctest or lint fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -41,4 +42,9 @@ cmake --build --preset asan -j"$(nproc)"
 status=0
 ctest --preset asan -j2 --timeout 600 "$@" || status=$?
 cd "$root"
+if [[ "${WK_LINT:-1}" != 0 ]]; then
+  lint_start=$SECONDS
+  WK_LINT_BUILD_DIR=build/asan scripts/lint.sh || { echo "test: lint failed" >&2; [[ $status -ne 0 ]] || status=1; }
+  echo "test: lint took $((SECONDS - lint_start))s"
+fi
 exit "$status"
