@@ -12,8 +12,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
-find_tool() { command -v "$1" || ls /usr/bin/"$1"-* 2>/dev/null | grep -E "/$1-[0-9]+$" | sort -V | tail -n1 || true; }
-tidy=$(find_tool clang-tidy)
+tidy=$(command -v clang-tidy || true)
+if [[ -z "$tidy" ]]; then
+  for candidate in /usr/bin/clang-tidy-[0-9]*; do [[ -x "$candidate" ]] && tidy=$candidate; done
+fi
 if [[ -z "$tidy" ]]; then
   echo "lint: clang-tidy not found (apt-get install clang-tidy)" >&2
   exit 1
@@ -58,6 +60,7 @@ jobs=${WK_LINT_JOBS:-$(nproc)}
 echo "lint: clang-tidy on ${#files[@]} files ($jobs jobs)"
 mkdir -p "$work/out"
 # One log per file (no interleaving); a file whose clang-tidy fails leaves a .fail marker.
+# shellcheck disable=SC2016  # expanded by sh -c, not here
 printf '%s\0' "${files[@]}" | xargs -0 -r -P"$jobs" -I{} sh -c '
   log="$3/out/$(echo "$1" | tr / _)"
   "$2" -p "$3" --quiet "$1" >"$log" 2>&1 || touch "$log.fail"' _ {} "$tidy" "$work"
