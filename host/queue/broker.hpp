@@ -8,6 +8,7 @@
 // pool of Redis connections). Methods throw redis::Error on connection trouble and
 // queue::NotFound when a completion script answers NOT FOUND (the task moved under us).
 #include <chrono>
+#include <exception>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -36,9 +37,40 @@ struct Dequeued {
   Clock::time_point lease_expiry;  // precise: now + lease duration
 };
 
+// One attempt's outcome write (§6.9-§6.13) as data, so that it can be sent later, retried by the
+// syncer, or sent in the same round trip as the writer's next dequeue (Broker::dequeue_after).
+struct OutcomeWrite {
+  enum class Op { done, mark_complete, retry, archive, requeue };
+  Op op = Op::done;
+  const asynq::TaskMessage* msg = nullptr;                        // must outlive the write
+  const std::vector<task::EnqueueRequest>* followups = nullptr;  // done / mark_complete; may be null
+  Clock::time_point retry_at{};                                   // retry
+  std::string error;                                              // retry / archive
+  bool is_failure = true;                                         // retry
+
+  bool has_followups() const { return followups != nullptr && !followups->empty(); }
+};
+
 class Broker {
  public:
   virtual ~Broker() = default;
+
+  // Performs `w` through done / mark_complete / retry / archive / requeue (throws as they do).
+  void write_outcome(const OutcomeWrite& w);
+  // Performs `w`, then dequeues as dequeue_batch() into `out` (cleared first). The write's own
+  // failure (NotFound, redis::Error, ...) is stored in `write_error`, never thrown, also when the
+  // dequeue then throws. Each script stays its own atomic call; RedisBroker sends both in one
+  // round trip (the write first), so a finished task costs its thread one wait instead of two.
+  virtual void dequeue_after(const OutcomeWrite& w, std::exception_ptr& write_error,
+                             const std::vector<std::string>& queues, std::chrono::seconds lease, size_t max,
+                             std::vector<Dequeued>& out) {
+    try {
+      write_outcome(w);
+    } catch (...) {
+      write_error = std::current_exception();
+    }
+    out = dequeue_batch(queues, lease, max);
+  }
 
   // §6.7, trying `queues` in the given order; nullopt when none has work (or all are paused).
   virtual std::optional<Dequeued> dequeue(const std::vector<std::string>& queues,
@@ -100,5 +132,27 @@ class Broker {
   // PING; false when Redis does not answer.
   virtual bool ping() = 0;
 };
+
+inline void Broker::write_outcome(const OutcomeWrite& w) {
+  static const std::vector<task::EnqueueRequest> kNone;
+  const auto& followups = w.followups != nullptr ? *w.followups : kNone;
+  switch (w.op) {
+    case OutcomeWrite::Op::done:
+      done(*w.msg, followups);
+      return;
+    case OutcomeWrite::Op::mark_complete:
+      mark_complete(*w.msg, followups);
+      return;
+    case OutcomeWrite::Op::retry:
+      retry(*w.msg, w.retry_at, w.error, w.is_failure);
+      return;
+    case OutcomeWrite::Op::archive:
+      archive(*w.msg, w.error);
+      return;
+    case OutcomeWrite::Op::requeue:
+      requeue(*w.msg);
+      return;
+  }
+}
 
 }  // namespace wk::queue

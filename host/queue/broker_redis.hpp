@@ -9,7 +9,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
-#include <semaphore>
+#include <span>
 #include <thread>
 
 #include "log/log.hpp"
@@ -37,6 +37,8 @@ class RedisBroker : public Broker {
   std::optional<Dequeued> dequeue(const std::vector<std::string>& queues, std::chrono::seconds lease) override;
   std::vector<Dequeued> dequeue_batch(const std::vector<std::string>& queues, std::chrono::seconds lease,
                                       size_t max) override;
+  void dequeue_after(const OutcomeWrite& w, std::exception_ptr& write_error, const std::vector<std::string>& queues,
+                     std::chrono::seconds lease, size_t max, std::vector<Dequeued>& out) override;
   bool wait_for_work(const std::vector<std::string>& queues, std::chrono::milliseconds timeout) override;
   void wake() override;
   Clock::time_point extend_leases(const std::string& queue, const std::vector<std::string>& ids,
@@ -68,7 +70,24 @@ class RedisBroker : public Broker {
   struct Call;
   // EVALSHA (EVAL on NOSCRIPT) through the auto-pipeline; throws as Connection::eval does.
   redis::Reply call(const redis::Script& script, redis::Argv keys_and_args, size_t numkeys);
+  // Sends `calls` consecutively in one pipeline batch and returns when all have a reply or an
+  // error (in each Call); the thread waits once, on the last call.
+  void submit(std::span<Call* const> calls);
   void flush(const std::vector<Call*>& batch);  // by the one flushing caller
+  struct QueueKeys;
+  const QueueKeys& keys_for(const std::string& queue);  // cached per queue, never removed
+  // The dequeue script's / the done script's KEYS/ARGV, viewing cached keys and this thread's
+  // scratch buffers (valid until this thread's next call of the same kind).
+  void dequeue_argv(const std::string& q, Clock::time_point expiry, size_t max, std::vector<std::string_view>& out);
+  // The script and KEYS/ARGV of an outcome write (no follow-ups); `storage` owns what `argv`
+  // views besides the cached keys and the scratch buffers.
+  const redis::Script* write_call_args(const OutcomeWrite& w, Clock::time_point now, std::vector<std::string_view>& argv,
+                                       std::vector<std::string>& storage, size_t& numkeys);
+  void done_argv(const asynq::TaskMessage& msg, Clock::time_point now, std::vector<std::string_view>& out,
+                 size_t& numkeys);
+  // Decodes a dequeue reply into `out`; false when the reply was empty.
+  bool decode_dequeued(const redis::Reply& reply, const std::string& q, Clock::time_point expiry,
+                       std::vector<Dequeued>& out) const;
   void complete(const asynq::TaskMessage& msg, const redis::Script& script, std::vector<std::string> keys_and_args,
                 size_t numkeys, const std::vector<task::EnqueueRequest>& followups);
   void waiter_loop(Waiter& waiter);
@@ -80,6 +99,9 @@ class RedisBroker : public Broker {
   log::Logger log_;
   redis::Pool pool_;
   Client client_;
+
+  std::mutex keys_mu_;
+  std::map<std::string, std::unique_ptr<QueueKeys>, std::less<>> keys_;
 
   // auto-pipeline state (call / flush)
   std::mutex pipe_mu_;

@@ -186,6 +186,8 @@ void Processor::worker_loop(unsigned index) {
   std::chrono::milliseconds error_backoff{0};
   int empty_after_signal = 0;  // "work may be there" but the dequeue found none (paused queue?)
   std::vector<Dequeued> got;   // reused: no allocation per dequeue once grown
+  PendingWrite pending;        // the last task's outcome, sent with the next dequeue
+  std::vector<std::string> order;  // reused
   while (true) {
     std::shared_ptr<InFlightTask> handed;
     size_t want = 1;
@@ -205,16 +207,26 @@ void Processor::worker_loop(unsigned index) {
       }
     }
     if (handed) {
-      execute(handed);
+      if (pending.task) flush_pending(pending);
+      execute(handed, &pending);
       continue;
     }
     last_tick_ = SteadyClock::now().time_since_epoch().count();
     got.clear();
+    std::exception_ptr write_error;
+    // §7.6: the lease is checked again right before the deferred write goes out.
+    const bool with_write = pending.task && !abandon_if_lease_expired(pending);
     try {
-      got = ctx_.broker.dequeue_batch(ctx_.order.next(rng), ctx_.settings.lease, want);
+      ctx_.order.next(rng, order);
+      if (with_write) {
+        ctx_.broker.dequeue_after(pending.write, write_error, order, ctx_.settings.lease, want, got);
+      } else {
+        got = ctx_.broker.dequeue_batch(order, ctx_.settings.lease, want);
+      }
       ctx_.health.succeeded();
       error_backoff = std::chrono::milliseconds(0);
     } catch (const std::exception& e) {
+      if (with_write) settle_pending(pending, write_error);
       {
         std::lock_guard lock(mu_);
         reserved_ -= static_cast<long>(want) - 1;
@@ -238,9 +250,13 @@ void Processor::worker_loop(unsigned index) {
         if (sleepers_ > batons_ + static_cast<int>(handoff_.size())) ++batons_;
       }
       cv_.notify_all();
-      execute(mine);
+      // Settled after the new tasks are registered: the registry is never empty in between, so
+      // a shutdown waiting for it cannot slip through.
+      if (with_write) settle_pending(pending, write_error);
+      execute(mine, &pending);
       continue;
     }
+    if (with_write) settle_pending(pending, write_error);
     {
       std::lock_guard lock(mu_);
       reserved_ -= static_cast<long>(want) - 1;
@@ -256,6 +272,7 @@ void Processor::worker_loop(unsigned index) {
       empty_after_signal = 0;
     }
   }
+  if (pending.task) flush_pending(pending);
   std::lock_guard lock(mu_);
   --live_threads_;
   exited_cv_.notify_all();
@@ -280,7 +297,7 @@ std::shared_ptr<InFlightTask> Processor::admit(Dequeued dequeued) {
   return t;
 }
 
-void Processor::execute(const std::shared_ptr<InFlightTask>& t) {
+void Processor::execute(const std::shared_ptr<InFlightTask>& t, PendingWrite* pending) {
   task::Task& tk = t->task;
   if (t->settled.load()) {  // requeued by a shutdown while it waited for this thread
     ctx_.inflight.remove(tk.id);
@@ -310,101 +327,171 @@ void Processor::execute(const std::shared_ptr<InFlightTask>& t) {
     }
     timer_.remove(handle);
   }
-  finish(t, outcome, std::move(staged));
-  ctx_.inflight.remove(tk.id);
+  finish(t, outcome, std::move(staged), pending);
+  // A deferred write keeps the task registered until its reply is in (settle_pending).
+  if (pending == nullptr || pending->task != t) ctx_.inflight.remove(tk.id);
 }
 
 void Processor::finish(const std::shared_ptr<InFlightTask>& t, const task::Outcome& outcome,
-                       std::vector<task::EnqueueRequest> staged) {
+                       std::vector<task::EnqueueRequest> staged, PendingWrite* pending) {
   if (!t->settle()) return;  // shutdown abort already requeued it
   const auto reason = t->cancellation.reason();
   using task::Disposition;
   switch (outcome.disposition) {
     case Disposition::succeeded: {
       const bool keep = t->msg.retention > 0;
-      auto shared_staged = std::make_shared<std::vector<task::EnqueueRequest>>(std::move(staged));
-      write(t, keep ? TaskResult::completed : TaskResult::done, keep ? "mark_complete" : "done",
-            [this, t, keep, shared_staged] {
-              if (keep) {
-                ctx_.broker.mark_complete(t->msg, *shared_staged);
-              } else {
-                ctx_.broker.done(t->msg, *shared_staged);
-              }
-            },
-            true);
+      OutcomeWrite w;
+      w.op = keep ? OutcomeWrite::Op::mark_complete : OutcomeWrite::Op::done;
+      w.msg = &t->msg;
+      write(t, keep ? TaskResult::completed : TaskResult::done, keep ? "mark_complete" : "done", std::move(w),
+            std::move(staged), true, pending);
       return;
     }
     case Disposition::retry:
-      fail(t, outcome.error.empty() ? "task failed" : outcome.error, std::nullopt, false);
+      fail(t, outcome.error.empty() ? "task failed" : outcome.error, std::nullopt, false, pending);
       return;
     case Disposition::retry_after:
       // asynq keeps retry times in whole seconds and the forwarder compares whole seconds:
       // rounding down would let the task run up to a second before the handler's "not before"
       // (e.g. an HTTP Retry-After), so round up.
       fail(t, outcome.error.empty() ? "task asked to be retried later" : outcome.error,
-           std::chrono::ceil<std::chrono::seconds>(Clock::now() + outcome.retry_after), false);
+           std::chrono::ceil<std::chrono::seconds>(Clock::now() + outcome.retry_after), false, pending);
       return;
     case Disposition::fail_no_retry:
-      fail(t, outcome.error.empty() ? "task failed (no retry)" : outcome.error, std::nullopt, true);
+      fail(t, outcome.error.empty() ? "task failed (no retry)" : outcome.error, std::nullopt, true, pending);
       return;
     case Disposition::cancelled:
       switch (reason) {
-        case task::CancelReason::shutdown:
-          write(t, TaskResult::requeued, "requeue", [this, t] { ctx_.broker.requeue(t->msg); }, false);
+        case task::CancelReason::shutdown: {
+          OutcomeWrite w;
+          w.op = OutcomeWrite::Op::requeue;
+          w.msg = &t->msg;
+          write(t, TaskResult::requeued, "requeue", std::move(w), {}, false, nullptr);
           return;
+        }
         case task::CancelReason::deadline:
-          fail(t, kDeadlineExceeded, std::nullopt, false);
+          fail(t, kDeadlineExceeded, std::nullopt, false, pending);
           return;
         case task::CancelReason::lease_lost:
-          fail(t, kLeaseExpired, std::nullopt, false);
+          fail(t, kLeaseExpired, std::nullopt, false, pending);
           return;
         default:
-          fail(t, kCanceled, std::nullopt, false);
+          fail(t, kCanceled, std::nullopt, false, pending);
           return;
       }
   }
 }
 
 void Processor::fail(const std::shared_ptr<InFlightTask>& t, const std::string& error,
-                     std::optional<Clock::time_point> retry_at, bool skip_retry) {
+                     std::optional<Clock::time_point> retry_at, bool skip_retry, PendingWrite* pending) {
   const auto log = ctx_.task_log(t->task).with({{"error", error}});
+  OutcomeWrite w;
+  w.msg = &t->msg;
+  w.error = error;
   // v0.25+ rule 2: exhausted (counts as dequeued) or SkipRetry -> archive.
   if (skip_retry || t->msg.retried >= t->msg.retry) {
     log.warn(skip_retry ? "Task failed without retry; archiving" : "Task failed, retries exhausted; archiving");
-    write(t, TaskResult::archived, "archive", [this, t, error] { ctx_.broker.archive(t->msg, error); }, true);
+    w.op = OutcomeWrite::Op::archive;
+    write(t, TaskResult::archived, "archive", std::move(w), {}, true, pending);
     return;
   }
   const auto at = retry_at ? *retry_at : Clock::now() + ctx_.retry_delay(t->msg.retried, error, t->task);
   log.info("Task failed; will retry",
            {{"retry_in_ms", std::chrono::duration_cast<std::chrono::milliseconds>(at - Clock::now()).count()}});
-  write(t, TaskResult::retried, "retry", [this, t, at, error] { ctx_.broker.retry(t->msg, at, error, true); }, true);
+  w.op = OutcomeWrite::Op::retry;
+  w.retry_at = at;
+  w.is_failure = true;
+  write(t, TaskResult::retried, "retry", std::move(w), {}, true, pending);
 }
 
-void Processor::write(const std::shared_ptr<InFlightTask>& t, TaskResult result, const char* op,
-                      std::function<void()> write_fn, bool queue_on_failure) {
+void Processor::write(const std::shared_ptr<InFlightTask>& t, TaskResult result, const char* op, OutcomeWrite w,
+                      std::vector<task::EnqueueRequest> followups, bool queue_on_failure, PendingWrite* pending) {
   // §7.6: never write an outcome once the local lease has expired; the recoverer owns the task.
   if (!t->lease_valid(Clock::now())) {
     ctx_.task_log(t->task).warn("Local lease expired; leaving the task to the recoverer", {{"op", op}});
     report(t, TaskResult::abandoned);
     return;
   }
+  if (pending != nullptr) {
+    pending->task = t;
+    pending->write = std::move(w);
+    pending->result = result;
+    pending->op = op;
+    pending->queue_on_failure = queue_on_failure;
+    pending->followups = std::move(followups);
+    pending->write.followups = &pending->followups;
+    return;
+  }
+  w.followups = &followups;
+  std::exception_ptr error;
   try {
-    write_fn();
+    ctx_.broker.write_outcome(w);
+  } catch (...) {
+    error = std::current_exception();
+  }
+  written(t, result, op, w, followups, queue_on_failure, error);
+}
+
+void Processor::written(const std::shared_ptr<InFlightTask>& t, TaskResult result, const char* op,
+                        const OutcomeWrite& w, std::vector<task::EnqueueRequest>& followups, bool queue_on_failure,
+                        const std::exception_ptr& error) {
+  if (!error) {
     ctx_.health.succeeded();
     if (ctx_.log.enabled(log::Level::debug)) ctx_.task_log(t->task).debug("Task finished", {{"result", to_string(result)}});
     report(t, result);
+    return;
+  }
+  try {
+    std::rethrow_exception(error);
   } catch (const NotFound&) {
     ctx_.task_log(t->task).warn("Task was moved while it ran; nothing written", {{"op", op}});
     report(t, TaskResult::abandoned);
   } catch (const std::exception& e) {
     ctx_.health.failed(op, e);
     if (queue_on_failure) {
-      syncer_.add(std::string(op) + " " + t->task.id, std::move(write_fn), t->lease_expiry());
+      // The syncer retries it until the lease expires; it owns a copy of the follow-ups.
+      auto keep = std::make_shared<std::vector<task::EnqueueRequest>>(std::move(followups));
+      OutcomeWrite retry_write = w;
+      retry_write.followups = keep.get();
+      syncer_.add(std::string(op) + " " + t->task.id,
+                  [this, t, retry_write, keep] { ctx_.broker.write_outcome(retry_write); }, t->lease_expiry());
     } else {
       ctx_.task_log(t->task).error("Write failed", {{"op", op}, {"error", e.what()}});
     }
     report(t, result);
+  } catch (...) {
+    ctx_.task_log(t->task).error("Write failed", {{"op", op}, {"error", "unknown exception"}});
+    report(t, result);
   }
+}
+
+bool Processor::abandon_if_lease_expired(PendingWrite& pending) {
+  if (pending.task->lease_valid(Clock::now())) return false;
+  ctx_.task_log(pending.task->task).warn("Local lease expired; leaving the task to the recoverer", {{"op", pending.op}});
+  report(pending.task, TaskResult::abandoned);
+  ctx_.inflight.remove(pending.task->task.id);
+  pending.task.reset();
+  pending.followups.clear();
+  return true;
+}
+
+void Processor::flush_pending(PendingWrite& pending) {
+  if (abandon_if_lease_expired(pending)) return;
+  std::exception_ptr error;
+  try {
+    ctx_.broker.write_outcome(pending.write);
+  } catch (...) {
+    error = std::current_exception();
+  }
+  settle_pending(pending, error);
+}
+
+void Processor::settle_pending(PendingWrite& pending, const std::exception_ptr& error) {
+  const std::shared_ptr<InFlightTask> t = std::move(pending.task);
+  pending.task.reset();
+  written(t, pending.result, pending.op, pending.write, pending.followups, pending.queue_on_failure, error);
+  pending.followups.clear();
+  ctx_.inflight.remove(t->task.id);
 }
 
 void Processor::report(const std::shared_ptr<InFlightTask>& t, TaskResult result) {
@@ -417,7 +504,10 @@ void Processor::abort_running() {
     t->cancellation.cancel(task::CancelReason::shutdown);
     if (!t->settle()) continue;  // its handler returned and is writing its own outcome
     ctx_.task_log(t->task).info("Shutdown: requeueing unfinished task");
-    write(t, TaskResult::requeued, "requeue", [this, t] { ctx_.broker.requeue(t->msg); }, false);
+    OutcomeWrite w;
+    w.op = OutcomeWrite::Op::requeue;
+    w.msg = &t->msg;
+    write(t, TaskResult::requeued, "requeue", std::move(w), {}, false, nullptr);
   }
 }
 

@@ -59,14 +59,37 @@ class Processor {
   void worker_loop(unsigned index);
   bool idle_wait();
   void pause(std::chrono::milliseconds d);
+  // An attempt's outcome write that waits to go out in the same round trip as its thread's next
+  // dequeue (Broker::dequeue_after). The task stays registered until the write's reply is in.
+  struct PendingWrite {
+    std::shared_ptr<InFlightTask> task;  // null: nothing pending
+    OutcomeWrite write;
+    TaskResult result = TaskResult::done;
+    const char* op = "";
+    bool queue_on_failure = true;
+    std::vector<task::EnqueueRequest> followups;  // write.followups points here
+  };
   std::shared_ptr<InFlightTask> admit(Dequeued dequeued);  // registers it (lease clock running)
-  void execute(const std::shared_ptr<InFlightTask>& t);     // runs it and writes the outcome
+  // Runs it and writes the outcome, or leaves the write in `pending` (when given) for the
+  // thread's next dequeue.
+  void execute(const std::shared_ptr<InFlightTask>& t, PendingWrite* pending);
   void finish(const std::shared_ptr<InFlightTask>& t, const task::Outcome& outcome,
-              std::vector<task::EnqueueRequest> staged);
+              std::vector<task::EnqueueRequest> staged, PendingWrite* pending);
   void fail(const std::shared_ptr<InFlightTask>& t, const std::string& error,
-            std::optional<Clock::time_point> retry_at, bool skip_retry);
-  void write(const std::shared_ptr<InFlightTask>& t, TaskResult result, const char* op,
-             std::function<void()> write_fn, bool queue_on_failure);
+            std::optional<Clock::time_point> retry_at, bool skip_retry, PendingWrite* pending);
+  // §7.6 lease check, then the write now (pending == null) or deferred into `pending`.
+  void write(const std::shared_ptr<InFlightTask>& t, TaskResult result, const char* op, OutcomeWrite w,
+             std::vector<task::EnqueueRequest> followups, bool queue_on_failure, PendingWrite* pending);
+  // Handles a write's result (error == null: success): report, NotFound, syncer hand-off.
+  void written(const std::shared_ptr<InFlightTask>& t, TaskResult result, const char* op, const OutcomeWrite& w,
+               std::vector<task::EnqueueRequest>& followups, bool queue_on_failure, const std::exception_ptr& error);
+  // §7.6 again right before a deferred write goes out: true (and the task left to the recoverer,
+  // `pending` emptied) when the lease has expired meanwhile.
+  bool abandon_if_lease_expired(PendingWrite& pending);
+  // Sends a pending write on its own (the thread is not about to dequeue) and settles it.
+  void flush_pending(PendingWrite& pending);
+  // Settles a pending write whose result is `error` and unregisters its task.
+  void settle_pending(PendingWrite& pending, const std::exception_ptr& error);
   void report(const std::shared_ptr<InFlightTask>& t, TaskResult result);
 
   EngineContext& ctx_;

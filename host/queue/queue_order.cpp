@@ -30,6 +30,14 @@ QueueOrder::QueueOrder(std::vector<QueueWeight> queues, bool strict) : queues_(s
   }
 }
 
+void QueueOrder::next(std::mt19937_64& rng, std::vector<std::string>& out) const {
+  if (queues_.size() == 1 || strict_) {
+    out = strict_order_;  // copy-assignment reuses the elements' buffers
+    return;
+  }
+  out = next(rng);
+}
+
 std::vector<std::string> QueueOrder::next(std::mt19937_64& rng) const {
   if (queues_.size() == 1 || strict_) return strict_order_;
   // Fisher-Yates over a copy of the expanded list; only as far as needed to have seen every

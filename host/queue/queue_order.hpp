@@ -24,6 +24,8 @@ class QueueOrder {
   // occurrence kept), so queue q comes first with probability priority_q / sum. Strict: by
   // priority, highest first (ties keep configuration order). One queue: just that queue.
   std::vector<std::string> next(std::mt19937_64& rng) const;
+  // Same, into `out` (its strings keep their capacity: no allocation per call once warm).
+  void next(std::mt19937_64& rng, std::vector<std::string>& out) const;
 
   // Every queue name, in configuration order (for the loops that visit all queues).
   const std::vector<std::string>& names() const noexcept { return names_; }

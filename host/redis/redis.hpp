@@ -143,6 +143,8 @@ class Connection {
   std::mutex fd_mu_;  // guards fd_ for interrupt()
   int fd_ = -1;
   std::unordered_set<std::string> loaded_scripts_;
+  static constexpr size_t kMaxKeptBuffer = 64 * 1024;
+  std::string format_buffer_;  // append(): the command in RESP, reused
 };
 
 // A fixed-size pool of connections, created lazily. acquire() blocks while all are in use.
