@@ -200,8 +200,8 @@ void RedisBroker::flush(const std::vector<Call*>& batch) {
     for (Call* c : batch) {
       const auto [nk_end, ec] = std::to_chars(nk.data(), nk.data() + nk.size(), c->numkeys);
       pipe_argv_.clear();
-      pipe_argv_.push_back("EVALSHA");
-      pipe_argv_.push_back(c->script->sha1);
+      pipe_argv_.emplace_back("EVALSHA");
+      pipe_argv_.emplace_back(c->script->sha1);
       pipe_argv_.emplace_back(nk.data(), static_cast<size_t>(nk_end - nk.data()));
       pipe_argv_.insert(pipe_argv_.end(), c->keys_and_args.begin(), c->keys_and_args.end());
       conn->append(pipe_argv_);
@@ -574,7 +574,7 @@ namespace {
 // never for archive, §6.12).
 template <size_t N>
 void fill_failure_args(std::string (&v)[N], const asynq::TaskMessage& msg, Clock::time_point now,
-                       std::string target_key, const std::string& error, bool count_retry) {
+                       const std::string& target_key, const std::string& error, bool count_retry) {
   static_assert(N >= 10);
   const std::string& q = msg.queue;
   asynq::TaskMessage modified = msg;
@@ -584,7 +584,7 @@ void fill_failure_args(std::string (&v)[N], const asynq::TaskMessage& msg, Clock
   const std::string date = asynq::utc_date(unix_s(now));
   v[0] = asynq::active_key(q);
   v[1] = asynq::lease_key(q);
-  v[2] = std::move(target_key);
+  v[2] = target_key;
   v[3] = asynq::task_key(q, msg.id);
   v[4] = asynq::processed_key(q, date);
   v[5] = asynq::failed_key(q, date);

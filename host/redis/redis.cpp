@@ -198,9 +198,9 @@ Reply Connection::eval(const Script& script, Argv keys_and_args, size_t numkeys)
   const std::string nk = std::to_string(numkeys);
   std::vector<std::string_view> argv;
   argv.reserve(3 + keys_and_args.size());
-  argv.push_back("EVALSHA");
-  argv.push_back(script.sha1);
-  argv.push_back(nk);
+  argv.emplace_back("EVALSHA");
+  argv.emplace_back(script.sha1);
+  argv.emplace_back(nk);
   argv.insert(argv.end(), keys_and_args.begin(), keys_and_args.end());
   Reply reply = command_raw(argv);
   if (reply.is_error() && reply.str().starts_with("NOSCRIPT")) {

@@ -143,7 +143,7 @@ class Connection {
   std::mutex fd_mu_;  // guards fd_ for interrupt()
   int fd_ = -1;
   std::unordered_set<std::string> loaded_scripts_;
-  static constexpr size_t kMaxKeptBuffer = 64 * 1024;
+  static constexpr size_t kMaxKeptBuffer = size_t{64} * 1024;
   std::string format_buffer_;  // append(): the command in RESP, reused
 };
 
