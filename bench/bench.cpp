@@ -20,8 +20,8 @@
 #include <iostream>
 #include <mutex>
 #include <sstream>
-#include <thread>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "queue/broker_redis.hpp"
@@ -125,14 +125,21 @@ Options parse(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     const std::string value = argv[i + 1];
-    if (flag == "--host") o.host = value;
-    else if (flag == "--port") o.port = std::stoi(value);
-    else if (flag == "--db") o.db = std::stoi(value);
-    else if (flag == "--tasks") o.tasks = std::stoi(value);
-    else if (flag == "--latency-samples") o.latency_samples = std::stoi(value);
-    else throw std::invalid_argument("unknown flag " + flag);
+    if (flag == "--host")
+      o.host = value;
+    else if (flag == "--port")
+      o.port = std::stoi(value);
+    else if (flag == "--db")
+      o.db = std::stoi(value);
+    else if (flag == "--tasks")
+      o.tasks = std::stoi(value);
+    else if (flag == "--latency-samples")
+      o.latency_samples = std::stoi(value);
+    else
+      throw std::invalid_argument("unknown flag " + flag);
   }
-  if (o.tasks <= 0 || o.latency_samples <= 0) throw std::invalid_argument("--tasks and --latency-samples must be > 0");
+  if (o.tasks <= 0 || o.latency_samples <= 0)
+    throw std::invalid_argument("--tasks and --latency-samples must be > 0");
   return o;
 }
 
@@ -197,13 +204,16 @@ int main(int argc, char** argv) try {
     const auto before = SteadyClock::now();
     broker.client().enqueue(r);
     dispatcher.wait_for(i + 1);
-    latencies_ms.push_back(std::chrono::duration<double, std::milli>(dispatcher.last_start() - before).count());
+    latencies_ms.push_back(
+        std::chrono::duration<double, std::milli>(dispatcher.last_start() - before).count());
   }
   engine.shutdown();
   std::sort(latencies_ms.begin(), latencies_ms.end());
-  auto pct = [&](double p) { return latencies_ms[static_cast<size_t>(p * static_cast<double>(latencies_ms.size() - 1))]; };
-  std::printf("\nidle enqueue-to-start latency over %d samples: p50 %.3f ms, p99 %.3f ms\n", opt.latency_samples,
-              pct(0.5), pct(0.99));
+  auto pct = [&](double p) {
+    return latencies_ms[static_cast<size_t>(p * static_cast<double>(latencies_ms.size() - 1))];
+  };
+  std::printf("\nidle enqueue-to-start latency over %d samples: p50 %.3f ms, p99 %.3f ms\n",
+              opt.latency_samples, pct(0.5), pct(0.99));
   std::printf("peak RSS: %.1f MiB\n", peak_rss_mib());
   return 0;
 } catch (const std::exception& e) {

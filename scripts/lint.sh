@@ -77,5 +77,22 @@ if [[ $status -ne 0 ]]; then
   echo "$findings" >&2
 fi
 
+# Formatting (.clang-format): every C/C++ file we own, whole-tree only (not with a file list).
+if [[ $# -eq 0 ]]; then
+  format=$(command -v clang-format || ls /usr/bin/clang-format-* 2>/dev/null | sort -V | tail -n1 || true)
+  if [[ -z "$format" ]]; then
+    echo "lint: clang-format not found (apt-get install clang-format)" >&2
+    status=1
+  else
+    mapfile -t sources < <(git ls-files 'host/*.[ch]pp' 'plugins/*.[ch]pp' 'plugins/*.h' 'sdk/*.h' 'sdk/*.[ch]pp' \
+                             'tests/*.[ch]pp' 'tests/*.[ch]' 'bench/*.[ch]pp')
+    if ! "$format" --dry-run -Werror "${sources[@]}" 2>"$work/format.log"; then
+      status=1
+      echo "lint: clang-format: these files differ from .clang-format (run clang-format -i on them):" >&2
+      grep -oE '^[^:]+\.(cpp|hpp|h|c):' "$work/format.log" | sort -u | sed 's/:$//' >&2
+    fi
+  fi
+fi
+
 [[ $status -eq 0 ]] && echo "lint: clean"
 exit "$status"

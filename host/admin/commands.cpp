@@ -83,7 +83,8 @@ json task_json(const TaskInfo& t) {
 }
 
 // Runs `body` with an Inspector; maps every failure to a message and an exit code.
-int with_inspector(const redis::Settings& settings, std::ostream& err, const std::function<int(Inspector&)>& body) {
+int with_inspector(const redis::Settings& settings, std::ostream& err,
+                   const std::function<int(Inspector&)>& body) {
   try {
     Inspector inspector(settings);
     return body(inspector);
@@ -127,11 +128,19 @@ int run_stats(const redis::Settings& redis, const StatsOptions& o, std::ostream&
     if (o.json) {
       json arr = json::array();
       for (const auto& s : stats) {
-        arr.push_back({{"queue", s.queue}, {"size", s.size()}, {"pending", s.pending}, {"active", s.active},
-                       {"scheduled", s.scheduled}, {"retry", s.retry}, {"archived", s.archived},
-                       {"completed", s.completed}, {"processed_today", s.processed_today},
-                       {"failed_today", s.failed_today}, {"processed_total", s.processed_total},
-                       {"failed_total", s.failed_total}, {"paused", s.paused},
+        arr.push_back({{"queue", s.queue},
+                       {"size", s.size()},
+                       {"pending", s.pending},
+                       {"active", s.active},
+                       {"scheduled", s.scheduled},
+                       {"retry", s.retry},
+                       {"archived", s.archived},
+                       {"completed", s.completed},
+                       {"processed_today", s.processed_today},
+                       {"failed_today", s.failed_today},
+                       {"processed_total", s.processed_total},
+                       {"failed_total", s.failed_total},
+                       {"paused", s.paused},
                        {"latency_ms", s.latency.count()}});
       }
       out << json{{"queues", arr}}.dump(2) << "\n";
@@ -189,7 +198,8 @@ int run_list(const redis::Settings& redis, const ListOptions& o, std::ostream& o
     for (const auto& task : tasks) {
       std::string payload = printable(task.msg.payload);
       if (payload.size() > 60) payload = payload.substr(0, 57) + "...";
-      t.add({task.msg.id, task.msg.type, std::to_string(task.msg.retried) + "/" + std::to_string(task.msg.retry),
+      t.add({task.msg.id, task.msg.type,
+             std::to_string(task.msg.retried) + "/" + std::to_string(task.msg.retry),
              o.state == "pending" || o.state == "active" ? "-" : iso_time(task.score),
              task.msg.error_msg.empty() ? "-" : task.msg.error_msg, payload});
     }
@@ -278,16 +288,23 @@ int run_servers(const redis::Settings& redis, bool as_json, std::ostream& out, s
       for (const auto& s : servers) {
         json active = json::array();
         for (const auto& w : s.active) {
-          active.push_back({{"task_id", w.task_id}, {"task_type", w.task_type}, {"queue", w.queue},
+          active.push_back({{"task_id", w.task_id},
+                            {"task_type", w.task_type},
+                            {"queue", w.queue},
                             {"started_at", w.started_at}});
         }
         json queues = json::object();
         for (const auto& [q, w] : s.info.queues) queues[q] = w;
-        arr.push_back({{"host", s.info.host}, {"pid", s.info.pid}, {"server_id", s.info.server_id},
-                       {"status", s.info.status}, {"concurrency", s.info.concurrency},
-                       {"active_workers", s.info.active_worker_count}, {"queues", queues},
+        arr.push_back({{"host", s.info.host},
+                       {"pid", s.info.pid},
+                       {"server_id", s.info.server_id},
+                       {"status", s.info.status},
+                       {"concurrency", s.info.concurrency},
+                       {"active_workers", s.info.active_worker_count},
+                       {"queues", queues},
                        {"strict_priority", s.info.strict_priority},
-                       {"started_at", s.info.start_time ? s.info.start_time->seconds : 0}, {"active", active}});
+                       {"started_at", s.info.start_time ? s.info.start_time->seconds : 0},
+                       {"active", active}});
       }
       out << json{{"servers", arr}}.dump(2) << "\n";
       return 0;
@@ -329,34 +346,46 @@ Commands::Commands(CLI::App& app) : state_(std::make_unique<State>()) {
   auto* stats = app.add_subcommand("stats", "Queue sizes, today's processed/failed counts, latency, paused");
   stats->add_option("--queue", s.stats.queue, "Only this queue (default: every queue)");
   stats->add_flag("--json", s.stats.json, "JSON output");
-  choose(stats, [&s](const redis::Settings& r, std::ostream& o, std::ostream& e) { return run_stats(r, s.stats, o, e); });
+  choose(stats, [&s](const redis::Settings& r, std::ostream& o, std::ostream& e) {
+    return run_stats(r, s.stats, o, e);
+  });
 
   auto* queues = app.add_subcommand("queues", "Pause or resume a queue");
   queues->require_subcommand(1);
   queues->fallthrough();
-  auto* pause = queues->add_subcommand("pause", "Stop every worker (ours and asynq's) from taking tasks of QUEUE");
+  auto* pause =
+      queues->add_subcommand("pause", "Stop every worker (ours and asynq's) from taking tasks of QUEUE");
   pause->add_option("queue", s.queue, "Queue name")->required();
-  choose(pause, [&s](const redis::Settings& r, std::ostream& o, std::ostream& e) { return run_pause(r, s.queue, o, e); });
+  choose(pause, [&s](const redis::Settings& r, std::ostream& o, std::ostream& e) {
+    return run_pause(r, s.queue, o, e);
+  });
   auto* resume = queues->add_subcommand("resume", "Let workers take tasks of QUEUE again");
   resume->add_option("queue", s.queue, "Queue name")->required();
-  choose(resume, [&s](const redis::Settings& r, std::ostream& o, std::ostream& e) { return run_resume(r, s.queue, o, e); });
+  choose(resume, [&s](const redis::Settings& r, std::ostream& o, std::ostream& e) {
+    return run_resume(r, s.queue, o, e);
+  });
 
   auto* tasks = app.add_subcommand("tasks", "List, inspect and change tasks");
   tasks->require_subcommand(1);
   tasks->fallthrough();
   auto* list = tasks->add_subcommand("list", "List tasks of one queue in one state, oldest first");
   list->add_option("--queue", s.list.queue, "Queue")->required();
-  list->add_option("--state", s.list.state, "pending, active, scheduled, retry, archived or completed")->required();
+  list->add_option("--state", s.list.state, "pending, active, scheduled, retry, archived or completed")
+      ->required();
   list->add_option("--limit", s.list.limit, "At most this many tasks")->capture_default_str();
   list->add_flag("--json", s.list.json, "JSON output");
-  choose(list, [&s](const redis::Settings& r, std::ostream& o, std::ostream& e) { return run_list(r, s.list, o, e); });
+  choose(list, [&s](const redis::Settings& r, std::ostream& o, std::ostream& e) {
+    return run_list(r, s.list, o, e);
+  });
 
   const auto task_command = [&](const char* name, const char* help, auto fn) {
     auto* cmd = tasks->add_subcommand(name, help);
     cmd->add_option("--queue", s.task.queue, "Queue")->required();
     cmd->add_option("id", s.task.id, "Task id")->required();
     cmd->add_flag("--json", s.task.json, "JSON output");
-    choose(cmd, [&s, fn](const redis::Settings& r, std::ostream& o, std::ostream& e) { return fn(r, s.task, o, e); });
+    choose(cmd, [&s, fn](const redis::Settings& r, std::ostream& o, std::ostream& e) {
+      return fn(r, s.task, o, e);
+    });
   };
   task_command("show", "Show one task", &run_show);
   task_command("retry", "Run a scheduled, retry or archived task now (moves it to pending)", &run_retry);
@@ -366,16 +395,22 @@ Commands::Commands(CLI::App& app) : state_(std::make_unique<State>()) {
   const auto bulk_command = [&](const char* name, const char* help, auto fn) {
     auto* cmd = tasks->add_subcommand(name, help);
     cmd->add_option("--queue", s.bulk.queue, "Queue")->required();
-    cmd->add_option("--state", s.bulk.state, "archived (also scheduled, retry; delete-all: completed)")->required();
+    cmd->add_option("--state", s.bulk.state, "archived (also scheduled, retry; delete-all: completed)")
+        ->required();
     cmd->add_flag("--json", s.bulk.json, "JSON output");
-    choose(cmd, [&s, fn](const redis::Settings& r, std::ostream& o, std::ostream& e) { return fn(r, s.bulk, o, e); });
+    choose(cmd, [&s, fn](const redis::Settings& r, std::ostream& o, std::ostream& e) {
+      return fn(r, s.bulk, o, e);
+    });
   };
   bulk_command("retry-all", "Move every task of a state to pending", &run_retry_all);
   bulk_command("delete-all", "Delete every task of a state", &run_delete_all);
 
-  auto* servers = app.add_subcommand("servers", "Running workers (ours and asynq servers) and their active tasks");
+  auto* servers =
+      app.add_subcommand("servers", "Running workers (ours and asynq servers) and their active tasks");
   servers->add_flag("--json", s.json, "JSON output");
-  choose(servers, [&s](const redis::Settings& r, std::ostream& o, std::ostream& e) { return run_servers(r, s.json, o, e); });
+  choose(servers, [&s](const redis::Settings& r, std::ostream& o, std::ostream& e) {
+    return run_servers(r, s.json, o, e);
+  });
 }
 
 Commands::~Commands() = default;

@@ -42,16 +42,21 @@ struct BulkOptions {
   bool json = false;
 };
 
-int run_stats(const redis::Settings& redis, const StatsOptions& options, std::ostream& out, std::ostream& err);
+int run_stats(const redis::Settings& redis, const StatsOptions& options, std::ostream& out,
+              std::ostream& err);
 int run_pause(const redis::Settings& redis, const std::string& queue, std::ostream& out, std::ostream& err);
 int run_resume(const redis::Settings& redis, const std::string& queue, std::ostream& out, std::ostream& err);
 int run_list(const redis::Settings& redis, const ListOptions& options, std::ostream& out, std::ostream& err);
 int run_show(const redis::Settings& redis, const TaskOptions& options, std::ostream& out, std::ostream& err);
 int run_retry(const redis::Settings& redis, const TaskOptions& options, std::ostream& out, std::ostream& err);
-int run_archive(const redis::Settings& redis, const TaskOptions& options, std::ostream& out, std::ostream& err);
-int run_delete(const redis::Settings& redis, const TaskOptions& options, std::ostream& out, std::ostream& err);
-int run_retry_all(const redis::Settings& redis, const BulkOptions& options, std::ostream& out, std::ostream& err);
-int run_delete_all(const redis::Settings& redis, const BulkOptions& options, std::ostream& out, std::ostream& err);
+int run_archive(const redis::Settings& redis, const TaskOptions& options, std::ostream& out,
+                std::ostream& err);
+int run_delete(const redis::Settings& redis, const TaskOptions& options, std::ostream& out,
+               std::ostream& err);
+int run_retry_all(const redis::Settings& redis, const BulkOptions& options, std::ostream& out,
+                  std::ostream& err);
+int run_delete_all(const redis::Settings& redis, const BulkOptions& options, std::ostream& out,
+                   std::ostream& err);
 int run_servers(const redis::Settings& redis, bool json, std::ostream& out, std::ostream& err);
 
 // Registers the subcommands on `app` and remembers which one the command line chose.

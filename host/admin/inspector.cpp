@@ -15,8 +15,11 @@ int64_t now_unix() {
   return std::chrono::duration_cast<std::chrono::seconds>(Clock::now().time_since_epoch()).count();
 }
 
-constexpr std::array<std::string_view, 6> kStates{"pending", "active", "scheduled", "retry", "archived", "completed"};
-bool is_set_state(const std::string& s) { return s == "scheduled" || s == "retry" || s == "archived" || s == "completed"; }
+constexpr std::array<std::string_view, 6> kStates{"pending", "active",   "scheduled",
+                                                  "retry",   "archived", "completed"};
+bool is_set_state(const std::string& s) {
+  return s == "scheduled" || s == "retry" || s == "archived" || s == "completed";
+}
 
 long long as_count(redis::ReplyView r) {
   if (r.is_integer()) return r.integer();
@@ -178,7 +181,8 @@ QueueStats Inspector::stats(const std::string& queue) {
     const std::string id(replies[11].str());
     auto since = conn_.command({"HGET", asynq::task_key(queue, id), "pending_since"});
     if (since.is_string()) {
-      const auto now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch());
+      const auto now_ns =
+          std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch());
       const auto pending_ns = std::chrono::nanoseconds(std::stoll(std::string(since.str())));
       s.latency = std::max(std::chrono::milliseconds(0),
                            std::chrono::duration_cast<std::chrono::milliseconds>(now_ns - pending_ns));
@@ -202,7 +206,8 @@ void Inspector::resume(const std::string& queue) {
 
 std::vector<TaskInfo> Inspector::list(const std::string& queue, const std::string& state, int limit) {
   if (!is_task_state(state)) {
-    throw UsageError("unknown state " + quoted(state) + " (pending, active, scheduled, retry, archived, completed)");
+    throw UsageError("unknown state " + quoted(state) +
+                     " (pending, active, scheduled, retry, archived, completed)");
   }
   if (limit < 1) throw UsageError("--limit must be at least 1");
   require_queue(queue);
@@ -217,7 +222,8 @@ std::vector<TaskInfo> Inspector::list(const std::string& queue, const std::strin
     auto r = conn_.command({"LRANGE", state_key(queue, state), std::to_string(-limit), "-1"});
     for (size_t i = r.size(); i > 0; --i) ids.emplace_back(std::string(r[i - 1].str()), 0);
   }
-  for (const auto& [id, score] : ids) conn_.append({"HMGET", asynq::task_key(queue, id), "msg", "state", "result"});
+  for (const auto& [id, score] : ids)
+    conn_.append({"HMGET", asynq::task_key(queue, id), "msg", "state", "result"});
   std::vector<TaskInfo> out;
   for (const auto& [id, score] : ids) {
     auto r = conn_.read_reply();
@@ -242,7 +248,8 @@ std::vector<TaskInfo> Inspector::list(const std::string& queue, const std::strin
 TaskInfo Inspector::show(const std::string& queue, const std::string& id) {
   require_queue(queue);
   auto r = conn_.command({"HMGET", asynq::task_key(queue, id), "msg", "state", "result"});
-  if (r.size() < 3 || !r[0].is_string()) throw Error("task " + quoted(id) + " not found in queue " + quoted(queue));
+  if (r.size() < 3 || !r[0].is_string())
+    throw Error("task " + quoted(id) + " not found in queue " + quoted(queue));
   TaskInfo info;
   try {
     info.msg = asynq::decode_task_message(r[0].str());
@@ -265,14 +272,21 @@ namespace {
 void check_task_answer(long long answer, const std::string& queue, const std::string& id, const char* verb) {
   const std::string task = "task " + quoted(id);
   switch (answer) {
-    case 1: return;
-    case 0: throw Error(task + " not found in queue " + quoted(queue));
-    case -1: throw Error(std::string("cannot ") + verb + " " + task + ": it is active (being processed)");
-    case -2: throw Error(std::string("cannot ") + verb + " " + task + ": it is already " +
-                         (std::string(verb) == "run" ? "pending" : "archived"));
-    case -3: throw Error(std::string("cannot ") + verb + " " + task + ": it is aggregating in a group");
-    case -5: throw Error(std::string("cannot ") + verb + " " + task + ": it is already completed");
-    default: throw Error(task + " moved while it was being changed; try again");
+    case 1:
+      return;
+    case 0:
+      throw Error(task + " not found in queue " + quoted(queue));
+    case -1:
+      throw Error(std::string("cannot ") + verb + " " + task + ": it is active (being processed)");
+    case -2:
+      throw Error(std::string("cannot ") + verb + " " + task + ": it is already " +
+                  (std::string(verb) == "run" ? "pending" : "archived"));
+    case -3:
+      throw Error(std::string("cannot ") + verb + " " + task + ": it is aggregating in a group");
+    case -5:
+      throw Error(std::string("cannot ") + verb + " " + task + ": it is already completed");
+    default:
+      throw Error(task + " moved while it was being changed; try again");
   }
 }
 }  // namespace
@@ -289,8 +303,9 @@ void Inspector::archive(const std::string& queue, const std::string& id) {
   require_queue(queue);
   const int64_t now = now_unix();
   const int64_t cutoff = now - 90LL * 24 * 3600;
-  const std::vector<std::string> ka{asynq::task_key(queue, id), asynq::archived_key(queue), id, std::to_string(now),
-                                    std::to_string(cutoff), "10000", asynq::queue_key_prefix(queue)};
+  const std::vector<std::string> ka{asynq::task_key(queue, id),    asynq::archived_key(queue), id,
+                                    std::to_string(now),           std::to_string(cutoff),     "10000",
+                                    asynq::queue_key_prefix(queue)};
   std::vector<std::string_view> argv(ka.begin(), ka.end());
   check_task_answer(conn_.eval(kArchiveTask, redis::Argv(argv), 2).integer(), queue, id, "archive");
 }
@@ -307,14 +322,16 @@ long long Inspector::run_all(const std::string& queue, const std::string& state)
     throw UsageError("retry-all takes --state scheduled, retry or archived, not " + quoted(state));
   }
   require_queue(queue);
-  const std::vector<std::string> ka{state_key(queue, state), asynq::pending_key(queue), asynq::task_key_prefix(queue)};
+  const std::vector<std::string> ka{state_key(queue, state), asynq::pending_key(queue),
+                                    asynq::task_key_prefix(queue)};
   std::vector<std::string_view> argv(ka.begin(), ka.end());
   return conn_.eval(kRunAll, redis::Argv(argv), 2).integer();
 }
 
 long long Inspector::delete_all(const std::string& queue, const std::string& state) {
   if (!is_set_state(state)) {
-    throw UsageError("delete-all takes --state scheduled, retry, archived or completed, not " + quoted(state));
+    throw UsageError("delete-all takes --state scheduled, retry, archived or completed, not " +
+                     quoted(state));
   }
   require_queue(queue);
   const std::vector<std::string> ka{state_key(queue, state), asynq::task_key_prefix(queue)};

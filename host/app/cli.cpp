@@ -100,7 +100,8 @@ task::EnqueueRequest enqueue_request(const EnqueueArgs& a) {
   r.payload = payload_flag(a.payload);
   r.task_id = a.id;
   if (!a.in.empty() && !a.at.empty()) bad_flag("--in", "give --in or --at, not both");
-  if (!a.in.empty()) r.process_at = task::Clock::now() + duration_flag<milliseconds>("--in", a.in, milliseconds(0));
+  if (!a.in.empty())
+    r.process_at = task::Clock::now() + duration_flag<milliseconds>("--in", a.in, milliseconds(0));
   if (!a.at.empty()) r.process_at = time_flag("--at", a.at);
   if (a.retry) {
     if (*a.retry < 0) bad_flag("--retry", "must be 0 or more");
@@ -154,10 +155,15 @@ int run_cli(int argc, char** argv, char** envp) {
   setting("--log-format", "LOG_FORMAT", "logfmt or json [LOG_FORMAT]");
   app.add_flag_function(
       "--strict-priority",
-      [&flag_settings](std::int64_t n) { flag_settings["WORKER_STRICT_PRIORITY"] = n > 0 ? "true" : "false"; },
+      [&flag_settings](std::int64_t n) {
+        flag_settings["WORKER_STRICT_PRIORITY"] = n > 0 ? "true" : "false";
+      },
       "Drain higher-weight queues first [WORKER_STRICT_PRIORITY]");
   app.add_flag_function(
-      "-v,--verbose", [&flag_settings](std::int64_t n) { if (n > 0) flag_settings["LOG_LEVEL"] = "debug"; },
+      "-v,--verbose",
+      [&flag_settings](std::int64_t n) {
+        if (n > 0) flag_settings["LOG_LEVEL"] = "debug";
+      },
       "Debug logging (LOG_LEVEL=debug)");
   app.add_option_function<std::string>(
       "--env-file", [&env_file](const std::string& v) { env_file = v; },
@@ -169,7 +175,8 @@ int run_cli(int argc, char** argv, char** envp) {
   auto* exec_cmd = app.add_subcommand("exec", "Run one task through a plugin handler locally, without Redis");
   exec_cmd->add_option("--type", exec_args.type, "Task type")->required();
   exec_cmd->add_option("--payload", exec_args.payload, "JSON payload, or @file")->capture_default_str();
-  exec_cmd->add_option("--queue", exec_args.queue, "Queue the task pretends to come from")->capture_default_str();
+  exec_cmd->add_option("--queue", exec_args.queue, "Queue the task pretends to come from")
+      ->capture_default_str();
   exec_cmd->add_option("--id", exec_args.id, "Task id (default: random UUID)");
   exec_cmd->add_option("--timeout", exec_args.timeout, "Deadline from now, e.g. 30s (default: none)");
 
@@ -244,7 +251,8 @@ int run_cli(int argc, char** argv, char** envp) {
       run.queue = exec_args.queue;
       run.task_id = exec_args.id;
       if (!exec_args.timeout.empty()) {
-        run.timeout = duration_flag<std::chrono::milliseconds>("--timeout", exec_args.timeout, std::chrono::milliseconds(1));
+        run.timeout = duration_flag<std::chrono::milliseconds>("--timeout", exec_args.timeout,
+                                                               std::chrono::milliseconds(1));
       }
       const auto pool = db::make_pool(db_settings(cfg), logger);
       return plugins::exec_local(run, std::cout, logger, cfg.settings, pool.get());

@@ -67,7 +67,8 @@ int Runtime::serve() {
     logger_.warn("Unknown setting ignored (typo?)", {{"variable", name}});
   }
   if (logger_.enabled(log::Level::debug)) {
-    for (const auto& [key, value] : config_.redacted()) logger_.debug("Setting", {{"key", key}, {"value", value}});
+    for (const auto& [key, value] : config_.redacted())
+      logger_.debug("Setting", {{"key", key}, {"value", value}});
   }
 
   StopSignals signals([this](int signo, int count) {
@@ -107,14 +108,16 @@ int Runtime::serve() {
     if (config_.lease) engine_settings.lease = duration_cast<seconds>(*config_.lease);
     if (config_.heartbeat_interval) engine_settings.heartbeat_interval = *config_.heartbeat_interval;
     if (config_.recoverer_interval) engine_settings.recoverer_interval = *config_.recoverer_interval;
-    if (config_.recoverer_cutoff) engine_settings.lease_expiry_cutoff = duration_cast<seconds>(*config_.recoverer_cutoff);
+    if (config_.recoverer_cutoff)
+      engine_settings.lease_expiry_cutoff = duration_cast<seconds>(*config_.recoverer_cutoff);
     if (config_.forwarder_interval) engine_settings.forwarder_interval = *config_.forwarder_interval;
     if (config_.retry_delay) {
       const seconds fixed = duration_cast<seconds>(*config_.retry_delay);
       engine_settings.retry_delay = [fixed](int32_t, const std::string&, const task::Task&) { return fixed; };
     }
-    parts->engine = std::make_unique<queue::Engine>(*parts->broker, *parts->plugins, logger_, engine_settings,
-                                                    std::make_unique<queue::RedisCancelSource>(broker_settings.redis));
+    parts->engine =
+        std::make_unique<queue::Engine>(*parts->broker, *parts->plugins, logger_, engine_settings,
+                                        std::make_unique<queue::RedisCancelSource>(broker_settings.redis));
 
     Parts& p = *parts;
     metrics::WorkerMetricsOptions metric_options;
@@ -138,7 +141,8 @@ int Runtime::serve() {
       http_options.metrics = [&p] { return p.registry.render(); };
       parts->http = std::make_unique<http::Server>(http_options);
       parts->http->start();
-      logger_.info("Serving metrics and health", {{"addr", config_.metrics_addr}, {"port", parts->http->port()}});
+      logger_.info("Serving metrics and health",
+                   {{"addr", config_.metrics_addr}, {"port", parts->http->port()}});
     }
 
     logger_.info("Starting job server", {{"redis_addr", config_.redis_addr()}});

@@ -13,7 +13,13 @@ std::string queue_key(std::string_view q, std::string_view suffix) {
 }
 std::string tagged(std::string_view prefix, std::string_view host, int pid, std::string_view server_id) {
   std::string key(prefix);
-  key.append(":{").append(host).append(":").append(std::to_string(pid)).append(":").append(server_id).append("}");
+  key.append(":{")
+      .append(host)
+      .append(":")
+      .append(std::to_string(pid))
+      .append(":")
+      .append(server_id)
+      .append("}");
   return key;
 }
 }  // namespace
@@ -48,10 +54,14 @@ std::string failed_total_key(std::string_view q) { return queue_key(q, "failed")
 std::string processed_key(std::string_view q, std::string_view date) {
   return queue_key(q, "processed:").append(date);
 }
-std::string failed_key(std::string_view q, std::string_view date) { return queue_key(q, "failed:").append(date); }
+std::string failed_key(std::string_view q, std::string_view date) {
+  return queue_key(q, "failed:").append(date);
+}
 std::string groups_key(std::string_view q) { return queue_key(q, "groups"); }
 std::string group_key_prefix(std::string_view q) { return queue_key(q, "g:"); }
-std::string group_key(std::string_view q, std::string_view group) { return group_key_prefix(q).append(group); }
+std::string group_key(std::string_view q, std::string_view group) {
+  return group_key_prefix(q).append(group);
+}
 std::string unique_key(std::string_view q, std::string_view type, std::string_view payload_md5_hex) {
   return queue_key(q, "unique:").append(type).append(":").append(payload_md5_hex);
 }

@@ -6,7 +6,14 @@ namespace wk::asynq {
 
 namespace {
 
-enum WireType : uint32_t { kVarint = 0, kFixed64 = 1, kLen = 2, kStartGroup = 3, kEndGroup = 4, kFixed32 = 5 };
+enum WireType : uint32_t {
+  kVarint = 0,
+  kFixed64 = 1,
+  kLen = 2,
+  kStartGroup = 3,
+  kEndGroup = 4,
+  kFixed32 = 5
+};
 
 // ---- UTF-8 ------------------------------------------------------------------------------------
 
@@ -159,17 +166,27 @@ class Reader {
   }
   void skip(uint32_t wire_type) {
     switch (wire_type) {
-      case kVarint: varint(); return;
-      case kFixed64: advance(8); return;
-      case kLen: bytes(); return;
-      case kFixed32: advance(4); return;
-      default: fail("unsupported wire type " + std::to_string(wire_type));
+      case kVarint:
+        varint();
+        return;
+      case kFixed64:
+        advance(8);
+        return;
+      case kLen:
+        bytes();
+        return;
+      case kFixed32:
+        advance(4);
+        return;
+      default:
+        fail("unsupported wire type " + std::to_string(wire_type));
     }
   }
   std::string_view slice(size_t from) const { return data_.substr(from, pos_ - from); }
 
   [[noreturn]] void fail(const std::string& what) const {
-    throw DecodeError(std::string("malformed ") + message_ + " at byte " + std::to_string(pos_) + ": " + what);
+    throw DecodeError(std::string("malformed ") + message_ + " at byte " + std::to_string(pos_) + ": " +
+                      what);
   }
   void expect(uint32_t field, uint32_t got, uint32_t want) const {
     if (got != want) {
@@ -223,8 +240,8 @@ void read_timestamp(Reader& outer, uint32_t field, uint32_t wt, std::optional<Ti
 }
 
 template <class Value, class ReadValue>
-void read_map_entry(Reader& outer, uint32_t field, uint32_t wt, std::vector<std::pair<std::string, Value>>& map,
-                    ReadValue read_value) {
+void read_map_entry(Reader& outer, uint32_t field, uint32_t wt,
+                    std::vector<std::pair<std::string, Value>>& map, ReadValue read_value) {
   outer.expect(field, wt, kLen);
   Reader r(outer.bytes(), "map entry");
   std::string key;
@@ -311,22 +328,53 @@ TaskMessage decode_task_message(std::string_view bytes) {
     const size_t start = r.pos();
     const auto [f, w] = r.tag();
     switch (f) {
-      case 1: m.type = read_len(r, f, w); break;
-      case 2: m.payload = read_len(r, f, w); break;
-      case 3: m.id = read_len(r, f, w); break;
-      case 4: m.queue = read_len(r, f, w); break;
-      case 5: m.retry = read_int32(r, f, w); break;
-      case 6: m.retried = read_int32(r, f, w); break;
-      case 7: m.error_msg = read_len(r, f, w); break;
-      case 8: m.timeout = read_int64(r, f, w); break;
-      case 9: m.deadline = read_int64(r, f, w); break;
-      case 10: m.unique_key = read_len(r, f, w); break;
-      case 11: m.last_failed_at = read_int64(r, f, w); break;
-      case 12: m.retention = read_int64(r, f, w); break;
-      case 13: m.completed_at = read_int64(r, f, w); break;
-      case 14: m.group_key = read_len(r, f, w); break;
-      case 15: read_map_entry(r, f, w, m.headers, read_len); break;
-      default: keep_unknown(r, start, w, m.unknown);
+      case 1:
+        m.type = read_len(r, f, w);
+        break;
+      case 2:
+        m.payload = read_len(r, f, w);
+        break;
+      case 3:
+        m.id = read_len(r, f, w);
+        break;
+      case 4:
+        m.queue = read_len(r, f, w);
+        break;
+      case 5:
+        m.retry = read_int32(r, f, w);
+        break;
+      case 6:
+        m.retried = read_int32(r, f, w);
+        break;
+      case 7:
+        m.error_msg = read_len(r, f, w);
+        break;
+      case 8:
+        m.timeout = read_int64(r, f, w);
+        break;
+      case 9:
+        m.deadline = read_int64(r, f, w);
+        break;
+      case 10:
+        m.unique_key = read_len(r, f, w);
+        break;
+      case 11:
+        m.last_failed_at = read_int64(r, f, w);
+        break;
+      case 12:
+        m.retention = read_int64(r, f, w);
+        break;
+      case 13:
+        m.completed_at = read_int64(r, f, w);
+        break;
+      case 14:
+        m.group_key = read_len(r, f, w);
+        break;
+      case 15:
+        read_map_entry(r, f, w, m.headers, read_len);
+        break;
+      default:
+        keep_unknown(r, start, w, m.unknown);
     }
   }
   return m;
@@ -355,16 +403,35 @@ ServerInfo decode_server_info(std::string_view bytes) {
     const size_t start = r.pos();
     const auto [f, w] = r.tag();
     switch (f) {
-      case 1: s.host = read_len(r, f, w); break;
-      case 2: s.pid = read_int32(r, f, w); break;
-      case 3: s.server_id = read_len(r, f, w); break;
-      case 4: s.concurrency = read_int32(r, f, w); break;
-      case 5: read_map_entry(r, f, w, s.queues, read_int32); break;
-      case 6: s.strict_priority = read_int64(r, f, w) != 0; break;
-      case 7: s.status = read_len(r, f, w); break;
-      case 8: read_timestamp(r, f, w, s.start_time); break;
-      case 9: s.active_worker_count = read_int32(r, f, w); break;
-      default: keep_unknown(r, start, w, s.unknown);
+      case 1:
+        s.host = read_len(r, f, w);
+        break;
+      case 2:
+        s.pid = read_int32(r, f, w);
+        break;
+      case 3:
+        s.server_id = read_len(r, f, w);
+        break;
+      case 4:
+        s.concurrency = read_int32(r, f, w);
+        break;
+      case 5:
+        read_map_entry(r, f, w, s.queues, read_int32);
+        break;
+      case 6:
+        s.strict_priority = read_int64(r, f, w) != 0;
+        break;
+      case 7:
+        s.status = read_len(r, f, w);
+        break;
+      case 8:
+        read_timestamp(r, f, w, s.start_time);
+        break;
+      case 9:
+        s.active_worker_count = read_int32(r, f, w);
+        break;
+      default:
+        keep_unknown(r, start, w, s.unknown);
     }
   }
   return s;
@@ -393,16 +460,35 @@ WorkerInfo decode_worker_info(std::string_view bytes) {
     const size_t start = r.pos();
     const auto [f, w] = r.tag();
     switch (f) {
-      case 1: wi.host = read_len(r, f, w); break;
-      case 2: wi.pid = read_int32(r, f, w); break;
-      case 3: wi.server_id = read_len(r, f, w); break;
-      case 4: wi.task_id = read_len(r, f, w); break;
-      case 5: wi.task_type = read_len(r, f, w); break;
-      case 6: wi.task_payload = read_len(r, f, w); break;
-      case 7: wi.queue = read_len(r, f, w); break;
-      case 8: read_timestamp(r, f, w, wi.start_time); break;
-      case 9: read_timestamp(r, f, w, wi.deadline); break;
-      default: keep_unknown(r, start, w, wi.unknown);
+      case 1:
+        wi.host = read_len(r, f, w);
+        break;
+      case 2:
+        wi.pid = read_int32(r, f, w);
+        break;
+      case 3:
+        wi.server_id = read_len(r, f, w);
+        break;
+      case 4:
+        wi.task_id = read_len(r, f, w);
+        break;
+      case 5:
+        wi.task_type = read_len(r, f, w);
+        break;
+      case 6:
+        wi.task_payload = read_len(r, f, w);
+        break;
+      case 7:
+        wi.queue = read_len(r, f, w);
+        break;
+      case 8:
+        read_timestamp(r, f, w, wi.start_time);
+        break;
+      case 9:
+        read_timestamp(r, f, w, wi.deadline);
+        break;
+      default:
+        keep_unknown(r, start, w, wi.unknown);
     }
   }
   return wi;

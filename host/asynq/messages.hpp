@@ -32,51 +32,51 @@ struct Timestamp {
 
 // asynq.TaskMessage: the `msg` field of a task hash. Times are unix seconds, durations seconds.
 struct TaskMessage {
-  std::string type;           // 1
-  std::string payload;        // 2 (bytes)
-  std::string id;             // 3
-  std::string queue;          // 4
-  int32_t retry = 0;          // 5 max retries
-  int32_t retried = 0;        // 6
-  std::string error_msg;      // 7
-  int64_t timeout = 0;        // 8 seconds, 0 = none
-  int64_t deadline = 0;       // 9 unix-s, 0 = none
-  std::string unique_key;     // 10
-  int64_t last_failed_at = 0; // 11 unix-s
-  int64_t retention = 0;      // 12 seconds
-  int64_t completed_at = 0;   // 13 unix-s
-  std::string group_key;      // 14
-  Headers headers;            // 15 map<string,string> (v0.26)
-  std::string unknown;        // raw bytes of fields this schema does not know, in wire order
+  std::string type;            // 1
+  std::string payload;         // 2 (bytes)
+  std::string id;              // 3
+  std::string queue;           // 4
+  int32_t retry = 0;           // 5 max retries
+  int32_t retried = 0;         // 6
+  std::string error_msg;       // 7
+  int64_t timeout = 0;         // 8 seconds, 0 = none
+  int64_t deadline = 0;        // 9 unix-s, 0 = none
+  std::string unique_key;      // 10
+  int64_t last_failed_at = 0;  // 11 unix-s
+  int64_t retention = 0;       // 12 seconds
+  int64_t completed_at = 0;    // 13 unix-s
+  std::string group_key;       // 14
+  Headers headers;             // 15 map<string,string> (v0.26)
+  std::string unknown;         // raw bytes of fields this schema does not know, in wire order
   friend bool operator==(const TaskMessage&, const TaskMessage&) = default;
 };
 
 // asynq.ServerInfo: the value of asynq:servers:{host:pid:sid}.
 struct ServerInfo {
-  std::string host;                                    // 1
-  int32_t pid = 0;                                     // 2
-  std::string server_id;                               // 3
-  int32_t concurrency = 0;                             // 4
-  std::vector<std::pair<std::string, int32_t>> queues; // 5 map<string,int32>
-  bool strict_priority = false;                        // 6
-  std::string status;                                  // 7 "active" | "stopped" | "closed"
-  std::optional<Timestamp> start_time;                 // 8
-  int32_t active_worker_count = 0;                     // 9
+  std::string host;                                     // 1
+  int32_t pid = 0;                                      // 2
+  std::string server_id;                                // 3
+  int32_t concurrency = 0;                              // 4
+  std::vector<std::pair<std::string, int32_t>> queues;  // 5 map<string,int32>
+  bool strict_priority = false;                         // 6
+  std::string status;                                   // 7 "active" | "stopped" | "closed"
+  std::optional<Timestamp> start_time;                  // 8
+  int32_t active_worker_count = 0;                      // 9
   std::string unknown;
   friend bool operator==(const ServerInfo&, const ServerInfo&) = default;
 };
 
 // asynq.WorkerInfo: one value of the asynq:workers:{host:pid:sid} hash (field = task id).
 struct WorkerInfo {
-  std::string host;                   // 1
-  int32_t pid = 0;                    // 2
-  std::string server_id;              // 3
-  std::string task_id;                // 4
-  std::string task_type;              // 5
-  std::string task_payload;           // 6 (bytes)
-  std::string queue;                  // 7
-  std::optional<Timestamp> start_time;// 8
-  std::optional<Timestamp> deadline;  // 9
+  std::string host;                     // 1
+  int32_t pid = 0;                      // 2
+  std::string server_id;                // 3
+  std::string task_id;                  // 4
+  std::string task_type;                // 5
+  std::string task_payload;             // 6 (bytes)
+  std::string queue;                    // 7
+  std::optional<Timestamp> start_time;  // 8
+  std::optional<Timestamp> deadline;    // 9
   std::string unknown;
   friend bool operator==(const WorkerInfo&, const WorkerInfo&) = default;
 };

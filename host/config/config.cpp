@@ -49,11 +49,12 @@ const std::set<std::string>& known_variables() {
   static const std::set<std::string> names = [] {
     std::set<std::string> n;
     for (const auto& [k, v] : defaults()) n.insert(k);
-    for (const char* extra : {"REDIS_USERNAME", "REDIS_PASSWORD", "DB_PASSWORD", "DB_POOL_SIZE", "WORKER_NAME",
-                              "AI_PROVIDER", "AI_COMMAND", "AI_BASE_URL", "AI_API_KEY", "AI_MODEL", "AI_TIMEOUT",
-                              // Advanced engine timings: no default here (unset = the engine's).
-                              "WORKER_LEASE", "WORKER_HEARTBEAT_INTERVAL", "WORKER_RECOVERER_INTERVAL",
-                              "WORKER_RECOVERER_CUTOFF", "WORKER_FORWARDER_INTERVAL", "WORKER_RETRY_DELAY"}) {
+    for (const char* extra :
+         {"REDIS_USERNAME", "REDIS_PASSWORD", "DB_PASSWORD", "DB_POOL_SIZE", "WORKER_NAME", "AI_PROVIDER",
+          "AI_COMMAND", "AI_BASE_URL", "AI_API_KEY", "AI_MODEL", "AI_TIMEOUT",
+          // Advanced engine timings: no default here (unset = the engine's).
+          "WORKER_LEASE", "WORKER_HEARTBEAT_INTERVAL", "WORKER_RECOVERER_INTERVAL", "WORKER_RECOVERER_CUTOFF",
+          "WORKER_FORWARDER_INTERVAL", "WORKER_RETRY_DELAY"}) {
       n.insert(extra);
     }
     return n;
@@ -66,15 +67,16 @@ constexpr std::string_view kHostPrefixes[] = {"REDIS_", "DB_", "WORKER_", "LOG_"
 constexpr std::string_view kPluginPrefixes[] = {"WORKTREE_", "AI_"};
 
 bool starts_with_any(std::string_view key, const auto& prefixes) {
-  return std::any_of(std::begin(prefixes), std::end(prefixes), [&](std::string_view p) { return key.starts_with(p); });
+  return std::any_of(std::begin(prefixes), std::end(prefixes),
+                     [&](std::string_view p) { return key.starts_with(p); });
 }
 
 bool ends_with_ci(std::string_view s, std::string_view suffix) {
   if (s.size() < suffix.size()) return false;
-  return std::equal(suffix.begin(), suffix.end(), s.end() - static_cast<std::ptrdiff_t>(suffix.size()),
-                    [](char a, char b) {
-                      return std::toupper(static_cast<unsigned char>(a)) == std::toupper(static_cast<unsigned char>(b));
-                    });
+  return std::equal(
+      suffix.begin(), suffix.end(), s.end() - static_cast<std::ptrdiff_t>(suffix.size()), [](char a, char b) {
+        return std::toupper(static_cast<unsigned char>(a)) == std::toupper(static_cast<unsigned char>(b));
+      });
 }
 
 std::string read_file(const std::filesystem::path& path) {
@@ -114,8 +116,8 @@ class Resolver {
   [[noreturn]] void fail(const std::string& key, const std::string& expected) const {
     const auto value = settings_.count(key) != 0 ? settings_.at(key) : std::string();
     const auto origin = origins_.count(key) != 0 ? origins_.at(key) : std::string("default");
-    throw ConfigError(key, "invalid " + key + "=\"" + redact(key, value) + "\" (from " + origin + "): expected " +
-                               expected);
+    throw ConfigError(key, "invalid " + key + "=\"" + redact(key, value) + "\" (from " + origin +
+                               "): expected " + expected);
   }
 
   int integer(const std::string& key, long long min, long long max) const {
@@ -197,7 +199,8 @@ std::string redact(std::string_view key, std::string_view value) {
 
 bool parse_bool(std::string_view text) {
   std::string t(text);
-  std::transform(t.begin(), t.end(), t.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  std::transform(t.begin(), t.end(), t.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   if (t == "1" || t == "t" || t == "true" || t == "yes" || t == "y" || t == "on") return true;
   if (t == "0" || t == "f" || t == "false" || t == "no" || t == "n" || t == "off") return false;
   throw std::invalid_argument("expected true or false");
@@ -221,13 +224,16 @@ std::vector<QueueWeight> parse_queues(std::string_view text) {
     const auto weight_text = trim(item.substr(eq + 1));
     if (name.empty()) throw std::invalid_argument("empty queue name");
     if (name.find_first_of(" \t{}:") != std::string_view::npos) {
-      throw std::invalid_argument("queue name \"" + std::string(name) + "\" contains a space, brace or colon");
+      throw std::invalid_argument("queue name \"" + std::string(name) +
+                                  "\" contains a space, brace or colon");
     }
     int weight = 0;
-    const auto [ptr, ec] = std::from_chars(weight_text.data(), weight_text.data() + weight_text.size(), weight);
-    if (weight_text.empty() || ec != std::errc() || ptr != weight_text.data() + weight_text.size() || weight < 1 ||
-        weight > 1000000) {
-      throw std::invalid_argument("weight of queue \"" + std::string(name) + "\" is not an integer from 1 to 1000000");
+    const auto [ptr, ec] =
+        std::from_chars(weight_text.data(), weight_text.data() + weight_text.size(), weight);
+    if (weight_text.empty() || ec != std::errc() || ptr != weight_text.data() + weight_text.size() ||
+        weight < 1 || weight > 1000000) {
+      throw std::invalid_argument("weight of queue \"" + std::string(name) +
+                                  "\" is not an integer from 1 to 1000000");
     }
     if (std::any_of(out.begin(), out.end(), [&](const QueueWeight& q) { return q.name == name; })) {
       throw std::invalid_argument("queue \"" + std::string(name) + "\" is listed twice");
@@ -269,7 +275,8 @@ Config load(const Sources& sources) {
   } else {
     std::error_code ec;
     if (!std::filesystem::is_regular_file(*env_file, ec)) {
-      throw ConfigError("--env-file", "--env-file " + env_file->string() + ": does not exist or is not a file");
+      throw ConfigError("--env-file",
+                        "--env-file " + env_file->string() + ": does not exist or is not a file");
     }
   }
   if (env_file) {
@@ -307,7 +314,8 @@ Config load(const Sources& sources) {
   cfg.db_password = r.raw("DB_PASSWORD", true).value_or("");
   cfg.db_name = r.text("DB_NAME");
   if (cfg.db_name.empty()) r.fail("DB_NAME", "a database name");
-  cfg.db_sslmode = r.one_of("DB_SSLMODE", {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"});
+  cfg.db_sslmode =
+      r.one_of("DB_SSLMODE", {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"});
   if (r.raw("DB_POOL_SIZE")) {
     cfg.db_pool_size = r.integer("DB_POOL_SIZE", 1, 10000);
   } else {
@@ -321,7 +329,8 @@ Config load(const Sources& sources) {
   try {
     cfg.queues = parse_queues(r.text("WORKER_QUEUES"));
   } catch (const std::invalid_argument& e) {
-    r.fail("WORKER_QUEUES", std::string("name=weight pairs such as critical=10,default=2 (") + e.what() + ")");
+    r.fail("WORKER_QUEUES",
+           std::string("name=weight pairs such as critical=10,default=2 (") + e.what() + ")");
   }
   cfg.strict_priority = r.boolean("WORKER_STRICT_PRIORITY");
   cfg.shutdown_timeout = r.duration("WORKER_SHUTDOWN_TIMEOUT", true);
@@ -374,7 +383,8 @@ Config load(const Sources& sources) {
   if (r.raw("AI_TIMEOUT")) r.duration("AI_TIMEOUT", false);
 
   for (const auto& [k, v] : merged) {
-    if (starts_with_any(k, kHostPrefixes) && known_variables().count(k) == 0) cfg.unknown_variables.push_back(k);
+    if (starts_with_any(k, kHostPrefixes) && known_variables().count(k) == 0)
+      cfg.unknown_variables.push_back(k);
   }
   cfg.settings = std::move(merged);
   return cfg;

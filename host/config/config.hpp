@@ -83,9 +83,11 @@ struct Config {
   std::optional<std::chrono::milliseconds> lease;               // WORKER_LEASE (whole seconds, >= 1s)
   std::optional<std::chrono::milliseconds> heartbeat_interval;  // WORKER_HEARTBEAT_INTERVAL (< lease)
   std::optional<std::chrono::milliseconds> recoverer_interval;  // WORKER_RECOVERER_INTERVAL
-  std::optional<std::chrono::milliseconds> recoverer_cutoff;    // WORKER_RECOVERER_CUTOFF (whole seconds, may be 0)
+  std::optional<std::chrono::milliseconds>
+      recoverer_cutoff;  // WORKER_RECOVERER_CUTOFF (whole seconds, may be 0)
   std::optional<std::chrono::milliseconds> forwarder_interval;  // WORKER_FORWARDER_INTERVAL
-  std::optional<std::chrono::milliseconds> retry_delay;         // WORKER_RETRY_DELAY (fixed, whole seconds, may be 0)
+  std::optional<std::chrono::milliseconds>
+      retry_delay;  // WORKER_RETRY_DELAY (fixed, whole seconds, may be 0)
 
   log::Level log_level = log::Level::info;
   log::Format log_format = log::Format::logfmt;

@@ -37,10 +37,18 @@ bool parse_value(std::string_view raw, std::string& value, std::string& why) {
       if (quote == '"' && c == '\\' && i + 1 < raw.size()) {
         const char e = raw[++i];
         switch (e) {
-          case 'n': value.push_back('\n'); break;
-          case 't': value.push_back('\t'); break;
-          case 'r': value.push_back('\r'); break;
-          default: value.push_back(e); break;  // \" \\ \$ and anything else: the character itself
+          case 'n':
+            value.push_back('\n');
+            break;
+          case 't':
+            value.push_back('\t');
+            break;
+          case 'r':
+            value.push_back('\r');
+            break;
+          default:
+            value.push_back(e);
+            break;  // \" \\ \$ and anything else: the character itself
         }
         continue;
       }
@@ -89,8 +97,10 @@ Settings parse_dotenv(std::string_view text, const std::string& origin) {
     }
     const std::string key(trim(line.substr(0, eq)));
     if (!valid_key(key)) {
-      throw ConfigError(key, std::string(where).append(": invalid variable name '").append(key).append(
-                                 "' (expected letters, digits, _)"));
+      throw ConfigError(key, std::string(where)
+                                 .append(": invalid variable name '")
+                                 .append(key)
+                                 .append("' (expected letters, digits, _)"));
     }
     std::string value;
     std::string why;

@@ -15,7 +15,8 @@ std::string_view option_name(std::string_view word, size_t dashes) {
 
 }  // namespace
 
-std::vector<std::string> normalize_go_flags(const std::vector<std::string>& args, const LongOptions& long_options) {
+std::vector<std::string> normalize_go_flags(const std::vector<std::string>& args,
+                                            const LongOptions& long_options) {
   std::vector<std::string> out;
   out.reserve(args.size());
   bool next_is_value = false;  // the previous word was a long option awaiting its value

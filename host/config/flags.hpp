@@ -13,6 +13,7 @@ namespace wk::config {
 // Long option name (without dashes) -> whether it takes a value.
 using LongOptions = std::map<std::string, bool>;
 
-std::vector<std::string> normalize_go_flags(const std::vector<std::string>& args, const LongOptions& long_options);
+std::vector<std::string> normalize_go_flags(const std::vector<std::string>& args,
+                                            const LongOptions& long_options);
 
 }  // namespace wk::config

@@ -84,9 +84,11 @@ std::string redact(std::string text, std::string_view secret) {
 }
 
 std::unique_ptr<Connection> Connection::open(const Settings& settings, const CallLimits& limits) {
-  if (limits.cancelled()) throw Error(ErrorKind::cancelled, "", "cancelled before connecting to the database");
+  if (limits.cancelled())
+    throw Error(ErrorKind::cancelled, "", "cancelled before connecting to the database");
   const std::string port = std::to_string(settings.port);
-  const std::string connect_timeout = std::to_string(std::max<long long>(settings.connect_timeout.count(), 1));
+  const std::string connect_timeout =
+      std::to_string(std::max<long long>(settings.connect_timeout.count(), 1));
   std::vector<const char*> keys;
   std::vector<const char*> values;
   auto add = [&](const char* key, const std::string& value) {
@@ -117,7 +119,8 @@ std::unique_ptr<Connection> Connection::open(const Settings& settings, const Cal
   // Non-blocking connect: libpq's own connect_timeout only applies to the blocking calls, and
   // a call's deadline or cancellation must be able to cut the attempt short.
   ConnHandle conn(PQconnectStartParams(keys.data(), values.data(), /*expand_dbname=*/0));
-  if (!conn) throw Error(ErrorKind::unavailable, "08001", "database unavailable: cannot allocate a connection");
+  if (!conn)
+    throw Error(ErrorKind::unavailable, "08001", "database unavailable: cannot allocate a connection");
   PQsetNoticeProcessor(conn.get(), drop_notice, nullptr);
 
   const auto timeout_at = SteadyClock::now() + settings.connect_timeout;
@@ -130,21 +133,29 @@ std::unique_ptr<Connection> Connection::open(const Settings& settings, const Cal
       throw Error(ErrorKind::unavailable, "08001",
                   "database unavailable: " + redact(one_line(PQerrorMessage(conn.get())), settings.password));
     }
-    if (limits.cancelled()) throw Error(ErrorKind::cancelled, "", "cancelled while connecting to the database");
+    if (limits.cancelled())
+      throw Error(ErrorKind::cancelled, "", "cancelled while connecting to the database");
     if (SteadyClock::now() >= give_up_at) {
-      if (deadline_first) throw Error(ErrorKind::deadline, "", "deadline exceeded while connecting to the database");
+      if (deadline_first)
+        throw Error(ErrorKind::deadline, "", "deadline exceeded while connecting to the database");
       throw Error(ErrorKind::unavailable, "08001",
                   std::string("database unavailable: no connection to ")
-                      .append(settings.host).append(":").append(port)
-                      .append(" within ").append(connect_timeout).append("s"));
+                      .append(settings.host)
+                      .append(":")
+                      .append(port)
+                      .append(" within ")
+                      .append(connect_timeout)
+                      .append("s"));
     }
-    pollfd fds[2] = {{PQsocket(conn.get()), static_cast<short>(state == PGRES_POLLING_READING ? POLLIN : POLLOUT), 0},
-                     {limits.wake != nullptr ? limits.wake->fd() : -1, POLLIN, 0}};
+    pollfd fds[2] = {
+        {PQsocket(conn.get()), static_cast<short>(state == PGRES_POLLING_READING ? POLLIN : POLLOUT), 0},
+        {limits.wake != nullptr ? limits.wake->fd() : -1, POLLIN, 0}};
     const int rc = ::poll(fds, limits.wake != nullptr ? 2 : 1, poll_timeout_ms(give_up_at));
     if (rc > 0 && fds[0].revents != 0) state = PQconnectPoll(conn.get());
   }
   if (PQsetnonblocking(conn.get(), 1) != 0) {
-    throw Error(ErrorKind::unavailable, "08001", "database unavailable: cannot switch the connection to non-blocking mode");
+    throw Error(ErrorKind::unavailable, "08001",
+                "database unavailable: cannot switch the connection to non-blocking mode");
   }
   return std::unique_ptr<Connection>(new Connection(std::move(conn), settings.password));
 }
@@ -191,7 +202,8 @@ ResultHandle Connection::run(const Statement& statement, const CallLimits& limit
     for (size_t i = 0; i < params.size(); ++i) {
       const Param& param = params[i];
       if (param.value.size() > static_cast<size_t>(INT_MAX)) {
-        throw Error(ErrorKind::invalid, "", "query parameter $" + std::to_string(i + 1) + " is larger than 2 GiB");
+        throw Error(ErrorKind::invalid, "",
+                    "query parameter $" + std::to_string(i + 1) + " is larger than 2 GiB");
       }
       types[i] = param.type_oid;
       values[i] = param.is_null ? nullptr : param.value.data();
@@ -230,15 +242,18 @@ ResultHandle Connection::run(const Statement& statement, const CallLimits& limit
           PQcancel(cancel.get(), reason, sizeof reason);
         }
       }
-      const auto server_give_up = limits.deadline ? std::optional(*limits.deadline + kServerGrace) : std::nullopt;
+      const auto server_give_up =
+          limits.deadline ? std::optional(*limits.deadline + kServerGrace) : std::nullopt;
       const auto give_up = earliest(server_give_up, wait.cancel_give_up);
       if (give_up && SteadyClock::now() >= *give_up) {
         // The server is not answering: the connection's state is unknown, so it is closed.
         broken_ = true;
         if (wait.cancel_requested) {
-          throw Error(ErrorKind::cancelled, "57014", "task cancelled; the database did not confirm the cancel, connection closed");
+          throw Error(ErrorKind::cancelled, "57014",
+                      "task cancelled; the database did not confirm the cancel, connection closed");
         }
-        throw Error(ErrorKind::deadline, "57014", "deadline exceeded and the database did not answer; connection closed");
+        throw Error(ErrorKind::deadline, "57014",
+                    "deadline exceeded and the database did not answer; connection closed");
       }
       const bool watch_wake = limits.wake != nullptr && !wait.cancel_requested;
       pollfd fds[2] = {{PQsocket(conn), static_cast<short>(POLLIN | (flushed == 1 ? POLLOUT : 0)), 0},

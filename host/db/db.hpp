@@ -38,8 +38,8 @@ struct Settings {
   // younger ones only get the free local checks (PQstatus, pending input on the socket).
   std::chrono::seconds idle_check_after{30};
   std::string application_name = "autodevs-worker";  // shown in pg_stat_activity
-  size_t max_rows = 100000;                     // per result
-  size_t max_bytes = size_t{64} * 1024 * 1024;  // per result
+  size_t max_rows = 100000;                          // per result
+  size_t max_bytes = size_t{64} * 1024 * 1024;       // per result
 };
 
 enum class ErrorKind { unavailable, sql, deadline, cancelled, too_large, invalid };

@@ -14,8 +14,8 @@ namespace {
 using detail::CallLimits;
 using detail::Connection;
 using detail::ResultHandle;
-using detail::SteadyClock;
 using detail::Statement;
+using detail::SteadyClock;
 using detail::WakeSignal;
 
 // Host-owned tables. Created on the first connection of each pool, under a transaction-level
@@ -74,7 +74,8 @@ class PgResult final : public Result {
     return col < columns() ? PQftype(result_.get(), static_cast<int>(col)) : 0;
   }
   bool is_null(size_t row, size_t col) const override {
-    return !in_range(row, col) || PQgetisnull(result_.get(), static_cast<int>(row), static_cast<int>(col)) != 0;
+    return !in_range(row, col) ||
+           PQgetisnull(result_.get(), static_cast<int>(row), static_cast<int>(col)) != 0;
   }
   std::string_view value(size_t row, size_t col) const override {
     if (is_null(row, col)) return {};
@@ -148,7 +149,8 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   Lease acquire(const CallLimits& limits) {
     std::unique_lock lock(mu_);
     for (;;) {
-      if (limits.cancelled()) throw Error(ErrorKind::cancelled, "", "cancelled while waiting for a database connection");
+      if (limits.cancelled())
+        throw Error(ErrorKind::cancelled, "", "cancelled while waiting for a database connection");
       if (!idle_.empty()) {
         // Most recently used first: it is the one most likely to be warm and alive.
         Lease lease(shared_from_this(), std::move(idle_.back()));
@@ -266,9 +268,11 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   // `timeout_scope`: set statement_timeout for the session, for the transaction, or (COMMIT:
   // a SET in a failed transaction would fail itself) not at all.
   enum class Timeout { session, transaction, none };
-  ResultHandle run(Connection& conn, const Statement& statement, const CallLimits& limits, Timeout timeout_scope) {
+  ResultHandle run(Connection& conn, const Statement& statement, const CallLimits& limits,
+                   Timeout timeout_scope) {
     try {
-      if (timeout_scope != Timeout::none) conn.apply_statement_timeout(limits, timeout_scope == Timeout::transaction);
+      if (timeout_scope != Timeout::none)
+        conn.apply_statement_timeout(limits, timeout_scope == Timeout::transaction);
       ResultHandle result = conn.run(statement, limits);
       if (state_seen_down_.load(std::memory_order_relaxed)) note_up();
       return result;
@@ -283,7 +287,8 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
     const size_t rows = static_cast<size_t>(PQntuples(result));
     if (rows > settings_.max_rows) {
       throw Error(ErrorKind::too_large, "",
-                  "result has " + std::to_string(rows) + " rows, over the limit of " + std::to_string(settings_.max_rows));
+                  "result has " + std::to_string(rows) + " rows, over the limit of " +
+                      std::to_string(settings_.max_rows));
     }
     size_t bytes = 0;
     const int columns = PQnfields(result);
@@ -308,7 +313,8 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
     if (SteadyClock::now() - conn.last_used() < settings_.idle_check_after) return true;
     // Idle for a while: a firewall or a server restart may have dropped it silently.
     CallLimits check = limits;
-    const auto check_deadline = SteadyClock::now() + std::min<SteadyClock::duration>(kHealthTimeout, settings_.connect_timeout);
+    const auto check_deadline =
+        SteadyClock::now() + std::min<SteadyClock::duration>(kHealthTimeout, settings_.connect_timeout);
     if (!check.deadline || *check.deadline > check_deadline) check.deadline = check_deadline;
     try {
       conn.run(Statement{"SELECT 1"}, check);
@@ -381,8 +387,8 @@ class PgTransaction final : public Transaction {
     CallScope scope(core_, options);
     Connection& conn = open_connection();
     try {
-      return core_->checked(
-          core_->run(conn, Statement{sql, &params, options.binary_results}, scope.limits(), PoolCore::Timeout::transaction));
+      return core_->checked(core_->run(conn, Statement{sql, &params, options.binary_results}, scope.limits(),
+                                       PoolCore::Timeout::transaction));
     } catch (const Error&) {
       if (conn.broken()) end();
       throw;
@@ -408,7 +414,8 @@ class PgTransaction final : public Transaction {
     end();
     // COMMIT of a transaction that already failed succeeds with the tag ROLLBACK.
     if (std::string_view(PQcmdStatus(result.get())) != "COMMIT") {
-      throw Error(ErrorKind::sql, "25P02", "commit failed: an earlier statement failed, the transaction was rolled back");
+      throw Error(ErrorKind::sql, "25P02",
+                  "commit failed: an earlier statement failed, the transaction was rolled back");
     }
   }
 
@@ -468,8 +475,8 @@ class PgPool final : public Pool {
                                 const CallOptions& options) override {
     CallScope scope(core_, options);
     Lease lease = core_->acquire(scope.limits());
-    return core_->checked(
-        core_->run(*lease, Statement{sql, &params, options.binary_results}, scope.limits(), PoolCore::Timeout::session));
+    return core_->checked(core_->run(*lease, Statement{sql, &params, options.binary_results}, scope.limits(),
+                                     PoolCore::Timeout::session));
   }
 
   std::unique_ptr<Transaction> begin(const CallOptions& options) override { return begin_pg(options); }
@@ -509,9 +516,11 @@ class PgPool final : public Pool {
   }
 
   std::set<int64_t> applied_versions(const std::string& plugin) {
-    auto result = query("SELECT version FROM wk_plugin_migrations WHERE plugin_id = $1", {text_param(plugin)}, {});
+    auto result =
+        query("SELECT version FROM wk_plugin_migrations WHERE plugin_id = $1", {text_param(plugin)}, {});
     std::set<int64_t> versions;
-    for (size_t row = 0; row < result->rows(); ++row) versions.insert(std::stoll(std::string(result->value(row, 0))));
+    for (size_t row = 0; row < result->rows(); ++row)
+      versions.insert(std::stoll(std::string(result->value(row, 0))));
     return versions;
   }
 
@@ -519,9 +528,11 @@ class PgPool final : public Pool {
   // we waited for the lock), run, record.
   void apply(const std::string& plugin, const Migration& migration) {
     auto tx = begin_pg({});
-    tx->query("SELECT pg_advisory_xact_lock($1)", {text_param(std::to_string(migration_lock_key(plugin)), kInt8Oid)}, {});
+    tx->query("SELECT pg_advisory_xact_lock($1)",
+              {text_param(std::to_string(migration_lock_key(plugin)), kInt8Oid)}, {});
     const std::vector<Param> key{text_param(plugin), text_param(std::to_string(migration.version), kInt8Oid)};
-    if (tx->query("SELECT 1 FROM wk_plugin_migrations WHERE plugin_id = $1 AND version = $2", key, {})->rows() > 0) {
+    if (tx->query("SELECT 1 FROM wk_plugin_migrations WHERE plugin_id = $1 AND version = $2", key, {})
+            ->rows() > 0) {
       return;  // rolled back by ~Transaction; nothing to do
     }
     try {
@@ -534,9 +545,8 @@ class PgPool final : public Pool {
     tx->query("INSERT INTO wk_plugin_migrations (plugin_id, version, name) VALUES ($1, $2, $3)",
               {key[0], key[1], text_param(migration.name)}, {});
     tx->commit();
-    core_->logger().info("applied migration", {{"plugin", plugin},
-                                               {"version", migration.version},
-                                               {"migration", migration.name}});
+    core_->logger().info("applied migration",
+                         {{"plugin", plugin}, {"version", migration.version}, {"migration", migration.name}});
   }
 
   std::shared_ptr<PoolCore> core_;

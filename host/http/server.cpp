@@ -89,7 +89,8 @@ void Server::start() {
     bound = server->bind_to_any_port(endpoint.host);
     if (bound <= 0) throw std::runtime_error("cannot bind the metrics address " + options_.address);
   } else if (!server->bind_to_port(endpoint.host, endpoint.port)) {
-    throw std::runtime_error("cannot bind the metrics address " + options_.address + " (in use, or not a local address)");
+    throw std::runtime_error("cannot bind the metrics address " + options_.address +
+                             " (in use, or not a local address)");
   }
   port_ = bound;
   server_ = std::move(server);
@@ -101,7 +102,8 @@ void Server::start() {
   // The socket already listens (connections queue in the backlog), but httplib's stop() is a
   // no-op until the accept loop has marked itself running: wait for that so a stop() right
   // after start() cannot leave the thread blocked in accept forever.
-  while (!server_->is_running() && !listener_done_->load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  while (!server_->is_running() && !listener_done_->load())
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
 }
 
 void Server::stop() {

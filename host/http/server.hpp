@@ -32,9 +32,9 @@ struct ReadinessCheck {
 struct ServerOptions {
   // "host:port" (e.g. "127.0.0.1:9090", "0.0.0.0:9090", "[::1]:9090"); port 0 picks a free one.
   std::string address;
-  std::function<bool()> liveness;       // empty: always alive
+  std::function<bool()> liveness;  // empty: always alive
   std::vector<ReadinessCheck> readiness;
-  std::function<std::string()> metrics; // empty: /metrics answers 404
+  std::function<std::string()> metrics;  // empty: /metrics answers 404
 };
 
 struct Endpoint {

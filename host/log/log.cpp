@@ -24,11 +24,16 @@ std::string lower(std::string_view s) {
 
 const char* level_name(Level l) {
   switch (l) {
-    case Level::trace: return "TRACE";
-    case Level::debug: return "DEBUG";
-    case Level::info: return "INFO";
-    case Level::warn: return "WARN";
-    case Level::error: return "ERROR";
+    case Level::trace:
+      return "TRACE";
+    case Level::debug:
+      return "DEBUG";
+    case Level::info:
+      return "INFO";
+    case Level::warn:
+      return "WARN";
+    case Level::error:
+      return "ERROR";
   }
   return "INFO";
 }
@@ -59,11 +64,21 @@ void append_logfmt_value(std::string& out, std::string_view v) {
   out.push_back('"');
   for (unsigned char c : v) {
     switch (c) {
-      case '"': out.append("\\\""); break;
-      case '\\': out.append("\\\\"); break;
-      case '\n': out.append("\\n"); break;
-      case '\r': out.append("\\r"); break;
-      case '\t': out.append("\\t"); break;
+      case '"':
+        out.append("\\\"");
+        break;
+      case '\\':
+        out.append("\\\\");
+        break;
+      case '\n':
+        out.append("\\n");
+        break;
+      case '\r':
+        out.append("\\r");
+        break;
+      case '\t':
+        out.append("\\t");
+        break;
       default:
         if (c < 0x20) {
           char esc[8];

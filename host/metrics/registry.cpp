@@ -13,7 +13,8 @@ bool valid_name(std::string_view name, bool allow_colon) {
   if (name.empty()) return false;
   for (size_t i = 0; i < name.size(); ++i) {
     const char c = name[i];
-    const bool letter = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || (allow_colon && c == ':');
+    const bool letter =
+        (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || (allow_colon && c == ':');
     const bool digit = c >= '0' && c <= '9';
     if (!(letter || (i > 0 && digit))) return false;
   }
@@ -25,7 +26,8 @@ void validate(const std::string& name, const LabelNames& labels) {
   std::set<std::string_view> seen;
   for (const auto& label : labels) {
     if (!valid_name(label, false) || label.starts_with("__") || label == "le") {
-      throw std::invalid_argument(std::string("invalid label name for ").append(name).append(": ").append(label));
+      throw std::invalid_argument(
+          std::string("invalid label name for ").append(name).append(": ").append(label));
     }
     if (!seen.insert(label).second) {
       throw std::invalid_argument(std::string("duplicate label ").append(label).append(" in ").append(name));
@@ -45,10 +47,19 @@ std::string escape_label_value(std::string_view value) {
   std::string out;
   out.reserve(value.size());
   for (const char c : value) {
-    if (c == '\\') out += "\\\\";
-    else if (c == '"') out += "\\\"";
-    else if (c == '\n') out += "\\n";
-    else out += c;
+    switch (c) {
+      case '\\':
+        out += "\\\\";
+        break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      default:
+        out += c;
+    }
   }
   return out;
 }
@@ -57,9 +68,16 @@ std::string escape_help(std::string_view text) {
   std::string out;
   out.reserve(text.size());
   for (const char c : text) {
-    if (c == '\\') out += "\\\\";
-    else if (c == '\n') out += "\\n";
-    else out += c;
+    switch (c) {
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      default:
+        out += c;
+    }
   }
   return out;
 }
@@ -79,8 +97,8 @@ Family::Family(std::string name, std::string help, LabelNames labels)
 
 void Family::check_arity(const LabelValues& values) const {
   if (values.size() != labels_.size()) {
-    throw std::invalid_argument(name_ + ": expected " + std::to_string(labels_.size()) + " label values, got " +
-                                std::to_string(values.size()));
+    throw std::invalid_argument(name_ + ": expected " + std::to_string(labels_.size()) +
+                                " label values, got " + std::to_string(values.size()));
   }
 }
 
@@ -163,7 +181,8 @@ void GaugeFamily::render(std::string& out) const {
 
 // ---- Histogram ------------------------------------------------------------------------------
 
-HistogramFamily::HistogramFamily(std::string name, std::string help, LabelNames labels, std::vector<double> buckets)
+HistogramFamily::HistogramFamily(std::string name, std::string help, LabelNames labels,
+                                 std::vector<double> buckets)
     : Family(std::move(name), std::move(help), std::move(labels)), bounds_(std::move(buckets)) {
   for (size_t i = 0; i < bounds_.size(); ++i) {
     if (!std::isfinite(bounds_[i]) || (i > 0 && !(bounds_[i] > bounds_[i - 1]))) {
@@ -209,7 +228,8 @@ void HistogramFamily::render(std::string& out) const {
     for (size_t i = 0; i <= bounds_.size(); ++i) {
       running += s.counts[i];
       const std::string le = i < bounds_.size() ? format_value(bounds_[i]) : "+Inf";
-      out += name_ + "_bucket" + label_text(values, "le=\"" + le + "\"") + " " + std::to_string(running) + "\n";
+      out +=
+          name_ + "_bucket" + label_text(values, "le=\"" + le + "\"") + " " + std::to_string(running) + "\n";
     }
     out += name_ + "_sum" + label_text(values) + " " + format_value(s.sum) + "\n";
     out += name_ + "_count" + label_text(values) + " " + std::to_string(s.count) + "\n";

@@ -42,8 +42,11 @@ std::vector<QueueSize> QueueSizeReader::read() {
     std::string failure;
     for (size_t i = 0; i < keys.size(); ++i) {
       auto reply = conn_->read_reply();  // read every reply, even after an error, to keep the stream aligned
-      if (reply.is_error()) failure = std::string(reply.str());
-      else if (reply.is_integer()) values[i] = reply.integer();
+      if (reply.is_error()) {
+        failure = std::string(reply.str());
+      } else if (reply.is_integer()) {
+        values[i] = reply.integer();
+      }
     }
     // WRONGTYPE and the like: a key that is not what asynq's layout says is worth an error.
     if (!failure.empty()) throw redis::Error(redis::Error::Kind::reply, failure);
@@ -64,13 +67,15 @@ std::vector<QueueSize> QueueSizeReader::read() {
 WorkerMetrics::WorkerMetrics(Registry& registry, WorkerMetricsOptions options)
     : options_(std::move(options)),
       processed_(registry.counter(metric("tasks_processed_total"),
-                                  "Tasks that succeeded (done, or completed with retention).", {"task_type", "queue"})),
-      failed_(registry.counter(metric("tasks_failed_total"), "Task attempts that failed (retried or archived).",
-                               {"task_type", "queue"})),
+                                  "Tasks that succeeded (done, or completed with retention).",
+                                  {"task_type", "queue"})),
+      failed_(registry.counter(metric("tasks_failed_total"),
+                               "Task attempts that failed (retried or archived).", {"task_type", "queue"})),
       retried_(registry.counter(metric("tasks_retried_total"), "Failed attempts scheduled for a retry.",
                                 {"task_type", "queue"})),
       archived_(registry.counter(metric("tasks_archived_total"),
-                                 "Tasks archived (retries exhausted or not retryable).", {"task_type", "queue"})),
+                                 "Tasks archived (retries exhausted or not retryable).",
+                                 {"task_type", "queue"})),
       requeued_(registry.counter(metric("tasks_requeued_total"),
                                  "Tasks put back to pending on shutdown, not counted as an attempt.",
                                  {"task_type", "queue"})),
@@ -92,8 +97,8 @@ WorkerMetrics::WorkerMetrics(Registry& registry, WorkerMetricsOptions options)
     plugins_loaded_ = &registry.gauge(metric("plugins_loaded"), "Handler plugins loaded and serving.");
   }
   if (!options_.queues.empty() && options_.redis) {
-    queue_size_ = &registry.gauge(metric("queue_size"), "Tasks in a queue by state (LLEN/ZCARD at scrape time).",
-                                  {"queue", "state"});
+    queue_size_ = &registry.gauge(
+        metric("queue_size"), "Tasks in a queue by state (LLEN/ZCARD at scrape time).", {"queue", "state"});
     queue_paused_ = &registry.gauge(metric("queue_paused"), "1 when the queue is paused.", {"queue"});
     scrape_errors_ = &registry.gauge(metric("queue_size_read_errors"),
                                      "1 when the last scrape could not read queue sizes from Redis.");

@@ -6,10 +6,14 @@ namespace wk::plugins::detail {
 
 const char* kind_name(HandleKind kind) {
   switch (kind) {
-    case HandleKind::plugin_ctx: return "plugin ctx";
-    case HandleKind::task_ctx: return "task ctx";
-    case HandleKind::rows: return "pg rows";
-    case HandleKind::tx: return "pg transaction";
+    case HandleKind::plugin_ctx:
+      return "plugin ctx";
+    case HandleKind::task_ctx:
+      return "task ctx";
+    case HandleKind::rows:
+      return "pg rows";
+    case HandleKind::tx:
+      return "pg transaction";
   }
   return "handle";
 }
@@ -67,8 +71,8 @@ std::shared_ptr<void> HandleTable::release(uint64_t handle) {
   return std::move(slot.object);
 }
 
-std::shared_ptr<void> HandleTable::find(uint64_t handle, HandleKind kind, const char* function,
-                                        bool erase, bool any_ctx) {
+std::shared_ptr<void> HandleTable::find(uint64_t handle, HandleKind kind, const char* function, bool erase,
+                                        bool any_ctx) {
   std::shared_ptr<void> found;
   std::shared_ptr<const HandleOwner> blame;
   const char* problem = nullptr;
@@ -95,9 +99,9 @@ std::shared_ptr<void> HandleTable::find(uint64_t handle, HandleKind kind, const 
     }
   }
   if (problem != nullptr && blame) {
-    blame->logger.warn("plugin misbehaving", {{"function", function},
-                                              {"problem", problem},
-                                              {"expected", any_ctx ? "ctx" : kind_name(kind)}});
+    blame->logger.warn(
+        "plugin misbehaving",
+        {{"function", function}, {"problem", problem}, {"expected", any_ctx ? "ctx" : kind_name(kind)}});
   }
   return found;
 }
@@ -139,9 +143,7 @@ void Context::close() {
 }
 
 task::CancelReason Context::wait_cancelled(std::chrono::milliseconds timeout) {
-  auto cancelled = [&] {
-    return execution_ != nullptr && execution_->cancellation.cancelled();
-  };
+  auto cancelled = [&] { return execution_ != nullptr && execution_->cancellation.cancelled(); };
   std::unique_lock lock(mu_);
   cv_.wait_for(lock, timeout, [&] { return !open_ || cancelled(); });
   return execution_ != nullptr ? execution_->cancellation.reason() : task::CancelReason::none;

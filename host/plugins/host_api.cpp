@@ -24,7 +24,7 @@ std::string_view view(wk_str s) {
 }
 std::string_view view(wk_bytes b) {
   return (b.ptr == nullptr || b.len == 0) ? std::string_view{}
-                                         : std::string_view(reinterpret_cast<const char*>(b.ptr), b.len);
+                                          : std::string_view(reinterpret_cast<const char*>(b.ptr), b.len);
 }
 
 template <size_t N>
@@ -48,12 +48,18 @@ std::shared_ptr<Context> resolve(wk_ctx* ctx, const char* function, bool task_on
 
 wk_status map_db_error(const db::Error& e, wk_error* err) {
   switch (e.kind()) {
-    case db::ErrorKind::unavailable: return set_error(err, WK_E_UNAVAILABLE, e.sqlstate(), e.what());
-    case db::ErrorKind::sql: return set_error(err, WK_E_DB, e.sqlstate(), e.what());
-    case db::ErrorKind::deadline: return set_error(err, WK_E_DEADLINE, "deadline", e.what());
-    case db::ErrorKind::cancelled: return set_error(err, WK_E_CANCELLED, "cancelled", e.what());
-    case db::ErrorKind::too_large: return set_error(err, WK_E_TOO_LARGE, "too_large", e.what());
-    case db::ErrorKind::invalid: return set_error(err, WK_E_INVALID, "invalid", e.what());
+    case db::ErrorKind::unavailable:
+      return set_error(err, WK_E_UNAVAILABLE, e.sqlstate(), e.what());
+    case db::ErrorKind::sql:
+      return set_error(err, WK_E_DB, e.sqlstate(), e.what());
+    case db::ErrorKind::deadline:
+      return set_error(err, WK_E_DEADLINE, "deadline", e.what());
+    case db::ErrorKind::cancelled:
+      return set_error(err, WK_E_CANCELLED, "cancelled", e.what());
+    case db::ErrorKind::too_large:
+      return set_error(err, WK_E_TOO_LARGE, "too_large", e.what());
+    case db::ErrorKind::invalid:
+      return set_error(err, WK_E_INVALID, "invalid", e.what());
   }
   return set_error(err, WK_E_INTERNAL, "internal", e.what());
 }
@@ -143,7 +149,8 @@ void WK_CALL api_log(wk_ctx* ctx, int32_t level, wk_str message, const wk_kv* fi
     log::Fields copied;
     if (fields != nullptr) {
       copied.reserve(field_count);
-      for (size_t i = 0; i < field_count; ++i) copied.emplace_back(view(fields[i].key), view(fields[i].value));
+      for (size_t i = 0; i < field_count; ++i)
+        copied.emplace_back(view(fields[i].key), view(fields[i].value));
     }
     call->logger().log(to_level(level), view(message), copied);
   } catch (...) {
@@ -177,7 +184,8 @@ wk_status WK_CALL api_pg_query(wk_ctx* ctx, wk_str sql, const wk_pg_param* param
   db::Pool* pool = call->services().pool;
   if (pool == nullptr) return set_error(err, WK_E_UNSUPPORTED, "pg.none", "no database configured");
   return guarded(err, [&] {
-    auto result = pool->query(view(sql), to_params(params, param_count, param_stride), call_options(*call, flags));
+    auto result =
+        pool->query(view(sql), to_params(params, param_count, param_stride), call_options(*call, flags));
     if (out_rows != nullptr) *out_rows = register_rows(context, std::move(result));
     return set_error(err, WK_OK, "", "");
   });
@@ -201,7 +209,8 @@ uint32_t WK_CALL api_pg_column_type(const wk_pg_rows* rows, size_t col) {
   auto r = lookup_rows(rows, "pg_column_type");
   return (r && col < r->result->columns()) ? r->result->column_type(col) : 0;
 }
-wk_status WK_CALL api_pg_value(const wk_pg_rows* rows, size_t row, size_t col, wk_bytes* out, int32_t* is_null) {
+wk_status WK_CALL api_pg_value(const wk_pg_rows* rows, size_t row, size_t col, wk_bytes* out,
+                               int32_t* is_null) {
   auto r = lookup_rows(rows, "pg_value");
   if (!r) return WK_E_WRONG_CTX;
   if (row >= r->result->rows() || col >= r->result->columns()) return WK_E_INVALID;
@@ -312,8 +321,8 @@ wk_status WK_CALL api_pg_tx_once(wk_pg_tx* handle, wk_str key, int32_t* out_firs
   });
 }
 
-wk_status WK_CALL api_pg_migrate(wk_ctx* plugin_ctx, const wk_migration* migrations, size_t count, size_t stride,
-                                 wk_error* err) {
+wk_status WK_CALL api_pg_migrate(wk_ctx* plugin_ctx, const wk_migration* migrations, size_t count,
+                                 size_t stride, wk_error* err) {
   auto context = std::static_pointer_cast<Context>(
       HandleTable::process().get(to_handle(plugin_ctx), HandleKind::plugin_ctx, "pg_migrate"));
   ContextCall call(context);
@@ -321,7 +330,8 @@ wk_status WK_CALL api_pg_migrate(wk_ctx* plugin_ctx, const wk_migration* migrati
   db::Pool* pool = call->services().pool;
   if (pool == nullptr) return set_error(err, WK_E_UNSUPPORTED, "pg.none", "no database configured");
   if (count > 0 && (migrations == nullptr || stride < kMigrationSizeV1_0)) {
-    return set_error(err, WK_E_INVALID, "invalid", "migrations NULL or stride smaller than wk_migration v1.0");
+    return set_error(err, WK_E_INVALID, "invalid",
+                     "migrations NULL or stride smaller than wk_migration v1.0");
   }
   return guarded(err, [&] {
     std::vector<db::Migration> list;
@@ -330,7 +340,8 @@ wk_status WK_CALL api_pg_migrate(wk_ctx* plugin_ctx, const wk_migration* migrati
       wk_migration m{};
       std::memcpy(&m, base + i * stride, kMigrationSizeV1_0);
       if (m.version <= 0 || (!list.empty() && m.version <= list.back().version)) {
-        return set_error(err, WK_E_INVALID, "invalid", "migration versions must be > 0 and strictly increasing");
+        return set_error(err, WK_E_INVALID, "invalid",
+                         "migration versions must be > 0 and strictly increasing");
       }
       list.push_back({m.version, std::string(view(m.name)), std::string(view(m.sql))});
     }
@@ -354,11 +365,12 @@ task::EnqueueRequest to_request(const wk_enqueue_req& req) {
   // A time or duration this far out would overflow the clock's int64 nanoseconds (signed overflow,
   // UB) once converted or added to now: refused like any other bad value.
   constexpr int64_t kMaxDurationMs = int64_t{100} * 366 * 24 * 3600 * 1000;  // 100 years
-  constexpr int64_t kMaxUnixMs = int64_t{7258118400} * 1000;                  // 2200-01-01
+  constexpr int64_t kMaxUnixMs = int64_t{7258118400} * 1000;                 // 2200-01-01
   const bool too_far = req.process_at_ms > kMaxUnixMs || req.deadline_ms > kMaxUnixMs ||
                        req.process_in_ms > kMaxDurationMs || req.timeout_ms > kMaxDurationMs ||
                        req.unique_ttl_ms > kMaxDurationMs || req.retention_ms > kMaxDurationMs;
-  if (too_far) throw std::invalid_argument("enqueue: times must be before 2200 and durations under 100 years");
+  if (too_far)
+    throw std::invalid_argument("enqueue: times must be before 2200 and durations under 100 years");
   const auto now = task::Clock::now();
   if (req.process_at_ms > 0) {
     out.process_at = task::Clock::time_point(milliseconds(req.process_at_ms));
@@ -388,7 +400,8 @@ wk_status WK_CALL api_enqueue(wk_ctx* ctx, const wk_enqueue_req* req, wk_task_id
   ContextCall call(resolve(ctx, "enqueue", false));
   if (!call) return set_error(err, WK_E_WRONG_CTX, "wrong_ctx", "ctx expired or of the wrong kind");
   if (req == nullptr || req->struct_size < offsetof(wk_enqueue_req, retention_ms) + sizeof(int64_t)) {
-    return set_error(err, WK_E_INVALID, "invalid", "enqueue: req is NULL or smaller than wk_enqueue_req v1.0");
+    return set_error(err, WK_E_INVALID, "invalid",
+                     "enqueue: req is NULL or smaller than wk_enqueue_req v1.0");
   }
   return guarded(err, [&] {
     task::EnqueueRequest request = to_request(*req);

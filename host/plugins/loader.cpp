@@ -80,7 +80,8 @@ fs::path stage_copy(const StagingDir& staging, const fs::path& file, const std::
   fs::path target = staging.path() / (file.stem().string() + "@" + digest + ".so");
   const fs::path temporary = fs::path(target.string() + ".part");
   const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0500);
-  if (fd < 0) throw Refused("cannot stage a copy in " + staging.path().string() + ": " + std::strerror(errno));
+  if (fd < 0)
+    throw Refused("cannot stage a copy in " + staging.path().string() + ": " + std::strerror(errno));
   size_t written = 0;
   while (written < bytes.size()) {
     const ssize_t n = ::write(fd, bytes.data() + written, bytes.size() - written);
@@ -104,14 +105,17 @@ fs::path stage_copy(const StagingDir& staging, const fs::path& file, const std::
 // exports its entry through .dynsym, which is what dlsym uses. This reads .dynsym of an ELF64
 // little-endian image (our targets), bounds-checked, without running anything.
 bool dynsym_exports(const std::string& image, std::string_view symbol) {
-  auto fits = [&](uint64_t offset, uint64_t size) { return offset <= image.size() && size <= image.size() - offset; };
+  auto fits = [&](uint64_t offset, uint64_t size) {
+    return offset <= image.size() && size <= image.size() - offset;
+  };
   if (image.size() < sizeof(Elf64_Ehdr) || std::memcmp(image.data(), ELFMAG, SELFMAG) != 0 ||
       image[EI_CLASS] != ELFCLASS64 || image[EI_DATA] != ELFDATA2LSB) {
     return false;
   }
   Elf64_Ehdr header;
   std::memcpy(&header, image.data(), sizeof header);
-  if (header.e_shentsize != sizeof(Elf64_Shdr) || !fits(header.e_shoff, uint64_t{header.e_shnum} * sizeof(Elf64_Shdr))) {
+  if (header.e_shentsize != sizeof(Elf64_Shdr) ||
+      !fits(header.e_shoff, uint64_t{header.e_shnum} * sizeof(Elf64_Shdr))) {
     return false;
   }
   auto section = [&](size_t index) {
@@ -182,7 +186,8 @@ LoadedLibrary validate_entry(const wk_plugin_entry* raw, const fs::path& file, c
   std::memcpy(&entry, raw, std::min<size_t>(raw->struct_size, sizeof entry));
   if (entry.abi_major != WK_ABI_MAJOR) {
     throw Refused("plugin ABI major " + std::to_string(entry.abi_major) + " does not match " +
-                  WK_PLUGIN_ENTRY_SYMBOL_V1 + " (this host speaks ABI " + version_text(WK_ABI_MAJOR, WK_ABI_MINOR) + ")");
+                  WK_PLUGIN_ENTRY_SYMBOL_V1 + " (this host speaks ABI " +
+                  version_text(WK_ABI_MAJOR, WK_ABI_MINOR) + ")");
   }
   if (entry.min_host_minor > WK_ABI_MINOR) {
     throw Refused("needs host ABI " + version_text(WK_ABI_MAJOR, entry.min_host_minor) + ", this host is " +
@@ -204,14 +209,16 @@ LoadedLibrary validate_entry(const wk_plugin_entry* raw, const fs::path& file, c
   if (entry.handler_count == 0 || entry.handlers == nullptr) throw Refused("plugin declares no handlers");
   if (entry.handler_stride < kHandlerSizeV1_0) {
     throw Refused("handler_stride " + std::to_string(entry.handler_stride) +
-                  " is smaller than the ABI 1.0 handler descriptor (" + std::to_string(kHandlerSizeV1_0) + ")");
+                  " is smaller than the ABI 1.0 handler descriptor (" + std::to_string(kHandlerSizeV1_0) +
+                  ")");
   }
   if (entry.handler_count > 4096) throw Refused("more than 4096 handlers");
   std::set<std::string> seen;
   const auto* base = reinterpret_cast<const unsigned char*>(entry.handlers);
   for (uint32_t i = 0; i < entry.handler_count; ++i) {
     wk_handler_desc desc{};
-    std::memcpy(&desc, base + size_t{i} * entry.handler_stride, std::min<size_t>(entry.handler_stride, sizeof desc));
+    std::memcpy(&desc, base + size_t{i} * entry.handler_stride,
+                std::min<size_t>(entry.handler_stride, sizeof desc));
     LoadedHandler handler;
     handler.info.task_type = copy_text(desc.task_type, "handler task_type", true);
     if (!valid_task_type(handler.info.task_type)) {
@@ -226,7 +233,8 @@ LoadedLibrary validate_entry(const wk_plugin_entry* raw, const fs::path& file, c
     handler.info.default_timeout_ms = desc.default_timeout_ms;
     handler.run = desc.run;
     handler.on_cancel = desc.on_cancel;
-    if (handler.run == nullptr) throw Refused("handler \"" + handler.info.task_type + "\" has no run function");
+    if (handler.run == nullptr)
+      throw Refused("handler \"" + handler.info.task_type + "\" has no run function");
     lib.info.handlers.push_back(handler.info);
     lib.handlers.push_back(std::move(handler));
   }
@@ -288,10 +296,11 @@ StagingDir::StagingDir(const fs::path& base, bool remove_at_exit) : remove_(remo
   if (parent.empty()) {
     const char* runtime = std::getenv("XDG_RUNTIME_DIR");
     parent = (runtime != nullptr && *runtime != '\0' && ::access(runtime, W_OK) == 0) ? fs::path(runtime)
-                                                                                    : fs::path("/tmp");
+                                                                                      : fs::path("/tmp");
   }
   std::string pattern =
-      (parent / ("wk-plugins-" + std::to_string(::getuid()) + "-" + std::to_string(::getpid()) + "-XXXXXX")).string();
+      (parent / ("wk-plugins-" + std::to_string(::getuid()) + "-" + std::to_string(::getpid()) + "-XXXXXX"))
+          .string();
   // mkdtemp creates the directory 0700 and fails rather than reuse an existing path.
   if (::mkdtemp(pattern.data()) == nullptr) {
     throw std::runtime_error("cannot create the plugin staging directory under " + parent.string() + ": " +
@@ -325,7 +334,8 @@ LoadedLibrary load_plugin_file(const fs::path& file, const StagingDir& staging) 
 
   boost::dll::fs::error_code ec;
   ::dlerror();
-  boost::dll::shared_library library(staged, boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local, ec);
+  boost::dll::shared_library library(staged,
+                                     boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local, ec);
   if (ec || !library.is_loaded()) {
     const char* why = ::dlerror();
     throw Refused("dlopen failed: " + std::string(why != nullptr ? why : ec.message()));

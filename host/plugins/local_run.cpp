@@ -12,11 +12,16 @@ namespace fs = std::filesystem;
 
 std::string_view disposition_name(task::Disposition disposition) {
   switch (disposition) {
-    case task::Disposition::succeeded: return "succeeded";
-    case task::Disposition::retry: return "retry";
-    case task::Disposition::retry_after: return "retry_after";
-    case task::Disposition::fail_no_retry: return "fail_no_retry";
-    case task::Disposition::cancelled: return "cancelled";
+    case task::Disposition::succeeded:
+      return "succeeded";
+    case task::Disposition::retry:
+      return "retry";
+    case task::Disposition::retry_after:
+      return "retry_after";
+    case task::Disposition::fail_no_retry:
+      return "fail_no_retry";
+    case task::Disposition::cancelled:
+      return "cancelled";
   }
   return "unknown";
 }
@@ -43,7 +48,8 @@ std::vector<FileCheck> check_files(const std::vector<fs::path>& files, const log
     } catch (const std::exception& e) {
       check.reason = e.what();
     }
-    if (!check.would_load) logger.debug("plugin check refused", {{"file", file.string()}, {"reason", check.reason}});
+    if (!check.would_load)
+      logger.debug("plugin check refused", {{"file", file.string()}, {"reason", check.reason}});
     checks.push_back(std::move(check));
   }
   return checks;
@@ -117,7 +123,8 @@ class DeadlineWatch {
     if (timeout.count() <= 0) return;
     thread_ = std::thread([this, &cancellation, timeout] {
       std::unique_lock lock(mu_);
-      if (!cv_.wait_for(lock, timeout, [&] { return stopped_; })) cancellation.cancel(task::CancelReason::deadline);
+      if (!cv_.wait_for(lock, timeout, [&] { return stopped_; }))
+        cancellation.cancel(task::CancelReason::deadline);
     });
   }
   ~DeadlineWatch() {
@@ -149,8 +156,8 @@ LocalResult run_local(const LocalRun& run, const log::Logger& logger, const Conf
   if (!host.handles(run.type)) {
     std::string types;
     for (const auto& t : host.task_types()) types += (types.empty() ? "" : ", ") + t;
-    throw std::runtime_error("no loaded plugin serves task type \"" + run.type + "\" (served: " +
-                             (types.empty() ? "none" : types) + ")");
+    throw std::runtime_error("no loaded plugin serves task type \"" + run.type +
+                             "\" (served: " + (types.empty() ? "none" : types) + ")");
   }
   task::Task t;
   t.id = run.task_id.empty() ? task::new_uuid() : run.task_id;
@@ -178,8 +185,8 @@ LocalResult run_local(const LocalRun& run, const log::Logger& logger, const Conf
   return out;
 }
 
-int exec_local(const LocalRun& run, std::ostream& out, const log::Logger& logger, const ConfigSnapshot& config,
-               db::Pool* pool, const HostOptions& options) {
+int exec_local(const LocalRun& run, std::ostream& out, const log::Logger& logger,
+               const ConfigSnapshot& config, db::Pool* pool, const HostOptions& options) {
   LocalResult result;
   try {
     result = run_local(run, logger, config, pool, options);

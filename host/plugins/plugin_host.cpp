@@ -121,7 +121,8 @@ std::optional<Refusal> PluginHost::Impl::load(const fs::path& file) {
   }
   auto instance = std::make_shared<PluginInstance>();
   try {
-    if (!staging) staging = std::make_unique<detail::StagingDir>(options.staging_dir, options.remove_staging_dir);
+    if (!staging)
+      staging = std::make_unique<detail::StagingDir>(options.staging_dir, options.remove_staging_dir);
     instance->library = detail::load_plugin_file(file, *staging);
   } catch (const detail::Refused& e) {
     return refuse(file, e.what());
@@ -141,7 +142,8 @@ std::optional<Refusal> PluginHost::Impl::load(const fs::path& file) {
       if (auto it = routes.find(handler.task_type); it != routes.end()) {
         const PluginInfo& owner = it->second.plugin->library.info;
         return refuse(file, "task type \"" + handler.task_type + "\" of plugin " + info.plugin_id +
-                                " is already served by plugin " + owner.plugin_id + " (" + owner.file.string() + ")");
+                                " is already served by plugin " + owner.plugin_id + " (" +
+                                owner.file.string() + ")");
       }
     }
   }
@@ -151,8 +153,10 @@ std::optional<Refusal> PluginHost::Impl::load(const fs::path& file) {
   auto services = std::make_shared<const detail::PluginServices>(
       detail::PluginServices{owner, owner->logger, info.plugin_id, config, pool, enqueuer});
   instance->services = services;
-  instance->plugin_ctx = std::make_shared<Context>(HandleKind::plugin_ctx, services, services->logger, nullptr);
-  instance->plugin_ctx->set_handle(HandleTable::process().add(HandleKind::plugin_ctx, instance->plugin_ctx, owner));
+  instance->plugin_ctx =
+      std::make_shared<Context>(HandleKind::plugin_ctx, services, services->logger, nullptr);
+  instance->plugin_ctx->set_handle(
+      HandleTable::process().add(HandleKind::plugin_ctx, instance->plugin_ctx, owner));
   for (const auto& handler : instance->library.handlers) {
     instance->limiters.push_back(std::make_unique<Limiter>(handler.info.max_concurrency));
   }
@@ -185,12 +189,13 @@ std::optional<Refusal> PluginHost::Impl::load(const fs::path& file) {
       routes.emplace(instance->library.handlers[i].info.task_type, Route{instance, i});
     }
   }
-  logger.info("plugin loaded", {{"plugin", info.plugin_id},
-                                {"version", info.plugin_version},
-                                {"abi", std::to_string(info.abi_major) + "." + std::to_string(info.abi_minor)},
-                                {"task_types", join_types(info)},
-                                {"file", info.file.string()},
-                                {"sha256", info.sha256.substr(0, 16)}});
+  logger.info("plugin loaded",
+              {{"plugin", info.plugin_id},
+               {"version", info.plugin_version},
+               {"abi", std::to_string(info.abi_major) + "." + std::to_string(info.abi_minor)},
+               {"task_types", join_types(info)},
+               {"file", info.file.string()},
+               {"sha256", info.sha256.substr(0, 16)}});
   return std::nullopt;
 }
 
@@ -221,10 +226,8 @@ task::Outcome PluginHost::Impl::run(const Route& route, task::Execution& executi
   } slot{limiter};
 
   const int32_t attempt = t.retried + 1;
-  auto task_logger = plugin.services->logger.with({{"task_id", t.id},
-                                              {"task_type", t.type},
-                                              {"queue", t.queue},
-                                              {"attempt", attempt}});
+  auto task_logger = plugin.services->logger.with(
+      {{"task_id", t.id}, {"task_type", t.type}, {"queue", t.queue}, {"attempt", attempt}});
   std::vector<wk_kv> headers;
   headers.reserve(t.headers.size());
   for (const auto& [key, value] : t.headers) {
@@ -258,16 +261,17 @@ task::Outcome PluginHost::Impl::run(const Route& route, task::Execution& executi
   auto running = std::make_shared<std::atomic<bool>>(false);
   auto on_cancel = handler.on_cancel;
   wk_plugin_state* state = plugin.state;
-  const auto token = execution.cancellation.on_cancel([ctx, running, on_cancel, state, ctx_handle](task::CancelReason) {
-    ctx->notify();
-    if (on_cancel == nullptr || !running->load() || !ctx->enter()) return;
-    try {
-      on_cancel(state, ctx_handle);
-    } catch (...) {
-      ctx->logger().warn("plugin misbehaving", {{"problem", "on_cancel threw an exception"}});
-    }
-    ctx->leave();
-  });
+  const auto token =
+      execution.cancellation.on_cancel([ctx, running, on_cancel, state, ctx_handle](task::CancelReason) {
+        ctx->notify();
+        if (on_cancel == nullptr || !running->load() || !ctx->enter()) return;
+        try {
+          on_cancel(state, ctx_handle);
+        } catch (...) {
+          ctx->logger().warn("plugin misbehaving", {{"problem", "on_cancel threw an exception"}});
+        }
+        ctx->leave();
+      });
 
   wk_failure failure{};
   failure.struct_size = sizeof failure;
@@ -301,8 +305,8 @@ task::Outcome PluginHost::Impl::run(const Route& route, task::Execution& executi
     case WK_DISP_RETRY_AFTER:
       outcome.disposition = task::Disposition::retry_after;
       outcome.error = failure_text(failure, "handler asked for a retry later");
-      outcome.retry_after = std::clamp(std::chrono::milliseconds(failure.retry_after_ms), std::chrono::milliseconds(0),
-                                       kMaxRetryAfter);
+      outcome.retry_after = std::clamp(std::chrono::milliseconds(failure.retry_after_ms),
+                                       std::chrono::milliseconds(0), kMaxRetryAfter);
       break;
     case WK_DISP_FAIL_NO_RETRY:
       outcome.disposition = task::Disposition::fail_no_retry;
@@ -314,7 +318,7 @@ task::Outcome PluginHost::Impl::run(const Route& route, task::Execution& executi
       break;
     default:
       task_logger.warn("plugin misbehaving", {{"problem", "run returned an unknown disposition"},
-                                         {"disposition", static_cast<int64_t>(disposition)}});
+                                              {"disposition", static_cast<int64_t>(disposition)}});
       outcome.disposition = task::Disposition::retry;
       outcome.error = "handler returned an invalid disposition " + std::to_string(disposition);
       break;
@@ -384,7 +388,8 @@ task::Outcome PluginHost::dispatch(task::Execution& execution) {
       if (impl_->stopping) return {task::Disposition::retry, "worker is shutting down", {}};
       auto it = impl_->routes.find(execution.task.type);
       if (it == impl_->routes.end()) {
-        return {task::Disposition::fail_no_retry, "no handler for task type \"" + execution.task.type + "\"", {}};
+        return {
+            task::Disposition::fail_no_retry, "no handler for task type \"" + execution.task.type + "\"", {}};
       }
       route = it->second;
     }
@@ -414,19 +419,22 @@ void PluginHost::shutdown() {
     {
       std::unique_lock lock(plugin.mu);
       plugin.closed = true;
-      drained = plugin.idle.wait_for(lock, impl_->options.shutdown_grace, [&] { return plugin.in_flight == 0; });
+      drained =
+          plugin.idle.wait_for(lock, impl_->options.shutdown_grace, [&] { return plugin.in_flight == 0; });
     }
     if (!drained) {
       // Never call shutdown() under a running run(): the plugin stays as it is until exit.
-      impl_->logger.error("plugin still running after the shutdown grace; not shut down (zombie)",
-                          {{"plugin", id}, {"grace_ms", static_cast<int64_t>(impl_->options.shutdown_grace.count())}});
+      impl_->logger.error(
+          "plugin still running after the shutdown grace; not shut down (zombie)",
+          {{"plugin", id}, {"grace_ms", static_cast<int64_t>(impl_->options.shutdown_grace.count())}});
       continue;
     }
     if (plugin.library.shutdown != nullptr) {
       try {
         plugin.library.shutdown(plugin.state);
       } catch (...) {
-        impl_->logger.warn("plugin misbehaving", {{"plugin", id}, {"problem", "shutdown threw an exception"}});
+        impl_->logger.warn("plugin misbehaving",
+                           {{"plugin", id}, {"problem", "shutdown threw an exception"}});
       }
     }
     plugin.plugin_ctx->close();

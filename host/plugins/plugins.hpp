@@ -49,8 +49,8 @@ struct HostOptions {
 struct HandlerInfo {
   std::string task_type;
   std::string description;
-  uint32_t flags = 0;             // WK_HANDLER_*
-  uint32_t max_concurrency = 0;   // 0 = host default (no extra limit)
+  uint32_t flags = 0;            // WK_HANDLER_*
+  uint32_t max_concurrency = 0;  // 0 = host default (no extra limit)
   uint32_t default_timeout_ms = 0;
 };
 
@@ -119,18 +119,18 @@ class PluginHost final : public task::Dispatcher {
 struct FileCheck {
   std::filesystem::path file;
   bool would_load = false;
-  std::string reason;               // why not, when !would_load
-  std::optional<PluginInfo> info;   // what it declares, when its entry could be read
+  std::string reason;              // why not, when !would_load
+  std::optional<PluginInfo> info;  // what it declares, when its entry could be read
 };
 
 // Preflight + load + entry validation of each file, without init() and without serving.
 // Duplicate task types across the given files are reported too.
-std::vector<FileCheck> check_files(const std::vector<std::filesystem::path>& files,
-                                   const log::Logger& logger, const HostOptions& options = {});
+std::vector<FileCheck> check_files(const std::vector<std::filesystem::path>& files, const log::Logger& logger,
+                                   const HostOptions& options = {});
 // Prints one block per file (id, version, ABI, handlers, "OK" or "REFUSED: reason") to `out`.
 // Returns the process exit code: 0 when every file would load, 1 otherwise.
-int check_files(const std::vector<std::filesystem::path>& files, std::ostream& out,
-                const log::Logger& logger, const HostOptions& options = {});
+int check_files(const std::vector<std::filesystem::path>& files, std::ostream& out, const log::Logger& logger,
+                const HostOptions& options = {});
 
 struct LocalRun {
   std::filesystem::path plugins_dir;
@@ -144,10 +144,10 @@ struct LocalRun {
 
 struct LocalResult {
   task::Outcome outcome;
-  std::optional<std::string> result;           // what the handler wrote with result_write
-  std::vector<task::EnqueueRequest> staged;    // follow-ups it staged (not published)
-  std::vector<task::EnqueueRequest> immediate; // WK_ENQ_IMMEDIATE requests (recorded, not published)
-  LoadReport load;                             // what loading the directory gave
+  std::optional<std::string> result;            // what the handler wrote with result_write
+  std::vector<task::EnqueueRequest> staged;     // follow-ups it staged (not published)
+  std::vector<task::EnqueueRequest> immediate;  // WK_ENQ_IMMEDIATE requests (recorded, not published)
+  LoadReport load;                              // what loading the directory gave
 };
 
 // Loads `run.plugins_dir`, runs one task through its handler without Redis, shuts down.

@@ -42,11 +42,11 @@ struct Dequeued {
 struct OutcomeWrite {
   enum class Op { done, mark_complete, retry, archive, requeue };
   Op op = Op::done;
-  const asynq::TaskMessage* msg = nullptr;                        // must outlive the write
+  const asynq::TaskMessage* msg = nullptr;                       // must outlive the write
   const std::vector<task::EnqueueRequest>* followups = nullptr;  // done / mark_complete; may be null
-  Clock::time_point retry_at{};                                   // retry
-  std::string error;                                              // retry / archive
-  bool is_failure = true;                                         // retry
+  Clock::time_point retry_at{};                                  // retry
+  std::string error;                                             // retry / archive
+  bool is_failure = true;                                        // retry
 
   bool has_followups() const { return followups != nullptr && !followups->empty(); }
 };
@@ -78,8 +78,8 @@ class Broker {
   // Added by the redis owner: up to `max` tasks from the first queue (in the given order) that
   // has any, in one script call (per-task semantics as §6.7). Empty when none has work.
   // The default takes one task through dequeue().
-  virtual std::vector<Dequeued> dequeue_batch(const std::vector<std::string>& queues, std::chrono::seconds lease,
-                                              size_t max) {
+  virtual std::vector<Dequeued> dequeue_batch(const std::vector<std::string>& queues,
+                                              std::chrono::seconds lease, size_t max) {
     std::vector<Dequeued> out;
     if (max == 0) return out;
     if (auto one = dequeue(queues, lease)) out.push_back(std::move(*one));
@@ -98,7 +98,8 @@ class Broker {
   // §6.9 Done, with the follow-ups published in the same MULTI/EXEC as the completion.
   virtual void done(const asynq::TaskMessage& msg, const std::vector<task::EnqueueRequest>& followups) = 0;
   // §6.10 MarkAsComplete (retention > 0), with follow-ups as in done().
-  virtual void mark_complete(const asynq::TaskMessage& msg, const std::vector<task::EnqueueRequest>& followups) = 0;
+  virtual void mark_complete(const asynq::TaskMessage& msg,
+                             const std::vector<task::EnqueueRequest>& followups) = 0;
   // §6.11
   virtual void retry(const asynq::TaskMessage& msg, Clock::time_point retry_at, const std::string& error,
                      bool is_failure) = 0;
@@ -119,13 +120,15 @@ class Broker {
   // asynq #1144: atomically, only if `msg.id` is in active AND has no lease entry, Retry (§6.11,
   // isFailure, when `retry_at` is set) or Archive (§6.12, when it is not) with `error`. The
   // check and the move are one script, so a task a live worker holds is never touched.
-  virtual OrphanRecovery recover_orphan(const asynq::TaskMessage& msg, std::optional<Clock::time_point> retry_at,
+  virtual OrphanRecovery recover_orphan(const asynq::TaskMessage& msg,
+                                        std::optional<Clock::time_point> retry_at,
                                         const std::string& error) = 0;
   // §6.19 for one queue; returns the number deleted.
   virtual int delete_expired_completed(const std::string& queue, int batch) = 0;
 
   // §6.16 / §6.17
-  virtual void write_server_state(const asynq::ServerInfo& info, const std::vector<asynq::WorkerInfo>& workers,
+  virtual void write_server_state(const asynq::ServerInfo& info,
+                                  const std::vector<asynq::WorkerInfo>& workers,
                                   std::chrono::seconds ttl) = 0;
   virtual void clear_server_state(const std::string& host, int pid, const std::string& server_id) = 0;
 

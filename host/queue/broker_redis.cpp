@@ -114,7 +114,8 @@ class Event {
  public:
   void wait() noexcept {
     uint32_t expected = kIdle;
-    if (!state_.compare_exchange_strong(expected, kSleeping, std::memory_order_acquire)) return;  // set already
+    if (!state_.compare_exchange_strong(expected, kSleeping, std::memory_order_acquire))
+      return;  // set already
     while (state_.load(std::memory_order_acquire) != kSet) {
       syscall(SYS_futex, &state_, FUTEX_WAIT_PRIVATE, kSleeping, nullptr, nullptr, 0);
     }
@@ -140,12 +141,12 @@ struct RedisBroker::Call {
   const redis::Script* script;
   redis::Argv keys_and_args;
   size_t numkeys;
-  Call* owner = nullptr;             // set: submitted together with `owner`, whose thread waits
+  Call* owner = nullptr;  // set: submitted together with `owner`, whose thread waits
   std::optional<redis::Reply> reply{};
   std::exception_ptr error{};
   bool noscript = false;
-  bool finished = false;             // written by the flusher before wake.set()
-  Event wake{};                      // set once (owners only): finished, or promoted to flusher
+  bool finished = false;  // written by the flusher before wake.set()
+  Event wake{};           // set once (owners only): finished, or promoted to flusher
 };
 
 redis::Reply RedisBroker::call(const redis::Script& script, redis::Argv keys_and_args, size_t numkeys) {
@@ -273,8 +274,8 @@ void RedisBroker::dequeue_argv(const std::string& q, Clock::time_point expiry, s
   out.insert(out.end(), {k.pending, k.paused, k.active, k.lease, s.expiry, k.task_prefix, s.max});
 }
 
-void RedisBroker::done_argv(const asynq::TaskMessage& msg, Clock::time_point now, std::vector<std::string_view>& out,
-                            size_t& numkeys) {
+void RedisBroker::done_argv(const asynq::TaskMessage& msg, Clock::time_point now,
+                            std::vector<std::string_view>& out, size_t& numkeys) {
   // As success_args() without `completed`: KEYS active, lease, task, processed:date, processed,
   // [unique lock]; ARGV id, stats expiry.
   const QueueKeys& k = keys_for(msg.queue);
@@ -336,7 +337,8 @@ void RedisBroker::waiter_loop(Waiter& w) {
   while (!stopping_) {
     waiter_cv_.wait(lock, [&] { return stopping_ || w.armed_until > Clock::now(); });
     if (stopping_) break;
-    const auto remaining = std::chrono::duration_cast<std::chrono::milliseconds>(w.armed_until - Clock::now());
+    const auto remaining =
+        std::chrono::duration_cast<std::chrono::milliseconds>(w.armed_until - Clock::now());
     if (remaining.count() <= 0) continue;
     bool got_work = false;
     bool failed = false;
@@ -488,7 +490,8 @@ void RedisBroker::complete(const asynq::TaskMessage& msg, const redis::Script& s
     if (exec.is_error()) throw redis::Error(redis::Error::Kind::reply, std::string(exec.str()));
     if (exec[0].is_error()) {
       const std::string why(exec[0].str());
-      if (why.starts_with("NOT FOUND")) throw NotFound("task " + msg.id + " is no longer active in queue " + msg.queue);
+      if (why.starts_with("NOT FOUND"))
+        throw NotFound("task " + msg.id + " is no longer active in queue " + msg.queue);
       throw redis::Error(redis::Error::Kind::reply, why);
     }
     for (size_t i = 0; i < prepared.size(); ++i) {
@@ -496,9 +499,10 @@ void RedisBroker::complete(const asynq::TaskMessage& msg, const redis::Script& s
         Client::check_result(exec[i + 1]);
       } catch (const std::exception& e) {
         // The completion stands; a duplicate follow-up (e.g. an idempotent retry) is not an error.
-        log_.warn("follow-up not enqueued",
-                  {{"task_id", msg.id}, {"followup_id", prepared[i].id}, {"queue", prepared[i].queue},
-                   {"error", e.what()}});
+        log_.warn("follow-up not enqueued", {{"task_id", msg.id},
+                                             {"followup_id", prepared[i].id},
+                                             {"queue", prepared[i].queue},
+                                             {"error", e.what()}});
       }
     }
     return;
@@ -511,8 +515,8 @@ namespace {
 // KEYS/ARGV of the success scripts: active, lease, [completed (MarkAsComplete only)], task,
 // processed:date, processed, [unique lock, only when the message has one]; ARGV id, stats expiry.
 // `numkeys` gets the number of KEYS.
-std::vector<std::string> success_args(const asynq::TaskMessage& msg, Clock::time_point now, bool with_completed,
-                                      seconds stats_ttl, size_t& numkeys) {
+std::vector<std::string> success_args(const asynq::TaskMessage& msg, Clock::time_point now,
+                                      bool with_completed, seconds stats_ttl, size_t& numkeys) {
   const std::string& q = msg.queue;
   std::vector<std::string> ka{asynq::active_key(q), asynq::lease_key(q)};
   if (with_completed) ka.push_back(asynq::completed_key(q));
@@ -527,8 +531,8 @@ std::vector<std::string> success_args(const asynq::TaskMessage& msg, Clock::time
 }
 
 // success_args plus the MarkAsComplete ARGV: keep-until and the message with completed_at.
-std::vector<std::string> mark_complete_args(const asynq::TaskMessage& msg, Clock::time_point now, seconds stats_ttl,
-                                            size_t& numkeys) {
+std::vector<std::string> mark_complete_args(const asynq::TaskMessage& msg, Clock::time_point now,
+                                            seconds stats_ttl, size_t& numkeys) {
   asynq::TaskMessage completed = msg;
   completed.completed_at = unix_s(now);
   std::vector<std::string> ka = success_args(msg, now, true, stats_ttl, numkeys);
@@ -560,7 +564,8 @@ void RedisBroker::done(const asynq::TaskMessage& msg, const std::vector<task::En
   complete(msg, scripts().done, std::move(ka), numkeys, followups);
 }
 
-void RedisBroker::mark_complete(const asynq::TaskMessage& msg, const std::vector<task::EnqueueRequest>& followups) {
+void RedisBroker::mark_complete(const asynq::TaskMessage& msg,
+                                const std::vector<task::EnqueueRequest>& followups) {
   size_t numkeys = 0;
   std::vector<std::string> ka = mark_complete_args(msg, Clock::now(), settings_.stats_ttl, numkeys);
   complete(msg, scripts().mark_complete, std::move(ka), numkeys, followups);
@@ -598,8 +603,8 @@ void fill_failure_args(std::string (&v)[N], const asynq::TaskMessage& msg, Clock
 struct RetryArgs {
   static constexpr size_t kNumKeys = 8;
   std::string v[13];
-  RetryArgs(const asynq::TaskMessage& msg, Clock::time_point now, Clock::time_point retry_at, const std::string& error,
-            bool is_failure, seconds stats_ttl) {
+  RetryArgs(const asynq::TaskMessage& msg, Clock::time_point now, Clock::time_point retry_at,
+            const std::string& error, bool is_failure, seconds stats_ttl) {
     fill_failure_args(v, msg, now, asynq::retry_key(msg.queue), error, is_failure);
     v[10] = str(unix_s(retry_at));
     v[11] = str(unix_s(now + stats_ttl));
@@ -613,7 +618,8 @@ struct ArchiveArgs {
   std::string v[15];
   ArchiveArgs(const asynq::TaskMessage& msg, Clock::time_point now, const std::string& error,
               const RedisBrokerSettings& settings) {
-    fill_failure_args(v, msg, now, asynq::archived_key(msg.queue), error, false);  // retried unchanged (§6.12)
+    fill_failure_args(v, msg, now, asynq::archived_key(msg.queue), error,
+                      false);  // retried unchanged (§6.12)
     v[10] = str(unix_s(now));
     v[11] = str(unix_s(now - settings.archive_max_age));
     v[12] = std::to_string(settings.archive_max_size);
@@ -679,8 +685,8 @@ const redis::Script* RedisBroker::write_call_args(const OutcomeWrite& w, Clock::
     }
     case OutcomeWrite::Op::requeue: {
       const std::string& q = w.msg->queue;
-      storage = {asynq::active_key(q), asynq::lease_key(q), asynq::pending_key(q), asynq::task_key(q, w.msg->id),
-                 w.msg->id};
+      storage = {asynq::active_key(q), asynq::lease_key(q), asynq::pending_key(q),
+                 asynq::task_key(q, w.msg->id), w.msg->id};
       argv.assign(storage.begin(), storage.end());
       numkeys = 4;
       return &scripts().requeue;
@@ -742,7 +748,8 @@ void RedisBroker::dequeue_after(const OutcomeWrite& w, std::exception_ptr& write
   }
 }
 
-OrphanRecovery RedisBroker::recover_orphan(const asynq::TaskMessage& msg, std::optional<Clock::time_point> retry_at,
+OrphanRecovery RedisBroker::recover_orphan(const asynq::TaskMessage& msg,
+                                           std::optional<Clock::time_point> retry_at,
                                            const std::string& error) {
   const Clock::time_point now = Clock::now();
   auto conn = pool_.acquire();
@@ -758,7 +765,8 @@ OrphanRecovery RedisBroker::recover_orphan(const asynq::TaskMessage& msg, std::o
     }
   } catch (const redis::Error& e) {
     if (e.is_reply() && std::string_view(e.what()).starts_with("LEASED")) return OrphanRecovery::leased;
-    if (e.is_reply() && std::string_view(e.what()).starts_with("NOT FOUND")) return OrphanRecovery::not_active;
+    if (e.is_reply() && std::string_view(e.what()).starts_with("NOT FOUND"))
+      return OrphanRecovery::not_active;
     throw;
   }
   return OrphanRecovery::recovered;
@@ -788,8 +796,12 @@ int RedisBroker::forward(const std::string& queue) {
   for (const std::string& source : {asynq::scheduled_key(queue), asynq::retry_key(queue)}) {
     for (;;) {
       const Clock::time_point now = Clock::now();
-      const std::string keys_and_args[] = {source, asynq::pending_key(queue), str(unix_s(now)), str(unix_ns(now)),
-                                           asynq::task_key_prefix(queue), asynq::group_key_prefix(queue)};
+      const std::string keys_and_args[] = {source,
+                                           asynq::pending_key(queue),
+                                           str(unix_s(now)),
+                                           str(unix_ns(now)),
+                                           asynq::task_key_prefix(queue),
+                                           asynq::group_key_prefix(queue)};
       const std::vector<std::string_view> argv(std::begin(keys_and_args), std::end(keys_and_args));
       const long long n = conn->eval(scripts().forward, argv, 2).integer();
       moved += static_cast<int>(n);
@@ -821,7 +833,8 @@ void RedisBroker::decode_listed(const redis::ReplyView& reply, const std::string
     try {
       out.push_back(asynq::decode_task_message(reply[i].str()));
     } catch (const asynq::DecodeError& e) {
-      log_.error("Skipping an undecodable task message left in active", {{"queue", queue}, {"error", e.what()}});
+      log_.error("Skipping an undecodable task message left in active",
+                 {{"queue", queue}, {"error", e.what()}});
     }
   }
 }
@@ -851,8 +864,8 @@ int RedisBroker::delete_expired_completed(const std::string& queue, int batch) {
 
 // ---- server state -------------------------------------------------------------------------------
 
-void RedisBroker::write_server_state(const asynq::ServerInfo& info, const std::vector<asynq::WorkerInfo>& workers,
-                                     seconds ttl) {
+void RedisBroker::write_server_state(const asynq::ServerInfo& info,
+                                     const std::vector<asynq::WorkerInfo>& workers, seconds ttl) {
   const std::string server_key = asynq::server_info_key(info.host, info.pid, info.server_id);
   const std::string workers_key = asynq::workers_key(info.host, info.pid, info.server_id);
   const std::string expiry = str(unix_s(Clock::now() + ttl));

@@ -24,7 +24,7 @@ struct RedisBrokerSettings {
   size_t pool_size = 8;
   std::chrono::seconds stats_ttl{std::chrono::hours(24 * 90)};        // daily counter expiry
   std::chrono::seconds archive_max_age{std::chrono::hours(24 * 90)};  // archive age trim
-  int archive_max_size = 10000;                                        // archive size trim
+  int archive_max_size = 10000;                                       // archive size trim
 };
 
 class RedisBroker : public Broker {
@@ -34,17 +34,20 @@ class RedisBroker : public Broker {
   RedisBroker(const RedisBroker&) = delete;
   RedisBroker& operator=(const RedisBroker&) = delete;
 
-  std::optional<Dequeued> dequeue(const std::vector<std::string>& queues, std::chrono::seconds lease) override;
+  std::optional<Dequeued> dequeue(const std::vector<std::string>& queues,
+                                  std::chrono::seconds lease) override;
   std::vector<Dequeued> dequeue_batch(const std::vector<std::string>& queues, std::chrono::seconds lease,
                                       size_t max) override;
-  void dequeue_after(const OutcomeWrite& w, std::exception_ptr& write_error, const std::vector<std::string>& queues,
-                     std::chrono::seconds lease, size_t max, std::vector<Dequeued>& out) override;
+  void dequeue_after(const OutcomeWrite& w, std::exception_ptr& write_error,
+                     const std::vector<std::string>& queues, std::chrono::seconds lease, size_t max,
+                     std::vector<Dequeued>& out) override;
   bool wait_for_work(const std::vector<std::string>& queues, std::chrono::milliseconds timeout) override;
   void wake() override;
   Clock::time_point extend_leases(const std::string& queue, const std::vector<std::string>& ids,
                                   std::chrono::seconds lease) override;
   void done(const asynq::TaskMessage& msg, const std::vector<task::EnqueueRequest>& followups) override;
-  void mark_complete(const asynq::TaskMessage& msg, const std::vector<task::EnqueueRequest>& followups) override;
+  void mark_complete(const asynq::TaskMessage& msg,
+                     const std::vector<task::EnqueueRequest>& followups) override;
   void retry(const asynq::TaskMessage& msg, Clock::time_point retry_at, const std::string& error,
              bool is_failure) override;
   void archive(const asynq::TaskMessage& msg, const std::string& error) override;
@@ -78,18 +81,21 @@ class RedisBroker : public Broker {
   const QueueKeys& keys_for(const std::string& queue);  // cached per queue, never removed
   // The dequeue script's / the done script's KEYS/ARGV, viewing cached keys and this thread's
   // scratch buffers (valid until this thread's next call of the same kind).
-  void dequeue_argv(const std::string& q, Clock::time_point expiry, size_t max, std::vector<std::string_view>& out);
+  void dequeue_argv(const std::string& q, Clock::time_point expiry, size_t max,
+                    std::vector<std::string_view>& out);
   // The script and KEYS/ARGV of an outcome write (no follow-ups); `storage` owns what `argv`
   // views besides the cached keys and the scratch buffers.
-  const redis::Script* write_call_args(const OutcomeWrite& w, Clock::time_point now, std::vector<std::string_view>& argv,
-                                       std::vector<std::string>& storage, size_t& numkeys);
+  const redis::Script* write_call_args(const OutcomeWrite& w, Clock::time_point now,
+                                       std::vector<std::string_view>& argv, std::vector<std::string>& storage,
+                                       size_t& numkeys);
   void done_argv(const asynq::TaskMessage& msg, Clock::time_point now, std::vector<std::string_view>& out,
                  size_t& numkeys);
   // Decodes a dequeue reply into `out`; false when the reply was empty.
   bool decode_dequeued(const redis::Reply& reply, const std::string& q, Clock::time_point expiry,
                        std::vector<Dequeued>& out) const;
-  void complete(const asynq::TaskMessage& msg, const redis::Script& script, std::vector<std::string> keys_and_args,
-                size_t numkeys, const std::vector<task::EnqueueRequest>& followups);
+  void complete(const asynq::TaskMessage& msg, const redis::Script& script,
+                std::vector<std::string> keys_and_args, size_t numkeys,
+                const std::vector<task::EnqueueRequest>& followups);
   void waiter_loop(Waiter& waiter);
   void decode_listed(const redis::ReplyView& reply, const std::string& queue,
                      std::vector<asynq::TaskMessage>& out) const;
@@ -105,9 +111,9 @@ class RedisBroker : public Broker {
 
   // auto-pipeline state (call / flush)
   std::mutex pipe_mu_;
-  std::vector<Call*> pipe_queue_;               // waiting for the next flush
-  std::vector<Call*> pipe_batch_;               // being flushed (flusher only)
-  std::vector<std::string_view> pipe_argv_;     // flusher only
+  std::vector<Call*> pipe_queue_;            // waiting for the next flush
+  std::vector<Call*> pipe_batch_;            // being flushed (flusher only)
+  std::vector<std::string_view> pipe_argv_;  // flusher only
   bool pipe_flushing_ = false;
 
   // wait_for_work state

@@ -13,7 +13,7 @@ namespace wk::queue {
 namespace {
 
 constexpr int32_t kDefaultMaxRetry = 25;
-constexpr int64_t kDefaultTimeoutSeconds = 30 * 60;
+constexpr int64_t kDefaultTimeoutSeconds = int64_t{30} * 60;
 
 int64_t unix_seconds(task::Clock::time_point t) {
   return std::chrono::floor<std::chrono::seconds>(t.time_since_epoch()).count();
@@ -55,7 +55,8 @@ PreparedEnqueue Client::prepare(const task::EnqueueRequest& request, task::Clock
   if (request.unique_ttl && *request.unique_ttl < std::chrono::seconds(1)) {
     throw std::invalid_argument("Unique TTL cannot be less than 1s");
   }
-  if (request.retention && request.retention->count() < 0) throw std::invalid_argument("retention must not be negative");
+  if (request.retention && request.retention->count() < 0)
+    throw std::invalid_argument("retention must not be negative");
 
   PreparedEnqueue p;
   p.queue = queue;
@@ -86,18 +87,24 @@ PreparedEnqueue Client::prepare(const task::EnqueueRequest& request, task::Clock
     // Our payload cannot be nil, so the key always carries a checksum (empty -> d41d8cd9...).
     m.unique_key = asynq::unique_key(queue, m.type, md5_hex(m.payload));
     // Immediate: floor(ttl). Scheduled: floor(process_at + ttl - now) (spec §5.1, §13.3).
-    const auto lock_for = p.scheduled ? (process_at + *request.unique_ttl) - now
-                                      : task::Clock::duration(*request.unique_ttl);
+    const auto lock_for =
+        p.scheduled ? (process_at + *request.unique_ttl) - now : task::Clock::duration(*request.unique_ttl);
     const int64_t ttl = std::chrono::floor<seconds>(lock_for).count();
     std::string encoded = asynq::encode(m);
     if (p.scheduled) {
       p.script = &scripts().schedule_unique;
-      p.keys_and_args = {task_key, asynq::scheduled_key(queue), m.unique_key, p.id, std::to_string(ttl),
-                         std::move(encoded), std::to_string(unix_seconds(process_at))};
+      p.keys_and_args = {task_key,
+                         asynq::scheduled_key(queue),
+                         m.unique_key,
+                         p.id,
+                         std::to_string(ttl),
+                         std::move(encoded),
+                         std::to_string(unix_seconds(process_at))};
     } else {
       p.script = &scripts().enqueue_unique;
-      p.keys_and_args = {task_key, asynq::pending_key(queue), m.unique_key, p.id, std::to_string(ttl),
-                         std::move(encoded), std::to_string(unix_nanos(now))};
+      p.keys_and_args = {
+          task_key,           asynq::pending_key(queue),      m.unique_key, p.id, std::to_string(ttl),
+          std::move(encoded), std::to_string(unix_nanos(now))};
     }
     p.numkeys = 3;
   } else {
@@ -108,8 +115,8 @@ PreparedEnqueue Client::prepare(const task::EnqueueRequest& request, task::Clock
                          std::to_string(unix_seconds(process_at)), p.id};
     } else {
       p.script = &scripts().enqueue;
-      p.keys_and_args = {task_key, asynq::pending_key(queue), std::move(encoded), std::to_string(unix_nanos(now)),
-                         p.id};
+      p.keys_and_args = {task_key, asynq::pending_key(queue), std::move(encoded),
+                         std::to_string(unix_nanos(now)), p.id};
     }
     p.numkeys = 2;
   }

@@ -119,7 +119,8 @@ EngineContext::EngineContext(Broker& b, task::Dispatcher& d, log::Logger l, Sett
       order(settings.queues, settings.strict_priority),
       health(log) {}
 
-std::chrono::seconds EngineContext::retry_delay(int32_t retried, const std::string& error, const task::Task& t) {
+std::chrono::seconds EngineContext::retry_delay(int32_t retried, const std::string& error,
+                                                const task::Task& t) {
   if (settings.retry_delay) return settings.retry_delay(retried, error, t);
   return default_delay(retried);
 }

@@ -31,7 +31,9 @@ struct InFlightTask {
   SteadyClock::time_point started_steady;
 
   bool lease_valid(Clock::time_point now) const { return now <= lease_expiry(); }
-  Clock::time_point lease_expiry() const { return Clock::time_point(Clock::duration(lease_expiry_ticks.load())); }
+  Clock::time_point lease_expiry() const {
+    return Clock::time_point(Clock::duration(lease_expiry_ticks.load()));
+  }
   // Moves the local lease to `expiry`, unless it has already expired (never revived, §7.6).
   void extend_lease(Clock::time_point expiry, Clock::time_point now);
   bool settle() { return !settled.exchange(true); }
@@ -80,7 +82,8 @@ class RedisHealth {
 // stop() returns promptly. Records when it last ticked, for Engine::healthy().
 class PeriodicLoop {
  public:
-  PeriodicLoop(std::string name, std::chrono::milliseconds interval, bool run_at_start, std::function<void()> tick)
+  PeriodicLoop(std::string name, std::chrono::milliseconds interval, bool run_at_start,
+               std::function<void()> tick)
       : name_(std::move(name)), interval_(interval), run_at_start_(run_at_start), tick_(std::move(tick)) {}
   ~PeriodicLoop() { stop(); }
   void start();
@@ -126,7 +129,8 @@ struct EngineContext {
 
 // Waits on `cv` until `stopping` or `timeout`; a sleep that stop() can cut short.
 template <class Pred>
-void wait_or_stop(std::mutex& mu, std::condition_variable& cv, std::chrono::milliseconds timeout, Pred stopping) {
+void wait_or_stop(std::mutex& mu, std::condition_variable& cv, std::chrono::milliseconds timeout,
+                  Pred stopping) {
   std::unique_lock lock(mu);
   cv.wait_for(lock, timeout, stopping);
 }

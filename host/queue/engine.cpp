@@ -26,21 +26,30 @@ ServerIdentity ServerIdentity::of_this_process() {
 
 const char* to_string(ServerStatus status) {
   switch (status) {
-    case ServerStatus::active: return "active";
-    case ServerStatus::stopped: return "stopped";
-    case ServerStatus::closed: return "closed";
+    case ServerStatus::active:
+      return "active";
+    case ServerStatus::stopped:
+      return "stopped";
+    case ServerStatus::closed:
+      return "closed";
   }
   return "active";
 }
 
 const char* to_string(TaskResult result) {
   switch (result) {
-    case TaskResult::done: return "done";
-    case TaskResult::completed: return "completed";
-    case TaskResult::retried: return "retried";
-    case TaskResult::archived: return "archived";
-    case TaskResult::requeued: return "requeued";
-    case TaskResult::abandoned: return "abandoned";
+    case TaskResult::done:
+      return "done";
+    case TaskResult::completed:
+      return "completed";
+    case TaskResult::retried:
+      return "retried";
+    case TaskResult::archived:
+      return "archived";
+    case TaskResult::requeued:
+      return "requeued";
+    case TaskResult::abandoned:
+      return "abandoned";
   }
   return "done";
 }
@@ -94,10 +103,11 @@ void Engine::start() {
   for (const auto& q : ctx_->settings.queues) {
     queues += (queues.empty() ? "" : ",") + q.name + "=" + std::to_string(q.priority);
   }
-  ctx_->log.info("Starting queue engine", {{"server_id", ctx_->settings.identity.server_id},
-                                           {"concurrency", ctx_->settings.concurrency},
-                                           {"queues", queues},
-                                           {"strict_priority", ctx_->settings.strict_priority ? "true" : "false"}});
+  ctx_->log.info("Starting queue engine",
+                 {{"server_id", ctx_->settings.identity.server_id},
+                  {"concurrency", ctx_->settings.concurrency},
+                  {"queues", queues},
+                  {"strict_priority", ctx_->settings.strict_priority ? "true" : "false"}});
   ctx_->status = ServerStatus::active;
   heartbeat_->start();
   syncer_->start();
@@ -143,8 +153,8 @@ void Engine::shutdown() {
   // Handlers were asked to stop; give them the lease duration to return. One that ignores
   // cancellation keeps its thread: the engine then leaks its internals instead of freeing memory
   // that thread still uses (the process is about to exit anyway).
-  const bool joined = processor_->join_until(SteadyClock::now() + std::max<SteadyClock::duration>(
-                                                                      s.shutdown_timeout, std::chrono::seconds(1)));
+  const bool joined = processor_->join_until(
+      SteadyClock::now() + std::max<SteadyClock::duration>(s.shutdown_timeout, std::chrono::seconds(1)));
   recoverer_->stop();
   syncer_->stop();
   subscriber_->stop();
@@ -163,7 +173,7 @@ void Engine::shutdown() {
 
 bool Engine::healthy() const {
   const int phase = phase_.load();
-  if (phase == 2) return true;  // shutting down on purpose
+  if (phase == 2) return true;   // shutting down on purpose
   if (phase != 1) return false;  // not serving
   return processor_->healthy() && heartbeat_->healthy() && forwarder_->healthy() && recoverer_->healthy() &&
          janitor_->healthy() && syncer_->healthy() && subscriber_->healthy();

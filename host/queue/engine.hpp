@@ -51,17 +51,17 @@ struct Settings {
   std::chrono::seconds server_ttl{10};  // TTL of the server/worker keys (2 x heartbeat)
   std::chrono::milliseconds forwarder_interval{5000};
   std::chrono::milliseconds recoverer_interval{60000};
-  std::chrono::seconds lease_expiry_cutoff{30};          // recover when lease score <= now - this
-  std::chrono::milliseconds orphan_grace{60000};         // active without lease for this long -> recover
+  std::chrono::seconds lease_expiry_cutoff{30};   // recover when lease score <= now - this
+  std::chrono::milliseconds orphan_grace{60000};  // active without lease for this long -> recover
   std::chrono::milliseconds janitor_interval{8000};
   int janitor_batch = 100;
   std::chrono::milliseconds shutdown_timeout{8000};
-  std::chrono::milliseconds sync_interval{5000};         // syncer retry period
-  std::chrono::milliseconds resubscribe_delay{5000};     // longest subscriber back-off
-  std::chrono::milliseconds wait_timeout{2000};          // longest single blocking wait for work
-  std::chrono::milliseconds redis_backoff{1000};         // longest back-off after a Redis error
+  std::chrono::milliseconds sync_interval{5000};      // syncer retry period
+  std::chrono::milliseconds resubscribe_delay{5000};  // longest subscriber back-off
+  std::chrono::milliseconds wait_timeout{2000};       // longest single blocking wait for work
+  std::chrono::milliseconds redis_backoff{1000};      // longest back-off after a Redis error
   ServerIdentity identity = ServerIdentity::of_this_process();
-  RetryDelayFn retry_delay;                               // empty: asynq's default (§7.5)
+  RetryDelayFn retry_delay;  // empty: asynq's default (§7.5)
 };
 
 enum class ServerStatus { active, stopped, closed };

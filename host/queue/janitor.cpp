@@ -10,7 +10,8 @@ void Janitor::tick() {
     try {
       const int deleted = ctx_.broker.delete_expired_completed(queue, ctx_.settings.janitor_batch);
       ctx_.health.succeeded();
-      if (deleted > 0) ctx_.log.debug("Deleted expired completed tasks", {{"queue", queue}, {"count", deleted}});
+      if (deleted > 0)
+        ctx_.log.debug("Deleted expired completed tasks", {{"queue", queue}, {"count", deleted}});
     } catch (const std::exception& e) {
       ctx_.health.failed("delete_expired_completed", e);
       return;

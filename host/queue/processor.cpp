@@ -184,9 +184,9 @@ bool Processor::idle_wait() {
 void Processor::worker_loop(unsigned index) {
   std::mt19937_64 rng(std::random_device{}() + index);
   std::chrono::milliseconds error_backoff{0};
-  int empty_after_signal = 0;  // "work may be there" but the dequeue found none (paused queue?)
-  std::vector<Dequeued> got;   // reused: no allocation per dequeue once grown
-  PendingWrite pending;        // the last task's outcome, sent with the next dequeue
+  int empty_after_signal = 0;      // "work may be there" but the dequeue found none (paused queue?)
+  std::vector<Dequeued> got;       // reused: no allocation per dequeue once grown
+  PendingWrite pending;            // the last task's outcome, sent with the next dequeue
   std::vector<std::string> order;  // reused
   while (true) {
     std::shared_ptr<InFlightTask> handed;
@@ -201,7 +201,8 @@ void Processor::worker_loop(unsigned index) {
         break;
       } else {
         // Take one task for this thread plus one for every idle thread nobody has claimed yet.
-        const long spare = static_cast<long>(sleepers_) - batons_ - static_cast<long>(handoff_.size()) - reserved_;
+        const long spare =
+            static_cast<long>(sleepers_) - batons_ - static_cast<long>(handoff_.size()) - reserved_;
         want = 1 + static_cast<size_t>(std::max(0L, spare));
         reserved_ += static_cast<long>(want) - 1;
       }
@@ -232,8 +233,8 @@ void Processor::worker_loop(unsigned index) {
         reserved_ -= static_cast<long>(want) - 1;
       }
       ctx_.health.failed("dequeue", e);
-      error_backoff = std::min(ctx_.settings.redis_backoff,
-                               std::max(std::chrono::milliseconds(10), error_backoff * 2));
+      error_backoff =
+          std::min(ctx_.settings.redis_backoff, std::max(std::chrono::milliseconds(10), error_backoff * 2));
       pause(error_backoff);
       continue;
     }
@@ -265,7 +266,8 @@ void Processor::worker_loop(unsigned index) {
       // Another host may have taken the task, or the queue with work is paused: then the wait
       // would keep answering "maybe" at once. Back off exponentially so that never spins.
       if (empty_after_signal > 0) {
-        pause(std::min(ctx_.settings.wait_timeout, std::chrono::milliseconds(1) * (1 << std::min(empty_after_signal, 10))));
+        pause(std::min(ctx_.settings.wait_timeout,
+                       std::chrono::milliseconds(1) * (1 << std::min(empty_after_signal, 10))));
       }
       ++empty_after_signal;
     } else {
@@ -390,22 +392,25 @@ void Processor::fail(const std::shared_ptr<InFlightTask>& t, const std::string& 
   w.error = error;
   // v0.25+ rule 2: exhausted (counts as dequeued) or SkipRetry -> archive.
   if (skip_retry || t->msg.retried >= t->msg.retry) {
-    log.warn(skip_retry ? "Task failed without retry; archiving" : "Task failed, retries exhausted; archiving");
+    log.warn(skip_retry ? "Task failed without retry; archiving"
+                        : "Task failed, retries exhausted; archiving");
     w.op = OutcomeWrite::Op::archive;
     write(t, TaskResult::archived, "archive", std::move(w), {}, true, pending);
     return;
   }
   const auto at = retry_at ? *retry_at : Clock::now() + ctx_.retry_delay(t->msg.retried, error, t->task);
-  log.info("Task failed; will retry",
-           {{"retry_in_ms", std::chrono::duration_cast<std::chrono::milliseconds>(at - Clock::now()).count()}});
+  log.info(
+      "Task failed; will retry",
+      {{"retry_in_ms", std::chrono::duration_cast<std::chrono::milliseconds>(at - Clock::now()).count()}});
   w.op = OutcomeWrite::Op::retry;
   w.retry_at = at;
   w.is_failure = true;
   write(t, TaskResult::retried, "retry", std::move(w), {}, true, pending);
 }
 
-void Processor::write(const std::shared_ptr<InFlightTask>& t, TaskResult result, const char* op, OutcomeWrite w,
-                      std::vector<task::EnqueueRequest> followups, bool queue_on_failure, PendingWrite* pending) {
+void Processor::write(const std::shared_ptr<InFlightTask>& t, TaskResult result, const char* op,
+                      OutcomeWrite w, std::vector<task::EnqueueRequest> followups, bool queue_on_failure,
+                      PendingWrite* pending) {
   // §7.6: never write an outcome once the local lease has expired; the recoverer owns the task.
   if (!t->lease_valid(Clock::now())) {
     ctx_.task_log(t->task).warn("Local lease expired; leaving the task to the recoverer", {{"op", op}});
@@ -433,11 +438,12 @@ void Processor::write(const std::shared_ptr<InFlightTask>& t, TaskResult result,
 }
 
 void Processor::written(const std::shared_ptr<InFlightTask>& t, TaskResult result, const char* op,
-                        const OutcomeWrite& w, std::vector<task::EnqueueRequest>& followups, bool queue_on_failure,
-                        const std::exception_ptr& error) {
+                        const OutcomeWrite& w, std::vector<task::EnqueueRequest>& followups,
+                        bool queue_on_failure, const std::exception_ptr& error) {
   if (!error) {
     ctx_.health.succeeded();
-    if (ctx_.log.enabled(log::Level::debug)) ctx_.task_log(t->task).debug("Task finished", {{"result", to_string(result)}});
+    if (ctx_.log.enabled(log::Level::debug))
+      ctx_.task_log(t->task).debug("Task finished", {{"result", to_string(result)}});
     report(t, result);
     return;
   }
@@ -453,8 +459,9 @@ void Processor::written(const std::shared_ptr<InFlightTask>& t, TaskResult resul
       auto keep = std::make_shared<std::vector<task::EnqueueRequest>>(std::move(followups));
       OutcomeWrite retry_write = w;
       retry_write.followups = keep.get();
-      syncer_.add(std::string(op) + " " + t->task.id,
-                  [this, t, retry_write, keep] { ctx_.broker.write_outcome(retry_write); }, t->lease_expiry());
+      syncer_.add(
+          std::string(op) + " " + t->task.id,
+          [this, t, retry_write, keep] { ctx_.broker.write_outcome(retry_write); }, t->lease_expiry());
     } else {
       ctx_.task_log(t->task).error("Write failed", {{"op", op}, {"error", e.what()}});
     }
@@ -467,7 +474,8 @@ void Processor::written(const std::shared_ptr<InFlightTask>& t, TaskResult resul
 
 bool Processor::abandon_if_lease_expired(PendingWrite& pending) {
   if (pending.task->lease_valid(Clock::now())) return false;
-  ctx_.task_log(pending.task->task).warn("Local lease expired; leaving the task to the recoverer", {{"op", pending.op}});
+  ctx_.task_log(pending.task->task)
+      .warn("Local lease expired; leaving the task to the recoverer", {{"op", pending.op}});
   report(pending.task, TaskResult::abandoned);
   ctx_.inflight.remove(pending.task->task.id);
   pending.task.reset();

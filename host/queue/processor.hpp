@@ -81,8 +81,9 @@ class Processor {
   void write(const std::shared_ptr<InFlightTask>& t, TaskResult result, const char* op, OutcomeWrite w,
              std::vector<task::EnqueueRequest> followups, bool queue_on_failure, PendingWrite* pending);
   // Handles a write's result (error == null: success): report, NotFound, syncer hand-off.
-  void written(const std::shared_ptr<InFlightTask>& t, TaskResult result, const char* op, const OutcomeWrite& w,
-               std::vector<task::EnqueueRequest>& followups, bool queue_on_failure, const std::exception_ptr& error);
+  void written(const std::shared_ptr<InFlightTask>& t, TaskResult result, const char* op,
+               const OutcomeWrite& w, std::vector<task::EnqueueRequest>& followups, bool queue_on_failure,
+               const std::exception_ptr& error);
   // §7.6 again right before a deferred write goes out: true (and the task left to the recoverer,
   // `pending` emptied) when the lease has expired meanwhile.
   bool abandon_if_lease_expired(PendingWrite& pending);
@@ -98,13 +99,13 @@ class Processor {
   std::vector<std::thread> threads_;
 
   std::mutex mu_;
-  std::condition_variable cv_;        // sleepers wait here for a baton or the waiter role
+  std::condition_variable cv_;  // sleepers wait here for a baton or the waiter role
   std::condition_variable exited_cv_;
   bool stopping_ = false;
-  bool waiter_busy_ = false;          // some thread is blocked in wait_for_work
-  int batons_ = 0;                    // "work may be there" tokens for sleepers
+  bool waiter_busy_ = false;  // some thread is blocked in wait_for_work
+  int batons_ = 0;            // "work may be there" tokens for sleepers
   int sleepers_ = 0;
-  long reserved_ = 0;                 // idle threads counted into a dequeue still in flight
+  long reserved_ = 0;                                  // idle threads counted into a dequeue still in flight
   std::deque<std::shared_ptr<InFlightTask>> handoff_;  // dequeued for idle threads, not started
   unsigned live_threads_ = 0;
   std::atomic<SteadyClock::rep> last_tick_{0};

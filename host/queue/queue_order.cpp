@@ -7,7 +7,8 @@
 
 namespace wk::queue {
 
-QueueOrder::QueueOrder(std::vector<QueueWeight> queues, bool strict) : queues_(std::move(queues)), strict_(strict) {
+QueueOrder::QueueOrder(std::vector<QueueWeight> queues, bool strict)
+    : queues_(std::move(queues)), strict_(strict) {
   if (queues_.empty()) throw std::invalid_argument("queue list is empty");
   std::set<std::string> seen;
   int divisor = 0;
@@ -63,7 +64,8 @@ std::vector<QueueWeight> parse_queue_weights(const std::string& text) {
   std::size_t start = 0;
   while (start <= text.size()) {
     const auto comma = text.find(',', start);
-    const std::string entry = text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    const std::string entry =
+        text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
     start = comma == std::string::npos ? text.size() + 1 : comma + 1;
     if (entry.empty()) continue;
     QueueWeight w;

@@ -69,7 +69,8 @@ bool Recoverer::recover_orphan(const asynq::TaskMessage& msg) {
 
 void Recoverer::tick() {
   try {
-    const auto expired = ctx_.broker.list_lease_expired(ctx_.order.names(), Clock::now() - ctx_.settings.lease_expiry_cutoff);
+    const auto expired =
+        ctx_.broker.list_lease_expired(ctx_.order.names(), Clock::now() - ctx_.settings.lease_expiry_cutoff);
     ctx_.health.succeeded();
     for (const auto& msg : expired) recover(msg);
 

@@ -46,7 +46,8 @@ void RedisCancelSource::connect() {
   const auto ms = settings_.connect_timeout.count();
   timeval tv{static_cast<time_t>(ms / 1000), static_cast<suseconds_t>((ms % 1000) * 1000)};
   ctx_ = redisConnectWithTimeout(settings_.host.c_str(), settings_.port, tv);
-  if (ctx_ == nullptr) throw redis::Error(redis::Error::Kind::connection, "cancel subscription: out of memory");
+  if (ctx_ == nullptr)
+    throw redis::Error(redis::Error::Kind::connection, "cancel subscription: out of memory");
   if (ctx_->err != 0) fail("connect to " + settings_.address());
   redisSetTimeout(ctx_, tv);
   auto run = [&](std::vector<std::string> argv) {
@@ -92,7 +93,8 @@ std::optional<std::string> RedisCancelSource::next(std::chrono::milliseconds tim
       OwnedReply reply(static_cast<redisReply*>(raw));
       last_traffic_ = SteadyClock::now();
       // ["message", channel, payload]; ["pong", ""] answers our PING.
-      if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 3 && reply->element[0]->type == REDIS_REPLY_STRING &&
+      if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 3 &&
+          reply->element[0]->type == REDIS_REPLY_STRING &&
           std::string_view(reply->element[0]->str, reply->element[0]->len) == "message") {
         return std::string(reply->element[2]->str, reply->element[2]->len);
       }

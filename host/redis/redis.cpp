@@ -42,7 +42,9 @@ bool ReplyView::is_error() const noexcept { return reply_ != nullptr && reply_->
 bool ReplyView::is_string() const noexcept {
   return reply_ != nullptr && (reply_->type == REDIS_REPLY_STRING || reply_->type == REDIS_REPLY_STATUS);
 }
-bool ReplyView::is_integer() const noexcept { return reply_ != nullptr && reply_->type == REDIS_REPLY_INTEGER; }
+bool ReplyView::is_integer() const noexcept {
+  return reply_ != nullptr && reply_->type == REDIS_REPLY_INTEGER;
+}
 bool ReplyView::is_array() const noexcept { return reply_ != nullptr && reply_->type == REDIS_REPLY_ARRAY; }
 
 std::string_view ReplyView::str() const {
@@ -99,9 +101,10 @@ void Connection::mark_broken() {
 
 void Connection::connect() {
   mark_broken();
-  redisContext* ctx = redisConnectWithTimeout(settings_.host.c_str(), settings_.port,
-                                              to_timeval(settings_.connect_timeout));
-  if (ctx == nullptr) throw Error(Error::Kind::connection, "redis " + settings_.address() + ": out of memory");
+  redisContext* ctx =
+      redisConnectWithTimeout(settings_.host.c_str(), settings_.port, to_timeval(settings_.connect_timeout));
+  if (ctx == nullptr)
+    throw Error(Error::Kind::connection, "redis " + settings_.address() + ": out of memory");
   if (ctx->err != 0) {
     std::string why = ctx->errstr;
     redisFree(ctx);
@@ -134,7 +137,8 @@ void Connection::connect() {
     if (select.is_error()) {
       const std::string why(select.str());
       mark_broken();
-      throw Error(Error::Kind::connection, "redis " + settings_.address() + ": SELECT " + db + " failed: " + why);
+      throw Error(Error::Kind::connection,
+                  "redis " + settings_.address() + ": SELECT " + db + " failed: " + why);
     }
   }
 }
@@ -179,7 +183,8 @@ void Connection::append(Argv argv) {
 }
 
 Reply Connection::read_reply() {
-  if (context_ == nullptr) throw Error(Error::Kind::connection, "redis " + settings_.address() + ": not connected");
+  if (context_ == nullptr)
+    throw Error(Error::Kind::connection, "redis " + settings_.address() + ": not connected");
   return read_one();
 }
 

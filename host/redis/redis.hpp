@@ -59,9 +59,9 @@ class ReplyView {
   bool is_string() const noexcept;  // bulk string or status
   bool is_integer() const noexcept;
   bool is_array() const noexcept;
-  std::string_view str() const;     // bulk string, status or error text; throws if none
-  long long integer() const;        // throws if not an integer
-  size_t size() const noexcept;     // array length (0 if not an array)
+  std::string_view str() const;  // bulk string, status or error text; throws if none
+  long long integer() const;     // throws if not an integer
+  size_t size() const noexcept;  // array length (0 if not an array)
   ReplyView operator[](size_t i) const;
 
  protected:

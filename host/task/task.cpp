@@ -42,9 +42,9 @@ Cancellation::Token Cancellation::on_cancel(Callback cb) {
 
 void Cancellation::remove(Token token) {
   std::lock_guard lock(mu_);
-  callbacks_.erase(std::remove_if(callbacks_.begin(), callbacks_.end(),
-                                  [&](const auto& p) { return p.first == token; }),
-                   callbacks_.end());
+  callbacks_.erase(
+      std::remove_if(callbacks_.begin(), callbacks_.end(), [&](const auto& p) { return p.first == token; }),
+      callbacks_.end());
 }
 
 std::string new_uuid() {

@@ -29,7 +29,7 @@ struct Task {
   Headers headers;
   int32_t retried = 0;
   int32_t max_retry = 0;
-  Clock::time_point deadline{};    // effective deadline (spec §7.3); epoch = none
+  Clock::time_point deadline{};  // effective deadline (spec §7.3); epoch = none
   Clock::time_point started_at{};
 };
 
@@ -44,7 +44,9 @@ class Cancellation {
   using Token = uint64_t;
 
   bool cancel(CancelReason reason);
-  CancelReason reason() const noexcept { return static_cast<CancelReason>(reason_.load(std::memory_order_acquire)); }
+  CancelReason reason() const noexcept {
+    return static_cast<CancelReason>(reason_.load(std::memory_order_acquire));
+  }
   bool cancelled() const noexcept { return reason() != CancelReason::none; }
   // Waits until cancelled or `timeout` passes; returns the reason (none on timeout).
   CancelReason wait_for(std::chrono::milliseconds timeout) const;
@@ -63,13 +65,13 @@ class Cancellation {
 // A follow-up (or any) enqueue, in asynq's option vocabulary (spec §5.1).
 struct EnqueueRequest {
   std::string type;
-  std::string queue;       // empty = "default"
+  std::string queue;  // empty = "default"
   std::string payload;
-  std::string task_id;     // empty = random UUID v4
+  std::string task_id;  // empty = random UUID v4
   Headers headers;
   std::optional<Clock::time_point> process_at;
-  std::optional<int32_t> max_retry;                   // default 25
-  std::optional<std::chrono::seconds> timeout;        // default 30 min if neither timeout nor deadline
+  std::optional<int32_t> max_retry;             // default 25
+  std::optional<std::chrono::seconds> timeout;  // default 30 min if neither timeout nor deadline
   std::optional<Clock::time_point> deadline;
   std::optional<std::chrono::milliseconds> unique_ttl;
   std::optional<std::chrono::seconds> retention;
@@ -87,7 +89,7 @@ enum class Disposition { succeeded, retry, retry_after, fail_no_retry, cancelled
 
 struct Outcome {
   Disposition disposition = Disposition::succeeded;
-  std::string error;                       // error_msg for asynq (failures only)
+  std::string error;                         // error_msg for asynq (failures only)
   std::chrono::milliseconds retry_after{0};  // retry_after only
 };
 

@@ -79,7 +79,8 @@ class AiExecutor {
     } else if (provider == "openai") {
       provider_ = Provider::OpenAi;
     } else if (!provider.empty() && provider != "none") {
-      throw autodevs::ConfigError("AI_PROVIDER=\"" + provider + "\" is invalid: expected command, openai or none");
+      throw autodevs::ConfigError("AI_PROVIDER=\"" + provider +
+                                  "\" is invalid: expected command, openai or none");
     }
     endpoint_.base_url = autodevs::config_string(ctx, "AI_BASE_URL", "https://api.openai.com/v1");
     endpoint_.model = autodevs::config_string(ctx, "AI_MODEL", "gpt-4o-mini");
@@ -88,13 +89,16 @@ class AiExecutor {
     output_limit_ = autodevs::config_bytes(ctx, "AI_OUTPUT_LIMIT", 65536);
     parse_author(autodevs::config_string(ctx, "AI_COMMIT_AUTHOR", "AutoDevs Worker <worker@autodevs.local>"));
     autodevs::migrate_shared_schema(ctx);
-    ctx.info("ai plugin ready", {{"provider", provider_name()}, {"ai_timeout_ms", static_cast<std::int64_t>(ai_timeout_.count())}});
+    ctx.info("ai plugin ready", {{"provider", provider_name()},
+                                 {"ai_timeout_ms", static_cast<std::int64_t>(ai_timeout_.count())}});
   }
 
   wk::Outcome execute(wk::TaskContext& tc, const wk::Task& task) {
     const nlohmann::json payload = autodevs::payload_or_permanent(task);
-    const std::string task_id = autodevs::payload_field([&] { return autodevs::required_uuid(payload, "task_id"); });
-    const std::int64_t step_no = autodevs::payload_field([&] { return autodevs::required_positive_integer(payload, "step", kMaxSteps); });
+    const std::string task_id =
+        autodevs::payload_field([&] { return autodevs::required_uuid(payload, "task_id"); });
+    const std::int64_t step_no = autodevs::payload_field(
+        [&] { return autodevs::required_positive_integer(payload, "step", kMaxSteps); });
     try {
       return run_step(tc, task_id, step_no);
     } catch (const wk::Permanent& e) {
@@ -113,7 +117,8 @@ class AiExecutor {
   wk::Outcome run_step(wk::TaskContext& tc, const std::string& task_id, std::int64_t step_no) {
     StepContext step = load_step(tc, task_id, step_no);
     if (step.recorded_commit) {
-      tc.info("step already committed", {{"autodevs_task_id", task_id}, {"step", step_no}, {"commit", *step.recorded_commit}});
+      tc.info("step already committed",
+              {{"autodevs_task_id", task_id}, {"step", step_no}, {"commit", *step.recorded_commit}});
       finish(tc, step, *step.recorded_commit, std::nullopt);
       return wk::Outcome::ok();
     }
@@ -133,11 +138,14 @@ class AiExecutor {
       throw wk::Permanent("ai_not_configured", "AI_PROVIDER is not set (command or openai)");
     }
     tc.query(
-        "UPDATE autodevs_task_steps SET status = 'running', attempts = attempts + 1, started_at = now(), updated_at = now() "
+        "UPDATE autodevs_task_steps SET status = 'running', attempts = attempts + 1, started_at = now(), "
+        "updated_at = now() "
         "WHERE task_id = $1 AND step_no = $2",
         {wk::Param::text(task_id), wk::Param::int64(step_no)});
-    tc.query("UPDATE autodevs_tasks SET status = 'in_progress', updated_at = now() WHERE id = $1 AND status <> 'in_progress'",
-             {wk::Param::text(task_id)});
+    tc.query(
+        "UPDATE autodevs_tasks SET status = 'in_progress', updated_at = now() WHERE id = $1 AND status <> "
+        "'in_progress'",
+        {wk::Param::text(task_id)});
 
     // Start from the last committed state: a previous attempt may have left edits behind.
     git.run_checked(step.worktree, {"reset", "-q", "--hard", "HEAD"});
@@ -146,9 +154,10 @@ class AiExecutor {
     const AgentRun run = provider_ == Provider::Command ? run_command(tc, step) : run_openai(tc, git, step);
 
     git.run_checked(step.worktree, {"add", "-A"});
-    const std::string message = "AutoDevs step " + std::to_string(step_no) + "/" + std::to_string(step.step_count) + ": " +
-                                step.step_title + "\n\nTask: " + (step.task_title.empty() ? task_id : step.task_title) +
-                                "\n\n" + std::string(kStepTrailer) + ": " + task_id + "/" + std::to_string(step_no) + "\n";
+    const std::string message =
+        "AutoDevs step " + std::to_string(step_no) + "/" + std::to_string(step.step_count) + ": " +
+        step.step_title + "\n\nTask: " + (step.task_title.empty() ? task_id : step.task_title) + "\n\n" +
+        std::string(kStepTrailer) + ": " + task_id + "/" + std::to_string(step_no) + "\n";
     // --allow-empty: one commit per step even when the step changed nothing, so the trailer
     // marks it done; --no-verify: repository hooks are not ours to run.
     git.run_checked(step.worktree, {"commit", "-q", "--allow-empty", "--no-verify", "-F", "-"}, message);
@@ -160,7 +169,8 @@ class AiExecutor {
   }
 
   StepContext load_step(const wk::TaskContext& tc, const std::string& task_id, std::int64_t step_no) const {
-    auto task_rows = tc.query("SELECT title, description, status FROM autodevs_tasks WHERE id = $1", {wk::Param::text(task_id)});
+    auto task_rows = tc.query("SELECT title, description, status FROM autodevs_tasks WHERE id = $1",
+                              {wk::Param::text(task_id)});
     if (task_rows.empty()) throw wk::Permanent("unknown_task", "no task " + task_id + " in autodevs_tasks");
     const std::string status(task_rows.text(0, 2).value_or(""));
     if (status == "failed" || status == "cancelled") {
@@ -172,7 +182,8 @@ class AiExecutor {
     step.task_title = std::string(task_rows.text(0, 0).value_or(""));
     step.task_description = std::string(task_rows.text(0, 1).value_or(""));
     auto step_rows = tc.query(
-        "SELECT title, instructions, commit_sha, (SELECT max(step_no) FROM autodevs_task_steps WHERE task_id = $1) "
+        "SELECT title, instructions, commit_sha, (SELECT max(step_no) FROM autodevs_task_steps WHERE task_id "
+        "= $1) "
         "FROM autodevs_task_steps WHERE task_id = $1 AND step_no = $2",
         {wk::Param::text(task_id), wk::Param::int64(step_no)});
     if (step_rows.empty()) {
@@ -182,10 +193,12 @@ class AiExecutor {
     step.instructions = std::string(step_rows.text(0, 1).value_or(""));
     if (auto sha = step_rows.text(0, 2)) step.recorded_commit = std::string(*sha);
     step.step_count = step_rows.int64(0, 3).value_or(step_no);
-    auto worktree_rows = tc.query("SELECT path, branch FROM autodevs_worktrees WHERE task_id = $1 AND removed_at IS NULL",
-                                  {wk::Param::text(task_id)});
+    auto worktree_rows =
+        tc.query("SELECT path, branch FROM autodevs_worktrees WHERE task_id = $1 AND removed_at IS NULL",
+                 {wk::Param::text(task_id)});
     if (worktree_rows.empty() && !step.recorded_commit) {
-      throw wk::Permanent("no_worktree", "task " + task_id + " has no active worktree (run worktree:create first)");
+      throw wk::Permanent("no_worktree",
+                          "task " + task_id + " has no active worktree (run worktree:create first)");
     }
     if (!worktree_rows.empty()) {
       step.worktree = std::string(worktree_rows.text(0, 0).value_or(""));
@@ -201,7 +214,8 @@ class AiExecutor {
     }
     const auto current = git.run(step.worktree, {"symbolic-ref", "--quiet", "--short", "HEAD"});
     if (!current.succeeded() || autodevs::trim(current.stdout_text) != step.branch) {
-      throw wk::Permanent("wrong_branch", "worktree " + step.worktree.string() + " is not on branch " + step.branch);
+      throw wk::Permanent("wrong_branch",
+                          "worktree " + step.worktree.string() + " is not on branch " + step.branch);
     }
   }
 
@@ -209,7 +223,8 @@ class AiExecutor {
   std::chrono::milliseconds agent_budget(const wk::TaskContext& tc) const {
     const auto remaining = tc.remaining();
     const auto budget = std::min(ai_timeout_, remaining - kFinishMargin);
-    if (budget < 1s) throw wk::RetryLater(1s, "not enough time left before the task deadline to run the agent");
+    if (budget < 1s)
+      throw wk::RetryLater(1s, "not enough time left before the task deadline to run the agent");
     return budget;
   }
 
@@ -253,9 +268,10 @@ class AiExecutor {
     if (files.size() > 20000) files = files.substr(0, 20000) + "\n...";
     const std::vector<autodevs::ChatMessage> messages = {
         {"system", std::string(kDiffSystemPrompt)},
-        {"user", "Task: " + step.task_title + "\n\n" + step.task_description + "\n\nStep " + std::to_string(step.step_no) +
-                     " of " + std::to_string(step.step_count) + ": " + step.step_title + "\n\n" + step.instructions +
-                     "\n\nFiles in the repository:\n" + files}};
+        {"user", "Task: " + step.task_title + "\n\n" + step.task_description + "\n\nStep " +
+                     std::to_string(step.step_no) + " of " + std::to_string(step.step_count) + ": " +
+                     step.step_title + "\n\n" + step.instructions + "\n\nFiles in the repository:\n" +
+                     files}};
     autodevs::ChatEndpoint endpoint = endpoint_;
     endpoint.timeout = agent_budget(tc);
     std::string reply;
@@ -276,17 +292,19 @@ class AiExecutor {
     const auto applied = git.run(step.worktree, {"apply", "--whitespace=nowarn", "--recount"}, *diff);
     if (!applied.succeeded()) {
       store_attempt_output(tc, step, run);
-      throw std::runtime_error("the model's diff does not apply: " + autodevs::sanitize_utf8(tail(applied.stderr_text, 400)));
+      throw std::runtime_error("the model's diff does not apply: " +
+                               autodevs::sanitize_utf8(tail(applied.stderr_text, 400)));
     }
     return run;
   }
 
   void store_attempt_output(const wk::TaskContext& tc, const StepContext& step, const AgentRun& run) const {
     tc.query(
-        "UPDATE autodevs_task_steps SET status = 'retrying', output = $3, output_truncated = $4, updated_at = now() "
+        "UPDATE autodevs_task_steps SET status = 'retrying', output = $3, output_truncated = $4, updated_at "
+        "= now() "
         "WHERE task_id = $1 AND step_no = $2",
-        {wk::Param::text(step.task_id), wk::Param::int64(step.step_no), wk::Param::text(autodevs::sanitize_utf8(run.output)),
-         wk::Param::boolean(run.truncated)});
+        {wk::Param::text(step.task_id), wk::Param::int64(step.step_no),
+         wk::Param::text(autodevs::sanitize_utf8(run.output)), wk::Param::boolean(run.truncated)});
   }
 
   // Records the commit, then stages the next step or completes the task; one transaction.
@@ -295,14 +313,16 @@ class AiExecutor {
     wk::Transaction tx = tc.begin();
     if (run) {
       tx.query(
-          "UPDATE autodevs_task_steps SET status = 'done', commit_sha = $3, output = $4, output_truncated = $5, "
+          "UPDATE autodevs_task_steps SET status = 'done', commit_sha = $3, output = $4, output_truncated = "
+          "$5, "
           "finished_at = now(), updated_at = now() WHERE task_id = $1 AND step_no = $2",
           {wk::Param::text(step.task_id), wk::Param::int64(step.step_no), wk::Param::text(sha),
            wk::Param::text(autodevs::sanitize_utf8(run->output)), wk::Param::boolean(run->truncated)});
     } else {
       tx.query(
           "UPDATE autodevs_task_steps SET status = 'done', commit_sha = COALESCE(commit_sha, $3), "
-          "finished_at = COALESCE(finished_at, now()), updated_at = now() WHERE task_id = $1 AND step_no = $2",
+          "finished_at = COALESCE(finished_at, now()), updated_at = now() WHERE task_id = $1 AND step_no = "
+          "$2",
           {wk::Param::text(step.task_id), wk::Param::int64(step.step_no), wk::Param::text(sha)});
     }
     const bool last = step.step_no >= step.step_count;
@@ -323,14 +343,17 @@ class AiExecutor {
     } else {
       tc.info("task completed", {{"autodevs_task_id", step.task_id}, {"steps", step.step_count}});
     }
-    nlohmann::json result = {{"task_id", step.task_id}, {"step", step.step_no}, {"commit", sha}, {"completed", last}};
+    nlohmann::json result = {
+        {"task_id", step.task_id}, {"step", step.step_no}, {"commit", sha}, {"completed", last}};
     tc.write_result(result.dump());
   }
 
-  static void mark_failed(const wk::TaskContext& tc, const std::string& task_id, std::int64_t step_no, const std::string& why) {
+  static void mark_failed(const wk::TaskContext& tc, const std::string& task_id, std::int64_t step_no,
+                          const std::string& why) {
     try {
       tc.query(
-          "UPDATE autodevs_task_steps SET status = 'failed', updated_at = now() WHERE task_id = $1 AND step_no = $2 "
+          "UPDATE autodevs_task_steps SET status = 'failed', updated_at = now() WHERE task_id = $1 AND "
+          "step_no = $2 "
           "AND commit_sha IS NULL",
           {wk::Param::text(task_id), wk::Param::int64(step_no)});
       tc.query(
@@ -356,7 +379,8 @@ class AiExecutor {
     const auto open = author.find('<');
     const auto close = author.rfind('>');
     if (open == std::string::npos || close == std::string::npos || close < open + 2) {
-      throw autodevs::ConfigError("AI_COMMIT_AUTHOR=\"" + author + "\" is invalid: expected \"Name <email>\"");
+      throw autodevs::ConfigError("AI_COMMIT_AUTHOR=\"" + author +
+                                  "\" is invalid: expected \"Name <email>\"");
     }
     author_name_ = autodevs::trim(std::string_view(author).substr(0, open));
     author_email_ = autodevs::trim(std::string_view(author).substr(open + 1, close - open - 1));
@@ -365,9 +389,12 @@ class AiExecutor {
 
   const char* provider_name() const {
     switch (provider_) {
-      case Provider::Command: return "command";
-      case Provider::OpenAi: return "openai";
-      case Provider::None: break;
+      case Provider::Command:
+        return "command";
+      case Provider::OpenAi:
+        return "openai";
+      case Provider::None:
+        break;
     }
     return "none";
   }

@@ -42,7 +42,8 @@ class Planning {
     if (planner == "openai" || (planner == "auto" && provider == "openai")) {
       use_ai_ = true;
     } else if (planner != "auto" && planner != "deterministic") {
-      throw autodevs::ConfigError("AI_PLANNER=\"" + planner + "\" is invalid: expected auto, deterministic or openai");
+      throw autodevs::ConfigError("AI_PLANNER=\"" + planner +
+                                  "\" is invalid: expected auto, deterministic or openai");
     }
     endpoint_.base_url = autodevs::config_string(ctx, "AI_BASE_URL", "https://api.openai.com/v1");
     endpoint_.model = autodevs::config_string(ctx, "AI_MODEL", "gpt-4o-mini");
@@ -54,11 +55,13 @@ class Planning {
 
   wk::Outcome plan(wk::TaskContext& tc, const wk::Task& task) {
     const nlohmann::json payload = autodevs::payload_or_permanent(task);
-    const std::string task_id = autodevs::payload_field([&] { return autodevs::required_uuid(payload, "task_id"); });
+    const std::string task_id =
+        autodevs::payload_field([&] { return autodevs::required_uuid(payload, "task_id"); });
 
     const TaskRow row = load_task(tc, task_id);
     if (row.status == "completed" || row.status == "failed" || row.status == "cancelled") {
-      tc.info("task already finished; nothing to plan", {{"autodevs_task_id", task_id}, {"status", row.status}});
+      tc.info("task already finished; nothing to plan",
+              {{"autodevs_task_id", task_id}, {"status", row.status}});
       return wk::Outcome::ok();
     }
     if (count_steps(tc, task_id) > 0) {
@@ -81,9 +84,12 @@ class Planning {
     wk::Transaction tx = tc.begin();
     // Row lock: two deliveries of the same task (a lease expired mid-run) serialise here, and
     // the second one sees the first one's steps.
-    auto locked = tx.query("SELECT status FROM autodevs_tasks WHERE id = $1 FOR UPDATE", {wk::Param::text(task_id)});
-    if (locked.empty()) throw wk::Permanent("unknown_task", "task " + task_id + " was deleted while planning");
-    auto existing = tx.query("SELECT count(*) FROM autodevs_task_steps WHERE task_id = $1", {wk::Param::text(task_id)});
+    auto locked =
+        tx.query("SELECT status FROM autodevs_tasks WHERE id = $1 FOR UPDATE", {wk::Param::text(task_id)});
+    if (locked.empty())
+      throw wk::Permanent("unknown_task", "task " + task_id + " was deleted while planning");
+    auto existing =
+        tx.query("SELECT count(*) FROM autodevs_task_steps WHERE task_id = $1", {wk::Param::text(task_id)});
     if (existing.int64(0, 0).value_or(0) == 0) {
       for (std::size_t i = 0; i < steps.size(); ++i) {
         tx.query(
@@ -104,7 +110,8 @@ class Planning {
     stage_worktree(tc, task_id);
     nlohmann::json result = {{"task_id", task_id}, {"steps", steps.size()}, {"planner", planner_used}};
     tc.write_result(result.dump());
-    tc.info("task planned", {{"autodevs_task_id", task_id}, {"steps", steps.size()}, {"planner", planner_used}});
+    tc.info("task planned",
+            {{"autodevs_task_id", task_id}, {"steps", steps.size()}, {"planner", planner_used}});
     return wk::Outcome::ok();
   }
 
@@ -118,7 +125,8 @@ class Planning {
   }
 
   static std::int64_t count_steps(const wk::TaskContext& tc, const std::string& task_id) {
-    auto rows = tc.query("SELECT count(*) FROM autodevs_task_steps WHERE task_id = $1", {wk::Param::text(task_id)});
+    auto rows =
+        tc.query("SELECT count(*) FROM autodevs_task_steps WHERE task_id = $1", {wk::Param::text(task_id)});
     return rows.int64(0, 0).value_or(0);
   }
 
@@ -135,9 +143,11 @@ class Planning {
         {"system", std::string(kPlannerSystemPrompt)},
         {"user", "Task title: " + row.title + "\n\nTask description:\n" + row.description}};
     autodevs::ChatEndpoint endpoint = endpoint_;
-    endpoint.timeout = std::min(endpoint.timeout, std::max(tc.remaining() - 5s, std::chrono::milliseconds(1000)));
+    endpoint.timeout =
+        std::min(endpoint.timeout, std::max(tc.remaining() - 5s, std::chrono::milliseconds(1000)));
     try {
-      return autodevs::parse_planned_steps(autodevs::chat_complete(endpoint, messages, autodevs::cancel_probe(tc)));
+      return autodevs::parse_planned_steps(
+          autodevs::chat_complete(endpoint, messages, autodevs::cancel_probe(tc)));
     } catch (const autodevs::HttpCancelled&) {
       throw wk::Cancelled(tc.reason());
     } catch (const autodevs::ChatError& e) {

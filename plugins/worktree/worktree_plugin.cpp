@@ -50,7 +50,8 @@ class Worktrees {
   explicit Worktrees(wk::Context& ctx) {
     base_dir_ = autodevs::config_string(ctx, "WORKTREE_BASE_DIR", "/tmp/worktrees");
     if (base_dir_.empty() || !base_dir_.is_absolute()) {
-      throw autodevs::ConfigError("WORKTREE_BASE_DIR=\"" + base_dir_.string() + "\" is invalid: expected an absolute path");
+      throw autodevs::ConfigError("WORKTREE_BASE_DIR=\"" + base_dir_.string() +
+                                  "\" is invalid: expected an absolute path");
     }
     max_path_length_ = autodevs::config_unsigned(ctx, "WORKTREE_MAX_PATH_LENGTH", 4096);
     min_free_bytes_ = autodevs::config_bytes(ctx, "WORKTREE_MIN_DISK_SPACE", 104857600);
@@ -61,26 +62,33 @@ class Worktrees {
     log_git_ = autodevs::config_bool(ctx, "WORKTREE_ENABLE_LOGGING", true);
     autodevs::migrate_shared_schema(ctx);
     schedule_cleanup(ctx, /*from_slot=*/current_slot());
-    ctx.info("worktree plugin ready", {{"base_dir", base_dir_.string()},
-                                       {"cleanup_interval_ms", static_cast<std::int64_t>(cleanup_interval_.count())}});
+    ctx.info("worktree plugin ready",
+             {{"base_dir", base_dir_.string()},
+              {"cleanup_interval_ms", static_cast<std::int64_t>(cleanup_interval_.count())}});
   }
 
   // ---- worktree:create ---------------------------------------------------------------------
   wk::Outcome create(wk::TaskContext& tc, const wk::Task& task) {
     const nlohmann::json payload = autodevs::payload_or_permanent(task);
-    const std::string task_id = autodevs::payload_field([&] { return autodevs::required_uuid(payload, "task_id"); });
-    std::optional<std::string> repo_arg = autodevs::payload_field([&] { return autodevs::optional_string(payload, "repo_path"); });
-    std::optional<std::string> ref_arg = autodevs::payload_field([&] { return autodevs::optional_string(payload, "base_ref"); });
+    const std::string task_id =
+        autodevs::payload_field([&] { return autodevs::required_uuid(payload, "task_id"); });
+    std::optional<std::string> repo_arg =
+        autodevs::payload_field([&] { return autodevs::optional_string(payload, "repo_path"); });
+    std::optional<std::string> ref_arg =
+        autodevs::payload_field([&] { return autodevs::optional_string(payload, "base_ref"); });
 
     // The task row supplies what the payload leaves out.
-    auto task_rows = tc.query("SELECT repo_path, base_ref FROM autodevs_tasks WHERE id = $1", {wk::Param::text(task_id)});
+    auto task_rows =
+        tc.query("SELECT repo_path, base_ref FROM autodevs_tasks WHERE id = $1", {wk::Param::text(task_id)});
     if (!repo_arg && !task_rows.empty()) repo_arg = std::string(task_rows.text(0, 0).value_or(""));
     if (!ref_arg && !task_rows.empty()) ref_arg = std::string(task_rows.text(0, 1).value_or(""));
     if (!repo_arg || repo_arg->empty()) {
-      throw wk::Permanent("unknown_task", "no repo_path in the payload and no task " + task_id + " in autodevs_tasks");
+      throw wk::Permanent("unknown_task",
+                          "no repo_path in the payload and no task " + task_id + " in autodevs_tasks");
     }
     const std::string base_ref = ref_arg && !ref_arg->empty() ? *ref_arg : "HEAD";
-    if (!autodevs::is_safe_ref_name(base_ref)) throw wk::Permanent("bad_payload", "invalid payload: base_ref: not a valid git ref");
+    if (!autodevs::is_safe_ref_name(base_ref))
+      throw wk::Permanent("bad_payload", "invalid payload: base_ref: not a valid git ref");
 
     const autodevs::Git git = make_git(tc);
     const fs::path repo = checked_repository(git, *repo_arg);
@@ -98,7 +106,10 @@ class Worktrees {
 
     require_free_space(base);
     const std::optional<std::string> base_commit = git.resolve_commit(repo, base_ref);
-    if (!base_commit) throw wk::Permanent("unknown_ref", "base_ref " + base_ref + " does not name a commit in " + repo.string());
+    if (!base_commit) {
+      throw wk::Permanent("unknown_ref",
+                          "base_ref " + base_ref + " does not name a commit in " + repo.string());
+    }
 
     // A half-made attempt may have left git records or a directory behind.
     run_git_checked(git, repo, {"worktree", "prune"});
@@ -117,20 +128,27 @@ class Worktrees {
 
     record(tc, task_id, repo, target, branch, base_commit);
     stage_first_step(tc, task_id);
-    nlohmann::json result = {{"task_id", task_id}, {"path", target.string()}, {"branch", branch}, {"base_commit", *base_commit}};
+    nlohmann::json result = {
+        {"task_id", task_id}, {"path", target.string()}, {"branch", branch}, {"base_commit", *base_commit}};
     tc.write_result(result.dump());
-    tc.info("worktree created", {{"autodevs_task_id", task_id}, {"path", target.string()}, {"branch", branch}});
+    tc.info("worktree created",
+            {{"autodevs_task_id", task_id}, {"path", target.string()}, {"branch", branch}});
     return wk::Outcome::ok();
   }
 
   // ---- worktree:remove ---------------------------------------------------------------------
   wk::Outcome remove(wk::TaskContext& tc, const wk::Task& task) {
     const nlohmann::json payload = autodevs::payload_or_permanent(task);
-    const std::string task_id = autodevs::payload_field([&] { return autodevs::required_uuid(payload, "task_id"); });
-    const bool delete_branch = autodevs::payload_field([&] { return autodevs::optional_bool(payload, "delete_branch"); }).value_or(false);
+    const std::string task_id =
+        autodevs::payload_field([&] { return autodevs::required_uuid(payload, "task_id"); });
+    const bool delete_branch = autodevs::payload_field([&] {
+                                 return autodevs::optional_bool(payload, "delete_branch");
+                               }).value_or(false);
 
-    auto rows = tc.query("SELECT task_id::text, repo_path, path, branch, removed_at IS NOT NULL FROM autodevs_worktrees WHERE task_id = $1",
-                         {wk::Param::text(task_id)});
+    auto rows = tc.query(
+        "SELECT task_id::text, repo_path, path, branch, removed_at IS NOT NULL FROM autodevs_worktrees WHERE "
+        "task_id = $1",
+        {wk::Param::text(task_id)});
     if (rows.empty()) {
       tc.info("no worktree recorded for the task; nothing to remove", {{"autodevs_task_id", task_id}});
       return wk::Outcome::ok();
@@ -138,7 +156,8 @@ class Worktrees {
     const WorktreeRow row = row_from(rows, 0);
     const autodevs::Git git = make_git(tc);
     if (!row.removed) remove_worktree(tc, git, row);
-    if (delete_branch && fs::is_directory(row.repo_path) && git.resolve_commit(row.repo_path, "refs/heads/" + row.branch)) {
+    if (delete_branch && fs::is_directory(row.repo_path) &&
+        git.resolve_commit(row.repo_path, "refs/heads/" + row.branch)) {
       run_git_checked(git, row.repo_path, {"branch", "-D", "--", row.branch});
     }
     tc.info("worktree removed", {{"autodevs_task_id", task_id}, {"branch_deleted", delete_branch}});
@@ -157,10 +176,11 @@ class Worktrees {
         "SELECT w.task_id::text, w.repo_path, w.path, w.branch, false FROM autodevs_worktrees w "
         "LEFT JOIN autodevs_tasks t ON t.id = w.task_id "
         "WHERE w.removed_at IS NULL AND ("
-        "  (t.id IS NOT NULL AND t.status IN " + std::string(autodevs::kFinishedStatusesSql) +
+        "  (t.id IS NOT NULL AND t.status IN " +
+            std::string(autodevs::kFinishedStatusesSql) +
             " AND t.updated_at < now() - $1::bigint * interval '1 millisecond')"
-        "  OR (t.id IS NULL AND w.created_at < now() - $1::bigint * interval '1 millisecond')) "
-        "ORDER BY w.created_at",
+            "  OR (t.id IS NULL AND w.created_at < now() - $1::bigint * interval '1 millisecond')) "
+            "ORDER BY w.created_at",
         {wk::Param::int64(interval_ms)});
     nlohmann::json removed = nlohmann::json::array();
     for (std::size_t i = 0; i < finished.size(); ++i) {
@@ -176,7 +196,8 @@ class Worktrees {
     auto repos = tc.query("SELECT DISTINCT repo_path FROM autodevs_worktrees");
     auto active = tc.query("SELECT path FROM autodevs_worktrees WHERE removed_at IS NULL");
     std::set<std::string> claimed;
-    for (std::size_t i = 0; i < active.size(); ++i) claimed.insert(std::string(active.text(i, 0).value_or("")));
+    for (std::size_t i = 0; i < active.size(); ++i)
+      claimed.insert(std::string(active.text(i, 0).value_or("")));
     for (std::size_t i = 0; i < repos.size(); ++i) {
       tc.throw_if_cancelled();
       const fs::path repo(std::string(repos.text(i, 0).value_or("")));
@@ -186,19 +207,23 @@ class Worktrees {
       const fs::path repo_dir = base / repository_name(fs::canonical(repo, ec));
       if (ec || !fs::is_directory(fs::symlink_status(repo_dir))) continue;
       std::set<fs::path> known;
-      for (const auto& entry : autodevs::parse_worktree_list(run_git_checked(git, repo, {"worktree", "list", "--porcelain"}))) {
+      for (const auto& entry :
+           autodevs::parse_worktree_list(run_git_checked(git, repo, {"worktree", "list", "--porcelain"}))) {
         known.insert(fs::weakly_canonical(entry.path, ec));
       }
       for (const auto& entry : fs::directory_iterator(repo_dir, ec)) {
         // Only directories named like our worktrees; never follow a symlink out of the base.
-        if (!entry.is_directory() || entry.is_symlink() || !autodevs::is_uuid(entry.path().filename().string())) continue;
+        if (!entry.is_directory() || entry.is_symlink() ||
+            !autodevs::is_uuid(entry.path().filename().string()))
+          continue;
         const fs::path& path = entry.path();
         if (known.count(path) != 0 || claimed.count(path.string()) != 0) continue;
         const auto age = fs::file_time_type::clock::now() - fs::last_write_time(path, ec);
         if (ec || age < cleanup_interval_) continue;  // may be a create in progress
         fs::remove_all(path, ec);
         if (ec) {
-          tc.warn("cannot remove stale worktree directory", {{"path", path.string()}, {"error", ec.message()}});
+          tc.warn("cannot remove stale worktree directory",
+                  {{"path", path.string()}, {"error", ec.message()}});
           continue;
         }
         tc.info("removed stale worktree directory", {{"path", path.string()}});
@@ -223,9 +248,12 @@ class Worktrees {
         for (const auto& arg : argv) command += (command.empty() ? "" : " ") + arg;
         const std::string outcome = r.describe();
         if (r.succeeded()) {
-          tc.info("git command", {{"command", command}, {"outcome", outcome}, {"elapsed_ms", static_cast<std::int64_t>(r.elapsed.count())}});
+          tc.info("git command", {{"command", command},
+                                  {"outcome", outcome},
+                                  {"elapsed_ms", static_cast<std::int64_t>(r.elapsed.count())}});
         } else {
-          tc.warn("git command failed", {{"command", command}, {"outcome", outcome},
+          tc.warn("git command failed", {{"command", command},
+                                         {"outcome", outcome},
                                          {"stderr", autodevs::trim(r.stderr_text.substr(0, 500))}});
         }
       };
@@ -233,7 +261,8 @@ class Worktrees {
     return autodevs::Git(std::move(options));
   }
 
-  static std::string run_git_checked(const autodevs::Git& git, const fs::path& dir, const std::vector<std::string>& args) {
+  static std::string run_git_checked(const autodevs::Git& git, const fs::path& dir,
+                                     const std::vector<std::string>& args) {
     try {
       return git.run_checked(dir, args);
     } catch (const autodevs::GitError& e) {
@@ -246,7 +275,8 @@ class Worktrees {
     std::error_code ec;
     fs::create_directories(base_dir_, ec);
     fs::path base = fs::canonical(base_dir_, ec);
-    if (ec) throw std::runtime_error("WORKTREE_BASE_DIR " + base_dir_.string() + " is unusable: " + ec.message());
+    if (ec)
+      throw std::runtime_error("WORKTREE_BASE_DIR " + base_dir_.string() + " is unusable: " + ec.message());
     return base;
   }
 
@@ -259,9 +289,12 @@ class Worktrees {
   static fs::path checked_repository(const autodevs::Git& git, const std::string& repo_path) {
     const fs::path repo(repo_path);
     std::error_code ec;
-    if (!repo.is_absolute()) throw wk::Permanent("bad_payload", "invalid payload: repo_path: must be an absolute path");
-    if (!fs::is_directory(repo, ec)) throw wk::Permanent("not_a_repository", repo_path + " is not a directory");
-    if (!git.is_repository(repo)) throw wk::Permanent("not_a_repository", repo_path + " is not a git repository");
+    if (!repo.is_absolute())
+      throw wk::Permanent("bad_payload", "invalid payload: repo_path: must be an absolute path");
+    if (!fs::is_directory(repo, ec))
+      throw wk::Permanent("not_a_repository", repo_path + " is not a directory");
+    if (!git.is_repository(repo))
+      throw wk::Permanent("not_a_repository", repo_path + " is not a git repository");
     fs::path canonical = fs::canonical(repo, ec);
     const std::string name = canonical.filename().string();
     if (ec || name.empty() || name == "." || name == "..") {
@@ -275,19 +308,22 @@ class Worktrees {
   fs::path checked_target(const fs::path& base, const fs::path& repo, const std::string& task_id) const {
     fs::path target = base / repository_name(repo) / task_id;
     if (target.string().size() > max_path_length_) {
-      throw wk::Permanent("path_too_long", "worktree path " + target.string() + " is " + std::to_string(target.string().size()) +
-                                               " characters, over WORKTREE_MAX_PATH_LENGTH=" + std::to_string(max_path_length_));
+      throw wk::Permanent(
+          "path_too_long",
+          "worktree path " + target.string() + " is " + std::to_string(target.string().size()) +
+              " characters, over WORKTREE_MAX_PATH_LENGTH=" + std::to_string(max_path_length_));
     }
     std::error_code ec;
     const fs::path resolved = fs::weakly_canonical(target, ec);
     if (ec || !is_within(base, resolved)) {
-      throw wk::Permanent("path_escapes_base", "worktree path " + target.string() + " resolves to " + resolved.string() +
-                                                   ", outside WORKTREE_BASE_DIR " + base.string());
+      throw wk::Permanent("path_escapes_base", "worktree path " + target.string() + " resolves to " +
+                                                   resolved.string() + ", outside WORKTREE_BASE_DIR " +
+                                                   base.string());
     }
     if (resolved != target) {
       // A symlink inside the base: git would follow it, cleanup would not find it. Refuse.
-      throw wk::Permanent("path_escapes_base", "worktree path " + target.string() + " goes through a symlink (" +
-                                                   resolved.string() + ")");
+      throw wk::Permanent("path_escapes_base", "worktree path " + target.string() +
+                                                   " goes through a symlink (" + resolved.string() + ")");
     }
     if (resolved.string().size() > max_path_length_) {
       throw wk::Permanent("path_too_long", "resolved worktree path exceeds WORKTREE_MAX_PATH_LENGTH");
@@ -297,7 +333,8 @@ class Worktrees {
 
   void require_free_space(const fs::path& base) const {
     struct statvfs fs_stats {};
-    if (::statvfs(base.c_str(), &fs_stats) != 0) throw std::runtime_error("statvfs(" + base.string() + ") failed");
+    if (::statvfs(base.c_str(), &fs_stats) != 0)
+      throw std::runtime_error("statvfs(" + base.string() + ") failed");
     const std::uint64_t available = static_cast<std::uint64_t>(fs_stats.f_bavail) * fs_stats.f_frsize;
     if (available < min_free_bytes_) {
       throw wk::RetryLater(5min, "only " + std::to_string(available) + " bytes free under " + base.string() +
@@ -315,23 +352,29 @@ class Worktrees {
     return false;
   }
 
-  static void record(const wk::TaskContext& tc, const std::string& task_id, const fs::path& repo, const fs::path& target,
-                     const std::string& branch, const std::optional<std::string>& base_commit) {
+  static void record(const wk::TaskContext& tc, const std::string& task_id, const fs::path& repo,
+                     const fs::path& target, const std::string& branch,
+                     const std::optional<std::string>& base_commit) {
     tc.query(
-        "INSERT INTO autodevs_worktrees (task_id, repo_path, path, branch, base_commit) VALUES ($1, $2, $3, $4, $5) "
+        "INSERT INTO autodevs_worktrees (task_id, repo_path, path, branch, base_commit) VALUES ($1, $2, $3, "
+        "$4, $5) "
         "ON CONFLICT (task_id) DO UPDATE SET repo_path = EXCLUDED.repo_path, path = EXCLUDED.path, "
-        "branch = EXCLUDED.branch, base_commit = COALESCE(EXCLUDED.base_commit, autodevs_worktrees.base_commit), "
+        "branch = EXCLUDED.branch, base_commit = COALESCE(EXCLUDED.base_commit, "
+        "autodevs_worktrees.base_commit), "
         "removed_at = NULL",
-        {wk::Param::text(task_id), wk::Param::text(repo.string()), wk::Param::text(target.string()), wk::Param::text(branch),
-         base_commit ? wk::Param::text(*base_commit) : wk::Param::null()});
+        {wk::Param::text(task_id), wk::Param::text(repo.string()), wk::Param::text(target.string()),
+         wk::Param::text(branch), base_commit ? wk::Param::text(*base_commit) : wk::Param::null()});
   }
 
   static void stage_first_step(const wk::TaskContext& tc, const std::string& task_id) {
-    auto steps = tc.query("SELECT 1 FROM autodevs_task_steps WHERE task_id = $1 AND step_no = 1", {wk::Param::text(task_id)});
+    auto steps = tc.query("SELECT 1 FROM autodevs_task_steps WHERE task_id = $1 AND step_no = 1",
+                          {wk::Param::text(task_id)});
     if (steps.empty()) return;  // a worktree without a plan (created directly by the application)
     const nlohmann::json follow_up = {{"task_id", task_id}, {"step", 1}};
     tc.enqueue("ai:execute", follow_up.dump(),
-               wk::EnqueueOptions().queue(autodevs::kPipelineQueue).task_id(autodevs::ai_execute_task_id(task_id, 1)));
+               wk::EnqueueOptions()
+                   .queue(autodevs::kPipelineQueue)
+                   .task_id(autodevs::ai_execute_task_id(task_id, 1)));
   }
 
   static WorktreeRow row_from(const wk::Rows& rows, std::size_t i) {
@@ -347,7 +390,8 @@ class Worktrees {
     const fs::path repo(row.repo_path);
     std::error_code ec;
     const bool repo_usable = fs::is_directory(repo, ec) && git.is_repository(repo);
-    if (repo_usable && fs::is_directory(path, ec) && is_registered_worktree(git, repo, fs::weakly_canonical(path, ec))) {
+    if (repo_usable && fs::is_directory(path, ec) &&
+        is_registered_worktree(git, repo, fs::weakly_canonical(path, ec))) {
       run_git_checked(git, repo, {"worktree", "remove", "--force", "--force", "--", path.string()});
     }
     if (fs::exists(fs::symlink_status(path, ec))) {
@@ -370,7 +414,8 @@ class Worktrees {
 
   std::int64_t current_slot() const {
     const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-        std::chrono::system_clock::now().time_since_epoch()).count();
+                            std::chrono::system_clock::now().time_since_epoch())
+                            .count();
     return now_ms / static_cast<std::int64_t>(cleanup_interval_.count());
   }
 
@@ -408,6 +453,7 @@ WK_HANDLER_OPT("worktree:create", &Worktrees::create,
                wk::HandlerOptions().idempotent().describe("creates the git worktree of a task"))
 WK_HANDLER_OPT("worktree:remove", &Worktrees::remove,
                wk::HandlerOptions().idempotent().describe("removes the git worktree of a task"))
-WK_HANDLER_OPT("worktree:cleanup", &Worktrees::cleanup,
-               wk::HandlerOptions().idempotent().concurrency(1).describe("removes finished and stale worktrees"))
+WK_HANDLER_OPT(
+    "worktree:cleanup", &Worktrees::cleanup,
+    wk::HandlerOptions().idempotent().concurrency(1).describe("removes finished and stale worktrees"))
 WK_PLUGIN_END()

@@ -53,8 +53,7 @@ std::size_t on_header(char* data, std::size_t size, std::size_t count, void* use
     if (matches) {
       // Only the delay-seconds form; an HTTP-date falls back to the default backoff.
       const std::string value = trim(line.substr(name.size()));
-      if (!value.empty() && value.size() < 10 &&
-          value.find_first_not_of("0123456789") == std::string::npos) {
+      if (!value.empty() && value.size() < 10 && value.find_first_not_of("0123456789") == std::string::npos) {
         state->retry_after = std::chrono::seconds(std::stoll(value));
       }
     }
@@ -115,7 +114,8 @@ HttpResponse http_post(const HttpPost& request) {
 
   const CURLcode rc = curl_easy_perform(h);
   if (state.cancelled) throw HttpCancelled();
-  if (state.too_large) throw HttpTransportError("response larger than " + std::to_string(state.max_bytes) + " bytes");
+  if (state.too_large)
+    throw HttpTransportError("response larger than " + std::to_string(state.max_bytes) + " bytes");
   if (rc != CURLE_OK) throw HttpTransportError(std::string("HTTP request failed: ") + curl_easy_strerror(rc));
   HttpResponse response;
   curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &response.status);
@@ -135,7 +135,8 @@ std::string build_chat_request(const std::string& model, const std::vector<ChatM
   body["model"] = model;
   body["temperature"] = 0;
   body["messages"] = nlohmann::json::array();
-  for (const auto& message : messages) body["messages"].push_back({{"role", message.role}, {"content", message.content}});
+  for (const auto& message : messages)
+    body["messages"].push_back({{"role", message.role}, {"content", message.content}});
   return body.dump();
 }
 
@@ -198,7 +199,8 @@ std::vector<PlannedStep> parse_planned_steps(std::string_view content, std::size
     throw ChatError(ChatError::Kind::Retry, "planner reply: \"steps\" must be a non-empty array");
   }
   if (list->size() > max_steps) {
-    throw ChatError(ChatError::Kind::Retry, "planner reply: more than " + std::to_string(max_steps) + " steps");
+    throw ChatError(ChatError::Kind::Retry,
+                    "planner reply: more than " + std::to_string(max_steps) + " steps");
   }
   std::vector<PlannedStep> steps;
   for (std::size_t i = 0; i < list->size(); ++i) {

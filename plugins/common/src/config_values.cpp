@@ -9,7 +9,8 @@ namespace autodevs {
 namespace {
 
 ConfigError bad_value(std::string_view name, std::string_view text, std::string_view expected) {
-  return ConfigError(std::string(name) + "=\"" + std::string(text) + "\" is invalid: expected " + std::string(expected));
+  return ConfigError(std::string(name) + "=\"" + std::string(text) + "\" is invalid: expected " +
+                     std::string(expected));
 }
 
 bool read_number(std::string_view text, std::size_t& pos, std::uint64_t& value) {
@@ -36,7 +37,8 @@ std::uint64_t parse_unsigned(std::string_view name, std::string_view raw) {
   const std::string text = trim(raw);
   std::size_t pos = 0;
   std::uint64_t value = 0;
-  if (!read_number(text, pos, value) || pos != text.size()) throw bad_value(name, raw, "a non-negative integer");
+  if (!read_number(text, pos, value) || pos != text.size())
+    throw bad_value(name, raw, "a non-negative integer");
   return value;
 }
 
@@ -85,11 +87,17 @@ std::uint64_t parse_byte_size(std::string_view name, std::string_view raw) {
   if (!suffix.empty() && suffix.back() == 'b') suffix.pop_back();
   if (!suffix.empty() && suffix.back() == 'i') suffix.pop_back();
   std::uint64_t multiplier = 1;
-  if (suffix == "k") multiplier = 1ull << 10;
-  else if (suffix == "m") multiplier = 1ull << 20;
-  else if (suffix == "g") multiplier = 1ull << 30;
-  else if (suffix == "t") multiplier = 1ull << 40;
-  else if (!suffix.empty()) throw bad_value(name, raw, expected);
+  if (suffix == "k") {
+    multiplier = 1ull << 10;
+  } else if (suffix == "m") {
+    multiplier = 1ull << 20;
+  } else if (suffix == "g") {
+    multiplier = 1ull << 30;
+  } else if (suffix == "t") {
+    multiplier = 1ull << 40;
+  } else if (!suffix.empty()) {
+    throw bad_value(name, raw, expected);
+  }
   if (value > std::numeric_limits<std::uint64_t>::max() / multiplier) throw bad_value(name, raw, expected);
   return value * multiplier;
 }

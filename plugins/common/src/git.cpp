@@ -60,8 +60,10 @@ bool Git::is_repository(const std::filesystem::path& dir) const {
   return run(dir, {"rev-parse", "--git-dir"}).succeeded();
 }
 
-std::optional<std::string> Git::resolve_commit(const std::filesystem::path& dir, const std::string& ref) const {
-  SubprocessResult result = run(dir, {"rev-parse", "--verify", "--quiet", "--end-of-options", ref + "^{commit}"});
+std::optional<std::string> Git::resolve_commit(const std::filesystem::path& dir,
+                                               const std::string& ref) const {
+  SubprocessResult result =
+      run(dir, {"rev-parse", "--verify", "--quiet", "--end-of-options", ref + "^{commit}"});
   if (!result.succeeded()) return std::nullopt;
   std::string sha = result.stdout_text;
   while (!sha.empty() && (sha.back() == '\n' || sha.back() == '\r')) sha.pop_back();
@@ -96,8 +98,7 @@ bool is_safe_ref_name(const std::string& ref) noexcept {
   if (ref.empty() || ref.size() > 255 || ref.front() == '-') return false;
   for (char c : ref) {
     const auto u = static_cast<unsigned char>(c);
-    if (u < 0x20 || u == 0x7f || c == ' ' || c == ':' || c == '?' || c == '*' ||
-        c == '[' || c == '\\') {
+    if (u < 0x20 || u == 0x7f || c == ' ' || c == ':' || c == '?' || c == '*' || c == '[' || c == '\\') {
       return false;
     }
   }

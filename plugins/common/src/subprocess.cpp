@@ -208,8 +208,8 @@ SubprocessResult run_subprocess(const SubprocessOptions& options) {
   for (int sig : {SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGCHLD, SIGUSR1, SIGUSR2, SIGALRM}) {
     sigaddset(&defaults, sig);
   }
-  posix_spawnattr_setflags(&spawn.attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
-                                            POSIX_SPAWN_SETSIGDEF);
+  posix_spawnattr_setflags(&spawn.attr,
+                           POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
   posix_spawnattr_setpgroup(&spawn.attr, 0);
   posix_spawnattr_setsigmask(&spawn.attr, &empty_mask);
   posix_spawnattr_setsigdefault(&spawn.attr, &defaults);
@@ -226,8 +226,7 @@ SubprocessResult run_subprocess(const SubprocessOptions& options) {
 
   const auto started = Clock::now();
   pid_t pid = -1;
-  const int spawn_rc =
-      ::posix_spawnp(&pid, argv[0], &spawn.actions, &spawn.attr, argv.data(), envp.data());
+  const int spawn_rc = ::posix_spawnp(&pid, argv[0], &spawn.actions, &spawn.attr, argv.data(), envp.data());
   if (spawn_rc != 0) {
     throw SpawnError("cannot start " + options.argv.front() + ": " + errno_text(spawn_rc));
   }
@@ -247,8 +246,7 @@ SubprocessResult run_subprocess(const SubprocessOptions& options) {
   std::size_t stdin_offset = 0;
   if (options.stdin_data.empty()) stdin_write.reset();
 
-  const auto deadline =
-      options.timeout.count() > 0 ? started + options.timeout : Clock::time_point::max();
+  const auto deadline = options.timeout.count() > 0 ? started + options.timeout : Clock::time_point::max();
   auto kill_at = Clock::time_point::max();  // set once SIGTERM was sent
   bool terminating = false;
 
@@ -320,7 +318,8 @@ SubprocessResult run_subprocess(const SubprocessOptions& options) {
     std::size_t count = 0;
     if (out.fd.valid()) fds[count++] = {out.fd.get(), POLLIN, 0};
     if (err.fd.valid()) fds[count++] = {err.fd.get(), POLLIN, 0};
-    const int ready = ::poll(fds.data(), count, poll_timeout_ms(now, drain_until, std::chrono::milliseconds(500)));
+    const int ready =
+        ::poll(fds.data(), count, poll_timeout_ms(now, drain_until, std::chrono::milliseconds(500)));
     if (ready < 0 && errno != EINTR) break;
     for (std::size_t i = 0; i < count; ++i) {
       if (fds[i].revents == 0) continue;

@@ -13,7 +13,8 @@ std::vector<std::string_view> split_lines(std::string_view text) {
   std::size_t start = 0;
   while (start <= text.size()) {
     const auto end = text.find('\n', start);
-    std::string_view line = text.substr(start, end == std::string_view::npos ? std::string_view::npos : end - start);
+    std::string_view line =
+        text.substr(start, end == std::string_view::npos ? std::string_view::npos : end - start);
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     lines.push_back(line);
     if (end == std::string_view::npos) break;
@@ -25,11 +26,13 @@ std::vector<std::string_view> split_lines(std::string_view text) {
 // Length of a bullet/number marker at the start of `line` (after indentation), including the
 // following blank; 0 when the line is not a list item.
 std::size_t list_marker_length(std::string_view line) {
-  if (line.size() >= 2 && (line[0] == '-' || line[0] == '*' || line[0] == '+') && (line[1] == ' ' || line[1] == '\t')) {
+  if (line.size() >= 2 && (line[0] == '-' || line[0] == '*' || line[0] == '+') &&
+      (line[1] == ' ' || line[1] == '\t')) {
     return 2;
   }
   std::size_t digits = 0;
-  while (digits < line.size() && digits < 9 && std::isdigit(static_cast<unsigned char>(line[digits]))) ++digits;
+  while (digits < line.size() && digits < 9 && std::isdigit(static_cast<unsigned char>(line[digits])))
+    ++digits;
   if (digits == 0 || digits + 1 >= line.size()) return 0;
   if ((line[digits] == '.' || line[digits] == ')') && (line[digits + 1] == ' ' || line[digits + 1] == '\t')) {
     return digits + 2;
@@ -130,8 +133,7 @@ std::string summarize_title(std::string_view text, std::size_t max_chars) {
   return trim(first) + "...";
 }
 
-std::vector<PlannedStep> plan_steps_from_description(std::string_view title,
-                                                     std::string_view description) {
+std::vector<PlannedStep> plan_steps_from_description(std::string_view title, std::string_view description) {
   std::vector<PlannedStep> steps;
   bool in_code_fence = false;
   for (std::string_view raw : split_lines(description)) {
@@ -158,7 +160,8 @@ std::vector<PlannedStep> plan_steps_from_description(std::string_view title,
   const std::string title_text = trim(title);
   const std::string body = trim(description);
   PlannedStep only;
-  only.title = !title_text.empty() ? summarize_title(title_text) : (!body.empty() ? summarize_title(body) : "Task");
+  only.title =
+      !title_text.empty() ? summarize_title(title_text) : (!body.empty() ? summarize_title(body) : "Task");
   if (!title_text.empty() && !body.empty()) {
     only.instructions = title_text + "\n\n" + body;
   } else {

@@ -18,7 +18,8 @@ std::optional<std::string> json_string_field(std::string_view json, std::string_
   if (pos == std::string_view::npos) return std::nullopt;
   pos += quoted.size();
   auto skip_space = [&] {
-    while (pos < json.size() && (json[pos] == ' ' || json[pos] == '\t' || json[pos] == '\n' || json[pos] == '\r')) {
+    while (pos < json.size() &&
+           (json[pos] == ' ' || json[pos] == '\t' || json[pos] == '\n' || json[pos] == '\r')) {
       ++pos;
     }
   };
@@ -39,15 +40,32 @@ std::optional<std::string> json_string_field(std::string_view json, std::string_
     if (pos >= json.size()) return std::nullopt;
     const char e = json[pos++];
     switch (e) {
-      case '"': out.push_back('"'); break;
-      case '\\': out.push_back('\\'); break;
-      case '/': out.push_back('/'); break;
-      case 'b': out.push_back('\b'); break;
-      case 'f': out.push_back('\f'); break;
-      case 'n': out.push_back('\n'); break;
-      case 'r': out.push_back('\r'); break;
-      case 't': out.push_back('\t'); break;
-      default: return std::nullopt;  // \uXXXX is left out of this example
+      case '"':
+        out.push_back('"');
+        break;
+      case '\\':
+        out.push_back('\\');
+        break;
+      case '/':
+        out.push_back('/');
+        break;
+      case 'b':
+        out.push_back('\b');
+        break;
+      case 'f':
+        out.push_back('\f');
+        break;
+      case 'n':
+        out.push_back('\n');
+        break;
+      case 'r':
+        out.push_back('\r');
+        break;
+      case 't':
+        out.push_back('\t');
+        break;
+      default:
+        return std::nullopt;  // \uXXXX is left out of this example
     }
   }
   return std::nullopt;  // unterminated string

@@ -54,7 +54,7 @@ extern "C" {
  */
 typedef int32_t wk_status;
 #define WK_OK 0
-#define WK_E_INVALID (-1)     /* bad argument */
+#define WK_E_INVALID (-1) /* bad argument */
 #define WK_E_NOT_FOUND (-2)
 #define WK_E_TRUNCATED (-3)
 #define WK_E_CANCELLED (-4)   /* task cancellation observed inside a host call */
@@ -72,11 +72,11 @@ typedef int32_t wk_status;
  * not be. Text is UTF-8. These three layouts are FROZEN.
  */
 typedef struct wk_str {
-  const char *ptr;
+  const char* ptr;
   size_t len;
 } wk_str;
 typedef struct wk_bytes {
-  const uint8_t *ptr;
+  const uint8_t* ptr;
   size_t len;
 } wk_bytes;
 typedef struct wk_kv {
@@ -97,10 +97,10 @@ typedef struct wk_error {
    TYPE (a type in a cast) and field (a member name after ->) cannot take parentheses. */
 #ifdef __cplusplus
 /* NOLINTNEXTLINE(bugprone-macro-parentheses): a type name and a member name, not expressions */
-#define WK_MEMBER_SIZE_(TYPE, field) sizeof(static_cast<TYPE *>(nullptr)->field)
+#define WK_MEMBER_SIZE_(TYPE, field) sizeof(static_cast<TYPE*>(nullptr)->field)
 #else
 /* NOLINTNEXTLINE(bugprone-macro-parentheses): a type name and a member name, not expressions */
-#define WK_MEMBER_SIZE_(TYPE, field) sizeof(((TYPE *)0)->field)
+#define WK_MEMBER_SIZE_(TYPE, field) sizeof(((TYPE*)0)->field)
 #endif
 #define WK_HAS(TYPE, p, field) \
   ((p) != NULL && offsetof(TYPE, field) + WK_MEMBER_SIZE_(TYPE, field) <= (p)->struct_size)
@@ -146,17 +146,17 @@ typedef struct wk_migration {
 /* ---------------------------------------------------------------------------------------------
  * Follow-up tasks, mapped onto asynq's enqueue options.
  */
-#define WK_ENQ_IMMEDIATE (1u << 0) /* publish now; default: only if this task SUCCEEDS */
+#define WK_ENQ_IMMEDIATE (1u << 0)     /* publish now; default: only if this task SUCCEEDS */
 #define WK_ENQ_HAS_MAX_RETRY (1u << 1) /* max_retry is set; otherwise asynq's default (25) */
 
 typedef struct wk_enqueue_req {
   uint32_t struct_size;
-  uint32_t flags;        /* WK_ENQ_* */
-  wk_str type;           /* task type, required */
-  wk_str queue;          /* empty = "default" */
+  uint32_t flags; /* WK_ENQ_* */
+  wk_str type;    /* task type, required */
+  wk_str queue;   /* empty = "default" */
   wk_bytes payload;
-  wk_str task_id;        /* empty = a random UUID; set it for idempotent follow-ups */
-  const wk_kv *headers;  /* may be NULL */
+  wk_str task_id;       /* empty = a random UUID; set it for idempotent follow-ups */
+  const wk_kv* headers; /* may be NULL */
   size_t header_count;
   int64_t process_at_ms; /* absolute Unix ms; 0 = not set */
   int64_t process_in_ms; /* relative delay; used when process_at_ms is 0 */
@@ -200,73 +200,69 @@ typedef struct wk_host_api {
   uint32_t struct_size; /* the HOST's sizeof: use WK_HAS_FN for anything newer than 1.0 */
   uint16_t abi_major;
   uint16_t abi_minor;
-  const char *host_name;    /* informational */
-  const char *host_version; /* informational */
+  const char* host_name;    /* informational */
+  const char* host_version; /* informational */
 
   /* --- v1.0 --- */
 
   /* Optional host capabilities by id ("wk.something/1"); NULL if absent. */
-  const void *(WK_CALL *get_extension)(wk_ctx *ctx, const char *ext_id);
+  const void*(WK_CALL* get_extension)(wk_ctx* ctx, const char* ext_id);
 
   /* Structured logging. The host adds plugin, and for a task ctx task_id, task_type, queue,
      attempt. Strings are copied. */
-  int32_t(WK_CALL *log_enabled)(wk_ctx *ctx, int32_t level);
-  void(WK_CALL *log)(wk_ctx *ctx, int32_t level, wk_str message, const wk_kv *fields,
-                     size_t field_count);
+  int32_t(WK_CALL* log_enabled)(wk_ctx* ctx, int32_t level);
+  void(WK_CALL* log)(wk_ctx* ctx, int32_t level, wk_str message, const wk_kv* fields, size_t field_count);
 
   /* Configuration lookup (environment / .env snapshot taken at start-up). Keys are the
      variable names (e.g. "AI_PROVIDER"). *out is valid until shutdown() returns.
      WK_E_NOT_FOUND when unset. Secrets are readable here but never logged by the host. */
-  wk_status(WK_CALL *config_get)(wk_ctx *ctx, wk_str key, wk_str *out);
+  wk_status(WK_CALL* config_get)(wk_ctx* ctx, wk_str key, wk_str* out);
 
   /* PostgreSQL, one statement in autocommit, on a pooled connection. Waits for a connection no
      longer than the task's remaining time; statement_timeout follows it; a cancelled task
      cancels the running query. WK_E_UNAVAILABLE when the database cannot be reached. */
-  wk_status(WK_CALL *pg_query)(wk_ctx *ctx, wk_str sql, const wk_pg_param *params,
-                               size_t param_count, size_t param_stride, uint32_t flags,
-                               wk_pg_rows **out_rows, wk_error *err);
-  size_t(WK_CALL *pg_row_count)(const wk_pg_rows *rows);
-  size_t(WK_CALL *pg_column_count)(const wk_pg_rows *rows);
-  wk_str(WK_CALL *pg_column_name)(const wk_pg_rows *rows, size_t col);
-  uint32_t(WK_CALL *pg_column_type)(const wk_pg_rows *rows, size_t col); /* type OID */
+  wk_status(WK_CALL* pg_query)(wk_ctx* ctx, wk_str sql, const wk_pg_param* params, size_t param_count,
+                               size_t param_stride, uint32_t flags, wk_pg_rows** out_rows, wk_error* err);
+  size_t(WK_CALL* pg_row_count)(const wk_pg_rows* rows);
+  size_t(WK_CALL* pg_column_count)(const wk_pg_rows* rows);
+  wk_str(WK_CALL* pg_column_name)(const wk_pg_rows* rows, size_t col);
+  uint32_t(WK_CALL* pg_column_type)(const wk_pg_rows* rows, size_t col); /* type OID */
   /* Borrowed view, valid until pg_rows_free. */
-  wk_status(WK_CALL *pg_value)(const wk_pg_rows *rows, size_t row, size_t col, wk_bytes *out,
-                               int32_t *is_null);
-  uint64_t(WK_CALL *pg_rows_affected)(const wk_pg_rows *rows);
-  void(WK_CALL *pg_rows_free)(wk_pg_rows *rows); /* NULL-safe */
+  wk_status(WK_CALL* pg_value)(const wk_pg_rows* rows, size_t row, size_t col, wk_bytes* out,
+                               int32_t* is_null);
+  uint64_t(WK_CALL* pg_rows_affected)(const wk_pg_rows* rows);
+  void(WK_CALL* pg_rows_free)(wk_pg_rows* rows); /* NULL-safe */
 
   /* Transactions: one connection held from begin until commit or rollback. Both release the
      handle. A transaction still open when run() returns is rolled back. */
-  wk_status(WK_CALL *pg_begin)(wk_ctx *ctx, wk_pg_tx **out_tx, wk_error *err);
-  wk_status(WK_CALL *pg_tx_query)(wk_pg_tx *tx, wk_str sql, const wk_pg_param *params,
-                                  size_t param_count, size_t param_stride, uint32_t flags,
-                                  wk_pg_rows **out_rows, wk_error *err);
-  wk_status(WK_CALL *pg_commit)(wk_pg_tx *tx, wk_error *err);
-  void(WK_CALL *pg_rollback)(wk_pg_tx *tx); /* NULL-safe */
+  wk_status(WK_CALL* pg_begin)(wk_ctx* ctx, wk_pg_tx** out_tx, wk_error* err);
+  wk_status(WK_CALL* pg_tx_query)(wk_pg_tx* tx, wk_str sql, const wk_pg_param* params, size_t param_count,
+                                  size_t param_stride, uint32_t flags, wk_pg_rows** out_rows, wk_error* err);
+  wk_status(WK_CALL* pg_commit)(wk_pg_tx* tx, wk_error* err);
+  void(WK_CALL* pg_rollback)(wk_pg_tx* tx); /* NULL-safe */
   /* Effectively-once: records `key` (usually the task id plus a step name) inside tx.
      *out_first = 1 the first time; 0 when a committed transaction already recorded it, in which
      case the handler should roll back and report success. */
-  wk_status(WK_CALL *pg_tx_once)(wk_pg_tx *tx, wk_str key, int32_t *out_first, wk_error *err);
+  wk_status(WK_CALL* pg_tx_once)(wk_pg_tx* tx, wk_str key, int32_t* out_first, wk_error* err);
   /* Versioned migrations for this plugin (plugin ctx, during init). Each version runs once per
      database, in a transaction, under an advisory lock, recorded under the plugin id. */
-  wk_status(WK_CALL *pg_migrate)(wk_ctx *plugin_ctx, const wk_migration *migrations,
-                                 size_t count, size_t stride, wk_error *err);
+  wk_status(WK_CALL* pg_migrate)(wk_ctx* plugin_ctx, const wk_migration* migrations, size_t count,
+                                 size_t stride, wk_error* err);
 
   /* Follow-up work. Default: staged, and published atomically with this task's success;
      discarded on failure or retry. WK_ENQ_IMMEDIATE publishes at once (any ctx). */
-  wk_status(WK_CALL *enqueue)(wk_ctx *ctx, const wk_enqueue_req *req, wk_task_id *out_id,
-                              wk_error *err);
+  wk_status(WK_CALL* enqueue)(wk_ctx* ctx, const wk_enqueue_req* req, wk_task_id* out_id, wk_error* err);
 
   /* Task ctx only. */
   /* Reports liveness; WK_E_CANCELLED when cancellation is pending. */
-  wk_status(WK_CALL *heartbeat)(wk_ctx *task, const wk_progress *progress);
-  int32_t(WK_CALL *is_cancelled)(wk_ctx *task); /* WK_CANCEL_*; lock-free */
+  wk_status(WK_CALL* heartbeat)(wk_ctx* task, const wk_progress* progress);
+  int32_t(WK_CALL* is_cancelled)(wk_ctx* task); /* WK_CANCEL_*; lock-free */
   /* Sleeps until cancelled or timeout_ms passes; returns the WK_CANCEL_* reason (NONE on
      timeout). */
-  int32_t(WK_CALL *wait_cancelled)(wk_ctx *task, int64_t timeout_ms);
-  int64_t(WK_CALL *remaining_ms)(wk_ctx *task); /* until the deadline; INT64_MAX if none */
+  int32_t(WK_CALL* wait_cancelled)(wk_ctx* task, int64_t timeout_ms);
+  int64_t(WK_CALL* remaining_ms)(wk_ctx* task); /* until the deadline; INT64_MAX if none */
   /* Writes the task's result (asynq's `result` field). Copies; replaces a previous result. */
-  wk_status(WK_CALL *result_write)(wk_ctx *task, wk_bytes data, uint32_t flags);
+  wk_status(WK_CALL* result_write)(wk_ctx* task, wk_bytes data, uint32_t flags);
 
   /* --- v1.1+ fields are appended below this line, never above --- */
 } wk_host_api;
@@ -283,9 +279,10 @@ typedef int32_t wk_disposition;
 #define WK_DISP_RETRY 2         /* asynq retry with the default backoff */
 #define WK_DISP_RETRY_AFTER 3   /* retry not before failure->retry_after_ms (host clamps) */
 #define WK_DISP_FAIL_NO_RETRY 4 /* archive now (asynq SkipRetry) */
-#define WK_DISP_CANCELLED 5     /* acknowledged cancellation: on shutdown the task is requeued
-                                   without counting an attempt; otherwise it fails as
-                                   "context canceled" */
+#define WK_DISP_CANCELLED                                          \
+  5 /* acknowledged cancellation: on shutdown the task is requeued \
+       without counting an attempt; otherwise it fails as          \
+       "context canceled" */
 
 /* Host-allocated and zeroed. The plugin fills it only for non-success dispositions. */
 typedef struct wk_failure {
@@ -306,7 +303,7 @@ typedef struct wk_task_view {
   wk_str type;
   wk_str queue;
   wk_bytes payload;
-  const wk_kv *headers; /* asynq v0.26 headers; may be NULL when header_count is 0 */
+  const wk_kv* headers; /* asynq v0.26 headers; may be NULL when header_count is 0 */
   size_t header_count;
   int64_t deadline_ms;   /* effective deadline, absolute Unix ms; 0 = none */
   int64_t started_at_ms; /* when this attempt started, Unix ms */
@@ -316,19 +313,19 @@ struct wk_handler_desc;
 typedef struct wk_handler_desc wk_handler_desc;
 
 struct wk_handler_desc {
-  uint32_t struct_size; /* = handler_stride; the host reads only what it knows */
-  uint32_t flags;       /* WK_HANDLER_* */
-  const char *task_type; /* unique across loaded plugins; [A-Za-z0-9:._-]{1,128} */
-  const char *description;
+  uint32_t struct_size;  /* = handler_stride; the host reads only what it knows */
+  uint32_t flags;        /* WK_HANDLER_* */
+  const char* task_type; /* unique across loaded plugins; [A-Za-z0-9:._-]{1,128} */
+  const char* description;
   uint32_t max_concurrency;    /* 0 = host default; 1 = the host serialises this handler */
   uint32_t default_timeout_ms; /* informational in 1.0 */
 
   /* [worker-thread] May run concurrently for different tasks. */
-  wk_disposition(WK_CALL *run)(wk_plugin_state *state, wk_ctx *task, const wk_task_view *t,
-                               wk_failure *failure);
+  wk_disposition(WK_CALL* run)(wk_plugin_state* state, wk_ctx* task, const wk_task_view* t,
+                               wk_failure* failure);
   /* Optional. [any-thread] Called when cancellation is requested while run() is active. Must
      not block and must not call the host except log. */
-  void(WK_CALL *on_cancel)(wk_plugin_state *state, wk_ctx *task);
+  void(WK_CALL* on_cancel)(wk_plugin_state* state, wk_ctx* task);
 };
 
 /* ---------------------------------------------------------------------------------------------
@@ -337,35 +334,35 @@ struct wk_handler_desc {
 #define WK_PLUGIN_UNLOAD_SAFE (1u << 0) /* joins its threads in shutdown, no TLS dtors */
 
 typedef struct wk_plugin_entry {
-  uint32_t magic;          /* WK_ENTRY_MAGIC */
-  uint32_t struct_size;    /* sizeof(wk_plugin_entry) in the plugin's header */
-  uint16_t abi_major;      /* must equal the major in the symbol name */
-  uint16_t abi_minor;      /* minor the plugin was compiled against */
-  uint16_t min_host_minor; /* lowest host minor that has everything the plugin requires */
-  uint16_t reserved0;      /* 0 */
-  uint32_t flags;          /* WK_PLUGIN_* */
-  uint32_t reserved1;      /* 0 */
-  const char *plugin_id;      /* stable reverse-DNS id, e.g. "dev.autodevs.planning" */
-  const char *plugin_version; /* the plugin's own version, informational */
-  const char *build_info;     /* compiler / SDK, informational */
+  uint32_t magic;             /* WK_ENTRY_MAGIC */
+  uint32_t struct_size;       /* sizeof(wk_plugin_entry) in the plugin's header */
+  uint16_t abi_major;         /* must equal the major in the symbol name */
+  uint16_t abi_minor;         /* minor the plugin was compiled against */
+  uint16_t min_host_minor;    /* lowest host minor that has everything the plugin requires */
+  uint16_t reserved0;         /* 0 */
+  uint32_t flags;             /* WK_PLUGIN_* */
+  uint32_t reserved1;         /* 0 */
+  const char* plugin_id;      /* stable reverse-DNS id, e.g. "dev.autodevs.planning" */
+  const char* plugin_version; /* the plugin's own version, informational */
+  const char* build_info;     /* compiler / SDK, informational */
 
-  const wk_handler_desc *handlers; /* static table; walk with handler_stride */
+  const wk_handler_desc* handlers; /* static table; walk with handler_stride */
   uint32_t handler_count;
   uint32_t handler_stride;
 
   /* [control-thread] Once per load, before any run(). On failure the host never calls
      shutdown(). */
-  wk_status(WK_CALL *init)(const wk_host_api *host, wk_ctx *plugin_ctx,
-                           wk_plugin_state **out_state, wk_error *err);
+  wk_status(WK_CALL* init)(const wk_host_api* host, wk_ctx* plugin_ctx, wk_plugin_state** out_state,
+                           wk_error* err);
   /* [control-thread] After every run() and on_cancel() has returned. May be NULL. */
-  void(WK_CALL *shutdown)(wk_plugin_state *state);
+  void(WK_CALL* shutdown)(wk_plugin_state* state);
 
   /* Optional plugin-side capabilities by id; may be NULL. */
-  const void *(WK_CALL *get_extension)(wk_plugin_state *state, const char *ext_id);
+  const void*(WK_CALL* get_extension)(wk_plugin_state* state, const char* ext_id);
 } wk_plugin_entry;
 
 /* THE exported symbol: a pure getter, no side effects, any thread, any number of calls. */
-typedef const wk_plugin_entry *(WK_CALL *wk_plugin_entry_fn)(void);
+typedef const wk_plugin_entry*(WK_CALL* wk_plugin_entry_fn)(void);
 #define WK_PLUGIN_ENTRY_SYMBOL_V1 "wk_plugin_entry_v1"
 
 #ifdef __cplusplus

@@ -127,8 +127,8 @@ inline void copy_text(char* dst, std::size_t capacity, std::string_view src) noe
 
 inline std::string_view c_text(const char* s, std::size_t capacity) noexcept {
   const void* nul = std::memchr(s, '\0', capacity);
-  return std::string_view(s, nul != nullptr ? static_cast<std::size_t>(static_cast<const char*>(nul) - s)
-                                            : capacity);
+  return std::string_view(
+      s, nul != nullptr ? static_cast<std::size_t>(static_cast<const char*>(nul) - s) : capacity);
 }
 
 inline wk_error make_error() noexcept {
@@ -160,18 +160,16 @@ inline void check(wk_status status, const wk_error& err, std::string_view call) 
 
 template <class Fn>
 [[noreturn]] Fn missing_host_function(const char* name) {
-  throw HostError(WK_E_UNSUPPORTED, "host.unsupported",
-                  std::string("the host does not provide ") + name);
+  throw HostError(WK_E_UNSUPPORTED, "host.unsupported", std::string("the host does not provide ") + name);
 }
 
 }  // namespace detail
 
 // Resolves a host function, throwing HostError(WK_E_UNSUPPORTED) when the running host is too old
 // to have it (its table is shorter) or left it NULL.
-#define WK_SDK_HOST_FN(api, fn)                                                               \
-  (WK_HAS_FN(wk_host_api, (api), fn) ? (api)->fn                                            \
-                                     : ::wk::detail::missing_host_function<decltype((api)->fn)>( \
-                                           #fn))
+#define WK_SDK_HOST_FN(api, fn)                  \
+  (WK_HAS_FN(wk_host_api, (api), fn) ? (api)->fn \
+                                     : ::wk::detail::missing_host_function<decltype((api)->fn)>(#fn))
 
 // ------------------------------------------------------------------------------------------------
 // PostgreSQL.
@@ -329,10 +327,14 @@ class Rows {
     if (!v) return std::nullopt;
     if (binary_) {
       switch (v->size()) {
-        case 2: return static_cast<std::int16_t>(big_endian(*v));
-        case 4: return static_cast<std::int32_t>(big_endian(*v));
-        case 8: return static_cast<std::int64_t>(big_endian(*v));
-        default: bad_value(row, col, "int64");
+        case 2:
+          return static_cast<std::int16_t>(big_endian(*v));
+        case 4:
+          return static_cast<std::int32_t>(big_endian(*v));
+        case 8:
+          return static_cast<std::int64_t>(big_endian(*v));
+        default:
+          bad_value(row, col, "int64");
       }
     }
     std::int64_t out = 0;
@@ -407,8 +409,8 @@ class Rows {
         ++i;
       } else if (i + 3 < v->size() && is_octal((*v)[i + 1]) && is_octal((*v)[i + 2]) &&
                  is_octal((*v)[i + 3])) {
-        out.push_back(static_cast<char>(((*v)[i + 1] - '0') * 64 + ((*v)[i + 2] - '0') * 8 +
-                                        ((*v)[i + 3] - '0')));
+        out.push_back(
+            static_cast<char>(((*v)[i + 1] - '0') * 64 + ((*v)[i + 2] - '0') * 8 + ((*v)[i + 3] - '0')));
         i += 3;
       } else {
         bad_value(row, col, "bytea");
@@ -546,13 +548,14 @@ class Transaction {
     wk_error err = detail::make_error();
     wk_pg_rows* rows = nullptr;
     const wk_status s = WK_SDK_HOST_FN(api_, pg_tx_query)(tx_, str(sql), c.data(), c.size(),
-                                                         sizeof(wk_pg_param), flags, &rows, &err);
+                                                          sizeof(wk_pg_param), flags, &rows, &err);
     Rows owner(api_, rows, (flags & WK_PG_BINARY_RESULTS) != 0);
     detail::check(s, err, "pg_tx_query");
     return owner;
   }
   void require_open(const char* call) const {
-    if (tx_ == nullptr) throw HostError(WK_E_INVALID, "pg.tx_closed", std::string(call) + ": transaction is closed");
+    if (tx_ == nullptr)
+      throw HostError(WK_E_INVALID, "pg.tx_closed", std::string(call) + ": transaction is closed");
   }
 
   const wk_host_api* api_ = nullptr;
@@ -577,9 +580,9 @@ class Field {
       : key_(key), value_(value != nullptr ? std::string_view(value) : std::string_view()) {}
   Field(std::string_view key, const std::string& value) noexcept : key_(key), value_(value) {}
   Field(std::string_view key, bool value) noexcept : key_(key), value_(value ? "true" : "false") {}
-  template <class T, std::enable_if_t<std::is_arithmetic_v<T> && !std::is_same_v<T, bool> &&
-                                          !std::is_same_v<T, char>,
-                                      int> = 0>
+  template <class T,
+            std::enable_if_t<std::is_arithmetic_v<T> && !std::is_same_v<T, bool> && !std::is_same_v<T, char>,
+                             int> = 0>
   Field(std::string_view key, T value) noexcept : key_(key), uses_inline_(true) {
     auto r = std::to_chars(inline_.data(), inline_.data() + inline_.size(), value);
     inline_size_ = r.ec == std::errc() ? static_cast<std::size_t>(r.ptr - inline_.data()) : 0;
@@ -612,26 +615,56 @@ enum class Level : std::int32_t {
 // it may outlive the values it was built from.
 class EnqueueOptions {
  public:
-  EnqueueOptions& queue(std::string_view name) { queue_ = name; return *this; }
+  EnqueueOptions& queue(std::string_view name) {
+    queue_ = name;
+    return *this;
+  }
   // asynq ProcessIn: a delay from now.
-  EnqueueOptions& process_in(std::chrono::milliseconds delay) { process_in_ms_ = delay.count(); return *this; }
+  EnqueueOptions& process_in(std::chrono::milliseconds delay) {
+    process_in_ms_ = delay.count();
+    return *this;
+  }
   // asynq ProcessAt: an absolute time.
-  EnqueueOptions& process_at(std::chrono::system_clock::time_point at) { process_at_ms_ = unix_ms(at); return *this; }
-  EnqueueOptions& max_retry(std::int32_t n) { max_retry_ = n; return *this; }
-  EnqueueOptions& timeout(std::chrono::milliseconds t) { timeout_ms_ = t.count(); return *this; }
-  EnqueueOptions& deadline(std::chrono::system_clock::time_point at) { deadline_ms_ = unix_ms(at); return *this; }
+  EnqueueOptions& process_at(std::chrono::system_clock::time_point at) {
+    process_at_ms_ = unix_ms(at);
+    return *this;
+  }
+  EnqueueOptions& max_retry(std::int32_t n) {
+    max_retry_ = n;
+    return *this;
+  }
+  EnqueueOptions& timeout(std::chrono::milliseconds t) {
+    timeout_ms_ = t.count();
+    return *this;
+  }
+  EnqueueOptions& deadline(std::chrono::system_clock::time_point at) {
+    deadline_ms_ = unix_ms(at);
+    return *this;
+  }
   // asynq Unique(ttl): refused while an identical task (type, queue, payload) is pending. >= 1 s.
-  EnqueueOptions& unique(std::chrono::milliseconds ttl) { unique_ttl_ms_ = ttl.count(); return *this; }
+  EnqueueOptions& unique(std::chrono::milliseconds ttl) {
+    unique_ttl_ms_ = ttl.count();
+    return *this;
+  }
   // asynq TaskID: a fixed id makes the follow-up idempotent (a second enqueue is a conflict).
-  EnqueueOptions& task_id(std::string_view id) { task_id_ = id; return *this; }
+  EnqueueOptions& task_id(std::string_view id) {
+    task_id_ = id;
+    return *this;
+  }
   // asynq Retention: keep the completed task this long.
-  EnqueueOptions& retention(std::chrono::milliseconds keep) { retention_ms_ = keep.count(); return *this; }
+  EnqueueOptions& retention(std::chrono::milliseconds keep) {
+    retention_ms_ = keep.count();
+    return *this;
+  }
   EnqueueOptions& header(std::string_view key, std::string_view value) {
     headers_.emplace_back(std::string(key), std::string(value));
     return *this;
   }
   // Publish now, instead of only when the current task succeeds.
-  EnqueueOptions& immediate(bool on = true) { immediate_ = on; return *this; }
+  EnqueueOptions& immediate(bool on = true) {
+    immediate_ = on;
+    return *this;
+  }
 
   // The C request; it borrows from *this, `type`, `payload` and `kv_storage`.
   wk_enqueue_req to_c(std::string_view type, std::string_view payload, std::vector<wk_kv>& kv_storage) const {
@@ -702,11 +735,21 @@ class Context {
     }
     api_->log(ctx_, static_cast<std::int32_t>(level), str(message), n != 0 ? kv.data() : nullptr, n);
   }
-  void trace(std::string_view m, std::initializer_list<Field> f = {}) const noexcept { log(Level::trace, m, f); }
-  void debug(std::string_view m, std::initializer_list<Field> f = {}) const noexcept { log(Level::debug, m, f); }
-  void info(std::string_view m, std::initializer_list<Field> f = {}) const noexcept { log(Level::info, m, f); }
-  void warn(std::string_view m, std::initializer_list<Field> f = {}) const noexcept { log(Level::warn, m, f); }
-  void error(std::string_view m, std::initializer_list<Field> f = {}) const noexcept { log(Level::error, m, f); }
+  void trace(std::string_view m, std::initializer_list<Field> f = {}) const noexcept {
+    log(Level::trace, m, f);
+  }
+  void debug(std::string_view m, std::initializer_list<Field> f = {}) const noexcept {
+    log(Level::debug, m, f);
+  }
+  void info(std::string_view m, std::initializer_list<Field> f = {}) const noexcept {
+    log(Level::info, m, f);
+  }
+  void warn(std::string_view m, std::initializer_list<Field> f = {}) const noexcept {
+    log(Level::warn, m, f);
+  }
+  void error(std::string_view m, std::initializer_list<Field> f = {}) const noexcept {
+    log(Level::error, m, f);
+  }
 
   // A configuration variable (environment / .env snapshot), valid until the plugin shuts down.
   std::optional<std::string_view> config(std::string_view key) const {
@@ -784,7 +827,7 @@ class Context {
     wk_error err = detail::make_error();
     wk_pg_rows* rows = nullptr;
     const wk_status s = WK_SDK_HOST_FN(api_, pg_query)(ctx_, str(sql), c.data(), c.size(),
-                                                      sizeof(wk_pg_param), flags, &rows, &err);
+                                                       sizeof(wk_pg_param), flags, &rows, &err);
     Rows owner(api_, rows, (flags & WK_PG_BINARY_RESULTS) != 0);
     detail::check(s, err, "pg_query");
     return owner;
@@ -948,17 +991,41 @@ struct HandlerOptions {
   std::uint32_t timeout_ms = 0;
   const char* description = "";
 
-  constexpr HandlerOptions concurrency(std::uint32_t n) const { HandlerOptions o = *this; o.max_concurrency = n; return o; }
-  constexpr HandlerOptions timeout(std::uint32_t ms) const { HandlerOptions o = *this; o.timeout_ms = ms; return o; }
-  constexpr HandlerOptions idempotent() const { HandlerOptions o = *this; o.flags |= WK_HANDLER_IDEMPOTENT; return o; }
-  constexpr HandlerOptions long_running() const { HandlerOptions o = *this; o.flags |= WK_HANDLER_LONG_RUNNING; return o; }
-  constexpr HandlerOptions describe(const char* text) const { HandlerOptions o = *this; o.description = text; return o; }
+  constexpr HandlerOptions concurrency(std::uint32_t n) const {
+    HandlerOptions o = *this;
+    o.max_concurrency = n;
+    return o;
+  }
+  constexpr HandlerOptions timeout(std::uint32_t ms) const {
+    HandlerOptions o = *this;
+    o.timeout_ms = ms;
+    return o;
+  }
+  constexpr HandlerOptions idempotent() const {
+    HandlerOptions o = *this;
+    o.flags |= WK_HANDLER_IDEMPOTENT;
+    return o;
+  }
+  constexpr HandlerOptions long_running() const {
+    HandlerOptions o = *this;
+    o.flags |= WK_HANDLER_LONG_RUNNING;
+    return o;
+  }
+  constexpr HandlerOptions describe(const char* text) const {
+    HandlerOptions o = *this;
+    o.description = text;
+    return o;
+  }
 };
 
 // Per-plugin options for WK_PLUGIN_BEGIN_OPT.
 struct PluginOptions {
   std::uint32_t flags = 0;
-  constexpr PluginOptions unload_safe() const { PluginOptions o = *this; o.flags |= WK_PLUGIN_UNLOAD_SAFE; return o; }
+  constexpr PluginOptions unload_safe() const {
+    PluginOptions o = *this;
+    o.flags |= WK_PLUGIN_UNLOAD_SAFE;
+    return o;
+  }
 };
 
 // ------------------------------------------------------------------------------------------------
@@ -1152,22 +1219,22 @@ inline wk_disposition Outcome::apply(wk_failure* failure) const noexcept {
 //
 // The table and the entry are constexpr objects in an anonymous namespace (constant-initialised,
 // internal linkage); the only external symbol is the getter.
-#define WK_PLUGIN_BEGIN_OPT(Class, Id, Version, Options) \
-  namespace {                                            \
-  using wk_plugin_class_ = Class;                        \
-  constexpr const char* wk_plugin_id_ = Id;              \
-  constexpr const char* wk_plugin_version_ = Version;    \
+#define WK_PLUGIN_BEGIN_OPT(Class, Id, Version, Options)      \
+  namespace {                                                 \
+  using wk_plugin_class_ = Class;                             \
+  constexpr const char* wk_plugin_id_ = Id;                   \
+  constexpr const char* wk_plugin_version_ = Version;         \
   constexpr ::wk::PluginOptions wk_plugin_options_ = Options; \
   constexpr wk_handler_desc wk_plugin_handlers_[] = {
 #define WK_PLUGIN_BEGIN(Class, Id, Version) WK_PLUGIN_BEGIN_OPT(Class, Id, Version, ::wk::PluginOptions())
 #define WK_HANDLER(Type, Method) ::wk::detail::handler<wk_plugin_class_, Method>(Type),
 #define WK_HANDLER_OPT(Type, Method, Options) ::wk::detail::handler<wk_plugin_class_, Method>(Type, Options),
-#define WK_PLUGIN_END()                                                                                  \
-  }                                                                                                      \
-  ;                                                                                                      \
-  constexpr wk_plugin_entry wk_plugin_entry_ = ::wk::detail::entry<wk_plugin_class_>(                    \
-      wk_plugin_id_, wk_plugin_version_, wk_plugin_options_, wk_plugin_handlers_,                        \
-      sizeof(wk_plugin_handlers_) / sizeof(wk_plugin_handlers_[0]));                                     \
-  }                                                                                                      \
-  extern "C" WK_EXPORT const wk_plugin_entry* WK_CALL wk_plugin_entry_v1(void);                          \
+#define WK_PLUGIN_END()                                                               \
+  }                                                                                   \
+  ;                                                                                   \
+  constexpr wk_plugin_entry wk_plugin_entry_ = ::wk::detail::entry<wk_plugin_class_>( \
+      wk_plugin_id_, wk_plugin_version_, wk_plugin_options_, wk_plugin_handlers_,     \
+      sizeof(wk_plugin_handlers_) / sizeof(wk_plugin_handlers_[0]));                  \
+  }                                                                                   \
+  extern "C" WK_EXPORT const wk_plugin_entry* WK_CALL wk_plugin_entry_v1(void);       \
   extern "C" WK_EXPORT const wk_plugin_entry* WK_CALL wk_plugin_entry_v1(void) { return &wk_plugin_entry_; }

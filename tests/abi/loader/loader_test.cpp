@@ -85,7 +85,9 @@ size_t count_lines(const log::Logger& logger, std::initializer_list<std::string>
                        [&](const std::string& n) { return l.find(n) != std::string::npos; });
   }));
 }
-size_t count_lines(const log::Logger& logger, const std::string& needle) { return count_lines(logger, {needle}); }
+size_t count_lines(const log::Logger& logger, const std::string& needle) {
+  return count_lines(logger, {needle});
+}
 
 class PluginHostTest : public ::testing::Test {
  protected:
@@ -110,17 +112,19 @@ TEST_F(PluginHostTest, AllFixturesInOneDirectoryGoodOnesLoadOneErrorPerBadOne) {
 
   std::set<std::string> loaded;
   for (const auto& p : report.loaded) loaded.insert(p.plugin_id);
-  EXPECT_EQ(loaded, (std::set<std::string>{"test.good", "test.throwing", "test.misbehaving", "test.older-minor",
-                                           "test.newer-minor", "test.stale-ctx", "test.cancel-wait",
-                                           "test.pg-user"}));
+  EXPECT_EQ(loaded, (std::set<std::string>{"test.good", "test.throwing", "test.misbehaving",
+                                           "test.older-minor", "test.newer-minor", "test.stale-ctx",
+                                           "test.cancel-wait", "test.pg-user"}));
   std::set<std::string> refused;
   for (const auto& r : report.refused) refused.insert(r.file.filename().string());
   EXPECT_EQ(refused, (std::set<std::string>{"bad_magic.so", "bad_task_type.so", "init_failure.so",
-                                            "needs_newer_host.so", "no_entry.so", "null_run.so", "tiny_entry.so",
-                                            "wrong_major.so", "zz_duplicate_type.so"}));
+                                            "needs_newer_host.so", "no_entry.so", "null_run.so",
+                                            "tiny_entry.so", "wrong_major.so", "zz_duplicate_type.so"}));
   EXPECT_EQ(count_lines(logger, "msg=\"plugin refused\""), refused.size());
   EXPECT_EQ(count_lines(logger, "msg=\"plugin loaded\""), loaded.size());
-  EXPECT_EQ(count_lines(logger, "plugin=test.good version=1.2.3 abi=1.0 task_types=good:echo,good:disposition"), 1u);
+  EXPECT_EQ(
+      count_lines(logger, "plugin=test.good version=1.2.3 abi=1.0 task_types=good:echo,good:disposition"),
+      1u);
 
   // The host keeps serving after all those refusals.
   TaskRun run("good:disposition", "succeeded");
@@ -162,11 +166,13 @@ TEST_F(PluginHostTest, DuplicateTaskTypeIsRefusedNamingBothPlugins) {
   ASSERT_FALSE(host->load_file(fixture("good")).has_value());
   auto refused = host->load_file(fixture("zz_duplicate_type"));
   ASSERT_TRUE(refused.has_value());
-  EXPECT_NE(refused->reason.find("\"good:echo\" of plugin test.duplicate is already served by plugin test.good"),
-            std::string::npos)
+  EXPECT_NE(
+      refused->reason.find("\"good:echo\" of plugin test.duplicate is already served by plugin test.good"),
+      std::string::npos)
       << refused->reason;
   TaskRun run("good:echo", "{}");
-  EXPECT_EQ(run.through(*host).disposition, task::Disposition::succeeded) << "the first plugin keeps the type";
+  EXPECT_EQ(run.through(*host).disposition, task::Disposition::succeeded)
+      << "the first plugin keeps the type";
 }
 
 TEST_F(PluginHostTest, OlderAndNewerMinorLayoutsLoadAndServe) {
@@ -217,9 +223,11 @@ TEST_F(PluginHostTest, DispositionsMapToOutcomes) {
       {"retry", task::Disposition::retry, "flaky: try again"},
       {"fail", task::Disposition::fail_no_retry, "bad_input: no use retrying"},
       {"cancelled", task::Disposition::cancelled, "cancelled: stopped"},
-      {"retry_after:1234", task::Disposition::retry_after, "retry_after: later", std::chrono::milliseconds(1234)},
+      {"retry_after:1234", task::Disposition::retry_after, "retry_after: later",
+       std::chrono::milliseconds(1234)},
       {"retry_after:-5", task::Disposition::retry_after, "retry_after: later", std::chrono::milliseconds(0)},
-      {"retry_after:999999999999", task::Disposition::retry_after, "retry_after: later", std::chrono::hours(24)},
+      {"retry_after:999999999999", task::Disposition::retry_after, "retry_after: later",
+       std::chrono::hours(24)},
   };
   for (const Case& c : cases) {
     TaskRun run("good:disposition", c.payload);
@@ -243,7 +251,8 @@ TEST_F(PluginHostTest, FollowUpsWithDurationsThatWouldOverflowTheClockAreRefused
     TaskRun run("good:disposition", "far:" + option);
     const task::Outcome& outcome = run.through(*host);
     EXPECT_EQ(outcome.disposition, task::Disposition::fail_no_retry) << option;
-    EXPECT_NE(outcome.error.find("durations under 100 years"), std::string::npos) << option << ": " << outcome.error;
+    EXPECT_NE(outcome.error.find("durations under 100 years"), std::string::npos)
+        << option << ": " << outcome.error;
     EXPECT_TRUE(run.staged.empty()) << option;
   }
 }
@@ -268,7 +277,8 @@ TEST_F(PluginHostTest, UnknownOrUnsetDispositionIsRetryAndReportedAsMisbehaviour
   EXPECT_EQ(odd.outcome.error, "handler returned an invalid disposition 42");
   TaskRun unset("odd:unset", "");
   EXPECT_EQ(unset.through(*host).disposition, task::Disposition::retry);
-  EXPECT_EQ(count_lines(logger, {"msg=\"plugin misbehaving\"", "plugin=test.misbehaving", "task_type=odd:"}), 2u);
+  EXPECT_EQ(count_lines(logger, {"msg=\"plugin misbehaving\"", "plugin=test.misbehaving", "task_type=odd:"}),
+            2u);
 }
 
 TEST_F(PluginHostTest, HostCallsWithAStaleCtxGetWrongCtxNotACrash) {
@@ -282,7 +292,8 @@ TEST_F(PluginHostTest, HostCallsWithAStaleCtxGetWrongCtxNotACrash) {
             "is_cancelled=-8 config_get=-8 result_write=-8 heartbeat=-8 remaining=0 forged=-8 null=-8");
   EXPECT_FALSE(keep.services.result.has_value()) << "a stale result_write must not reach the old task";
   EXPECT_EQ(count_lines(logger, "from a stale ctx"), 0u);
-  EXPECT_GE(count_lines(logger, {"msg=\"plugin misbehaving\"", "plugin=test.stale-ctx", "expired handle"}), 5u);
+  EXPECT_GE(count_lines(logger, {"msg=\"plugin misbehaving\"", "plugin=test.stale-ctx", "expired handle"}),
+            5u);
 }
 
 TEST_F(PluginHostTest, HandlerObservesCancellationThroughWaitCancelledAndOnCancel) {
@@ -314,7 +325,8 @@ TEST_F(PluginHostTest, RefusesFilesAndDirectoriesWritableByOthers) {
   EXPECT_THROW(host->load_directory(dir.path()), std::runtime_error);
   auto refused = host->load_file(dir.path() / "good.so");
   ASSERT_TRUE(refused.has_value());
-  EXPECT_NE(refused->reason.find("directory writable by group or others"), std::string::npos) << refused->reason;
+  EXPECT_NE(refused->reason.find("directory writable by group or others"), std::string::npos)
+      << refused->reason;
 }
 
 TEST_F(PluginHostTest, LoadsAPrivateCopyNamedByHashFromAPrivateStagingDir) {
@@ -342,8 +354,8 @@ TEST_F(PluginHostTest, LoadsAPrivateCopyNamedByHashFromAPrivateStagingDir) {
 
 TEST_F(PluginHostTest, CheckFilesReportsWithoutServing) {
   std::ostringstream out;
-  const int code = check_files({fixture("good"), fixture("needs_newer_host"), fixture("zz_duplicate_type")}, out,
-                               logger);
+  const int code =
+      check_files({fixture("good"), fixture("needs_newer_host"), fixture("zz_duplicate_type")}, out, logger);
   EXPECT_EQ(code, 1);
   const std::string text = out.str();
   EXPECT_NE(text.find(fixture("good").string() + ": OK"), std::string::npos) << text;
@@ -363,7 +375,8 @@ TEST_F(PluginHostTest, ExecLocalRunsOneTaskAndPrintsTheOutcome) {
   run.payload = "{}";
   std::ostringstream out;
   EXPECT_EQ(exec_local(run, out, logger, config, nullptr), 0) << out.str();
-  EXPECT_NE(out.str().find("disposition: succeeded\nresult: payload={} x=- attempt=1 greeting=hi"), std::string::npos)
+  EXPECT_NE(out.str().find("disposition: succeeded\nresult: payload={} x=- attempt=1 greeting=hi"),
+            std::string::npos)
       << out.str();
   EXPECT_NE(out.str().find("staged: type=good:disposition queue=low"), std::string::npos) << out.str();
 
@@ -371,7 +384,8 @@ TEST_F(PluginHostTest, ExecLocalRunsOneTaskAndPrintsTheOutcome) {
   run.payload = "fail";
   std::ostringstream failed;
   EXPECT_EQ(exec_local(run, failed, logger, config, nullptr), 1);
-  EXPECT_NE(failed.str().find("disposition: fail_no_retry\nerror: bad_input: no use retrying"), std::string::npos);
+  EXPECT_NE(failed.str().find("disposition: fail_no_retry\nerror: bad_input: no use retrying"),
+            std::string::npos);
 
   run.type = "nobody:serves";
   std::ostringstream missing;

@@ -37,7 +37,8 @@ class RecordingServices final : public task::TaskServices {
 class PgHostTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    auto admin = db::make_pool(settings(test::pg_addr().db), log::Logger::in_memory(log::Level::warn, log::Format::logfmt));
+    auto admin = db::make_pool(settings(test::pg_addr().db),
+                               log::Logger::in_memory(log::Level::warn, log::Format::logfmt));
     try {
       admin->query(std::string("CREATE DATABASE ") + kDatabase, {}, {});
     } catch (const db::Error& e) {

@@ -8,11 +8,11 @@
 extern "C" {
 #endif
 
-size_t wk_layout_probe_c99(const size_t **values);
-size_t wk_layout_probe_c11(const size_t **values);
-size_t wk_layout_probe_c17(const size_t **values);
-size_t wk_layout_probe_cxx11(const size_t **values);
-size_t wk_layout_probe_cxx17(const size_t **values);
+size_t wk_layout_probe_c99(const size_t** values);
+size_t wk_layout_probe_c11(const size_t** values);
+size_t wk_layout_probe_c17(const size_t** values);
+size_t wk_layout_probe_cxx11(const size_t** values);
+size_t wk_layout_probe_cxx17(const size_t** values);
 
 #ifdef __cplusplus
 }

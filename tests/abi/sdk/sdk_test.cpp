@@ -98,10 +98,13 @@ struct FakeHost {
     api.abi_minor = WK_ABI_MINOR;
     api.host_name = "fake";
     api.host_version = "0";
-    api.log_enabled = [](wk_ctx* c, std::int32_t level) -> std::int32_t { return level >= self(c)->min_log_level; };
+    api.log_enabled = [](wk_ctx* c, std::int32_t level) -> std::int32_t {
+      return level >= self(c)->min_log_level;
+    };
     api.log = [](wk_ctx* c, std::int32_t level, wk_str message, const wk_kv* fields, std::size_t n) {
       RecordedLog l{level, to_string(message), {}};
-      for (std::size_t i = 0; i < n; ++i) l.fields.emplace_back(to_string(fields[i].key), to_string(fields[i].value));
+      for (std::size_t i = 0; i < n; ++i)
+        l.fields.emplace_back(to_string(fields[i].key), to_string(fields[i].value));
       self(c)->logs.push_back(l);
     };
     api.config_get = [](wk_ctx* c, wk_str key, wk_str* out) -> wk_status {
@@ -166,7 +169,8 @@ struct FakeHost {
       *first = h->once_first ? 1 : 0;
       return WK_OK;
     };
-    api.pg_migrate = [](wk_ctx* c, const wk_migration* m, std::size_t n, std::size_t stride, wk_error*) -> wk_status {
+    api.pg_migrate = [](wk_ctx* c, const wk_migration* m, std::size_t n, std::size_t stride,
+                        wk_error*) -> wk_status {
       for (std::size_t i = 0; i < n; ++i) {
         const auto* mi = reinterpret_cast<const wk_migration*>(reinterpret_cast<const char*>(m) + i * stride);
         self(c)->migrations.emplace_back(mi->version, to_string(mi->sql));
@@ -174,9 +178,19 @@ struct FakeHost {
       return WK_OK;
     };
     api.enqueue = [](wk_ctx* c, const wk_enqueue_req* r, wk_task_id* id, wk_error*) -> wk_status {
-      RecordedEnqueue e{r->flags, to_string(r->type), to_string(r->queue), to_string(r->payload), to_string(r->task_id),
-                        {}, r->process_at_ms, r->process_in_ms, r->timeout_ms, r->deadline_ms, r->unique_ttl_ms,
-                        r->retention_ms, r->max_retry};
+      RecordedEnqueue e{r->flags,
+                        to_string(r->type),
+                        to_string(r->queue),
+                        to_string(r->payload),
+                        to_string(r->task_id),
+                        {},
+                        r->process_at_ms,
+                        r->process_in_ms,
+                        r->timeout_ms,
+                        r->deadline_ms,
+                        r->unique_ttl_ms,
+                        r->retention_ms,
+                        r->max_retry};
       for (std::size_t i = 0; i < r->header_count; ++i) {
         e.headers.emplace_back(to_string(r->headers[i].key), to_string(r->headers[i].value));
       }
@@ -209,7 +223,8 @@ struct FakeHost {
     RecordedQuery q{to_string(sql), {}, stride, flags, in_tx};
     for (std::size_t i = 0; i < n; ++i) {
       const auto* pi = reinterpret_cast<const wk_pg_param*>(reinterpret_cast<const char*>(p) + i * stride);
-      q.params.push_back({pi->type_oid, pi->format, pi->is_null != 0, pi->is_null ? "" : to_string(pi->value)});
+      q.params.push_back(
+          {pi->type_oid, pi->format, pi->is_null != 0, pi->is_null ? "" : to_string(pi->value)});
     }
     queries.push_back(q);
     if (query_status != WK_OK) {
@@ -285,8 +300,9 @@ class Probe {
 
 WK_PLUGIN_BEGIN_OPT(Probe, "dev.autodevs.test.sdk_probe", "0.0.1", wk::PluginOptions().unload_safe())
 WK_HANDLER("probe:behave", &Probe::behave)
-WK_HANDLER_OPT("probe:quiet", &Probe::quiet,
-               wk::HandlerOptions().concurrency(3).timeout(5000).idempotent().long_running().describe("quiet"))
+WK_HANDLER_OPT(
+    "probe:quiet", &Probe::quiet,
+    wk::HandlerOptions().concurrency(3).timeout(5000).idempotent().long_running().describe("quiet"))
 WK_HANDLER("probe:const", &Probe::constant)
 WK_PLUGIN_END()
 
@@ -555,8 +571,8 @@ TEST(SdkRows, TypedGettersDecodeTextResults) {
 
 TEST(SdkRows, TypedGettersDecodeBinaryResults) {
   FakeHost host;
-  const std::string int4("\xff\xff\xff\xfe", 4);         // -2
-  const std::string int8("\x00\x00\x00\x01\x00\x00\x00\x00", 8);  // 2^32
+  const std::string int4("\xff\xff\xff\xfe", 4);                    // -2
+  const std::string int8("\x00\x00\x00\x01\x00\x00\x00\x00", 8);    // 2^32
   const std::string float8("\x3f\xf8\x00\x00\x00\x00\x00\x00", 8);  // 1.5
   const std::string boolean("\x01", 1);
   host.next_rows.names = {"a", "b", "c", "d", "e"};
@@ -609,9 +625,9 @@ TEST(SdkParams, MapOntoTheCLayout) {
   FakeHost host;
   wk::Context ctx(&host.api, host.ctx());
   const std::string blob("\x00\x01\x02", 3);
-  ctx.query("insert ...", {wk::Param::text("abc"), wk::Param::int64(-9000000000), wk::Param::null(),
-                           wk::Param::bytes(blob), wk::Param::boolean(true), wk::Param::float64(0.25),
-                           wk::Param::text("{}", 3802)});
+  ctx.query("insert ...",
+            {wk::Param::text("abc"), wk::Param::int64(-9000000000), wk::Param::null(), wk::Param::bytes(blob),
+             wk::Param::boolean(true), wk::Param::float64(0.25), wk::Param::text("{}", 3802)});
   ASSERT_EQ(host.queries.size(), 1u);
   const RecordedQuery& q = host.queries[0];
   EXPECT_EQ(q.sql, "insert ...");

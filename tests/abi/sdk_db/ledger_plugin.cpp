@@ -38,10 +38,10 @@ class Ledger {
     const double ratio = rows.float64(0, 4).value_or(-1);
     const bool ok = rows.boolean(0, 5).value_or(false);
     tx.commit();
-    tc.write_result("note_null=" + std::to_string(note_is_null) + " blob_ok=" +
-                    std::to_string(blob == std::string(kBlob, sizeof kBlob)) + " amount=" + std::to_string(amount) +
-                    " ratio=" + std::to_string(ratio) + " ok=" + std::to_string(ok) +
-                    " columns=" + std::string(rows.column_name(3)));
+    tc.write_result("note_null=" + std::to_string(note_is_null) +
+                    " blob_ok=" + std::to_string(blob == std::string(kBlob, sizeof kBlob)) +
+                    " amount=" + std::to_string(amount) + " ratio=" + std::to_string(ratio) +
+                    " ok=" + std::to_string(ok) + " columns=" + std::string(rows.column_name(3)));
     return wk::Outcome::ok();
   }
 

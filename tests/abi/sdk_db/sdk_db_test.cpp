@@ -44,7 +44,8 @@ class Services final : public task::TaskServices {
 class SdkDbTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    auto admin = db::make_pool(settings(test::pg_addr().db), log::Logger::in_memory(log::Level::warn, log::Format::logfmt));
+    auto admin = db::make_pool(settings(test::pg_addr().db),
+                               log::Logger::in_memory(log::Level::warn, log::Format::logfmt));
     try {
       admin->query(std::string("CREATE DATABASE ") + kDatabase, {}, {});
     } catch (const db::Error& e) {
@@ -128,7 +129,8 @@ TEST_F(SdkDbTest, ManyTasksNeverHoldMoreConnectionsThanThePool) {
     Services s;
     run(prefix + std::to_string(i), i % 3 == 0 ? "fail" : "commit", s);
   }
-  const long long held = count("SELECT count(*) FROM pg_stat_activity WHERE application_name = '" + app_name + "'");
+  const long long held =
+      count("SELECT count(*) FROM pg_stat_activity WHERE application_name = '" + app_name + "'");
   EXPECT_GE(held, 1);
   EXPECT_LE(held, kPoolSize);
   EXPECT_EQ(count("SELECT count(*) FROM sdk_ledger WHERE id LIKE '" + prefix + "%'"), 20);

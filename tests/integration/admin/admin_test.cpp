@@ -65,7 +65,8 @@ class AdminTest : public ::testing::Test {
     conn_->command({"FLUSHDB"});
     queue::RedisBrokerSettings bs;
     bs.redis = settings();
-    broker_ = std::make_unique<queue::RedisBroker>(bs, log::Logger::in_memory(log::Level::warn, log::Format::logfmt));
+    broker_ = std::make_unique<queue::RedisBroker>(
+        bs, log::Logger::in_memory(log::Level::warn, log::Format::logfmt));
     // Every state in queue "ops": 2 pending (one unique), 1 active, 1 scheduled, 1 retry,
     // 2 archived, 1 completed; and an "other" queue with one pending task.
     pending_ = enqueue("email", {}, true);
@@ -74,13 +75,12 @@ class AdminTest : public ::testing::Test {
     dequeue_into_state("retry_t", [](queue::Broker& b, const asynq::TaskMessage& m) {
       b.retry(m, std::chrono::system_clock::now() + 1h, "boom", true);
     });
-    archived_ = dequeue_into_state("arch_t", [](queue::Broker& b, const asynq::TaskMessage& m) {
-      b.archive(m, "dead");
-    });
-    archived2_ = dequeue_into_state("arch_t", [](queue::Broker& b, const asynq::TaskMessage& m) {
-      b.archive(m, "dead again");
-    });
-    dequeue_into_state("done_t", [](queue::Broker& b, const asynq::TaskMessage& m) { b.mark_complete(m, {}); }, 3600s);
+    archived_ = dequeue_into_state(
+        "arch_t", [](queue::Broker& b, const asynq::TaskMessage& m) { b.archive(m, "dead"); });
+    archived2_ = dequeue_into_state(
+        "arch_t", [](queue::Broker& b, const asynq::TaskMessage& m) { b.archive(m, "dead again"); });
+    dequeue_into_state(
+        "done_t", [](queue::Broker& b, const asynq::TaskMessage& m) { b.mark_complete(m, {}); }, 3600s);
     pending2_ = enqueue("email2");
     task::EnqueueRequest other;
     other.type = "x";
@@ -89,7 +89,8 @@ class AdminTest : public ::testing::Test {
   }
   void TearDown() override { conn_->command({"FLUSHDB"}); }
 
-  std::string enqueue(const std::string& type, std::optional<task::Clock::time_point> at = {}, bool unique = false) {
+  std::string enqueue(const std::string& type, std::optional<task::Clock::time_point> at = {},
+                      bool unique = false) {
     task::EnqueueRequest r;
     r.type = type;
     r.queue = "ops";
@@ -117,8 +118,10 @@ class AdminTest : public ::testing::Test {
     while (!mine) {
       auto d = broker_->dequeue({"ops"}, 30s);
       if (!d) throw std::runtime_error("task not found in pending");
-      if (d->msg.id == id) mine = d->msg;
-      else others.push_back(d->msg);
+      if (d->msg.id == id)
+        mine = d->msg;
+      else
+        others.push_back(d->msg);
     }
     for (auto it = others.rbegin(); it != others.rend(); ++it) broker_->requeue(*it);
     finish(*broker_, *mine);
@@ -162,7 +165,8 @@ TEST_F(AdminTest, LatencyIsTheAgeOfTheOldestPendingTask) {
   // Make the oldest pending task 5 s old, as if it had waited.
   const auto five_s_ago = std::chrono::duration_cast<std::chrono::nanoseconds>(
       (std::chrono::system_clock::now() - 5s).time_since_epoch());
-  conn_->command({"HSET", asynq::task_key("ops", pending_), "pending_since", std::to_string(five_s_ago.count())});
+  conn_->command(
+      {"HSET", asynq::task_key("ops", pending_), "pending_since", std::to_string(five_s_ago.count())});
   admin::Inspector in(settings());
   const auto s = in.stats("ops");
   EXPECT_GE(s.latency, 5000ms);
@@ -268,7 +272,8 @@ TEST_F(AdminTest, RetryOfScheduledAndRetryTasks) {
 }
 
 TEST_F(AdminTest, ArchiveRefusesActiveTasksAndMovesOthers) {
-  const auto active = json::parse(cli({"tasks", "list", "--queue", "ops", "--state", "active", "--json"}).out);
+  const auto active =
+      json::parse(cli({"tasks", "list", "--queue", "ops", "--state", "active", "--json"}).out);
   const std::string active_id = active["tasks"][0]["id"];
   auto o = cli({"tasks", "archive", "--queue", "ops", active_id});
   EXPECT_EQ(o.code, 1);
@@ -300,7 +305,8 @@ TEST_F(AdminTest, DeleteReleasesTheUniqueLockItHolds) {
   ASSERT_EQ(cli({"tasks", "delete", "--queue", "ops", pending2_}).code, 0);
   EXPECT_EQ(std::string(conn_->command({"GET", lock_key}).str()), "someone-else");
 
-  const auto active = json::parse(cli({"tasks", "list", "--queue", "ops", "--state", "active", "--json"}).out);
+  const auto active =
+      json::parse(cli({"tasks", "list", "--queue", "ops", "--state", "active", "--json"}).out);
   const auto o = cli({"tasks", "delete", "--queue", "ops", active["tasks"][0]["id"].get<std::string>()});
   EXPECT_EQ(o.code, 1);
   EXPECT_NE(o.err.find("active"), std::string::npos) << o.err;

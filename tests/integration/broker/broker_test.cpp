@@ -64,12 +64,16 @@ class BrokerTest : public ::testing::Test {
       size_t end = list.find('\n', start);
       if (end == std::string::npos) end = list.size();
       const std::string_view line(list.data() + start, end - start);
-      if (line.find(" db=" + std::to_string(kTestDb) + " ") != std::string_view::npos && line.find("cmd=blmove") != std::string_view::npos) return true;
+      if (line.find(" db=" + std::to_string(kTestDb) + " ") != std::string_view::npos &&
+          line.find("cmd=blmove") != std::string_view::npos)
+        return true;
       start = end + 1;
     }
     return false;
   }
-  static long long now_s() { return std::chrono::floor<std::chrono::seconds>(Clock::now().time_since_epoch()).count(); }
+  static long long now_s() {
+    return std::chrono::floor<std::chrono::seconds>(Clock::now().time_since_epoch()).count();
+  }
 
   std::string enqueue(const std::string& id, std::string queue = "default") {
     task::EnqueueRequest r;
@@ -173,7 +177,8 @@ TEST_F(BrokerTest, DequeueMovesToActiveWithLeaseAndSkipsPausedQueues) {
   EXPECT_EQ(hget("asynq:{default}:t:a1", "state"), "active");
   EXPECT_EQ(hget("asynq:{default}:t:a1", "pending_since"), "<nil>");
   EXPECT_EQ(lrange("asynq:{default}:active"), std::vector<std::string>{"a1"});
-  EXPECT_EQ(zscore("asynq:{default}:lease", "a1"), std::chrono::floor<std::chrono::seconds>(d.lease_expiry.time_since_epoch()).count());
+  EXPECT_EQ(zscore("asynq:{default}:lease", "a1"),
+            std::chrono::floor<std::chrono::seconds>(d.lease_expiry.time_since_epoch()).count());
   const auto batch = broker_->dequeue_batch({"empty", "default"}, 30s, 5);
   ASSERT_EQ(batch.size(), 1u);
   EXPECT_EQ(batch[0].msg.id, "a2");
@@ -217,7 +222,8 @@ TEST_F(BrokerTest, RetryKeepsHeadersAndUnknownFieldsAndCountsFailure) {
   const auto at = Clock::now() + 40s;
   broker_->retry(d.msg, at, "smtp: 451 \xff", true);
   EXPECT_EQ(hget("asynq:{default}:t:r1", "state"), "retry");
-  EXPECT_EQ(zscore("asynq:{default}:retry", "r1"), std::chrono::floor<std::chrono::seconds>(at.time_since_epoch()).count());
+  EXPECT_EQ(zscore("asynq:{default}:retry", "r1"),
+            std::chrono::floor<std::chrono::seconds>(at.time_since_epoch()).count());
   const auto back = asynq::decode_task_message(hget("asynq:{default}:t:r1", "msg"));
   EXPECT_EQ(back.retried, 1);
   EXPECT_EQ(back.error_msg, "smtp: 451 \xef\xbf\xbd");
@@ -312,7 +318,8 @@ TEST_F(BrokerTest, LeaseExtensionAndExpiredListing) {
   ASSERT_EQ(expired.size(), 1u);  // l2 has no msg: skipped
   EXPECT_EQ(expired[0].id, "l1");
   const auto expiry = broker_->extend_leases("default", {"l1", "gone"}, 30s);
-  EXPECT_EQ(zscore("asynq:{default}:lease", "l1"), std::chrono::floor<std::chrono::seconds>(expiry.time_since_epoch()).count());
+  EXPECT_EQ(zscore("asynq:{default}:lease", "l1"),
+            std::chrono::floor<std::chrono::seconds>(expiry.time_since_epoch()).count());
   EXPECT_FALSE(zscore("asynq:{default}:lease", "gone"));  // XX: never added
   raw_->command({"ZREM", "asynq:{default}:lease", "l1"});
   const auto leaseless = broker_->list_active_without_lease("default");
@@ -329,7 +336,8 @@ TEST_F(BrokerTest, RecoverOrphanRetriesOnlyAnActiveTaskWithoutLease) {
   raw_->command({"ZREM", "asynq:{default}:lease", "o1"});  // o1: orphan; o2: normally leased
 
   // A leased task is never touched: nothing written, still active with its lease.
-  EXPECT_EQ(broker_->recover_orphan(o2.msg, Clock::now() + 30s, "asynq: task lease expired"), OrphanRecovery::leased);
+  EXPECT_EQ(broker_->recover_orphan(o2.msg, Clock::now() + 30s, "asynq: task lease expired"),
+            OrphanRecovery::leased);
   EXPECT_EQ(hget("asynq:{default}:t:o2", "state"), "active");
   EXPECT_TRUE(zscore("asynq:{default}:lease", "o2"));
   EXPECT_EQ(lrange("asynq:{default}:active"), (std::vector<std::string>{"o2", "o1"}));
@@ -338,7 +346,8 @@ TEST_F(BrokerTest, RecoverOrphanRetriesOnlyAnActiveTaskWithoutLease) {
   EXPECT_EQ(broker_->recover_orphan(o1.msg, at, "asynq: task lease expired"), OrphanRecovery::recovered);
   EXPECT_EQ(lrange("asynq:{default}:active"), std::vector<std::string>{"o2"});
   EXPECT_EQ(hget("asynq:{default}:t:o1", "state"), "retry");
-  EXPECT_EQ(zscore("asynq:{default}:retry", "o1"), std::chrono::floor<std::chrono::seconds>(at.time_since_epoch()).count());
+  EXPECT_EQ(zscore("asynq:{default}:retry", "o1"),
+            std::chrono::floor<std::chrono::seconds>(at.time_since_epoch()).count());
   const auto back = asynq::decode_task_message(hget("asynq:{default}:t:o1", "msg"));
   EXPECT_EQ(back.retried, 1);
   EXPECT_EQ(back.error_msg, "asynq: task lease expired");
@@ -354,7 +363,8 @@ TEST_F(BrokerTest, RecoverOrphanArchivesWhenNoRetryTimeIsGiven) {
   enqueue("o3");
   const auto d = dequeue_one();
   raw_->command({"ZREM", "asynq:{default}:lease", "o3"});
-  EXPECT_EQ(broker_->recover_orphan(d.msg, std::nullopt, "asynq: task lease expired"), OrphanRecovery::recovered);
+  EXPECT_EQ(broker_->recover_orphan(d.msg, std::nullopt, "asynq: task lease expired"),
+            OrphanRecovery::recovered);
   EXPECT_TRUE(lrange("asynq:{default}:active").empty());
   EXPECT_EQ(hget("asynq:{default}:t:o3", "state"), "archived");
   EXPECT_TRUE(zscore("asynq:{default}:archived", "o3"));
@@ -547,10 +557,13 @@ TEST(BrokerPipelineTest, NoscriptThenConnectionLossFailsEveryCallOfTheBatch) {
     ::close(listener);  // any reconnect is refused at once
     if (c < 0) return;
     char buf[4096];
-    auto say = [&](std::string_view s) { return ::write(c, s.data(), s.size()) == static_cast<ssize_t>(s.size()); };
+    auto say = [&](std::string_view s) {
+      return ::write(c, s.data(), s.size()) == static_cast<ssize_t>(s.size());
+    };
     if (::read(c, buf, sizeof buf) > 0) {
       std::this_thread::sleep_for(400ms);
-      if (say(":1\r\n") && ::read(c, buf, sizeof buf) > 0) say("-NOSCRIPT No matching script. Please use EVAL.\r\n");
+      if (say(":1\r\n") && ::read(c, buf, sizeof buf) > 0)
+        say("-NOSCRIPT No matching script. Please use EVAL.\r\n");
     }
     ::shutdown(c, SHUT_WR);  // EOF after the NOSCRIPT, without discarding it
     while (::read(c, buf, sizeof buf) > 0) {

@@ -101,8 +101,8 @@ TEST_F(CliTest, BadConfigValueExitsNonZeroNamingTheVariableBeforeTouchingRedis) 
   }
   {
     // The same through a Go-style flag.
-    Subprocess p({worker_bin(), "--env-file", env_file(), "-queues=critical"}, clean_env({"REDIS_PORT=" +
-                                                                                       std::to_string(fake_redis.port())}));
+    Subprocess p({worker_bin(), "--env-file", env_file(), "-queues=critical"},
+                 clean_env({"REDIS_PORT=" + std::to_string(fake_redis.port())}));
     EXPECT_NE(p.wait(10s), 0);
     EXPECT_NE(p.err().find("WORKER_QUEUES"), std::string::npos) << p.err();
     EXPECT_NE(p.err().find("command line"), std::string::npos) << p.err();
@@ -126,10 +126,11 @@ TEST_F(CliTest, ServesWithEmptyPluginsDirLogsStartInLogfmtAndExitsZeroOnSigterm)
 
 TEST_F(CliTest, GnuFlagsAndSigintAlsoWork) {
   const auto redis = redis_addr();
-  Subprocess p({worker_bin(), "--worker", "cli-test-2", "-v", "--plugins", plugins_dir(), "--env-file", env_file()},
-               service_env());
-  ASSERT_TRUE(p.await_stderr("msg=\"Starting job server\" redis_addr=" + redis.host + ":" + std::to_string(redis.port),
-                             20s))
+  Subprocess p(
+      {worker_bin(), "--worker", "cli-test-2", "-v", "--plugins", plugins_dir(), "--env-file", env_file()},
+      service_env());
+  ASSERT_TRUE(p.await_stderr(
+      "msg=\"Starting job server\" redis_addr=" + redis.host + ":" + std::to_string(redis.port), 20s))
       << p.err();
   EXPECT_NE(p.err().find("worker_name=cli-test-2"), std::string::npos) << p.err();
   EXPECT_NE(p.err().find("level=DEBUG"), std::string::npos) << "-v gives debug lines: " << p.err();
@@ -139,8 +140,8 @@ TEST_F(CliTest, GnuFlagsAndSigintAlsoWork) {
 
 TEST_F(CliTest, EnqueuePrintsTheIdAndRejectsBadInput) {
   const std::string id = "cli-test-" + std::to_string(getpid());
-  const std::vector<std::string> base = {worker_bin(), "enqueue", "--env-file", env_file(), "--type", "cli:test",
-                                         "--queue", "cli_test"};
+  const std::vector<std::string> base = {worker_bin(), "enqueue",  "--env-file", env_file(),
+                                         "--type",     "cli:test", "--queue",    "cli_test"};
   {
     auto argv = base;
     argv.insert(argv.end(), {"--payload", R"({"n":1})", "--id", id, "--in", "1h", "--retry", "3"});

@@ -96,7 +96,8 @@ void Subprocess::pump(std::chrono::milliseconds timeout) {
 bool Subprocess::await_stderr(const std::string& needle, std::chrono::milliseconds timeout) {
   const auto until = std::chrono::steady_clock::now() + timeout;
   while (err_.find(needle) == std::string::npos) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
     if (left.count() <= 0 || (out_fd_ < 0 && err_fd_ < 0)) return err_.find(needle) != std::string::npos;
     pump(left);
   }
@@ -109,7 +110,8 @@ int Subprocess::wait(std::chrono::milliseconds timeout) {
   const auto until = std::chrono::steady_clock::now() + timeout;
   // Drain the pipes until both close (the child exited, or closed them), then reap.
   while (out_fd_ >= 0 || err_fd_ >= 0) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
     if (left.count() <= 0) return -1;
     pump(left);
   }

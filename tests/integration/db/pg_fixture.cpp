@@ -179,8 +179,9 @@ db::Settings test_settings(int pool_size, const std::string& application_name) {
 }
 
 int connections_of(const std::string& application_name) {
-  return std::stoi(admin_sql().scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = '" + test_database() +
-                                      "' AND application_name = '" + application_name + "'"));
+  return std::stoi(admin_sql().scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = '" +
+                                      test_database() + "' AND application_name = '" + application_name +
+                                      "'"));
 }
 
 std::string unique_name(const std::string& prefix) {
@@ -195,23 +196,25 @@ PrivateServer::PrivateServer() : bin_(pg_bin_dir()), password_("Pw-" + random_he
   if (::mkdtemp(pattern) == nullptr) throw std::runtime_error("mkdtemp failed");
   dir_ = pattern;
   data_ = dir_ / "data";
-  if (::chown(dir_.c_str(), postgres->pw_uid, postgres->pw_gid) != 0) throw std::runtime_error("chown failed");
+  if (::chown(dir_.c_str(), postgres->pw_uid, postgres->pw_gid) != 0)
+    throw std::runtime_error("chown failed");
   port_ = free_port();
   const std::string log = (dir_ / "setup.log").string();
-  if (run({"runuser", "-u", "postgres", "--", (bin_ / "initdb").string(), "-D", data_.string(), "-U", "postgres",
-           "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"},
+  if (run({"runuser", "-u", "postgres", "--", (bin_ / "initdb").string(), "-D", data_.string(), "-U",
+           "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"},
           log) != 0) {
     throw std::runtime_error("initdb failed, see " + log);
   }
   {
     std::ofstream conf(data_ / "postgresql.conf", std::ios::app);
-    conf << "\nport = " << port_ << "\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '" << dir_.string()
-         << "'\nfsync = off\n";
+    conf << "\nport = " << port_ << "\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '"
+         << dir_.string() << "'\nfsync = off\n";
   }
   {
     // Only the application role needs a password; the superuser stays trusted for set-up.
     std::ofstream hba(data_ / "pg_hba.conf", std::ios::trunc);
-    hba << "local all all trust\nhost all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n";
+    hba << "local all all trust\nhost all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 "
+           "scram-sha-256\n";
   }
   start();
   Sql super("127.0.0.1", port_, "postgres", "postgres");
@@ -239,8 +242,8 @@ void PrivateServer::start() {
 
 void PrivateServer::stop() {
   if (!running_) return;
-  if (run({"runuser", "-u", "postgres", "--", (bin_ / "pg_ctl").string(), "-D", data_.string(), "-m", "fast", "-w",
-           "-t", "30", "stop"}) != 0) {
+  if (run({"runuser", "-u", "postgres", "--", (bin_ / "pg_ctl").string(), "-D", data_.string(), "-m", "fast",
+           "-w", "-t", "30", "stop"}) != 0) {
     throw std::runtime_error("pg_ctl stop failed");
   }
   running_ = false;

@@ -32,8 +32,8 @@ class Sql {
 // This test process's own database on the server of WK_TEST_PG_* (created on first use,
 // dropped at exit), so parallel test processes never see each other's rows or connections.
 const std::string& test_database();
-Sql admin_sql();        // connected to test_database() as the admin user
-Sql server_sql();       // connected to the server's maintenance database (WK_TEST_PG_DB)
+Sql admin_sql();   // connected to test_database() as the admin user
+Sql server_sql();  // connected to the server's maintenance database (WK_TEST_PG_DB)
 db::Settings test_settings(int pool_size, const std::string& application_name);
 // Server connections of `application_name` to test_database(), seen in pg_stat_activity.
 int connections_of(const std::string& application_name);

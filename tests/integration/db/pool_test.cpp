@@ -74,8 +74,8 @@ TEST_F(PoolTest, ParamsWithNullAndByteaInTextAndBinaryForms) {
   const std::string raw("\x00\xff\x01", 3);
   // Binary bytea is the raw bytes; text bytea is the server's hex form. Both store the same.
   auto inserted = pool->query("INSERT INTO " + table + " VALUES ($1, $2, $3), ($4, $5, $6)",
-                              {text("1"), binary(raw, kBytea), null_param(kText), text("2"), text("\\x00ff01", kBytea),
-                               text("hello")},
+                              {text("1"), binary(raw, kBytea), null_param(kText), text("2"),
+                               text("\\x00ff01", kBytea), text("hello")},
                               within(5s));
   EXPECT_EQ(inserted->rows_affected(), 2u);
 
@@ -95,8 +95,8 @@ TEST_F(PoolTest, ParamsWithNullAndByteaInTextAndBinaryForms) {
 
   CallOptions binary_results = within(5s);
   binary_results.binary_results = true;
-  auto as_binary = pool->query("SELECT id, b FROM " + table + " WHERE b = $1 ORDER BY id", {binary(raw, kBytea)},
-                               binary_results);
+  auto as_binary = pool->query("SELECT id, b FROM " + table + " WHERE b = $1 ORDER BY id",
+                               {binary(raw, kBytea)}, binary_results);
   ASSERT_EQ(as_binary->rows(), 2u);
   EXPECT_EQ(as_binary->value(0, 0), std::string("\x00\x00\x00\x01", 4));  // int4, network order
   EXPECT_EQ(as_binary->value(0, 1), raw);
@@ -206,8 +206,8 @@ TEST_F(PoolTest, OnceMakesATaskDeliveredTwiceLeaveOneRow) {
   auto sql = admin_sql();
   EXPECT_EQ(sql.scalar("SELECT count(*) FROM " + table + " WHERE task_id = '" + sequential + "'"), "1");
   EXPECT_EQ(sql.scalar("SELECT count(*) FROM " + table + " WHERE task_id = '" + concurrent + "'"), "1");
-  EXPECT_EQ(sql.scalar("SELECT count(*) FROM wk_task_once WHERE key IN ('test:" + sequential + "', 'test:" +
-                       concurrent + "')"),
+  EXPECT_EQ(sql.scalar("SELECT count(*) FROM wk_task_once WHERE key IN ('test:" + sequential +
+                       "', 'test:" + concurrent + "')"),
             "2");
 
   // A rolled-back once() records nothing: the next delivery does the work.
@@ -235,7 +235,9 @@ TEST_F(PoolTest, AcquireGivesUpAtTheDeadlineWhenThePoolIsExhausted) {
   std::atomic<bool> done{false};
   ErrorKind kind = ErrorKind::sql;
   std::thread waiter([&] {
-    kind = error_of([&] { pool->query("SELECT 1", {}, CallOptions{std::nullopt, &cancellation, false}); }).kind();
+    kind = error_of([&] {
+             pool->query("SELECT 1", {}, CallOptions{std::nullopt, &cancellation, false});
+           }).kind();
     done = true;
   });
   cancellation.cancel(task::CancelReason::shutdown);
@@ -274,7 +276,8 @@ TEST_F(PoolTest, CancellationCancelsTheRunningQuery) {
   EXPECT_EQ(connections_of(app), 1);
 
   // Already cancelled: nothing is sent.
-  EXPECT_EQ(error_of([&] { pool->query("SELECT 1", {}, within(5s, &cancellation)); }).kind(), ErrorKind::cancelled);
+  EXPECT_EQ(error_of([&] { pool->query("SELECT 1", {}, within(5s, &cancellation)); }).kind(),
+            ErrorKind::cancelled);
 }
 
 TEST_F(PoolTest, StatementTimeoutFollowsTheDeadline) {
@@ -286,7 +289,8 @@ TEST_F(PoolTest, StatementTimeoutFollowsTheDeadline) {
   auto setting = [&](const CallOptions& options) {
     // pg_settings.setting is plain milliseconds ("9998"; current_setting() would say "10s").
     return std::string(
-        pool->query("SELECT setting FROM pg_settings WHERE name = 'statement_timeout'", {}, options)->value(0, 0));
+        pool->query("SELECT setting FROM pg_settings WHERE name = 'statement_timeout'", {}, options)
+            ->value(0, 0));
   };
   const long long ms = std::stoll(setting(within(10s)));
   EXPECT_GT(ms, 8000);
@@ -371,7 +375,8 @@ TEST_F(PoolTest, ServerConnectionsNeverExceedPoolSize) {
 TEST_F(PoolTest, MigrationsApplyOnceWhenManyWorkersStartTogether) {
   const std::string plugin = unique_name("plugin");
   const std::string table = unique_name("migrated");
-  const std::vector<Migration> v1{{1, "create", "CREATE TABLE " + table + " (x int); INSERT INTO " + table + " VALUES (1)"}};
+  const std::vector<Migration> v1{
+      {1, "create", "CREATE TABLE " + table + " (x int); INSERT INTO " + table + " VALUES (1)"}};
 
   constexpr int kWorkers = 8;
   std::latch go(kWorkers);
@@ -413,10 +418,13 @@ TEST_F(PoolTest, MigrationsApplyOnceWhenManyWorkersStartTogether) {
   EXPECT_NE(std::string(failed.what()).find("v3 (broken)"), std::string::npos) << failed.what();
   EXPECT_EQ(sql.scalar("SELECT count(*) FROM " + table), "1");
   EXPECT_EQ(sql.scalar("SELECT string_agg(version::text || ':' || name, ',' ORDER BY version) FROM "
-                       "wk_plugin_migrations WHERE plugin_id = '" + plugin + "'"),
+                       "wk_plugin_migrations WHERE plugin_id = '" +
+                       plugin + "'"),
             "1:create,2:add column");
 
-  EXPECT_EQ(error_of([&] { pool->migrate(plugin, {{2, "b", "SELECT 1"}, {1, "a", "SELECT 1"}}); }).kind(),
+  EXPECT_EQ(error_of([&] {
+              pool->migrate(plugin, {{2, "b", "SELECT 1"}, {1, "a", "SELECT 1"}});
+            }).kind(),
             ErrorKind::invalid);
 }
 
@@ -431,7 +439,8 @@ TEST_F(PoolTest, ADeadIdleConnectionIsReplacedAtCheckout) {
     // The caller never sees the dead connection: it is dropped and a new one opened.
     EXPECT_NE(scalar(*pool, "SELECT pg_backend_pid()"), first_pid);
   }
-  for (const auto& line : logger.lines()) EXPECT_EQ(line.find("database unavailable"), std::string::npos) << line;
+  for (const auto& line : logger.lines())
+    EXPECT_EQ(line.find("database unavailable"), std::string::npos) << line;
 }
 
 TEST_F(PoolTest, HealthyAndLazyStartWithoutADatabase) {

@@ -18,7 +18,8 @@ Database::Database() {
   const std::string conninfo = "host=" + pg.host + " port=" + std::to_string(pg.port) + " user=" + pg.user +
                                " dbname=" + pg.db + " connect_timeout=10";
   conn_ = PQconnectdb(conninfo.c_str());
-  if (PQstatus(conn_) != CONNECTION_OK) ADD_FAILURE() << "cannot connect to PostgreSQL: " << PQerrorMessage(conn_);
+  if (PQstatus(conn_) != CONNECTION_OK)
+    ADD_FAILURE() << "cannot connect to PostgreSQL: " << PQerrorMessage(conn_);
 }
 
 Database::~Database() { PQfinish(conn_); }
@@ -27,7 +28,8 @@ std::vector<Database::Row> Database::exec(const std::string& sql, const std::vec
   std::vector<const char*> values;
   for (const auto& p : params) values.push_back(p.c_str());
   std::unique_ptr<PGresult, decltype(&PQclear)> res(
-      PQexecParams(conn_, sql.c_str(), static_cast<int>(values.size()), nullptr, values.data(), nullptr, nullptr, 0),
+      PQexecParams(conn_, sql.c_str(), static_cast<int>(values.size()), nullptr, values.data(), nullptr,
+                   nullptr, 0),
       &PQclear);
   std::vector<Row> rows;
   const auto status = PQresultStatus(res.get());
@@ -38,7 +40,8 @@ std::vector<Database::Row> Database::exec(const std::string& sql, const std::vec
   for (int r = 0; r < PQntuples(res.get()); ++r) {
     Row row;
     for (int c = 0; c < PQnfields(res.get()); ++c) {
-      row.push_back(PQgetisnull(res.get(), r, c) ? std::nullopt : std::optional<std::string>(PQgetvalue(res.get(), r, c)));
+      row.push_back(PQgetisnull(res.get(), r, c) ? std::nullopt
+                                                 : std::optional<std::string>(PQgetvalue(res.get(), r, c)));
     }
     rows.push_back(std::move(row));
   }
@@ -94,7 +97,8 @@ void E2eTest::SetUp() {
   fs::create_directories(base_);
   fs::create_directories(plugins_);
   fs::create_directories(control_);
-  fs::permissions(plugins_, fs::perms::owner_all, fs::perm_options::replace);  // the loader refuses g/o-writable dirs
+  fs::permissions(plugins_, fs::perms::owner_all,
+                  fs::perm_options::replace);  // the loader refuses g/o-writable dirs
   // Only the shipped plugins: the build's plugins dir may hold other fixtures.
   for (const char* name : {"autodevs_planning.so", "autodevs_worktree.so", "autodevs_ai.so"}) {
     fs::copy_file(fs::path(wk::test::build_dir()) / "plugins" / name, plugins_ / name);
@@ -122,7 +126,8 @@ void E2eTest::TearDown() {
   }
 }
 
-std::map<std::string, std::string> E2eTest::worker_env(const std::map<std::string, std::string>& extra) const {
+std::map<std::string, std::string> E2eTest::worker_env(
+    const std::map<std::string, std::string>& extra) const {
   const auto redis = wk::test::redis_addr();
   const auto pg = wk::test::pg_addr();
   std::map<std::string, std::string> env = {
@@ -187,8 +192,16 @@ int E2eTest::runs_of(int step) const {
 
 std::string E2eTest::enqueue_planning(const std::string& task_id) {
   autodevs::SubprocessOptions o;
-  o.argv = {(fs::path(wk::test::build_dir()) / "bin" / "worker").string(), "--env-file", (dir_ / "empty.env").string(),
-            "enqueue", "--type", "planning:task", "--queue", "planning", "--payload", R"({"task_id":")" + task_id + R"("})"};
+  o.argv = {(fs::path(wk::test::build_dir()) / "bin" / "worker").string(),
+            "--env-file",
+            (dir_ / "empty.env").string(),
+            "enqueue",
+            "--type",
+            "planning:task",
+            "--queue",
+            "planning",
+            "--payload",
+            R"({"task_id":")" + task_id + R"("})"};
   for (const auto& [k, v] : worker_env({})) o.env_additions.emplace_back(k, v);
   o.timeout = 60s;
   const auto r = autodevs::run_subprocess(o);
@@ -205,7 +218,8 @@ fs::path E2eTest::make_repo(const std::string& name) {
   git(repo, {"init", "-q", "-b", "main"});
   std::ofstream(repo / "README.md") << "# " << name << "\n";
   git(repo, {"add", "README.md"});
-  git(repo, {"-c", "user.name=Test", "-c", "user.email=test@example.invalid", "commit", "-q", "-m", "initial"});
+  git(repo,
+      {"-c", "user.name=Test", "-c", "user.email=test@example.invalid", "commit", "-q", "-m", "initial"});
   return repo;
 }
 
@@ -224,8 +238,10 @@ std::string E2eTest::git(const fs::path& dir, const std::vector<std::string>& ar
 
 void E2eTest::insert_task(const std::string& id, const fs::path& repo, const std::string& title,
                           const std::string& description) {
-  db_.exec("INSERT INTO autodevs_tasks (id, title, description, repo_path, base_ref) VALUES ($1, $2, $3, $4, 'main')",
-           {id, title, description, repo.string()});
+  db_.exec(
+      "INSERT INTO autodevs_tasks (id, title, description, repo_path, base_ref) VALUES ($1, $2, $3, $4, "
+      "'main')",
+      {id, title, description, repo.string()});
 }
 
 std::string E2eTest::task_status(const std::string& id) {
@@ -246,8 +262,9 @@ fs::path E2eTest::expect_pipeline_done(const std::string& task_id, const fs::pat
   const std::string branch = "autodevs/" + task_id;
   const fs::path expected = base_ / repo.filename() / task_id;
   EXPECT_EQ(task_status(task_id), "completed");
-  EXPECT_EQ(db_.scalar("SELECT path FROM autodevs_worktrees WHERE task_id = $1 AND removed_at IS NULL", {task_id}),
-            fs::weakly_canonical(expected).string());
+  EXPECT_EQ(
+      db_.scalar("SELECT path FROM autodevs_worktrees WHERE task_id = $1 AND removed_at IS NULL", {task_id}),
+      fs::weakly_canonical(expected).string());
   EXPECT_TRUE(fs::is_directory(expected)) << expected;
   EXPECT_EQ(git(expected, {"symbolic-ref", "--short", "HEAD"}), branch);
   EXPECT_EQ(git(expected, {"status", "--porcelain"}), "") << "the worktree has uncommitted changes";
@@ -256,7 +273,9 @@ fs::path E2eTest::expect_pipeline_done(const std::string& task_id, const fs::pat
   // second directory appeared under the base.
   const std::string porcelain = git(repo, {"worktree", "list", "--porcelain"});
   std::size_t listed = 0;
-  for (auto at = porcelain.find("worktree "); at != std::string::npos; at = porcelain.find("\nworktree ", at + 1)) ++listed;
+  for (auto at = porcelain.find("worktree "); at != std::string::npos;
+       at = porcelain.find("\nworktree ", at + 1))
+    ++listed;
   EXPECT_EQ(listed, 2u) << porcelain;
   std::size_t dirs = 0;
   for ([[maybe_unused]] const auto& entry : fs::directory_iterator(base_ / repo.filename())) ++dirs;
@@ -265,15 +284,16 @@ fs::path E2eTest::expect_pipeline_done(const std::string& task_id, const fs::pat
   // One commit per step, in order, each recorded in its step row.
   EXPECT_EQ(git(repo, {"rev-list", "--count", "main.." + branch}), std::to_string(steps));
   std::istringstream shas(git(repo, {"rev-list", "--reverse", "main.." + branch}));
-  const auto rows = db_.exec("SELECT step_no, status, commit_sha FROM autodevs_task_steps WHERE task_id = $1 ORDER BY step_no",
-                             {task_id});
+  const auto rows = db_.exec(
+      "SELECT step_no, status, commit_sha FROM autodevs_task_steps WHERE task_id = $1 ORDER BY step_no",
+      {task_id});
   EXPECT_EQ(rows.size(), static_cast<std::size_t>(steps));
   std::string sha;
   for (int n = 1; std::getline(shas, sha); ++n) {
     EXPECT_EQ(git(repo, {"log", "-1", "--format=%(trailers:key=AutoDevs-Step,valueonly)", sha}),
               task_id + "/" + std::to_string(n));
-    EXPECT_EQ(git(repo, {"log", "-1", "--format=%s", sha}).rfind("AutoDevs step " + std::to_string(n) + "/" +
-                                                                    std::to_string(steps) + ": ", 0),
+    EXPECT_EQ(git(repo, {"log", "-1", "--format=%s", sha})
+                  .rfind("AutoDevs step " + std::to_string(n) + "/" + std::to_string(steps) + ": ", 0),
               0u);
     if (static_cast<std::size_t>(n) <= rows.size()) {
       EXPECT_EQ(rows[n - 1][1], "done");
@@ -292,8 +312,9 @@ void E2eTest::expect_queues_drained() {
   const auto drained = [&] {
     long long n = 0;
     for (const std::string q : {"planning", "default"}) {
-      n += redis_count("list", "asynq:{" + q + "}:pending") + redis_count("list", "asynq:{" + q + "}:active") +
-           redis_count("zset", "asynq:{" + q + "}:retry") + redis_count("zset", "asynq:{" + q + "}:archived");
+      n += redis_count("list", "asynq:{" + q + "}:pending") +
+           redis_count("list", "asynq:{" + q + "}:active") + redis_count("zset", "asynq:{" + q + "}:retry") +
+           redis_count("zset", "asynq:{" + q + "}:archived");
     }
     return n == 0;
   };

@@ -71,7 +71,8 @@ class E2eTest : public ::testing::Test {
   std::string enqueue_planning(const std::string& task_id);
   fs::path make_repo(const std::string& name);
   std::string git(const fs::path& dir, const std::vector<std::string>& args);
-  void insert_task(const std::string& id, const fs::path& repo, const std::string& title, const std::string& description);
+  void insert_task(const std::string& id, const fs::path& repo, const std::string& title,
+                   const std::string& description);
   std::string task_status(const std::string& id);
   // Awaits the task reaching `status` (or a terminal status), then returns its status.
   std::string await_finished(const std::string& id, std::chrono::milliseconds timeout);

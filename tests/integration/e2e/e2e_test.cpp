@@ -29,7 +29,8 @@ TEST_F(E2eTest, CommandAgentRunsEveryStepThroughRedis) {
   auto worker = start_worker({});
   const fs::path repo = make_repo("alpha");
   const std::string id = random_uuid();
-  insert_task(id, repo, "Three small changes", "Please:\n- add a greeting\n- add a farewell\n- add a signature\n");
+  insert_task(id, repo, "Three small changes",
+              "Please:\n- add a greeting\n- add a farewell\n- add a signature\n");
   const std::string queued = enqueue_planning(id);
   EXPECT_EQ(queued.size(), 36u) << "asynq ids are UUIDs: " << queued;
 
@@ -71,8 +72,10 @@ TEST_F(E2eTest, OpenAiPlannerAndDiffsThroughRedis) {
 
   // The planner asked the endpoint (JSON steps), each step applied the model's diff.
   EXPECT_EQ(db_.scalar("SELECT planner FROM autodevs_tasks WHERE id = $1", {id}), "openai:e2e-model");
-  EXPECT_EQ(db_.scalar("SELECT string_agg(title, '|' ORDER BY step_no) FROM autodevs_task_steps WHERE task_id = $1", {id}),
-            "Add the first file|Add the second file");
+  EXPECT_EQ(
+      db_.scalar("SELECT string_agg(title, '|' ORDER BY step_no) FROM autodevs_task_steps WHERE task_id = $1",
+                 {id}),
+      "Add the first file|Add the second file");
   EXPECT_EQ(read_file(worktree / "step-1.txt"), FakeOpenAi::file_content(1) + "\n");
   EXPECT_EQ(read_file(worktree / "step-2.txt"), FakeOpenAi::file_content(2) + "\n");
   EXPECT_EQ(git(repo, {"show", "--format=", "--name-only", "autodevs/" + id + "~1"}), "step-1.txt");
@@ -96,8 +99,10 @@ TEST_F(E2eTest, OpenAiRateLimitIsRetriedNoEarlierThanRetryAfter) {
   script.throttle_count = 1;
   script.retry_after_seconds = 2;
   FakeOpenAi server(script);
-  auto worker = start_worker(
-      {{"AI_PROVIDER", "openai"}, {"AI_COMMAND", ""}, {"AI_BASE_URL", server.base_url()}, {"AI_MODEL", "e2e-model"}});
+  auto worker = start_worker({{"AI_PROVIDER", "openai"},
+                              {"AI_COMMAND", ""},
+                              {"AI_BASE_URL", server.base_url()},
+                              {"AI_MODEL", "e2e-model"}});
   const fs::path repo = make_repo("gamma");
   const std::string id = random_uuid();
   insert_task(id, repo, "Two files", "Add two files.");
@@ -116,7 +121,8 @@ TEST_F(E2eTest, OpenAiRateLimitIsRetriedNoEarlierThanRetryAfter) {
   EXPECT_EQ(step1[1].status, 200);
   // The retry came no earlier than Retry-After (2 s) after the 429.
   EXPECT_GE(step1[1].at - step1[0].at, std::chrono::seconds(2));
-  EXPECT_EQ(db_.scalar("SELECT attempts FROM autodevs_task_steps WHERE task_id = $1 AND step_no = 1", {id}), "2");
+  EXPECT_EQ(db_.scalar("SELECT attempts FROM autodevs_task_steps WHERE task_id = $1 AND step_no = 1", {id}),
+            "2");
   EXPECT_NE(worker->log().find("HTTP 429"), std::string::npos) << worker->log();
 }
 
@@ -125,7 +131,7 @@ TEST_F(E2eTest, OpenAiRateLimitIsRetriedNoEarlierThanRetryAfter) {
 // run twice except the interrupted one, and the interrupted attempt's partial edit is dropped.
 TEST_F(E2eTest, SigkillMidStepAnotherHostFinishesWithoutDuplicates) {
   const std::map<std::string, std::string> timings = {
-      {"WORKER_LEASE", "2s"},               // the lease host A writes: expires 2 s after its death
+      {"WORKER_LEASE", "2s"},  // the lease host A writes: expires 2 s after its death
       {"WORKER_HEARTBEAT_INTERVAL", "500ms"},
       {"WORKER_RECOVERER_INTERVAL", "500ms"},  // host B looks for expired leases twice a second
       {"WORKER_RECOVERER_CUTOFF", "0s"},
@@ -142,7 +148,8 @@ TEST_F(E2eTest, SigkillMidStepAnotherHostFinishesWithoutDuplicates) {
   enqueue_planning(id);
 
   // Host A is inside step 2: the agent left a partial edit and blocks.
-  ASSERT_TRUE(wk::test::eventually([&] { return read_pid(control_ / "block.pid") > 0; }, 60s, 20ms)) << host_a->log();
+  ASSERT_TRUE(wk::test::eventually([&] { return read_pid(control_ / "block.pid") > 0; }, 60s, 20ms))
+      << host_a->log();
   const fs::path worktree = base_ / repo.filename() / id;
   EXPECT_TRUE(fs::exists(worktree / "partial-edit.txt"));
   EXPECT_EQ(redis_count("list", "asynq:{default}:active"), 1);
@@ -168,7 +175,8 @@ TEST_F(E2eTest, SigkillMidStepAnotherHostFinishesWithoutDuplicates) {
   EXPECT_EQ(runs_of(1), 1);
   EXPECT_EQ(runs_of(2), 2);  // the killed attempt and the recovered one
   EXPECT_EQ(runs_of(3), 1);  // step 3 was staged once
-  EXPECT_EQ(db_.scalar("SELECT attempts FROM autodevs_task_steps WHERE task_id = $1 AND step_no = 2", {id}), "2");
+  EXPECT_EQ(db_.scalar("SELECT attempts FROM autodevs_task_steps WHERE task_id = $1 AND step_no = 2", {id}),
+            "2");
   EXPECT_FALSE(fs::exists(worktree / "partial-edit.txt"));
   EXPECT_EQ(git(repo, {"log", "--format=", "--name-only", "main..autodevs/" + id}).find("partial-edit.txt"),
             std::string::npos);
@@ -181,15 +189,15 @@ TEST_F(E2eTest, SigkillMidStepAnotherHostFinishesWithoutDuplicates) {
 // An agent that ignores SIGTERM: at AI_TIMEOUT its process group gets SIGTERM, then SIGKILL after
 // the 5 s grace; the attempt fails and the task is retried, and the retry completes the step.
 TEST_F(E2eTest, AgentIgnoringSigtermIsKilledAtItsTimeoutAndRetried) {
-  auto worker = start_worker({{"AI_TIMEOUT", "2s"},
-                              {"WORKER_RETRY_DELAY", "1s"},
-                              {"AI_COMMAND", agent_command("stubborn", 1)}});
+  auto worker = start_worker(
+      {{"AI_TIMEOUT", "2s"}, {"WORKER_RETRY_DELAY", "1s"}, {"AI_COMMAND", agent_command("stubborn", 1)}});
   const fs::path repo = make_repo("epsilon");
   const std::string id = random_uuid();
   insert_task(id, repo, "One step", "Just one thing to do.");
   enqueue_planning(id);
 
-  ASSERT_TRUE(wk::test::eventually([&] { return read_pid(control_ / "stubborn.pid") > 0; }, 60s, 20ms)) << worker->log();
+  ASSERT_TRUE(wk::test::eventually([&] { return read_pid(control_ / "stubborn.pid") > 0; }, 60s, 20ms))
+      << worker->log();
   const long stubborn = read_pid(control_ / "stubborn.pid");
 
   ASSERT_EQ(await_finished(id, 60s), "completed") << worker->log();
@@ -205,7 +213,8 @@ TEST_F(E2eTest, AgentIgnoringSigtermIsKilledAtItsTimeoutAndRetried) {
   EXPECT_EQ(runs[1].step, 1);
   // Not before AI_TIMEOUT (2 s) plus the SIGTERM -> SIGKILL grace (5 s).
   EXPECT_GE(runs[1].at - runs[0].at, std::chrono::seconds(7));
-  EXPECT_EQ(db_.scalar("SELECT attempts FROM autodevs_task_steps WHERE task_id = $1 AND step_no = 1", {id}), "2");
+  EXPECT_EQ(db_.scalar("SELECT attempts FROM autodevs_task_steps WHERE task_id = $1 AND step_no = 1", {id}),
+            "2");
   const std::string log = worker->log();
   EXPECT_NE(log.find("Task failed; will retry"), std::string::npos) << log;
   EXPECT_NE(log.find("timed out"), std::string::npos) << log;

@@ -12,30 +12,41 @@ namespace e2e {
 namespace {
 
 std::string reply(const std::string& content) {
-  const nlohmann::json body = {
-      {"id", "chatcmpl-test"},
-      {"object", "chat.completion"},
-      {"choices", {{{"index", 0}, {"message", {{"role", "assistant"}, {"content", content}}}, {"finish_reason", "stop"}}}}};
+  const nlohmann::json body = {{"id", "chatcmpl-test"},
+                               {"object", "chat.completion"},
+                               {"choices",
+                                {{{"index", 0},
+                                  {"message", {{"role", "assistant"}, {"content", content}}},
+                                  {"finish_reason", "stop"}}}}};
   return body.dump();
 }
 
 std::string diff_for(int step) {
   const std::string name = "step-" + std::to_string(step) + ".txt";
   return "Here is the change.\n\n```diff\n"
-         "diff --git a/" + name + " b/" + name + "\n"
+         "diff --git a/" +
+         name + " b/" + name +
+         "\n"
          "new file mode 100644\n"
          "--- /dev/null\n"
-         "+++ b/" + name + "\n"
+         "+++ b/" +
+         name +
+         "\n"
          "@@ -0,0 +1 @@\n"
-         "+" + FakeOpenAi::file_content(step) + "\n"
+         "+" +
+         FakeOpenAi::file_content(step) +
+         "\n"
          "```\n";
 }
 
 }  // namespace
 
-std::string FakeOpenAi::file_content(int step) { return "written by the model for step " + std::to_string(step); }
+std::string FakeOpenAi::file_content(int step) {
+  return "written by the model for step " + std::to_string(step);
+}
 
-FakeOpenAi::FakeOpenAi(Script script) : script_(std::move(script)), server_(std::make_unique<httplib::Server>()) {
+FakeOpenAi::FakeOpenAi(Script script)
+    : script_(std::move(script)), server_(std::make_unique<httplib::Server>()) {
   server_->Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
     ChatRequest seen;
     seen.at = std::chrono::system_clock::now();
@@ -70,11 +81,13 @@ FakeOpenAi::FakeOpenAi(Script script) : script_(std::move(script)), server_(std:
       }
       seen.status = 200;
       res.set_content(reply(nlohmann::json{{"steps", steps}}.dump()), "application/json");
-    } else if (seen.kind == "step" && seen.step == script_.throttle_step && earlier < script_.throttle_count) {
+    } else if (seen.kind == "step" && seen.step == script_.throttle_step &&
+               earlier < script_.throttle_count) {
       seen.status = 429;
       res.status = 429;
       res.set_header("Retry-After", std::to_string(script_.retry_after_seconds));
-      res.set_content(R"({"error":{"message":"Rate limit reached","type":"rate_limit_exceeded"}})", "application/json");
+      res.set_content(R"({"error":{"message":"Rate limit reached","type":"rate_limit_exceeded"}})",
+                      "application/json");
     } else if (seen.kind == "step") {
       seen.status = 200;
       res.set_content(reply(diff_for(seen.step)), "application/json");

@@ -29,7 +29,7 @@ class FakeOpenAi {
  public:
   struct Script {
     std::vector<std::string> planned_titles = {"Add the first file", "Add the second file"};
-    int throttle_step = 0;          // this step's first `throttle_count` requests get 429
+    int throttle_step = 0;  // this step's first `throttle_count` requests get 429
     int throttle_count = 0;
     int retry_after_seconds = 2;
   };

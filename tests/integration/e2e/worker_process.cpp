@@ -42,7 +42,8 @@ struct SpawnSetup {
 WorkerProcess::WorkerProcess(std::vector<std::string> argv, const std::map<std::string, std::string>& env) {
   if (argv.empty()) throw std::invalid_argument("WorkerProcess: empty argv");
   int out_pipe[2];
-  if (::pipe2(out_pipe, O_CLOEXEC) != 0) throw std::runtime_error(std::string("pipe2: ") + std::strerror(errno));
+  if (::pipe2(out_pipe, O_CLOEXEC) != 0)
+    throw std::runtime_error(std::string("pipe2: ") + std::strerror(errno));
   if (::pipe2(wake_fd_, O_CLOEXEC) != 0) {
     ::close(out_pipe[0]);
     ::close(out_pipe[1]);
@@ -51,7 +52,8 @@ WorkerProcess::WorkerProcess(std::vector<std::string> argv, const std::map<std::
 
   std::map<std::string, std::string> full = env;
   for (const char* inherited : {"PATH", "HOME", "ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"}) {
-    if (const char* v = std::getenv(inherited); v != nullptr && full.count(inherited) == 0) full[inherited] = v;
+    if (const char* v = std::getenv(inherited); v != nullptr && full.count(inherited) == 0)
+      full[inherited] = v;
   }
   std::vector<std::string> env_strings;
   for (const auto& [k, v] : full) env_strings.push_back(k + "=" + v);
@@ -78,7 +80,8 @@ WorkerProcess::WorkerProcess(std::vector<std::string> argv, const std::map<std::
     for (int s : {SIGTERM, SIGINT, SIGHUP, SIGPIPE}) sigaddset(&defaults, s);
     posix_spawnattr_setsigdefault(&spawn.attr, &defaults);
     posix_spawnattr_setpgroup(&spawn.attr, 0);
-    posix_spawnattr_setflags(&spawn.attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
+    posix_spawnattr_setflags(&spawn.attr,
+                             POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
     rc = ::posix_spawn(&pid_, c_argv[0], &spawn.actions, &spawn.attr, c_argv.data(), c_env.data());
   }
   ::close(out_pipe[1]);
@@ -152,7 +155,8 @@ std::string WorkerProcess::log() const {
 std::size_t WorkerProcess::count(std::string_view needle) const {
   std::lock_guard lock(mu_);
   std::size_t n = 0;
-  for (auto at = output_.find(needle); at != std::string::npos; at = output_.find(needle, at + needle.size())) ++n;
+  for (auto at = output_.find(needle); at != std::string::npos; at = output_.find(needle, at + needle.size()))
+    ++n;
   return n;
 }
 
@@ -173,7 +177,8 @@ bool WorkerProcess::wait_exit(std::chrono::milliseconds timeout) {
     if (now >= until) return false;
     std::unique_lock lock(mu_);
     // Woken by EOF; the short bound covers the moment between EOF and the exit being reapable.
-    const auto step = std::min<std::chrono::steady_clock::duration>(until - now, std::chrono::milliseconds(eof_ ? 2 : 50));
+    const auto step =
+        std::min<std::chrono::steady_clock::duration>(until - now, std::chrono::milliseconds(eof_ ? 2 : 50));
     if (eof_) {
       cv_.wait_for(lock, step);
     } else {

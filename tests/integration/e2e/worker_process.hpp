@@ -49,8 +49,8 @@ class WorkerProcess {
   int exit_code() const;
 
   pid_t pid_ = -1;
-  int status_ = -1;  // waitpid status once reaped
-  int out_fd_ = -1;  // read end of the child's stdout/stderr pipe
+  int status_ = -1;            // waitpid status once reaped
+  int out_fd_ = -1;            // read end of the child's stdout/stderr pipe
   int wake_fd_[2] = {-1, -1};  // self-pipe: tells the reader to stop
   std::thread reader_;
   mutable std::mutex mu_;

@@ -35,7 +35,8 @@ class EngineTest : public ::testing::Test {
     engine_ = std::make_unique<queue::Engine>(*broker_, dispatcher_, log_, std::move(s), std::move(cancels));
     engine_->start();
   }
-  std::string enqueue(const std::string& type, int max_retry = 3, std::optional<std::chrono::seconds> timeout = {},
+  std::string enqueue(const std::string& type, int max_retry = 3,
+                      std::optional<std::chrono::seconds> timeout = {},
                       std::optional<std::chrono::seconds> retention = {}, const std::string& queue = {}) {
     task::EnqueueRequest r;
     r.type = type;
@@ -102,8 +103,8 @@ TEST_F(EngineTest, FailureRetriesWithIncrementAndCountsFailed) {
   EXPECT_EQ(probe_.counter(key("failed")), 1);
   // Default delay for n=0 is 15..44 s.
   const auto score = *probe_.zscore(key("retry"), id);
-  const auto now = static_cast<double>(std::chrono::duration_cast<std::chrono::seconds>(
-                                           queue::Clock::now().time_since_epoch()).count());
+  const auto now = static_cast<double>(
+      std::chrono::duration_cast<std::chrono::seconds>(queue::Clock::now().time_since_epoch()).count());
   EXPECT_GE(score, now + 14);
   EXPECT_LE(score, now + 45);
 }
@@ -119,7 +120,9 @@ TEST_F(EngineTest, RetriesExhaustedArchivesWithoutIncrement) {
 }
 
 TEST_F(EngineTest, FailNoRetryArchivesAtOnce) {
-  dispatcher_.on("skip", [](task::Execution&) { return Outcome{Disposition::fail_no_retry, "bad payload", {}}; });
+  dispatcher_.on("skip", [](task::Execution&) {
+    return Outcome{Disposition::fail_no_retry, "bad payload", {}};
+  });
   start(fast_settings({{q_, 1}}));
   const auto id = enqueue("skip", 25);
   ASSERT_TRUE(eventually([&] { return probe_.zcard(key("archived")) == 1; }));
@@ -130,10 +133,12 @@ TEST_F(EngineTest, FailNoRetryArchivesAtOnce) {
 TEST_F(EngineTest, RetryAfterRetriesAtTheGivenTimeAndCountsAFailure) {
   dispatcher_.on("later", [](task::Execution&) { return Outcome{Disposition::retry_after, "busy", 100s}; });
   start(fast_settings({{q_, 1}}));
-  const auto before = std::chrono::duration_cast<std::chrono::seconds>(queue::Clock::now().time_since_epoch()).count();
+  const auto before =
+      std::chrono::duration_cast<std::chrono::seconds>(queue::Clock::now().time_since_epoch()).count();
   const auto id = enqueue("later", 3);
   ASSERT_TRUE(eventually([&] { return probe_.zcard(key("retry")) == 1; }));
-  const auto after = std::chrono::duration_cast<std::chrono::seconds>(queue::Clock::now().time_since_epoch()).count();
+  const auto after =
+      std::chrono::duration_cast<std::chrono::seconds>(queue::Clock::now().time_since_epoch()).count();
   const auto score = *probe_.zscore(key("retry"), id);
   EXPECT_GE(score, before + 100);
   EXPECT_LE(score, after + 100 + 1);  // rounded up to a whole second: never before the 100 s
@@ -202,8 +207,9 @@ TEST_F(EngineTest, HeartbeatExtendsTheLeaseAndPublishesWorkerInfo) {
   const double first = *probe_.zscore(key("lease"), id);
   // The lease is 2 s and whole-second scores: it only moves if the heartbeat extends it.
   ASSERT_TRUE(eventually([&] { return probe_.zscore(key("lease"), id).value_or(0) >= first + 2; }, 8s));
-  const auto workers_key = "asynq:workers:{" + engine_->identity().host + ":" + std::to_string(engine_->identity().pid) +
-                           ":" + engine_->identity().server_id + "}";
+  const auto workers_key = "asynq:workers:{" + engine_->identity().host + ":" +
+                           std::to_string(engine_->identity().pid) + ":" + engine_->identity().server_id +
+                           "}";
   auto info = probe_.conn.command({"HGET", workers_key, id});
   ASSERT_FALSE(info.is_nil());
   const auto worker = asynq::decode_worker_info(info.str());
@@ -225,7 +231,8 @@ TEST_F(EngineTest, RecoversATaskWhoseLeaseExpired) {
   msg.timeout = 60;
   probe_.conn.command({"HSET", key("t:" + msg.id), "msg", asynq::encode(msg), "state", "active"});
   probe_.conn.command({"LPUSH", key("active"), msg.id});
-  const auto old = std::chrono::duration_cast<std::chrono::seconds>(queue::Clock::now().time_since_epoch()).count() - 100;
+  const auto old =
+      std::chrono::duration_cast<std::chrono::seconds>(queue::Clock::now().time_since_epoch()).count() - 100;
   probe_.conn.command({"ZADD", key("lease"), std::to_string(old), msg.id});
   start(fast_settings({{q_, 1}}));
   ASSERT_TRUE(eventually([&] { return probe_.zcard(key("retry")) == 1; }));
@@ -251,7 +258,8 @@ TEST_F(EngineTest, RecoversActiveTasksWithoutLeaseButNotLeasedOnes) {
     if (lease_score) probe_.conn.command({"ZADD", key("lease"), std::to_string(*lease_score), msg.id});
     return msg.id;
   };
-  const auto now_s = std::chrono::duration_cast<std::chrono::seconds>(queue::Clock::now().time_since_epoch()).count();
+  const auto now_s =
+      std::chrono::duration_cast<std::chrono::seconds>(queue::Clock::now().time_since_epoch()).count();
   const std::string leased = put_active(5, now_s + 120);  // held by a live worker elsewhere
   const std::string orphan = put_active(5, std::nullopt);
   const std::string exhausted = put_active(0, std::nullopt);
@@ -259,7 +267,8 @@ TEST_F(EngineTest, RecoversActiveTasksWithoutLeaseButNotLeasedOnes) {
   s.orphan_grace = 300ms;
   start(std::move(s));
 
-  ASSERT_TRUE(eventually([&] { return probe_.zcard(key("retry")) == 1 && probe_.zcard(key("archived")) == 1; }));
+  ASSERT_TRUE(
+      eventually([&] { return probe_.zcard(key("retry")) == 1 && probe_.zcard(key("archived")) == 1; }));
   EXPECT_TRUE(probe_.zscore(key("retry"), orphan));
   EXPECT_TRUE(probe_.zscore(key("archived"), exhausted));
   const auto retried = probe_.message(q_, orphan);

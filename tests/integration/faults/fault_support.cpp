@@ -204,7 +204,8 @@ bool WorkerProcess::running() {
 }
 
 std::optional<int> WorkerProcess::wait_exit(std::chrono::milliseconds timeout) {
-  if (!test::eventually([&] { return !running(); }, timeout, std::chrono::milliseconds(5))) return std::nullopt;
+  if (!test::eventually([&] { return !running(); }, timeout, std::chrono::milliseconds(5)))
+    return std::nullopt;
   return status_;
 }
 
@@ -228,8 +229,8 @@ std::optional<std::string> WorkerProcess::await_line(const std::vector<std::stri
 
 int WorkerProcess::count_lines(const std::vector<std::string>& needles) const {
   std::lock_guard lock(mu_);
-  return static_cast<int>(
-      std::count_if(lines_.begin(), lines_.end(), [&](const std::string& l) { return contains_all(l, needles); }));
+  return static_cast<int>(std::count_if(lines_.begin(), lines_.end(),
+                                        [&](const std::string& l) { return contains_all(l, needles); }));
 }
 
 std::string WorkerProcess::output() const {
@@ -271,9 +272,11 @@ redis::Settings RedisServer::settings() const {
 
 void RedisServer::start() {
   if (pid_ > 0) return;
-  std::vector<std::string> args{"redis-server", "--port", std::to_string(port_), "--bind", "127.0.0.1",
-                                "--save", "", "--appendonly", "yes", "--appendfsync", "always",
-                                "--dir", dir_.string(), "--daemonize", "no", "--loglevel", "warning"};
+  std::vector<std::string> args{
+      "redis-server", "--port", std::to_string(port_), "--bind",      "127.0.0.1",
+      "--save",       "",       "--appendonly",        "yes",         "--appendfsync",
+      "always",       "--dir",  dir_.string(),         "--daemonize", "no",
+      "--loglevel",   "warning"};
   auto argv = c_strings(args);
   posix_spawn_file_actions_t quiet;
   posix_spawn_file_actions_init(&quiet);

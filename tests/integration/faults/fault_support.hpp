@@ -109,7 +109,7 @@ struct QueueView {
   std::string queue;
 
   std::vector<std::string> list(const std::string& which) const;  // pending, active (LRANGE 0 -1)
-  std::vector<std::string> zset(const std::string& which) const;   // retry, archived, completed...
+  std::vector<std::string> zset(const std::string& which) const;  // retry, archived, completed...
   // HGET of the task hash; nullopt when the hash or field is absent.
   std::optional<std::string> field(const std::string& id, const std::string& name) const;
   std::optional<asynq::TaskMessage> message(const std::string& id) const;

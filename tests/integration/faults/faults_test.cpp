@@ -35,14 +35,16 @@ bool contains(const std::vector<std::string>& v, const std::string& x) {
 // loader requires) and helpers to start workers against them.
 class FaultTest : public ::testing::Test {
  protected:
-  FaultTest() : dir_("wk-faults"), redis_((std::filesystem::create_directories(dir_ / "redis"), dir_ / "redis")) {
+  FaultTest()
+      : dir_("wk-faults"), redis_((std::filesystem::create_directories(dir_ / "redis"), dir_ / "redis")) {
     std::filesystem::create_directories(plugins_);
     std::filesystem::permissions(plugins_, std::filesystem::perms::owner_all);
     std::filesystem::copy_file(WK_FAULTS_PLUGIN, plugins_ / "faults.so");
   }
 
   // Settings every worker of these tests gets; `extra` overrides.
-  std::unique_ptr<WorkerProcess> start_worker(const std::string& name, std::map<std::string, std::string> extra = {}) {
+  std::unique_ptr<WorkerProcess> start_worker(const std::string& name,
+                                              std::map<std::string, std::string> extra = {}) {
     std::map<std::string, std::string> s = {
         {"REDIS_HOST", "127.0.0.1"},
         {"REDIS_PORT", std::to_string(redis_.port())},
@@ -65,8 +67,8 @@ class FaultTest : public ::testing::Test {
         {"LOG_LEVEL", "debug"},
     };
     for (auto& [k, v] : extra) s[k] = v;
-    auto w = std::make_unique<WorkerProcess>(std::vector<std::string>{worker_binary(), "--plugins", plugins_.string()},
-                                             worker_env(s));
+    auto w = std::make_unique<WorkerProcess>(
+        std::vector<std::string>{worker_binary(), "--plugins", plugins_.string()}, worker_env(s));
     if (!w->await_line({"Starting queue engine"}, 15s)) {
       ADD_FAILURE() << name << " did not start:\n" << w->output();
     }
@@ -118,7 +120,8 @@ TEST_F(FaultTest, SigkilledHostsTaskIsRecoveredByLeaseOnAnotherHost) {
   auto second = start_worker("second");
   // Recovered (retry, delay 0), forwarded and running again as attempt 2 on the second host.
   ASSERT_TRUE(test::eventually([&] { return file_exists(started(release, 2)); }, 15s)) << second->output();
-  EXPECT_TRUE(second->await_line({"Recovering a task whose lease expired: retrying", id}, 1s)) << second->output();
+  EXPECT_TRUE(second->await_line({"Recovering a task whose lease expired: retrying", id}, 1s))
+      << second->output();
   const auto msg = q.message(id);
   ASSERT_TRUE(msg);
   EXPECT_EQ(msg->retried, 1);
@@ -149,8 +152,9 @@ TEST_F(FaultTest, SigtermRequeuesLongTasksWithoutCountingAnAttempt) {
   std::string waiting;
   {
     auto worker = start_worker("first");
-    ASSERT_TRUE(test::eventually([&] { return file_exists(started(release_a, 1)) && file_exists(started(release_b, 1)); }))
-        << worker->output();
+    ASSERT_TRUE(test::eventually([&] {
+      return file_exists(started(release_a, 1)) && file_exists(started(release_b, 1));
+    })) << worker->output();
     waiting = enqueue_task("fault:quick", "");  // both slots busy: stays pending
     EXPECT_EQ(q.list("pending"), std::vector<std::string>{waiting});
 
@@ -210,7 +214,8 @@ TEST_F(FaultTest, HandlerIgnoringCancellationDoesNotBlockShutdown) {
   // The engine deliberately leaks its internals when it abandons a handler thread (the process is
   // exiting): an ASan build must not turn that into a failing exit status.
   std::string asan = std::getenv("ASAN_OPTIONS") != nullptr ? std::getenv("ASAN_OPTIONS") : "";
-  auto worker = start_worker("first", {{"ASAN_OPTIONS", asan + (asan.empty() ? "" : ":") + "detect_leaks=0"}});
+  auto worker =
+      start_worker("first", {{"ASAN_OPTIONS", asan + (asan.empty() ? "" : ":") + "detect_leaks=0"}});
   ASSERT_TRUE(test::eventually([&] { return file_exists(started(marker, 1)); })) << worker->output();
   const auto t0 = Clock::now();
   worker->signal(SIGTERM);
@@ -237,8 +242,9 @@ TEST_F(FaultTest, RedisOutageWhileTasksRunOutcomeWrittenWhenBack) {
   auto [a, release_a] = blocking_task("a");
   auto [b, release_b] = blocking_task("b");
   auto worker = start_worker("first", {{"WORKER_LEASE", "20s"}, {"WORKER_RECOVERER_CUTOFF", "30s"}});
-  ASSERT_TRUE(test::eventually([&] { return file_exists(started(release_a, 1)) && file_exists(started(release_b, 1)); }))
-      << worker->output();
+  ASSERT_TRUE(test::eventually([&] {
+    return file_exists(started(release_a, 1)) && file_exists(started(release_b, 1));
+  })) << worker->output();
 
   redis_.stop();
   ASSERT_TRUE(worker->await_line({"Redis unavailable"})) << worker->output();
@@ -284,7 +290,8 @@ TEST_F(FaultTest, PostgresOutageDatabaseTasksRetryOthersServed) {
     while (sampling) {
       try {
         if (!sql) sql.emplace("127.0.0.1", pg.port(), "postgres", "postgres");
-        const int n = std::stoi(sql->scalar("SELECT count(*) FROM pg_stat_activity WHERE usename = '" + pg.role() + "'"));
+        const int n = std::stoi(
+            sql->scalar("SELECT count(*) FROM pg_stat_activity WHERE usename = '" + pg.role() + "'"));
         int seen = max_connections.load();
         while (n > seen && !max_connections.compare_exchange_weak(seen, n)) {
         }
@@ -316,7 +323,8 @@ TEST_F(FaultTest, PostgresOutageDatabaseTasksRetryOthersServed) {
 
   std::vector<std::string> before;
   for (int i = 0; i < 8; ++i) before.push_back(enqueue_task("fault:db", ""));
-  ASSERT_TRUE(test::eventually([&] { return q.zset("completed").size() == before.size(); })) << worker->output();
+  ASSERT_TRUE(test::eventually([&] { return q.zset("completed").size() == before.size(); }))
+      << worker->output();
 
   pg.stop();
   std::vector<std::string> db_tasks;
@@ -326,7 +334,8 @@ TEST_F(FaultTest, PostgresOutageDatabaseTasksRetryOthersServed) {
   // Non-database tasks are served while the database is down.
   ASSERT_TRUE(test::eventually([&] {
     const auto done = q.zset("completed");
-    return std::all_of(others.begin(), others.end(), [&](const std::string& id) { return contains(done, id); });
+    return std::all_of(others.begin(), others.end(),
+                       [&](const std::string& id) { return contains(done, id); });
   })) << worker->output();
   // Every database task failed at least once, retryably, with the reason.
   ASSERT_TRUE(test::eventually([&] {
@@ -342,10 +351,14 @@ TEST_F(FaultTest, PostgresOutageDatabaseTasksRetryOthersServed) {
   EXPECT_TRUE(q.zset("archived").empty());
 
   pg.start();
-  ASSERT_TRUE(test::eventually([&] {
-    const auto done = q.zset("completed");
-    return std::all_of(db_tasks.begin(), db_tasks.end(), [&](const std::string& id) { return contains(done, id); });
-  }, 15s)) << worker->output();
+  ASSERT_TRUE(test::eventually(
+      [&] {
+        const auto done = q.zset("completed");
+        return std::all_of(db_tasks.begin(), db_tasks.end(),
+                           [&](const std::string& id) { return contains(done, id); });
+      },
+      15s))
+      << worker->output();
   for (const auto& id : db_tasks) EXPECT_GE(q.message(id)->retried, 1);  // the same tasks, retried
   EXPECT_TRUE(worker->running());
   EXPECT_GT(samples.load(), 0);
@@ -382,7 +395,8 @@ TEST_F(FaultTest, BadInputIsLoggedAndContainedWhileOthersAreServed) {
 
   // Not JSON: permanent failure, archived at once with the reason.
   ASSERT_TRUE(test::eventually([&] { return contains(q.zset("archived"), not_json); })) << worker->output();
-  EXPECT_NE(q.message(not_json)->error_msg.find("not valid JSON"), std::string::npos) << q.message(not_json)->error_msg;
+  EXPECT_NE(q.message(not_json)->error_msg.find("not valid JSON"), std::string::npos)
+      << q.message(not_json)->error_msg;
   EXPECT_EQ(q.message(not_json)->retried, 0);
 
   // Unknown type: retried (max_retry 1), then archived with asynq's ServeMux text.
@@ -406,8 +420,6 @@ TEST_F(FaultTest, BadInputIsLoggedAndContainedWhileOthersAreServed) {
   worker->signal(SIGTERM);
   EXPECT_EQ(worker->wait_exit(10s), 0) << worker->output();
 }
-
-
 
 // the exact log-line claim of issue 3 (one outage line, one recovery line).
 TEST_F(FaultTest, RedisOutageLogsExactlyOneOutageAndOneRecoveryLine) {

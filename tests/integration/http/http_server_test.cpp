@@ -77,7 +77,8 @@ void promtool_check(const std::string& text) {
     std::printf("promtool not installed here: the ctest 'promtool_check' installs it and runs the check\n");
     return;
   }
-  const auto file = std::filesystem::temp_directory_path() / ("wk-metrics-" + std::to_string(::getpid()) + ".txt");
+  const auto file =
+      std::filesystem::temp_directory_path() / ("wk-metrics-" + std::to_string(::getpid()) + ".txt");
   std::ofstream(file) << text;
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
@@ -173,7 +174,8 @@ TEST_F(HttpServerTest, MetricsCountTasksByTypeAndQueue) {
   for (int i = 0; i < kOkBeta; ++i) enqueue("ok", "beta");
   for (int i = 0; i < kBadAlpha; ++i) enqueue("bad", "alpha");
 
-  const std::string processed_alpha = R"(autodevs_worker_tasks_processed_total{task_type="ok",queue="alpha"})";
+  const std::string processed_alpha =
+      R"(autodevs_worker_tasks_processed_total{task_type="ok",queue="alpha"})";
   const std::string processed_beta = R"(autodevs_worker_tasks_processed_total{task_type="ok",queue="beta"})";
   const std::string archived_alpha = R"(autodevs_worker_tasks_archived_total{task_type="bad",queue="alpha"})";
   std::string text;
@@ -192,7 +194,8 @@ TEST_F(HttpServerTest, MetricsCountTasksByTypeAndQueue) {
   EXPECT_EQ(sample(text, R"(autodevs_worker_tasks_failed_total{task_type="bad",queue="alpha"})"), kBadAlpha);
   EXPECT_EQ(sample(text, R"(autodevs_worker_tasks_failed_total{task_type="ok",queue="alpha"})"), -1);
   EXPECT_EQ(sample(text, R"(autodevs_worker_tasks_processed_total{task_type="bad",queue="alpha"})"), -1);
-  EXPECT_EQ(sample(text, R"(autodevs_worker_task_duration_seconds_count{task_type="ok"})"), kOkAlpha + kOkBeta);
+  EXPECT_EQ(sample(text, R"(autodevs_worker_task_duration_seconds_count{task_type="ok"})"),
+            kOkAlpha + kOkBeta);
   EXPECT_EQ(sample(text, R"(autodevs_worker_task_duration_seconds_count{task_type="bad"})"), kBadAlpha);
   // Queue sizes come from Redis: the archived tasks sit in alpha's archive, nothing else waits.
   EXPECT_EQ(sample(text, R"(autodevs_worker_queue_size{queue="alpha",state="archived"})"), kBadAlpha);
@@ -219,7 +222,8 @@ TEST_F(HttpServerTest, ReadinessFollowsRedisWhileLivenessStays) {
   // Redis being away is not a reason to restart the worker: it reconnects by itself.
   EXPECT_EQ(get(server_->port(), "/healthz").status, 200);
   // Queue sizes cannot be read: none are reported (not stale ones), and the failure is flagged.
-  ASSERT_TRUE(eventually([&] { return sample(get(server_->port(), "/metrics").body, "autodevs_worker_redis_up") == 0; }, 10s));
+  ASSERT_TRUE(eventually(
+      [&] { return sample(get(server_->port(), "/metrics").body, "autodevs_worker_redis_up") == 0; }, 10s));
   const auto text = get(server_->port(), "/metrics").body;
   EXPECT_EQ(sample(text, "autodevs_worker_queue_size_read_errors"), 1);
   EXPECT_EQ(text.find("autodevs_worker_queue_size{"), std::string::npos) << text;
@@ -243,7 +247,8 @@ TEST(HttpServer, LivenessAndFailingOrThrowingChecks) {
   http::ServerOptions so;
   so.address = "127.0.0.1:0";
   so.liveness = [&] { return alive; };
-  so.readiness = {{"database", [] { return false; }}, {"thrower", []() -> bool { throw std::runtime_error("x"); }}};
+  so.readiness = {{"database", [] { return false; }},
+                  {"thrower", []() -> bool { throw std::runtime_error("x"); }}};
   http::Server server(so);
   server.start();
   EXPECT_EQ(get(server.port(), "/healthz").status, 200);
@@ -255,7 +260,7 @@ TEST(HttpServer, LivenessAndFailingOrThrowingChecks) {
   EXPECT_EQ(get(server.port(), "/metrics").status, 404);  // no metrics source given
   server.stop();
   EXPECT_EQ(get(server.port(), "/healthz").status, 0);  // nothing listens any more
-  server.stop();                                         // idempotent
+  server.stop();                                        // idempotent
 }
 
 TEST(HttpServer, AddressErrors) {

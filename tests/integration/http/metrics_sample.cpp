@@ -14,7 +14,8 @@ int main() {
   options.db_up = [] { return true; };
   options.plugins_loaded = [] { return 3; };
   wk::metrics::WorkerMetrics metrics(registry, options);
-  auto& sizes = registry.gauge("autodevs_worker_queue_size", "Tasks in a queue by state.", {"queue", "state"});
+  auto& sizes =
+      registry.gauge("autodevs_worker_queue_size", "Tasks in a queue by state.", {"queue", "state"});
   for (const char* state : {"pending", "active", "scheduled", "retry", "archived", "completed"}) {
     sizes.set({"default", state}, 1);
   }

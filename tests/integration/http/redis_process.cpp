@@ -53,8 +53,9 @@ RedisProcess::~RedisProcess() {
 void RedisProcess::start() {
   if (pid_ > 0) return;
   const std::string port = std::to_string(port_);
-  std::vector<std::string> args{"redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "",
-                                "--appendonly", "no", "--dir", dir_, "--daemonize", "no", "--loglevel", "warning"};
+  std::vector<std::string> args{
+      "redis-server", "--port", port, "--bind",      "127.0.0.1", "--save",     "",       "--appendonly",
+      "no",           "--dir",  dir_, "--daemonize", "no",        "--loglevel", "warning"};
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);

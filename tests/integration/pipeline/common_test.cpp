@@ -32,7 +32,8 @@ bool process_is_gone(pid_t pid) {
   if (!stat) return true;
   std::string content((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
   const auto close_paren = content.rfind(')');
-  return close_paren != std::string::npos && close_paren + 2 < content.size() && content[close_paren + 2] == 'Z';
+  return close_paren != std::string::npos && close_paren + 2 < content.size() &&
+         content[close_paren + 2] == 'Z';
 }
 
 fs::path make_temp_dir(const std::string& name) {
@@ -139,7 +140,8 @@ TEST(WordSplitting, SplitsLikeAShellWithoutExpansion) {
   using V = std::vector<std::string>;
   EXPECT_EQ(split_command_words("claude -p --model x"), (V{"claude", "-p", "--model", "x"}));
   EXPECT_EQ(split_command_words("  a\t b  "), (V{"a", "b"}));
-  EXPECT_EQ(split_command_words("agent 'two words' \"and \\\"three\\\"\""), (V{"agent", "two words", "and \"three\""}));
+  EXPECT_EQ(split_command_words("agent 'two words' \"and \\\"three\\\"\""),
+            (V{"agent", "two words", "and \"three\""}));
   EXPECT_EQ(split_command_words("echo $HOME `id` ; rm"), (V{"echo", "$HOME", "`id`", ";", "rm"}));
   EXPECT_EQ(split_command_words("a\\ b c"), (V{"a b", "c"}));
   EXPECT_EQ(split_command_words("x'y'\"z\""), (V{"xyz"}));
@@ -152,16 +154,15 @@ TEST(WordSplitting, SplitsLikeAShellWithoutExpansion) {
 }
 
 TEST(Planner, BulletAndNumberedLinesBecomeSteps) {
-  const auto steps = autodevs::plan_steps_from_description(
-      "Add logging",
-      "Intro paragraph that is not a step.\n"
-      "- first bullet\n"
-      "  continued on the next line\n"
-      "* second bullet\n"
-      "1. numbered dot\n"
-      "2) numbered paren\n"
-      "```\n- not a step, code\n```\n"
-      "-not a bullet without space\n");
+  const auto steps = autodevs::plan_steps_from_description("Add logging",
+                                                           "Intro paragraph that is not a step.\n"
+                                                           "- first bullet\n"
+                                                           "  continued on the next line\n"
+                                                           "* second bullet\n"
+                                                           "1. numbered dot\n"
+                                                           "2) numbered paren\n"
+                                                           "```\n- not a step, code\n```\n"
+                                                           "-not a bullet without space\n");
   ASSERT_EQ(steps.size(), 4u);
   EXPECT_EQ(steps[0].title, "first bullet");
   EXPECT_EQ(steps[0].instructions, "first bullet\ncontinued on the next line");
@@ -171,7 +172,8 @@ TEST(Planner, BulletAndNumberedLinesBecomeSteps) {
 }
 
 TEST(Planner, NoListMeansOneStep) {
-  const auto steps = autodevs::plan_steps_from_description("Fix the bug", "The parser crashes on empty input.");
+  const auto steps =
+      autodevs::plan_steps_from_description("Fix the bug", "The parser crashes on empty input.");
   ASSERT_EQ(steps.size(), 1u);
   EXPECT_EQ(steps[0].title, "Fix the bug");
   EXPECT_EQ(steps[0].instructions, "Fix the bug\n\nThe parser crashes on empty input.");
@@ -200,7 +202,8 @@ TEST(DiffExtraction, FencedRawAndAbsent) {
   ASSERT_TRUE(d);
   EXPECT_EQ(*d, "--- a/f.txt\n+++ b/f.txt\n@@ -0,0 +1 @@\n+hello\n");
 
-  const std::string python_first = "```python\nprint(1)\n```\n```\n--- a/y\n+++ b/y\n@@ -1 +1 @@\n-1\n+2\n```";
+  const std::string python_first =
+      "```python\nprint(1)\n```\n```\n--- a/y\n+++ b/y\n@@ -1 +1 @@\n-1\n+2\n```";
   d = autodevs::extract_unified_diff(python_first);
   ASSERT_TRUE(d);
   EXPECT_EQ(d->rfind("--- a/y", 0), 0u);
@@ -240,7 +243,8 @@ TEST(Payload, MalformedPayloadsAreRejectedWithTheField) {
   };
   EXPECT_EQ(field_of([] { autodevs::parse_payload_object("not json"); }), "payload");
   EXPECT_EQ(field_of([] { autodevs::parse_payload_object("[1]"); }), "payload");
-  const auto obj = autodevs::parse_payload_object(R"({"step": "1", "n": 0, "big": 99999999999, "b": "x", "s": 5})");
+  const auto obj =
+      autodevs::parse_payload_object(R"({"step": "1", "n": 0, "big": 99999999999, "b": "x", "s": 5})");
   EXPECT_EQ(field_of([&] { autodevs::required_uuid(obj, "task_id"); }), "task_id");
   EXPECT_EQ(field_of([&] { autodevs::required_positive_integer(obj, "step", 1000); }), "step");
   EXPECT_EQ(field_of([&] { autodevs::required_positive_integer(obj, "n", 1000); }), "n");
@@ -318,7 +322,8 @@ TEST(Git, RunsWithArgvAndParsesWorktrees) {
   autodevs::Git git;
   EXPECT_FALSE(git.is_repository(dir));
   git.run_checked(dir, {"init", "-q", "-b", "main"});
-  git.run_checked(dir, {"-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "init"});
+  git.run_checked(
+      dir, {"-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "init"});
   EXPECT_TRUE(git.is_repository(dir));
   const auto head = git.resolve_commit(dir, "HEAD");
   ASSERT_TRUE(head);

@@ -20,7 +20,8 @@ std::string payload_for(const std::string& task_id) { return R"({"task_id":")" +
 
 // Commits on the task branch that are not on main.
 std::vector<std::string> step_commits(PipelineTest& t, const fs::path& repo, const std::string& task_id,
-                                      std::string (PipelineTest::*git)(const fs::path&, const std::vector<std::string>&)) {
+                                      std::string (PipelineTest::*git)(const fs::path&,
+                                                                       const std::vector<std::string>&)) {
   const std::string log = (t.*git)(repo, {"log", "--format=%H", "main..autodevs/" + task_id});
   std::vector<std::string> shas;
   std::size_t start = 0;
@@ -53,7 +54,8 @@ TEST_F(PlanningExec, BulletsBecomeStepsAndWorktreeCreateIsStaged) {
   EXPECT_NE(staged[0].find("type=worktree:create"), std::string::npos);
   EXPECT_NE(staged[0].find("id=worktree-create:" + id), std::string::npos);
 
-  const auto steps = db_.exec("SELECT step_no, title FROM autodevs_task_steps WHERE task_id = $1 ORDER BY step_no", {id});
+  const auto steps =
+      db_.exec("SELECT step_no, title FROM autodevs_task_steps WHERE task_id = $1 ORDER BY step_no", {id});
   ASSERT_EQ(steps.size(), 3u);
   EXPECT_EQ(steps[0][1], "Add a greeting section");
   EXPECT_EQ(steps[2][1], "Mention the licence");
@@ -109,15 +111,17 @@ TEST_F(WorktreeExec, CreatesRecordsAndStagesStepOneThenIsIdempotent) {
   const auto again = exec("worktree:create", payload_for(id));
   ASSERT_EQ(again.line("disposition"), "succeeded") << again.out << again.err;
   EXPECT_EQ(again.lines("staged").size(), 1u);
-  EXPECT_EQ(git(repo, {"worktree", "list", "--porcelain"}).find("worktree " + expected.string() + "\n") != std::string::npos,
+  EXPECT_EQ(git(repo, {"worktree", "list", "--porcelain"}).find("worktree " + expected.string() + "\n") !=
+                std::string::npos,
             true);
 }
 
 TEST_F(WorktreeExec, RefusesAPathOverTheMaximumLength) {
   const fs::path repo = make_repo("long-repo");
   const std::string id = random_uuid();
-  const auto r = exec("worktree:create", R"({"task_id":")" + id + R"(","repo_path":")" + repo.string() + R"("})",
-                      {{"WORKTREE_MAX_PATH_LENGTH", "40"}});
+  const auto r =
+      exec("worktree:create", R"({"task_id":")" + id + R"(","repo_path":")" + repo.string() + R"("})",
+           {{"WORKTREE_MAX_PATH_LENGTH", "40"}});
   EXPECT_EQ(r.line("disposition"), "fail_no_retry") << r.out << r.err;
   EXPECT_NE(r.line("error").find("WORKTREE_MAX_PATH_LENGTH"), std::string::npos) << r.out;
   EXPECT_FALSE(fs::exists(base_ / "long-repo" / id));
@@ -130,7 +134,8 @@ TEST_F(WorktreeExec, RefusesASymlinkThatEscapesTheBase) {
   fs::create_directories(outside);
   fs::create_directory_symlink(outside, base_ / "escape-repo");
   const std::string id = random_uuid();
-  const auto r = exec("worktree:create", R"({"task_id":")" + id + R"(","repo_path":")" + repo.string() + R"("})");
+  const auto r =
+      exec("worktree:create", R"({"task_id":")" + id + R"(","repo_path":")" + repo.string() + R"("})");
   EXPECT_EQ(r.line("disposition"), "fail_no_retry") << r.out << r.err;
   EXPECT_NE(r.line("error").find("outside WORKTREE_BASE_DIR"), std::string::npos) << r.out;
   EXPECT_TRUE(fs::is_empty(outside));
@@ -139,8 +144,9 @@ TEST_F(WorktreeExec, RefusesASymlinkThatEscapesTheBase) {
 TEST_F(WorktreeExec, RetriesLaterWhenFreeSpaceIsBelowTheMinimum) {
   const fs::path repo = make_repo("space-repo");
   const std::string id = random_uuid();
-  const auto r = exec("worktree:create", R"({"task_id":")" + id + R"(","repo_path":")" + repo.string() + R"("})",
-                      {{"WORKTREE_MIN_DISK_SPACE", "1000000000000000000"}});
+  const auto r =
+      exec("worktree:create", R"({"task_id":")" + id + R"(","repo_path":")" + repo.string() + R"("})",
+           {{"WORKTREE_MIN_DISK_SPACE", "1000000000000000000"}});
   EXPECT_EQ(r.line("disposition"), "retry_after") << r.out << r.err;
   EXPECT_NE(r.line("error").find("WORKTREE_MIN_DISK_SPACE"), std::string::npos) << r.out;
   EXPECT_FALSE(fs::exists(base_ / "space-repo" / id));
@@ -149,7 +155,8 @@ TEST_F(WorktreeExec, RetriesLaterWhenFreeSpaceIsBelowTheMinimum) {
 TEST_F(WorktreeExec, ANonRepositoryIsAPermanentFailure) {
   const fs::path plain = dir_ / "plain-dir";
   fs::create_directories(plain);
-  const auto r = exec("worktree:create", R"({"task_id":")" + random_uuid() + R"(","repo_path":")" + plain.string() + R"("})");
+  const auto r = exec("worktree:create",
+                      R"({"task_id":")" + random_uuid() + R"(","repo_path":")" + plain.string() + R"("})");
   EXPECT_EQ(r.line("disposition"), "fail_no_retry") << r.out << r.err;
   EXPECT_NE(r.line("error").find("not a git repository"), std::string::npos) << r.out;
 }
@@ -164,9 +171,15 @@ TEST_F(WorktreeExec, CleanupRemovesExactlyFinishedAndStaleWorktrees) {
     const auto r = exec("worktree:create", payload_for(id));
     ASSERT_EQ(r.line("disposition"), "succeeded") << r.out << r.err;
   }
-  db_.exec("UPDATE autodevs_tasks SET status = 'completed', updated_at = now() - interval '2 hours' WHERE id = $1", {finished});
-  db_.exec("UPDATE autodevs_tasks SET status = 'in_progress', updated_at = now() - interval '2 hours' WHERE id = $1", {running});
-  db_.exec("UPDATE autodevs_tasks SET status = 'completed', updated_at = now() WHERE id = $1", {recent_finished});
+  db_.exec(
+      "UPDATE autodevs_tasks SET status = 'completed', updated_at = now() - interval '2 hours' WHERE id = $1",
+      {finished});
+  db_.exec(
+      "UPDATE autodevs_tasks SET status = 'in_progress', updated_at = now() - interval '2 hours' WHERE id = "
+      "$1",
+      {running});
+  db_.exec("UPDATE autodevs_tasks SET status = 'completed', updated_at = now() WHERE id = $1",
+           {recent_finished});
   const fs::path repo_dir = fs::canonical(base_) / "cleanup-repo";
   // A directory git does not know, old enough; and one that is too recent to touch.
   const fs::path stale_old = repo_dir / random_uuid();
@@ -187,8 +200,10 @@ TEST_F(WorktreeExec, CleanupRemovesExactlyFinishedAndStaleWorktrees) {
   EXPECT_FALSE(fs::exists(stale_old));
   EXPECT_TRUE(fs::exists(stale_new));
   EXPECT_TRUE(fs::exists(not_ours));
-  EXPECT_TRUE(db_.scalar("SELECT removed_at FROM autodevs_worktrees WHERE task_id = $1", {finished}).has_value());
-  EXPECT_FALSE(db_.scalar("SELECT removed_at FROM autodevs_worktrees WHERE task_id = $1", {running}).has_value());
+  EXPECT_TRUE(
+      db_.scalar("SELECT removed_at FROM autodevs_worktrees WHERE task_id = $1", {finished}).has_value());
+  EXPECT_FALSE(
+      db_.scalar("SELECT removed_at FROM autodevs_worktrees WHERE task_id = $1", {running}).has_value());
   // git forgot the removed worktree; the branch (the task's commits) is kept.
   const std::string listing = git(repo, {"worktree", "list", "--porcelain"});
   EXPECT_EQ(listing.find(finished), std::string::npos);
@@ -196,7 +211,9 @@ TEST_F(WorktreeExec, CleanupRemovesExactlyFinishedAndStaleWorktrees) {
   EXPECT_NE(git(repo, {"branch", "--list", "autodevs/" + finished}), "");
 
   // The next run is scheduled for the next slot, with the slot in its id.
-  const auto slot = std::chrono::duration_cast<std::chrono::hours>(std::chrono::system_clock::now().time_since_epoch()).count();
+  const auto slot =
+      std::chrono::duration_cast<std::chrono::hours>(std::chrono::system_clock::now().time_since_epoch())
+          .count();
   bool scheduled = false;
   for (const auto& line : r.lines("enqueued")) {
     if (line.find("type=worktree:cleanup") != std::string::npos &&
@@ -241,12 +258,14 @@ TEST_F(AiExec, AnAgentThatOverrunsIsKilledAndRetried) {
   ASSERT_EQ(exec("planning:task", payload_for(id)).line("disposition"), "succeeded");
   ASSERT_EQ(exec("worktree:create", payload_for(id)).line("disposition"), "succeeded");
   const auto started = std::chrono::steady_clock::now();
-  const auto r = exec("ai:execute", R"({"task_id":")" + id + R"(","step":1})",
-                      {{"AI_COMMAND", "sh -c 'trap \"\" TERM; echo working; sleep 60'"}, {"AI_TIMEOUT", "1s"}});
+  const auto r =
+      exec("ai:execute", R"({"task_id":")" + id + R"(","step":1})",
+           {{"AI_COMMAND", "sh -c 'trap \"\" TERM; echo working; sleep 60'"}, {"AI_TIMEOUT", "1s"}});
   EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(40));
   EXPECT_EQ(r.line("disposition"), "retry") << r.out << r.err;
   EXPECT_NE(r.line("error").find("timed out"), std::string::npos) << r.out;
-  const auto step = db_.exec("SELECT status, output, commit_sha FROM autodevs_task_steps WHERE task_id = $1 AND step_no = 1", {id});
+  const auto step = db_.exec(
+      "SELECT status, output, commit_sha FROM autodevs_task_steps WHERE task_id = $1 AND step_no = 1", {id});
   ASSERT_EQ(step.size(), 1u);
   EXPECT_EQ(step[0][0], "retrying");
   EXPECT_EQ(step[0][1], "working\n");
@@ -266,7 +285,9 @@ TEST_F(PipelineChain, PlanningWorktreeEveryStepCompleted) {
     ASSERT_EQ(r.line("disposition"), "succeeded") << "step " << step << "\n" << r.out << r.err;
     if (step < 3) {
       ASSERT_EQ(r.lines("staged").size(), 1u) << r.out;
-      EXPECT_NE(r.line("staged").find("id=ai-execute:" + id + ":" + std::to_string(step + 1)), std::string::npos) << r.out;
+      EXPECT_NE(r.line("staged").find("id=ai-execute:" + id + ":" + std::to_string(step + 1)),
+                std::string::npos)
+          << r.out;
     } else {
       EXPECT_TRUE(r.lines("staged").empty()) << r.out;
     }
@@ -279,7 +300,9 @@ TEST_F(PipelineChain, PlanningWorktreeEveryStepCompleted) {
   EXPECT_EQ(db_.scalar("SELECT status FROM autodevs_tasks WHERE id = $1", {id}), "completed");
   const auto shas = step_commits(*this, repo, id, &PipelineChain::git);
   ASSERT_EQ(shas.size(), 3u);
-  const auto recorded = db_.exec("SELECT commit_sha, status, output FROM autodevs_task_steps WHERE task_id = $1 ORDER BY step_no DESC", {id});
+  const auto recorded = db_.exec(
+      "SELECT commit_sha, status, output FROM autodevs_task_steps WHERE task_id = $1 ORDER BY step_no DESC",
+      {id});
   ASSERT_EQ(recorded.size(), 3u);
   for (std::size_t i = 0; i < 3; ++i) {
     EXPECT_EQ(recorded[i][0], shas[i]);  // log is newest first, rows are step 3..1
@@ -288,7 +311,8 @@ TEST_F(PipelineChain, PlanningWorktreeEveryStepCompleted) {
   }
   const std::string message = git(repo, {"log", "-1", "--format=%B", "autodevs/" + id});
   EXPECT_NE(message.find("AutoDevs-Step: " + id + "/3"), std::string::npos) << message;
-  EXPECT_EQ(git(repo, {"log", "-1", "--format=%an <%ae>", "autodevs/" + id}), "AutoDevs Worker <worker@autodevs.local>\n");
+  EXPECT_EQ(git(repo, {"log", "-1", "--format=%an <%ae>", "autodevs/" + id}),
+            "AutoDevs Worker <worker@autodevs.local>\n");
   std::ifstream notes(fs::canonical(base_) / "chain-repo" / id / "NOTES.md");
   std::string content((std::istreambuf_iterator<char>(notes)), std::istreambuf_iterator<char>());
   EXPECT_NE(content.find("Step 1: Add a greeting section"), std::string::npos) << content;

@@ -22,8 +22,8 @@ Database::~Database() { PQfinish(conn_); }
 std::vector<Database::Row> Database::exec(const std::string& sql, const std::vector<std::string>& params) {
   std::vector<const char*> values;
   for (const auto& p : params) values.push_back(p.c_str());
-  PGresult* res = PQexecParams(conn_, sql.c_str(), static_cast<int>(values.size()), nullptr, values.data(), nullptr,
-                               nullptr, 0);
+  PGresult* res = PQexecParams(conn_, sql.c_str(), static_cast<int>(values.size()), nullptr, values.data(),
+                               nullptr, nullptr, 0);
   std::vector<Row> rows;
   const auto status = PQresultStatus(res);
   if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK) {
@@ -32,7 +32,8 @@ std::vector<Database::Row> Database::exec(const std::string& sql, const std::vec
     for (int r = 0; r < PQntuples(res); ++r) {
       Row row;
       for (int c = 0; c < PQnfields(res); ++c) {
-        row.push_back(PQgetisnull(res, r, c) ? std::nullopt : std::optional<std::string>(PQgetvalue(res, r, c)));
+        row.push_back(PQgetisnull(res, r, c) ? std::nullopt
+                                             : std::optional<std::string>(PQgetvalue(res, r, c)));
       }
       rows.push_back(std::move(row));
     }
@@ -113,11 +114,22 @@ void PipelineTest::TearDown() {
 ExecResult PipelineTest::exec(const std::string& type, const std::string& payload,
                               const std::vector<std::pair<std::string, std::string>>& extra_env) {
   autodevs::SubprocessOptions o;
-  o.argv = {fs::path(wk::test::build_dir()) / "bin" / "worker", "--env-file", (dir_ / "empty.env").string(),
-            "--plugins", plugins_.string(), "exec", "--type", type, "--payload", payload, "--timeout", "120s"};
+  o.argv = {fs::path(wk::test::build_dir()) / "bin" / "worker",
+            "--env-file",
+            (dir_ / "empty.env").string(),
+            "--plugins",
+            plugins_.string(),
+            "exec",
+            "--type",
+            type,
+            "--payload",
+            payload,
+            "--timeout",
+            "120s"};
   // Settings of the developer's shell must not leak in: blank every one we know.
-  for (const char* name : {"REDIS_HOST", "REDIS_PORT", "DB_PASSWORD", "WORKTREE_MAX_PATH_LENGTH", "WORKTREE_CLEANUP_INTERVAL",
-                           "AI_BASE_URL", "AI_API_KEY", "AI_MODEL", "AI_PLANNER"}) {
+  for (const char* name :
+       {"REDIS_HOST", "REDIS_PORT", "DB_PASSWORD", "WORKTREE_MAX_PATH_LENGTH", "WORKTREE_CLEANUP_INTERVAL",
+        "AI_BASE_URL", "AI_API_KEY", "AI_MODEL", "AI_PLANNER"}) {
     o.env_additions.emplace_back(name, "");
   }
   for (const auto& [k, v] : settings_) o.env_additions.emplace_back(k, v);
@@ -133,7 +145,8 @@ fs::path PipelineTest::make_repo(const std::string& name) {
   git(repo, {"init", "-q", "-b", "main"});
   std::ofstream(repo / "README.md") << "# " << name << "\n";
   git(repo, {"add", "README.md"});
-  git(repo, {"-c", "user.name=Test", "-c", "user.email=test@example.invalid", "commit", "-q", "-m", "initial"});
+  git(repo,
+      {"-c", "user.name=Test", "-c", "user.email=test@example.invalid", "commit", "-q", "-m", "initial"});
   return repo;
 }
 
@@ -150,8 +163,10 @@ std::string PipelineTest::git(const fs::path& dir, const std::vector<std::string
 
 void PipelineTest::insert_task(const std::string& id, const fs::path& repo, const std::string& title,
                                const std::string& description, const std::string& status) {
-  db_.exec("INSERT INTO autodevs_tasks (id, title, description, repo_path, base_ref, status) VALUES ($1, $2, $3, $4, 'main', $5)",
-           {id, title, description, repo.string(), status});
+  db_.exec(
+      "INSERT INTO autodevs_tasks (id, title, description, repo_path, base_ref, status) VALUES ($1, $2, $3, "
+      "$4, 'main', $5)",
+      {id, title, description, repo.string(), status});
 }
 
 }  // namespace pipeline_test

@@ -60,8 +60,8 @@ class PipelineTest : public ::testing::Test {
   // git -C dir args...; stdout, failing the test on a non-zero exit.
   std::string git(const fs::path& dir, const std::vector<std::string>& args);
   // Inserts a task row.
-  void insert_task(const std::string& id, const fs::path& repo, const std::string& title, const std::string& description,
-                   const std::string& status = "pending");
+  void insert_task(const std::string& id, const fs::path& repo, const std::string& title,
+                   const std::string& description, const std::string& status = "pending");
 
   fs::path dir_;
   fs::path base_;

@@ -15,7 +15,8 @@ using nlohmann::json;
 
 std::string from_hex(const std::string& hex) {
   std::string out;
-  for (size_t i = 0; i + 1 < hex.size(); i += 2) out.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
+  for (size_t i = 0; i + 1 < hex.size(); i += 2)
+    out.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
   return out;
 }
 
@@ -56,9 +57,13 @@ const json& field(const json& decoded, int number) {
   }
   throw std::runtime_error("no field " + std::to_string(number));
 }
-std::string str_of(const json& f) { return f["value"].is_object() ? from_hex(f["value"]["hex"]) : f["value"].get<std::string>(); }
+std::string str_of(const json& f) {
+  return f["value"].is_object() ? from_hex(f["value"]["hex"]) : f["value"].get<std::string>();
+}
 template <class Map>
-size_t map_size(const Map& m) { return m.size(); }
+size_t map_size(const Map& m) {
+  return m.size();
+}
 std::optional<Timestamp> ts_of(const json& f) {
   if (f["omitted"].get<bool>()) return std::nullopt;
   return Timestamp{f["value"]["seconds"].get<int64_t>(), f["value"]["nanos"].get<int32_t>()};
@@ -198,13 +203,16 @@ TEST(Codec, RejectsMalformedInput) {
       {std::string("\x28", 1), "truncated varint"},
       {std::string("\x28\xff\xff", 3), "truncated varint"},
       {std::string("\x28\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", 12), "varint"},
-      {std::string("\x0a\x05" "ab", 4), "runs past the end"},
+      {std::string("\x0a\x05"
+                   "ab",
+                   4),
+       "runs past the end"},
       {std::string("\x0a\xff\xff\xff\xff\x0f", 6), "runs past the end"},
-      {std::string("\x08\x01", 2), "wire type"},      // type (string) sent as varint
-      {std::string("\x2a\x01x", 3), "wire type"},     // retry (int32) sent as bytes
-      {std::string("\x00\x01", 2), "field number"},   // field 0
-      {std::string("\x83\x01", 2), "wire type"},      // unknown group start
-      {std::string("\x85\x01\x01", 3), "runs past"},  // fixed32 truncated
+      {std::string("\x08\x01", 2), "wire type"},                   // type (string) sent as varint
+      {std::string("\x2a\x01x", 3), "wire type"},                  // retry (int32) sent as bytes
+      {std::string("\x00\x01", 2), "field number"},                // field 0
+      {std::string("\x83\x01", 2), "wire type"},                   // unknown group start
+      {std::string("\x85\x01\x01", 3), "runs past"},               // fixed32 truncated
       {std::string("\x7a\x03\x0a\x05x", 5), "runs past the end"},  // header entry key too long
   };
   for (const auto& [bytes, what] : cases) {
@@ -239,7 +247,8 @@ TEST(Codec, SurvivesEveryTruncationOfARealMessage) {
 }
 
 TEST(Utf8, ValidTextIsUnchanged) {
-  for (std::string_view s : {"", "plain", "caf\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80", "\xef\xbf\xbd"}) {
+  for (std::string_view s :
+       {"", "plain", "caf\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80", "\xef\xbf\xbd"}) {
     EXPECT_TRUE(is_valid_utf8(s)) << s;
     EXPECT_EQ(sanitize_utf8(s), s);
   }
@@ -247,11 +256,13 @@ TEST(Utf8, ValidTextIsUnchanged) {
 
 TEST(Utf8, InvalidSequencesBecomeReplacementCharacters) {
   const std::string r = "\xef\xbf\xbd";
-  EXPECT_EQ(sanitize_utf8("a\xff" "b"), "a" + r + "b");
-  EXPECT_EQ(sanitize_utf8("\xc3"), r);                     // truncated 2-byte
-  EXPECT_EQ(sanitize_utf8("\xe2\x82"), r);                 // truncated 3-byte: one U+FFFD
-  EXPECT_EQ(sanitize_utf8("\xc0\xaf"), r + r);             // overlong
-  EXPECT_EQ(sanitize_utf8("\xed\xa0\x80"), r + r + r);     // surrogate
+  EXPECT_EQ(sanitize_utf8("a\xff"
+                          "b"),
+            "a" + r + "b");
+  EXPECT_EQ(sanitize_utf8("\xc3"), r);                          // truncated 2-byte
+  EXPECT_EQ(sanitize_utf8("\xe2\x82"), r);                      // truncated 3-byte: one U+FFFD
+  EXPECT_EQ(sanitize_utf8("\xc0\xaf"), r + r);                  // overlong
+  EXPECT_EQ(sanitize_utf8("\xed\xa0\x80"), r + r + r);          // surrogate
   EXPECT_EQ(sanitize_utf8("\xf4\x90\x80\x80"), r + r + r + r);  // above U+10FFFF
   EXPECT_FALSE(is_valid_utf8("\xed\xa0\x80"));
   EXPECT_TRUE(is_valid_utf8(sanitize_utf8("x\x80\xc3(\xf0\x9f\x98")));

@@ -177,9 +177,12 @@ TEST_F(ConfigTest, AdvancedEngineTimingsAreHiddenUntilSet) {
   EXPECT_FALSE(c.retry_delay);
   EXPECT_FALSE(c.get("WORKER_LEASE"));  // not in the snapshot (nor in debug dumps) unless set
 
-  sources_.environment = {{"WORKER_LEASE", "2s"},           {"WORKER_HEARTBEAT_INTERVAL", "300ms"},
-                          {"WORKER_RECOVERER_INTERVAL", "250ms"}, {"WORKER_RECOVERER_CUTOFF", "0s"},
-                          {"WORKER_FORWARDER_INTERVAL", "100ms"}, {"WORKER_RETRY_DELAY", "0"}};
+  sources_.environment = {{"WORKER_LEASE", "2s"},
+                          {"WORKER_HEARTBEAT_INTERVAL", "300ms"},
+                          {"WORKER_RECOVERER_INTERVAL", "250ms"},
+                          {"WORKER_RECOVERER_CUTOFF", "0s"},
+                          {"WORKER_FORWARDER_INTERVAL", "100ms"},
+                          {"WORKER_RETRY_DELAY", "0"}};
   c = load(sources_);
   EXPECT_EQ(c.lease, 2s);
   EXPECT_EQ(c.heartbeat_interval, 300ms);

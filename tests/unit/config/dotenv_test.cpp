@@ -30,9 +30,7 @@ TEST(Dotenv, ParsesAssignmentsCommentsQuotesAndExport) {
   EXPECT_EQ(s.size(), 9u);
 }
 
-TEST(Dotenv, LaterAssignmentWins) {
-  EXPECT_EQ(parse_dotenv("A=1\nA=2\n").at("A"), "2");
-}
+TEST(Dotenv, LaterAssignmentWins) { EXPECT_EQ(parse_dotenv("A=1\nA=2\n").at("A"), "2"); }
 
 TEST(Dotenv, MalformedLineNamesFileAndLine) {
   try {

@@ -11,24 +11,35 @@ namespace {
 constexpr long long kNoon = 1704110400000LL;
 
 TEST(LogFormat, LogfmtMatchesTheSeedsLines) {
-  EXPECT_EQ(format_line(Format::logfmt, kNoon, Level::info, "Starting job worker", {{"worker_name", "planning-worker-1"}}),
-            "time=2024-01-01T12:00:00.000Z level=INFO msg=\"Starting job worker\" worker_name=planning-worker-1");
-  EXPECT_EQ(format_line(Format::logfmt, kNoon + 1, Level::info, "Starting job server", {{"redis_addr", "localhost:6379"}}),
+  EXPECT_EQ(
+      format_line(Format::logfmt, kNoon, Level::info, "Starting job worker",
+                  {{"worker_name", "planning-worker-1"}}),
+      "time=2024-01-01T12:00:00.000Z level=INFO msg=\"Starting job worker\" worker_name=planning-worker-1");
+  EXPECT_EQ(format_line(Format::logfmt, kNoon + 1, Level::info, "Starting job server",
+                        {{"redis_addr", "localhost:6379"}}),
             "time=2024-01-01T12:00:00.001Z level=INFO msg=\"Starting job server\" redis_addr=localhost:6379");
 }
 
 TEST(LogFormat, LogfmtQuotesAndEscapesValues) {
   const auto line = format_line(Format::logfmt, kNoon, Level::warn, "m",
-                                {{"a", "two words"}, {"b", "say \"hi\""}, {"c", "x=y"}, {"d", ""},
-                                 {"e", "line\nbreak"}, {"f", "back\\slash"}, {"g", 42}});
+                                {{"a", "two words"},
+                                 {"b", "say \"hi\""},
+                                 {"c", "x=y"},
+                                 {"d", ""},
+                                 {"e", "line\nbreak"},
+                                 {"f", "back\\slash"},
+                                 {"g", 42}});
   EXPECT_EQ(line,
-            "time=2024-01-01T12:00:00.000Z level=WARN msg=\"m\" a=\"two words\" b=\"say \\\"hi\\\"\" c=\"x=y\" d=\"\" "
+            "time=2024-01-01T12:00:00.000Z level=WARN msg=\"m\" a=\"two words\" b=\"say \\\"hi\\\"\" "
+            "c=\"x=y\" d=\"\" "
             "e=\"line\\nbreak\" f=\"back\\\\slash\" g=42");
 }
 
 TEST(LogFormat, LevelsAreUpperCase) {
-  EXPECT_NE(format_line(Format::logfmt, kNoon, Level::debug, "x", {}).find(" level=DEBUG "), std::string::npos);
-  EXPECT_NE(format_line(Format::logfmt, kNoon, Level::error, "x", {}).find(" level=ERROR "), std::string::npos);
+  EXPECT_NE(format_line(Format::logfmt, kNoon, Level::debug, "x", {}).find(" level=DEBUG "),
+            std::string::npos);
+  EXPECT_NE(format_line(Format::logfmt, kNoon, Level::error, "x", {}).find(" level=ERROR "),
+            std::string::npos);
 }
 
 TEST(LogFormat, JsonHasTheSameFieldsInOrder) {

@@ -21,7 +21,10 @@ TEST(MetricsFormat, ValuesUseShortestFormAndSpecialNames) {
 }
 
 TEST(MetricsFormat, LabelValuesEscapeBackslashQuoteNewline) {
-  EXPECT_EQ(escape_label_value(R"(a\b"c)" "\n" "d"), R"(a\\b\"c\nd)");
+  EXPECT_EQ(escape_label_value(R"(a\b"c)"
+                               "\n"
+                               "d"),
+            R"(a\\b\"c\nd)");
   EXPECT_EQ(escape_help("x\\y\nz \"q\""), "x\\\\y\\nz \"q\"");  // quotes stay in HELP
 }
 
@@ -54,9 +57,9 @@ TEST(MetricsRegistry, GaugeWithoutLabelsAndClear) {
 TEST(MetricsRegistry, HistogramBucketsAreCumulativeWithInfSumCount) {
   Registry r;
   auto& h = r.histogram("d_seconds", "D.", {"t"}, {0.1, 1});
-  h.observe({"x"}, 0.1);   // le is inclusive: lands in 0.1
+  h.observe({"x"}, 0.1);  // le is inclusive: lands in 0.1
   h.observe({"x"}, 0.5);
-  h.observe({"x"}, 7);     // only +Inf
+  h.observe({"x"}, 7);  // only +Inf
   EXPECT_EQ(r.render(),
             "# HELP d_seconds D.\n"
             "# TYPE d_seconds histogram\n"
@@ -126,8 +129,10 @@ TEST(WorkerMetrics, MapsTaskResultsToCounters) {
   EXPECT_TRUE(has("autodevs_worker_tasks_requeued_total" + l + " 1")) << text;
   EXPECT_TRUE(has("autodevs_worker_tasks_abandoned_total" + l + " 1")) << text;
   EXPECT_TRUE(has("autodevs_worker_task_duration_seconds_count{task_type=\"email:send\"} 6")) << text;
-  EXPECT_TRUE(has("autodevs_worker_task_duration_seconds_bucket{task_type=\"email:send\",le=\"0.025\"} 6")) << text;
-  EXPECT_TRUE(has("autodevs_worker_task_duration_seconds_bucket{task_type=\"email:send\",le=\"0.01\"} 0")) << text;
+  EXPECT_TRUE(has("autodevs_worker_task_duration_seconds_bucket{task_type=\"email:send\",le=\"0.025\"} 6"))
+      << text;
+  EXPECT_TRUE(has("autodevs_worker_task_duration_seconds_bucket{task_type=\"email:send\",le=\"0.01\"} 0"))
+      << text;
   EXPECT_TRUE(has("autodevs_worker_tasks_in_flight 1")) << text;
   EXPECT_TRUE(has("autodevs_worker_plugins_loaded 3")) << text;
   EXPECT_TRUE(has("autodevs_worker_build_info{version=\"1.2.3\",worker=\"w1\"} 1")) << text;

@@ -45,7 +45,7 @@ HttpResponse http_post(const HttpPost& request);
 struct ChatEndpoint {
   std::string base_url;  // e.g. https://api.openai.com/v1
   std::string model;
-  std::string api_key;   // sent as a bearer token; never logged
+  std::string api_key;  // sent as a bearer token; never logged
   std::chrono::milliseconds timeout{std::chrono::minutes(5)};
 };
 

@@ -44,18 +44,18 @@ struct SubprocessOptions {
   std::filesystem::path cwd;      // empty: inherit the host's working directory
   // Added to (or overriding) the host's environment.
   std::vector<std::pair<std::string, std::string>> env_additions;
-  std::string stdin_data;                    // written to the child's stdin, then closed
-  std::size_t max_output_bytes = 1 << 20;    // per stream; the rest is read and dropped
-  std::chrono::milliseconds timeout{0};      // 0: no timeout
-  std::chrono::milliseconds kill_grace{2000};  // SIGTERM -> SIGKILL delay
+  std::string stdin_data;                       // written to the child's stdin, then closed
+  std::size_t max_output_bytes = 1 << 20;       // per stream; the rest is read and dropped
+  std::chrono::milliseconds timeout{0};         // 0: no timeout
+  std::chrono::milliseconds kill_grace{2000};   // SIGTERM -> SIGKILL delay
   std::chrono::milliseconds poll_interval{50};  // how often cancel_requested is asked
   // Polled while the child runs; returning true stops it like a timeout does.
   std::function<bool()> cancel_requested;
 };
 
 struct SubprocessResult {
-  int exit_code = -1;    // valid when exited_normally
-  int term_signal = 0;   // the signal that ended the child, if any
+  int exit_code = -1;   // valid when exited_normally
+  int term_signal = 0;  // the signal that ended the child, if any
   bool exited_normally = false;
   bool timed_out = false;
   bool cancelled = false;

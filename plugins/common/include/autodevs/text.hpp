@@ -31,8 +31,7 @@ struct PlannedStep {
 // "1. " or "1) " becomes one step, in order; continuation lines (indented, non-bullet) are
 // appended to the current step's instructions. Without any bullet line the whole description
 // is one step. Title and description both empty -> one step titled "Task".
-std::vector<PlannedStep> plan_steps_from_description(std::string_view title,
-                                                     std::string_view description);
+std::vector<PlannedStep> plan_steps_from_description(std::string_view title, std::string_view description);
 
 // A short one-line title from a longer text: first line, trimmed, cut at max_chars on a
 // UTF-8 boundary with "..." appended when cut.

@@ -45,7 +45,8 @@ class Faults {
       auto rows = tc.query("SELECT pg_sleep(0.05)");
       (void)rows;
     } catch (const wk::HostError& e) {
-      if (e.status() == WK_E_UNAVAILABLE) return wk::Outcome::retry(std::string("database unavailable: ") + e.what(), "db_down");
+      if (e.status() == WK_E_UNAVAILABLE)
+        return wk::Outcome::retry(std::string("database unavailable: ") + e.what(), "db_down");
       throw;
     }
     return wk::Outcome::ok();
