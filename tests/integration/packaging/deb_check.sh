@@ -13,7 +13,8 @@ echo "$out" | grep -q "$version" || fail "worker --version says '$out', expected
 [ -f "$dir/root/lib/systemd/system/autodevs-worker.service" ] || [ -f "$dir/root/usr/lib/systemd/system/autodevs-worker.service" ] || fail "systemd unit not packaged"
 depends=$(dpkg-deb -f "$deb" Depends)
 for lib in $(objdump -p "$dir/root/usr/bin/worker" | awk '/NEEDED/{print $2}'); do
-  path=$(ldconfig -p | awk -v l="$lib" '$1==l{print $NF; exit}')
+  # awk reads to the end: an early exit would SIGPIPE ldconfig, which pipefail turns into a failure.
+  path=$(ldconfig -p | awk -v l="$lib" '$1==l && !found {print $NF; found=1}')
   [ -n "$path" ] || fail "$lib not found on this system"
   pkg=$(dpkg -S "$(readlink -f "$path")" 2>/dev/null | head -1 | cut -d: -f1) || true
   [ -n "$pkg" ] || pkg=$(dpkg -S "$path" 2>/dev/null | head -1 | cut -d: -f1) || true
