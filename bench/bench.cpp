@@ -1,12 +1,14 @@
 // Queue engine benchmark against a running redis-server.
 //
-//   wk_bench [--host H] [--port P] [--db N] [--tasks N] [--latency-samples N]
+//   wk_bench [--host H] [--port P] [--db N] [--tasks N] [--latency-samples N] [--json]
 //            (or env WK_BENCH_REDIS_HOST / WK_BENCH_REDIS_PORT / WK_BENCH_TASKS)
 //
 // For concurrency 4, 8 and 16: enqueue N no-op tasks, drain them with an in-process engine, and
 // report tasks/s, CPU seconds per 100k tasks of this process (getrusage) and of redis-server
 // (its pid from INFO server, CPU from /proc/<pid>/stat), then the idle enqueue-to-start latency
 // (enqueue one task into an idle engine, time until the handler starts) and the peak RSS.
+// --json prints one JSON object a line instead of the table (kind "drain" per concurrency, then
+// kind "idle"), the form bench/peers/bullmq/bench.mjs prints too; bench/run.sh --peers reads both.
 // The DB given is FLUSHed: point it at a private redis (bench/run.sh starts one).
 #include <sys/resource.h>
 #include <unistd.h>
@@ -38,6 +40,7 @@ struct Options {
   int db = 0;
   int tasks = 100000;
   int latency_samples = 200;
+  bool json = false;
 };
 
 double process_cpu_seconds() {
@@ -122,9 +125,14 @@ Options parse(int argc, char** argv) {
   if (const char* v = std::getenv("WK_BENCH_REDIS_HOST")) o.host = v;
   if (const char* v = std::getenv("WK_BENCH_REDIS_PORT")) o.port = std::atoi(v);
   if (const char* v = std::getenv("WK_BENCH_TASKS")) o.tasks = std::atoi(v);
-  for (int i = 1; i + 1 < argc; i += 2) {
+  for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
-    const std::string value = argv[i + 1];
+    if (flag == "--json") {
+      o.json = true;
+      continue;
+    }
+    if (i + 1 >= argc) throw std::invalid_argument("missing value for " + flag);
+    const std::string value = argv[++i];
     if (flag == "--host")
       o.host = value;
     else if (flag == "--port")
@@ -156,8 +164,10 @@ int main(int argc, char** argv) try {
   redis::Connection admin(bs.redis);
   const long rpid = redis_pid(admin);
 
-  std::printf("tasks per run: %d, redis %s:%d (pid %ld)\n\n", opt.tasks, opt.host.c_str(), opt.port, rpid);
-  std::printf("%-12s %12s %18s %18s\n", "concurrency", "tasks/s", "host CPU s/100k", "redis CPU s/100k");
+  if (!opt.json) {
+    std::printf("tasks per run: %d, redis %s:%d (pid %ld)\n\n", opt.tasks, opt.host.c_str(), opt.port, rpid);
+    std::printf("%-12s %12s %18s %18s\n", "concurrency", "tasks/s", "host CPU s/100k", "redis CPU s/100k");
+  }
   for (int concurrency : {4, 8, 16}) {
     admin.command({"FLUSHDB"});
     queue::RedisBroker broker(bs, logger);
@@ -184,8 +194,15 @@ int main(int argc, char** argv) try {
     const double rcpu = rcpu0 < 0 ? -1 : pid_cpu_seconds(rpid) - rcpu0;
     engine.shutdown();
     const double per100k = 100000.0 / opt.tasks;
-    std::printf("%-12d %12.0f %18.2f %18.2f\n", concurrency, opt.tasks / secs, cpu * per100k,
-                rcpu < 0 ? -1.0 : rcpu * per100k);
+    const double rcpu100k = rcpu < 0 ? -1.0 : rcpu * per100k;
+    if (opt.json)
+      std::printf(
+          "{\"impl\":\"wk\",\"kind\":\"drain\",\"concurrency\":%d,\"tasks\":%d,\"tasks_per_s\":%.1f,"
+          "\"host_cpu_s_per_100k\":%.4f,\"redis_cpu_s_per_100k\":%.4f}\n",
+          concurrency, opt.tasks, opt.tasks / secs, cpu * per100k, rcpu100k);
+    else
+      std::printf("%-12d %12.0f %18.2f %18.2f\n", concurrency, opt.tasks / secs, cpu * per100k, rcpu100k);
+    std::fflush(stdout);
   }
 
   // Idle pickup: the engine waits in Redis; each sample enqueues one task into the empty queue.
@@ -212,6 +229,13 @@ int main(int argc, char** argv) try {
   auto pct = [&](double p) {
     return latencies_ms[static_cast<size_t>(p * static_cast<double>(latencies_ms.size() - 1))];
   };
+  if (opt.json) {
+    std::printf(
+        "{\"impl\":\"wk\",\"kind\":\"idle\",\"samples\":%d,\"p50_ms\":%.4f,\"p99_ms\":%.4f,"
+        "\"peak_rss_mib\":%.2f}\n",
+        opt.latency_samples, pct(0.5), pct(0.99), peak_rss_mib());
+    return 0;
+  }
   std::printf("\nidle enqueue-to-start latency over %d samples: p50 %.3f ms, p99 %.3f ms\n",
               opt.latency_samples, pct(0.5), pct(0.99));
   std::printf("peak RSS: %.1f MiB\n", peak_rss_mib());

@@ -1,17 +1,149 @@
 #!/usr/bin/env bash
 # Starts a private redis-server on a free loopback port, builds wk_bench with the release preset,
-# runs it and prints its table. Usage: bench/run.sh [--tasks N] [--latency-samples N]
+# runs it and prints its table.
+#
+#   bench/run.sh [--tasks N] [--latency-samples N] [--peers]
+#
+# --peers: also runs the BullMQ peer (bench/peers/bullmq/bench.mjs) against its own fresh private
+# redis-server, after wk_bench (never at the same time), and prints both side by side with ratios
+# (> 1 means ours is better: ours/peer for tasks/s, peer/ours for CPU per task, latency and RSS).
+# The peer needs node and npm (installed from Debian when missing and we are root) and, on its
+# first run, the npm registry for `npm ci`; without them it is skipped with a message.
+# Off by default: the plain bench stays offline and takes half the time.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-data="$(mktemp -d)"
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$data" --daemonize no \
-  >"$data/redis.log" 2>&1 &
-redis_pid=$!
-cleanup() { kill "$redis_pid" 2>/dev/null || true; wait "$redis_pid" 2>/dev/null || true; rm -rf "$data"; }
+peer_dir="$root/bench/peers/bullmq"
+peers=0
+args=()
+while (($#)); do
+  case "$1" in
+    --peers) peers=1 ;;
+    --tasks | --latency-samples)
+      (($# >= 2)) || { echo "run.sh: $1 needs a value" >&2; exit 2; }
+      args+=("$1" "$2"); shift ;;
+    *) echo "usage: bench/run.sh [--tasks N] [--latency-samples N] [--peers]" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+work="$(mktemp -d)"
+redis_pid=""
+stop_redis() {
+  if [[ -n "$redis_pid" ]]; then
+    kill "$redis_pid" 2>/dev/null || true
+    wait "$redis_pid" 2>/dev/null || true
+    redis_pid=""
+  fi
+}
+cleanup() { stop_redis; rm -rf "$work"; }
 trap cleanup EXIT
-for _ in $(seq 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.05; done
+
+# Starts a fresh redis-server (its own data dir) and sets redis_pid and port.
+start_redis() {
+  local data
+  data="$(mktemp -d "$work/redis.XXXX")"
+  port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$data" --daemonize no \
+    >"$data/redis.log" 2>&1 &
+  redis_pid=$!
+  for _ in $(seq 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && return 0; sleep 0.05; done
+  echo "run.sh: redis-server on port $port did not answer" >&2
+  return 1
+}
+
+# Makes node/npm and the peer's node_modules available; returns 1 (with a message) if it cannot.
+prepare_peer() {
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+      echo "run.sh: node/npm missing, installing them from Debian" >&2
+      apt-get install -y nodejs npm >&2 || { echo "run.sh: apt-get install nodejs npm failed" >&2; return 1; }
+    else
+      echo "run.sh: node/npm missing (and not root to apt-get install nodejs npm)" >&2
+      return 1
+    fi
+  fi
+  if [[ ! -f "$peer_dir/node_modules/bullmq/package.json" ||
+        "$peer_dir/package-lock.json" -nt "$peer_dir/node_modules/.package-lock.json" ]]; then
+    echo "run.sh: npm ci in bench/peers/bullmq" >&2
+    (cd "$peer_dir" && timeout 600 npm ci --no-audit --no-fund >&2) ||
+      { echo "run.sh: npm ci failed (is the npm registry reachable?)" >&2; return 1; }
+  fi
+}
+
 cmake --preset release -S "$root" >/dev/null
 # Only wk_bench and the libraries it links; two jobs (a shared machine).
 cmake --build --preset release --target wk_bench -j "${WK_BENCH_JOBS:-2}"
-"$root/build/release/bench/wk_bench" --host 127.0.0.1 --port "$port" "$@"
+wk_bench="$root/build/release/bench/wk_bench"
+
+start_redis
+if ((!peers)); then
+  "$wk_bench" --host 127.0.0.1 --port "$port" "${args[@]}"
+  exit 0
+fi
+
+echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'), load before:$(uptime | sed 's/.*load average://')"
+"$wk_bench" --host 127.0.0.1 --port "$port" --json "${args[@]}" | tee "$work/wk.jsonl"
+stop_redis
+peer_ok=0
+if prepare_peer; then
+  start_redis
+  if (cd "$peer_dir" && node bench.mjs --host 127.0.0.1 --port "$port" --json "${args[@]}") |
+     tee "$work/peer.jsonl"; then
+    peer_ok=1
+  else
+    echo "run.sh: the BullMQ bench failed; table without the peer" >&2
+  fi
+  stop_redis
+else
+  echo "run.sh: skipping the BullMQ peer" >&2
+fi
+((peer_ok)) || : >"$work/peer.jsonl"
+echo "load after:$(uptime | sed 's/.*load average://')"
+echo
+
+python3 - "$work/wk.jsonl" "$work/peer.jsonl" <<'EOF'
+import json, sys
+
+def load(path):
+    rows = [json.loads(l) for l in open(path) if l.startswith("{")]
+    drain = {r["concurrency"]: r for r in rows if r["kind"] == "drain"}
+    idle = next((r for r in rows if r["kind"] == "idle"), None)
+    return rows, drain, idle
+
+wk_rows, wk, wk_idle = load(sys.argv[1])
+peer_rows, peer, peer_idle = load(sys.argv[2])
+tasks = next(iter(wk.values()))["tasks"]
+peer_name = f"BullMQ {peer_rows[0]['version']}" if peer_rows else "BullMQ (skipped)"
+lines = []  # (metric, ours, peer, ratio, better-when)
+
+def fmt(v, digits):
+    return "n/a" if v is None or v < 0 else f"{v:.{digits}f}"
+
+def add(metric, ours, theirs, higher_is_better, digits):
+    ratio = None
+    if ours is not None and theirs is not None and ours > 0 and theirs > 0:
+        ratio = ours / theirs if higher_is_better else theirs / ours
+    lines.append((metric, fmt(ours, digits), fmt(theirs, digits),
+                  "n/a" if ratio is None else f"{ratio:.2f}x"))
+
+get = lambda d, c, k: d[c][k] if c in d else None
+for c in sorted(wk):
+    add(f"tasks/s, c={c}", get(wk, c, "tasks_per_s"), get(peer, c, "tasks_per_s"), True, 0)
+for c in sorted(wk):
+    add(f"host CPU s/100k, c={c}", get(wk, c, "host_cpu_s_per_100k"),
+        get(peer, c, "host_cpu_s_per_100k"), False, 2)
+for c in sorted(wk):
+    add(f"redis CPU s/100k, c={c}", get(wk, c, "redis_cpu_s_per_100k"),
+        get(peer, c, "redis_cpu_s_per_100k"), False, 2)
+pi = lambda k: peer_idle[k] if peer_idle else None
+add("idle pickup p50 ms", wk_idle["p50_ms"], pi("p50_ms"), False, 3)
+add("idle pickup p99 ms", wk_idle["p99_ms"], pi("p99_ms"), False, 3)
+add("peak RSS MiB", wk_idle["peak_rss_mib"], pi("peak_rss_mib"), False, 1)
+
+print(f"{tasks} no-op tasks per run, each side on its own private redis-server; "
+      f"ratio > 1 means ours is better (ours/peer for tasks/s, peer/ours otherwise)")
+w = max(len(l[0]) for l in lines)
+print(f"{'metric':<{w}}  {'ours':>10}  {peer_name:>14}  {'ratio':>7}")
+for m, o, p, r in lines:
+    print(f"{m:<{w}}  {o:>10}  {p:>14}  {r:>7}")
+EOF
