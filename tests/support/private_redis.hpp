@@ -1,0 +1,40 @@
+#pragma once
+// A private redis-server for tests that stop and restart Redis: argv only (no shell), on a free
+// loopback port that stays the same across stop() and start(), in a temp dir of its own. With
+// `persistent`, appendonly (fsync always) keeps every key across a stop() and start().
+#include <memory>
+
+#include "redis/redis.hpp"
+#include "support/child_process.hpp"
+
+namespace wk::test {
+
+class PrivateRedis {
+ public:
+  struct Options {
+    bool persistent = false;  // appendonly: keys survive stop() + start()
+    bool start = true;        // start in the constructor
+  };
+  PrivateRedis() : PrivateRedis(Options{}) {}
+  explicit PrivateRedis(Options options);
+  ~PrivateRedis();  // stop()
+  PrivateRedis(const PrivateRedis&) = delete;
+  PrivateRedis& operator=(const PrivateRedis&) = delete;
+
+  // Starts redis-server on port() and waits until it answers PING. Throws on failure.
+  void start();
+  // SIGTERM (the server flushes its AOF) and reap. Idempotent.
+  void stop();
+  bool running() const noexcept { return server_ != nullptr; }
+  int port() const noexcept { return port_; }
+  redis::Settings settings() const;
+  redis::Connection connect() const { return redis::Connection(settings()); }
+
+ private:
+  Options options_;
+  TempDir dir_;
+  int port_ = 0;
+  std::unique_ptr<ChildProcess> server_;
+};
+
+}  // namespace wk::test
