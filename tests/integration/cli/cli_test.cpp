@@ -9,9 +9,10 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <regex>
 
-#include "subprocess.hpp"
+#include "support/child_process.hpp"
 #include "support/test_env.hpp"
 
 namespace wk::test {
@@ -19,7 +20,18 @@ namespace {
 
 using namespace std::chrono_literals;
 
-std::string worker_bin() { return build_dir() + "/bin/worker"; }
+std::string worker_bin() { return worker_binary(); }
+
+// worker_env() of "KEY=VALUE" settings: this process's environment without the worker's own.
+std::vector<std::string> clean_env(const std::vector<std::string>& extra) {
+  std::map<std::string, std::string> settings;
+  for (const auto& entry : extra)
+    settings[entry.substr(0, entry.find('='))] = entry.substr(entry.find('=') + 1);
+  return worker_env(settings);
+}
+
+// The child's exit code, or -1 when it did not exit within `timeout`.
+int wait(ChildProcess& p, std::chrono::milliseconds timeout) { return p.wait_exit(timeout).value_or(-1); }
 
 // A private directory with an empty plugins dir and an empty settings file, so neither the
 // developer's ./.env nor leftovers influence the worker.
@@ -53,8 +65,8 @@ class CliTest : public ::testing::Test {
 TEST_F(CliTest, VersionFlagAndCommandPrintTheVersion) {
   const std::regex version_line(R"(worker \d+\.\d+\.\d+\n)");
   for (const char* arg : {"--version", "version"}) {
-    Subprocess p({worker_bin(), arg}, clean_env({}));
-    EXPECT_EQ(p.wait(10s), 0) << arg << ": " << p.err();
+    ChildProcess p({worker_bin(), arg}, clean_env({}));
+    EXPECT_EQ(wait(p, 10s), 0) << arg << ": " << p.err();
     EXPECT_TRUE(std::regex_match(p.out(), version_line)) << arg << ": " << p.out();
   }
 }
@@ -93,17 +105,17 @@ TEST_F(CliTest, BadConfigValueExitsNonZeroNamingTheVariableBeforeTouchingRedis) 
   const auto env = clean_env({"REDIS_HOST=127.0.0.1", "REDIS_PORT=" + std::to_string(fake_redis.port()),
                               "WORKER_METRICS_ADDR=", "WORKER_CONCURRENCY=lots"});
   {
-    Subprocess p({worker_bin(), "--env-file", env_file(), "--plugins", plugins_dir()}, env);
-    EXPECT_NE(p.wait(10s), 0);
+    ChildProcess p({worker_bin(), "--env-file", env_file(), "--plugins", plugins_dir()}, env);
+    EXPECT_NE(wait(p, 10s), 0);
     EXPECT_NE(p.err().find("WORKER_CONCURRENCY"), std::string::npos) << p.err();
     EXPECT_NE(p.err().find("expected an integer"), std::string::npos) << p.err();
     EXPECT_EQ(p.err().find("Starting job server"), std::string::npos) << p.err();
   }
   {
     // The same through a Go-style flag.
-    Subprocess p({worker_bin(), "--env-file", env_file(), "-queues=critical"},
-                 clean_env({"REDIS_PORT=" + std::to_string(fake_redis.port())}));
-    EXPECT_NE(p.wait(10s), 0);
+    ChildProcess p({worker_bin(), "--env-file", env_file(), "-queues=critical"},
+                   clean_env({"REDIS_PORT=" + std::to_string(fake_redis.port())}));
+    EXPECT_NE(wait(p, 10s), 0);
     EXPECT_NE(p.err().find("WORKER_QUEUES"), std::string::npos) << p.err();
     EXPECT_NE(p.err().find("command line"), std::string::npos) << p.err();
   }
@@ -111,31 +123,32 @@ TEST_F(CliTest, BadConfigValueExitsNonZeroNamingTheVariableBeforeTouchingRedis) 
 }
 
 TEST_F(CliTest, ServesWithEmptyPluginsDirLogsStartInLogfmtAndExitsZeroOnSigterm) {
-  Subprocess p({worker_bin(), "-worker=cli-test-1", "-plugins", plugins_dir(), "--env-file", env_file()},
-               service_env());
-  ASSERT_TRUE(p.await_stderr("msg=\"Starting job worker\"", 20s)) << p.err();
-  ASSERT_TRUE(p.await_stderr("\n", 5s)) << p.err();
+  ChildProcess p({worker_bin(), "-worker=cli-test-1", "-plugins", plugins_dir(), "--env-file", env_file()},
+                 service_env());
+  ASSERT_TRUE(p.await("msg=\"Starting job worker\"", 20s, ChildProcess::Stream::err)) << p.err();
+  ASSERT_TRUE(p.await("\n", 5s, ChildProcess::Stream::err)) << p.err();
   const auto first_line = p.err().substr(0, p.err().find('\n'));
   const std::regex logfmt(
       R"(time=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z level=INFO msg="Starting job worker" worker_name=cli-test-1)");
   EXPECT_TRUE(std::regex_match(first_line, logfmt)) << first_line;
   p.signal(SIGTERM);
-  EXPECT_EQ(p.wait(30s), 0) << p.err();
+  EXPECT_EQ(wait(p, 30s), 0) << p.err();
   EXPECT_NE(p.err().find("msg=\"Worker stopped\""), std::string::npos) << p.err();
 }
 
 TEST_F(CliTest, GnuFlagsAndSigintAlsoWork) {
   const auto redis = redis_addr();
-  Subprocess p(
+  ChildProcess p(
       {worker_bin(), "--worker", "cli-test-2", "-v", "--plugins", plugins_dir(), "--env-file", env_file()},
       service_env());
-  ASSERT_TRUE(p.await_stderr(
-      "msg=\"Starting job server\" redis_addr=" + redis.host + ":" + std::to_string(redis.port), 20s))
+  ASSERT_TRUE(
+      p.await("msg=\"Starting job server\" redis_addr=" + redis.host + ":" + std::to_string(redis.port), 20s,
+              ChildProcess::Stream::err))
       << p.err();
   EXPECT_NE(p.err().find("worker_name=cli-test-2"), std::string::npos) << p.err();
   EXPECT_NE(p.err().find("level=DEBUG"), std::string::npos) << "-v gives debug lines: " << p.err();
   p.signal(SIGINT);
-  EXPECT_EQ(p.wait(30s), 0) << p.err();
+  EXPECT_EQ(wait(p, 30s), 0) << p.err();
 }
 
 TEST_F(CliTest, EnqueuePrintsTheIdAndRejectsBadInput) {
@@ -145,15 +158,15 @@ TEST_F(CliTest, EnqueuePrintsTheIdAndRejectsBadInput) {
   {
     auto argv = base;
     argv.insert(argv.end(), {"--payload", R"({"n":1})", "--id", id, "--in", "1h", "--retry", "3"});
-    Subprocess p(argv, service_env());
-    EXPECT_EQ(p.wait(20s), 0) << p.err();
+    ChildProcess p(argv, service_env());
+    EXPECT_EQ(wait(p, 20s), 0) << p.err();
     EXPECT_EQ(p.out(), id + "\n");
   }
   {
     auto argv = base;
     argv.insert(argv.end(), {"--id", id});
-    Subprocess p(argv, service_env());
-    EXPECT_NE(p.wait(20s), 0);
+    ChildProcess p(argv, service_env());
+    EXPECT_NE(wait(p, 20s), 0);
     EXPECT_NE(p.err().find("conflicts"), std::string::npos) << p.err();
   }
   const std::vector<std::pair<std::vector<std::string>, std::string>> bad = {
@@ -167,16 +180,16 @@ TEST_F(CliTest, EnqueuePrintsTheIdAndRejectsBadInput) {
   for (const auto& [extra, expected] : bad) {
     auto argv = base;
     argv.insert(argv.end(), extra.begin(), extra.end());
-    Subprocess p(argv, service_env());
-    EXPECT_EQ(p.wait(20s), 2) << expected << ": " << p.err();
+    ChildProcess p(argv, service_env());
+    EXPECT_EQ(wait(p, 20s), 2) << expected << ": " << p.err();
     EXPECT_NE(p.err().find(expected), std::string::npos) << p.err();
     EXPECT_EQ(p.out(), "");
   }
 }
 
 TEST_F(CliTest, RunWorkerScriptPrintsUsage) {
-  Subprocess p({"/bin/bash", std::string(WK_SOURCE_DIR) + "/scripts/run-worker.sh", "-h"}, clean_env({}));
-  EXPECT_EQ(p.wait(20s), 0) << p.err();
+  ChildProcess p({"/bin/bash", std::string(WK_SOURCE_DIR) + "/scripts/run-worker.sh", "-h"}, clean_env({}));
+  EXPECT_EQ(wait(p, 20s), 0) << p.err();
   EXPECT_NE(p.out().find("Usage: scripts/run-worker.sh"), std::string::npos) << p.out();
   EXPECT_NE(p.out().find("-n NAME"), std::string::npos) << p.out();
   EXPECT_NE(p.out().find("REDIS_HOST"), std::string::npos) << p.out();
