@@ -18,7 +18,7 @@
 #include "metrics/worker_metrics.hpp"
 #include "queue/broker_redis.hpp"
 #include "queue/engine.hpp"
-#include "redis_process.hpp"
+#include "support/private_redis.hpp"
 #include "support/test_env.hpp"
 
 extern char** environ;
@@ -158,7 +158,7 @@ class HttpServerTest : public ::testing::Test {
   }
 
   log::Logger log_ = log::Logger::in_memory(log::Level::warn, log::Format::logfmt);
-  RedisProcess redis_;
+  PrivateRedis redis_{PrivateRedis::Options{.persistent = false, .start = false}};
   redis::Settings settings_;
   TypeDispatcher dispatcher_;
   metrics::Registry registry_;
