@@ -5,6 +5,7 @@
 #include "db/db.hpp"
 #include "log/log.hpp"
 #include "pg_fixture.hpp"
+#include "support/private_postgres.hpp"
 #include "support/test_env.hpp"
 
 namespace wk::db {
@@ -24,7 +25,7 @@ size_t lines_with(const std::vector<std::string>& lines, const std::string& need
   return count;
 }
 
-Settings private_settings(const dbtest::PrivateServer& server, const std::string& password) {
+Settings private_settings(const test::PrivatePostgres& server, const std::string& password) {
   Settings settings;
   settings.host = "127.0.0.1";
   settings.port = server.port();
@@ -37,7 +38,7 @@ Settings private_settings(const dbtest::PrivateServer& server, const std::string
 }
 
 TEST(DbOutage, StoppedServerGivesUnavailableThenThePoolRecovers) {
-  dbtest::PrivateServer server;
+  test::PrivatePostgres server;
   auto logger = log::Logger::in_memory(log::Level::trace, log::Format::logfmt);
   auto pool = make_pool(private_settings(server, server.password()), logger);
   std::vector<std::string> errors;
@@ -89,7 +90,7 @@ TEST(DbOutage, StoppedServerGivesUnavailableThenThePoolRecovers) {
 }
 
 TEST(DbOutage, WrongPasswordIsUnavailableAndNeverShown) {
-  dbtest::PrivateServer server;
+  test::PrivatePostgres server;
   auto logger = log::Logger::in_memory(log::Level::trace, log::Format::json);
   const std::string wrong = "Wrong-" + server.password();
   auto pool = make_pool(private_settings(server, wrong), logger);

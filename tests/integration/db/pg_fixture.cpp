@@ -1,80 +1,16 @@
 #include "pg_fixture.hpp"
 
-#include <arpa/inet.h>
-#include <fcntl.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <pwd.h>
-#include <spawn.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
-#include <cstdlib>
-#include <fstream>
 #include <random>
 #include <stdexcept>
 
 #include "support/test_env.hpp"
 
-extern char** environ;
-
 namespace wk::dbtest {
 namespace {
-
-std::string env_or(const char* name, const std::string& fallback) {
-  const char* value = std::getenv(name);
-  return (value != nullptr && *value != '\0') ? value : fallback;
-}
-
-// Runs argv[0] with argv, stdout and stderr to `log` (or /dev/null); returns the exit status.
-int run(const std::vector<std::string>& argv, const std::string& log = "/dev/null") {
-  std::vector<char*> args;
-  for (const auto& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
-  args.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-  posix_spawn_file_actions_adddup2(&actions, 1, 2);
-  pid_t pid = 0;
-  const int rc = posix_spawnp(&pid, args[0], &actions, nullptr, args.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  if (rc != 0) throw std::runtime_error("cannot start " + argv[0]);
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0) {
-  }
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  socklen_t len = sizeof addr;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    ::close(fd);
-    throw std::runtime_error("no free port");
-  }
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
-
-std::filesystem::path pg_bin_dir() {
-  const std::string from_env = env_or("WK_TEST_PG_BIN", "");
-  if (!from_env.empty()) return from_env;
-  std::filesystem::path best;
-  for (const auto& entry : std::filesystem::directory_iterator("/usr/lib/postgresql")) {
-    if (std::filesystem::exists(entry.path() / "bin" / "initdb") && entry.path() > best.parent_path()) {
-      best = entry.path() / "bin";
-    }
-  }
-  if (best.empty()) throw std::runtime_error("no PostgreSQL server binaries under /usr/lib/postgresql");
-  return best;
-}
 
 std::string random_hex(size_t chars) {
   std::random_device device;
@@ -187,66 +123,6 @@ int connections_of(const std::string& application_name) {
 std::string unique_name(const std::string& prefix) {
   static std::atomic<int> counter{0};
   return prefix + "_" + std::to_string(::getpid()) + "_" + std::to_string(counter++);
-}
-
-PrivateServer::PrivateServer() : bin_(pg_bin_dir()), password_("Pw-" + random_hex(24)) {
-  const passwd* postgres = ::getpwnam("postgres");
-  if (postgres == nullptr) throw std::runtime_error("no postgres user to run a private server as");
-  char pattern[] = "/tmp/wk_db_pg_XXXXXX";
-  if (::mkdtemp(pattern) == nullptr) throw std::runtime_error("mkdtemp failed");
-  dir_ = pattern;
-  data_ = dir_ / "data";
-  if (::chown(dir_.c_str(), postgres->pw_uid, postgres->pw_gid) != 0)
-    throw std::runtime_error("chown failed");
-  port_ = free_port();
-  const std::string log = (dir_ / "setup.log").string();
-  if (run({"runuser", "-u", "postgres", "--", (bin_ / "initdb").string(), "-D", data_.string(), "-U",
-           "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"},
-          log) != 0) {
-    throw std::runtime_error("initdb failed, see " + log);
-  }
-  {
-    std::ofstream conf(data_ / "postgresql.conf", std::ios::app);
-    conf << "\nport = " << port_ << "\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '"
-         << dir_.string() << "'\nfsync = off\n";
-  }
-  {
-    // Only the application role needs a password; the superuser stays trusted for set-up.
-    std::ofstream hba(data_ / "pg_hba.conf", std::ios::trunc);
-    hba << "local all all trust\nhost all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 "
-           "scram-sha-256\n";
-  }
-  start();
-  Sql super("127.0.0.1", port_, "postgres", "postgres");
-  super.exec("CREATE ROLE " + role() + " LOGIN PASSWORD '" + password_ + "'");
-  super.exec("CREATE DATABASE " + database() + " OWNER " + role());
-}
-
-PrivateServer::~PrivateServer() {
-  try {
-    stop();
-  } catch (const std::exception&) {
-  }
-  std::error_code ignored;
-  std::filesystem::remove_all(dir_, ignored);
-}
-
-void PrivateServer::start() {
-  if (running_) return;
-  if (run({"runuser", "-u", "postgres", "--", (bin_ / "pg_ctl").string(), "-D", data_.string(), "-l",
-           (dir_ / "server.log").string(), "-w", "-t", "30", "start"}) != 0) {
-    throw std::runtime_error("pg_ctl start failed, see " + (dir_ / "server.log").string());
-  }
-  running_ = true;
-}
-
-void PrivateServer::stop() {
-  if (!running_) return;
-  if (run({"runuser", "-u", "postgres", "--", (bin_ / "pg_ctl").string(), "-D", data_.string(), "-m", "fast",
-           "-w", "-t", "30", "stop"}) != 0) {
-    throw std::runtime_error("pg_ctl stop failed");
-  }
-  running_ = false;
 }
 
 }  // namespace wk::dbtest

@@ -1,10 +1,10 @@
 #pragma once
 // Helpers for the db integration tests: a plain libpq connection for checking what the pool
-// did (independent of the code under test), a database of our own on the test server, and a
-// private PostgreSQL server that a test may stop and restart.
+// did (independent of the code under test) and a database of our own on the test server. A
+// private PostgreSQL server that a test may stop and restart is test::PrivatePostgres
+// (support/private_postgres.hpp).
 #include <libpq-fe.h>
 
-#include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
@@ -39,31 +39,5 @@ db::Settings test_settings(int pool_size, const std::string& application_name);
 int connections_of(const std::string& application_name);
 // A name no other test (process) uses: prefix + pid + counter.
 std::string unique_name(const std::string& prefix);
-
-// A throw-away PostgreSQL cluster on a free loopback port, run as the postgres user (argv
-// only, no shell). Has a password-protected role `role()` owning database `database()`;
-// only that role needs a password over TCP (scram-sha-256), the superuser is trusted.
-class PrivateServer {
- public:
-  PrivateServer();  // initdb + start + role
-  ~PrivateServer();
-  PrivateServer(const PrivateServer&) = delete;
-  PrivateServer& operator=(const PrivateServer&) = delete;
-
-  void start();
-  void stop();  // fast shutdown: sessions are terminated
-  int port() const { return port_; }
-  std::string role() const { return "wk_app"; }
-  std::string database() const { return "wk_app"; }
-  const std::string& password() const { return password_; }
-
- private:
-  std::filesystem::path bin_;
-  std::filesystem::path dir_;
-  std::filesystem::path data_;
-  int port_ = 0;
-  bool running_ = false;
-  std::string password_;
-};
 
 }  // namespace wk::dbtest

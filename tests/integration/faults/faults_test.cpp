@@ -15,12 +15,20 @@
 #include "../db/pg_fixture.hpp"
 #include "asynq/keys.hpp"
 #include "fault_support.hpp"
+#include "support/child_process.hpp"
+#include "support/private_postgres.hpp"
+#include "support/private_redis.hpp"
 #include "support/test_env.hpp"
 
 namespace wk::faults {
 namespace {
 
 using namespace std::chrono_literals;
+using test::ChildProcess;
+using test::free_port;
+using test::TempDir;
+using test::worker_binary;
+using test::worker_env;
 using Clock = std::chrono::steady_clock;
 
 constexpr const char* kQueue = "faults";
@@ -35,16 +43,15 @@ bool contains(const std::vector<std::string>& v, const std::string& x) {
 // loader requires) and helpers to start workers against them.
 class FaultTest : public ::testing::Test {
  protected:
-  FaultTest()
-      : dir_("wk-faults"), redis_((std::filesystem::create_directories(dir_ / "redis"), dir_ / "redis")) {
+  FaultTest() : dir_("wk-faults"), redis_(test::PrivateRedis::Options{.persistent = true, .start = true}) {
     std::filesystem::create_directories(plugins_);
     std::filesystem::permissions(plugins_, std::filesystem::perms::owner_all);
     std::filesystem::copy_file(WK_FAULTS_PLUGIN, plugins_ / "faults.so");
   }
 
   // Settings every worker of these tests gets; `extra` overrides.
-  std::unique_ptr<WorkerProcess> start_worker(const std::string& name,
-                                              std::map<std::string, std::string> extra = {}) {
+  std::unique_ptr<ChildProcess> start_worker(const std::string& name,
+                                             std::map<std::string, std::string> extra = {}) {
     std::map<std::string, std::string> s = {
         {"REDIS_HOST", "127.0.0.1"},
         {"REDIS_PORT", std::to_string(redis_.port())},
@@ -67,7 +74,7 @@ class FaultTest : public ::testing::Test {
         {"LOG_LEVEL", "debug"},
     };
     for (auto& [k, v] : extra) s[k] = v;
-    auto w = std::make_unique<WorkerProcess>(
+    auto w = std::make_unique<ChildProcess>(
         std::vector<std::string>{worker_binary(), "--plugins", plugins_.string()}, worker_env(s));
     if (!w->await_line({"Starting queue engine"}, 15s)) {
       ADD_FAILURE() << name << " did not start:\n" << w->output();
@@ -96,7 +103,7 @@ class FaultTest : public ::testing::Test {
   }
 
   TempDir dir_;
-  RedisServer redis_;
+  test::PrivateRedis redis_;
   std::filesystem::path plugins_ = dir_ / "plugins";
 };
 
@@ -108,7 +115,7 @@ TEST_F(FaultTest, SigkilledHostsTaskIsRecoveredByLeaseOnAnotherHost) {
   {
     auto first = start_worker("first");
     ASSERT_TRUE(test::eventually([&] { return file_exists(started(release, 1)); })) << first->output();
-    first->kill_now();
+    first->kill();
     EXPECT_EQ(first->wait_exit(1s), 128 + SIGKILL);
   }
   auto conn = redis_.connect();
@@ -281,7 +288,7 @@ TEST_F(FaultTest, RedisOutageWhileTasksRunOutcomeWrittenWhenBack) {
 // other tasks keep being served, the same database tasks succeed once PostgreSQL is back, and
 // the pool never holds more server connections than DB_POOL_SIZE.
 TEST_F(FaultTest, PostgresOutageDatabaseTasksRetryOthersServed) {
-  dbtest::PrivateServer pg;
+  test::PrivatePostgres pg;
   std::atomic<int> max_connections{0};
   std::atomic<bool> sampling{true};
   std::atomic<int> samples{0};
@@ -458,7 +465,7 @@ TEST_F(FaultTest, MalformedMessageDoesNotBlockLeaseRecovery) {
     auto first = start_worker("first");
     ASSERT_TRUE(test::eventually([&] { return file_exists(started(release, 1)); })) << first->output();
     ASSERT_TRUE(first->await_line({"cannot decode dequeued task message"})) << first->output();
-    first->kill_now();
+    first->kill();
   }
   auto second = start_worker("second");
   EXPECT_TRUE(test::eventually([&] { return file_exists(started(release, 2)); }, 10s)) << second->output();
