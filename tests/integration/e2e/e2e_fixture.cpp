@@ -156,13 +156,13 @@ std::map<std::string, std::string> E2eTest::worker_env(
   return env;
 }
 
-std::unique_ptr<WorkerProcess> E2eTest::start_worker(const std::map<std::string, std::string>& extra) {
-  auto worker = std::make_unique<WorkerProcess>(
-      std::vector<std::string>{(fs::path(wk::test::build_dir()) / "bin" / "worker").string(), "--env-file",
-                               (dir_ / "empty.env").string()},
-      worker_env(extra));
-  EXPECT_TRUE(worker->await_log("msg=\"Plugins loaded\"", 30s)) << worker->log();
-  EXPECT_NE(worker->log().find("loaded=3 refused=0"), std::string::npos) << worker->log();
+std::unique_ptr<wk::test::ChildProcess> E2eTest::start_worker(
+    const std::map<std::string, std::string>& extra) {
+  auto worker = std::make_unique<wk::test::ChildProcess>(
+      std::vector<std::string>{wk::test::worker_binary(), "--env-file", (dir_ / "empty.env").string()},
+      wk::test::minimal_env(worker_env(extra)));
+  EXPECT_TRUE(worker->await("msg=\"Plugins loaded\"", 30s)) << worker->output();
+  EXPECT_NE(worker->output().find("loaded=3 refused=0"), std::string::npos) << worker->output();
   return worker;
 }
 
@@ -191,22 +191,12 @@ int E2eTest::runs_of(int step) const {
 }
 
 std::string E2eTest::enqueue_planning(const std::string& task_id) {
-  autodevs::SubprocessOptions o;
-  o.argv = {(fs::path(wk::test::build_dir()) / "bin" / "worker").string(),
-            "--env-file",
-            (dir_ / "empty.env").string(),
-            "enqueue",
-            "--type",
-            "planning:task",
-            "--queue",
-            "planning",
-            "--payload",
-            R"({"task_id":")" + task_id + R"("})"};
-  for (const auto& [k, v] : worker_env({})) o.env_additions.emplace_back(k, v);
-  o.timeout = 60s;
-  const auto r = autodevs::run_subprocess(o);
-  EXPECT_TRUE(r.succeeded()) << "worker enqueue: " << r.describe() << ": " << r.stderr_text;
-  std::string id = r.stdout_text;
+  const auto r = wk::test::run(
+      {wk::test::worker_binary(), "--env-file", (dir_ / "empty.env").string(), "enqueue", "--type",
+       "planning:task", "--queue", "planning", "--payload", R"({"task_id":")" + task_id + R"("})"},
+      wk::test::inherited_env(worker_env({})), 60s);
+  EXPECT_TRUE(r.succeeded()) << "worker enqueue: exit " << r.exit_code.value_or(-1) << ": " << r.err;
+  std::string id = r.out;
   while (!id.empty() && (id.back() == '\n' || id.back() == ' ')) id.pop_back();
   EXPECT_FALSE(id.empty());
   return id;

@@ -15,7 +15,7 @@
 #include <gtest/gtest.h>
 
 #include "redis/redis.hpp"
-#include "worker_process.hpp"
+#include "support/child_process.hpp"
 
 namespace e2e {
 
@@ -61,7 +61,7 @@ class E2eTest : public ::testing::Test {
   // overrides ("" values included: an empty value is a value for the worker).
   std::map<std::string, std::string> worker_env(const std::map<std::string, std::string>& extra) const;
   // Starts `worker` and waits until it has loaded the three plugins (their migrations ran).
-  std::unique_ptr<WorkerProcess> start_worker(const std::map<std::string, std::string>& extra);
+  std::unique_ptr<wk::test::ChildProcess> start_worker(const std::map<std::string, std::string>& extra);
   // AI_COMMAND for the test agent: "<agent> <control> [mode step]".
   std::string agent_command(const std::string& mode = "edit", int step = 0) const;
   std::vector<AgentRun> agent_runs() const;

@@ -34,7 +34,7 @@ TEST_F(E2eTest, CommandAgentRunsEveryStepThroughRedis) {
   const std::string queued = enqueue_planning(id);
   EXPECT_EQ(queued.size(), 36u) << "asynq ids are UUIDs: " << queued;
 
-  ASSERT_EQ(await_finished(id, 60s), "completed") << worker->log();
+  ASSERT_EQ(await_finished(id, 60s), "completed") << worker->output();
   const fs::path worktree = expect_pipeline_done(id, repo, 3);
   expect_queues_drained();
 
@@ -48,10 +48,10 @@ TEST_F(E2eTest, CommandAgentRunsEveryStepThroughRedis) {
   EXPECT_NE(notes.find("## Step 3 of 3: add a signature"), std::string::npos) << notes;
   EXPECT_EQ(git(repo, {"show", "--format=", "--name-only", "autodevs/" + id + "~2"}), "STEPS.md");
   // The worker logged the asynq tasks it processed, with their ids.
-  EXPECT_NE(worker->log().find("task_id=" + queued), std::string::npos);
+  EXPECT_NE(worker->output().find("task_id=" + queued), std::string::npos);
 
-  EXPECT_EQ(worker->stop(15s), 0) << worker->log();
-  EXPECT_NE(worker->log().find("msg=\"Worker stopped\""), std::string::npos);
+  EXPECT_EQ(worker->stop(15s), 0) << worker->output();
+  EXPECT_NE(worker->output().find("msg=\"Worker stopped\""), std::string::npos);
 }
 
 TEST_F(E2eTest, OpenAiPlannerAndDiffsThroughRedis) {
@@ -66,7 +66,7 @@ TEST_F(E2eTest, OpenAiPlannerAndDiffsThroughRedis) {
   insert_task(id, repo, "Two files", "Add two files.");
   enqueue_planning(id);
 
-  ASSERT_EQ(await_finished(id, 60s), "completed") << worker->log();
+  ASSERT_EQ(await_finished(id, 60s), "completed") << worker->output();
   const fs::path worktree = expect_pipeline_done(id, repo, 2);
   expect_queues_drained();
 
@@ -90,7 +90,8 @@ TEST_F(E2eTest, OpenAiPlannerAndDiffsThroughRedis) {
     EXPECT_EQ(r.authorization, "Bearer sk-e2e-secret-key");
     EXPECT_EQ(r.model, "e2e-model");
   }
-  EXPECT_EQ(worker->log().find("sk-e2e-secret-key"), std::string::npos) << "the API key leaked into the log";
+  EXPECT_EQ(worker->output().find("sk-e2e-secret-key"), std::string::npos)
+      << "the API key leaked into the log";
 }
 
 TEST_F(E2eTest, OpenAiRateLimitIsRetriedNoEarlierThanRetryAfter) {
@@ -108,7 +109,7 @@ TEST_F(E2eTest, OpenAiRateLimitIsRetriedNoEarlierThanRetryAfter) {
   insert_task(id, repo, "Two files", "Add two files.");
   enqueue_planning(id);
 
-  ASSERT_EQ(await_finished(id, 60s), "completed") << worker->log();
+  ASSERT_EQ(await_finished(id, 60s), "completed") << worker->output();
   expect_pipeline_done(id, repo, 2);
   expect_queues_drained();
 
@@ -123,7 +124,7 @@ TEST_F(E2eTest, OpenAiRateLimitIsRetriedNoEarlierThanRetryAfter) {
   EXPECT_GE(step1[1].at - step1[0].at, std::chrono::seconds(2));
   EXPECT_EQ(db_.scalar("SELECT attempts FROM autodevs_task_steps WHERE task_id = $1 AND step_no = 1", {id}),
             "2");
-  EXPECT_NE(worker->log().find("HTTP 429"), std::string::npos) << worker->log();
+  EXPECT_NE(worker->output().find("HTTP 429"), std::string::npos) << worker->output();
 }
 
 // SIGKILL of the host while the agent of step 2 runs; a second host recovers the task once the
@@ -149,7 +150,7 @@ TEST_F(E2eTest, SigkillMidStepAnotherHostFinishesWithoutDuplicates) {
 
   // Host A is inside step 2: the agent left a partial edit and blocks.
   ASSERT_TRUE(wk::test::eventually([&] { return read_pid(control_ / "block.pid") > 0; }, 60s, 20ms))
-      << host_a->log();
+      << host_a->output();
   const fs::path worktree = base_ / repo.filename() / id;
   EXPECT_TRUE(fs::exists(worktree / "partial-edit.txt"));
   EXPECT_EQ(redis_count("list", "asynq:{default}:active"), 1);
@@ -167,8 +168,8 @@ TEST_F(E2eTest, SigkillMidStepAnotherHostFinishesWithoutDuplicates) {
     env["WORKER_NAME"] = "host-b";
     return env;
   }());
-  EXPECT_TRUE(host_b->await_log("Recovering a task whose lease expired", 30s)) << host_b->log();
-  ASSERT_EQ(await_finished(id, 60s), "completed") << host_b->log();
+  EXPECT_TRUE(host_b->await("Recovering a task whose lease expired", 30s)) << host_b->output();
+  ASSERT_EQ(await_finished(id, 60s), "completed") << host_b->output();
   expect_pipeline_done(id, repo, 3);
   expect_queues_drained();
 
@@ -181,9 +182,9 @@ TEST_F(E2eTest, SigkillMidStepAnotherHostFinishesWithoutDuplicates) {
   EXPECT_EQ(git(repo, {"log", "--format=", "--name-only", "main..autodevs/" + id}).find("partial-edit.txt"),
             std::string::npos);
   // Planning and the worktree were done by host A only.
-  EXPECT_EQ(host_b->count("task_type=planning:task"), 0u) << host_b->log();
-  EXPECT_EQ(host_b->count("task_type=worktree:create"), 0u) << host_b->log();
-  EXPECT_EQ(host_b->stop(15s), 0) << host_b->log();
+  EXPECT_EQ(host_b->count("task_type=planning:task"), 0u) << host_b->output();
+  EXPECT_EQ(host_b->count("task_type=worktree:create"), 0u) << host_b->output();
+  EXPECT_EQ(host_b->stop(15s), 0) << host_b->output();
 }
 
 // An agent that ignores SIGTERM: at AI_TIMEOUT its process group gets SIGTERM, then SIGKILL after
@@ -197,10 +198,10 @@ TEST_F(E2eTest, AgentIgnoringSigtermIsKilledAtItsTimeoutAndRetried) {
   enqueue_planning(id);
 
   ASSERT_TRUE(wk::test::eventually([&] { return read_pid(control_ / "stubborn.pid") > 0; }, 60s, 20ms))
-      << worker->log();
+      << worker->output();
   const long stubborn = read_pid(control_ / "stubborn.pid");
 
-  ASSERT_EQ(await_finished(id, 60s), "completed") << worker->log();
+  ASSERT_EQ(await_finished(id, 60s), "completed") << worker->output();
   expect_pipeline_done(id, repo, 1);
   expect_queues_drained();
 
@@ -215,7 +216,7 @@ TEST_F(E2eTest, AgentIgnoringSigtermIsKilledAtItsTimeoutAndRetried) {
   EXPECT_GE(runs[1].at - runs[0].at, std::chrono::seconds(7));
   EXPECT_EQ(db_.scalar("SELECT attempts FROM autodevs_task_steps WHERE task_id = $1 AND step_no = 1", {id}),
             "2");
-  const std::string log = worker->log();
+  const std::string log = worker->output();
   EXPECT_NE(log.find("Task failed; will retry"), std::string::npos) << log;
   EXPECT_NE(log.find("timed out"), std::string::npos) << log;
   EXPECT_EQ(worker->stop(15s), 0) << log;
