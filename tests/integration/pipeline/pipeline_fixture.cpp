@@ -5,6 +5,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "support/child_process.hpp"
+
 namespace pipeline_test {
 
 Database::Database() {
@@ -113,30 +115,29 @@ void PipelineTest::TearDown() {
 
 ExecResult PipelineTest::exec(const std::string& type, const std::string& payload,
                               const std::vector<std::pair<std::string, std::string>>& extra_env) {
-  autodevs::SubprocessOptions o;
-  o.argv = {fs::path(wk::test::build_dir()) / "bin" / "worker",
-            "--env-file",
-            (dir_ / "empty.env").string(),
-            "--plugins",
-            plugins_.string(),
-            "exec",
-            "--type",
-            type,
-            "--payload",
-            payload,
-            "--timeout",
-            "120s"};
+  std::vector<std::string> argv = {wk::test::worker_binary(),
+                                   "--env-file",
+                                   (dir_ / "empty.env").string(),
+                                   "--plugins",
+                                   plugins_.string(),
+                                   "exec",
+                                   "--type",
+                                   type,
+                                   "--payload",
+                                   payload,
+                                   "--timeout",
+                                   "120s"};
   // Settings of the developer's shell must not leak in: blank every one we know.
+  std::map<std::string, std::string> env;
   for (const char* name :
        {"REDIS_HOST", "REDIS_PORT", "DB_PASSWORD", "WORKTREE_MAX_PATH_LENGTH", "WORKTREE_CLEANUP_INTERVAL",
         "AI_BASE_URL", "AI_API_KEY", "AI_MODEL", "AI_PLANNER"}) {
-    o.env_additions.emplace_back(name, "");
+    env[name] = "";
   }
-  for (const auto& [k, v] : settings_) o.env_additions.emplace_back(k, v);
-  for (const auto& [k, v] : extra_env) o.env_additions.emplace_back(k, v);
-  o.timeout = std::chrono::seconds(180);
-  auto r = autodevs::run_subprocess(o);
-  return ExecResult{r.exited_normally ? r.exit_code : -1, r.stdout_text, r.stderr_text};
+  for (const auto& [k, v] : settings_) env[k] = v;
+  for (const auto& [k, v] : extra_env) env[k] = v;
+  auto r = wk::test::run(std::move(argv), wk::test::inherited_env(env), std::chrono::seconds(180));
+  return ExecResult{r.exit_code && !r.signaled ? *r.exit_code : -1, r.out, r.err};
 }
 
 fs::path PipelineTest::make_repo(const std::string& name) {
