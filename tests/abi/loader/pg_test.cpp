@@ -3,6 +3,7 @@
 
 #include <filesystem>
 
+#include "abi/pg_host_support.hpp"
 #include "db/db.hpp"
 #include "log/log.hpp"
 #include "plugins/plugins.hpp"
@@ -13,42 +14,14 @@ namespace {
 
 constexpr const char* kDatabase = "wk_plugins_test";
 
-db::Settings settings(const std::string& dbname) {
-  const test::PgAddr addr = test::pg_addr();
-  db::Settings s;
-  s.host = addr.host;
-  s.port = addr.port;
-  s.user = addr.user;
-  s.dbname = dbname;
-  s.pool_size = 2;
-  return s;
-}
-
-class RecordingServices final : public task::TaskServices {
- public:
-  bool write_result(std::string_view data) override {
-    result = std::string(data);
-    return true;
-  }
-  void heartbeat() override {}
-  std::optional<std::string> result;
-};
+using test::RecordingServices;
 
 class PgHostTest : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() {
-    auto admin = db::make_pool(settings(test::pg_addr().db),
-                               log::Logger::in_memory(log::Level::warn, log::Format::logfmt));
-    try {
-      admin->query(std::string("CREATE DATABASE ") + kDatabase, {}, {});
-    } catch (const db::Error& e) {
-      // duplicate_database (an earlier run), or unique_violation (a parallel test process won).
-      if (e.sqlstate() != "42P04" && e.sqlstate() != "23505") throw;
-    }
-  }
+  static void SetUpTestSuite() { test::ensure_database(kDatabase); }
 
   log::Logger logger = log::Logger::in_memory(log::Level::debug, log::Format::logfmt);
-  std::unique_ptr<db::Pool> pool = db::make_pool(settings(kDatabase), logger);
+  std::unique_ptr<db::Pool> pool = db::make_pool(test::pg_settings(kDatabase), logger);
 
   task::Outcome run(PluginHost& host, const std::string& type, task::Task& t, RecordingServices& services) {
     t.id = task::new_uuid();

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "abi/pg_host_support.hpp"
 #include "db/db.hpp"
 #include "log/log.hpp"
 #include "support/child_process.hpp"
@@ -24,16 +25,7 @@ using namespace std::chrono_literals;
 constexpr int kHosts = 8;
 constexpr const char* kPluginId = "dev.autodevs.test.ledger";
 
-db::Settings settings(const std::string& dbname) {
-  const PgAddr addr = pg_addr();
-  db::Settings s;
-  s.host = addr.host;
-  s.port = addr.port;
-  s.user = addr.user;
-  s.dbname = dbname;
-  s.pool_size = 1;
-  return s;
-}
+db::Settings settings(const std::string& dbname) { return pg_settings(dbname, 1); }
 
 std::string random_suffix() {
   std::random_device device;

@@ -4,6 +4,7 @@
 // once; and none of it leaves a server connection behind beyond the pool size.
 #include <gtest/gtest.h>
 
+#include "abi/pg_host_support.hpp"
 #include "db/db.hpp"
 #include "log/log.hpp"
 #include "plugins/plugins.hpp"
@@ -15,44 +16,18 @@ namespace {
 constexpr const char* kDatabase = "wk_sdk_db_test";
 constexpr int kPoolSize = 2;
 
-db::Settings settings(const std::string& dbname) {
-  const test::PgAddr addr = test::pg_addr();
-  db::Settings s;
-  s.host = addr.host;
-  s.port = addr.port;
-  s.user = addr.user;
-  s.dbname = dbname;
-  s.pool_size = kPoolSize;
-  return s;
-}
+db::Settings settings(const std::string& dbname) { return test::pg_settings(dbname, kPoolSize); }
 
 db::Settings named(db::Settings s, const std::string& application_name) {
   s.application_name = application_name;
   return s;
 }
 
-class Services final : public task::TaskServices {
- public:
-  bool write_result(std::string_view data) override {
-    result = std::string(data);
-    return true;
-  }
-  void heartbeat() override {}
-  std::string result;
-};
+using Services = test::RecordingServices;
 
 class SdkDbTest : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() {
-    auto admin = db::make_pool(settings(test::pg_addr().db),
-                               log::Logger::in_memory(log::Level::warn, log::Format::logfmt));
-    try {
-      admin->query(std::string("CREATE DATABASE ") + kDatabase, {}, {});
-    } catch (const db::Error& e) {
-      // duplicate_database (an earlier run), or unique_violation (a parallel test process won).
-      if (e.sqlstate() != "42P04" && e.sqlstate() != "23505") throw;
-    }
-  }
+  static void SetUpTestSuite() { test::ensure_database(kDatabase); }
 
   void SetUp() override {
     host = std::make_unique<PluginHost>(logger, ConfigSnapshot{}, pool.get(), nullptr, HostOptions{});
@@ -99,7 +74,8 @@ TEST_F(SdkDbTest, CommitsTypedRowsAndRollsBackOnHandlerError) {
   Services committed;
   const auto ok = run(good, "commit", committed);
   ASSERT_EQ(ok.disposition, task::Disposition::succeeded) << ok.error << "\n" << joined_log();
-  EXPECT_EQ(committed.result, "note_null=1 blob_ok=1 amount=-9000000000 ratio=0.250000 ok=1 columns=amount");
+  EXPECT_EQ(committed.result.value_or(""),
+            "note_null=1 blob_ok=1 amount=-9000000000 ratio=0.250000 ok=1 columns=amount");
 
   Services failed;
   const auto err = run(bad, "fail", failed);
@@ -118,8 +94,8 @@ TEST_F(SdkDbTest, ATaskDeliveredTwiceChangesTheDatabaseOnce) {
   Services first, second;
   ASSERT_EQ(run(id, "once", first).disposition, task::Disposition::succeeded) << joined_log();
   ASSERT_EQ(run(id, "once", second).disposition, task::Disposition::succeeded) << joined_log();
-  EXPECT_EQ(first.result, "done");
-  EXPECT_EQ(second.result, "already done");
+  EXPECT_EQ(first.result.value_or(""), "done");
+  EXPECT_EQ(second.result.value_or(""), "already done");
   EXPECT_EQ(count("SELECT count(*) FROM sdk_ledger_effects WHERE task_id = '" + id + "'"), 1);
 }
 

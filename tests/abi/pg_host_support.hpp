@@ -1,0 +1,49 @@
+#pragma once
+// What the ABI tests that reach PostgreSQL through the plugin host share: settings for the test
+// server, a database created once per suite, and TaskServices that keep the written result.
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "db/db.hpp"
+#include "log/log.hpp"
+#include "support/test_env.hpp"
+#include "task/task.hpp"
+
+namespace wk::test {
+
+// Settings for `dbname` on the test PostgreSQL (WK_TEST_PG_*).
+inline db::Settings pg_settings(const std::string& dbname, int pool_size = 2) {
+  const PgAddr addr = pg_addr();
+  db::Settings s;
+  s.host = addr.host;
+  s.port = addr.port;
+  s.user = addr.user;
+  s.dbname = dbname;
+  s.pool_size = pool_size;
+  return s;
+}
+
+// Creates `dbname` unless it exists. Test cases run as separate processes, possibly at once.
+inline void ensure_database(const std::string& dbname) {
+  auto admin =
+      db::make_pool(pg_settings(pg_addr().db), log::Logger::in_memory(log::Level::warn, log::Format::logfmt));
+  try {
+    admin->query("CREATE DATABASE " + dbname, {}, {});
+  } catch (const db::Error& e) {
+    // duplicate_database (an earlier run), or unique_violation (a parallel test process won).
+    if (e.sqlstate() != "42P04" && e.sqlstate() != "23505") throw;
+  }
+}
+
+class RecordingServices final : public task::TaskServices {
+ public:
+  bool write_result(std::string_view data) override {
+    result = std::string(data);
+    return true;
+  }
+  void heartbeat() override {}
+  std::optional<std::string> result;
+};
+
+}  // namespace wk::test
