@@ -14,6 +14,7 @@
 #include <cerrno>
 #include <cstring>
 #include <map>
+#include <string_view>
 
 extern char** environ;
 
@@ -146,12 +147,18 @@ struct CaptureStream {
 };
 
 std::vector<std::string> merged_environment(
+    const std::vector<std::string>& drop_prefixes,
     const std::vector<std::pair<std::string, std::string>>& additions) {
   std::map<std::string, std::string> variables;
   for (char** entry = environ; entry != nullptr && *entry != nullptr; ++entry) {
     std::string_view text(*entry);
     const auto eq = text.find('=');
     if (eq == std::string_view::npos) continue;
+    const std::string_view name = text.substr(0, eq);
+    if (std::any_of(drop_prefixes.begin(), drop_prefixes.end(),
+                    [name](const std::string& prefix) { return name.starts_with(prefix); })) {
+      continue;
+    }
     variables[std::string(text.substr(0, eq))] = std::string(text.substr(eq + 1));
   }
   for (const auto& [name, value] : additions) variables[name] = value;
@@ -218,7 +225,7 @@ SubprocessResult run_subprocess(const SubprocessOptions& options) {
   argv.reserve(options.argv.size() + 1);
   for (const auto& arg : options.argv) argv.push_back(const_cast<char*>(arg.c_str()));
   argv.push_back(nullptr);
-  std::vector<std::string> environment = merged_environment(options.env_additions);
+  std::vector<std::string> environment = merged_environment(options.env_drop_prefixes, options.env_additions);
   std::vector<char*> envp;
   envp.reserve(environment.size() + 1);
   for (auto& entry : environment) envp.push_back(entry.data());

@@ -272,6 +272,29 @@ TEST_F(AiExec, AnAgentThatOverrunsIsKilledAndRetried) {
   EXPECT_FALSE(step[0][2].has_value());
 }
 
+TEST_F(AiExec, TheAgentDoesNotInheritTheWorkersSettingsOrSecrets) {
+  const fs::path repo = make_repo("env-repo");
+  const std::string id = random_uuid();
+  insert_task(id, repo, "t", "one step");
+  ASSERT_EQ(exec("planning:task", payload_for(id)).line("disposition"), "succeeded");
+  ASSERT_EQ(exec("worktree:create", payload_for(id)).line("disposition"), "succeeded");
+  const auto r = exec("ai:execute", R"({"task_id":")" + id + R"(","step":1})",
+                      {{"AI_COMMAND", "env"},
+                       {"AI_API_KEY", "sk-agent-must-not-see-this"},
+                       {"REDIS_PASSWORD", "redis-secret-for-the-worker"},
+                       {"AGENT_OWN_TOKEN", "the-agent-may-see-this"}});
+  ASSERT_EQ(r.line("disposition"), "succeeded") << r.out << r.err;
+  const std::string output =
+      db_.scalar("SELECT output FROM autodevs_task_steps WHERE task_id = $1 AND step_no = 1", {id})
+          .value_or("");
+  EXPECT_NE(output.find("AUTODEVS_TASK_ID=" + id), std::string::npos) << output;
+  EXPECT_NE(output.find("AGENT_OWN_TOKEN=the-agent-may-see-this"), std::string::npos) << output;
+  EXPECT_EQ(output.find("sk-agent-must-not-see-this"), std::string::npos) << output;
+  EXPECT_EQ(output.find("redis-secret-for-the-worker"), std::string::npos) << output;
+  EXPECT_EQ(output.find("\nDB_"), std::string::npos) << output;
+  EXPECT_EQ(output.find("WORKTREE_BASE_DIR="), std::string::npos) << output;
+}
+
 TEST_F(PipelineChain, PlanningWorktreeEveryStepCompleted) {
   const fs::path repo = make_repo("chain-repo");
   const std::string id = random_uuid();

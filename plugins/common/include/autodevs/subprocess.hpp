@@ -39,10 +39,19 @@ class UniqueFd {
   int fd_ = -1;
 };
 
+// Prefixes of the worker's settings (docs/configuration.md, "What plugins see").
+inline std::vector<std::string> worker_setting_prefixes() {
+  return {"REDIS_", "DB_", "WORKER_", "LOG_", "WORKTREE_", "AI_"};
+}
+
 struct SubprocessOptions {
   std::vector<std::string> argv;  // argv[0] is looked up in PATH when it has no slash
   std::filesystem::path cwd;      // empty: inherit the host's working directory
-  // Added to (or overriding) the host's environment.
+  // Variables of the host's environment whose names start with one of these are not passed
+  // on. The default drops the worker's own settings (database and Redis credentials,
+  // AI_API_KEY, ...): an agent CLI runs model-driven code and must not see them.
+  std::vector<std::string> env_drop_prefixes = worker_setting_prefixes();
+  // Added to (or overriding) the host's environment; applied after env_drop_prefixes.
   std::vector<std::pair<std::string, std::string>> env_additions;
   std::string stdin_data;                       // written to the child's stdin, then closed
   std::size_t max_output_bytes = 1 << 20;       // per stream; the rest is read and dropped
