@@ -82,6 +82,17 @@ std::string strip_code_fence(std::string_view content) {
   return text;
 }
 
+// Every occurrence of `secret` in `text` replaced: error texts quote reply bodies, and some
+// OpenAI-compatible proxies echo the bearer token they refused.
+std::string redact(std::string text, const std::string& secret) {
+  if (secret.empty()) return text;
+  constexpr std::string_view marker = "<redacted>";
+  for (auto pos = text.find(secret); pos != std::string::npos; pos = text.find(secret, pos + marker.size())) {
+    text.replace(pos, secret.size(), marker);
+  }
+  return text;
+}
+
 }  // namespace
 
 HttpResponse http_post(const HttpPost& request) {
@@ -181,9 +192,13 @@ std::string chat_complete(const ChatEndpoint& endpoint, const std::vector<ChatMe
   try {
     response = http_post(post);
   } catch (const HttpTransportError& e) {
-    throw ChatError(ChatError::Kind::Retry, e.what());
+    throw ChatError(ChatError::Kind::Retry, redact(e.what(), endpoint.api_key));
   }
-  return chat_content_or_throw(response);
+  try {
+    return chat_content_or_throw(response);
+  } catch (const ChatError& e) {
+    throw ChatError(e.kind(), redact(e.what(), endpoint.api_key), e.retry_after());
+  }
 }
 
 std::vector<PlannedStep> parse_planned_steps(std::string_view content, std::size_t max_steps) {

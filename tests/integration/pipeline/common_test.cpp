@@ -9,8 +9,10 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <thread>
 
 #include <gtest/gtest.h>
+#include <httplib.h>
 
 #include "autodevs/chat.hpp"
 #include "autodevs/config_values.hpp"
@@ -303,6 +305,37 @@ TEST(Chat, StatusClassificationAndRetryAfter) {
     EXPECT_EQ(e.kind(), ChatError::Kind::Permanent);
   }
   EXPECT_EQ(autodevs::chat_completions_url("http://h:1/v1/"), "http://h:1/v1/chat/completions");
+}
+
+// A proxy that echoes the refused bearer token (LiteLLM-style): the key must not reach the
+// error text, which the worker logs and stores as the task's last_error.
+TEST(Chat, ErrorTextsNeverContainTheApiKey) {
+  httplib::Server server;
+  server.Post("/v1/chat/completions", [](const httplib::Request& req, httplib::Response& res) {
+    res.status = 401;
+    res.set_content("invalid key: " + req.get_header_value("Authorization"), "text/plain");
+  });
+  const int port = server.bind_to_any_port("127.0.0.1");
+  ASSERT_GT(port, 0);
+  std::thread thread([&server] { server.listen_after_bind(); });
+
+  autodevs::ChatEndpoint endpoint;
+  endpoint.base_url = "http://127.0.0.1:" + std::to_string(port) + "/v1";
+  endpoint.model = "m";
+  endpoint.api_key = "sk-test-1234567890-secret";
+  endpoint.timeout = std::chrono::seconds(10);
+  try {
+    autodevs::chat_complete(endpoint, {{"user", "hi"}}, [] { return false; });
+    ADD_FAILURE() << "expected a ChatError";
+  } catch (const autodevs::ChatError& e) {
+    EXPECT_EQ(e.kind(), autodevs::ChatError::Kind::Permanent);
+    const std::string what = e.what();
+    EXPECT_NE(what.find("HTTP 401"), std::string::npos) << what;
+    EXPECT_EQ(what.find("sk-test-1234567890-secret"), std::string::npos) << what;
+    EXPECT_NE(what.find("<redacted>"), std::string::npos) << what;
+  }
+  server.stop();
+  thread.join();
 }
 
 TEST(Chat, PlannerRepliesAreValidated) {
