@@ -54,6 +54,8 @@ struct StepContext {
   std::string step_title;
   std::string instructions;
   std::optional<std::string> recorded_commit;
+  // Where the step starts: the previous step's commit, or the worktree's base commit for step 1.
+  std::optional<std::string> start_commit;
   fs::path worktree;
   std::string branch;
 };
@@ -62,6 +64,14 @@ struct AgentRun {
   std::string output;  // bounded, for autodevs_task_steps.output
   bool truncated = false;
 };
+
+// A full hex object id (SHA-1 or SHA-256), or nothing.
+std::optional<std::string> commit_id_or_none(std::string_view text) {
+  if ((text.size() != 40 && text.size() != 64) ||
+      text.find_first_not_of("0123456789abcdef") != std::string_view::npos)
+    return std::nullopt;
+  return std::string(text);
+}
 
 std::string tail(const std::string& text, std::size_t max_chars) {
   return text.size() <= max_chars ? text : "..." + text.substr(text.size() - max_chars);
@@ -147,11 +157,19 @@ class AiExecutor {
         "'in_progress'",
         {wk::Param::text(task_id)});
 
-    // Start from the last committed state: a previous attempt may have left edits behind.
-    git.run_checked(step.worktree, {"reset", "-q", "--hard", "HEAD"});
+    // Start from the previous step's commit: a previous attempt may have left edits behind, or
+    // commits of its own (agent CLIs that commit as they go).
+    git.run_checked(step.worktree, {"reset", "-q", "--hard", step.start_commit.value_or("HEAD"), "--"});
     git.run_checked(step.worktree, {"clean", "-q", "-f", "-d"});
 
     const AgentRun run = provider_ == Provider::Command ? run_command(tc, step) : run_openai(tc, git, step);
+    // The agent may have switched branches or detached HEAD: the step's commit must land on the
+    // task's branch, never elsewhere.
+    const auto after = git.run(step.worktree, {"symbolic-ref", "--quiet", "--short", "HEAD"});
+    if (!after.succeeded() || autodevs::trim(after.stdout_text) != step.branch) {
+      throw wk::Permanent("wrong_branch",
+                          "the agent left worktree " + step.worktree.string() + " off branch " + step.branch);
+    }
 
     git.run_checked(step.worktree, {"add", "-A"});
     const std::string message =
@@ -193,9 +211,9 @@ class AiExecutor {
     step.instructions = std::string(step_rows.text(0, 1).value_or(""));
     if (auto sha = step_rows.text(0, 2)) step.recorded_commit = std::string(*sha);
     step.step_count = step_rows.int64(0, 3).value_or(step_no);
-    auto worktree_rows =
-        tc.query("SELECT path, branch FROM autodevs_worktrees WHERE task_id = $1 AND removed_at IS NULL",
-                 {wk::Param::text(task_id)});
+    auto worktree_rows = tc.query(
+        "SELECT path, branch, base_commit FROM autodevs_worktrees WHERE task_id = $1 AND removed_at IS NULL",
+        {wk::Param::text(task_id)});
     if (worktree_rows.empty() && !step.recorded_commit) {
       throw wk::Permanent("no_worktree",
                           "task " + task_id + " has no active worktree (run worktree:create first)");
@@ -203,6 +221,16 @@ class AiExecutor {
     if (!worktree_rows.empty()) {
       step.worktree = std::string(worktree_rows.text(0, 0).value_or(""));
       step.branch = std::string(worktree_rows.text(0, 1).value_or(""));
+      if (auto base = worktree_rows.text(0, 2)) step.start_commit = commit_id_or_none(*base);
+    }
+    if (step_no > 1) {
+      auto previous =
+          tc.query("SELECT commit_sha FROM autodevs_task_steps WHERE task_id = $1 AND step_no = $2",
+                   {wk::Param::text(task_id), wk::Param::int64(step_no - 1)});
+      step.start_commit.reset();
+      if (!previous.empty()) {
+        if (auto sha = previous.text(0, 0)) step.start_commit = commit_id_or_none(*sha);
+      }
     }
     return step;
   }

@@ -36,7 +36,10 @@ std::vector<std::string> step_commits(PipelineTest& t, const fs::path& repo, con
 
 class PlanningExec : public PipelineTest {};
 class WorktreeExec : public PipelineTest {};
-class AiExec : public PipelineTest {};
+class AiExec : public PipelineTest {
+ public:
+  using PipelineTest::git;
+};
 class PipelineChain : public PipelineTest {
  public:
   using PipelineTest::git;
@@ -293,6 +296,50 @@ TEST_F(AiExec, TheAgentDoesNotInheritTheWorkersSettingsOrSecrets) {
   EXPECT_EQ(output.find("redis-secret-for-the-worker"), std::string::npos) << output;
   EXPECT_EQ(output.find("\nDB_"), std::string::npos) << output;
   EXPECT_EQ(output.find("WORKTREE_BASE_DIR="), std::string::npos) << output;
+}
+
+// An agent CLI that commits as it goes and then fails: the retry starts from the step's start
+// commit, so the failed attempt's commit does not end up on the task branch.
+TEST_F(AiExec, ARetryDropsCommitsOfTheFailedAttempt) {
+  const fs::path repo = make_repo("agent-commits-repo");
+  const std::string id = random_uuid();
+  insert_task(id, repo, "t", "one step");
+  ASSERT_EQ(exec("planning:task", payload_for(id)).line("disposition"), "succeeded");
+  ASSERT_EQ(exec("worktree:create", payload_for(id)).line("disposition"), "succeeded");
+  const fs::path marker = dir_ / "first-attempt-done";
+  const std::vector<std::pair<std::string, std::string>> agent = {
+      {"AI_COMMAND",
+       "sh -c 'if [ ! -e \"$0\" ]; then : > \"$0\"; echo partial > partial.txt; git add partial.txt; "
+       "git -c user.name=a -c user.email=a@example.invalid commit -qm partial; exit 3; fi; "
+       "echo done > done.txt' " +
+           marker.string()}};
+  const std::string payload = R"({"task_id":")" + id + R"(","step":1})";
+  const auto first = exec("ai:execute", payload, agent);
+  ASSERT_EQ(first.line("disposition"), "retry") << first.out << first.err;
+  ASSERT_TRUE(fs::exists(marker));
+  const auto second = exec("ai:execute", payload, agent);
+  ASSERT_EQ(second.line("disposition"), "succeeded") << second.out << second.err;
+
+  const auto shas = step_commits(*this, repo, id, &AiExec::git);
+  EXPECT_EQ(shas.size(), 1u);
+  const fs::path worktree = fs::canonical(base_) / "agent-commits-repo" / id;
+  EXPECT_TRUE(fs::exists(worktree / "done.txt"));
+  EXPECT_FALSE(fs::exists(worktree / "partial.txt"));
+}
+
+// An agent that moves the worktree off the task branch: nothing is committed elsewhere.
+TEST_F(AiExec, AnAgentThatLeavesTheTaskBranchFailsTheStep) {
+  const fs::path repo = make_repo("detach-repo");
+  const std::string id = random_uuid();
+  insert_task(id, repo, "t", "one step");
+  ASSERT_EQ(exec("planning:task", payload_for(id)).line("disposition"), "succeeded");
+  ASSERT_EQ(exec("worktree:create", payload_for(id)).line("disposition"), "succeeded");
+  const auto r = exec("ai:execute", R"({"task_id":")" + id + R"(","step":1})",
+                      {{"AI_COMMAND", "git checkout -q --detach"}});
+  EXPECT_EQ(r.line("disposition"), "fail_no_retry") << r.out << r.err;
+  EXPECT_NE(r.line("error").find("off branch autodevs/" + id), std::string::npos) << r.out;
+  EXPECT_TRUE(step_commits(*this, repo, id, &AiExec::git).empty());
+  EXPECT_FALSE(db_.scalar("SELECT commit_sha FROM autodevs_task_steps WHERE task_id = $1", {id}).has_value());
 }
 
 TEST_F(PipelineChain, PlanningWorktreeEveryStepCompleted) {
