@@ -207,8 +207,8 @@ class Worktrees {
       const fs::path repo_dir = base / repository_name(fs::canonical(repo, ec));
       if (ec || !fs::is_directory(fs::symlink_status(repo_dir))) continue;
       std::set<fs::path> known;
-      for (const auto& entry :
-           autodevs::parse_worktree_list(run_git_checked(git, repo, {"worktree", "list", "--porcelain"}))) {
+      for (const auto& entry : autodevs::parse_worktree_list(
+               run_git_checked(git, repo, {"worktree", "list", "--porcelain", "-z"}))) {
         known.insert(fs::weakly_canonical(entry.path, ec));
       }
       for (const auto& entry : fs::directory_iterator(repo_dir, ec)) {
@@ -343,7 +343,7 @@ class Worktrees {
   }
 
   static bool is_registered_worktree(const autodevs::Git& git, const fs::path& repo, const fs::path& target) {
-    const auto listing = git.run(repo, {"worktree", "list", "--porcelain"});
+    const auto listing = git.run(repo, {"worktree", "list", "--porcelain", "-z"});
     if (!listing.succeeded()) return false;
     std::error_code ec;
     for (const auto& entry : autodevs::parse_worktree_list(listing.stdout_text)) {

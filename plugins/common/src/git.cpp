@@ -73,9 +73,12 @@ std::optional<std::string> Git::resolve_commit(const std::filesystem::path& dir,
 
 std::vector<WorktreeEntry> parse_worktree_list(const std::string& porcelain) {
   std::vector<WorktreeEntry> entries;
+  // With -z every line ends in NUL and paths are raw (a path may hold a newline); without it,
+  // lines end in newlines.
+  const char separator = porcelain.find('\0') != std::string::npos ? '\0' : '\n';
   std::istringstream lines(porcelain);
   std::string line;
-  while (std::getline(lines, line)) {
+  while (std::getline(lines, line, separator)) {
     if (line.rfind("worktree ", 0) == 0) {
       entries.push_back({});
       entries.back().path = line.substr(9);

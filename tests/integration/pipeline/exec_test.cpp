@@ -119,6 +119,25 @@ TEST_F(WorktreeExec, CreatesRecordsAndStagesStepOneThenIsIdempotent) {
             true);
 }
 
+// A repository whose directory name holds a newline: git's porcelain listing without -z
+// splits the worktree path in two, so a retry did not recognise the existing worktree and
+// deleted it.
+TEST_F(WorktreeExec, ARepositoryNameWithANewlineIsRecognisedOnRetry) {
+  const fs::path repo = make_repo("odd\nrepo");
+  const std::string id = random_uuid();
+  insert_task(id, repo, "t", "one step");
+  const auto r = exec("worktree:create", payload_for(id));
+  ASSERT_EQ(r.line("disposition"), "succeeded") << r.out << r.err;
+  const fs::path worktree = fs::canonical(base_) / "odd\nrepo" / id;
+  ASSERT_TRUE(fs::is_regular_file(worktree / "README.md"));
+  std::ofstream(worktree / "work-in-progress.txt") << "keep me\n";
+
+  const auto again = exec("worktree:create", payload_for(id));
+  ASSERT_EQ(again.line("disposition"), "succeeded") << again.out << again.err;
+  EXPECT_NE(again.err.find("worktree already exists"), std::string::npos) << again.err;
+  EXPECT_TRUE(fs::exists(worktree / "work-in-progress.txt"));
+}
+
 TEST_F(WorktreeExec, RefusesAPathOverTheMaximumLength) {
   const fs::path repo = make_repo("long-repo");
   const std::string id = random_uuid();

@@ -63,7 +63,8 @@ struct WorktreeEntry {
   bool prunable = false;
 };
 
-// Parses `git worktree list --porcelain`.
+// Parses `git worktree list --porcelain -z` (git >= 2.36; use -z: without it a path with a
+// newline reads as two lines), or the output without -z.
 std::vector<WorktreeEntry> parse_worktree_list(const std::string& porcelain);
 
 // Rejects refs that git could read as options or that are not plausible ref names.
