@@ -275,6 +275,8 @@ class AiExecutor {
     try {
       result = autodevs::run_subprocess(options);
     } catch (const autodevs::SpawnError& e) {
+      // Out of processes, memory or descriptors: the host's state, not the command's.
+      if (e.transient()) throw wk::RetryLater(30s, e.what());
       throw wk::Permanent("agent_not_startable", e.what());
     }
     AgentRun run;

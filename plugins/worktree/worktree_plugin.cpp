@@ -27,6 +27,9 @@ namespace {
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
+// Retry delay when another delivery holds the task's worktree lock.
+constexpr std::chrono::milliseconds kLockBusyRetry = 5s;
+
 // `path` is `base` or below it. Both must already be canonical (symlinks resolved).
 bool is_within(const fs::path& base, const fs::path& path) {
   const fs::path relative = path.lexically_relative(base);
@@ -77,9 +80,13 @@ class Worktrees {
     std::optional<std::string> ref_arg =
         autodevs::payload_field([&] { return autodevs::optional_string(payload, "base_ref"); });
 
+    // Serialised per task against other deliveries of create/remove; every query below runs on
+    // the lock's connection (a second pooled connection could deadlock a pool of one).
+    wk::Transaction tx = lock_task(tc, task_id);
+
     // The task row supplies what the payload leaves out.
     auto task_rows =
-        tc.query("SELECT repo_path, base_ref FROM autodevs_tasks WHERE id = $1", {wk::Param::text(task_id)});
+        tx.query("SELECT repo_path, base_ref FROM autodevs_tasks WHERE id = $1", {wk::Param::text(task_id)});
     if (!repo_arg && !task_rows.empty()) repo_arg = std::string(task_rows.text(0, 0).value_or(""));
     if (!ref_arg && !task_rows.empty()) ref_arg = std::string(task_rows.text(0, 1).value_or(""));
     if (!repo_arg || repo_arg->empty()) {
@@ -98,8 +105,9 @@ class Worktrees {
 
     // Already created (a retry, or a duplicate delivery): success, and the follow-up again.
     if (is_registered_worktree(git, repo, target) && fs::is_directory(target)) {
-      record(tc, task_id, repo, target, branch, std::nullopt);
-      stage_first_step(tc, task_id);
+      record(tx, task_id, repo, target, branch, std::nullopt);
+      stage_first_step(tc, tx, task_id);
+      tx.commit();
       tc.info("worktree already exists", {{"autodevs_task_id", task_id}, {"path", target.string()}});
       return wk::Outcome::ok();
     }
@@ -126,8 +134,9 @@ class Worktrees {
       run_git_checked(git, repo, {"worktree", "add", "-b", branch, "--", target.string(), *base_commit});
     }
 
-    record(tc, task_id, repo, target, branch, base_commit);
-    stage_first_step(tc, task_id);
+    record(tx, task_id, repo, target, branch, base_commit);
+    stage_first_step(tc, tx, task_id);
+    tx.commit();
     nlohmann::json result = {
         {"task_id", task_id}, {"path", target.string()}, {"branch", branch}, {"base_commit", *base_commit}};
     tc.write_result(result.dump());
@@ -145,7 +154,8 @@ class Worktrees {
                                  return autodevs::optional_bool(payload, "delete_branch");
                                }).value_or(false);
 
-    auto rows = tc.query(
+    wk::Transaction tx = lock_task(tc, task_id);
+    auto rows = tx.query(
         "SELECT task_id::text, repo_path, path, branch, removed_at IS NOT NULL FROM autodevs_worktrees WHERE "
         "task_id = $1",
         {wk::Param::text(task_id)});
@@ -155,11 +165,12 @@ class Worktrees {
     }
     const WorktreeRow row = row_from(rows, 0);
     const autodevs::Git git = make_git(tc);
-    if (!row.removed) remove_worktree(tc, git, row);
+    if (!row.removed) remove_worktree(tc, tx, git, row);
     if (delete_branch && fs::is_directory(row.repo_path) &&
         git.resolve_commit(row.repo_path, "refs/heads/" + row.branch)) {
       run_git_checked(git, row.repo_path, {"branch", "-D", "--", row.branch});
     }
+    tx.commit();
     tc.info("worktree removed", {{"autodevs_task_id", task_id}, {"branch_deleted", delete_branch}});
     return wk::Outcome::ok();
   }
@@ -186,7 +197,14 @@ class Worktrees {
     for (std::size_t i = 0; i < finished.size(); ++i) {
       tc.throw_if_cancelled();
       const WorktreeRow row = row_from(finished, i);
-      remove_worktree(tc, git, row);
+      std::optional<wk::Transaction> tx = try_lock_task(tc, row.task_id);
+      if (!tx) {
+        tc.info("worktree busy (a create or remove is running); left for the next cleanup",
+                {{"autodevs_task_id", row.task_id}});
+        continue;
+      }
+      remove_worktree(tc, *tx, git, row);
+      tx->commit();
       removed.push_back(row.path);
     }
 
@@ -352,10 +370,10 @@ class Worktrees {
     return false;
   }
 
-  static void record(const wk::TaskContext& tc, const std::string& task_id, const fs::path& repo,
+  static void record(const wk::Transaction& tx, const std::string& task_id, const fs::path& repo,
                      const fs::path& target, const std::string& branch,
                      const std::optional<std::string>& base_commit) {
-    tc.query(
+    tx.query(
         "INSERT INTO autodevs_worktrees (task_id, repo_path, path, branch, base_commit) VALUES ($1, $2, $3, "
         "$4, $5) "
         "ON CONFLICT (task_id) DO UPDATE SET repo_path = EXCLUDED.repo_path, path = EXCLUDED.path, "
@@ -366,8 +384,9 @@ class Worktrees {
          wk::Param::text(branch), base_commit ? wk::Param::text(*base_commit) : wk::Param::null()});
   }
 
-  static void stage_first_step(const wk::TaskContext& tc, const std::string& task_id) {
-    auto steps = tc.query("SELECT 1 FROM autodevs_task_steps WHERE task_id = $1 AND step_no = 1",
+  static void stage_first_step(const wk::TaskContext& tc, const wk::Transaction& tx,
+                               const std::string& task_id) {
+    auto steps = tx.query("SELECT 1 FROM autodevs_task_steps WHERE task_id = $1 AND step_no = 1",
                           {wk::Param::text(task_id)});
     if (steps.empty()) return;  // a worktree without a plan (created directly by the application)
     const nlohmann::json follow_up = {{"task_id", task_id}, {"step", 1}};
@@ -375,6 +394,29 @@ class Worktrees {
                wk::EnqueueOptions()
                    .queue(autodevs::kPipelineQueue)
                    .task_id(autodevs::ai_execute_task_id(task_id, 1)));
+  }
+
+  // Per-task serialisation of worktree:create, worktree:remove and cleanup's removals: two
+  // deliveries of the same task (an expired lease, a duplicate) must not delete each other's
+  // half-made directory. A transaction-scoped advisory lock, so a crash or a dropped connection
+  // releases it; the transaction holds one pooled connection until commit, and the caller runs
+  // all its queries through it (docs/plugins.md, "Worktree locking").
+  static std::optional<wk::Transaction> try_lock_task(const wk::TaskContext& tc, const std::string& task_id) {
+    wk::Transaction tx = tc.begin();
+    auto locked =
+        tx.query("SELECT pg_try_advisory_xact_lock(hashtext('worktree:' || $1))", {wk::Param::text(task_id)});
+    if (locked.empty() || !locked.boolean(0, 0).value_or(false)) return std::nullopt;
+    return tx;
+  }
+
+  // As try_lock_task, but another holder means: retry shortly, without blocking a handler slot.
+  static wk::Transaction lock_task(const wk::TaskContext& tc, const std::string& task_id) {
+    std::optional<wk::Transaction> tx = try_lock_task(tc, task_id);
+    if (!tx) {
+      throw wk::RetryLater(kLockBusyRetry, "another delivery is creating or removing the worktree of task " +
+                                               task_id + "; retrying");
+    }
+    return std::move(*tx);
   }
 
   static WorktreeRow row_from(const wk::Rows& rows, std::size_t i) {
@@ -385,7 +427,8 @@ class Worktrees {
 
   // Removes the worktree directory (through git when git knows it), prunes, marks the row.
   // The branch stays: it holds the task's commits.
-  void remove_worktree(const wk::TaskContext& tc, const autodevs::Git& git, const WorktreeRow& row) const {
+  void remove_worktree(const wk::TaskContext& tc, const wk::Transaction& tx, const autodevs::Git& git,
+                       const WorktreeRow& row) const {
     const fs::path path(row.path);
     const fs::path repo(row.repo_path);
     std::error_code ec;
@@ -405,7 +448,7 @@ class Worktrees {
       }
     }
     if (repo_usable) run_git_checked(git, repo, {"worktree", "prune"});
-    tc.query("UPDATE autodevs_worktrees SET removed_at = now() WHERE task_id = $1 AND removed_at IS NULL",
+    tx.query("UPDATE autodevs_worktrees SET removed_at = now() WHERE task_id = $1 AND removed_at IS NULL",
              {wk::Param::text(row.task_id)});
     tc.info("worktree removed", {{"autodevs_task_id", row.task_id}, {"path", row.path}});
   }

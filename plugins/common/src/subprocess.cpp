@@ -28,7 +28,10 @@ std::string errno_text(int err) { return std::strerror(err); }
 // Both ends close-on-exec: the child only sees what posix_spawn dup2()s onto 0/1/2.
 std::pair<UniqueFd, UniqueFd> make_pipe() {
   int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0) throw SpawnError("pipe2 failed: " + errno_text(errno));
+  if (::pipe2(fds, O_CLOEXEC) != 0) {
+    const int err = errno;
+    throw SpawnError("pipe2 failed: " + errno_text(err), err);
+  }
   return {UniqueFd(fds[0]), UniqueFd(fds[1])};
 }
 
@@ -181,6 +184,12 @@ void UniqueFd::reset() noexcept {
   fd_ = -1;
 }
 
+bool is_transient_spawn_errno(int err) noexcept {
+  return err == EAGAIN || err == ENOMEM || err == EMFILE || err == ENFILE;
+}
+
+bool SpawnError::transient() const noexcept { return is_transient_spawn_errno(error_code_); }
+
 std::string SubprocessResult::describe() const {
   if (timed_out) return "timed out";
   if (cancelled) return "cancelled";
@@ -235,7 +244,7 @@ SubprocessResult run_subprocess(const SubprocessOptions& options) {
   pid_t pid = -1;
   const int spawn_rc = ::posix_spawnp(&pid, argv[0], &spawn.actions, &spawn.attr, argv.data(), envp.data());
   if (spawn_rc != 0) {
-    throw SpawnError("cannot start " + options.argv.front() + ": " + errno_text(spawn_rc));
+    throw SpawnError("cannot start " + options.argv.front() + ": " + errno_text(spawn_rc), spawn_rc);
   }
   ChildProcess child(pid);
   stdin_read.reset();

@@ -1,9 +1,12 @@
 // Unit-level tests of plugins/common: no host, no Redis, no PostgreSQL.
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/types.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -93,6 +96,44 @@ TEST(Subprocess, MissingProgramIsASpawnError) {
   SubprocessOptions o;
   o.argv = {"/nonexistent/wk-no-such-program"};
   EXPECT_THROW(autodevs::run_subprocess(o), autodevs::SpawnError);
+}
+
+TEST(Subprocess, ResourceExhaustionIsATransientSpawnError) {
+  for (int err : {EAGAIN, ENOMEM, EMFILE, ENFILE})
+    EXPECT_TRUE(autodevs::is_transient_spawn_errno(err)) << err;
+  for (int err : {0, ENOENT, EACCES, ENOEXEC, ENOTDIR, E2BIG})
+    EXPECT_FALSE(autodevs::is_transient_spawn_errno(err)) << err;
+  try {
+    SubprocessOptions o;
+    o.argv = {"/nonexistent/wk-no-such-program"};
+    autodevs::run_subprocess(o);
+    ADD_FAILURE() << "no SpawnError";
+  } catch (const autodevs::SpawnError& e) {
+    EXPECT_EQ(e.error_code(), ENOENT);
+    EXPECT_FALSE(e.transient());
+  }
+  // Out of descriptors, for real, in a forked child: its pipes cannot be made.
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    const rlimit limit{3, 3};  // stdin/stdout/stderr only
+    if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) ::_exit(10);
+    for (int fd = 3; fd < 1024; ++fd) ::close(fd);
+    try {
+      SubprocessOptions o;
+      o.argv = {"true"};
+      autodevs::run_subprocess(o);
+      ::_exit(11);
+    } catch (const autodevs::SpawnError& e) {
+      ::_exit(e.transient() && e.error_code() == EMFILE ? 0 : 12);
+    } catch (...) {
+      ::_exit(13);
+    }
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
 }
 
 TEST(Subprocess, TimeoutKillsTheWholeGroupEvenWhenItIgnoresSigterm) {

@@ -262,6 +262,48 @@ TEST_F(WorktreeExec, RemoveDeletesTheWorktreeAndOptionallyTheBranch) {
   EXPECT_NE(bad.line("error").find("delete_branch"), std::string::npos) << bad.out;
 }
 
+// Two deliveries of the same task at once (an expired lease, a duplicate): the second must not
+// touch the first one's half-made directory. The test's own connection plays the first
+// delivery by holding the task's advisory lock. DB_POOL_SIZE=1: the handler's queries run on
+// the lock's connection, so a pool of one does not deadlock.
+TEST_F(WorktreeExec, CreateAndRemoveRetryWhileAnotherDeliveryHoldsTheTaskLock) {
+  const fs::path repo = make_repo("lock-repo");
+  const std::string id = random_uuid();
+  insert_task(id, repo, "t", "one step");
+  const std::vector<std::pair<std::string, std::string>> pool_of_one = {{"DB_POOL_SIZE", "1"}};
+  const std::string lock_sql = "SELECT pg_advisory_lock(hashtext('worktree:' || $1))";
+  const std::string unlock_sql = "SELECT pg_advisory_unlock(hashtext('worktree:' || $1))";
+
+  // The "first delivery" is halfway: its directory exists, it holds the lock.
+  const fs::path target = fs::canonical(base_) / "lock-repo" / id;
+  fs::create_directories(target);
+  std::ofstream(target / "half-made.txt") << "first delivery at work\n";
+  db_.exec(lock_sql, {id});
+  const auto busy = exec("worktree:create", payload_for(id), pool_of_one);
+  EXPECT_EQ(busy.line("disposition"), "retry_after") << busy.out << busy.err;
+  EXPECT_NE(busy.line("error").find("another delivery"), std::string::npos) << busy.out;
+  EXPECT_TRUE(fs::exists(target / "half-made.txt"))
+      << "the second delivery deleted the first one's directory";
+  EXPECT_FALSE(db_.scalar("SELECT 1 FROM autodevs_worktrees WHERE task_id = $1", {id}).has_value());
+  EXPECT_EQ(db_.scalar(unlock_sql, {id}), "t");
+
+  // Released (the first delivery died): the next delivery cleans up and creates.
+  fs::remove_all(target);
+  const auto created = exec("worktree:create", payload_for(id), pool_of_one);
+  ASSERT_EQ(created.line("disposition"), "succeeded") << created.out << created.err;
+  ASSERT_TRUE(fs::is_regular_file(target / "README.md"));
+
+  db_.exec(lock_sql, {id});
+  const auto remove_busy = exec("worktree:remove", payload_for(id), pool_of_one);
+  EXPECT_EQ(remove_busy.line("disposition"), "retry_after") << remove_busy.out << remove_busy.err;
+  EXPECT_TRUE(fs::is_regular_file(target / "README.md"));
+  EXPECT_EQ(db_.scalar(unlock_sql, {id}), "t");
+  const auto removed = exec("worktree:remove", payload_for(id), pool_of_one);
+  ASSERT_EQ(removed.line("disposition"), "succeeded") << removed.out << removed.err;
+  EXPECT_FALSE(fs::exists(target));
+  EXPECT_TRUE(db_.scalar("SELECT removed_at FROM autodevs_worktrees WHERE task_id = $1", {id}).has_value());
+}
+
 TEST_F(AiExec, BadInputIsPermanent) {
   auto r = exec("ai:execute", R"({"task_id":")" + random_uuid() + R"(","step":1})");
   EXPECT_EQ(r.line("disposition"), "fail_no_retry") << r.out;

@@ -79,11 +79,23 @@ struct SubprocessResult {
   std::string describe() const;
 };
 
-// The child could not be started (bad argv, missing program, bad cwd).
+// The child could not be started (bad argv, missing program, bad cwd), or the host lacked the
+// resources to start it (error_code() EAGAIN, ENOMEM, EMFILE, ENFILE: see transient()).
 class SpawnError : public std::runtime_error {
  public:
-  using std::runtime_error::runtime_error;
+  explicit SpawnError(const std::string& message, int error_code = 0)
+      : std::runtime_error(message), error_code_(error_code) {}
+  int error_code() const noexcept { return error_code_; }  // errno of the failing call; 0: none
+  // Resource exhaustion (process/thread limit, memory, descriptors): worth retrying later.
+  bool transient() const noexcept;
+
+ private:
+  int error_code_ = 0;
 };
+
+// Whether a spawn (or pipe) failure with this errno is resource exhaustion rather than a
+// property of the command: EAGAIN, ENOMEM, EMFILE, ENFILE.
+bool is_transient_spawn_errno(int err) noexcept;
 
 // Runs the child to completion (or until timeout/cancellation) and returns what it did.
 // Throws SpawnError when the program cannot be started.
