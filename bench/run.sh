@@ -70,7 +70,8 @@ prepare_peer() {
   fi
 }
 
-cmake --preset release -S "$root" >/dev/null
+# run-worker.sh may have configured this build dir with the bench off: turn it on.
+cmake --preset release -S "$root" -DWK_BUILD_BENCH=ON >/dev/null
 # Only wk_bench and the libraries it links; two jobs (a shared machine).
 cmake --build --preset release --target wk_bench -j "${WK_BENCH_JOBS:-2}"
 wk_bench="$root/build/release/bench/wk_bench"
