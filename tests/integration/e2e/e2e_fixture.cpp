@@ -8,51 +8,10 @@
 #include <set>
 #include <sstream>
 
-#include "autodevs/subprocess.hpp"
+#include "support/git_repo.hpp"
 #include "support/test_env.hpp"
 
 namespace e2e {
-
-Database::Database() {
-  const auto pg = wk::test::pg_addr();
-  const std::string conninfo = "host=" + pg.host + " port=" + std::to_string(pg.port) + " user=" + pg.user +
-                               " dbname=" + pg.db + " connect_timeout=10";
-  conn_ = PQconnectdb(conninfo.c_str());
-  if (PQstatus(conn_) != CONNECTION_OK)
-    ADD_FAILURE() << "cannot connect to PostgreSQL: " << PQerrorMessage(conn_);
-}
-
-Database::~Database() { PQfinish(conn_); }
-
-std::vector<Database::Row> Database::exec(const std::string& sql, const std::vector<std::string>& params) {
-  std::vector<const char*> values;
-  for (const auto& p : params) values.push_back(p.c_str());
-  std::unique_ptr<PGresult, decltype(&PQclear)> res(
-      PQexecParams(conn_, sql.c_str(), static_cast<int>(values.size()), nullptr, values.data(), nullptr,
-                   nullptr, 0),
-      &PQclear);
-  std::vector<Row> rows;
-  const auto status = PQresultStatus(res.get());
-  if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK) {
-    ADD_FAILURE() << "SQL failed: " << sql << ": " << PQerrorMessage(conn_);
-    return rows;
-  }
-  for (int r = 0; r < PQntuples(res.get()); ++r) {
-    Row row;
-    for (int c = 0; c < PQnfields(res.get()); ++c) {
-      row.push_back(PQgetisnull(res.get(), r, c) ? std::nullopt
-                                                 : std::optional<std::string>(PQgetvalue(res.get(), r, c)));
-    }
-    rows.push_back(std::move(row));
-  }
-  return rows;
-}
-
-std::optional<std::string> Database::scalar(const std::string& sql, const std::vector<std::string>& params) {
-  auto rows = exec(sql, params);
-  if (rows.empty() || rows[0].empty()) return std::nullopt;
-  return rows[0][0];
-}
 
 std::string random_uuid() {
   std::random_device rd;
@@ -204,24 +163,12 @@ std::string E2eTest::enqueue_planning(const std::string& task_id) {
 
 fs::path E2eTest::make_repo(const std::string& name) {
   const fs::path repo = dir_ / "repos" / name;
-  fs::create_directories(repo);
-  git(repo, {"init", "-q", "-b", "main"});
-  std::ofstream(repo / "README.md") << "# " << name << "\n";
-  git(repo, {"add", "README.md"});
-  git(repo,
-      {"-c", "user.name=Test", "-c", "user.email=test@example.invalid", "commit", "-q", "-m", "initial"});
+  wk::test::make_repo(repo, name);
   return repo;
 }
 
 std::string E2eTest::git(const fs::path& dir, const std::vector<std::string>& args) {
-  autodevs::SubprocessOptions o;
-  o.argv = {"git", "-C", dir.string()};
-  o.argv.insert(o.argv.end(), args.begin(), args.end());
-  o.env_additions = {{"GIT_TERMINAL_PROMPT", "0"}};
-  o.timeout = 60s;
-  const auto r = autodevs::run_subprocess(o);
-  EXPECT_TRUE(r.succeeded()) << "git " << args.front() << ": " << r.describe() << ": " << r.stderr_text;
-  std::string out = r.stdout_text;
+  std::string out = wk::test::git(dir, args);
   while (!out.empty() && out.back() == '\n') out.pop_back();
   return out;
 }

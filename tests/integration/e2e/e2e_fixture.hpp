@@ -2,7 +2,6 @@
 // End-to-end fixture: the real `worker` binary serving the test Redis (DB kRedisDb) and the test
 // PostgreSQL with the three shipped plugins, a private git repository, a private worktree base,
 // and direct access to Redis and PostgreSQL for arranging and asserting.
-#include <libpq-fe.h>
 
 #include <chrono>
 #include <filesystem>
@@ -16,6 +15,7 @@
 
 #include "redis/redis.hpp"
 #include "support/child_process.hpp"
+#include "support/pg_database.hpp"
 
 namespace e2e {
 
@@ -26,21 +26,7 @@ using namespace std::chrono_literals;
 // and the queue names, so CTest runs them one at a time (RESOURCE_LOCK in CMakeLists.txt).
 inline constexpr int kRedisDb = 8;
 
-// One libpq connection, closed on destruction.
-class Database {
- public:
-  Database();
-  ~Database();
-  Database(const Database&) = delete;
-  Database& operator=(const Database&) = delete;
-
-  using Row = std::vector<std::optional<std::string>>;
-  std::vector<Row> exec(const std::string& sql, const std::vector<std::string>& params = {});
-  std::optional<std::string> scalar(const std::string& sql, const std::vector<std::string>& params = {});
-
- private:
-  PGconn* conn_ = nullptr;
-};
+using Database = wk::test::Database;
 
 std::string random_uuid();
 

@@ -2,7 +2,6 @@
 // Shared fixture of the pipeline tests that run the shipped plugins through `worker exec`
 // (no Redis): a private plugins dir with the three .so files, a private worktree base, a git
 // repository, and direct SQL access to the test database for arranging and asserting rows.
-#include <libpq-fe.h>
 
 #include <filesystem>
 #include <map>
@@ -13,29 +12,14 @@
 
 #include <gtest/gtest.h>
 
-#include "autodevs/subprocess.hpp"
+#include "support/pg_database.hpp"
 #include "support/test_env.hpp"
 
 namespace pipeline_test {
 
 namespace fs = std::filesystem;
 
-// One libpq connection, closed on destruction.
-class Database {
- public:
-  Database();
-  ~Database();
-  Database(const Database&) = delete;
-  Database& operator=(const Database&) = delete;
-
-  using Row = std::vector<std::optional<std::string>>;
-  // Runs one statement with text parameters; fails the test on an error.
-  std::vector<Row> exec(const std::string& sql, const std::vector<std::string>& params = {});
-  std::optional<std::string> scalar(const std::string& sql, const std::vector<std::string>& params = {});
-
- private:
-  PGconn* conn_ = nullptr;
-};
+using Database = wk::test::Database;
 
 struct ExecResult {
   int exit_code = -1;
