@@ -162,7 +162,7 @@ QueueStats Inspector::stats(const std::string& queue) {
   std::vector<redis::Reply> replies;
   for (size_t i = 0; i < commands.size(); ++i) replies.push_back(conn_.read_reply());
   for (const auto& r : replies) {
-    if (r.is_error()) throw redis::Error(redis::Error::Kind::reply, std::string(r.str()));
+    r.throw_if_error();
   }
   QueueStats s;
   s.queue = queue;

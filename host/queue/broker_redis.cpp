@@ -381,8 +381,8 @@ bool RedisBroker::wait_for_work(const std::vector<std::string>& queues, std::chr
     auto conn = pool_.acquire();
     for (const std::string& q : queues) conn->append({"EXISTS", asynq::paused_key(q)});
     for (const std::string& q : queues) {
-      redis::Reply r = conn->read_reply();
-      if (r.is_integer() && r.integer() == 0) unpaused.push_back(&q);
+      // An error here (LOADING after a restart) is an outage like any other, not "paused".
+      if (conn->read_reply().throw_if_error().integer() == 0) unpaused.push_back(&q);
     }
   }
   std::unique_lock lock(wait_mu_);
@@ -459,7 +459,7 @@ void RedisBroker::complete(const asynq::TaskMessage& msg, const redis::Script& s
     conn->append({"HGET", task_key, "state"});
     redis::Reply watched = conn->read_reply();
     redis::Reply state = conn->read_reply();
-    if (watched.is_error()) throw redis::Error(redis::Error::Kind::reply, std::string(watched.str()));
+    watched.throw_if_error();
     if (state.is_nil() || state.str() != asynq::state::active) {
       conn->command({"UNWATCH"});
       throw NotFound("task " + msg.id + " is no longer active in queue " + msg.queue);
@@ -487,7 +487,7 @@ void RedisBroker::complete(const asynq::TaskMessage& msg, const redis::Script& s
     }
     redis::Reply exec = conn->read_reply();
     if (exec.is_nil()) continue;  // the task hash changed under us: look again
-    if (exec.is_error()) throw redis::Error(redis::Error::Kind::reply, std::string(exec.str()));
+    exec.throw_if_error();
     if (exec[0].is_error()) {
       const std::string why(exec[0].str());
       if (why.starts_with("NOT FOUND"))
@@ -874,8 +874,7 @@ void RedisBroker::write_server_state(const asynq::ServerInfo& info,
   conn->append({"ZADD", asynq::kAllServersKey, expiry, server_key});
   conn->append({"ZADD", asynq::kAllWorkersKey, expiry, workers_key});
   for (int i = 0; i < 2; ++i) {
-    redis::Reply r = conn->read_reply();
-    if (r.is_error()) throw redis::Error(redis::Error::Kind::reply, std::string(r.str()));
+    conn->read_reply().throw_if_error();
   }
   std::vector<std::string> keys_and_args{server_key, workers_key, str(ttl.count()), asynq::encode(info)};
   keys_and_args.reserve(4 + 2 * workers.size());
@@ -893,8 +892,7 @@ void RedisBroker::clear_server_state(const std::string& host, int pid, const std
   conn->append({"ZREM", asynq::kAllServersKey, server_key});
   conn->append({"ZREM", asynq::kAllWorkersKey, workers_key});
   for (int i = 0; i < 2; ++i) {
-    redis::Reply r = conn->read_reply();
-    if (r.is_error()) throw redis::Error(redis::Error::Kind::reply, std::string(r.str()));
+    conn->read_reply().throw_if_error();
   }
   const std::string_view argv[] = {server_key, workers_key};
   conn->eval(scripts().clear_server_state, argv, 2);

@@ -124,7 +124,7 @@ PreparedEnqueue Client::prepare(const task::EnqueueRequest& request, task::Clock
 }
 
 void Client::check_result(redis::ReplyView reply) {
-  if (reply.is_error()) throw redis::Error(redis::Error::Kind::reply, std::string(reply.str()));
+  reply.throw_if_error();
   const long long result = reply.integer();
   if (result == -1) throw DuplicateTask();
   if (result == 0) throw TaskIdConflict();

@@ -39,6 +39,10 @@ std::string sha1_hex(std::string_view text) {
 
 bool ReplyView::is_nil() const noexcept { return reply_ == nullptr || reply_->type == REDIS_REPLY_NIL; }
 bool ReplyView::is_error() const noexcept { return reply_ != nullptr && reply_->type == REDIS_REPLY_ERROR; }
+const ReplyView& ReplyView::throw_if_error() const {
+  if (is_error()) throw Error(Error::Kind::reply, std::string(str()));
+  return *this;
+}
 bool ReplyView::is_string() const noexcept {
   return reply_ != nullptr && (reply_->type == REDIS_REPLY_STRING || reply_->type == REDIS_REPLY_STATUS);
 }
@@ -96,6 +100,7 @@ void Connection::mark_broken() {
   if (context_ != nullptr) redisFree(context_);
   context_ = nullptr;
   fd_ = -1;
+  unread_ = 0;
   loaded_scripts_.clear();
 }
 
@@ -156,6 +161,7 @@ void Connection::fail_io(const char* during) {
 Reply Connection::read_one() {
   void* raw = nullptr;
   if (redisGetReply(context_, &raw) != REDIS_OK || raw == nullptr) fail_io("read");
+  --unread_;
   return Reply(static_cast<redisReply*>(raw));
 }
 
@@ -179,6 +185,7 @@ void Connection::append(Argv argv) {
     out.append("\r\n");
   }
   if (redisAppendFormattedCommand(context_, out.data(), out.size()) != REDIS_OK) fail_io("append");
+  ++unread_;
   if (out.capacity() > kMaxKeptBuffer) std::string().swap(out);  // do not keep a huge payload's buffer
 }
 
@@ -195,7 +202,7 @@ Reply Connection::command_raw(Argv argv) {
 
 Reply Connection::command(Argv argv) {
   Reply reply = command_raw(argv);
-  if (reply.is_error()) throw Error(Error::Kind::reply, std::string(reply.str()));
+  reply.throw_if_error();
   return reply;
 }
 
@@ -213,7 +220,7 @@ Reply Connection::eval(const Script& script, Argv keys_and_args, size_t numkeys)
     argv[1] = script.source;  // EVAL also caches the script for the next EVALSHA
     reply = command_raw(argv);
   }
-  if (reply.is_error()) throw Error(Error::Kind::reply, std::string(reply.str()));
+  reply.throw_if_error();
   return reply;
 }
 
@@ -233,7 +240,7 @@ Reply Connection::blocking_command(Argv argv, std::chrono::milliseconds block_fo
   set_read_timeout(block_for + settings_.command_timeout);
   Reply reply = command_raw(argv);
   set_read_timeout(settings_.command_timeout);
-  if (reply.is_error()) throw Error(Error::Kind::reply, std::string(reply.str()));
+  reply.throw_if_error();
   return reply;
 }
 
@@ -278,6 +285,8 @@ void Pool::give_back(std::unique_ptr<Connection> conn) {
   // server is back (which would report the outage again).
   if (conn->broken()) {
     for (auto& idle : idle_) idle->disconnect();
+  } else if (conn->has_unread_replies()) {
+    conn->disconnect();
   }
   idle_.push_back(std::move(conn));
   cv_.notify_one();

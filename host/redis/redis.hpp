@@ -60,6 +60,8 @@ class ReplyView {
   bool is_integer() const noexcept;
   bool is_array() const noexcept;
   std::string_view str() const;  // bulk string, status or error text; throws if none
+  // An error reply becomes Error(Kind::reply) with Redis's text (LOADING, OOM, WRONGTYPE...).
+  const ReplyView& throw_if_error() const;
   long long integer() const;     // throws if not an integer
   size_t size() const noexcept;  // array length (0 if not an array)
   ReplyView operator[](size_t i) const;
@@ -125,6 +127,9 @@ class Connection {
   void interrupt() noexcept;
 
   bool broken() const noexcept { return context_ == nullptr; }
+  // Replies appended for but not read yet: a pipeline abandoned half-way by an exception. Such a
+  // connection must not be reused, or the next caller would read the previous caller's replies.
+  bool has_unread_replies() const noexcept { return unread_ != 0; }
   // Drops the socket; the next use reconnects. For connections that sat idle through a failure
   // seen elsewhere: the server probably restarted, and their sockets are dead too.
   void disconnect() noexcept { mark_broken(); }
@@ -143,6 +148,7 @@ class Connection {
   std::mutex fd_mu_;  // guards fd_ for interrupt()
   int fd_ = -1;
   std::unordered_set<std::string> loaded_scripts_;
+  size_t unread_ = 0;
   static constexpr size_t kMaxKeptBuffer = size_t{64} * 1024;
   std::string format_buffer_;  // append(): the command in RESP, reused
 };

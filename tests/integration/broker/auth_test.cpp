@@ -2,12 +2,15 @@
 // (AUTH <user> <password>) and a database index, through a bare connection and through the whole
 // broker (its pool, its blocking waiters); a wrong password is a clear error that does not show
 // the password. Runs against a private redis-server whose passwords the test sets.
+// ACL also lets Redis answer a chosen command with an error reply (NOPERM), which is how the last
+// tests reproduce what a restarting server does (LOADING replies) without timing luck.
 #include <gtest/gtest.h>
 
 #include <string>
 
 #include "log/log.hpp"
 #include "queue/broker_redis.hpp"
+#include "redis/redis.hpp"
 #include "support/private_redis.hpp"
 
 namespace wk::test {
@@ -84,6 +87,41 @@ TEST_F(RedisAuthTest, TheBrokerServesThroughAnAclUser) {
 
   redis::Connection db4(with(kAclUser, kAclPassword, 4));
   EXPECT_EQ(db4.command({"HGET", "asynq:{auth}:t:" + id, "state"}).str(), "active");
+}
+
+// An error reply to the waiter's paused-queue check (LOADING while a restarted server reads its
+// data) is an outage: it throws, so the engine logs it and backs off. It used to read as "this
+// queue is paused", and the engine then called Redis available again mid-restart.
+TEST_F(RedisAuthTest, AnErrorReplyToTheWaitersPausedCheckIsAnOutage) {
+  auto admin = redis_.connect();
+  admin.command({"AUTH", kDefaultPassword});
+  admin.command({"ACL", "SETUSER", "no_exists", "on", ">pw-no-exists", "~*", "&*", "+@all", "-exists"});
+  queue::RedisBrokerSettings settings;
+  settings.redis = with("no_exists", "pw-no-exists", 0);
+  queue::RedisBroker broker(settings, log::Logger::in_memory(log::Level::warn, log::Format::logfmt));
+  try {
+    broker.wait_for_work({"q1", "q2"}, 50ms);
+    FAIL() << "an error reply was taken for a paused queue";
+  } catch (const redis::Error& e) {
+    EXPECT_TRUE(e.is_reply());
+    EXPECT_NE(std::string(e.what()).find("NOPERM"), std::string::npos) << e.what();
+  }
+}
+
+// A pipeline abandoned half-way (an exception between two reads) must not hand its unread replies
+// to the pool's next user: that connection is dropped and the next lease reconnects.
+TEST_F(RedisAuthTest, APipelineAbandonedHalfWayNeverLeaksRepliesToTheNextLease) {
+  redis::Pool pool(with("", kDefaultPassword, 0), 1);
+  {
+    auto conn = pool.acquire();
+    conn->append({"SET", "abandoned", "first"});
+    conn->append({"GET", "abandoned"});
+    EXPECT_EQ(conn->read_reply().str(), "OK");
+    EXPECT_TRUE(conn->has_unread_replies());
+  }  // the GET's reply is still on the socket
+  auto conn = pool.acquire();
+  EXPECT_FALSE(conn->has_unread_replies());
+  EXPECT_EQ(conn->command({"ECHO", "mine"}).str(), "mine");
 }
 
 }  // namespace
