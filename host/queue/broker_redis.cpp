@@ -20,6 +20,10 @@ namespace {
 using std::chrono::seconds;
 
 int64_t unix_s(Clock::time_point t) { return std::chrono::floor<seconds>(t.time_since_epoch()).count(); }
+// Lease scores round up: a recoverer (ours or Go's) sees a lease expire no earlier than the
+// holder's own copy does, so the local-lease rule (§7.6) and recovery never both own a task.
+// Rounding down, as asynq does, made a 2 s lease look expired after just over 1 s.
+int64_t lease_score(Clock::time_point t) { return std::chrono::ceil<seconds>(t.time_since_epoch()).count(); }
 int64_t unix_ns(Clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
 }
@@ -268,7 +272,7 @@ void RedisBroker::dequeue_argv(const std::string& q, Clock::time_point expiry, s
                                std::vector<std::string_view>& out) {
   const QueueKeys& k = keys_for(q);
   Scratch& s = scratch();
-  set_number(s.expiry, unix_s(expiry));
+  set_number(s.expiry, lease_score(expiry));
   set_number(s.max, static_cast<int64_t>(max));
   out.clear();
   out.insert(out.end(), {k.pending, k.paused, k.active, k.lease, s.expiry, k.task_prefix, s.max});
@@ -414,7 +418,7 @@ Clock::time_point RedisBroker::extend_leases(const std::string& queue, const std
                                              seconds lease) {
   const Clock::time_point expiry = Clock::now() + lease;
   if (ids.empty()) return expiry;
-  const std::string score = str(unix_s(expiry));
+  const std::string score = str(lease_score(expiry));
   const std::string key = asynq::lease_key(queue);
   std::vector<std::string_view> argv{"ZADD", key, "XX"};
   argv.reserve(3 + 2 * ids.size());
@@ -460,6 +464,7 @@ void RedisBroker::complete(const asynq::TaskMessage& msg, const redis::Script& s
     redis::Reply watched = conn->read_reply();
     redis::Reply state = conn->read_reply();
     watched.throw_if_error();
+    state.throw_if_error();  // an error reply is an outage, not "the task moved"
     if (state.is_nil() || state.str() != asynq::state::active) {
       conn->command({"UNWATCH"});
       throw NotFound("task " + msg.id + " is no longer active in queue " + msg.queue);

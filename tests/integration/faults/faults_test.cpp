@@ -231,8 +231,9 @@ TEST_F(FaultTest, HandlerIgnoringCancellationDoesNotBlockShutdown) {
   ASSERT_TRUE(code) << "worker still running 15 s after SIGTERM:\n" << worker->output();
   EXPECT_EQ(*code, 0) << worker->output();
   // Shutdown timeout 1 s + the engine's wait for cancelled handlers (max(timeout, 1 s)) + the
-  // plugin host's grace (the same timeout) + a small margin.
-  EXPECT_LT(took, 6s) << worker->output();
+  // plugin host's grace (the same timeout), about 3 s; the bound leaves room for a loaded ASan
+  // machine while still catching a shutdown that waits for the handler (60 s).
+  EXPECT_LT(took, 12s) << worker->output();
   EXPECT_EQ(worker->count_lines({"Shutdown: requeueing unfinished task", id}), 1) << worker->output();
   EXPECT_EQ(worker->count_lines({"ignored cancellation"}), 1) << worker->output();
   auto conn = redis_.connect();

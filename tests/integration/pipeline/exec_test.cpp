@@ -324,7 +324,7 @@ TEST_F(AiExec, AnAgentThatOverrunsIsKilledAndRetried) {
   const auto started = std::chrono::steady_clock::now();
   const auto r =
       exec("ai:execute", R"({"task_id":")" + id + R"(","step":1})",
-           {{"AI_COMMAND", "sh -c 'trap \"\" TERM; echo working; sleep 60'"}, {"AI_TIMEOUT", "1s"}});
+           {{"AI_COMMAND", "sh -c 'trap \"\" TERM; echo working; sleep 60'"}, {"AI_TIMEOUT", "3s"}});
   EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(40));
   EXPECT_EQ(r.line("disposition"), "retry") << r.out << r.err;
   EXPECT_NE(r.line("error").find("timed out"), std::string::npos) << r.out;
