@@ -319,6 +319,11 @@ class AiExecutor {
     run.truncated = reply.size() > output_limit_;
     const std::optional<std::string> diff = autodevs::extract_unified_diff(reply);
     if (!diff) return run;  // the model says nothing needs to change
+    if (const auto entry = autodevs::find_link_or_submodule_entry(*diff)) {
+      store_attempt_output(tc, step, run);
+      throw std::runtime_error("the model's diff touches a symbolic link or submodule, which is refused: " +
+                               autodevs::sanitize_utf8(*entry));
+    }
     const auto applied = git.run(step.worktree, {"apply", "--whitespace=nowarn", "--recount"}, *diff);
     if (!applied.succeeded()) {
       store_attempt_output(tc, step, run);

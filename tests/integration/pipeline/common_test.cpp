@@ -256,6 +256,22 @@ TEST(DiffExtraction, FencedRawAndAbsent) {
   EXPECT_FALSE(autodevs::extract_unified_diff("I could not find anything to change."));
 }
 
+TEST(ModelDiff, LinksAndSubmodulesAreFoundRegularFilesAreNot) {
+  const std::string regular =
+      "diff --git a/x b/x\nnew file mode 100644\nindex 0000000..e69de29\n--- /dev/null\n+++ b/x\n"
+      "@@ -0,0 +1 @@\n+new mode 120000\n";  // a content line that only looks like a header
+  EXPECT_FALSE(autodevs::find_link_or_submodule_entry(regular));
+  EXPECT_EQ(autodevs::find_link_or_submodule_entry("diff --git a/l b/l\r\nnew file mode 120000\r\n"),
+            "new file mode 120000");
+  EXPECT_EQ(autodevs::find_link_or_submodule_entry("diff --git a/f b/f\nold mode 100644\nnew mode 120000\n"),
+            "new mode 120000");
+  EXPECT_EQ(autodevs::find_link_or_submodule_entry("diff --git a/l b/l\nindex 1a2b3c4..5d6e7f8 120000\n"),
+            "index 1a2b3c4..5d6e7f8 120000");
+  EXPECT_EQ(autodevs::find_link_or_submodule_entry("diff --git a/m b/m\nnew file mode 160000\n"),
+            "new file mode 160000");
+  EXPECT_FALSE(autodevs::find_link_or_submodule_entry("diff --git a/l b/l\ndeleted file mode 120000\n"));
+}
+
 TEST(CommitTrailer, FindsTheStepTrailer) {
   const std::string msg = "AutoDevs step 2: Do it\n\nbody\n\nAutoDevs-Step: abc/2\n";
   EXPECT_EQ(autodevs::find_commit_trailer(msg, "AutoDevs-Step"), "abc/2");

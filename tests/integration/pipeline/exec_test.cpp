@@ -1,9 +1,14 @@
 // The shipped plugins run one task at a time through `worker exec` (no Redis), against the
 // test PostgreSQL: planning, worktree create/remove/cleanup, ai:execute, and a full chain
 // planning -> worktree -> every step -> completed with one commit per step.
+#include <httplib.h>
+
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
 
 #include "pipeline_fixture.hpp"
 
@@ -386,6 +391,51 @@ TEST_F(AiExec, ARetryDropsCommitsOfTheFailedAttempt) {
   const fs::path worktree = fs::canonical(base_) / "agent-commits-repo" / id;
   EXPECT_TRUE(fs::exists(worktree / "done.txt"));
   EXPECT_FALSE(fs::exists(worktree / "partial.txt"));
+}
+
+// A model's diff that adds a symbolic link out of the worktree is refused before `git apply`:
+// the step is retried, nothing is written or committed, and the error names the offending line.
+TEST_F(AiExec, AModelDiffAddingASymlinkIsRefused) {
+  const std::string diff =
+      "```diff\n"
+      "diff --git a/escape b/escape\n"
+      "new file mode 120000\n"
+      "index 0000000..6f3b5e1\n"
+      "--- /dev/null\n"
+      "+++ b/escape\n"
+      "@@ -0,0 +1 @@\n"
+      "+/etc\n"
+      "\\ No newline at end of file\n"
+      "```\n";
+  httplib::Server server;
+  server.Post("/v1/chat/completions", [&diff](const httplib::Request&, httplib::Response& res) {
+    const nlohmann::json body = {
+        {"choices", {{{"index", 0}, {"message", {{"role", "assistant"}, {"content", diff}}}}}}};
+    res.set_content(body.dump(), "application/json");
+  });
+  const int port = server.bind_to_any_port("127.0.0.1");
+  ASSERT_GT(port, 0);
+  std::thread serving([&server] { server.listen_after_bind(); });
+
+  const fs::path repo = make_repo("symlink-diff-repo");
+  const std::string id = random_uuid();
+  insert_task(id, repo, "t", "one step");
+  ASSERT_EQ(exec("planning:task", payload_for(id)).line("disposition"), "succeeded");
+  ASSERT_EQ(exec("worktree:create", payload_for(id)).line("disposition"), "succeeded");
+  const auto r = exec("ai:execute", R"({"task_id":")" + id + R"(","step":1})",
+                      {{"AI_PROVIDER", "openai"},
+                       {"AI_COMMAND", ""},
+                       {"AI_BASE_URL", "http://127.0.0.1:" + std::to_string(port) + "/v1"},
+                       {"AI_MODEL", "m"},
+                       {"AI_API_KEY", "sk-test"}});
+  server.stop();
+  serving.join();
+  EXPECT_EQ(r.line("disposition"), "retry") << r.out << r.err;
+  EXPECT_NE(r.line("error").find("symbolic link"), std::string::npos) << r.out;
+  EXPECT_NE(r.line("error").find("new file mode 120000"), std::string::npos) << r.out;
+  const fs::path worktree = fs::canonical(base_) / "symlink-diff-repo" / id;
+  EXPECT_FALSE(fs::exists(fs::symlink_status(worktree / "escape")));
+  EXPECT_TRUE(step_commits(*this, repo, id, &AiExec::git).empty());
 }
 
 // An agent that moves the worktree off the task branch: nothing is committed elsewhere.
