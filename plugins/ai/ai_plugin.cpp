@@ -23,6 +23,7 @@
 
 #include "autodevs/chat.hpp"
 #include "autodevs/git.hpp"
+#include "autodevs/paths.hpp"
 #include "autodevs/sdk_glue.hpp"
 #include "autodevs/subprocess.hpp"
 #include "autodevs/text.hpp"
@@ -159,8 +160,7 @@ class AiExecutor {
 
     // Start from the previous step's commit: a previous attempt may have left edits behind, or
     // commits of its own (agent CLIs that commit as they go).
-    git.run_checked(step.worktree, {"reset", "-q", "--hard", step.start_commit.value_or("HEAD"), "--"});
-    git.run_checked(step.worktree, {"clean", "-q", "-f", "-d"});
+    reset_to_start(git, step);
 
     const AgentRun run = provider_ == Provider::Command ? run_command(tc, step) : run_openai(tc, git, step);
     // The agent may have switched branches or detached HEAD: the step's commit must land on the
@@ -172,6 +172,7 @@ class AiExecutor {
     }
 
     git.run_checked(step.worktree, {"add", "-A"});
+    refuse_escaping_symlinks(tc, git, step, run);
     const std::string message =
         "AutoDevs step " + std::to_string(step_no) + "/" + std::to_string(step.step_count) + ": " +
         step.step_title + "\n\nTask: " + (step.task_title.empty() ? task_id : step.task_title) + "\n\n" +
@@ -319,11 +320,6 @@ class AiExecutor {
     run.truncated = reply.size() > output_limit_;
     const std::optional<std::string> diff = autodevs::extract_unified_diff(reply);
     if (!diff) return run;  // the model says nothing needs to change
-    if (const auto entry = autodevs::find_link_or_submodule_entry(*diff)) {
-      store_attempt_output(tc, step, run);
-      throw std::runtime_error("the model's diff touches a symbolic link or submodule, which is refused: " +
-                               autodevs::sanitize_utf8(*entry));
-    }
     const auto applied = git.run(step.worktree, {"apply", "--whitespace=nowarn", "--recount"}, *diff);
     if (!applied.succeeded()) {
       store_attempt_output(tc, step, run);
@@ -331,6 +327,36 @@ class AiExecutor {
                                autodevs::sanitize_utf8(tail(applied.stderr_text, 400)));
     }
     return run;
+  }
+
+  static void reset_to_start(const autodevs::Git& git, const StepContext& step) {
+    git.run_checked(step.worktree, {"reset", "-q", "--hard", step.start_commit.value_or("HEAD"), "--"});
+    git.run_checked(step.worktree, {"clean", "-q", "-f", "-d"});
+  }
+
+  // No commit may carry a symbolic link out of the worktree (`escape -> /etc`, from an agent or a
+  // model's diff): a later step writing through it would leave the worktree. Links that stay
+  // inside the repository are fine.
+  void refuse_escaping_symlinks(const wk::TaskContext& tc, const autodevs::Git& git, const StepContext& step,
+                                const AgentRun& run) const {
+    // Against the step's start: an agent that commits as it goes has links in its commits too.
+    const std::string staged =
+        git.run_checked(step.worktree, {"diff", "--cached", "--name-only", "-z", "--no-renames",
+                                        "--diff-filter=AMT", step.start_commit.value_or("HEAD"), "--"});
+    std::vector<std::string> paths;
+    for (std::size_t start = 0; start < staged.size();) {
+      const std::size_t end = staged.find('\0', start);
+      paths.push_back(staged.substr(start, end == std::string::npos ? std::string::npos : end - start));
+      if (end == std::string::npos) break;
+      start = end + 1;
+    }
+    if (const auto link = autodevs::find_escaping_symlink(step.worktree, paths)) {
+      reset_to_start(git, step);  // the link must not stay on the branch until a retry, either
+      store_attempt_output(tc, step, run);
+      throw std::runtime_error(
+          "the step's change adds a symbolic link out of the worktree, which is refused: " +
+          autodevs::sanitize_utf8(*link));
+    }
   }
 
   void store_attempt_output(const wk::TaskContext& tc, const StepContext& step, const AgentRun& run) const {

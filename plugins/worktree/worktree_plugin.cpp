@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "autodevs/git.hpp"
+#include "autodevs/paths.hpp"
 #include "autodevs/sdk_glue.hpp"
 #include "autodevs/text.hpp"
 
@@ -29,14 +30,6 @@ using namespace std::chrono_literals;
 
 // Retry delay when another delivery holds the task's worktree lock.
 constexpr std::chrono::milliseconds kLockBusyRetry = 5s;
-
-// `path` is `base` or below it. Both must already be canonical (symlinks resolved).
-bool is_within(const fs::path& base, const fs::path& path) {
-  const fs::path relative = path.lexically_relative(base);
-  if (relative.empty()) return false;
-  const auto first = *relative.begin();
-  return first != ".." && !relative.is_absolute();
-}
 
 struct WorktreeRow {
   std::string task_id;
@@ -333,7 +326,7 @@ class Worktrees {
     }
     std::error_code ec;
     const fs::path resolved = fs::weakly_canonical(target, ec);
-    if (ec || !is_within(base, resolved)) {
+    if (ec || !autodevs::is_within(base, resolved)) {
       throw wk::Permanent("path_escapes_base", "worktree path " + target.string() + " resolves to " +
                                                    resolved.string() + ", outside WORKTREE_BASE_DIR " +
                                                    base.string());
@@ -441,7 +434,7 @@ class Worktrees {
       // Only ever delete below the base directory, whatever the row says.
       const fs::path base = canonical_base();
       const fs::path parent = fs::weakly_canonical(path.parent_path(), ec);
-      if (!ec && is_within(base, parent / path.filename())) {
+      if (!ec && autodevs::is_within(base, parent / path.filename())) {
         fs::remove_all(path, ec);
       } else {
         tc.warn("not deleting a recorded worktree path outside WORKTREE_BASE_DIR", {{"path", path.string()}});

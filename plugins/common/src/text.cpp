@@ -202,22 +202,6 @@ std::optional<std::string> extract_unified_diff(std::string_view reply) {
   return std::nullopt;
 }
 
-std::optional<std::string> find_link_or_submodule_entry(std::string_view diff) {
-  const auto special_mode = [](std::string_view mode) { return mode == "120000" || mode == "160000"; };
-  for (std::string_view line : split_lines(diff)) {
-    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-    for (std::string_view header : {"new file mode ", "new mode "}) {
-      if (line.starts_with(header) && special_mode(line.substr(header.size()))) return std::string(line);
-    }
-    // "index <old>..<new> <mode>": the content of an existing link or submodule changes.
-    if (line.starts_with("index ") && line.find("..") != std::string_view::npos) {
-      const auto space = line.rfind(' ');
-      if (space > 6 && special_mode(line.substr(space + 1))) return std::string(line);
-    }
-  }
-  return std::nullopt;
-}
-
 std::optional<std::string> find_commit_trailer(std::string_view message, std::string_view key) {
   std::optional<std::string> found;
   for (std::string_view line : split_lines(message)) {

@@ -20,6 +20,7 @@
 #include "autodevs/chat.hpp"
 #include "autodevs/config_values.hpp"
 #include "autodevs/git.hpp"
+#include "autodevs/paths.hpp"
 #include "autodevs/payload.hpp"
 #include "autodevs/subprocess.hpp"
 #include "autodevs/text.hpp"
@@ -256,20 +257,25 @@ TEST(DiffExtraction, FencedRawAndAbsent) {
   EXPECT_FALSE(autodevs::extract_unified_diff("I could not find anything to change."));
 }
 
-TEST(ModelDiff, LinksAndSubmodulesAreFoundRegularFilesAreNot) {
-  const std::string regular =
-      "diff --git a/x b/x\nnew file mode 100644\nindex 0000000..e69de29\n--- /dev/null\n+++ b/x\n"
-      "@@ -0,0 +1 @@\n+new mode 120000\n";  // a content line that only looks like a header
-  EXPECT_FALSE(autodevs::find_link_or_submodule_entry(regular));
-  EXPECT_EQ(autodevs::find_link_or_submodule_entry("diff --git a/l b/l\r\nnew file mode 120000\r\n"),
-            "new file mode 120000");
-  EXPECT_EQ(autodevs::find_link_or_submodule_entry("diff --git a/f b/f\nold mode 100644\nnew mode 120000\n"),
-            "new mode 120000");
-  EXPECT_EQ(autodevs::find_link_or_submodule_entry("diff --git a/l b/l\nindex 1a2b3c4..5d6e7f8 120000\n"),
-            "index 1a2b3c4..5d6e7f8 120000");
-  EXPECT_EQ(autodevs::find_link_or_submodule_entry("diff --git a/m b/m\nnew file mode 160000\n"),
-            "new file mode 160000");
-  EXPECT_FALSE(autodevs::find_link_or_submodule_entry("diff --git a/l b/l\ndeleted file mode 120000\n"));
+TEST(Paths, EscapingSymlinksAreFoundInsideOnesAndFilesAreNot) {
+  const fs::path root = make_temp_dir("links") / "root";
+  fs::create_directories(root / "sub");
+  std::ofstream(root / "file.txt") << "x";
+  fs::create_symlink("../file.txt", root / "sub" / "in");
+  fs::create_symlink("sub/in", root / "chain-in");  // a link to a link that stays inside
+  fs::create_symlink("/etc", root / "abs-out");
+  fs::create_symlink("..", root / "sub" / "up");  // root itself: inside
+  fs::create_symlink("../..", root / "sub" / "out");
+  fs::create_symlink("loop-b", root / "loop-a");
+  fs::create_symlink("loop-a", root / "loop-b");
+  fs::create_symlink("missing/deeper", root / "dangling-in");
+
+  EXPECT_FALSE(autodevs::find_escaping_symlink(
+      root, {"file.txt", "sub/in", "chain-in", "sub/up", "dangling-in", "not-there"}));
+  EXPECT_EQ(autodevs::find_escaping_symlink(root, {"file.txt", "abs-out"}), "abs-out -> /etc");
+  EXPECT_EQ(autodevs::find_escaping_symlink(root, {"sub/out"}), "sub/out -> ../..");
+  EXPECT_EQ(autodevs::find_escaping_symlink(root, {"loop-a"}), "loop-a -> loop-b");
+  fs::remove_all(root.parent_path());
 }
 
 TEST(CommitTrailer, FindsTheStepTrailer) {

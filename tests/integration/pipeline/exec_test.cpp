@@ -393,8 +393,8 @@ TEST_F(AiExec, ARetryDropsCommitsOfTheFailedAttempt) {
   EXPECT_FALSE(fs::exists(worktree / "partial.txt"));
 }
 
-// A model's diff that adds a symbolic link out of the worktree is refused before `git apply`:
-// the step is retried, nothing is written or committed, and the error names the offending line.
+// A model's diff that adds a symbolic link out of the worktree is refused: the step is retried,
+// nothing is committed, and the error names the link and its target.
 TEST_F(AiExec, AModelDiffAddingASymlinkIsRefused) {
   const std::string diff =
       "```diff\n"
@@ -431,11 +431,37 @@ TEST_F(AiExec, AModelDiffAddingASymlinkIsRefused) {
   server.stop();
   serving.join();
   EXPECT_EQ(r.line("disposition"), "retry") << r.out << r.err;
-  EXPECT_NE(r.line("error").find("symbolic link"), std::string::npos) << r.out;
-  EXPECT_NE(r.line("error").find("new file mode 120000"), std::string::npos) << r.out;
-  const fs::path worktree = fs::canonical(base_) / "symlink-diff-repo" / id;
-  EXPECT_FALSE(fs::exists(fs::symlink_status(worktree / "escape")));
+  EXPECT_NE(r.line("error").find("symbolic link out of the worktree"), std::string::npos) << r.out;
+  EXPECT_NE(r.line("error").find("escape -> /etc"), std::string::npos) << r.out;
   EXPECT_TRUE(step_commits(*this, repo, id, &AiExec::git).empty());
+}
+
+// The same rule for agent CLIs, also when the agent commits the link itself; a link that stays
+// inside the repository is an ordinary change.
+TEST_F(AiExec, AnAgentsSymlinkOutOfTheWorktreeIsRefusedOneInsideIsKept) {
+  const fs::path repo = make_repo("symlink-agent-repo");
+  const std::string id = random_uuid();
+  insert_task(id, repo, "t", "one step");
+  ASSERT_EQ(exec("planning:task", payload_for(id)).line("disposition"), "succeeded");
+  ASSERT_EQ(exec("worktree:create", payload_for(id)).line("disposition"), "succeeded");
+  const std::string payload = R"({"task_id":")" + id + R"(","step":1})";
+  for (const std::string& target : {std::string("/etc"), std::string("../../..")}) {
+    const auto refused = exec(
+        "ai:execute", payload,
+        {{"AI_COMMAND", "sh -c 'mkdir sub && ln -s " + target +
+                            " sub/out && git add sub && git -c user.name=a -c user.email=a@example.invalid "
+                            "commit -qm link'"}});
+    EXPECT_EQ(refused.line("disposition"), "retry") << refused.out << refused.err;
+    EXPECT_NE(refused.line("error").find("sub/out -> " + target), std::string::npos) << refused.out;
+    EXPECT_TRUE(step_commits(*this, repo, id, &AiExec::git).empty());  // the agent's own commit is undone
+    EXPECT_FALSE(fs::exists(fs::symlink_status(fs::canonical(base_) / "symlink-agent-repo" / id / "sub")));
+  }
+  const auto kept =
+      exec("ai:execute", payload, {{"AI_COMMAND", "sh -c 'mkdir sub && ln -s ../README.md sub/in'"}});
+  ASSERT_EQ(kept.line("disposition"), "succeeded") << kept.out << kept.err;
+  EXPECT_EQ(step_commits(*this, repo, id, &AiExec::git).size(), 1u);
+  const fs::path worktree = fs::canonical(base_) / "symlink-agent-repo" / id;
+  EXPECT_EQ(fs::read_symlink(worktree / "sub" / "in"), "../README.md");
 }
 
 // An agent that moves the worktree off the task branch: nothing is committed elsewhere.

@@ -42,11 +42,6 @@ std::string summarize_title(std::string_view text, std::size_t max_chars = 120);
 // std::nullopt when the reply holds no diff at all.
 std::optional<std::string> extract_unified_diff(std::string_view reply);
 
-// The first git extended-header line of `diff` that creates or changes a symbolic link (mode
-// 120000) or a submodule entry (160000); std::nullopt when there is none. A model's diff must only
-// change regular files: a symlink it adds could point a later step's writes out of the worktree.
-std::optional<std::string> find_link_or_submodule_entry(std::string_view diff);
-
 // The value of the last "Key: value" trailer line in a commit message, if present.
 std::optional<std::string> find_commit_trailer(std::string_view message, std::string_view key);
 
