@@ -143,14 +143,16 @@ void Context::close() {
 }
 
 task::CancelReason Context::wait_cancelled(std::chrono::milliseconds timeout) {
-  auto cancelled = [&] { return execution_ != nullptr && execution_->cancellation.cancelled(); };
   std::unique_lock lock(mu_);
-  cv_.wait_for(lock, timeout, [&] { return !open_ || cancelled(); });
+  // Not the token's own flag: it is set before on_cancel runs, and the ABI promises the handler
+  // that on_cancel has run by the time wait_cancelled returns.
+  cv_.wait_for(lock, timeout, [&] { return !open_ || cancel_delivered_; });
   return execution_ != nullptr ? execution_->cancellation.reason() : task::CancelReason::none;
 }
 
 void Context::notify() {
   std::lock_guard lock(mu_);
+  cancel_delivered_ = true;
   cv_.notify_all();
 }
 

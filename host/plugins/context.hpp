@@ -102,9 +102,10 @@ class Context {
   // transactions (rolled back) with a warning.
   void close();
 
-  // Waits until the task is cancelled, the ctx closes or `timeout` passes.
+  // Waits until the cancellation has been delivered (notify(), after the handler's on_cancel
+  // ran), the ctx closes or `timeout` passes.
   task::CancelReason wait_cancelled(std::chrono::milliseconds timeout);
-  void notify();  // a cancellation arrived
+  void notify();  // the cancellation arrived and on_cancel, if any, has run
 
   void own(uint64_t handle, HandleKind kind);
   void disown(uint64_t handle);
@@ -122,6 +123,7 @@ class Context {
   std::condition_variable cv_;
   int active_calls_ = 0;
   bool open_ = true;
+  bool cancel_delivered_ = false;
   std::vector<std::pair<uint64_t, HandleKind>> owned_;
   std::mutex staged_mu_;
 };

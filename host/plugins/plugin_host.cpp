@@ -257,20 +257,22 @@ task::Outcome PluginHost::Impl::run(const Route& route, task::Execution& executi
   auto* const ctx_handle = static_cast<wk_ctx*>(detail::to_pointer(ctx->handle()));
 
   // on_cancel runs on the cancelling thread, only while run() is active, inside the ctx window
-  // (close() below waits for it).
+  // (close() below waits for it), and before wait_cancelled() wakes: a handler woken by the
+  // cancellation finds what its on_cancel did (a child signalled, a flag set) already done.
   auto running = std::make_shared<std::atomic<bool>>(false);
   auto on_cancel = handler.on_cancel;
   wk_plugin_state* state = plugin.state;
   const auto token =
       execution.cancellation.on_cancel([ctx, running, on_cancel, state, ctx_handle](task::CancelReason) {
-        ctx->notify();
-        if (on_cancel == nullptr || !running->load() || !ctx->enter()) return;
-        try {
-          on_cancel(state, ctx_handle);
-        } catch (...) {
-          ctx->logger().warn("plugin misbehaving", {{"problem", "on_cancel threw an exception"}});
+        if (on_cancel != nullptr && running->load() && ctx->enter()) {
+          try {
+            on_cancel(state, ctx_handle);
+          } catch (...) {
+            ctx->logger().warn("plugin misbehaving", {{"problem", "on_cancel threw an exception"}});
+          }
+          ctx->leave();
         }
-        ctx->leave();
+        ctx->notify();
       });
 
   wk_failure failure{};

@@ -17,7 +17,7 @@ std::optional<std::string> find_escaping_symlink(const fs::path& root,
                                                  const std::vector<std::string>& relative_paths) {
   std::error_code ec;
   const fs::path canonical_root = fs::canonical(root, ec);
-  if (ec) return root.string() + " -> (unresolvable: " + ec.message() + ")";
+  if (ec) return root.string().append(" -> (unresolvable: ").append(ec.message()).append(")");
   for (const std::string& relative : relative_paths) {
     const fs::path link = canonical_root / relative;
     if (!fs::is_symlink(fs::symlink_status(link, ec))) continue;
@@ -26,7 +26,7 @@ std::optional<std::string> find_escaping_symlink(const fs::path& root,
     // weakly_canonical follows the whole chain (links to links, links in parent directories);
     // a loop is an error, and is refused like an escape.
     const fs::path resolved = fs::weakly_canonical(link, ec);
-    if (ec || !is_within(canonical_root, resolved)) return relative + " -> " + shown;
+    if (ec || !is_within(canonical_root, resolved)) return std::string(relative).append(" -> ").append(shown);
   }
   return std::nullopt;
 }

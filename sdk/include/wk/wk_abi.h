@@ -323,8 +323,8 @@ struct wk_handler_desc {
   /* [worker-thread] May run concurrently for different tasks. */
   wk_disposition(WK_CALL* run)(wk_plugin_state* state, wk_ctx* task, const wk_task_view* t,
                                wk_failure* failure);
-  /* Optional. [any-thread] Called when cancellation is requested while run() is active. Must
-     not block and must not call the host except log. */
+  /* Optional. [any-thread] Called when cancellation is requested while run() is active, before
+     wait_cancelled() returns to the handler. Must not block and must not call the host except log. */
   void(WK_CALL* on_cancel)(wk_plugin_state* state, wk_ctx* task);
 };
 

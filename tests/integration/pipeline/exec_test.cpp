@@ -323,9 +323,7 @@ TEST_F(AiExec, BadInputIsPermanent) {
 TEST_F(AiExec, AnAgentThatOverrunsIsKilledAndRetried) {
   const fs::path repo = make_repo("slow-repo");
   const std::string id = random_uuid();
-  insert_task(id, repo, "t", "one step");
-  ASSERT_EQ(exec("planning:task", payload_for(id)).line("disposition"), "succeeded");
-  ASSERT_EQ(exec("worktree:create", payload_for(id)).line("disposition"), "succeeded");
+  ASSERT_NO_FATAL_FAILURE(plan_one_step_with_worktree(id, repo));
   const auto started = std::chrono::steady_clock::now();
   const auto r =
       exec("ai:execute", R"({"task_id":")" + id + R"(","step":1})",
@@ -344,9 +342,7 @@ TEST_F(AiExec, AnAgentThatOverrunsIsKilledAndRetried) {
 TEST_F(AiExec, TheAgentDoesNotInheritTheWorkersSettingsOrSecrets) {
   const fs::path repo = make_repo("env-repo");
   const std::string id = random_uuid();
-  insert_task(id, repo, "t", "one step");
-  ASSERT_EQ(exec("planning:task", payload_for(id)).line("disposition"), "succeeded");
-  ASSERT_EQ(exec("worktree:create", payload_for(id)).line("disposition"), "succeeded");
+  ASSERT_NO_FATAL_FAILURE(plan_one_step_with_worktree(id, repo));
   const auto r = exec("ai:execute", R"({"task_id":")" + id + R"(","step":1})",
                       {{"AI_COMMAND", "env"},
                        {"AI_API_KEY", "sk-agent-must-not-see-this"},
@@ -369,9 +365,7 @@ TEST_F(AiExec, TheAgentDoesNotInheritTheWorkersSettingsOrSecrets) {
 TEST_F(AiExec, ARetryDropsCommitsOfTheFailedAttempt) {
   const fs::path repo = make_repo("agent-commits-repo");
   const std::string id = random_uuid();
-  insert_task(id, repo, "t", "one step");
-  ASSERT_EQ(exec("planning:task", payload_for(id)).line("disposition"), "succeeded");
-  ASSERT_EQ(exec("worktree:create", payload_for(id)).line("disposition"), "succeeded");
+  ASSERT_NO_FATAL_FAILURE(plan_one_step_with_worktree(id, repo));
   const fs::path marker = dir_ / "first-attempt-done";
   const std::vector<std::pair<std::string, std::string>> agent = {
       {"AI_COMMAND",
@@ -419,9 +413,7 @@ TEST_F(AiExec, AModelDiffAddingASymlinkIsRefused) {
 
   const fs::path repo = make_repo("symlink-diff-repo");
   const std::string id = random_uuid();
-  insert_task(id, repo, "t", "one step");
-  ASSERT_EQ(exec("planning:task", payload_for(id)).line("disposition"), "succeeded");
-  ASSERT_EQ(exec("worktree:create", payload_for(id)).line("disposition"), "succeeded");
+  ASSERT_NO_FATAL_FAILURE(plan_one_step_with_worktree(id, repo));
   const auto r = exec("ai:execute", R"({"task_id":")" + id + R"(","step":1})",
                       {{"AI_PROVIDER", "openai"},
                        {"AI_COMMAND", ""},
@@ -441,9 +433,7 @@ TEST_F(AiExec, AModelDiffAddingASymlinkIsRefused) {
 TEST_F(AiExec, AnAgentsSymlinkOutOfTheWorktreeIsRefusedOneInsideIsKept) {
   const fs::path repo = make_repo("symlink-agent-repo");
   const std::string id = random_uuid();
-  insert_task(id, repo, "t", "one step");
-  ASSERT_EQ(exec("planning:task", payload_for(id)).line("disposition"), "succeeded");
-  ASSERT_EQ(exec("worktree:create", payload_for(id)).line("disposition"), "succeeded");
+  ASSERT_NO_FATAL_FAILURE(plan_one_step_with_worktree(id, repo));
   const std::string payload = R"({"task_id":")" + id + R"(","step":1})";
   for (const std::string& target : {std::string("/etc"), std::string("../../..")}) {
     const auto refused = exec(
@@ -468,9 +458,7 @@ TEST_F(AiExec, AnAgentsSymlinkOutOfTheWorktreeIsRefusedOneInsideIsKept) {
 TEST_F(AiExec, AnAgentThatLeavesTheTaskBranchFailsTheStep) {
   const fs::path repo = make_repo("detach-repo");
   const std::string id = random_uuid();
-  insert_task(id, repo, "t", "one step");
-  ASSERT_EQ(exec("planning:task", payload_for(id)).line("disposition"), "succeeded");
-  ASSERT_EQ(exec("worktree:create", payload_for(id)).line("disposition"), "succeeded");
+  ASSERT_NO_FATAL_FAILURE(plan_one_step_with_worktree(id, repo));
   const auto r = exec("ai:execute", R"({"task_id":")" + id + R"(","step":1})",
                       {{"AI_COMMAND", "git checkout -q --detach"}});
   EXPECT_EQ(r.line("disposition"), "fail_no_retry") << r.out << r.err;

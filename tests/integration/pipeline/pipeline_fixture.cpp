@@ -106,6 +106,13 @@ fs::path PipelineTest::make_repo(const std::string& name) {
   return repo;
 }
 
+void PipelineTest::plan_one_step_with_worktree(const std::string& id, const fs::path& repo) {
+  insert_task(id, repo, "t", "one step");
+  const std::string payload = R"({"task_id":")" + id + R"("})";
+  ASSERT_EQ(exec("planning:task", payload).line("disposition"), "succeeded");
+  ASSERT_EQ(exec("worktree:create", payload).line("disposition"), "succeeded");
+}
+
 std::string PipelineTest::git(const fs::path& dir, const std::vector<std::string>& args) {
   return wk::test::git(dir, args);
 }

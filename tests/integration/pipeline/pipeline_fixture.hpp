@@ -46,6 +46,9 @@ class PipelineTest : public ::testing::Test {
   // Inserts a task row.
   void insert_task(const std::string& id, const fs::path& repo, const std::string& title,
                    const std::string& description, const std::string& status = "pending");
+  // insert_task with one step, then planning:task and worktree:create through `exec`: a task
+  // ready for ai:execute step 1. Fails the test (fatally) when either does not succeed.
+  void plan_one_step_with_worktree(const std::string& id, const fs::path& repo);
 
   fs::path dir_;
   fs::path base_;
