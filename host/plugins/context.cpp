@@ -115,6 +115,18 @@ bool Context::enter() {
   return true;
 }
 
+bool Context::enter_while_running() {
+  std::lock_guard lock(mu_);
+  if (!open_ || !running_) return false;
+  ++active_calls_;
+  return true;
+}
+
+void Context::set_running(bool running) {
+  std::lock_guard lock(mu_);
+  running_ = running;
+}
+
 void Context::leave() {
   std::lock_guard lock(mu_);
   if (--active_calls_ == 0) cv_.notify_all();
@@ -147,7 +159,9 @@ task::CancelReason Context::wait_cancelled(std::chrono::milliseconds timeout) {
   // Not the token's own flag: it is set before on_cancel runs, and the ABI promises the handler
   // that on_cancel has run by the time wait_cancelled returns.
   cv_.wait_for(lock, timeout, [&] { return !open_ || cancel_delivered_; });
-  return execution_ != nullptr ? execution_->cancellation.reason() : task::CancelReason::none;
+  // A cancellation still being delivered (on_cancel running) is reported once it is done.
+  if (execution_ == nullptr || (open_ && !cancel_delivered_)) return task::CancelReason::none;
+  return execution_->cancellation.reason();
 }
 
 void Context::notify() {

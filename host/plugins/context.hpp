@@ -97,6 +97,10 @@ class Context {
   void set_handle(uint64_t handle) { handle_ = handle; }
 
   bool enter();
+  // enter(), but only while the handler's run() is active (set_running): on_cancel must never
+  // start after run() returned, when a C plugin may have freed what it works on.
+  bool enter_while_running();
+  void set_running(bool running);
   void leave();
   // Stops new calls, wakes waiters, waits for running calls, then releases leaked rows and
   // transactions (rolled back) with a warning.
@@ -124,6 +128,7 @@ class Context {
   int active_calls_ = 0;
   bool open_ = true;
   bool cancel_delivered_ = false;
+  bool running_ = false;
   std::vector<std::pair<uint64_t, HandleKind>> owned_;
   std::mutex staged_mu_;
 };

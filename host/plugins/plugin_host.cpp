@@ -259,12 +259,11 @@ task::Outcome PluginHost::Impl::run(const Route& route, task::Execution& executi
   // on_cancel runs on the cancelling thread, only while run() is active, inside the ctx window
   // (close() below waits for it), and before wait_cancelled() wakes: a handler woken by the
   // cancellation finds what its on_cancel did (a child signalled, a flag set) already done.
-  auto running = std::make_shared<std::atomic<bool>>(false);
   auto on_cancel = handler.on_cancel;
   wk_plugin_state* state = plugin.state;
   const auto token =
-      execution.cancellation.on_cancel([ctx, running, on_cancel, state, ctx_handle](task::CancelReason) {
-        if (on_cancel != nullptr && running->load() && ctx->enter()) {
+      execution.cancellation.on_cancel([ctx, on_cancel, state, ctx_handle](task::CancelReason) {
+        if (on_cancel != nullptr && ctx->enter_while_running()) {
           try {
             on_cancel(state, ctx_handle);
           } catch (...) {
@@ -279,13 +278,13 @@ task::Outcome PluginHost::Impl::run(const Route& route, task::Execution& executi
   failure.struct_size = sizeof failure;
   wk_disposition disposition = WK_DISP_UNSET;
   bool threw = false;
-  running->store(true);
+  ctx->set_running(true);
   try {
     disposition = handler.run(state, ctx_handle, &view, &failure);
   } catch (...) {
     threw = true;
   }
-  running->store(false);
+  ctx->set_running(false);
   if (token != 0) execution.cancellation.remove(token);
   ctx->close();
 

@@ -13,13 +13,31 @@
 # runuser) on directories chowned to it. Its unix socket lives inside the data directory so
 # nothing touches /var/run/postgresql.
 
+# A port below the kernel's ephemeral range (32768+ by default), where neither bind(0) nor an
+# outgoing connection can be handed it between this check and the server starting.
 wk_free_port() {
   python3 - <<'PY'
-import socket
-s = socket.socket()
-s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1])
-s.close()
+import random, socket
+low = 20000
+try:
+    high = min(int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0]), 65536)
+except (OSError, ValueError, IndexError):
+    high = 32768
+if high - low < 1000:
+    low, high = 1024, high
+for _ in range(200):
+    port = random.randrange(low, high)
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    print(port)
+    break
+else:
+    raise SystemExit("wk_free_port: no free port")
 PY
 }
 

@@ -200,12 +200,12 @@ TEST_F(EngineTest, HeartbeatExtendsTheLeaseAndPublishesWorkerInfo) {
     return Outcome{};
   });
   auto s = fast_settings({{q_, 1}});
-  s.lease = 2s;
+  s.lease = 4s;  // short, but a stalled heartbeat on a loaded machine must not lose it
   start(s);
   const auto id = enqueue("slow");
   ASSERT_TRUE(eventually([&] { return probe_.zscore(key("lease"), id).has_value(); }));
   const double first = *probe_.zscore(key("lease"), id);
-  // The lease is 2 s and whole-second scores: it only moves if the heartbeat extends it.
+  // Whole-second scores: the lease only moves 2 s on if the heartbeat extends it.
   ASSERT_TRUE(eventually([&] { return probe_.zscore(key("lease"), id).value_or(0) >= first + 2; }, 8s));
   const auto workers_key = "asynq:workers:{" + engine_->identity().host + ":" +
                            std::to_string(engine_->identity().pid) + ":" + engine_->identity().server_id +
@@ -298,7 +298,8 @@ TEST_F(EngineTest, ShutdownRequeuesRunningTasksWithoutCountingAnAttempt) {
   const auto id = enqueue("slow", 3);
   ASSERT_TRUE(eventually([&] { return running.load(); }));
   engine_->shutdown();
-  EXPECT_EQ(reason.load(), static_cast<int>(task::CancelReason::shutdown));
+  // The engine waits a bounded time for the handler; on a loaded machine it may return first.
+  EXPECT_TRUE(eventually([&] { return reason.load() == static_cast<int>(task::CancelReason::shutdown); }));
   EXPECT_EQ(probe_.llen(key("pending")), 1);
   EXPECT_EQ(probe_.llen(key("active")), 0);
   EXPECT_EQ(probe_.hget(key("t:" + id), "state"), "pending");

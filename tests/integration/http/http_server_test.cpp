@@ -178,19 +178,27 @@ TEST_F(HttpServerTest, MetricsCountTasksByTypeAndQueue) {
       R"(autodevs_worker_tasks_processed_total{task_type="ok",queue="alpha"})";
   const std::string processed_beta = R"(autodevs_worker_tasks_processed_total{task_type="ok",queue="beta"})";
   const std::string archived_alpha = R"(autodevs_worker_tasks_archived_total{task_type="bad",queue="alpha"})";
+  const std::string archived_in_redis = R"(autodevs_worker_queue_size{queue="alpha",state="archived"})";
+  // Everything a finished task changes: its counters, its duration and (written to Redis with
+  // the next round trip) the queue sizes. One scrape may land between any two of them.
   std::string text;
+  Response res;
   ASSERT_TRUE(eventually(
       [&] {
-        text = get(server_->port(), "/metrics").body;
+        res = get(server_->port(), "/metrics");
+        text = res.body;
         return sample(text, processed_alpha) == kOkAlpha && sample(text, processed_beta) == kOkBeta &&
-               sample(text, archived_alpha) == kBadAlpha;
+               sample(text, archived_alpha) == kBadAlpha &&
+               sample(text, R"(autodevs_worker_task_duration_seconds_count{task_type="ok"})") ==
+                   kOkAlpha + kOkBeta &&
+               sample(text, R"(autodevs_worker_task_duration_seconds_count{task_type="bad"})") == kBadAlpha &&
+               sample(text, archived_in_redis) == kBadAlpha &&
+               sample(text, "autodevs_worker_tasks_in_flight") == 0;
       },
       15s))
       << text;
-  const auto res = get(server_->port(), "/metrics");
   EXPECT_EQ(res.status, 200);
   EXPECT_EQ(res.content_type, "text/plain; version=0.0.4; charset=utf-8");
-  text = res.body;
   EXPECT_EQ(sample(text, R"(autodevs_worker_tasks_failed_total{task_type="bad",queue="alpha"})"), kBadAlpha);
   EXPECT_EQ(sample(text, R"(autodevs_worker_tasks_failed_total{task_type="ok",queue="alpha"})"), -1);
   EXPECT_EQ(sample(text, R"(autodevs_worker_tasks_processed_total{task_type="bad",queue="alpha"})"), -1);
