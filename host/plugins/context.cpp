@@ -1,5 +1,7 @@
 #include "plugins/context.hpp"
 
+#include <algorithm>
+
 #include "db/db.hpp"
 
 namespace wk::plugins::detail {
@@ -104,6 +106,34 @@ std::shared_ptr<void> HandleTable::find(uint64_t handle, HandleKind kind, const 
         {{"function", function}, {"problem", problem}, {"expected", any_ctx ? "ctx" : kind_name(kind)}});
   }
   return found;
+}
+
+// ---- DeferredMigrations ----------------------------------------------------------------------
+
+DeferredMigrations::DeferredMigrations() = default;
+DeferredMigrations::~DeferredMigrations() = default;
+
+void DeferredMigrations::defer(const std::vector<db::Migration>& migrations) {
+  std::lock_guard lock(mu_);
+  // Applying is idempotent per version (the pool re-checks under its advisory lock), so a list
+  // that was partly applied before the outage is simply kept whole.
+  migrations_.insert(migrations_.end(), migrations.begin(), migrations.end());
+  std::stable_sort(migrations_.begin(), migrations_.end(),
+                   [](const db::Migration& a, const db::Migration& b) { return a.version < b.version; });
+  migrations_.erase(
+      std::unique(migrations_.begin(), migrations_.end(),
+                  [](const db::Migration& a, const db::Migration& b) { return a.version == b.version; }),
+      migrations_.end());
+  pending_.store(!migrations_.empty(), std::memory_order_release);
+}
+
+void DeferredMigrations::apply(db::Pool& pool, const std::string& plugin_id, const log::Logger& logger) {
+  std::lock_guard lock(mu_);
+  if (migrations_.empty()) return;  // another thread applied them while this one waited
+  pool.migrate(plugin_id, migrations_);
+  logger.info("deferred migrations applied", {{"count", static_cast<int64_t>(migrations_.size())}});
+  migrations_.clear();
+  pending_.store(false, std::memory_order_release);
 }
 
 // ---- Context -----------------------------------------------------------------------------

@@ -8,6 +8,7 @@
 // The table is process-wide on purpose: the C callbacks in wk_host_api carry no user data, and a
 // plugin thread may call the host after the PluginHost that made the handle is gone (libraries
 // are retired, never unmapped). It is the plugin layer's only process-wide object.
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <memory>
@@ -26,6 +27,7 @@ namespace wk::db {
 class Pool;
 class Result;
 class Transaction;
+struct Migration;
 }  // namespace wk::db
 
 namespace wk::plugins::detail {
@@ -71,6 +73,28 @@ class HandleTable {
   std::shared_ptr<const HandleOwner> last_owner_;  // for values that name no slot at all
 };
 
+// Migrations pg_migrate could not apply at load time because the database was unreachable. A
+// worker must start (and serve its other plugins) during a database outage, so the plugin loads
+// anyway; the plugin host applies these before any of its tasks runs, and retries the task
+// ("database unavailable") until they are applied.
+class DeferredMigrations {
+ public:
+  DeferredMigrations();
+  ~DeferredMigrations();
+  DeferredMigrations(const DeferredMigrations&) = delete;
+  DeferredMigrations& operator=(const DeferredMigrations&) = delete;
+
+  void defer(const std::vector<db::Migration>& migrations);
+  bool pending() const noexcept { return pending_.load(std::memory_order_acquire); }
+  // One thread applies, the others wait for it; throws db::Error while the database is away.
+  void apply(db::Pool& pool, const std::string& plugin_id, const log::Logger& logger);
+
+ private:
+  std::mutex mu_;
+  std::vector<db::Migration> migrations_;
+  std::atomic<bool> pending_{false};
+};
+
 // Everything a plugin's contexts reach: fixed for the plugin's life.
 struct PluginServices {
   std::shared_ptr<const HandleOwner> owner;
@@ -79,6 +103,7 @@ struct PluginServices {
   std::shared_ptr<const ConfigSnapshot> config;
   db::Pool* pool = nullptr;
   task::Enqueuer* enqueuer = nullptr;
+  std::shared_ptr<DeferredMigrations> deferred_migrations = std::make_shared<DeferredMigrations>();
 };
 
 // A plugin ctx or a task ctx. Host calls enter() it for their whole duration, and close()

@@ -345,7 +345,14 @@ wk_status WK_CALL api_pg_migrate(wk_ctx* plugin_ctx, const wk_migration* migrati
       }
       list.push_back({m.version, std::string(view(m.name)), std::string(view(m.sql))});
     }
-    pool->migrate(call->services().plugin_id, list);
+    try {
+      pool->migrate(call->services().plugin_id, list);
+    } catch (const db::Error& e) {
+      if (e.kind() != db::ErrorKind::unavailable) throw;
+      call->services().deferred_migrations->defer(list);
+      call->services().logger.warn("database unavailable; migrations deferred until the plugin's first task",
+                                   {{"error", e.what()}});
+    }
     return set_error(err, WK_OK, "", "");
   });
 }

@@ -216,6 +216,18 @@ task::Outcome PluginHost::Impl::run(const Route& route, task::Execution& executi
     }
   } in_flight{plugin};
 
+  if (plugin.services->deferred_migrations->pending() && plugin.services->pool != nullptr) {
+    try {
+      plugin.services->deferred_migrations->apply(*plugin.services->pool, plugin.services->plugin_id,
+                                                  plugin.services->logger);
+    } catch (const std::exception& e) {
+      return {task::Disposition::retry,
+              "database unavailable: migrations of plugin " + plugin.services->plugin_id +
+                  " are not applied yet: " + e.what(),
+              {}};
+    }
+  }
+
   Limiter& limiter = *plugin.limiters[route.handler];
   if (!limiter.acquire(execution.cancellation)) {
     return {task::Disposition::cancelled, "context canceled", {}};

@@ -245,7 +245,9 @@ typedef struct wk_host_api {
      case the handler should roll back and report success. */
   wk_status(WK_CALL* pg_tx_once)(wk_pg_tx* tx, wk_str key, int32_t* out_first, wk_error* err);
   /* Versioned migrations for this plugin (plugin ctx, during init). Each version runs once per
-     database, in a transaction, under an advisory lock, recorded under the plugin id. */
+     database, in a transaction, under an advisory lock, recorded under the plugin id. When the
+     database cannot be reached, the host defers them and returns WK_OK: it applies them before
+     this plugin's first task runs, and retries the plugin's tasks until it has. */
   wk_status(WK_CALL* pg_migrate)(wk_ctx* plugin_ctx, const wk_migration* migrations, size_t count,
                                  size_t stride, wk_error* err);
 

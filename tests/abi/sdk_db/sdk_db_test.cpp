@@ -8,6 +8,7 @@
 #include "db/db.hpp"
 #include "log/log.hpp"
 #include "plugins/plugins.hpp"
+#include "support/private_postgres.hpp"
 #include "support/test_env.hpp"
 
 namespace wk::plugins {
@@ -110,6 +111,56 @@ TEST_F(SdkDbTest, ManyTasksNeverHoldMoreConnectionsThanThePool) {
   EXPECT_GE(held, 1);
   EXPECT_LE(held, kPoolSize);
   EXPECT_EQ(count("SELECT count(*) FROM sdk_ledger WHERE id LIKE '" + prefix + "%'"), 20);
+}
+
+// A worker starts during a database outage: the plugin still loads (its migrations are deferred),
+// its tasks are retried as "database unavailable" meanwhile, and once PostgreSQL answers the
+// migrations are applied before the first task runs, which then succeeds.
+TEST(SdkDbOutage, APluginLoadedDuringAnOutageMigratesBeforeItsFirstTask) {
+  test::PrivatePostgres pg;
+  pg.stop();
+  db::Settings s;
+  s.host = "127.0.0.1";
+  s.port = pg.port();
+  s.user = pg.role();
+  s.password = pg.password();
+  s.dbname = pg.database();
+  s.pool_size = 2;
+  s.connect_timeout = std::chrono::seconds(2);
+  auto logger = log::Logger::in_memory(log::Level::debug, log::Format::logfmt);
+  auto pool = db::make_pool(s, logger);
+  PluginHost host(logger, ConfigSnapshot{}, pool.get(), nullptr, HostOptions{});
+  const auto report = host.load_directory(WK_LEDGER_PLUGIN_DIR);
+  std::string log_text;
+  for (const auto& l : logger.lines()) log_text += l + "\n";
+  ASSERT_EQ(report.loaded.size(), 1u) << log_text;
+  EXPECT_NE(log_text.find("migrations deferred"), std::string::npos) << log_text;
+
+  Services services;
+  auto run = [&](const std::string& id) {
+    task::Task t;
+    t.id = id;
+    t.type = "ledger:write";
+    t.queue = "default";
+    t.payload = "commit";
+    t.started_at = task::Clock::now();
+    t.deadline = t.started_at + std::chrono::seconds(30);
+    task::Cancellation cancellation;
+    std::vector<task::EnqueueRequest> staged;
+    task::Execution execution{t, cancellation, services, staged};
+    return host.dispatch(execution);
+  };
+  const task::Outcome during = run("outage-1");
+  EXPECT_EQ(during.disposition, task::Disposition::retry);
+  EXPECT_NE(during.error.find("database unavailable: migrations of plugin"), std::string::npos)
+      << during.error;
+
+  pg.start();
+  const task::Outcome after = run("outage-1");
+  EXPECT_EQ(after.disposition, task::Disposition::succeeded) << after.error;
+  EXPECT_EQ(pool->query("SELECT count(*) FROM wk_plugin_migrations", {}, {})->value(0, 0), "2");
+  EXPECT_EQ(pool->query("SELECT count(*) FROM sdk_ledger", {}, {})->value(0, 0), "1");
+  host.shutdown();
 }
 
 }  // namespace
