@@ -424,6 +424,7 @@ wk_status WK_CALL api_enqueue(wk_ctx* ctx, const wk_enqueue_req* req, wk_task_id
       if (execution == nullptr) {
         return set_error(err, WK_E_WRONG_CTX, "wrong_ctx", "staged enqueue needs a task ctx");
       }
+      if (const task::Enqueuer* enqueuer = call->services().enqueuer) enqueuer->validate(request);
       if (request.task_id.empty()) request.task_id = task::new_uuid();
       id = request.task_id;
       std::lock_guard lock(call->staged_mutex());

@@ -41,6 +41,7 @@ class Client : public task::Enqueuer {
   // Returns the task id. Throws std::invalid_argument (bad input), DuplicateTask, TaskIdConflict
   // or redis::Error.
   std::string enqueue(const task::EnqueueRequest& request) override;
+  void validate(const task::EnqueueRequest& request) const override { prepare(request, task::Clock::now()); }
 
   // Validates and builds; throws std::invalid_argument with a clear message.
   static PreparedEnqueue prepare(const task::EnqueueRequest& request, task::Clock::time_point now);

@@ -1,5 +1,7 @@
 #include "queue/processor.hpp"
 
+#include <stdexcept>
+
 #include "queue/deadline.hpp"
 
 namespace wk::queue {
@@ -451,6 +453,11 @@ void Processor::written(const std::shared_ptr<InFlightTask>& t, TaskResult resul
     std::rethrow_exception(error);
   } catch (const NotFound&) {
     ctx_.task_log(t->task).warn("Task was moved while it ran; nothing written", {{"op", op}});
+    report(t, TaskResult::abandoned);
+  } catch (const std::invalid_argument& e) {
+    // A follow-up the queue refuses (staging validates them, so only a host bug gets here). Not
+    // an outage, and retrying the write cannot help: the recoverer takes the task after its lease.
+    ctx_.task_log(t->task).error("Outcome refused; nothing written", {{"op", op}, {"error", e.what()}});
     report(t, TaskResult::abandoned);
   } catch (const std::exception& e) {
     ctx_.health.failed(op, e);

@@ -83,6 +83,10 @@ class Enqueuer {
  public:
   virtual ~Enqueuer() = default;
   virtual std::string enqueue(const EnqueueRequest& request) = 0;
+  // Throws std::invalid_argument when `request` could never be enqueued (blank type, bad queue
+  // name, ...). Staged follow-ups are checked when the handler stages them: at completion it
+  // would be too late to tell the handler, and the task's success could not be written.
+  virtual void validate(const EnqueueRequest& /*request*/) const {}
 };
 
 enum class Disposition { succeeded, retry, retry_after, fail_no_retry, cancelled };

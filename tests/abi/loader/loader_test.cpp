@@ -14,6 +14,8 @@
 
 #include "log/log.hpp"
 #include "plugins/plugins.hpp"
+#include "queue/client.hpp"
+#include "redis/redis.hpp"
 #include "support/test_env.hpp"
 
 namespace wk::plugins {
@@ -255,6 +257,26 @@ TEST_F(PluginHostTest, FollowUpsWithDurationsThatWouldOverflowTheClockAreRefused
         << option << ": " << outcome.error;
     EXPECT_TRUE(run.staged.empty()) << option;
   }
+}
+
+// A follow-up the queue would refuse (asynq's queue-name rule: no braces) is refused when the
+// handler stages it, so the handler hears of it; at completion it would have blocked the
+// task's success from being written.
+TEST_F(PluginHostTest, FollowUpsTheQueueWouldRefuseAreRefusedWhenStaged) {
+  redis::Pool unused_pool(redis::Settings{}, 1);  // validation never connects
+  queue::Client client(unused_pool);
+  PluginHost host(logger, config, nullptr, &client, HostOptions{});
+  ASSERT_FALSE(host.load_file(fixture("good")).has_value());
+  TaskRun bad("good:disposition", "queue:bad{name}");
+  const task::Outcome& refused = bad.through(host);
+  EXPECT_EQ(refused.disposition, task::Disposition::fail_no_retry);
+  EXPECT_NE(refused.error.find("queue name"), std::string::npos) << refused.error;
+  EXPECT_TRUE(bad.staged.empty());
+  TaskRun good("good:disposition", "queue:fine");
+  EXPECT_EQ(good.through(host).disposition, task::Disposition::succeeded) << good.outcome.error;
+  ASSERT_EQ(good.staged.size(), 1u);
+  EXPECT_EQ(good.staged[0].queue, "fine");
+  host.shutdown();
 }
 
 TEST_F(PluginHostTest, ThrowingHandlersRetryAndTheHostSurvives) {
