@@ -203,7 +203,9 @@ int exec_local(const LocalRun& run, std::ostream& out, const log::Logger& logger
   auto print = [&](const char* label, const std::vector<task::EnqueueRequest>& requests) {
     for (const auto& r : requests) {
       out << label << ": type=" << r.type << " queue=" << (r.queue.empty() ? "default" : r.queue)
-          << " id=" << r.task_id << " payload=" << r.payload << "\n";
+          << " id=" << r.task_id;
+      if (r.timeout) out << " timeout=" << r.timeout->count() << "s";
+      out << " payload=" << r.payload << "\n";
     }
   };
   print("staged", result.staged);

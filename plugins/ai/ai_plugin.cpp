@@ -96,7 +96,8 @@ class AiExecutor {
     endpoint_.base_url = autodevs::config_string(ctx, "AI_BASE_URL", "https://api.openai.com/v1");
     endpoint_.model = autodevs::config_string(ctx, "AI_MODEL", "gpt-4o-mini");
     endpoint_.api_key = autodevs::config_string(ctx, "AI_API_KEY", "");
-    ai_timeout_ = autodevs::config_duration(ctx, "AI_TIMEOUT", 30min);
+    ai_timeout_ = autodevs::ai_timeout(ctx);
+    step_task_timeout_ = autodevs::ai_execute_timeout(ctx);
     output_limit_ = autodevs::config_bytes(ctx, "AI_OUTPUT_LIMIT", 65536);
     parse_author(autodevs::config_string(ctx, "AI_COMMIT_AUTHOR", "AutoDevs Worker <worker@autodevs.local>"));
     autodevs::migrate_shared_schema(ctx);
@@ -400,7 +401,7 @@ class AiExecutor {
                  wk::EnqueueOptions()
                      .queue(autodevs::kPipelineQueue)
                      .task_id(autodevs::ai_execute_task_id(step.task_id, step.step_no + 1))
-                     .timeout(ai_timeout_ + 5min));
+                     .timeout(step_task_timeout_));
     } else {
       tc.info("task completed", {{"autodevs_task_id", step.task_id}, {"steps", step.step_count}});
     }
@@ -465,6 +466,7 @@ class AiExecutor {
   std::vector<std::string> command_argv_;
   autodevs::ChatEndpoint endpoint_;
   std::chrono::milliseconds ai_timeout_{30min};
+  std::chrono::milliseconds step_task_timeout_{35min};
   std::uint64_t output_limit_ = 65536;
   std::string author_name_;
   std::string author_email_;

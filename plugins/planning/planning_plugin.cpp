@@ -48,7 +48,7 @@ class Planning {
     endpoint_.base_url = autodevs::config_string(ctx, "AI_BASE_URL", "https://api.openai.com/v1");
     endpoint_.model = autodevs::config_string(ctx, "AI_MODEL", "gpt-4o-mini");
     endpoint_.api_key = autodevs::config_string(ctx, "AI_API_KEY", "");
-    endpoint_.timeout = autodevs::config_duration(ctx, "AI_TIMEOUT", 30min);
+    endpoint_.timeout = autodevs::ai_timeout(ctx);
     autodevs::migrate_shared_schema(ctx);
     ctx.info("planning plugin ready", {{"planner", use_ai_ ? "openai" : "deterministic"}});
   }

@@ -56,6 +56,7 @@ class Worktrees {
       throw autodevs::ConfigError("WORKTREE_CLEANUP_INTERVAL is invalid: expected at least 1s");
     }
     log_git_ = autodevs::config_bool(ctx, "WORKTREE_ENABLE_LOGGING", true);
+    step_task_timeout_ = autodevs::ai_execute_timeout(ctx);
     autodevs::migrate_shared_schema(ctx);
     schedule_cleanup(ctx, /*from_slot=*/current_slot());
     ctx.info("worktree plugin ready",
@@ -99,7 +100,7 @@ class Worktrees {
     // Already created (a retry, or a duplicate delivery): success, and the follow-up again.
     if (is_registered_worktree(git, repo, target) && fs::is_directory(target)) {
       record(tx, task_id, repo, target, branch, std::nullopt);
-      stage_first_step(tc, tx, task_id);
+      stage_first_step(tc, tx, task_id, step_task_timeout_);
       tx.commit();
       tc.info("worktree already exists", {{"autodevs_task_id", task_id}, {"path", target.string()}});
       return wk::Outcome::ok();
@@ -128,7 +129,7 @@ class Worktrees {
     }
 
     record(tx, task_id, repo, target, branch, base_commit);
-    stage_first_step(tc, tx, task_id);
+    stage_first_step(tc, tx, task_id, step_task_timeout_);
     tx.commit();
     nlohmann::json result = {
         {"task_id", task_id}, {"path", target.string()}, {"branch", branch}, {"base_commit", *base_commit}};
@@ -378,7 +379,7 @@ class Worktrees {
   }
 
   static void stage_first_step(const wk::TaskContext& tc, const wk::Transaction& tx,
-                               const std::string& task_id) {
+                               const std::string& task_id, std::chrono::milliseconds step_task_timeout) {
     auto steps = tx.query("SELECT 1 FROM autodevs_task_steps WHERE task_id = $1 AND step_no = 1",
                           {wk::Param::text(task_id)});
     if (steps.empty()) return;  // a worktree without a plan (created directly by the application)
@@ -386,7 +387,8 @@ class Worktrees {
     tc.enqueue("ai:execute", follow_up.dump(),
                wk::EnqueueOptions()
                    .queue(autodevs::kPipelineQueue)
-                   .task_id(autodevs::ai_execute_task_id(task_id, 1)));
+                   .task_id(autodevs::ai_execute_task_id(task_id, 1))
+                   .timeout(step_task_timeout));
   }
 
   // Per-task serialisation of worktree:create, worktree:remove and cleanup's removals: two
@@ -480,6 +482,7 @@ class Worktrees {
   std::uint64_t min_free_bytes_ = 104857600;
   std::chrono::milliseconds cleanup_interval_{24h};
   bool log_git_ = true;
+  std::chrono::milliseconds step_task_timeout_{35min};
 };
 
 }  // namespace

@@ -113,6 +113,8 @@ TEST_F(WorktreeExec, CreatesRecordsAndStagesStepOneThenIsIdempotent) {
             expected.string());
   ASSERT_EQ(r.lines("staged").size(), 1u) << r.out;
   EXPECT_NE(r.line("staged").find("id=ai-execute:" + id + ":1"), std::string::npos) << r.out;
+  // Step 1 gets the same task timeout as the later steps: AI_TIMEOUT (60 s here) + 5 min.
+  EXPECT_NE(r.line("staged").find(" timeout=360s "), std::string::npos) << r.out;
   // WORKTREE_ENABLE_LOGGING defaults to true: git commands are in the log.
   EXPECT_NE(r.err.find("worktree add"), std::string::npos) << r.err;
 

@@ -83,6 +83,17 @@ inline std::string ai_execute_task_id(std::string_view task_id, std::int64_t ste
   return "ai-execute:" + std::string(task_id) + ":" + std::to_string(step);
 }
 
+// AI_TIMEOUT: how long one agent run or model call may take.
+inline std::chrono::milliseconds ai_timeout(const wk::Context& ctx) {
+  return config_duration(ctx, "AI_TIMEOUT", std::chrono::minutes(30));
+}
+// The asynq timeout of every ai:execute task, step 1 (staged by worktree:create) as much as the
+// later ones: the agent's limit plus time for git and the database. asynq's 30 min default
+// would cut a step short whenever AI_TIMEOUT is longer.
+inline std::chrono::milliseconds ai_execute_timeout(const wk::Context& ctx) {
+  return ai_timeout(ctx) + std::chrono::minutes(5);
+}
+
 // Finished states: no more steps will run for the task.
 inline constexpr std::string_view kFinishedStatusesSql = "('completed','failed','cancelled')";
 
