@@ -3,6 +3,7 @@
 // test says so) and, for the database test, a private PostgreSQL. What each test proves is in
 // docs/testing.md. Timings are shortened with the advanced settings (docs/configuration.md).
 #include <gtest/gtest.h>
+#include <httplib.h>
 #include <signal.h>
 
 #include <algorithm>
@@ -282,6 +283,50 @@ TEST_F(FaultTest, RedisOutageWhileTasksRunOutcomeWrittenWhenBack) {
   // The outage was logged, as an error naming the failed operation, and so was the recovery.
   EXPECT_EQ(worker->count_lines({"level=ERROR", "Redis unavailable", "op="}), 1) << worker->output();
   EXPECT_EQ(worker->count_lines({"level=INFO", "Redis available again"}), 1) << worker->output();
+  EXPECT_TRUE(worker->running());
+}
+
+// Issue 6, through the shipped binary: /healthz, /readyz and /metrics on WORKER_METRICS_ADDR.
+// Readiness names each failing dependency (Redis, PostgreSQL) and recovers with it; liveness
+// stays 200 throughout, since the worker reconnects by itself.
+TEST_F(FaultTest, HealthEndpointsOfTheWorkerFollowRedisAndPostgres) {
+  test::PrivatePostgres pg;
+  const int port = free_port();
+  auto worker = start_worker("first", {{"DB_PORT", std::to_string(pg.port())},
+                                       {"DB_USERNAME", pg.role()},
+                                       {"DB_PASSWORD", pg.password()},
+                                       {"DB_NAME", pg.database()},
+                                       {"WORKER_METRICS_ADDR", "127.0.0.1:" + std::to_string(port)}});
+  ASSERT_TRUE(worker->await_line({"Serving metrics and health"})) << worker->output();
+  httplib::Client http("127.0.0.1", port);
+  http.set_connection_timeout(2s);
+  http.set_read_timeout(10s);
+  auto get = [&](const char* path) -> std::pair<int, std::string> {
+    const auto res = http.Get(path);
+    return res ? std::pair{res->status, res->body} : std::pair{0, std::string()};
+  };
+  auto ready_is = [&](int status, const std::string& body) {
+    return test::eventually([&] { return get("/readyz") == std::pair{status, body}; }, 20s);
+  };
+
+  EXPECT_TRUE(ready_is(200, "redis ok\npostgres ok\nplugins ok\n")) << get("/readyz").second;
+  EXPECT_EQ(get("/healthz").first, 200);
+  const std::string metrics = get("/metrics").second;
+  EXPECT_NE(metrics.find("autodevs_worker_plugins_loaded 1\n"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("autodevs_worker_redis_up 1\n"), std::string::npos) << metrics;
+
+  pg.stop();
+  EXPECT_TRUE(ready_is(503, "redis ok\npostgres failed\nplugins ok\n")) << get("/readyz").second;
+  EXPECT_EQ(get("/healthz").first, 200);
+  pg.start();
+  EXPECT_TRUE(ready_is(200, "redis ok\npostgres ok\nplugins ok\n")) << get("/readyz").second;
+
+  redis_.stop();
+  EXPECT_TRUE(ready_is(503, "redis failed\npostgres ok\nplugins ok\n")) << get("/readyz").second;
+  EXPECT_EQ(get("/healthz").first, 200);
+  redis_.start();
+  EXPECT_TRUE(ready_is(200, "redis ok\npostgres ok\nplugins ok\n"))
+      << get("/readyz").second << worker->output();
   EXPECT_TRUE(worker->running());
 }
 
