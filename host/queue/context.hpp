@@ -41,6 +41,7 @@ struct InFlightTask {
   std::atomic<Clock::rep> lease_expiry_ticks{0};
   std::atomic<bool> lease_lost_notified{false};
   std::atomic<bool> settled{false};
+  std::atomic<bool> overran{false};  // failed past its deadline while the handler still runs
 };
 
 class InFlight {

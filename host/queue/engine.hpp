@@ -56,6 +56,10 @@ struct Settings {
   std::chrono::milliseconds janitor_interval{8000};
   int janitor_batch = 100;
   std::chrono::milliseconds shutdown_timeout{8000};
+  // A handler still running this long after its task's deadline (it was cancelled at the
+  // deadline) no longer holds the task: it is failed with "context deadline exceeded", as asynq
+  // does at once, and its thread is replaced until the handler returns.
+  std::chrono::milliseconds deadline_grace{5000};
   std::chrono::milliseconds sync_interval{5000};      // syncer retry period
   std::chrono::milliseconds resubscribe_delay{5000};  // longest subscriber back-off
   std::chrono::milliseconds wait_timeout{2000};       // longest single blocking wait for work

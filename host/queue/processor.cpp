@@ -44,7 +44,8 @@ class AttemptServices final : public task::TaskServices {
 
 }  // namespace
 
-DeadlineTimer::DeadlineTimer() : thread_([this] { run(); }) {}
+DeadlineTimer::DeadlineTimer(std::chrono::milliseconds grace, OverrunFn overrun)
+    : grace_(grace), overrun_(std::move(overrun)), thread_([this] { run(); }) {}
 
 DeadlineTimer::~DeadlineTimer() {
   {
@@ -58,7 +59,7 @@ DeadlineTimer::~DeadlineTimer() {
 DeadlineTimer::Handle DeadlineTimer::add(Clock::time_point deadline, const std::shared_ptr<InFlightTask>& t) {
   std::lock_guard lock(mu_);
   const Handle h{deadline, next_seq_++};
-  due_.emplace(h, t);
+  due_.emplace(h, Due{t, false});
   // Wake the timer only when it sleeps past this deadline (not once per task: with the default
   // 30 min deadlines it would wake at every dequeue).
   if (deadline < waiting_until_) cv_.notify_all();
@@ -67,7 +68,8 @@ DeadlineTimer::Handle DeadlineTimer::add(Clock::time_point deadline, const std::
 
 void DeadlineTimer::remove(Handle h) {
   std::lock_guard lock(mu_);
-  due_.erase(h);  // no-op when it already fired
+  due_.erase(h);                                   // before the deadline
+  due_.erase(Handle{h.first + grace_, h.second});  // after it: the overrun check
 }
 
 void DeadlineTimer::run() {
@@ -85,20 +87,34 @@ void DeadlineTimer::run() {
       continue;
     }
     waiting_until_ = Clock::time_point::min();  // firing: no wake-up needed
-    std::vector<std::shared_ptr<InFlightTask>> fire;
+    std::vector<std::shared_ptr<InFlightTask>> cancel;
+    std::vector<std::shared_ptr<InFlightTask>> overran;
     const auto now = Clock::now();
     while (!due_.empty() && due_.begin()->first.first <= now) {
-      if (auto t = due_.begin()->second.lock()) fire.push_back(std::move(t));
-      due_.erase(due_.begin());
+      auto node = due_.extract(due_.begin());
+      if (auto t = node.mapped().task.lock()) {
+        if (node.mapped().cancelled) {
+          overran.push_back(std::move(t));
+        } else {
+          cancel.push_back(t);
+          node.key().first += grace_;
+          node.mapped().cancelled = true;
+          due_.insert(std::move(node));
+        }
+      }
     }
-    // Cancel outside the lock: cancellation callbacks may take other locks.
+    // Outside the lock: cancellation callbacks and the overrun write take other locks.
     lock.unlock();
-    for (auto& t : fire) t->cancellation.cancel(task::CancelReason::deadline);
+    for (auto& t : cancel) t->cancellation.cancel(task::CancelReason::deadline);
+    for (auto& t : overran) overrun_(t);
     lock.lock();
   }
 }
 
-Processor::Processor(EngineContext& ctx, Syncer& syncer) : ctx_(ctx), syncer_(syncer) {}
+Processor::Processor(EngineContext& ctx, Syncer& syncer)
+    : ctx_(ctx),
+      syncer_(syncer),
+      timer_(ctx.settings.deadline_grace, [this](const std::shared_ptr<InFlightTask>& t) { overrun(t); }) {}
 
 Processor::~Processor() {
   stop_fetching();
@@ -111,6 +127,7 @@ void Processor::start() {
   last_tick_ = SteadyClock::now().time_since_epoch().count();
   const auto n = static_cast<unsigned>(std::max(1, ctx_.settings.concurrency));
   live_threads_ = n;
+  next_thread_index_ = n;
   for (unsigned i = 0; i < n; ++i) threads_.emplace_back([this, i] { worker_loop(i); });
 }
 
@@ -212,6 +229,7 @@ void Processor::worker_loop(unsigned index) {
     if (handed) {
       if (pending.task) flush_pending(pending);
       execute(handed, &pending);
+      if (handed->overran) break;  // a thread took this one's place meanwhile
       continue;
     }
     last_tick_ = SteadyClock::now().time_since_epoch().count();
@@ -257,6 +275,7 @@ void Processor::worker_loop(unsigned index) {
       // a shutdown waiting for it cannot slip through.
       if (with_write) settle_pending(pending, write_error);
       execute(mine, &pending);
+      if (mine->overran) break;  // a thread took this one's place meanwhile
       continue;
     }
     if (with_write) settle_pending(pending, write_error);
@@ -384,6 +403,20 @@ void Processor::finish(const std::shared_ptr<InFlightTask>& t, const task::Outco
           return;
       }
   }
+}
+
+void Processor::overrun(const std::shared_ptr<InFlightTask>& t) {
+  if (!t->settle()) return;  // the handler returned meanwhile, or a shutdown requeued the task
+  t->overran = true;
+  ctx_.task_log(t->task).warn(
+      "Handler still running past the task's deadline; failing the task, a new thread takes its slot",
+      {{"grace_ms", static_cast<int64_t>(ctx_.settings.deadline_grace.count())}});
+  fail(t, kDeadlineExceeded, std::nullopt, false, nullptr);
+  std::lock_guard lock(mu_);
+  if (stopping_) return;
+  // The stuck thread leaves the pool when its handler returns (worker_loop checks `overran`).
+  ++live_threads_;
+  threads_.emplace_back([this, i = next_thread_index_++] { worker_loop(i); });
 }
 
 void Processor::fail(const std::shared_ptr<InFlightTask>& t, const std::string& error,

@@ -8,6 +8,7 @@
 // sleeps on a timer waiting for work.
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -22,19 +23,28 @@
 namespace wk::queue {
 
 // One thread that cancels tasks with reason `deadline` when their effective deadline passes.
+// Cancels a task at its deadline (reason deadline) and, `grace` later, calls `overrun` for it
+// unless the handle was removed (the handler returned) by then.
 class DeadlineTimer {
  public:
   using Handle = std::pair<Clock::time_point, uint64_t>;  // (deadline, sequence): a unique key
-  DeadlineTimer();
+  using OverrunFn = std::function<void(const std::shared_ptr<InFlightTask>&)>;
+  DeadlineTimer(std::chrono::milliseconds grace, OverrunFn overrun);
   ~DeadlineTimer();
   Handle add(Clock::time_point deadline, const std::shared_ptr<InFlightTask>& t);
   void remove(Handle h);
 
  private:
   void run();
+  struct Due {
+    std::weak_ptr<InFlightTask> task;
+    bool cancelled = false;  // the deadline passed; this entry is the overrun check
+  };
+  const std::chrono::milliseconds grace_;
+  const OverrunFn overrun_;
   std::mutex mu_;
   std::condition_variable cv_;
-  std::map<Handle, std::weak_ptr<InFlightTask>> due_;
+  std::map<Handle, Due> due_;  // a cancelled entry is re-keyed (deadline + grace, same sequence)
   Clock::time_point waiting_until_ = Clock::time_point::max();  // what the timer thread sleeps until
   uint64_t next_seq_ = 0;
   bool stopping_ = false;
@@ -92,10 +102,11 @@ class Processor {
   // Settles a pending write whose result is `error` and unregisters its task.
   void settle_pending(PendingWrite& pending, const std::exception_ptr& error);
   void report(const std::shared_ptr<InFlightTask>& t, TaskResult result);
+  // The deadline timer's overrun: fails the task and starts a thread in place of its own.
+  void overrun(const std::shared_ptr<InFlightTask>& t);
 
   EngineContext& ctx_;
   Syncer& syncer_;
-  DeadlineTimer timer_;
   std::vector<std::thread> threads_;
 
   std::mutex mu_;
@@ -108,7 +119,10 @@ class Processor {
   long reserved_ = 0;                                  // idle threads counted into a dequeue still in flight
   std::deque<std::shared_ptr<InFlightTask>> handoff_;  // dequeued for idle threads, not started
   unsigned live_threads_ = 0;
+  unsigned next_thread_index_ = 0;
   std::atomic<SteadyClock::rep> last_tick_{0};
+  // Last: destroyed first, so its thread never calls overrun() on a half-destroyed processor.
+  DeadlineTimer timer_;
 };
 
 }  // namespace wk::queue

@@ -173,6 +173,50 @@ TEST_F(EngineTest, DeadlineCancelsWithContextDeadlineExceeded) {
   EXPECT_EQ(probe_.message(q_, id).error_msg, "context deadline exceeded");
 }
 
+// A handler that ignores the cancellation at its deadline: deadline_grace later the task is
+// failed ("context deadline exceeded") although the handler still runs, as asynq does at the
+// deadline itself; a new thread serves the queue meanwhile, and the handler's late "success"
+// writes nothing.
+TEST_F(EngineTest, AHandlerIgnoringItsDeadlineIsFailedAndItsThreadReplaced) {
+  std::atomic<bool> release{false};
+  std::atomic<bool> stuck_returned{false};
+  dispatcher_.on("stuck", [&](task::Execution&) {
+    while (!release) std::this_thread::sleep_for(10ms);
+    stuck_returned = true;
+    return Outcome{};
+  });
+  dispatcher_.on("quick", [](task::Execution&) { return Outcome{}; });
+  auto s = fast_settings({{q_, 1}}, 1);
+  s.deadline_grace = 300ms;
+  start(s);
+  struct Release {
+    std::atomic<bool>& flag;
+    ~Release() { flag = true; }  // never leave the handler thread stuck, even on a failed ASSERT
+  } release_at_exit{release};
+
+  const auto stuck = enqueue("stuck", 3, 1s);
+  ASSERT_TRUE(eventually([&] { return probe_.zcard(key("retry")) == 1; }));
+  EXPECT_FALSE(stuck_returned.load());
+  EXPECT_EQ(probe_.message(q_, stuck).error_msg, "context deadline exceeded");
+  EXPECT_EQ(probe_.message(q_, stuck).retried, 1);
+  EXPECT_EQ(probe_.llen(key("active")), 0);
+  EXPECT_FALSE(probe_.zscore(key("lease"), stuck).has_value());
+
+  // Concurrency 1 and that thread is still in the handler: only a new thread can run this.
+  const auto quick = enqueue("quick", 3);
+  ASSERT_TRUE(eventually([&] { return probe_.counter(key("processed")) == 2; }));
+  EXPECT_FALSE(stuck_returned.load());
+
+  release = true;
+  ASSERT_TRUE(eventually([&] { return stuck_returned.load() && engine_->running_tasks() == 0; }));
+  EXPECT_EQ(probe_.hget(key("t:" + stuck), "state"), "retry");
+  EXPECT_EQ(probe_.counter(key("processed")), 2);
+  EXPECT_EQ(probe_.counter(key("failed")), 1);
+  // And the pool is one thread again, still serving.
+  enqueue("quick", 3);
+  ASSERT_TRUE(eventually([&] { return probe_.counter(key("processed")) == 3; }));
+}
+
 TEST_F(EngineTest, PublishOnAsynqCancelCancelsTheRunningTask) {
   std::atomic<bool> running{false};
   dispatcher_.on("slow", [&](task::Execution& ex) {
