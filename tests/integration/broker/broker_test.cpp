@@ -167,6 +167,22 @@ TEST_F(BrokerTest, ScheduleGoesToScheduledAndForwarderMovesItWithPendingSince) {
   EXPECT_EQ(lrange("asynq:{default}:pending"), std::vector<std::string>{"s1"});
 }
 
+TEST_F(BrokerTest, ForwarderMovesDueRetriesToPendingWithPendingSince) {
+  enqueue("fr1");
+  enqueue("fr2");
+  broker_->retry(dequeue_one().msg, Clock::now() - 2s, "due", true);
+  broker_->retry(dequeue_one().msg, Clock::now() + 1h, "not yet", true);
+  const long long before_ns = now_s() * 1000000000LL;
+  EXPECT_EQ(broker_->forward("default"), 1);
+  EXPECT_EQ(lrange("asynq:{default}:pending"), std::vector<std::string>{"fr1"});
+  EXPECT_EQ(hget("asynq:{default}:t:fr1", "state"), "pending");
+  EXPECT_GE(std::stoll(hget("asynq:{default}:t:fr1", "pending_since")), before_ns);
+  EXPECT_FALSE(zscore("asynq:{default}:retry", "fr1"));
+  EXPECT_TRUE(zscore("asynq:{default}:retry", "fr2"));
+  EXPECT_EQ(hget("asynq:{default}:t:fr2", "state"), "retry");
+  EXPECT_EQ(asynq::decode_task_message(hget("asynq:{default}:t:fr1", "msg")).retried, 1);
+}
+
 TEST_F(BrokerTest, DequeueMovesToActiveWithLeaseAndSkipsPausedQueues) {
   enqueue("a1");
   enqueue("a2");
@@ -196,6 +212,7 @@ TEST_F(BrokerTest, DoneDeletesTaskCountsAndReleasesOwnUniqueLock) {
   EXPECT_FALSE(exists("asynq:{default}:t:d1"));
   EXPECT_FALSE(exists(d.msg.unique_key));
   EXPECT_TRUE(lrange("asynq:{default}:active").empty());
+  EXPECT_FALSE(zscore("asynq:{default}:lease", "d1"));
   const std::string daily = asynq::processed_key("default", asynq::utc_date(now_s()));
   EXPECT_EQ(get(daily), "1");
   EXPECT_GT(ttl(daily), 90LL * 86400 - 10);
@@ -233,8 +250,9 @@ TEST_F(BrokerTest, RetryKeepsHeadersAndUnknownFieldsAndCountsFailure) {
   EXPECT_EQ(back.unknown, m.unknown);
   EXPECT_EQ(get("asynq:{default}:failed"), "1");
   EXPECT_EQ(get("asynq:{default}:processed"), "1");
-  EXPECT_GT(ttl(asynq::failed_key("default", asynq::utc_date(now_s()))), 0);
+  EXPECT_GT(ttl(asynq::failed_key("default", asynq::utc_date(now_s()))), 90LL * 86400 - 10);
   EXPECT_FALSE(zscore("asynq:{default}:lease", "r1"));
+  EXPECT_TRUE(lrange("asynq:{default}:active").empty());
 }
 
 TEST_F(BrokerTest, RetryWithoutFailureDoesNotCount) {
@@ -274,6 +292,9 @@ TEST_F(BrokerTest, RequeuePutsTaskAtTheTailWithoutPendingSince) {
   EXPECT_EQ(lrange("asynq:{default}:pending"), (std::vector<std::string>{"q2", "q1"}));
   EXPECT_EQ(hget("asynq:{default}:t:q1", "state"), "pending");
   EXPECT_EQ(hget("asynq:{default}:t:q1", "pending_since"), "<nil>");
+  EXPECT_TRUE(lrange("asynq:{default}:active").empty());
+  EXPECT_FALSE(zscore("asynq:{default}:lease", "q1"));
+  EXPECT_FALSE(exists("asynq:{default}:processed"));  // a requeue is not an attempt
   EXPECT_EQ(dequeue_one().msg.id, "q1");
 }
 
@@ -282,6 +303,7 @@ TEST_F(BrokerTest, MarkCompletePublishesFollowUpsAtomically) {
   r.type = "c";
   r.task_id = "c1";
   r.retention = 1h;
+  r.unique_ttl = 1h;
   broker_->client().enqueue(r);
   const auto d = dequeue_one();
   broker_->write_result("default", "c1", std::string("ok\x00\xff", 4));
@@ -295,6 +317,12 @@ TEST_F(BrokerTest, MarkCompletePublishesFollowUpsAtomically) {
   const auto back = asynq::decode_task_message(hget("asynq:{default}:t:c1", "msg"));
   EXPECT_NEAR(back.completed_at, now_s(), 2);
   EXPECT_EQ(zscore("asynq:{default}:completed", "c1"), back.completed_at + 3600);
+  EXPECT_TRUE(lrange("asynq:{default}:active").empty());
+  EXPECT_FALSE(zscore("asynq:{default}:lease", "c1"));
+  EXPECT_FALSE(exists(d.msg.unique_key));  // its own lock, released on success
+  EXPECT_EQ(get("asynq:{default}:processed"), "1");
+  EXPECT_EQ(get(asynq::processed_key("default", asynq::utc_date(now_s()))), "1");
+  EXPECT_FALSE(exists("asynq:{default}:failed"));
   EXPECT_EQ(hget("asynq:{planning}:t:f1", "state"), "pending");
   EXPECT_EQ(raw_->command({"SISMEMBER", "asynq:queues", "planning"}).integer(), 1);
   // A completion of a task that moved away publishes nothing.
@@ -435,6 +463,8 @@ TEST_F(BrokerTest, ServerStateIsWrittenAndCleared) {
   // A second may tick over between the write and this read.
   EXPECT_GE(zscore("asynq:servers", sk), before + 10);
   EXPECT_LE(zscore("asynq:servers", sk), now_s() + 10);
+  EXPECT_GE(zscore("asynq:workers", wk), before + 10);
+  EXPECT_LE(zscore("asynq:workers", wk), now_s() + 10);
   EXPECT_EQ(asynq::decode_worker_info(hget(wk, "t9")), w);
   broker_->clear_server_state("h", 42, "sid");
   EXPECT_FALSE(exists(sk));
