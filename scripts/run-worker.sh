@@ -90,10 +90,26 @@ fi
 
 db_host=$(setting DB_HOST localhost)
 db_port=$(setting DB_PORT 5432)
-if is_local "$db_host" && ! wk_pg_answers 127.0.0.1 "$db_port"; then
-  echo "run-worker: no PostgreSQL on $db_host:$db_port, starting a private one (state in ${state#"$root"/}/pg)"
-  wk_pg_start "$state/pg" "$db_port"
-  wk_pg_createdb "$db_port" "$(setting DB_NAME autodevs)"
+db_user=$(setting DB_USERNAME postgres)
+db_name=$(setting DB_NAME autodevs)
+if is_local "$db_host"; then
+  if ! wk_pg_answers 127.0.0.1 "$db_port"; then
+    echo "run-worker: no PostgreSQL on $db_host:$db_port, starting a private one (state in ${state#"$root"/}/pg)"
+    wk_pg_start "$state/pg" "$db_port"
+    echo "$db_port" >"$state/pg/port"
+    wk_pg_createdb "$db_port" "$db_name" "$db_user"
+  elif ! PGPASSWORD=$(setting DB_PASSWORD "") wk_pg_login 127.0.0.1 "$db_port" "$db_user" "$db_name"; then
+    # Someone else's server: Debian's own cluster on 5432, say, which refuses postgres over TCP
+    # without a password and has no autodevs database. Use (or reuse) a private one beside it.
+    private_port=$(cat "$state/pg/port" 2>/dev/null || true)
+    if [[ -z "$private_port" || "$private_port" == "$db_port" ]]; then private_port=$(wk_free_port); fi
+    echo "run-worker: PostgreSQL on $db_host:$db_port does not let $db_user into $db_name;" \
+      "using a private one on port $private_port (state in ${state#"$root"/}/pg)"
+    if ! wk_pg_answers 127.0.0.1 "$private_port"; then wk_pg_start "$state/pg" "$private_port"; fi
+    echo "$private_port" >"$state/pg/port"
+    wk_pg_createdb "$private_port" "$db_name" "$db_user"
+    export DB_HOST=127.0.0.1 DB_PORT=$private_port
+  fi
 fi
 
 if [[ -n "${WK_WORKER_BIN:-}" ]]; then

@@ -117,11 +117,23 @@ wk_pg_stop() {
   wk_pg_run "$(wk_pg_bin)/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
 }
 
+# Creates database `name` (and login role `owner`, when given and missing) on a private
+# (trust-authenticated) server.
 wk_pg_createdb() {
-  local port=$1 name=$2 bin
+  local port=$1 name=$2 owner=${3:-postgres} bin
   bin=$(wk_pg_bin)
+  if [[ "$owner" != postgres ]] && ! "$bin/psql" -h 127.0.0.1 -p "$port" -U postgres -tAc \
+      "SELECT 1 FROM pg_roles WHERE rolname = '$owner'" postgres | grep -q 1; then
+    "$bin/createuser" -h 127.0.0.1 -p "$port" -U postgres "$owner"
+  fi
   if ! "$bin/psql" -h 127.0.0.1 -p "$port" -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$name'" postgres |
     grep -q 1; then
-    "$bin/createdb" -h 127.0.0.1 -p "$port" -U postgres "$name"
+    "$bin/createdb" -h 127.0.0.1 -p "$port" -U postgres -O "$owner" "$name"
   fi
+}
+
+# True when `user` (password from PGPASSWORD, if any) can log in to database `name`.
+wk_pg_login() {
+  local host=$1 port=$2 user=$3 name=$4
+  PGCONNECT_TIMEOUT=3 "$(wk_pg_bin)/psql" -h "$host" -p "$port" -U "$user" -w -tAc "SELECT 1" "$name" >/dev/null 2>&1
 }

@@ -8,6 +8,7 @@ root=$1 worker_bin=$2
 : "${WK_TEST_PG_PORT:?run through scripts/test.sh}"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/wk-run-worker.XXXXXX")
+chmod 755 "$work"  # as root, a private PostgreSQL runs as the postgres user under it
 worker_pid=""
 cleanup() {
   [[ -n "$worker_pid" ]] && kill -KILL "$worker_pid" 2>/dev/null || true
@@ -54,3 +55,34 @@ worker_pid=""
 [[ $status -eq 0 ]] || fail "worker exited $status after SIGTERM"
 head -3 "$work/out"
 echo "run-worker.sh -n w1 -v: private Redis started, worker logged in logfmt, clean stop"
+
+# A local PostgreSQL answers but will not let the configured user in (as Debian's own cluster on
+# 5432 refuses postgres over TCP): a private one starts beside it, with that user and database,
+# and the worker is pointed at it.
+role="wk_run_worker_$$"
+(
+  cd "$work/cwd"
+  exec env WK_STATE_DIR="$work/state" WK_WORKER_BIN="$worker_bin" WK_PLUGINS_DIR="$work/plugins" \
+    REDIS_HOST=localhost REDIS_PORT="$port" DB_HOST=127.0.0.1 DB_PORT="$WK_TEST_PG_PORT" DB_USERNAME="$role" \
+    WORKER_METRICS_ADDR= "$root/scripts/run-worker.sh" -n w2 -v
+) >"$work/out" 2>&1 &
+worker_pid=$!
+for _ in $(seq 1 600); do
+  grep -q 'msg="Starting job server"' "$work/out" && break
+  kill -0 "$worker_pid" 2>/dev/null || fail "run-worker exited early (foreign PostgreSQL)"
+  sleep 0.1
+done
+line=$(grep "^run-worker: PostgreSQL on 127.0.0.1:$WK_TEST_PG_PORT does not let $role into autodevs; using a private one on port " "$work/out") \
+  || fail "no line saying the private PostgreSQL is used instead"
+[[ $(grep -c '^run-worker: ' "$work/out") -eq 1 ]] || fail "more than one run-worker line"
+private_port=$(sed -E 's/.* on port ([0-9]+) .*/\1/' <<<"$line")
+[[ "$private_port" != "$WK_TEST_PG_PORT" ]] || fail "the private PostgreSQL took the foreign one's port"
+grep -q "key=DB_PORT value=$private_port\$" "$work/out" || fail "the worker was not pointed at port $private_port"
+psql -h 127.0.0.1 -p "$private_port" -U "$role" -w -tAc "SELECT 1" autodevs | grep -q 1 \
+  || fail "$role cannot use database autodevs on the private PostgreSQL"
+kill -TERM "$worker_pid"
+status=0
+wait "$worker_pid" || status=$?
+worker_pid=""
+[[ $status -eq 0 ]] || fail "worker exited $status after SIGTERM (foreign PostgreSQL)"
+echo "run-worker.sh with a PostgreSQL that refuses the user: a private one beside it, worker pointed at it"
