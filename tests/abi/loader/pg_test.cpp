@@ -58,6 +58,15 @@ TEST_F(PgHostTest, QueriesWithParamsAndReleasesLeakedRowsAndTransactions) {
                           {db::Param{false, false, 0, t.id}}, {});
   ASSERT_EQ(rows->rows(), 1u);
   EXPECT_EQ(rows->value(0, 0), t.id);
+
+  // And no connection stayed with the leaked handles: both of the pool's are free again (a
+  // second transaction would otherwise wait out its deadline).
+  ASSERT_EQ(test::pg_settings(kDatabase).pool_size, 2);
+  db::CallOptions soon;
+  soon.deadline = task::Clock::now() + std::chrono::seconds(5);
+  auto first = pool->begin(soon);
+  auto second = pool->begin(soon);
+  EXPECT_EQ(second->query("SELECT 1", {}, soon)->value(0, 0), "1");
 }
 
 TEST_F(PgHostTest, SqlErrorsCarryTheSqlstateAndNoPoolIsUnsupported) {
