@@ -3,7 +3,8 @@
 //   wk_bench [--host H] [--port P] [--db N] [--tasks N] [--latency-samples N] [--json]
 //            (or env WK_BENCH_REDIS_HOST / WK_BENCH_REDIS_PORT / WK_BENCH_TASKS)
 //
-// For concurrency 4, 8 and 16: enqueue N no-op tasks, drain them with an in-process engine, and
+// For concurrency 4, 8 and 16: enqueue N no-op tasks, drain them with an in-process engine whose
+// dispatcher is the real plugin host serving a no-op plugin (bench/noop_plugin.cpp), and
 // report tasks/s, CPU seconds per 100k tasks of this process (getrusage) and of redis-server
 // (its pid from INFO server, CPU from /proc/<pid>/stat), then the idle enqueue-to-start latency
 // (enqueue one task into an idle engine, time until the handler starts) and the peak RSS.
@@ -22,10 +23,12 @@
 #include <iostream>
 #include <mutex>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "plugins/plugins.hpp"
 #include "queue/broker_redis.hpp"
 #include "queue/engine.hpp"
 
@@ -78,18 +81,21 @@ long redis_pid(redis::Connection& conn) {
   return at == std::string::npos ? -1 : std::stol(text.substr(at + 11));
 }
 
-// Counts finished handler calls and lets the main thread wait for a target without polling.
-class NoopDispatcher : public task::Dispatcher {
+// The plugin host, counting finished tasks so the main thread can wait for a target without
+// polling, and noting when the last one started.
+class CountingDispatcher : public task::Dispatcher {
  public:
-  bool handles(std::string_view) const override { return true; }
-  task::Outcome dispatch(task::Execution&) override {
+  explicit CountingDispatcher(plugins::PluginHost& host) : host_(host) {}
+  bool handles(std::string_view type) const override { return host_.handles(type); }
+  task::Outcome dispatch(task::Execution& execution) override {
     const auto now = SteadyClock::now();
+    task::Outcome outcome = host_.dispatch(execution);
     std::lock_guard lock(mu_);
-    last_start_ = now;
+    last_start_ = now;  // the idle samples run one task at a time
     // Wake the main thread only when its target is reached: a wake-up per task would add a
     // context switch per task to the host CPU being measured.
     if (++count_ == target_) cv_.notify_all();
-    return {};
+    return outcome;
   }
   void wait_for(long target) {
     std::unique_lock lock(mu_);
@@ -106,6 +112,7 @@ class NoopDispatcher : public task::Dispatcher {
   }
 
  private:
+  plugins::PluginHost& host_;
   std::mutex mu_;
   std::condition_variable cv_;
   long count_ = 0;
@@ -163,6 +170,10 @@ int main(int argc, char** argv) try {
   bs.pool_size = 24;
   redis::Connection admin(bs.redis);
   const long rpid = redis_pid(admin);
+  plugins::PluginHost host(logger, plugins::ConfigSnapshot{}, nullptr, nullptr, plugins::HostOptions{});
+  if (host.load_directory(WK_BENCH_PLUGIN_DIR).loaded.size() != 1 || !host.handles("noop")) {
+    throw std::runtime_error("the no-op plugin did not load from " WK_BENCH_PLUGIN_DIR);
+  }
 
   if (!opt.json) {
     std::printf("tasks per run: %d, redis %s:%d (pid %ld)\n\n", opt.tasks, opt.host.c_str(), opt.port, rpid);
@@ -178,7 +189,7 @@ int main(int argc, char** argv) try {
       r.queue = "bench";
       broker.client().enqueue(r);
     }
-    NoopDispatcher dispatcher;
+    CountingDispatcher dispatcher(host);
     queue::Engine engine(broker, dispatcher, logger, engine_settings(concurrency));
     const double cpu0 = process_cpu_seconds();
     const double rcpu0 = pid_cpu_seconds(rpid);
@@ -208,7 +219,7 @@ int main(int argc, char** argv) try {
   // Idle pickup: the engine waits in Redis; each sample enqueues one task into the empty queue.
   admin.command({"FLUSHDB"});
   queue::RedisBroker broker(bs, logger);
-  NoopDispatcher dispatcher;
+  CountingDispatcher dispatcher(host);
   queue::Engine engine(broker, dispatcher, logger, engine_settings(4));
   engine.start();
   std::vector<double> latencies_ms;
