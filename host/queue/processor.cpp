@@ -91,16 +91,16 @@ void DeadlineTimer::run() {
     std::vector<std::shared_ptr<InFlightTask>> overran;
     const auto now = Clock::now();
     while (!due_.empty() && due_.begin()->first.first <= now) {
-      auto node = due_.extract(due_.begin());
-      if (auto t = node.mapped().task.lock()) {
-        if (node.mapped().cancelled) {
-          overran.push_back(std::move(t));
-        } else {
-          cancel.push_back(t);
-          node.key().first += grace_;
-          node.mapped().cancelled = true;
-          due_.insert(std::move(node));
-        }
+      const Handle h = due_.begin()->first;
+      const bool was_cancelled = due_.begin()->second.cancelled;
+      std::shared_ptr<InFlightTask> t = due_.begin()->second.task.lock();
+      due_.erase(due_.begin());
+      if (!t) continue;
+      if (was_cancelled) {
+        overran.push_back(std::move(t));
+      } else {
+        due_.emplace(Handle{h.first + grace_, h.second}, Due{t, true});  // the overrun check
+        cancel.push_back(std::move(t));
       }
     }
     // Outside the lock: cancellation callbacks and the overrun write take other locks.
