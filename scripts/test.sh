@@ -3,7 +3,9 @@
 # and PostgreSQL on free loopback ports with throw-away data directories, builds the asan preset,
 # runs ctest (extra arguments are passed through, e.g. `-R config`), then scripts/lint.sh
 # (clang-tidy with the asan build's compile database, clang-format check; WK_LINT=0 skips it),
-# stops what it started. Exit status: non-zero when ctest or lint fails.
+# then the release build exactly as scripts/run-worker.sh makes it (the README's other command;
+# optimised builds warn differently; WK_RELEASE_BUILD=0 skips it), and stops what it started.
+# Exit status: non-zero when ctest, lint or the release build fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -46,5 +48,11 @@ if [[ "${WK_LINT:-1}" != 0 ]]; then
   lint_start=$SECONDS
   WK_LINT_BUILD_DIR=build/asan scripts/lint.sh || { echo "test: lint failed" >&2; [[ $status -ne 0 ]] || status=1; }
   echo "test: lint took $((SECONDS - lint_start))s"
+fi
+if [[ "${WK_RELEASE_BUILD:-1}" != 0 ]]; then
+  release_start=$SECONDS
+  { cmake --preset release -DWK_BUILD_TESTS=OFF -DWK_BUILD_BENCH=OFF >/dev/null &&
+    cmake --build --preset release; } || { echo "test: the release build failed" >&2; [[ $status -ne 0 ]] || status=1; }
+  echo "test: release build took $((SECONDS - release_start))s"
 fi
 exit "$status"
