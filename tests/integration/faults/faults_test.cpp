@@ -330,6 +330,34 @@ TEST_F(FaultTest, HealthEndpointsOfTheWorkerFollowRedisAndPostgres) {
   EXPECT_TRUE(worker->running());
 }
 
+// Issue 3, the local-lease rule (spec §7.6): Redis is away for longer than the lease (2 s)
+// while a task finishes. Its success waits in the syncer only until the lease expires and is
+// then dropped; once Redis is back the recoverer owns the task and retries it. The handler's
+// late success is never written.
+TEST_F(FaultTest, ASuccessThatOutlivesItsLeaseIsDroppedAndTheTaskRecovered) {
+  auto [id, release] = blocking_task("late");
+  auto worker = start_worker("first", {{"WORKER_RETRY_DELAY", "1h"}});  // it stays in retry
+  ASSERT_TRUE(test::eventually([&] { return file_exists(started(release, 1)); })) << worker->output();
+  redis_.stop();
+  ASSERT_TRUE(worker->await_line({"Redis unavailable"})) << worker->output();
+  touch(release);
+  ASSERT_TRUE(test::eventually([&] { return file_exists(release.string() + ".returned-1"); }))
+      << worker->output();
+  ASSERT_TRUE(worker->await_line({"Dropping a queued write: the task's lease has expired", id}, 15s))
+      << worker->output();
+  redis_.start();
+
+  auto conn = redis_.connect();
+  QueueView q{conn, kQueue};
+  ASSERT_TRUE(test::eventually([&] { return contains(q.zset("retry"), id); }, 15s)) << worker->output();
+  EXPECT_EQ(q.field(id, "state"), "retry");
+  EXPECT_EQ(q.message(id)->error_msg, "asynq: task lease expired");
+  EXPECT_EQ(q.message(id)->retried, 1);
+  EXPECT_TRUE(q.zset("completed").empty());
+  EXPECT_TRUE(q.list("active").empty());
+  EXPECT_TRUE(worker->running());
+}
+
 // Issue 4: PostgreSQL stops mid-run. Database tasks fail retryably ("database unavailable"),
 // other tasks keep being served, the same database tasks succeed once PostgreSQL is back, and
 // the pool never holds more server connections than DB_POOL_SIZE.
