@@ -39,11 +39,9 @@ std::string md5_hex(std::string_view data) {
   return hex;
 }
 
-PreparedEnqueue Client::prepare(const task::EnqueueRequest& request, task::Clock::time_point now) {
-  using std::chrono::duration_cast;
-  using std::chrono::seconds;
+std::string Client::checked_queue(const task::EnqueueRequest& request) {
   if (asynq::is_blank(request.type)) throw std::invalid_argument("task type must not be blank");
-  const std::string queue = request.queue.empty() ? std::string(asynq::kDefaultQueue) : request.queue;
+  std::string queue = request.queue.empty() ? std::string(asynq::kDefaultQueue) : request.queue;
   try {
     asynq::validate_queue_name(queue);
   } catch (const asynq::InvalidQueueName& e) {
@@ -57,6 +55,13 @@ PreparedEnqueue Client::prepare(const task::EnqueueRequest& request, task::Clock
   }
   if (request.retention && request.retention->count() < 0)
     throw std::invalid_argument("retention must not be negative");
+  return queue;
+}
+
+PreparedEnqueue Client::prepare(const task::EnqueueRequest& request, task::Clock::time_point now) {
+  using std::chrono::duration_cast;
+  using std::chrono::seconds;
+  const std::string queue = checked_queue(request);
 
   PreparedEnqueue p;
   p.queue = queue;

@@ -41,10 +41,12 @@ class Client : public task::Enqueuer {
   // Returns the task id. Throws std::invalid_argument (bad input), DuplicateTask, TaskIdConflict
   // or redis::Error.
   std::string enqueue(const task::EnqueueRequest& request) override;
-  void validate(const task::EnqueueRequest& request) const override { prepare(request, task::Clock::now()); }
+  void validate(const task::EnqueueRequest& request) const override { checked_queue(request); }
 
-  // Validates and builds; throws std::invalid_argument with a clear message.
+  // Validates (checked_queue) and builds; throws std::invalid_argument with a clear message.
   static PreparedEnqueue prepare(const task::EnqueueRequest& request, task::Clock::time_point now);
+  // asynq's producer rules: throws std::invalid_argument, else returns the queue name to use.
+  static std::string checked_queue(const task::EnqueueRequest& request);
   // Maps the script's answer (1 / 0 / -1) to success or the producer errors.
   static void check_result(redis::ReplyView reply);
   // SADD asynq:queues <q>, once per queue per Client (v0.25+ behaviour).

@@ -16,10 +16,10 @@ void InFlight::add(const std::shared_ptr<InFlightTask>& t) {
   tasks_[t->msg.id] = t;
 }
 
-void InFlight::remove(const std::string& id) {
+void InFlight::remove(const std::shared_ptr<InFlightTask>& t) {
   {
     std::lock_guard lock(mu_);
-    tasks_.erase(id);
+    if (auto it = tasks_.find(t->msg.id); it != tasks_.end() && it->second == t) tasks_.erase(it);
   }
   cv_.notify_all();
 }

@@ -41,13 +41,15 @@ struct InFlightTask {
   std::atomic<Clock::rep> lease_expiry_ticks{0};
   std::atomic<bool> lease_lost_notified{false};
   std::atomic<bool> settled{false};
-  std::atomic<bool> overran{false};  // failed past its deadline while the handler still runs
+  std::atomic<bool> overran{false};  // failed past its deadline; its thread leaves the pool after
 };
 
 class InFlight {
  public:
   void add(const std::shared_ptr<InFlightTask>& t);
-  void remove(const std::string& id);
+  // Unregisters `t`, and only `t`: the same task id may be registered again by a later attempt
+  // (after a deadline overrun, the old handler can outlive its retry).
+  void remove(const std::shared_ptr<InFlightTask>& t);
   std::shared_ptr<InFlightTask> find(const std::string& id) const;
   std::vector<std::shared_ptr<InFlightTask>> snapshot() const;
   int size() const;

@@ -39,7 +39,6 @@ void Heartbeat::tick() {
   const auto running = ctx_.inflight.snapshot();
   std::map<std::string, std::vector<std::shared_ptr<InFlightTask>>> by_queue;
   for (const auto& t : running) {
-    if (t->overran) continue;  // already failed; its handler just has not returned yet
     if (t->lease_valid(now)) {
       by_queue[t->task.queue].push_back(t);
     } else if (!t->lease_lost_notified.exchange(true)) {
@@ -71,10 +70,10 @@ void Heartbeat::tick() {
   info.strict_priority = ctx_.settings.strict_priority;
   info.status = to_string(ctx_.status.load());
   info.start_time = start_time_;
+  info.active_worker_count = static_cast<int32_t>(running.size());
   std::vector<asynq::WorkerInfo> workers;
   workers.reserve(running.size());
   for (const auto& t : running) {  // including tasks whose lease expired (§7.8)
-    if (t->overran) continue;
     asynq::WorkerInfo w;
     w.host = id.host;
     w.pid = id.pid;
@@ -87,7 +86,6 @@ void Heartbeat::tick() {
     w.deadline = to_timestamp(t->task.deadline);
     workers.push_back(std::move(w));
   }
-  info.active_worker_count = static_cast<int32_t>(workers.size());
   try {
     ctx_.broker.write_server_state(info, workers, ctx_.settings.server_ttl);
     ctx_.health.succeeded();

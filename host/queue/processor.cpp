@@ -323,7 +323,7 @@ std::shared_ptr<InFlightTask> Processor::admit(Dequeued dequeued) {
 void Processor::execute(const std::shared_ptr<InFlightTask>& t, PendingWrite* pending) {
   task::Task& tk = t->task;
   if (t->settled.load()) {  // requeued by a shutdown while it waited for this thread
-    ctx_.inflight.remove(tk.id);
+    ctx_.inflight.remove(t);
     return;
   }
   const auto now = Clock::now();
@@ -352,7 +352,7 @@ void Processor::execute(const std::shared_ptr<InFlightTask>& t, PendingWrite* pe
   }
   finish(t, outcome, std::move(staged), pending);
   // A deferred write keeps the task registered until its reply is in (settle_pending).
-  if (pending == nullptr || pending->task != t) ctx_.inflight.remove(tk.id);
+  if (pending == nullptr || pending->task != t) ctx_.inflight.remove(t);
 }
 
 void Processor::finish(const std::shared_ptr<InFlightTask>& t, const task::Outcome& outcome,
@@ -412,6 +412,9 @@ void Processor::overrun(const std::shared_ptr<InFlightTask>& t) {
       "Handler still running past the task's deadline; failing the task, a new thread takes its slot",
       {{"grace_ms", static_cast<int64_t>(ctx_.settings.deadline_grace.count())}});
   fail(t, kDeadlineExceeded, std::nullopt, false, nullptr);
+  // No longer ours: the heartbeat neither extends nor lists it, and a cancellation by id reaches
+  // a later attempt of the same task.
+  ctx_.inflight.remove(t);
   std::lock_guard lock(mu_);
   if (stopping_) return;
   // The stuck thread leaves the pool when its handler returns (worker_loop checks `overran`).
@@ -517,7 +520,7 @@ bool Processor::abandon_if_lease_expired(PendingWrite& pending) {
   ctx_.task_log(pending.task->task)
       .warn("Local lease expired; leaving the task to the recoverer", {{"op", pending.op}});
   report(pending.task, TaskResult::abandoned);
-  ctx_.inflight.remove(pending.task->task.id);
+  ctx_.inflight.remove(pending.task);
   pending.task.reset();
   pending.followups.clear();
   return true;
@@ -539,7 +542,7 @@ void Processor::settle_pending(PendingWrite& pending, const std::exception_ptr& 
   pending.task.reset();
   written(t, pending.result, pending.op, pending.write, pending.followups, pending.queue_on_failure, error);
   pending.followups.clear();
-  ctx_.inflight.remove(t->task.id);
+  ctx_.inflight.remove(t);
 }
 
 void Processor::report(const std::shared_ptr<InFlightTask>& t, TaskResult result) {

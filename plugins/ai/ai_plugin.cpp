@@ -16,6 +16,7 @@
 #include <chrono>
 #include <filesystem>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -345,12 +346,8 @@ class AiExecutor {
         git.run_checked(step.worktree, {"diff", "--cached", "--name-only", "-z", "--no-renames",
                                         "--diff-filter=AMT", step.start_commit.value_or("HEAD"), "--"});
     std::vector<std::string> paths;
-    for (std::size_t start = 0; start < staged.size();) {
-      const std::size_t end = staged.find('\0', start);
-      paths.push_back(staged.substr(start, end == std::string::npos ? std::string::npos : end - start));
-      if (end == std::string::npos) break;
-      start = end + 1;
-    }
+    std::istringstream listed(staged);
+    for (std::string path; std::getline(listed, path, '\0');) paths.push_back(path);
     if (const auto link = autodevs::find_escaping_symlink(step.worktree, paths)) {
       reset_to_start(git, step);  // the link must not stay on the branch until a retry, either
       store_attempt_output(tc, step, run);

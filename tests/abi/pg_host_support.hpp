@@ -1,12 +1,16 @@
 #pragma once
 // What the ABI tests that reach PostgreSQL through the plugin host share: settings for the test
-// server, a database created once per suite, and TaskServices that keep the written result.
+// server, a database created once per suite, TaskServices that keep the written result, and a
+// task run through the plugin host.
+#include <chrono>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "db/db.hpp"
 #include "log/log.hpp"
+#include "plugins/plugins.hpp"
 #include "support/test_env.hpp"
 #include "task/task.hpp"
 
@@ -45,5 +49,18 @@ class RecordingServices final : public task::TaskServices {
   void heartbeat() override {}
   std::optional<std::string> result;
 };
+
+// Runs `t` through `host` as the engine would, with a 30 s deadline; `t.id` and `t.queue` get a
+// new UUID and "default" when empty.
+inline task::Outcome dispatch_task(plugins::PluginHost& host, task::Task& t, task::TaskServices& services) {
+  if (t.id.empty()) t.id = task::new_uuid();
+  if (t.queue.empty()) t.queue = "default";
+  t.started_at = task::Clock::now();
+  t.deadline = t.started_at + std::chrono::seconds(30);
+  task::Cancellation cancellation;
+  std::vector<task::EnqueueRequest> staged;
+  task::Execution execution{t, cancellation, services, staged};
+  return host.dispatch(execution);
+}
 
 }  // namespace wk::test

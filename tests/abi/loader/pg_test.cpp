@@ -24,15 +24,8 @@ class PgHostTest : public ::testing::Test {
   std::unique_ptr<db::Pool> pool = db::make_pool(test::pg_settings(kDatabase), logger);
 
   task::Outcome run(PluginHost& host, const std::string& type, task::Task& t, RecordingServices& services) {
-    t.id = task::new_uuid();
     t.type = type;
-    t.queue = "default";
-    t.started_at = task::Clock::now();
-    t.deadline = t.started_at + std::chrono::seconds(30);
-    task::Cancellation cancellation;
-    std::vector<task::EnqueueRequest> staged;
-    task::Execution execution{t, cancellation, services, staged};
-    return host.dispatch(execution);
+    return test::dispatch_task(host, t, services);
   }
 };
 

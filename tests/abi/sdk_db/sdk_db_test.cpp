@@ -41,14 +41,8 @@ class SdkDbTest : public ::testing::Test {
     task::Task t;
     t.id = id;
     t.type = "ledger:write";
-    t.queue = "default";
     t.payload = mode;
-    t.started_at = task::Clock::now();
-    t.deadline = t.started_at + std::chrono::seconds(30);
-    task::Cancellation cancellation;
-    std::vector<task::EnqueueRequest> staged;
-    task::Execution execution{t, cancellation, services, staged};
-    return host->dispatch(execution);
+    return test::dispatch_task(*host, t, services);
   }
 
   long long count(const std::string& sql) {
@@ -141,14 +135,8 @@ TEST(SdkDbOutage, APluginLoadedDuringAnOutageMigratesBeforeItsFirstTask) {
     task::Task t;
     t.id = id;
     t.type = "ledger:write";
-    t.queue = "default";
     t.payload = "commit";
-    t.started_at = task::Clock::now();
-    t.deadline = t.started_at + std::chrono::seconds(30);
-    task::Cancellation cancellation;
-    std::vector<task::EnqueueRequest> staged;
-    task::Execution execution{t, cancellation, services, staged};
-    return host.dispatch(execution);
+    return test::dispatch_task(host, t, services);
   };
   const task::Outcome during = run("outage-1");
   EXPECT_EQ(during.disposition, task::Disposition::retry);

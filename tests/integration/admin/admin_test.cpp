@@ -11,6 +11,7 @@
 #include "admin/inspector.hpp"
 #include "asynq/keys.hpp"
 #include "queue/broker_redis.hpp"
+#include "support/redis_env.hpp"
 #include "support/test_env.hpp"
 
 namespace wk::test {
@@ -21,14 +22,7 @@ using json = nlohmann::json;
 
 constexpr int kDb = 7;
 
-redis::Settings settings() {
-  const auto addr = redis_addr();
-  redis::Settings s;
-  s.host = addr.host;
-  s.port = addr.port;
-  s.db = kDb;
-  return s;
-}
+redis::Settings settings() { return test_redis_settings(kDb); }
 
 struct Output {
   int code = -1;

@@ -10,6 +10,7 @@
 
 #include "asynq/keys.hpp"
 #include "queue/broker_redis.hpp"
+#include "support/redis_env.hpp"
 #include "support/test_env.hpp"
 
 namespace wk::queue {
@@ -18,14 +19,7 @@ namespace {
 using namespace std::chrono_literals;
 constexpr int kTestDb = 1;  // owned by these tests; other suites use other indexes
 
-redis::Settings test_settings() {
-  const auto addr = test::redis_addr();
-  redis::Settings s;
-  s.host = addr.host;
-  s.port = addr.port;
-  s.db = kTestDb;
-  return s;
-}
+redis::Settings test_settings() { return test::test_redis_settings(kTestDb); }
 
 class BrokerTest : public ::testing::Test {
  protected:

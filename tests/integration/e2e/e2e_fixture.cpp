@@ -4,38 +4,18 @@
 #include <unistd.h>
 
 #include <fstream>
-#include <random>
 #include <set>
 #include <sstream>
 
 #include "support/git_repo.hpp"
+#include "support/redis_env.hpp"
 #include "support/test_env.hpp"
 
 namespace e2e {
 
-std::string random_uuid() {
-  std::random_device rd;
-  std::mt19937_64 gen((static_cast<std::uint64_t>(rd()) << 32) ^ rd());
-  const char* hex = "0123456789abcdef";
-  std::string s;
-  for (int i = 0; i < 32; ++i) {
-    if (i == 8 || i == 12 || i == 16 || i == 20) s.push_back('-');
-    s.push_back(hex[gen() % 16]);
-  }
-  s[14] = '4';
-  return s;
-}
-
 namespace {
 
-wk::redis::Settings redis_settings() {
-  const auto addr = wk::test::redis_addr();
-  wk::redis::Settings s;
-  s.host = addr.host;
-  s.port = addr.port;
-  s.db = kRedisDb;
-  return s;
-}
+wk::redis::Settings redis_settings() { return wk::test::test_redis_settings(kRedisDb); }
 
 std::string read_text(const fs::path& path) {
   std::ifstream in(path);

@@ -16,6 +16,7 @@
 #include "redis/redis.hpp"
 #include "support/child_process.hpp"
 #include "support/pg_database.hpp"
+#include "task/task.hpp"
 
 namespace e2e {
 
@@ -28,7 +29,7 @@ inline constexpr int kRedisDb = 8;
 
 using Database = wk::test::Database;
 
-std::string random_uuid();
+using wk::task::new_uuid;  // task ids for the tests' rows
 
 // One line of the test agent's CONTROL_DIR/runs file.
 struct AgentRun {

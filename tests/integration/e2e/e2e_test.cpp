@@ -28,7 +28,7 @@ long read_pid(const fs::path& path) {
 TEST_F(E2eTest, CommandAgentRunsEveryStepThroughRedis) {
   auto worker = start_worker({});
   const fs::path repo = make_repo("alpha");
-  const std::string id = random_uuid();
+  const std::string id = new_uuid();
   insert_task(id, repo, "Three small changes",
               "Please:\n- add a greeting\n- add a farewell\n- add a signature\n");
   const std::string queued = enqueue_planning(id);
@@ -62,7 +62,7 @@ TEST_F(E2eTest, OpenAiPlannerAndDiffsThroughRedis) {
                               {"AI_MODEL", "e2e-model"},
                               {"AI_API_KEY", "sk-e2e-secret-key"}});
   const fs::path repo = make_repo("beta");
-  const std::string id = random_uuid();
+  const std::string id = new_uuid();
   insert_task(id, repo, "Two files", "Add two files.");
   enqueue_planning(id);
 
@@ -105,7 +105,7 @@ TEST_F(E2eTest, OpenAiRateLimitIsRetriedNoEarlierThanRetryAfter) {
                               {"AI_BASE_URL", server.base_url()},
                               {"AI_MODEL", "e2e-model"}});
   const fs::path repo = make_repo("gamma");
-  const std::string id = random_uuid();
+  const std::string id = new_uuid();
   insert_task(id, repo, "Two files", "Add two files.");
   enqueue_planning(id);
 
@@ -147,7 +147,7 @@ TEST_F(E2eTest, SigkillMidStepAnotherHostFinishesWithoutDuplicates) {
     return env;
   }());
   const fs::path repo = make_repo("delta");
-  const std::string id = random_uuid();
+  const std::string id = new_uuid();
   insert_task(id, repo, "Three steps", "1. first\n2. second\n3. third\n");
   enqueue_planning(id);
 
@@ -196,7 +196,7 @@ TEST_F(E2eTest, AgentIgnoringSigtermIsKilledAtItsTimeoutAndRetried) {
   auto worker = start_worker(
       {{"AI_TIMEOUT", "2s"}, {"WORKER_RETRY_DELAY", "1s"}, {"AI_COMMAND", agent_command("stubborn", 1)}});
   const fs::path repo = make_repo("epsilon");
-  const std::string id = random_uuid();
+  const std::string id = new_uuid();
   insert_task(id, repo, "One step", "Just one thing to do.");
   enqueue_planning(id);
 

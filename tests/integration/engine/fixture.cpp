@@ -2,18 +2,12 @@
 
 #include <gtest/gtest.h>
 
+#include "support/redis_env.hpp"
 #include "support/test_env.hpp"
 
 namespace wk::test {
 
-redis::Settings redis_settings() {
-  const auto addr = redis_addr();
-  redis::Settings s;
-  s.host = addr.host;
-  s.port = addr.port;
-  s.db = kRedisDb;
-  return s;
-}
+redis::Settings redis_settings() { return test_redis_settings(kRedisDb); }
 
 queue::Settings fast_settings(std::vector<queue::QueueWeight> queues, int concurrency) {
   queue::Settings s;

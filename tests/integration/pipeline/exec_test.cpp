@@ -52,7 +52,7 @@ class PipelineChain : public PipelineTest {
 
 TEST_F(PlanningExec, BulletsBecomeStepsAndWorktreeCreateIsStaged) {
   const fs::path repo = make_repo("planning-repo");
-  const std::string id = random_uuid();
+  const std::string id = new_uuid();
   insert_task(id, repo, "Friendlier README", kBulleted);
 
   const auto r = exec("planning:task", payload_for(id));
@@ -93,14 +93,14 @@ TEST_F(PlanningExec, MalformedPayloadsAreArchivedNamingTheField) {
   EXPECT_EQ(r.line("disposition"), "fail_no_retry") << r.out;
   EXPECT_NE(r.line("error").find("task_id"), std::string::npos) << r.out;
 
-  r = exec("planning:task", payload_for(random_uuid()));
+  r = exec("planning:task", payload_for(new_uuid()));
   EXPECT_EQ(r.line("disposition"), "fail_no_retry") << r.out;
   EXPECT_NE(r.line("error").find("no task"), std::string::npos) << r.out;
 }
 
 TEST_F(WorktreeExec, CreatesRecordsAndStagesStepOneThenIsIdempotent) {
   const fs::path repo = make_repo("create-repo");
-  const std::string id = random_uuid();
+  const std::string id = new_uuid();
   insert_task(id, repo, "t", kBulleted);
   ASSERT_EQ(exec("planning:task", payload_for(id)).line("disposition"), "succeeded");
 
@@ -131,7 +131,7 @@ TEST_F(WorktreeExec, CreatesRecordsAndStagesStepOneThenIsIdempotent) {
 // deleted it.
 TEST_F(WorktreeExec, ARepositoryNameWithANewlineIsRecognisedOnRetry) {
   const fs::path repo = make_repo("odd\nrepo");
-  const std::string id = random_uuid();
+  const std::string id = new_uuid();
   insert_task(id, repo, "t", "one step");
   const auto r = exec("worktree:create", payload_for(id));
   ASSERT_EQ(r.line("disposition"), "succeeded") << r.out << r.err;
@@ -147,7 +147,7 @@ TEST_F(WorktreeExec, ARepositoryNameWithANewlineIsRecognisedOnRetry) {
 
 TEST_F(WorktreeExec, RefusesAPathOverTheMaximumLength) {
   const fs::path repo = make_repo("long-repo");
-  const std::string id = random_uuid();
+  const std::string id = new_uuid();
   const auto r =
       exec("worktree:create", R"({"task_id":")" + id + R"(","repo_path":")" + repo.string() + R"("})",
            {{"WORKTREE_MAX_PATH_LENGTH", "40"}});
@@ -162,7 +162,7 @@ TEST_F(WorktreeExec, RefusesASymlinkThatEscapesTheBase) {
   const fs::path outside = dir_ / "outside";
   fs::create_directories(outside);
   fs::create_directory_symlink(outside, base_ / "escape-repo");
-  const std::string id = random_uuid();
+  const std::string id = new_uuid();
   const auto r =
       exec("worktree:create", R"({"task_id":")" + id + R"(","repo_path":")" + repo.string() + R"("})");
   EXPECT_EQ(r.line("disposition"), "fail_no_retry") << r.out << r.err;
@@ -172,7 +172,7 @@ TEST_F(WorktreeExec, RefusesASymlinkThatEscapesTheBase) {
 
 TEST_F(WorktreeExec, RetriesLaterWhenFreeSpaceIsBelowTheMinimum) {
   const fs::path repo = make_repo("space-repo");
-  const std::string id = random_uuid();
+  const std::string id = new_uuid();
   const auto r =
       exec("worktree:create", R"({"task_id":")" + id + R"(","repo_path":")" + repo.string() + R"("})",
            {{"WORKTREE_MIN_DISK_SPACE", "1000000000000000000"}});
@@ -185,16 +185,16 @@ TEST_F(WorktreeExec, ANonRepositoryIsAPermanentFailure) {
   const fs::path plain = dir_ / "plain-dir";
   fs::create_directories(plain);
   const auto r = exec("worktree:create",
-                      R"({"task_id":")" + random_uuid() + R"(","repo_path":")" + plain.string() + R"("})");
+                      R"({"task_id":")" + new_uuid() + R"(","repo_path":")" + plain.string() + R"("})");
   EXPECT_EQ(r.line("disposition"), "fail_no_retry") << r.out << r.err;
   EXPECT_NE(r.line("error").find("not a git repository"), std::string::npos) << r.out;
 }
 
 TEST_F(WorktreeExec, CleanupRemovesExactlyFinishedAndStaleWorktrees) {
   const fs::path repo = make_repo("cleanup-repo");
-  const std::string finished = random_uuid();
-  const std::string running = random_uuid();
-  const std::string recent_finished = random_uuid();
+  const std::string finished = new_uuid();
+  const std::string running = new_uuid();
+  const std::string recent_finished = new_uuid();
   for (const auto& id : {finished, running, recent_finished}) {
     insert_task(id, repo, "t", "one step");
     const auto r = exec("worktree:create", payload_for(id));
@@ -211,8 +211,8 @@ TEST_F(WorktreeExec, CleanupRemovesExactlyFinishedAndStaleWorktrees) {
            {recent_finished});
   const fs::path repo_dir = fs::canonical(base_) / "cleanup-repo";
   // A directory git does not know, old enough; and one that is too recent to touch.
-  const fs::path stale_old = repo_dir / random_uuid();
-  const fs::path stale_new = repo_dir / random_uuid();
+  const fs::path stale_old = repo_dir / new_uuid();
+  const fs::path stale_new = repo_dir / new_uuid();
   fs::create_directories(stale_old / "sub");
   fs::create_directories(stale_new);
   fs::last_write_time(stale_old, fs::file_time_type::clock::now() - std::chrono::hours(3));
@@ -256,7 +256,7 @@ TEST_F(WorktreeExec, CleanupRemovesExactlyFinishedAndStaleWorktrees) {
 
 TEST_F(WorktreeExec, RemoveDeletesTheWorktreeAndOptionallyTheBranch) {
   const fs::path repo = make_repo("remove-repo");
-  const std::string id = random_uuid();
+  const std::string id = new_uuid();
   insert_task(id, repo, "t", "one step");
   ASSERT_EQ(exec("worktree:create", payload_for(id)).line("disposition"), "succeeded");
   const auto r = exec("worktree:remove", R"({"task_id":")" + id + R"(","delete_branch":true})");
@@ -275,7 +275,7 @@ TEST_F(WorktreeExec, RemoveDeletesTheWorktreeAndOptionallyTheBranch) {
 // the lock's connection, so a pool of one does not deadlock.
 TEST_F(WorktreeExec, CreateAndRemoveRetryWhileAnotherDeliveryHoldsTheTaskLock) {
   const fs::path repo = make_repo("lock-repo");
-  const std::string id = random_uuid();
+  const std::string id = new_uuid();
   insert_task(id, repo, "t", "one step");
   const std::vector<std::pair<std::string, std::string>> pool_of_one = {{"DB_POOL_SIZE", "1"}};
   const std::string lock_sql = "SELECT pg_advisory_lock(hashtext('worktree:' || $1))";
@@ -312,9 +312,9 @@ TEST_F(WorktreeExec, CreateAndRemoveRetryWhileAnotherDeliveryHoldsTheTaskLock) {
 }
 
 TEST_F(AiExec, BadInputIsPermanent) {
-  auto r = exec("ai:execute", R"({"task_id":")" + random_uuid() + R"(","step":1})");
+  auto r = exec("ai:execute", R"({"task_id":")" + new_uuid() + R"(","step":1})");
   EXPECT_EQ(r.line("disposition"), "fail_no_retry") << r.out;
-  r = exec("ai:execute", R"({"task_id":")" + random_uuid() + R"(","step":0})");
+  r = exec("ai:execute", R"({"task_id":")" + new_uuid() + R"(","step":0})");
   EXPECT_EQ(r.line("disposition"), "fail_no_retry") << r.out;
   EXPECT_NE(r.line("error").find("step"), std::string::npos) << r.out;
   r = exec("ai:execute", R"({"step":1})");
@@ -324,7 +324,7 @@ TEST_F(AiExec, BadInputIsPermanent) {
 
 TEST_F(AiExec, AnAgentThatOverrunsIsKilledAndRetried) {
   const fs::path repo = make_repo("slow-repo");
-  const std::string id = random_uuid();
+  const std::string id = new_uuid();
   ASSERT_NO_FATAL_FAILURE(plan_one_step_with_worktree(id, repo));
   const auto started = std::chrono::steady_clock::now();
   const auto r =
@@ -343,7 +343,7 @@ TEST_F(AiExec, AnAgentThatOverrunsIsKilledAndRetried) {
 
 TEST_F(AiExec, TheAgentDoesNotInheritTheWorkersSettingsOrSecrets) {
   const fs::path repo = make_repo("env-repo");
-  const std::string id = random_uuid();
+  const std::string id = new_uuid();
   ASSERT_NO_FATAL_FAILURE(plan_one_step_with_worktree(id, repo));
   const auto r = exec("ai:execute", R"({"task_id":")" + id + R"(","step":1})",
                       {{"AI_COMMAND", "env"},
@@ -366,7 +366,7 @@ TEST_F(AiExec, TheAgentDoesNotInheritTheWorkersSettingsOrSecrets) {
 // commit, so the failed attempt's commit does not end up on the task branch.
 TEST_F(AiExec, ARetryDropsCommitsOfTheFailedAttempt) {
   const fs::path repo = make_repo("agent-commits-repo");
-  const std::string id = random_uuid();
+  const std::string id = new_uuid();
   ASSERT_NO_FATAL_FAILURE(plan_one_step_with_worktree(id, repo));
   const fs::path marker = dir_ / "first-attempt-done";
   const std::vector<std::pair<std::string, std::string>> agent = {
@@ -414,7 +414,7 @@ TEST_F(AiExec, AModelDiffAddingASymlinkIsRefused) {
   std::thread serving([&server] { server.listen_after_bind(); });
 
   const fs::path repo = make_repo("symlink-diff-repo");
-  const std::string id = random_uuid();
+  const std::string id = new_uuid();
   ASSERT_NO_FATAL_FAILURE(plan_one_step_with_worktree(id, repo));
   const auto r = exec("ai:execute", R"({"task_id":")" + id + R"(","step":1})",
                       {{"AI_PROVIDER", "openai"},
@@ -434,7 +434,7 @@ TEST_F(AiExec, AModelDiffAddingASymlinkIsRefused) {
 // inside the repository is an ordinary change.
 TEST_F(AiExec, AnAgentsSymlinkOutOfTheWorktreeIsRefusedOneInsideIsKept) {
   const fs::path repo = make_repo("symlink-agent-repo");
-  const std::string id = random_uuid();
+  const std::string id = new_uuid();
   ASSERT_NO_FATAL_FAILURE(plan_one_step_with_worktree(id, repo));
   const std::string payload = R"({"task_id":")" + id + R"(","step":1})";
   for (const std::string& target : {std::string("/etc"), std::string("../../..")}) {
@@ -459,7 +459,7 @@ TEST_F(AiExec, AnAgentsSymlinkOutOfTheWorktreeIsRefusedOneInsideIsKept) {
 // An agent that moves the worktree off the task branch: nothing is committed elsewhere.
 TEST_F(AiExec, AnAgentThatLeavesTheTaskBranchFailsTheStep) {
   const fs::path repo = make_repo("detach-repo");
-  const std::string id = random_uuid();
+  const std::string id = new_uuid();
   ASSERT_NO_FATAL_FAILURE(plan_one_step_with_worktree(id, repo));
   const auto r = exec("ai:execute", R"({"task_id":")" + id + R"(","step":1})",
                       {{"AI_COMMAND", "git checkout -q --detach"}});
@@ -471,7 +471,7 @@ TEST_F(AiExec, AnAgentThatLeavesTheTaskBranchFailsTheStep) {
 
 TEST_F(PipelineChain, PlanningWorktreeEveryStepCompleted) {
   const fs::path repo = make_repo("chain-repo");
-  const std::string id = random_uuid();
+  const std::string id = new_uuid();
   insert_task(id, repo, "Friendlier README", kBulleted);
   ASSERT_EQ(exec("planning:task", payload_for(id)).line("disposition"), "succeeded");
   ASSERT_EQ(exec("worktree:create", payload_for(id)).line("disposition"), "succeeded");

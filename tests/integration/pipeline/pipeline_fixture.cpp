@@ -26,19 +26,6 @@ std::vector<std::string> ExecResult::lines(const std::string& label) const {
   return found;
 }
 
-std::string random_uuid() {
-  std::random_device rd;
-  std::mt19937_64 gen((static_cast<std::uint64_t>(rd()) << 32) ^ rd());
-  const char* hex = "0123456789abcdef";
-  std::string s;
-  for (int i = 0; i < 32; ++i) {
-    if (i == 8 || i == 12 || i == 16 || i == 20) s.push_back('-');
-    s.push_back(hex[gen() % 16]);
-  }
-  s[14] = '4';
-  return s;
-}
-
 void PipelineTest::SetUp() {
   dir_ = fs::temp_directory_path() / ("wk-pipeline-" + std::to_string(::getpid()) + "-" +
                                       ::testing::UnitTest::GetInstance()->current_test_info()->name());
@@ -64,7 +51,7 @@ void PipelineTest::SetUp() {
                {"AI_COMMAND", std::string(WK_PIPELINE_SOURCE_DIR) + "/config/agent-example.sh"},
                {"AI_TIMEOUT", "60s"}};
   // Tables exist before the first arrange step: loading any of our plugins migrates them.
-  const auto ready = exec("worktree:remove", R"({"task_id":")" + random_uuid() + R"("})");
+  const auto ready = exec("worktree:remove", R"({"task_id":")" + new_uuid() + R"("})");
   ASSERT_EQ(ready.line("disposition"), "succeeded") << ready.out << ready.err;
 }
 

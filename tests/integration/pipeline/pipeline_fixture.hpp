@@ -6,7 +6,6 @@
 #include <filesystem>
 #include <map>
 #include <optional>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -14,6 +13,7 @@
 
 #include "support/pg_database.hpp"
 #include "support/test_env.hpp"
+#include "task/task.hpp"
 
 namespace pipeline_test {
 
@@ -29,7 +29,7 @@ struct ExecResult {
   std::vector<std::string> lines(const std::string& label) const;
 };
 
-std::string random_uuid();
+using wk::task::new_uuid;  // task ids for the tests' rows
 
 class PipelineTest : public ::testing::Test {
  protected:
