@@ -9,6 +9,7 @@
 #include "queue/broker_redis.hpp"
 #include "queue/engine.hpp"
 #include "queue/subscriber.hpp"
+#include "runner/runner.hpp"
 
 namespace wk::app {
 
@@ -34,12 +35,30 @@ db::Settings db_settings(const config::Config& c) {
   return s;
 }
 
+std::unique_ptr<plugins::Host> make_plugin_host(const config::Config& c, const log::Logger& logger,
+                                                db::Pool* pool, task::Enqueuer* enqueuer) {
+  plugins::HostOptions host_options;
+  host_options.shutdown_grace = c.shutdown_timeout;
+  if (c.isolation == "none") {
+    return std::make_unique<plugins::PluginHost>(logger, c.settings, pool, enqueuer, host_options);
+  }
+  runner::RunnerOptions options;
+  options.host = host_options;
+  options.liveness_timeout = c.plugin_liveness_timeout;
+  options.liveness_interval = std::min(options.liveness_interval, c.plugin_liveness_timeout / 4);
+  options.memory_max = c.plugin_memory_max;
+  options.memory_max_by_plugin = c.plugin_memory_max_by_plugin;
+  options.open_files_max = c.plugin_open_files_max;
+  options.in_process.insert(c.in_process_plugins.begin(), c.in_process_plugins.end());
+  return std::make_unique<runner::RunnerHost>(logger, c.settings, pool, enqueuer, options);
+}
+
 // The long-lived parts, declared in construction order so they are destroyed in reverse: the
 // engine stops before the plugins it calls, the plugins before the pools they use.
 struct Runtime::Parts {
   std::unique_ptr<queue::RedisBroker> broker;
   std::unique_ptr<db::Pool> db;
-  std::unique_ptr<plugins::PluginHost> plugins;
+  std::unique_ptr<plugins::Host> plugins;
   metrics::Registry registry;
   std::unique_ptr<metrics::WorkerMetrics> worker_metrics;  // the engine's observer
   std::unique_ptr<queue::Engine> engine;
@@ -91,10 +110,7 @@ int Runtime::serve() {
     parts->broker = std::make_unique<queue::RedisBroker>(broker_settings, logger_);
     parts->db = db::make_pool(db_settings(config_), logger_);
 
-    plugins::HostOptions plugin_options;
-    plugin_options.shutdown_grace = config_.shutdown_timeout;
-    parts->plugins = std::make_unique<plugins::PluginHost>(logger_, config_.settings, parts->db.get(),
-                                                           &parts->broker->client(), plugin_options);
+    parts->plugins = make_plugin_host(config_, logger_, parts->db.get(), &parts->broker->client());
 
     queue::Settings engine_settings;
     engine_settings.queues.clear();

@@ -33,6 +33,8 @@ const Settings& defaults() {
       {"WORKER_STRICT_PRIORITY", "false"},
       {"WORKER_SHUTDOWN_TIMEOUT", "30s"},
       {"WORKER_METRICS_ADDR", "127.0.0.1:9090"},
+      {"WORKER_ISOLATION", "process"},
+      {"WORKER_PLUGIN_LIVENESS_TIMEOUT", "20s"},
       {"LOG_LEVEL", "info"},
       {"LOG_FORMAT", "logfmt"},
       {"WORKTREE_BASE_DIR", "/tmp/worktrees"},
@@ -54,12 +56,29 @@ const std::set<std::string>& known_variables() {
           "AI_COMMAND", "AI_BASE_URL", "AI_API_KEY", "AI_MODEL", "AI_TIMEOUT",
           // Advanced engine timings: no default here (unset = the engine's).
           "WORKER_LEASE", "WORKER_HEARTBEAT_INTERVAL", "WORKER_RECOVERER_INTERVAL", "WORKER_RECOVERER_CUTOFF",
-          "WORKER_FORWARDER_INTERVAL", "WORKER_RETRY_DELAY"}) {
+          "WORKER_FORWARDER_INTERVAL", "WORKER_RETRY_DELAY",
+          // Plugin runners (docs/plugin-isolation.md): unset = no limit, no override.
+          "WORKER_IN_PROCESS_PLUGINS", "WORKER_PLUGIN_MEMORY_MAX", "WORKER_PLUGIN_OPEN_FILES_MAX"}) {
       n.insert(extra);
     }
     return n;
   }();
   return names;
+}
+
+// "a, b,c" -> {"a", "b", "c"}; empty items dropped.
+std::vector<std::string> split_list(std::string_view text) {
+  std::vector<std::string> out;
+  size_t pos = 0;
+  while (pos <= text.size()) {
+    const size_t comma = std::min(text.find(',', pos), text.size());
+    std::string_view item = text.substr(pos, comma - pos);
+    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+    while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
+    if (!item.empty()) out.emplace_back(item);
+    pos = comma + 1;
+  }
+  return out;
 }
 
 // Prefixes whose variables belong to us; the first four are the host's own (typo check).
@@ -363,6 +382,30 @@ Config load(const Sources& sources) {
     }
   }
 
+  cfg.isolation = r.one_of("WORKER_ISOLATION", {"process", "none"});
+  if (auto ids = r.raw("WORKER_IN_PROCESS_PLUGINS")) {
+    for (const auto& id : split_list(*ids)) cfg.in_process_plugins.push_back(id);
+  }
+  if (auto limits = r.raw("WORKER_PLUGIN_MEMORY_MAX")) {
+    // "512MiB" for every runner, "dev.acme.resize=2GiB" for one plugin; comma-separated.
+    for (const auto& item : split_list(*limits)) {
+      const auto eq = item.find('=');
+      try {
+        if (eq == std::string::npos) {
+          cfg.plugin_memory_max = parse_size(item);
+        } else {
+          cfg.plugin_memory_max_by_plugin[item.substr(0, eq)] = parse_size(item.substr(eq + 1));
+        }
+      } catch (const std::invalid_argument&) {
+        r.fail("WORKER_PLUGIN_MEMORY_MAX",
+               "sizes such as 512MiB for every plugin runner, or plugin.id=1GiB, comma-separated");
+      }
+    }
+  }
+  if (r.raw("WORKER_PLUGIN_OPEN_FILES_MAX"))
+    cfg.plugin_open_files_max = r.integer("WORKER_PLUGIN_OPEN_FILES_MAX", 16, 1 << 20);
+  cfg.plugin_liveness_timeout = r.duration("WORKER_PLUGIN_LIVENESS_TIMEOUT", false);
+
   try {
     cfg.log_level = log::parse_level(r.text("LOG_LEVEL"));
   } catch (const std::invalid_argument&) {
@@ -388,6 +431,29 @@ Config load(const Sources& sources) {
   }
   cfg.settings = std::move(merged);
   return cfg;
+}
+
+uint64_t parse_size(std::string_view text) {
+  size_t digits = 0;
+  while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9') ++digits;
+  if (digits == 0 || digits > 15) throw std::invalid_argument("not a size");
+  const uint64_t number = std::stoull(std::string(text.substr(0, digits)));
+  const std::string_view unit = text.substr(digits);
+  static const std::pair<std::string_view, uint64_t> units[] = {{"", 1},
+                                                                {"B", 1},
+                                                                {"K", 1ULL << 10},
+                                                                {"KiB", 1ULL << 10},
+                                                                {"KB", 1000},
+                                                                {"M", 1ULL << 20},
+                                                                {"MiB", 1ULL << 20},
+                                                                {"MB", 1000000},
+                                                                {"G", 1ULL << 30},
+                                                                {"GiB", 1ULL << 30},
+                                                                {"GB", 1000000000}};
+  for (const auto& [name, factor] : units) {
+    if (unit == name) return number * factor;
+  }
+  throw std::invalid_argument("unknown size unit");
 }
 
 std::string Config::redis_addr() const { return redis_host + ":" + std::to_string(redis_port); }

@@ -11,6 +11,7 @@
 // the known prefixes): plugins read it through the ABI's config_get. Secrets (*_PASSWORD,
 // *_API_KEY, *_TOKEN, *_SECRET) are kept in the snapshot but redacted in every dump.
 #include <chrono>
+#include <cstdint>
 #include <filesystem>
 #include <map>
 #include <optional>
@@ -89,6 +90,14 @@ struct Config {
   std::optional<std::chrono::milliseconds>
       retry_delay;  // WORKER_RETRY_DELAY (fixed, whole seconds, may be 0)
 
+  // Plugin runners (docs/plugin-isolation.md).
+  std::string isolation = "process";            // WORKER_ISOLATION: process | none
+  std::vector<std::string> in_process_plugins;  // WORKER_IN_PROCESS_PLUGINS: ids run in process
+  uint64_t plugin_memory_max = 0;               // WORKER_PLUGIN_MEMORY_MAX (bytes, 0 = none)
+  std::map<std::string, uint64_t> plugin_memory_max_by_plugin;
+  uint64_t plugin_open_files_max = 0;  // WORKER_PLUGIN_OPEN_FILES_MAX (0 = inherit)
+  std::chrono::milliseconds plugin_liveness_timeout{std::chrono::seconds(20)};
+
   log::Level log_level = log::Level::info;
   log::Format log_format = log::Format::logfmt;
 
@@ -139,6 +148,9 @@ std::chrono::system_clock::time_point parse_rfc3339(std::string_view text);
 
 // "critical=10,planning=6,default=2". Throws std::invalid_argument.
 std::vector<QueueWeight> parse_queues(std::string_view text);
+// "512MiB", "2G", "1048576": bytes with an optional unit (K/KiB/M/MiB/G/GiB powers of two,
+// KB/MB/GB powers of ten). Throws std::invalid_argument.
+uint64_t parse_size(std::string_view text);
 // Go's strconv.ParseBool plus yes/no/on/off. Throws std::invalid_argument.
 bool parse_bool(std::string_view text);
 

@@ -149,7 +149,10 @@ class Sink {
       out_->flush_on(spdlog::level::trace);
     }
   }
+  Sink(Level level, Logger::Forward forward)
+      : level_(level), format_(Format::logfmt), in_memory_(false), forward_(std::move(forward)) {}
   bool enabled(Level l) const noexcept { return static_cast<int>(l) >= static_cast<int>(level_); }
+  Level level() const noexcept { return level_; }
   void write(Level level, std::string_view msg, const Fields& bound, const Fields& fields) {
     const auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
                          std::chrono::system_clock::now().time_since_epoch())
@@ -161,6 +164,10 @@ class Sink {
       const bool overridden =
           std::any_of(fields.begin(), fields.end(), [&](const Field& f) { return f.key == b.key; });
       if (!overridden) all.push_back(b);
+    }
+    if (forward_) {
+      forward_(level, msg, all);
+      return;
     }
     std::string line = format_line(format_, now, level, msg, all);
     if (in_memory_) {
@@ -180,6 +187,7 @@ class Sink {
   Format format_;
   bool in_memory_;
   std::shared_ptr<spdlog::logger> out_;
+  Logger::Forward forward_;
   mutable std::mutex mu_;
   std::vector<std::string> lines_;
 };
@@ -191,12 +199,17 @@ Logger Logger::in_memory(Level level, Format format) {
   return Logger(std::make_shared<Sink>(level, format, true), {});
 }
 
+Logger Logger::forwarding(Level level, Forward forward) {
+  return Logger(std::make_shared<Sink>(level, std::move(forward)), {});
+}
+
 Logger Logger::with(std::initializer_list<Field> fields) const { return with(Fields(fields)); }
 Logger Logger::with(const Fields& fields) const {
   Fields bound = fields;
   bound.insert(bound.end(), bound_.begin(), bound_.end());
   return Logger(sink_, std::move(bound));
 }
+Level Logger::level() const noexcept { return sink_ ? sink_->level() : Level::error; }
 bool Logger::enabled(Level level) const noexcept { return sink_ && sink_->enabled(level); }
 void Logger::log(Level level, std::string_view msg, const Fields& fields) const {
   if (!enabled(level)) return;

@@ -5,6 +5,7 @@
 //
 // A Logger is a cheap value: a shared sink plus fields bound with with(). There is no global
 // logger; main() makes one and hands it to each part.
+#include <functional>
 #include <initializer_list>
 #include <memory>
 #include <string>
@@ -43,6 +44,13 @@ class Logger {
   static Logger to_stderr(Level level, Format format);
   // Collects lines in memory (tests). lines() returns them.
   static Logger in_memory(Level level, Format format);
+  // Hands every enabled event, with its bound fields merged in, to `forward` unformatted (a
+  // plugin runner ships them to the worker, whose logger writes them). Called on the logging
+  // thread; must be thread-safe.
+  using Forward = std::function<void(Level level, std::string_view msg, const Fields& fields)>;
+  static Logger forwarding(Level level, Forward forward);
+  // The lowest level this logger writes.
+  Level level() const noexcept;
 
   Logger with(std::initializer_list<Field> fields) const;
   Logger with(const Fields& fields) const;

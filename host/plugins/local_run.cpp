@@ -22,6 +22,8 @@ std::string_view disposition_name(task::Disposition disposition) {
       return "fail_no_retry";
     case task::Disposition::cancelled:
       return "cancelled";
+    case task::Disposition::requeue:
+      return "requeue";
   }
   return "unknown";
 }

@@ -148,6 +148,12 @@ std::optional<Refusal> PluginHost::Impl::load(const fs::path& file) {
     }
   }
 
+  if (options.admit) {
+    Admission admission = options.admit(info);
+    if (admission.verdict == Admission::Verdict::refuse) return refuse(file, std::move(admission.reason));
+    if (admission.verdict == Admission::Verdict::withdraw) return Refusal{file, std::move(admission.reason)};
+  }
+
   auto owner = std::make_shared<detail::HandleOwner>(
       detail::HandleOwner{logger.with({{"plugin", info.plugin_id}}), info.plugin_id});
   auto services = std::make_shared<const detail::PluginServices>(
@@ -350,7 +356,7 @@ PluginHost::PluginHost(log::Logger logger, ConfigSnapshot config, db::Pool* pool
 
 PluginHost::~PluginHost() { shutdown(); }
 
-LoadReport PluginHost::load_directory(const fs::path& dir) {
+LoadReport Host::load_directory(const fs::path& dir) {
   if (auto problem = detail::unsafe_permissions(dir, true)) {
     throw std::runtime_error("plugin directory " + dir.string() + ": " + *problem);
   }

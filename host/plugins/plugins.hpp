@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -33,6 +34,14 @@ namespace wk::plugins {
 // Environment / .env snapshot taken by the app at start-up; plugins read it with config_get.
 using ConfigSnapshot = std::map<std::string, std::string>;
 
+struct PluginInfo;
+
+// The answer to HostOptions::admit.
+struct Admission {
+  enum class Verdict { admit, refuse, withdraw } verdict = Verdict::admit;
+  std::string reason;  // refuse: logged and returned as the refusal; withdraw: returned, not logged
+};
+
 struct HostOptions {
   // Private copies of plugin files (<basename>@<sha256>.so) are staged in a fresh 0700
   // directory wk-plugins-<uid>-<pid>-XXXXXX made (mkdtemp) under this base.
@@ -44,6 +53,9 @@ struct HostOptions {
   // How long shutdown() waits for running handlers before it gives up on a plugin ("zombie":
   // its shutdown() is never called, its library stays mapped).
   std::chrono::milliseconds shutdown_grace{std::chrono::seconds(30)};
+  // Asked once a file's declarations are validated, before init() runs: a plugin runner asks
+  // the worker, which knows the other plugins. Empty = admit everything.
+  std::function<Admission(const PluginInfo&)> admit;
 };
 
 struct HandlerInfo {
@@ -79,7 +91,25 @@ struct LoadReport {
   std::vector<Refusal> refused;    // not loaded, or loaded but retired (init failed)
 };
 
-class PluginHost final : public task::Dispatcher {
+// What the runtime needs of whoever serves plugins: PluginHost (in this process) or
+// runner::RunnerHost (each plugin in a runner process of its own; docs/plugin-isolation.md).
+class Host : public task::Dispatcher {
+ public:
+  // Loads every regular *.so in `dir` (sorted by name). A broken plugin never stops the others.
+  // Throws std::runtime_error only when the directory itself is unusable (missing, not a
+  // directory, writable by group/others).
+  LoadReport load_directory(const std::filesystem::path& dir);
+  // Loads one file; on refusal returns the reason (also logged).
+  virtual std::optional<Refusal> load_file(const std::filesystem::path& file) = 0;
+  // Plugins serving now, in load order.
+  virtual std::vector<PluginInfo> plugins() const = 0;
+  virtual std::vector<std::string> task_types() const = 0;
+  // Stops routing, waits (up to the shutdown grace) for running handlers, then shuts every
+  // plugin down in reverse load order. Idempotent.
+  virtual void shutdown() = 0;
+};
+
+class PluginHost final : public Host {
  public:
   // `pool` and `enqueuer` may be null: pg_* and WK_ENQ_IMMEDIATE then return WK_E_UNSUPPORTED.
   // Both must outlive the PluginHost.
@@ -89,25 +119,17 @@ class PluginHost final : public task::Dispatcher {
   PluginHost(const PluginHost&) = delete;
   PluginHost& operator=(const PluginHost&) = delete;
 
-  // Loads every regular *.so in `dir` (sorted by name). A broken plugin never stops the others.
-  // Throws std::runtime_error only when the directory itself is unusable (missing, not a
-  // directory, writable by group/others).
-  LoadReport load_directory(const std::filesystem::path& dir);
-  // Loads one file; on refusal returns the reason (also logged).
-  std::optional<Refusal> load_file(const std::filesystem::path& file);
-
-  // Plugins serving now, in load order.
-  std::vector<PluginInfo> plugins() const;
-  std::vector<std::string> task_types() const;
+  std::optional<Refusal> load_file(const std::filesystem::path& file) override;
+  std::vector<PluginInfo> plugins() const override;
+  std::vector<std::string> task_types() const override;
 
   bool handles(std::string_view type) const override;
   // Never throws. An unknown type gives fail_no_retry ("no handler for task type ...").
   task::Outcome dispatch(task::Execution& execution) override;
 
-  // Stops routing, waits (up to shutdown_grace) for running handlers, then calls each plugin's
-  // shutdown() once, in reverse load order. Libraries stay mapped until process exit (retired).
-  // Idempotent.
-  void shutdown();
+  // Calls each plugin's shutdown() once, after its running handlers returned (up to
+  // shutdown_grace). Libraries stay mapped until process exit (retired).
+  void shutdown() override;
 
  private:
   struct Impl;

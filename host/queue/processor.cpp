@@ -383,6 +383,14 @@ void Processor::finish(const std::shared_ptr<InFlightTask>& t, const task::Outco
     case Disposition::fail_no_retry:
       fail(t, outcome.error.empty() ? "task failed (no retry)" : outcome.error, std::nullopt, true, pending);
       return;
+    case Disposition::requeue: {
+      ctx_.task_log(t->task).warn("Requeueing task without counting an attempt", {{"reason", outcome.error}});
+      OutcomeWrite w;
+      w.op = OutcomeWrite::Op::requeue;
+      w.msg = &t->msg;
+      write(t, TaskResult::requeued, "requeue", std::move(w), {}, false, nullptr);
+      return;
+    }
     case Disposition::cancelled:
       switch (reason) {
         case task::CancelReason::shutdown: {

@@ -89,7 +89,9 @@ class Enqueuer {
   virtual void validate(const EnqueueRequest& /*request*/) const {}
 };
 
-enum class Disposition { succeeded, retry, retry_after, fail_no_retry, cancelled };
+// `requeue` hands the task back to its queue without counting an attempt (as a shutdown does):
+// for faults the task did not cause, such as its plugin runner crashing beside it.
+enum class Disposition { succeeded, retry, retry_after, fail_no_retry, cancelled, requeue };
 
 struct Outcome {
   Disposition disposition = Disposition::succeeded;

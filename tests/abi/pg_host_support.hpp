@@ -52,7 +52,7 @@ class RecordingServices final : public task::TaskServices {
 
 // Runs `t` through `host` as the engine would, with a 30 s deadline; `t.id` and `t.queue` get a
 // new UUID and "default" when empty.
-inline task::Outcome dispatch_task(plugins::PluginHost& host, task::Task& t, task::TaskServices& services) {
+inline task::Outcome dispatch_task(task::Dispatcher& host, task::Task& t, task::TaskServices& services) {
   if (t.id.empty()) t.id = task::new_uuid();
   if (t.queue.empty()) t.queue = "default";
   t.started_at = task::Clock::now();

@@ -12,6 +12,7 @@
 #include <set>
 #include <sstream>
 
+#include "abi/host_modes.hpp"
 #include "log/log.hpp"
 #include "plugins/plugins.hpp"
 #include "queue/client.hpp"
@@ -91,13 +92,17 @@ size_t count_lines(const log::Logger& logger, const std::string& needle) {
   return count_lines(logger, {needle});
 }
 
-class PluginHostTest : public ::testing::Test {
+class HostTestBase {
  protected:
   log::Logger logger = log::Logger::in_memory(log::Level::debug, log::Format::logfmt);
   ConfigSnapshot config{{"GOOD_GREETING", "hi"}};
+};
 
-  std::unique_ptr<PluginHost> make_host(HostOptions options = {}) {
-    return std::make_unique<PluginHost>(logger, config, nullptr, nullptr, options);
+// Every test here runs twice: plugins in the worker's process, and in runner processes.
+class PluginHostTest : public HostTestBase, public ::testing::TestWithParam<test::Isolation> {
+ protected:
+  std::unique_ptr<Host> make_host(HostOptions options = {}, task::Enqueuer* enqueuer = nullptr) {
+    return test::make_plugin_host(GetParam(), logger, config, nullptr, enqueuer, std::move(options));
   }
   std::string refusal(const std::string& name) {
     auto host = make_host();
@@ -108,7 +113,19 @@ class PluginHostTest : public ::testing::Test {
   }
 };
 
-TEST_F(PluginHostTest, AllFixturesInOneDirectoryGoodOnesLoadOneErrorPerBadOne) {
+INSTANTIATE_TEST_SUITE_P(Isolation, PluginHostTest,
+                         ::testing::Values(test::Isolation::none, test::Isolation::process),
+                         [](const auto& param_info) { return test::isolation_name(param_info.param); });
+
+// What only the in-process host has: its staging of mapped images, check and exec.
+class InProcessHostTest : public HostTestBase, public ::testing::Test {
+ protected:
+  std::unique_ptr<PluginHost> make_host(HostOptions options = {}) {
+    return std::make_unique<PluginHost>(logger, config, nullptr, nullptr, options);
+  }
+};
+
+TEST_P(PluginHostTest, AllFixturesInOneDirectoryGoodOnesLoadOneErrorPerBadOne) {
   auto host = make_host();
   const LoadReport report = host->load_directory(kFixtures);
 
@@ -116,7 +133,7 @@ TEST_F(PluginHostTest, AllFixturesInOneDirectoryGoodOnesLoadOneErrorPerBadOne) {
   for (const auto& p : report.loaded) loaded.insert(p.plugin_id);
   EXPECT_EQ(loaded, (std::set<std::string>{"test.good", "test.throwing", "test.misbehaving",
                                            "test.older-minor", "test.newer-minor", "test.stale-ctx",
-                                           "test.cancel-wait", "test.pg-user"}));
+                                           "test.cancel-wait", "test.pg-user", "test.crashy"}));
   std::set<std::string> refused;
   for (const auto& r : report.refused) refused.insert(r.file.filename().string());
   EXPECT_EQ(refused, (std::set<std::string>{"bad_magic.so", "bad_task_type.so", "init_failure.so",
@@ -135,11 +152,11 @@ TEST_F(PluginHostTest, AllFixturesInOneDirectoryGoodOnesLoadOneErrorPerBadOne) {
   EXPECT_FALSE(host->handles("bad:init"));
 }
 
-TEST_F(PluginHostTest, RefusesPluginNeedingNewerHostMinorNamingBothVersions) {
+TEST_P(PluginHostTest, RefusesPluginNeedingNewerHostMinorNamingBothVersions) {
   EXPECT_NE(refusal("needs_newer_host").find("needs host ABI 1.5, this host is 1.0"), std::string::npos);
 }
 
-TEST_F(PluginHostTest, RefusesWrongMajorBadMagicTinyEntryNullRunBadType) {
+TEST_P(PluginHostTest, RefusesWrongMajorBadMagicTinyEntryNullRunBadType) {
   EXPECT_NE(refusal("wrong_major").find("ABI major 2"), std::string::npos);
   EXPECT_NE(refusal("bad_magic").find("bad magic"), std::string::npos);
   EXPECT_NE(refusal("tiny_entry").find("smaller than the ABI 1.0 entry"), std::string::npos);
@@ -147,7 +164,7 @@ TEST_F(PluginHostTest, RefusesWrongMajorBadMagicTinyEntryNullRunBadType) {
   EXPECT_NE(refusal("bad_task_type").find("invalid task type \"has space\""), std::string::npos);
 }
 
-TEST_F(PluginHostTest, FileWithoutEntryIsRefusedWithoutRunningItsCode) {
+TEST_P(PluginHostTest, FileWithoutEntryIsRefusedWithoutRunningItsCode) {
   TempDir dir;
   const fs::path marker = dir.path() / "constructor-ran";
   ::setenv("WK_FIXTURE_CTOR_MARKER", marker.c_str(), 1);
@@ -157,13 +174,13 @@ TEST_F(PluginHostTest, FileWithoutEntryIsRefusedWithoutRunningItsCode) {
   EXPECT_FALSE(fs::exists(marker)) << "the library's static constructor ran";
 }
 
-TEST_F(PluginHostTest, InitFailureIsReportedAndThePluginRetired) {
+TEST_P(PluginHostTest, InitFailureIsReportedAndThePluginRetired) {
   const std::string reason = refusal("init_failure");
   EXPECT_NE(reason.find("init failed"), std::string::npos) << reason;
   EXPECT_NE(reason.find("config.missing: FIXTURE_REQUIRED is not set"), std::string::npos) << reason;
 }
 
-TEST_F(PluginHostTest, DuplicateTaskTypeIsRefusedNamingBothPlugins) {
+TEST_P(PluginHostTest, DuplicateTaskTypeIsRefusedNamingBothPlugins) {
   auto host = make_host();
   ASSERT_FALSE(host->load_file(fixture("good")).has_value());
   auto refused = host->load_file(fixture("zz_duplicate_type"));
@@ -177,7 +194,7 @@ TEST_F(PluginHostTest, DuplicateTaskTypeIsRefusedNamingBothPlugins) {
       << "the first plugin keeps the type";
 }
 
-TEST_F(PluginHostTest, OlderAndNewerMinorLayoutsLoadAndServe) {
+TEST_P(PluginHostTest, OlderAndNewerMinorLayoutsLoadAndServe) {
   auto host = make_host();
   ASSERT_FALSE(host->load_file(fixture("older_minor")).has_value());
   ASSERT_FALSE(host->load_file(fixture("newer_minor")).has_value());
@@ -189,7 +206,7 @@ TEST_F(PluginHostTest, OlderAndNewerMinorLayoutsLoadAndServe) {
   EXPECT_EQ(b.through(*host).disposition, task::Disposition::succeeded);
 }
 
-TEST_F(PluginHostTest, GoodHandlerSeesHeadersConfigAttemptAndStagesAFollowUp) {
+TEST_P(PluginHostTest, GoodHandlerSeesHeadersConfigAttemptAndStagesAFollowUp) {
   auto host = make_host();
   ASSERT_FALSE(host->load_file(fixture("good")).has_value());
   TaskRun run("good:echo", R"({"n":1})");
@@ -211,7 +228,7 @@ TEST_F(PluginHostTest, GoodHandlerSeesHeadersConfigAttemptAndStagesAFollowUp) {
       << ::testing::PrintToString(logger.lines());
 }
 
-TEST_F(PluginHostTest, DispositionsMapToOutcomes) {
+TEST_P(PluginHostTest, DispositionsMapToOutcomes) {
   auto host = make_host();
   ASSERT_FALSE(host->load_file(fixture("good")).has_value());
   struct Case {
@@ -246,7 +263,7 @@ TEST_F(PluginHostTest, DispositionsMapToOutcomes) {
   EXPECT_NE(unknown.outcome.error.find("no handler for task type \"no:such-type\""), std::string::npos);
 }
 
-TEST_F(PluginHostTest, FollowUpsWithDurationsThatWouldOverflowTheClockAreRefused) {
+TEST_P(PluginHostTest, FollowUpsWithDurationsThatWouldOverflowTheClockAreRefused) {
   auto host = make_host();
   ASSERT_FALSE(host->load_file(fixture("good")).has_value());
   for (const std::string option : {"process_in", "timeout", "unique", "retention"}) {
@@ -262,24 +279,24 @@ TEST_F(PluginHostTest, FollowUpsWithDurationsThatWouldOverflowTheClockAreRefused
 // A follow-up the queue would refuse (asynq's queue-name rule: no braces) is refused when the
 // handler stages it, so the handler hears of it; at completion it would have blocked the
 // task's success from being written.
-TEST_F(PluginHostTest, FollowUpsTheQueueWouldRefuseAreRefusedWhenStaged) {
+TEST_P(PluginHostTest, FollowUpsTheQueueWouldRefuseAreRefusedWhenStaged) {
   redis::Pool unused_pool(redis::Settings{}, 1);  // validation never connects
   queue::Client client(unused_pool);
-  PluginHost host(logger, config, nullptr, &client, HostOptions{});
-  ASSERT_FALSE(host.load_file(fixture("good")).has_value());
+  auto host = make_host({}, &client);
+  ASSERT_FALSE(host->load_file(fixture("good")).has_value());
   TaskRun bad("good:disposition", "queue:bad{name}");
-  const task::Outcome& refused = bad.through(host);
+  const task::Outcome& refused = bad.through(*host);
   EXPECT_EQ(refused.disposition, task::Disposition::fail_no_retry);
   EXPECT_NE(refused.error.find("queue name"), std::string::npos) << refused.error;
   EXPECT_TRUE(bad.staged.empty());
   TaskRun good("good:disposition", "queue:fine");
-  EXPECT_EQ(good.through(host).disposition, task::Disposition::succeeded) << good.outcome.error;
+  EXPECT_EQ(good.through(*host).disposition, task::Disposition::succeeded) << good.outcome.error;
   ASSERT_EQ(good.staged.size(), 1u);
   EXPECT_EQ(good.staged[0].queue, "fine");
-  host.shutdown();
+  host->shutdown();
 }
 
-TEST_F(PluginHostTest, ThrowingHandlersRetryAndTheHostSurvives) {
+TEST_P(PluginHostTest, ThrowingHandlersRetryAndTheHostSurvives) {
   auto host = make_host();
   ASSERT_FALSE(host->load_file(fixture("throwing")).has_value());
   TaskRun sdk("throw:sdk", "");
@@ -291,7 +308,7 @@ TEST_F(PluginHostTest, ThrowingHandlersRetryAndTheHostSurvives) {
   EXPECT_EQ(count_lines(logger, "plugin misbehaving"), 1u);
 }
 
-TEST_F(PluginHostTest, UnknownOrUnsetDispositionIsRetryAndReportedAsMisbehaviour) {
+TEST_P(PluginHostTest, UnknownOrUnsetDispositionIsRetryAndReportedAsMisbehaviour) {
   auto host = make_host();
   ASSERT_FALSE(host->load_file(fixture("misbehaving_disposition")).has_value());
   TaskRun odd("odd:42", "");
@@ -303,7 +320,7 @@ TEST_F(PluginHostTest, UnknownOrUnsetDispositionIsRetryAndReportedAsMisbehaviour
             2u);
 }
 
-TEST_F(PluginHostTest, HostCallsWithAStaleCtxGetWrongCtxNotACrash) {
+TEST_P(PluginHostTest, HostCallsWithAStaleCtxGetWrongCtxNotACrash) {
   auto host = make_host();
   ASSERT_FALSE(host->load_file(fixture("stale_ctx")).has_value());
   TaskRun keep("stale:keep", "");
@@ -318,7 +335,7 @@ TEST_F(PluginHostTest, HostCallsWithAStaleCtxGetWrongCtxNotACrash) {
             5u);
 }
 
-TEST_F(PluginHostTest, HandlerObservesCancellationThroughWaitCancelledAndOnCancel) {
+TEST_P(PluginHostTest, HandlerObservesCancellationThroughWaitCancelledAndOnCancel) {
   auto host = make_host();
   ASSERT_FALSE(host->load_file(fixture("cancel_wait")).has_value());
   TaskRun run("cancel:wait", "");
@@ -331,7 +348,7 @@ TEST_F(PluginHostTest, HandlerObservesCancellationThroughWaitCancelledAndOnCance
   EXPECT_EQ(outcome.error, "cancelled: reason=1 on_cancel=1");
 }
 
-TEST_F(PluginHostTest, RefusesFilesAndDirectoriesWritableByOthers) {
+TEST_P(PluginHostTest, RefusesFilesAndDirectoriesWritableByOthers) {
   TempDir dir;
   fs::copy_file(fixture("good"), dir.path() / "good.so");
   fs::permissions(dir.path() / "good.so", fs::perms::others_write, fs::perm_options::add);
@@ -351,7 +368,7 @@ TEST_F(PluginHostTest, RefusesFilesAndDirectoriesWritableByOthers) {
       << refused->reason;
 }
 
-TEST_F(PluginHostTest, LoadsAPrivateCopyNamedByHashFromAPrivateStagingDir) {
+TEST_F(InProcessHostTest, LoadsAPrivateCopyNamedByHashFromAPrivateStagingDir) {
   TempDir base;
   HostOptions options;
   options.staging_dir = base.path();
@@ -374,7 +391,7 @@ TEST_F(PluginHostTest, LoadsAPrivateCopyNamedByHashFromAPrivateStagingDir) {
   EXPECT_TRUE(fs::is_empty(base.path())) << "the staging dir is removed with the host";
 }
 
-TEST_F(PluginHostTest, CheckFilesReportsWithoutServing) {
+TEST_F(InProcessHostTest, CheckFilesReportsWithoutServing) {
   std::ostringstream out;
   const int code =
       check_files({fixture("good"), fixture("needs_newer_host"), fixture("zz_duplicate_type")}, out, logger);
@@ -388,7 +405,7 @@ TEST_F(PluginHostTest, CheckFilesReportsWithoutServing) {
   EXPECT_EQ(count_lines(logger, "good plugin initialised"), 0u) << "check must not run init";
 }
 
-TEST_F(PluginHostTest, ExecLocalRunsOneTaskAndPrintsTheOutcome) {
+TEST_F(InProcessHostTest, ExecLocalRunsOneTaskAndPrintsTheOutcome) {
   TempDir dir;
   fs::copy_file(fixture("good"), dir.path() / "good.so");
   LocalRun run;

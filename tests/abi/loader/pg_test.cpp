@@ -3,6 +3,7 @@
 
 #include <filesystem>
 
+#include "abi/host_modes.hpp"
 #include "abi/pg_host_support.hpp"
 #include "db/db.hpp"
 #include "log/log.hpp"
@@ -16,25 +17,32 @@ constexpr const char* kDatabase = "wk_plugins_test";
 
 using test::RecordingServices;
 
-class PgHostTest : public ::testing::Test {
+class PgHostTest : public ::testing::TestWithParam<test::Isolation> {
  protected:
   static void SetUpTestSuite() { test::ensure_database(kDatabase); }
 
   log::Logger logger = log::Logger::in_memory(log::Level::debug, log::Format::logfmt);
   std::unique_ptr<db::Pool> pool = db::make_pool(test::pg_settings(kDatabase), logger);
 
-  task::Outcome run(PluginHost& host, const std::string& type, task::Task& t, RecordingServices& services) {
+  std::unique_ptr<Host> make_host(db::Pool* with_pool) {
+    return test::make_plugin_host(GetParam(), logger, {}, with_pool, nullptr);
+  }
+  task::Outcome run(Host& host, const std::string& type, task::Task& t, RecordingServices& services) {
     t.type = type;
     return test::dispatch_task(host, t, services);
   }
 };
 
-TEST_F(PgHostTest, QueriesWithParamsAndReleasesLeakedRowsAndTransactions) {
-  PluginHost host(logger, {}, pool.get(), nullptr);
-  ASSERT_FALSE(host.load_file(std::filesystem::path(WK_ABI_FIXTURE_DIR) / "pg_user.so").has_value());
+INSTANTIATE_TEST_SUITE_P(Isolation, PgHostTest,
+                         ::testing::Values(test::Isolation::none, test::Isolation::process),
+                         [](const auto& param_info) { return test::isolation_name(param_info.param); });
+
+TEST_P(PgHostTest, QueriesWithParamsAndReleasesLeakedRowsAndTransactions) {
+  auto host = make_host(pool.get());
+  ASSERT_FALSE(host->load_file(std::filesystem::path(WK_ABI_FIXTURE_DIR) / "pg_user.so").has_value());
   task::Task t;
   RecordingServices services;
-  const task::Outcome outcome = run(host, "pg:roundtrip", t, services);
+  const task::Outcome outcome = run(*host, "pg:roundtrip", t, services);
   ASSERT_EQ(outcome.disposition, task::Disposition::succeeded) << outcome.error;
   EXPECT_EQ(services.result, "n=7");
 
@@ -62,21 +70,21 @@ TEST_F(PgHostTest, QueriesWithParamsAndReleasesLeakedRowsAndTransactions) {
   EXPECT_EQ(second->query("SELECT 1", {}, soon)->value(0, 0), "1");
 }
 
-TEST_F(PgHostTest, SqlErrorsCarryTheSqlstateAndNoPoolIsUnsupported) {
+TEST_P(PgHostTest, SqlErrorsCarryTheSqlstateAndNoPoolIsUnsupported) {
   {
-    PluginHost host(logger, {}, pool.get(), nullptr);
-    ASSERT_FALSE(host.load_file(std::filesystem::path(WK_ABI_FIXTURE_DIR) / "pg_user.so").has_value());
+    auto host = make_host(pool.get());
+    ASSERT_FALSE(host->load_file(std::filesystem::path(WK_ABI_FIXTURE_DIR) / "pg_user.so").has_value());
     task::Task t;
     RecordingServices services;
-    const task::Outcome outcome = run(host, "pg:error", t, services);
+    const task::Outcome outcome = run(*host, "pg:error", t, services);
     EXPECT_EQ(outcome.disposition, task::Disposition::fail_no_retry);
     EXPECT_EQ(outcome.error, "status=-7 code=42P01");  // WK_E_DB, undefined_table
   }
-  PluginHost host(logger, {}, nullptr, nullptr);
-  ASSERT_FALSE(host.load_file(std::filesystem::path(WK_ABI_FIXTURE_DIR) / "pg_user.so").has_value());
+  auto host = make_host(nullptr);
+  ASSERT_FALSE(host->load_file(std::filesystem::path(WK_ABI_FIXTURE_DIR) / "pg_user.so").has_value());
   task::Task t;
   RecordingServices services;
-  EXPECT_EQ(run(host, "pg:error", t, services).error, "status=-9 code=pg.none");  // WK_E_UNSUPPORTED
+  EXPECT_EQ(run(*host, "pg:error", t, services).error, "status=-9 code=pg.none");  // WK_E_UNSUPPORTED
 }
 
 }  // namespace

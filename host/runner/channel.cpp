@@ -1,0 +1,104 @@
+#include "runner/channel.hpp"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+namespace wk::runner {
+
+Channel::Channel(int fd) : fd_(fd) {}
+
+Channel::~Channel() { ::close(fd_); }
+
+bool Channel::send(std::string frame) {
+  std::unique_lock lock(mu_);
+  if (broken_) return false;
+  if (writing_) {
+    pending_.append(frame);
+    return true;
+  }
+  writing_ = true;
+  std::string batch = std::move(frame);
+  bool ok = true;
+  while (true) {
+    lock.unlock();
+    ok = write_all(batch);
+    lock.lock();
+    if (!ok) broken_ = true;
+    if (!ok || pending_.empty()) break;
+    batch.clear();
+    batch.swap(pending_);
+  }
+  pending_.clear();
+  writing_ = false;
+  return ok;
+}
+
+bool Channel::write_all(const std::string& bytes) {
+  size_t off = 0;
+  while (off < bytes.size()) {
+    const ssize_t n = ::send(fd_, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    off += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+std::string Channel::read_loop(const OnFrame& on_frame) {
+  // [begin, end) of `buffer` holds bytes not parsed yet. No per-read zeroing or copying: a read
+  // goes straight behind what is there, and bytes move only when a frame wraps the buffer's end.
+  std::vector<char> buffer(size_t{256} * 1024);
+  size_t begin = 0, end = 0;
+  while (true) {
+    size_t needed = wire::kHeaderSize;  // bytes the next frame needs in all
+    while (end - begin >= wire::kHeaderSize) {
+      uint32_t length = 0;
+      std::memcpy(&length, buffer.data() + begin, 4);
+      if (length < 9 || length > wire::kMaxFrame) return "malformed frame length " + std::to_string(length);
+      needed = 4 + size_t{length};
+      if (end - begin < needed) break;
+      const auto kind = static_cast<wire::Kind>(static_cast<uint8_t>(buffer[begin + 4]));
+      uint64_t id = 0;
+      std::memcpy(&id, buffer.data() + begin + 5, 8);
+      const std::string_view body(buffer.data() + begin + wire::kHeaderSize, length - 9);
+      try {
+        on_frame(kind, id, body);
+      } catch (const std::exception& e) {
+        return std::string("bad frame: ") + e.what();
+      }
+      begin += needed;
+      needed = wire::kHeaderSize;
+    }
+    if (begin == end) {
+      begin = end = 0;
+    } else if (buffer.size() - begin < needed) {
+      std::memmove(buffer.data(), buffer.data() + begin, end - begin);
+      end -= begin;
+      begin = 0;
+      if (buffer.size() < needed) buffer.resize(needed);
+    }
+    const ssize_t n = ::recv(fd_, buffer.data() + end, buffer.size() - end, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return std::string("read failed: ") + std::strerror(errno);
+    }
+    if (n == 0) return begin == end ? "" : "end of file inside a frame";
+    end += static_cast<size_t>(n);
+  }
+}
+
+void Channel::shutdown() {
+  {
+    std::lock_guard lock(mu_);
+    broken_ = true;
+  }
+  ::shutdown(fd_, SHUT_RDWR);
+}
+
+}  // namespace wk::runner

@@ -1,0 +1,48 @@
+#pragma once
+// Internal: one end of the worker <-> runner socket (a SOCK_STREAM socketpair).
+//
+// Senders on any thread hand whole frames to send(); while one of them is writing, the others
+// only append to a buffer that the writer flushes before it leaves, so a burst of completions
+// (or of task starts) costs one write() instead of one per frame. One thread runs read_loop(),
+// which reads as much as the socket has and hands each complete frame to a callback.
+#include <functional>
+#include <mutex>
+#include <string>
+#include <string_view>
+
+#include "runner/wire.hpp"
+
+namespace wk::runner {
+
+class Channel {
+ public:
+  using OnFrame = std::function<void(wire::Kind kind, uint64_t id, std::string_view body)>;
+
+  explicit Channel(int fd);  // takes ownership
+  ~Channel();
+  Channel(const Channel&) = delete;
+  Channel& operator=(const Channel&) = delete;
+
+  // Queues `frame` (from wire::frame) and writes it, possibly with others. False when the peer is
+  // gone or the channel was shut down; the frame is then dropped.
+  bool send(std::string frame);
+  bool send(wire::Kind kind, uint64_t id, std::string_view body = {}) {
+    return send(wire::frame(kind, id, body));
+  }
+  // Reads frames until end of file, an error, a malformed frame or a throwing callback; returns
+  // why it stopped ("" at a clean end of file).
+  std::string read_loop(const OnFrame& on_frame);
+  // Ends both directions: read_loop returns, later sends fail.
+  void shutdown();
+
+ private:
+  bool write_all(const std::string& bytes);
+
+  const int fd_;
+  std::mutex mu_;
+  std::string pending_;  // frames waiting for the current writer
+  bool writing_ = false;
+  bool broken_ = false;
+};
+
+}  // namespace wk::runner

@@ -1,0 +1,83 @@
+#pragma once
+// Plugin isolation: every plugin runs in a runner process of its own (docs/plugin-isolation.md).
+//
+//   runner::RunnerHost host(logger, config, pool, enqueuer, options);
+//   host.load_directory("./plugins");   // one runner per plugin file, init() inside it
+//   engine.run(host);                   // tasks go to the runner over a socket
+//   host.shutdown();                    // drain, plugin shutdown() in each runner, runners exit
+//
+// A runner that dies (signal, exit, memory limit, no answer to liveness checks) takes only its
+// own tasks with it: they go back to their queue at once without counting an attempt, one ERROR
+// line says what happened, and the runner is restarted with exponential backoff. The worker's
+// engine, Redis, PostgreSQL pool and HTTP endpoint never run plugin code.
+#include <sys/types.h>
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+
+#include "plugins/plugins.hpp"
+
+namespace wk::db {
+class Pool;
+}
+
+namespace wk::runner {
+
+struct RunnerOptions {
+  // The program that runs `<executable> --plugin-runner ...`: the worker binary itself.
+  std::filesystem::path executable = "/proc/self/exe";
+  // Staging base and shutdown grace, as for the in-process host.
+  plugins::HostOptions host;
+  // A runner is pinged every liveness_interval; one that has not answered for liveness_timeout
+  // is killed and counts as crashed ("no answer to liveness check").
+  std::chrono::milliseconds liveness_interval{std::chrono::seconds(2)};
+  std::chrono::milliseconds liveness_timeout{std::chrono::seconds(20)};
+  // Restart delays after a crash: doubling from min to max; back to min once a runner has
+  // served for a minute.
+  std::chrono::milliseconds restart_backoff_min{100};
+  std::chrono::milliseconds restart_backoff_max{std::chrono::seconds(30)};
+  // How long a task waits for its plugin's runner to come back before it is handed back to
+  // its queue (without counting an attempt).
+  std::chrono::milliseconds restart_wait{std::chrono::seconds(5)};
+  // Resident memory limit per runner in bytes (0 = none), by plugin id where set. A runner over
+  // it is killed: a crash with the reason "memory limit".
+  uint64_t memory_max = 0;
+  std::map<std::string, uint64_t> memory_max_by_plugin;
+  // RLIMIT_NOFILE of each runner (0 = inherit the worker's).
+  uint64_t open_files_max = 0;
+  // Plugin ids served in the worker's own process (trusted plugins; no crash containment).
+  std::set<std::string> in_process;
+};
+
+class RunnerHost final : public plugins::Host {
+ public:
+  // `pool` and `enqueuer` may be null (as for PluginHost); both must outlive the RunnerHost.
+  RunnerHost(log::Logger logger, plugins::ConfigSnapshot config, db::Pool* pool, task::Enqueuer* enqueuer,
+             RunnerOptions options = {});
+  ~RunnerHost() override;  // shutdown() if not done
+  RunnerHost(const RunnerHost&) = delete;
+  RunnerHost& operator=(const RunnerHost&) = delete;
+
+  std::optional<plugins::Refusal> load_file(const std::filesystem::path& file) override;
+  std::vector<plugins::PluginInfo> plugins() const override;
+  std::vector<std::string> task_types() const override;
+  bool handles(std::string_view type) const override;
+  task::Outcome dispatch(task::Execution& execution) override;
+  void shutdown() override;
+
+  // The runner process of `plugin_id` now (0 when it has none: in process, or restarting).
+  pid_t runner_pid(const std::string& plugin_id) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// The runner process's main (`worker --plugin-runner CHANNEL_FD CRASH_FD WORKER_PID`).
+int run_plugin_runner(int channel_fd, int crash_fd, pid_t worker_pid);
+
+}  // namespace wk::runner

@@ -1,0 +1,1015 @@
+// RunnerHost: the worker's side of plugin isolation. Starts one runner process per plugin file,
+// hands it tasks, serves its calls (database, enqueue, result), watches it (liveness, memory)
+// and, when it dies, hands its tasks back to their queues and restarts it.
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstring>
+#include <fstream>
+#include <shared_mutex>
+#include <thread>
+
+#include "db/db.hpp"
+#include "plugins/loader.hpp"
+#include "runner/channel.hpp"
+#include "runner/runner.hpp"
+#include "runner/threads.hpp"
+
+extern char** environ;
+
+namespace wk::runner {
+namespace fs = std::filesystem;
+using SteadyClock = std::chrono::steady_clock;
+using wire::Kind;
+using wire::Op;
+
+namespace {
+
+constexpr auto kLoadTimeout = std::chrono::minutes(2);
+constexpr auto kHealthyLifetime = std::chrono::minutes(1);
+constexpr auto kTick = std::chrono::milliseconds(100);
+
+std::string signal_name(int signo) {
+  const char* abbrev = ::sigabbrev_np(signo);
+  return abbrev != nullptr ? std::string("SIG") + abbrev : "signal " + std::to_string(signo);
+}
+
+// An fd moved above the standard ones and the two the child gets (3, 4), close-on-exec.
+int high_fd(int fd) {
+  const int moved = ::fcntl(fd, F_DUPFD_CLOEXEC, 10);
+  ::close(fd);
+  if (moved < 0) throw std::runtime_error(std::string("fcntl: ") + std::strerror(errno));
+  return moved;
+}
+
+// The crash report's frames, for one log field: the signal handler's own frames dropped, each
+// frame's file without its directory (the staged copy's private path says nothing).
+std::string short_backtrace(const std::string& report) {
+  std::vector<std::string> frames;
+  size_t pos = report.find('\n');  // the first line is "signal N call C"
+  while (pos != std::string::npos && pos + 1 < report.size()) {
+    const size_t end = std::min(report.find('\n', pos + 1), report.size());
+    std::string frame = report.substr(pos + 1, end - pos - 1);
+    if (const size_t paren = frame.find('('), slash = frame.rfind('/', paren); slash != std::string::npos)
+      frame.erase(0, slash + 1);
+    frames.push_back(std::move(frame));
+    pos = end < report.size() ? end : std::string::npos;
+  }
+  // Frames up to the kernel's signal trampoline (in libc) belong to the handler.
+  size_t first = 0;
+  for (size_t i = 0; i < std::min<size_t>(frames.size(), 4); ++i) {
+    if (frames[i].rfind("libc.so", 0) == 0) {
+      first = i + 1;
+      break;
+    }
+  }
+  std::string out;
+  for (size_t i = first; i < frames.size() && i < first + 10; ++i)
+    out += (out.empty() ? "" : " | ") + frames[i];
+  return out;
+}
+
+uint64_t resident_bytes(pid_t pid) {
+  std::ifstream statm("/proc/" + std::to_string(pid) + "/statm");
+  uint64_t size = 0, resident = 0;
+  if (!(statm >> size >> resident)) return 0;
+  return resident * static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+}
+
+// One attempt of one task in a runner, as the dispatching engine thread waits for it.
+struct Call {
+  explicit Call(task::Execution& e) : execution(e) {}
+  task::Execution& execution;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  task::Outcome outcome;
+  std::vector<task::EnqueueRequest> staged;
+  int active_rpcs = 0;  // worker-side calls running for it: the Execution must outlive them
+};
+
+// How a runner ended.
+struct Death {
+  std::string reason;  // "crashed (SIGSEGV)", "exited with status 3", "memory limit ..."
+  std::string signal;  // "SIGSEGV", or empty
+  int exit_status = -1;
+  std::string backtrace;
+  bool expected = false;  // asked to stop
+};
+
+struct Entry;
+
+// One runner process, seen from the worker.
+struct RunnerProcess {
+  pid_t pid = 0;
+  std::unique_ptr<Channel> channel;
+  int crash_fd = -1;
+  std::thread reader;
+  std::atomic<bool> finished{false};  // the reader thread is done (joinable at once)
+  Entry* entry = nullptr;             // set once loaded; entries live as long as the host
+  SteadyClock::time_point started = SteadyClock::now();
+  SteadyClock::time_point last_ping = started;
+  std::atomic<int64_t> last_pong_ticks{started.time_since_epoch().count()};
+  uint64_t ping_seq = 0;
+
+  std::mutex mu;
+  std::condition_variable cv;
+  std::optional<plugins::PluginInfo> declared;  // what the file declares (before init)
+  bool load_answered = false;
+  std::optional<plugins::PluginInfo> info;  // loaded and initialised
+  std::string refusal;
+  std::map<uint64_t, std::shared_ptr<Call>> calls;
+  struct Tx {
+    uint64_t call_id = 0;
+    std::mutex mu;  // one statement at a time on a transaction's connection
+    std::unique_ptr<db::Transaction> tx;
+  };
+  std::map<uint64_t, std::shared_ptr<Tx>> txs;
+  uint64_t next_tx = 0;
+  bool dead = false;
+  bool stopping = false;    // shutdown frame sent: its exit is expected
+  std::string kill_reason;  // why the supervisor killed it
+  Death death;
+
+  ~RunnerProcess() {
+    // The last reference may be dropped by the reader thread itself (its closure holds one).
+    if (reader.joinable()) {
+      if (reader.get_id() == std::this_thread::get_id()) {
+        reader.detach();
+      } else {
+        reader.join();
+      }
+    }
+    if (crash_fd >= 0) ::close(crash_fd);
+  }
+  void kill(std::string reason) {
+    {
+      std::lock_guard lock(mu);
+      if (dead) return;
+      if (kill_reason.empty()) kill_reason = std::move(reason);
+    }
+    ::kill(pid, SIGKILL);
+  }
+};
+
+// A plugin file served by runners: the process serving it now, and its crash history.
+struct Entry {
+  fs::path file;
+  plugins::PluginInfo info;
+  std::shared_ptr<RunnerProcess> process;  // null while it restarts
+  int crashes = 0;
+  std::chrono::milliseconds backoff{0};
+  SteadyClock::time_point restart_at{};
+};
+
+std::string join_types(const plugins::PluginInfo& info) {
+  std::string out;
+  for (const auto& h : info.handlers) out += (out.empty() ? "" : ",") + h.task_type;
+  return out;
+}
+
+}  // namespace
+
+struct RunnerHost::Impl {
+  Impl(log::Logger l, plugins::ConfigSnapshot c, db::Pool* p, task::Enqueuer* e, RunnerOptions o)
+      : logger(std::move(l)), config(std::move(c)), pool(p), enqueuer(e), options(std::move(o)) {}
+
+  log::Logger logger;
+  plugins::ConfigSnapshot config;
+  db::Pool* pool;
+  task::Enqueuer* enqueuer;
+  RunnerOptions options;
+  std::unique_ptr<plugins::detail::StagingDir> staging;
+  std::unique_ptr<plugins::PluginHost> in_process;  // plugins listed in options.in_process
+  std::atomic<uint64_t> next_call_id{0};
+
+  std::mutex load_mu;  // loads are serialised
+  mutable std::shared_mutex mu;
+  std::condition_variable_any changed;  // an entry got its process back, or we stop
+  std::vector<std::shared_ptr<Entry>> entries;
+  std::map<std::string, std::shared_ptr<Entry>, std::less<>> routes;
+  std::vector<std::shared_ptr<RunnerProcess>> processes;  // every runner not joined yet
+  bool stopping = false;
+  bool shut_down = false;
+
+  std::mutex supervisor_mu;
+  std::condition_variable supervisor_cv;
+  bool supervisor_stop = false;
+  std::thread supervisor;
+
+  // Declared last: destroyed (joined) first, while everything its jobs touch is alive.
+  std::unique_ptr<ElasticThreads> services = std::make_unique<ElasticThreads>();
+
+  plugins::Refusal refuse(const fs::path& file, std::string reason) const {
+    logger.error("plugin refused", {{"file", file.string()}, {"reason", reason}});
+    return plugins::Refusal{file, std::move(reason)};
+  }
+
+  std::shared_ptr<RunnerProcess> spawn(const fs::path& file);
+  // Waits (bounded) until `ready` or the runner's death; false when it died.
+  bool await(const std::shared_ptr<RunnerProcess>& p, const std::function<bool()>& ready);
+  // Runs the two-step load: `decide` judges what the file declares; then init. nullopt when the
+  // plugin serves; otherwise the reason it does not (the runner has logged a refusal, if any).
+  std::optional<std::string> admit(
+      const std::shared_ptr<RunnerProcess>& p,
+      const std::function<plugins::Admission(const plugins::PluginInfo&)>& decide);
+  void read(const std::shared_ptr<RunnerProcess>& p);
+  void on_frame(const std::shared_ptr<RunnerProcess>& p, Kind kind, uint64_t id, std::string_view body);
+  void serve(const std::shared_ptr<RunnerProcess>& p, uint64_t rpc_id, const std::string& body);
+  void on_death(const std::shared_ptr<RunnerProcess>& p, const std::string& why);
+  void stop_process(const std::shared_ptr<RunnerProcess>& p);
+  void supervise();
+  void restart(const std::shared_ptr<Entry>& entry);
+  void crashed(Entry& entry, const std::shared_ptr<RunnerProcess>& p);
+};
+
+std::shared_ptr<RunnerProcess> RunnerHost::Impl::spawn(const fs::path& file) {
+  if (!staging) staging = std::make_unique<plugins::detail::StagingDir>(options.host.staging_dir, true);
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+    throw std::runtime_error(std::string("socketpair: ") + std::strerror(errno));
+  int crash[2];
+  if (::pipe2(crash, O_CLOEXEC) != 0) {
+    ::close(sv[0]);
+    ::close(sv[1]);
+    throw std::runtime_error(std::string("pipe: ") + std::strerror(errno));
+  }
+  const int ours = high_fd(sv[0]), theirs = high_fd(sv[1]);
+  const int crash_read = high_fd(crash[0]), crash_write = high_fd(crash[1]);
+
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, theirs, 3);
+  posix_spawn_file_actions_adddup2(&actions, crash_write, 4);
+  // Nothing else of the worker's (Redis and PostgreSQL sockets, other runners' channels).
+  posix_spawn_file_actions_addclosefrom_np(&actions, 5);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t none, all;
+  sigemptyset(&none);
+  sigfillset(&all);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setsigdefault(&attr, &all);
+  // A group of its own: a Ctrl-C meant for the worker does not reach its runners.
+  posix_spawnattr_setpgroup(&attr, 0);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
+
+  const std::string exe = options.executable.string();
+  const std::string parent = std::to_string(::getpid());
+  // argv[0] and the file name are for `ps`: which worker, which plugin.
+  std::error_code ignored;
+  const fs::path program = fs::read_symlink(options.executable, ignored);
+  std::vector<std::string> args = {program.empty() ? exe : program.string(),
+                                   "--plugin-runner",
+                                   "3",
+                                   "4",
+                                   parent,
+                                   file.filename().string()};
+  std::vector<char*> argv;
+  argv.reserve(args.size() + 1);
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t pid = 0;
+  const int rc = ::posix_spawn(&pid, exe.c_str(), &actions, &attr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attr);
+  ::close(theirs);
+  ::close(crash_write);
+  if (rc != 0) {
+    ::close(ours);
+    ::close(crash_read);
+    throw std::runtime_error("cannot start a plugin runner (" + exe + "): " + std::strerror(rc));
+  }
+  if (options.open_files_max > 0) {
+    const rlimit limit{options.open_files_max, options.open_files_max};
+    ::prlimit(pid, RLIMIT_NOFILE, &limit, nullptr);
+  }
+
+  auto p = std::make_shared<RunnerProcess>();
+  p->pid = pid;
+  p->channel = std::make_unique<Channel>(ours);
+  p->crash_fd = crash_read;
+  {
+    std::unique_lock lock(mu);
+    processes.push_back(p);
+  }
+  p->reader = std::thread([this, p] { read(p); });
+
+  wire::Hello hello;
+  hello.plugin_file = file.string();
+  hello.staging_dir = staging->path().string();
+  hello.log_level = static_cast<int32_t>(logger.level());
+  hello.shutdown_grace_ms = options.host.shutdown_grace.count();
+  hello.has_pool = pool != nullptr;
+  hello.has_enqueuer = enqueuer != nullptr;
+  hello.config = config;
+  wire::Writer w;
+  wire::encode(w, hello);
+  p->channel->send(Kind::hello, 0, w.data());
+
+  return p;
+}
+
+bool RunnerHost::Impl::await(const std::shared_ptr<RunnerProcess>& p, const std::function<bool()>& ready) {
+  std::unique_lock lock(p->mu);
+  if (!p->cv.wait_for(lock, kLoadTimeout, [&] { return ready() || p->dead; })) {
+    lock.unlock();
+    p->kill("no answer while loading the plugin");
+    lock.lock();
+    p->cv.wait(lock, [&] { return p->dead; });
+  }
+  return !p->dead;
+}
+
+std::optional<std::string> RunnerHost::Impl::admit(
+    const std::shared_ptr<RunnerProcess>& p,
+    const std::function<plugins::Admission(const plugins::PluginInfo&)>& decide) {
+  if (!await(p, [&] { return p->declared.has_value() || p->load_answered; })) {
+    return "its runner " + p->death.reason + " while loading the plugin";
+  }
+  plugins::Admission admission;
+  {
+    std::lock_guard lock(p->mu);
+    if (!p->declared) return p->refusal;  // refused before it declared anything (preflight)
+    admission = decide(*p->declared);
+  }
+  wire::Writer w;
+  w.u8(static_cast<uint8_t>(admission.verdict));
+  w.str(admission.reason);
+  p->channel->send(Kind::admit, 0, w.data());
+  if (!await(p, [&] { return p->load_answered; })) {
+    return "its runner " + p->death.reason + " while initialising the plugin";
+  }
+  std::lock_guard lock(p->mu);
+  if (!p->info) return p->refusal;
+  return std::nullopt;
+}
+
+void RunnerHost::Impl::read(const std::shared_ptr<RunnerProcess>& p) {
+  const std::string why = p->channel->read_loop(
+      [this, &p](Kind kind, uint64_t id, std::string_view body) { on_frame(p, kind, id, body); });
+  on_death(p, why);
+  p->finished = true;
+  supervisor_cv.notify_all();
+}
+
+void RunnerHost::Impl::on_frame(const std::shared_ptr<RunnerProcess>& p, Kind kind, uint64_t id,
+                                std::string_view body) {
+  wire::Reader r(body);
+  switch (kind) {
+    case Kind::declared: {
+      std::lock_guard lock(p->mu);
+      p->declared = wire::decode_plugin_info(r);
+      p->cv.notify_all();
+      return;
+    }
+    case Kind::loaded: {
+      std::lock_guard lock(p->mu);
+      if (r.u8() != 0) {
+        p->info = wire::decode_plugin_info(r);
+      } else {
+        p->refusal = r.str();
+      }
+      p->load_answered = true;
+      p->cv.notify_all();
+      return;
+    }
+    case Kind::done: {
+      task::Outcome outcome = wire::decode_outcome(r);
+      std::vector<task::EnqueueRequest> staged(r.count(8));
+      for (auto& s : staged) s = wire::decode_enqueue_request(r);
+      std::shared_ptr<Call> call;
+      std::vector<std::shared_ptr<RunnerProcess::Tx>> leaked;
+      {
+        std::lock_guard lock(p->mu);
+        auto it = p->calls.find(id);
+        if (it == p->calls.end()) return;  // already handed back (a liveness kill raced it)
+        call = it->second;
+        p->calls.erase(it);
+        for (auto tx = p->txs.begin(); tx != p->txs.end();) {
+          if (tx->second->call_id == id) {
+            leaked.push_back(tx->second);
+            tx = p->txs.erase(tx);
+          } else {
+            ++tx;
+          }
+        }
+      }
+      leaked.clear();  // rolled back by their destructors
+      std::lock_guard lock(call->mu);
+      call->outcome = std::move(outcome);
+      call->staged = std::move(staged);
+      call->done = true;
+      call->cv.notify_all();
+      return;
+    }
+    case Kind::log: {
+      const auto level = static_cast<log::Level>(std::min<uint8_t>(r.u8(), 4));
+      const std::string message = r.str();
+      log::Fields fields;
+      const size_t n = r.count(16);
+      fields.reserve(n);
+      for (size_t i = 0; i < n; ++i) {
+        std::string key = r.str();
+        fields.emplace_back(key, r.str());
+      }
+      logger.log(level, message, fields);
+      return;
+    }
+    case Kind::call:
+      services->submit([this, p, id, request = std::string(body)] { serve(p, id, request); });
+      return;
+    case Kind::pong:
+      p->last_pong_ticks = SteadyClock::now().time_since_epoch().count();
+      return;
+    default:
+      throw wire::WireError("unexpected frame kind " + std::to_string(static_cast<int>(kind)));
+  }
+}
+
+void RunnerHost::Impl::serve(const std::shared_ptr<RunnerProcess>& p, uint64_t rpc_id,
+                             const std::string& body) {
+  wire::Reader in(body);
+  wire::Writer out;
+  out.u8(1);
+  // The call (task attempt) a request belongs to: its Execution gives the deadline, the
+  // cancellation and the result writer, and must stay alive while we use it.
+  std::shared_ptr<Call> call;
+  auto enter = [&](uint64_t call_id) {
+    if (call_id == 0) return;
+    std::lock_guard lock(p->mu);
+    auto it = p->calls.find(call_id);
+    if (it == p->calls.end()) throw std::runtime_error("the task of this call has finished");
+    call = it->second;
+    std::lock_guard call_lock(call->mu);
+    ++call->active_rpcs;
+  };
+  auto call_options = [&](bool binary) {
+    db::CallOptions o;
+    o.binary_results = binary;
+    if (call) {
+      const task::Task& t = call->execution.task;
+      if (t.deadline != task::Clock::time_point{}) o.deadline = t.deadline;
+      o.cancellation = &call->execution.cancellation;
+    }
+    return o;
+  };
+  auto need_pool = [&]() -> db::Pool& {
+    if (pool == nullptr) throw std::runtime_error("no database in this worker");
+    return *pool;
+  };
+  auto find_tx = [&](uint64_t tx_id, bool take) {
+    std::lock_guard lock(p->mu);
+    auto it = p->txs.find(tx_id);
+    if (it == p->txs.end()) throw std::invalid_argument("transaction is closed");
+    auto tx = it->second;
+    if (take) p->txs.erase(it);
+    return tx;
+  };
+  try {
+    const auto op = static_cast<Op>(in.u8());
+    switch (op) {
+      case Op::query: {
+        enter(in.u64());
+        const std::string sql = in.str();
+        const auto params = wire::decode_params(in);
+        const bool binary = in.u8() != 0;
+        wire::encode(out, *need_pool().query(sql, params, call_options(binary)));
+        break;
+      }
+      case Op::begin: {
+        const uint64_t call_id = in.u64();
+        enter(call_id);
+        auto tx = std::make_shared<RunnerProcess::Tx>();
+        tx->call_id = call_id;
+        tx->tx = need_pool().begin(call_options(false));
+        std::lock_guard lock(p->mu);
+        const uint64_t tx_id = ++p->next_tx;
+        p->txs[tx_id] = tx;
+        out.u64(tx_id);
+        break;
+      }
+      case Op::tx_query: {
+        auto tx = find_tx(in.u64(), false);
+        enter(tx->call_id);
+        const std::string sql = in.str();
+        const auto params = wire::decode_params(in);
+        const bool binary = in.u8() != 0;
+        std::lock_guard lock(tx->mu);
+        wire::encode(out, *tx->tx->query(sql, params, call_options(binary)));
+        break;
+      }
+      case Op::tx_commit: {
+        auto tx = find_tx(in.u64(), true);
+        enter(tx->call_id);
+        std::lock_guard lock(tx->mu);
+        tx->tx->commit();
+        break;
+      }
+      case Op::tx_rollback: {
+        auto tx = find_tx(in.u64(), true);
+        std::lock_guard lock(tx->mu);
+        tx->tx->rollback();
+        break;
+      }
+      case Op::tx_once: {
+        auto tx = find_tx(in.u64(), false);
+        enter(tx->call_id);
+        const std::string key = in.str();
+        std::lock_guard lock(tx->mu);
+        out.u8(tx->tx->once(key) ? 1 : 0);
+        break;
+      }
+      case Op::migrate: {
+        const std::string plugin_id = in.str();
+        need_pool().migrate(plugin_id, wire::decode_migrations(in));
+        break;
+      }
+      case Op::healthy:
+        out.u8(pool != nullptr && pool->healthy() ? 1 : 0);
+        break;
+      case Op::enqueue:
+        if (enqueuer == nullptr) throw std::runtime_error("immediate enqueue is not available here");
+        out.str(enqueuer->enqueue(wire::decode_enqueue_request(in)));
+        break;
+      case Op::validate:
+        if (enqueuer != nullptr) enqueuer->validate(wire::decode_enqueue_request(in));
+        break;
+      case Op::heartbeat:
+        enter(in.u64());
+        if (call) call->execution.services.heartbeat();
+        break;
+      case Op::write_result: {
+        enter(in.u64());
+        if (!call) throw std::invalid_argument("write_result needs a task");
+        out.u8(call->execution.services.write_result(in.str_view()) ? 1 : 0);
+        break;
+      }
+      default:
+        throw std::invalid_argument("unknown call " + std::to_string(static_cast<int>(op)));
+    }
+  } catch (...) {
+    out = wire::Writer();
+    out.u8(0);
+    wire::encode_current_exception(out);
+  }
+  if (call) {
+    std::lock_guard lock(call->mu);
+    --call->active_rpcs;
+    call->cv.notify_all();
+  }
+  p->channel->send(Kind::reply, rpc_id, out.data());
+}
+
+void RunnerHost::Impl::on_death(const std::shared_ptr<RunnerProcess>& p, const std::string& why) {
+  bool expected = false;
+  {
+    std::lock_guard lock(p->mu);
+    expected = p->stopping;
+  }
+  p->channel->shutdown();
+  int status = 0;
+  if (!expected) {
+    // It may still run (it closed its end, or sent garbage): it is done either way. A process
+    // already exiting keeps the status it had.
+    ::kill(p->pid, SIGKILL);
+  } else {
+    const auto until = SteadyClock::now() + options.host.shutdown_grace;
+    while (::waitpid(p->pid, &status, WNOHANG) == 0 && SteadyClock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ::kill(p->pid, SIGKILL);
+  }
+  while (::waitpid(p->pid, &status, 0) < 0 && errno == EINTR) {
+  }
+
+  // The crash report, if the runner's handler wrote one: "signal N call C" and the frames.
+  std::string report;
+  ::fcntl(p->crash_fd, F_SETFL, O_NONBLOCK);
+  char buf[4096];
+  ssize_t n = 0;
+  while (report.size() < size_t{64} * 1024 && (n = ::read(p->crash_fd, buf, sizeof buf)) > 0)
+    report.append(buf, n);
+  const std::string backtrace = short_backtrace(report);
+
+  Death death;
+  death.expected = expected;
+  death.backtrace = backtrace;
+  std::map<uint64_t, std::shared_ptr<Call>> calls;
+  std::map<uint64_t, std::shared_ptr<RunnerProcess::Tx>> txs;
+  Entry* entry = nullptr;
+  bool loaded = false;
+  std::string plugin = "(loading)";
+  {
+    std::lock_guard lock(p->mu);
+    entry = p->entry;
+    loaded = p->load_answered;
+    if (p->info) plugin = p->info->plugin_id;
+    if (WIFSIGNALED(status)) {
+      death.signal = signal_name(WTERMSIG(status));
+      death.reason = "crashed (" + death.signal + ")";
+    } else if (WIFEXITED(status)) {
+      death.exit_status = WEXITSTATUS(status);
+      death.reason = "exited with status " + std::to_string(death.exit_status);
+    }
+    if (!p->kill_reason.empty()) death.reason = p->kill_reason;
+    if (!why.empty() && !expected && p->kill_reason.empty() && death.signal == "SIGKILL")
+      death.reason = "broke the channel (" + why + ")";
+    p->death = death;
+    p->dead = true;
+    calls.swap(p->calls);
+    txs.swap(p->txs);
+    p->cv.notify_all();
+  }
+  txs.clear();  // rolled back
+
+  std::string tasks;
+  for (const auto& [id, call] : calls) {
+    const task::Task& t = call->execution.task;
+    tasks += (tasks.empty() ? "" : ",") + t.id + ":" + t.type;
+  }
+  // Logged before the tasks are handed back: whoever sees them back can read why.
+  if (loaded && !(expected && death.reason == "exited with status 0")) {
+    log::Fields fields{{"plugin", plugin}, {"reason", death.reason}, {"pid", static_cast<int64_t>(p->pid)}};
+    if (!death.signal.empty()) fields.emplace_back("signal", death.signal);
+    if (death.exit_status >= 0) fields.emplace_back("exit_status", death.exit_status);
+    fields.emplace_back("tasks_in_flight", static_cast<int64_t>(calls.size()));
+    if (!tasks.empty()) fields.emplace_back("tasks", tasks);
+    if (!death.backtrace.empty()) fields.emplace_back("backtrace", death.backtrace);
+    logger.error("plugin runner died; its tasks go back to their queues", fields);
+  }
+  for (const auto& [id, call] : calls) {
+    std::lock_guard lock(call->mu);
+    call->outcome = {
+        task::Disposition::requeue, "plugin " + plugin + " " + death.reason + " while running this task", {}};
+    call->done = true;
+    call->cv.notify_all();
+  }
+  if (entry != nullptr && !expected) crashed(*entry, p);
+}
+
+void RunnerHost::Impl::crashed(Entry& entry, const std::shared_ptr<RunnerProcess>& p) {
+  std::unique_lock lock(mu);
+  if (entry.process != p) return;
+  entry.process.reset();
+  if (stopping) return;
+  ++entry.crashes;
+  const bool served_long = SteadyClock::now() - p->started >= kHealthyLifetime;
+  entry.backoff = (served_long || entry.backoff.count() == 0)
+                      ? options.restart_backoff_min
+                      : std::min(entry.backoff * 2, options.restart_backoff_max);
+  entry.restart_at = SteadyClock::now() + entry.backoff;
+  logger.info("plugin runner restarts", {{"plugin", entry.info.plugin_id},
+                                         {"in_ms", static_cast<int64_t>(entry.backoff.count())},
+                                         {"crashes", entry.crashes}});
+  supervisor_cv.notify_all();
+}
+
+void RunnerHost::Impl::restart(const std::shared_ptr<Entry>& entry) {
+  std::shared_ptr<RunnerProcess> p;
+  std::string problem;
+  try {
+    p = spawn(entry->file);
+    const auto refusal = admit(p, [&](const plugins::PluginInfo& info) {
+      if (info.plugin_id == entry->info.plugin_id && join_types(info) == join_types(entry->info))
+        return plugins::Admission{};
+      return plugins::Admission{plugins::Admission::Verdict::refuse,
+                                "the file now holds plugin " + info.plugin_id + " with task types " +
+                                    join_types(info) + ", not " + join_types(entry->info)};
+    });
+    if (refusal) problem = *refusal;
+  } catch (const std::exception& e) {
+    problem = e.what();
+  }
+  if (!problem.empty()) {
+    if (p) stop_process(p);
+    std::unique_lock lock(mu);
+    entry->backoff =
+        std::min(std::max(entry->backoff * 2, options.restart_backoff_min), options.restart_backoff_max);
+    entry->restart_at = SteadyClock::now() + entry->backoff;
+    logger.error("plugin runner could not be restarted",
+                 {{"plugin", entry->info.plugin_id},
+                  {"reason", problem},
+                  {"retry_in_ms", static_cast<int64_t>(entry->backoff.count())}});
+    return;
+  }
+  {
+    std::lock_guard lock(p->mu);
+    p->entry = entry.get();
+  }
+  std::unique_lock lock(mu);
+  if (stopping) {
+    lock.unlock();
+    stop_process(p);
+    return;
+  }
+  entry->info = *p->info;
+  entry->process = p;
+  lock.unlock();
+  changed.notify_all();
+  logger.info("plugin runner restarted",
+              {{"plugin", entry->info.plugin_id}, {"pid", static_cast<int64_t>(p->pid)}});
+}
+
+void RunnerHost::Impl::stop_process(const std::shared_ptr<RunnerProcess>& p) {
+  {
+    std::lock_guard lock(p->mu);
+    if (p->dead) return;
+    p->stopping = true;
+  }
+  if (!p->channel->send(Kind::shutdown, 0)) ::kill(p->pid, SIGKILL);
+  std::unique_lock lock(p->mu);
+  p->cv.wait(lock, [&] { return p->dead; });
+}
+
+void RunnerHost::Impl::supervise() {
+  std::unique_lock lock(supervisor_mu);
+  while (!supervisor_stop) {
+    supervisor_cv.wait_for(lock, kTick);
+    if (supervisor_stop) break;
+    lock.unlock();
+    const auto now = SteadyClock::now();
+    std::vector<std::shared_ptr<Entry>> due;
+    std::vector<std::shared_ptr<RunnerProcess>> live, finished;
+    {
+      std::unique_lock host_lock(mu);
+      for (const auto& e : entries) {
+        if (e->process) {
+          live.push_back(e->process);
+        } else if (!stopping && now >= e->restart_at) {
+          due.push_back(e);
+        }
+      }
+      for (auto it = processes.begin(); it != processes.end();) {
+        if ((*it)->finished) {
+          finished.push_back(*it);
+          it = processes.erase(it);
+        } else {
+          ++it;
+        }
+      }
+    }
+    finished.clear();  // joins their reader threads
+    for (const auto& p : live) {
+      if (now - p->last_ping >= options.liveness_interval) {
+        p->channel->send(Kind::ping, ++p->ping_seq);
+        p->last_ping = now;
+      }
+      const SteadyClock::time_point last_pong{SteadyClock::duration(p->last_pong_ticks.load())};
+      if (now - last_pong > options.liveness_timeout) {
+        p->kill(
+            "no answer to liveness checks for " +
+            std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(now - last_pong).count()) +
+            " ms");
+      }
+      uint64_t limit = options.memory_max;
+      if (p->entry != nullptr) {
+        if (auto it = options.memory_max_by_plugin.find(p->entry->info.plugin_id);
+            it != options.memory_max_by_plugin.end())
+          limit = it->second;
+      }
+      if (limit > 0) {
+        const uint64_t rss = resident_bytes(p->pid);
+        if (rss > limit) {
+          p->kill("memory limit (" + std::to_string(rss) + " bytes resident, limit " + std::to_string(limit) +
+                  ")");
+        }
+      }
+    }
+    for (const auto& e : due) restart(e);
+    lock.lock();
+  }
+}
+
+RunnerHost::RunnerHost(log::Logger logger, plugins::ConfigSnapshot config, db::Pool* pool,
+                       task::Enqueuer* enqueuer, RunnerOptions options)
+    : impl_(
+          std::make_unique<Impl>(std::move(logger), std::move(config), pool, enqueuer, std::move(options))) {
+  impl_->supervisor = std::thread([this] { impl_->supervise(); });
+}
+
+RunnerHost::~RunnerHost() {
+  shutdown();
+  {
+    std::lock_guard lock(impl_->supervisor_mu);
+    impl_->supervisor_stop = true;
+  }
+  impl_->supervisor_cv.notify_all();
+  impl_->supervisor.join();
+  impl_->processes.clear();  // joins the reader threads
+}
+
+std::optional<plugins::Refusal> RunnerHost::load_file(const fs::path& file) {
+  Impl& m = *impl_;
+  std::lock_guard load_lock(m.load_mu);
+  {
+    std::shared_lock lock(m.mu);
+    if (m.stopping) return m.refuse(file, "the plugin host is shutting down");
+  }
+  std::shared_ptr<RunnerProcess> p;
+  try {
+    p = m.spawn(file);
+  } catch (const std::exception& e) {
+    return m.refuse(file, e.what());
+  }
+  bool in_process = false;
+  const auto refusal = m.admit(p, [&](const plugins::PluginInfo& info) -> plugins::Admission {
+    using Verdict = plugins::Admission::Verdict;
+    std::shared_lock lock(m.mu);
+    for (const auto& other : m.entries) {
+      if (other->info.plugin_id == info.plugin_id) {
+        return {Verdict::refuse,
+                "plugin id " + info.plugin_id + " is already loaded from " + other->file.string()};
+      }
+    }
+    for (const auto& handler : info.handlers) {
+      if (auto it = m.routes.find(handler.task_type); it != m.routes.end()) {
+        return {Verdict::refuse, "task type \"" + handler.task_type + "\" of plugin " + info.plugin_id +
+                                     " is already served by plugin " + it->second->info.plugin_id + " (" +
+                                     it->second->file.string() + ")"};
+      }
+      if (m.in_process && m.in_process->handles(handler.task_type)) {
+        return {Verdict::refuse, "task type \"" + handler.task_type + "\" of plugin " + info.plugin_id +
+                                     " is already served by a plugin in the worker's process"};
+      }
+    }
+    if (m.options.in_process.count(info.plugin_id) > 0) {
+      in_process = true;  // trusted: served in this process; the runner only told us its id
+      return {Verdict::withdraw, "served in the worker's process"};
+    }
+    return {};
+  });
+  if (in_process) {
+    m.stop_process(p);
+    if (!m.in_process) {
+      m.in_process =
+          std::make_unique<plugins::PluginHost>(m.logger, m.config, m.pool, m.enqueuer, m.options.host);
+    }
+    return m.in_process->load_file(file);
+  }
+  if (refusal) {
+    bool died = false;
+    {
+      std::lock_guard lock(p->mu);
+      died = p->dead;
+    }
+    m.stop_process(p);
+    // A refusal the runner's plugin host made is logged there; a death is ours to report.
+    if (died) return m.refuse(file, *refusal);
+    return plugins::Refusal{file, *refusal};
+  }
+  plugins::PluginInfo info;
+  {
+    std::lock_guard lock(p->mu);
+    info = *p->info;
+  }
+  auto entry = std::make_shared<Entry>();
+  entry->file = file;
+  entry->info = info;
+  entry->process = p;
+  {
+    std::lock_guard lock(p->mu);
+    p->entry = entry.get();
+  }
+  {
+    std::unique_lock lock(m.mu);
+    m.entries.push_back(entry);
+    for (const auto& handler : info.handlers) m.routes.emplace(handler.task_type, entry);
+  }
+  m.logger.info("plugin runner started", {{"plugin", info.plugin_id},
+                                          {"version", info.plugin_version},
+                                          {"pid", static_cast<int64_t>(p->pid)},
+                                          {"task_types", join_types(info)},
+                                          {"file", file.string()}});
+  return std::nullopt;
+}
+
+std::vector<plugins::PluginInfo> RunnerHost::plugins() const {
+  std::vector<plugins::PluginInfo> out;
+  std::shared_lock lock(impl_->mu);
+  for (const auto& e : impl_->entries) out.push_back(e->info);
+  if (impl_->in_process) {
+    for (auto& info : impl_->in_process->plugins()) out.push_back(std::move(info));
+  }
+  return out;
+}
+
+std::vector<std::string> RunnerHost::task_types() const {
+  std::vector<std::string> out;
+  {
+    std::shared_lock lock(impl_->mu);
+    for (const auto& [type, entry] : impl_->routes) out.push_back(type);
+  }
+  if (impl_->in_process) {
+    for (auto& t : impl_->in_process->task_types()) out.push_back(std::move(t));
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+bool RunnerHost::handles(std::string_view type) const {
+  {
+    std::shared_lock lock(impl_->mu);
+    if (impl_->stopping) return false;
+    if (impl_->routes.find(type) != impl_->routes.end()) return true;
+  }
+  return impl_->in_process && impl_->in_process->handles(type);
+}
+
+pid_t RunnerHost::runner_pid(const std::string& plugin_id) const {
+  std::shared_lock lock(impl_->mu);
+  for (const auto& e : impl_->entries) {
+    if (e->info.plugin_id == plugin_id) return e->process ? e->process->pid : 0;
+  }
+  return 0;
+}
+
+task::Outcome RunnerHost::dispatch(task::Execution& execution) {
+  Impl& m = *impl_;
+  const task::Task& t = execution.task;
+  std::shared_ptr<RunnerProcess> p;
+  std::string plugin_id;
+  {
+    std::shared_lock lock(m.mu);
+    if (m.stopping) return {task::Disposition::retry, "worker is shutting down", {}};
+    auto it = m.routes.find(t.type);
+    if (it == m.routes.end()) {
+      lock.unlock();
+      if (m.in_process && m.in_process->handles(t.type)) return m.in_process->dispatch(execution);
+      return {task::Disposition::fail_no_retry, "no handler for task type \"" + t.type + "\"", {}};
+    }
+    Entry& entry = *it->second;
+    plugin_id = entry.info.plugin_id;
+    // Restarting: wait a little for the new runner rather than bounce the task straight back.
+    const auto until = SteadyClock::now() + m.options.restart_wait;
+    while (!entry.process && !m.stopping && !execution.cancellation.cancelled() &&
+           SteadyClock::now() < until) {
+      m.changed.wait_for(lock, std::chrono::milliseconds(50));
+    }
+    p = entry.process;
+  }
+  if (!p) {
+    if (execution.cancellation.cancelled()) return {task::Disposition::cancelled, "context canceled", {}};
+    return {task::Disposition::requeue, "plugin " + plugin_id + " is restarting", {}};
+  }
+
+  const uint64_t id = ++m.next_call_id;
+  auto call = std::make_shared<Call>(execution);
+  {
+    std::lock_guard lock(p->mu);
+    if (p->dead) return {task::Disposition::requeue, "plugin " + plugin_id + " " + p->death.reason, {}};
+    p->calls[id] = call;
+  }
+  wire::Writer w;
+  wire::encode(w, t);
+  p->channel->send(Kind::run, id, w.data());  // a dead runner fails the call through on_death
+  // After the run frame: a cancellation already there is sent right away, behind it.
+  const auto token = execution.cancellation.on_cancel([p, id](task::CancelReason reason) {
+    wire::Writer cancel;
+    cancel.i32(static_cast<int32_t>(reason));
+    p->channel->send(Kind::cancel, id, cancel.data());
+  });
+  {
+    std::unique_lock lock(call->mu);
+    call->cv.wait(lock, [&] { return call->done && call->active_rpcs == 0; });
+  }
+  if (token != 0) execution.cancellation.remove(token);
+  for (auto& s : call->staged) execution.staged.push_back(std::move(s));
+  return call->outcome;
+}
+
+void RunnerHost::shutdown() {
+  Impl& m = *impl_;
+  std::vector<std::shared_ptr<Entry>> entries;
+  {
+    std::unique_lock lock(m.mu);
+    m.stopping = true;
+    if (m.shut_down) return;
+    m.shut_down = true;
+    entries = m.entries;
+  }
+  m.changed.notify_all();
+  for (auto it = entries.rbegin(); it != entries.rend(); ++it) {
+    std::shared_ptr<RunnerProcess> p;
+    {
+      std::shared_lock lock(m.mu);
+      p = (*it)->process;
+    }
+    if (!p) continue;
+    // The engine has drained: what still runs is past the shutdown grace. The runner gets the
+    // same grace for its plugin's shutdown() and is killed after it.
+    m.stop_process(p);
+    m.logger.info("plugin runner stopped", {{"plugin", (*it)->info.plugin_id}});
+  }
+  if (m.in_process) m.in_process->shutdown();
+}
+
+}  // namespace wk::runner
