@@ -7,6 +7,7 @@
 #include "metrics/worker_metrics.hpp"
 #include "plugins/plugins.hpp"
 #include "queue/broker_redis.hpp"
+#include "queue/crash_ledger.hpp"
 #include "queue/engine.hpp"
 #include "queue/subscriber.hpp"
 #include "runner/runner.hpp"
@@ -36,7 +37,8 @@ db::Settings db_settings(const config::Config& c) {
 }
 
 std::unique_ptr<plugins::Host> make_plugin_host(const config::Config& c, const log::Logger& logger,
-                                                db::Pool* pool, task::Enqueuer* enqueuer) {
+                                                db::Pool* pool, task::Enqueuer* enqueuer,
+                                                task::CrashLedger* crash_ledger) {
   plugins::HostOptions host_options;
   host_options.shutdown_grace = c.shutdown_timeout;
   if (c.isolation == "none") {
@@ -50,6 +52,8 @@ std::unique_ptr<plugins::Host> make_plugin_host(const config::Config& c, const l
   options.memory_max_by_plugin = c.plugin_memory_max_by_plugin;
   options.open_files_max = c.plugin_open_files_max;
   options.in_process.insert(c.in_process_plugins.begin(), c.in_process_plugins.end());
+  options.crash_limit = c.crash_limit;
+  options.crash_ledger = crash_ledger;
   return std::make_unique<runner::RunnerHost>(logger, c.settings, pool, enqueuer, options);
 }
 
@@ -58,6 +62,7 @@ std::unique_ptr<plugins::Host> make_plugin_host(const config::Config& c, const l
 struct Runtime::Parts {
   std::unique_ptr<queue::RedisBroker> broker;
   std::unique_ptr<db::Pool> db;
+  std::unique_ptr<queue::RedisCrashLedger> crash_ledger;
   std::unique_ptr<plugins::Host> plugins;
   metrics::Registry registry;
   std::unique_ptr<metrics::WorkerMetrics> worker_metrics;  // the engine's observer
@@ -91,6 +96,15 @@ int Runtime::serve() {
   }
 
   StopSignals signals([this](int signo, int count) {
+    if (signo == SIGHUP) {
+      std::lock_guard lock(mu_);
+      if (parts_) {
+        parts_->plugins->request_rescan("SIGHUP");
+      } else {
+        logger_.info("SIGHUP before the plugins were loaded: nothing to rescan");
+      }
+      return;
+    }
     const char* name = signo == SIGINT ? "SIGINT" : "SIGTERM";
     if (count == 1) {
       logger_.info("Shutdown requested", {{"signal", name}});
@@ -110,7 +124,9 @@ int Runtime::serve() {
     parts->broker = std::make_unique<queue::RedisBroker>(broker_settings, logger_);
     parts->db = db::make_pool(db_settings(config_), logger_);
 
-    parts->plugins = make_plugin_host(config_, logger_, parts->db.get(), &parts->broker->client());
+    parts->crash_ledger = std::make_unique<queue::RedisCrashLedger>(parts->broker->pool());
+    parts->plugins = make_plugin_host(config_, logger_, parts->db.get(), &parts->broker->client(),
+                                      parts->crash_ledger.get());
 
     queue::Settings engine_settings;
     engine_settings.queues.clear();
@@ -163,6 +179,7 @@ int Runtime::serve() {
 
     logger_.info("Starting job server", {{"redis_addr", config_.redis_addr()}});
     const auto report = parts->plugins->load_directory(config_.plugins_dir);
+    parts->plugins->watch(config_.plugins_dir);
     std::string types;
     for (const auto& t : parts->plugins->task_types()) types += (types.empty() ? "" : ",") + t;
     logger_.info("Plugins loaded", {{"dir", config_.plugins_dir},

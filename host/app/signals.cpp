@@ -21,6 +21,7 @@ sigset_t stop_set() {
   sigemptyset(&set);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGHUP);
   return set;
 }
 
@@ -69,7 +70,8 @@ void StopSignals::watch() {
     if ((fds[0].revents & POLLIN) != 0) {
       signalfd_siginfo info{};
       if (read(signal_fd_, &info, sizeof info) == static_cast<ssize_t>(sizeof info)) {
-        on_signal_(static_cast<int>(info.ssi_signo), ++count);
+        const int signo = static_cast<int>(info.ssi_signo);
+        on_signal_(signo, signo == SIGHUP ? 0 : ++count);
       }
     }
   }

@@ -97,6 +97,7 @@ struct Config {
   std::map<std::string, uint64_t> plugin_memory_max_by_plugin;
   uint64_t plugin_open_files_max = 0;  // WORKER_PLUGIN_OPEN_FILES_MAX (0 = inherit)
   std::chrono::milliseconds plugin_liveness_timeout{std::chrono::seconds(20)};
+  int crash_limit = 2;  // WORKER_CRASH_LIMIT: crashes a poison task may cause before it is archived
 
   log::Level log_level = log::Level::info;
   log::Format log_format = log::Format::logfmt;

@@ -73,6 +73,24 @@ std::string read_all(const fs::path& file) {
   return bytes;
 }
 
+}  // namespace
+
+std::string file_sha256(const fs::path& file) { return sha256_hex(read_all(file)); }
+
+std::vector<fs::path> plugin_files(const fs::path& dir) {
+  if (auto problem = unsafe_permissions(dir, true)) {
+    throw std::runtime_error("plugin directory " + dir.string() + ": " + *problem);
+  }
+  std::vector<fs::path> files;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    if (entry.path().extension() == ".so") files.push_back(entry.path());
+  }
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+namespace {
+
 // Writes the staged copy read-only under a temporary name, then renames it into place, so
 // dlopen always sees a complete file and a fresh inode.
 fs::path stage_copy(const StagingDir& staging, const fs::path& file, const std::string& bytes,

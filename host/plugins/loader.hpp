@@ -25,6 +25,12 @@ class Refused : public std::runtime_error {
 std::optional<std::string> unsafe_permissions(const std::filesystem::path& path, bool is_directory);
 
 std::string sha256_hex(std::string_view bytes);
+// The SHA-256 of a plugin file's bytes as load_plugin_file reads them. Throws Refused.
+std::string file_sha256(const std::filesystem::path& file);
+
+// The *.so files of a plugin directory, sorted by name. Throws std::runtime_error when the
+// directory itself is unusable (missing, not a directory, writable by group/others).
+std::vector<std::filesystem::path> plugin_files(const std::filesystem::path& dir);
 
 // A private 0700 directory created with mkdtemp under `base` (empty: $XDG_RUNTIME_DIR, else
 // /tmp); removed with its content on destruction.

@@ -357,14 +357,7 @@ PluginHost::PluginHost(log::Logger logger, ConfigSnapshot config, db::Pool* pool
 PluginHost::~PluginHost() { shutdown(); }
 
 LoadReport Host::load_directory(const fs::path& dir) {
-  if (auto problem = detail::unsafe_permissions(dir, true)) {
-    throw std::runtime_error("plugin directory " + dir.string() + ": " + *problem);
-  }
-  std::vector<fs::path> files;
-  for (const auto& entry : fs::directory_iterator(dir)) {
-    if (entry.path().extension() == ".so") files.push_back(entry.path());
-  }
-  std::sort(files.begin(), files.end());
+  const std::vector<fs::path> files = detail::plugin_files(dir);
   LoadReport report;
   for (const auto& file : files) {
     if (auto refusal = load_file(file)) {
@@ -379,6 +372,12 @@ LoadReport Host::load_directory(const fs::path& dir) {
 }
 
 std::optional<Refusal> PluginHost::load_file(const fs::path& file) { return impl_->load(file); }
+
+void Host::watch(const fs::path& /*dir*/) {}
+
+void Host::request_rescan(std::string_view why) {
+  (void)why;  // in process, a loaded library can never be replaced (plugin-loading.md: retired)
+}
 
 std::vector<PluginInfo> PluginHost::plugins() const {
   std::shared_lock lock(impl_->mu);

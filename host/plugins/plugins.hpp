@@ -107,6 +107,12 @@ class Host : public task::Dispatcher {
   // Stops routing, waits (up to the shutdown grace) for running handlers, then shuts every
   // plugin down in reverse load order. Idempotent.
   virtual void shutdown() = 0;
+
+  // Hot swap (docs/plugin-isolation.md): keep `dir` in step with what is served, rescanning when
+  // its files change and on request_rescan() (SIGHUP). Only runners can swap a plugin; the
+  // in-process host says so once and does nothing.
+  virtual void watch(const std::filesystem::path& dir);
+  virtual void request_rescan(std::string_view why);
 };
 
 class PluginHost final : public Host {

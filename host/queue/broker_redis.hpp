@@ -67,6 +67,8 @@ class RedisBroker : public Broker {
 
   // The producer sharing this broker's pool (follow-ups use the same code path).
   Client& client() { return client_; }
+  // The connections it uses (for other keys of ours, such as crash counts).
+  redis::Pool& pool() { return pool_; }
 
  private:
   struct Waiter;

@@ -51,6 +51,11 @@ struct RunnerOptions {
   uint64_t open_files_max = 0;
   // Plugin ids served in the worker's own process (trusted plugins; no crash containment).
   std::set<std::string> in_process;
+  // Poison tasks: a task that crashed its plugin's runner crash_limit times while running alone
+  // in a fresh runner is archived. Counts are kept by `crash_ledger` (Redis in the worker); null
+  // keeps them in this process only.
+  int crash_limit = 2;
+  task::CrashLedger* crash_ledger = nullptr;
 };
 
 class RunnerHost final : public plugins::Host {
@@ -71,6 +76,13 @@ class RunnerHost final : public plugins::Host {
 
   // The runner process of `plugin_id` now (0 when it has none: in process, or restarting).
   pid_t runner_pid(const std::string& plugin_id) const;
+
+  // Watches `dir` (inotify) and rescans it on every change: a new file is loaded, a changed one
+  // replaces its plugin once the new version has loaded (tasks running on the old version
+  // finish there), a removed one stops taking tasks and its runner exits once drained.
+  void watch(const std::filesystem::path& dir) override;
+  // Rescans the watched directory soon (from the supervisor thread); `why` is logged.
+  void request_rescan(std::string_view why) override;
 
  private:
   struct Impl;

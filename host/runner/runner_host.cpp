@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/inotify.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -94,6 +95,7 @@ struct Call {
   task::Outcome outcome;
   std::vector<task::EnqueueRequest> staged;
   int active_rpcs = 0;  // worker-side calls running for it: the Execution must outlive them
+  bool runner_died = false;
 };
 
 // How a runner ended.
@@ -115,6 +117,7 @@ struct RunnerProcess {
   std::thread reader;
   std::atomic<bool> finished{false};  // the reader thread is done (joinable at once)
   Entry* entry = nullptr;             // set once loaded; entries live as long as the host
+  bool quarantine = false;            // a fresh runner for one crash suspect, stopped after it
   SteadyClock::time_point started = SteadyClock::now();
   SteadyClock::time_point last_ping = started;
   std::atomic<int64_t> last_pong_ticks{started.time_since_epoch().count()};
@@ -168,6 +171,9 @@ struct Entry {
   int crashes = 0;
   std::chrono::milliseconds backoff{0};
   SteadyClock::time_point restart_at{};
+  std::mutex quarantine_mu;    // crash suspects run one at a time
+  bool draining = false;       // replaced or removed: no new tasks, its runner stops once idle
+  std::string refused_sha256;  // a newer file that was refused: not retried until it changes
 };
 
 std::string join_types(const plugins::PluginInfo& info) {
@@ -197,8 +203,22 @@ struct RunnerHost::Impl {
   std::vector<std::shared_ptr<Entry>> entries;
   std::map<std::string, std::shared_ptr<Entry>, std::less<>> routes;
   std::vector<std::shared_ptr<RunnerProcess>> processes;  // every runner not joined yet
+  std::vector<std::shared_ptr<Entry>> draining;           // old versions finishing their tasks
+
+  // Hot swap: the watched directory and its inotify descriptor (read by the supervisor).
+  fs::path watched_dir;  // load_mu
+  std::atomic<int> inotify_fd{-1};
+  std::atomic<bool> rescan_requested{false};
+  std::mutex rescan_reason_mu;
+  std::string rescan_reason;
   bool stopping = false;
   bool shut_down = false;
+
+  // Tasks that were in flight when a runner died beside other tasks: each runs next alone in a
+  // fresh runner, where a crash can be blamed on it (docs/plugin-isolation.md).
+  std::mutex suspects_mu;
+  std::map<std::string, SteadyClock::time_point> suspects;  // task id -> when marked
+  std::map<std::string, int64_t> local_crashes;             // counts without a ledger
 
   std::mutex supervisor_mu;
   std::condition_variable supervisor_cv;
@@ -229,6 +249,31 @@ struct RunnerHost::Impl {
   void supervise();
   void restart(const std::shared_ptr<Entry>& entry);
   void crashed(Entry& entry, const std::shared_ptr<RunnerProcess>& p);
+  void request_rescan_reason(std::string why) {
+    {
+      std::lock_guard lock(rescan_reason_mu);
+      rescan_reason = std::move(why);
+    }
+    rescan_requested = true;
+    supervisor_cv.notify_all();
+  }
+  void rescan();
+  std::optional<plugins::Refusal> load_new(const fs::path& file);  // load_mu held
+  // A changed file of a serving plugin: the new version takes over once it has loaded.
+  void upgrade(const std::shared_ptr<Entry>& old, const fs::path& file);
+  // No new tasks for `entry`; its runner is stopped by the supervisor once idle. mu held.
+  void retire(const std::shared_ptr<Entry>& entry);
+  void stop_drained();
+
+  // One attempt on `p`; `died` tells whether the runner died under it.
+  task::Outcome run_call(const std::shared_ptr<RunnerProcess>& p, const std::string& plugin_id,
+                         task::Execution& execution, bool& died);
+  task::Outcome run_quarantined(const std::shared_ptr<Entry>& entry, task::Execution& execution);
+  bool is_suspect(const std::string& task_id);
+  void mark_suspects(const std::vector<std::string>& task_ids);
+  void clear_suspect(const std::string& task_id);
+  // The outcome of the one task of a quarantine runner that died: counted, archived at the limit.
+  task::Outcome blame(const task::Task& t, const std::string& plugin, const std::string& reason);
 };
 
 std::shared_ptr<RunnerProcess> RunnerHost::Impl::spawn(const fs::path& file) {
@@ -646,21 +691,34 @@ void RunnerHost::Impl::on_death(const std::shared_ptr<RunnerProcess>& p, const s
     if (!death.backtrace.empty()) fields.emplace_back("backtrace", death.backtrace);
     logger.error("plugin runner died; its tasks go back to their queues", fields);
   }
+  // Alone in a fresh runner, the task is the culprit; beside others, each is only a suspect.
+  const bool culprit_known = p->quarantine && calls.size() == 1 && !expected;
+  if (!culprit_known && !expected) {
+    std::vector<std::string> ids;
+    ids.reserve(calls.size());
+    for (const auto& [id, call] : calls) ids.push_back(call->execution.task.id);
+    mark_suspects(ids);
+  }
   for (const auto& [id, call] : calls) {
+    task::Outcome outcome =
+        culprit_known ? blame(call->execution.task, plugin, death.reason)
+                      : task::Outcome{task::Disposition::requeue,
+                                      "plugin " + plugin + " " + death.reason + " while running this task",
+                                      {}};
     std::lock_guard lock(call->mu);
-    call->outcome = {
-        task::Disposition::requeue, "plugin " + plugin + " " + death.reason + " while running this task", {}};
+    call->outcome = std::move(outcome);
+    call->runner_died = true;
     call->done = true;
     call->cv.notify_all();
   }
-  if (entry != nullptr && !expected) crashed(*entry, p);
+  if (entry != nullptr && !expected && !p->quarantine) crashed(*entry, p);
 }
 
 void RunnerHost::Impl::crashed(Entry& entry, const std::shared_ptr<RunnerProcess>& p) {
   std::unique_lock lock(mu);
   if (entry.process != p) return;
   entry.process.reset();
-  if (stopping) return;
+  if (stopping || entry.draining) return;
   ++entry.crashes;
   const bool served_long = SteadyClock::now() - p->started >= kHealthyLifetime;
   entry.backoff = (served_long || entry.backoff.count() == 0)
@@ -785,7 +843,177 @@ void RunnerHost::Impl::supervise() {
       }
     }
     for (const auto& e : due) restart(e);
+    if (inotify_fd >= 0) {
+      // Any change to a name in the directory: the rescan compares contents, so spurious events
+      // (a temporary file, an attribute change) cost one directory listing.
+      alignas(inotify_event) char events[4096];
+      bool changed_files = false;
+      while (::read(inotify_fd, events, sizeof events) > 0) changed_files = true;
+      if (changed_files) request_rescan_reason("the plugin directory changed");
+    }
+    if (rescan_requested.exchange(false)) rescan();
+    stop_drained();
     lock.lock();
+  }
+}
+
+void RunnerHost::Impl::retire(const std::shared_ptr<Entry>& entry) {
+  entry->draining = true;
+  for (auto it = routes.begin(); it != routes.end();) {
+    if (it->second == entry) {
+      it = routes.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  std::erase(entries, entry);
+  draining.push_back(entry);
+}
+
+void RunnerHost::Impl::stop_drained() {
+  std::vector<std::shared_ptr<Entry>> idle;
+  {
+    std::unique_lock lock(mu);
+    for (auto it = draining.begin(); it != draining.end();) {
+      const auto& p = (*it)->process;
+      bool busy = false;
+      if (p) {
+        std::lock_guard p_lock(p->mu);
+        busy = !p->calls.empty();
+      }
+      if (busy) {
+        ++it;
+      } else {
+        idle.push_back(*it);
+        it = draining.erase(it);
+      }
+    }
+  }
+  for (const auto& e : idle) {
+    if (e->process) stop_process(e->process);
+    logger.info(
+        "plugin runner drained and stopped",
+        {{"plugin", e->info.plugin_id}, {"version", e->info.plugin_version}, {"file", e->file.string()}});
+  }
+}
+
+void RunnerHost::Impl::upgrade(const std::shared_ptr<Entry>& old, const fs::path& file) {
+  std::shared_ptr<RunnerProcess> p;
+  std::optional<std::string> refusal;
+  try {
+    p = spawn(file);
+    refusal = admit(p, [&](const plugins::PluginInfo& info) -> plugins::Admission {
+      using Verdict = plugins::Admission::Verdict;
+      if (info.plugin_id != old->info.plugin_id) {
+        return {Verdict::refuse,
+                "the file now holds plugin " + info.plugin_id + ", not " + old->info.plugin_id};
+      }
+      std::shared_lock lock(mu);
+      for (const auto& handler : info.handlers) {
+        auto it = routes.find(handler.task_type);
+        if (it != routes.end() && it->second != old) {
+          return {Verdict::refuse, "task type \"" + handler.task_type + "\" is already served by plugin " +
+                                       it->second->info.plugin_id};
+        }
+      }
+      return {};
+    });
+  } catch (const std::exception& e) {
+    refusal = e.what();
+  }
+  if (refusal) {
+    if (p) stop_process(p);
+    logger.error("plugin update refused; the version already loaded keeps serving",
+                 {{"plugin", old->info.plugin_id},
+                  {"serving_version", old->info.plugin_version},
+                  {"file", file.string()},
+                  {"reason", *refusal}});
+    try {
+      old->refused_sha256 = plugins::detail::file_sha256(file);
+    } catch (const std::exception&) {
+      old->refused_sha256.clear();  // unreadable now: the next rescan tries again
+    }
+    return;
+  }
+  auto entry = std::make_shared<Entry>();
+  entry->file = file;
+  {
+    std::lock_guard lock(p->mu);
+    entry->info = *p->info;
+    p->entry = entry.get();
+  }
+  entry->process = p;
+  {
+    std::unique_lock lock(mu);
+    if (stopping) {
+      lock.unlock();
+      stop_process(p);
+      return;
+    }
+    retire(old);
+    entries.push_back(entry);
+    for (const auto& handler : entry->info.handlers) routes[handler.task_type] = entry;
+  }
+  changed.notify_all();
+  logger.info("plugin updated; the old version finishes its tasks",
+              {{"plugin", entry->info.plugin_id},
+               {"from_version", old->info.plugin_version},
+               {"to_version", entry->info.plugin_version},
+               {"sha256", entry->info.sha256.substr(0, 16)},
+               {"pid", static_cast<int64_t>(p->pid)}});
+}
+
+void RunnerHost::Impl::rescan() {
+  std::string why;
+  {
+    std::lock_guard lock(rescan_reason_mu);
+    why = rescan_reason;
+  }
+  fs::path dir;
+  {
+    std::lock_guard load_lock(load_mu);
+    dir = watched_dir;
+  }
+  if (dir.empty()) return;
+  logger.info("rescanning plugins", {{"dir", dir.string()}, {"reason", why}});
+  std::vector<fs::path> files;
+  try {
+    files = plugins::detail::plugin_files(dir);
+  } catch (const std::exception& e) {
+    logger.error("plugin directory not rescanned", {{"dir", dir.string()}, {"error", e.what()}});
+    return;
+  }
+  std::vector<std::shared_ptr<Entry>> serving;
+  {
+    std::unique_lock lock(mu);
+    if (stopping) return;
+    for (const auto& e : entries) {
+      if (std::find(files.begin(), files.end(), e->file) == files.end()) {
+        logger.info("plugin file removed; its runner stops once its tasks are done",
+                    {{"plugin", e->info.plugin_id}, {"file", e->file.string()}});
+        retire(e);  // erases from entries: the loop works on a copy below
+      }
+    }
+    serving = entries;
+  }
+  changed.notify_all();
+  for (const auto& file : files) {
+    auto it = std::find_if(serving.begin(), serving.end(), [&](const auto& e) { return e->file == file; });
+    if (it == serving.end()) {
+      std::lock_guard load_lock(load_mu);
+      (void)load_new(file);  // logs its own refusal
+      continue;
+    }
+    std::string sha;
+    try {
+      sha = plugins::detail::file_sha256(file);
+    } catch (const std::exception& e) {
+      logger.error("plugin file unreadable", {{"file", file.string()}, {"error", e.what()}});
+      continue;
+    }
+    if (sha == (*it)->info.sha256 || sha == (*it)->refused_sha256) continue;
+    std::lock_guard load_lock(load_mu);
+    upgrade(*it, file);
   }
 }
 
@@ -805,11 +1033,16 @@ RunnerHost::~RunnerHost() {
   impl_->supervisor_cv.notify_all();
   impl_->supervisor.join();
   impl_->processes.clear();  // joins the reader threads
+  if (impl_->inotify_fd >= 0) ::close(impl_->inotify_fd);
 }
 
 std::optional<plugins::Refusal> RunnerHost::load_file(const fs::path& file) {
-  Impl& m = *impl_;
-  std::lock_guard load_lock(m.load_mu);
+  std::lock_guard load_lock(impl_->load_mu);
+  return impl_->load_new(file);
+}
+
+std::optional<plugins::Refusal> RunnerHost::Impl::load_new(const fs::path& file) {
+  Impl& m = *this;
   {
     std::shared_lock lock(m.mu);
     if (m.stopping) return m.refuse(file, "the plugin host is shutting down");
@@ -820,7 +1053,7 @@ std::optional<plugins::Refusal> RunnerHost::load_file(const fs::path& file) {
   } catch (const std::exception& e) {
     return m.refuse(file, e.what());
   }
-  bool in_process = false;
+  bool trusted = false;
   const auto refusal = m.admit(p, [&](const plugins::PluginInfo& info) -> plugins::Admission {
     using Verdict = plugins::Admission::Verdict;
     std::shared_lock lock(m.mu);
@@ -842,12 +1075,12 @@ std::optional<plugins::Refusal> RunnerHost::load_file(const fs::path& file) {
       }
     }
     if (m.options.in_process.count(info.plugin_id) > 0) {
-      in_process = true;  // trusted: served in this process; the runner only told us its id
+      trusted = true;  // trusted: served in this process; the runner only told us its id
       return {Verdict::withdraw, "served in the worker's process"};
     }
     return {};
   });
-  if (in_process) {
+  if (trusted) {
     m.stop_process(p);
     if (!m.in_process) {
       m.in_process =
@@ -924,6 +1157,23 @@ bool RunnerHost::handles(std::string_view type) const {
   return impl_->in_process && impl_->in_process->handles(type);
 }
 
+void RunnerHost::watch(const fs::path& dir) {
+  Impl& m = *impl_;
+  std::lock_guard load_lock(m.load_mu);
+  m.watched_dir = dir;
+  if (m.inotify_fd < 0) m.inotify_fd = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+  // Completed writes and renames into or out of the directory, and removals: what deploying a
+  // file (cp + mv) or deleting one produces.
+  if (m.inotify_fd < 0 || ::inotify_add_watch(m.inotify_fd, dir.c_str(),
+                                              IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE |
+                                                  IN_CREATE | IN_ATTRIB) < 0) {
+    m.logger.warn("plugin directory not watched; SIGHUP rescans it",
+                  {{"dir", dir.string()}, {"error", std::strerror(errno)}});
+  }
+}
+
+void RunnerHost::request_rescan(std::string_view why) { impl_->request_rescan_reason(std::string(why)); }
+
 pid_t RunnerHost::runner_pid(const std::string& plugin_id) const {
   std::shared_lock lock(impl_->mu);
   for (const auto& e : impl_->entries) {
@@ -936,6 +1186,7 @@ task::Outcome RunnerHost::dispatch(task::Execution& execution) {
   Impl& m = *impl_;
   const task::Task& t = execution.task;
   std::shared_ptr<RunnerProcess> p;
+  std::shared_ptr<Entry> entry_ptr;
   std::string plugin_id;
   {
     std::shared_lock lock(m.mu);
@@ -946,7 +1197,8 @@ task::Outcome RunnerHost::dispatch(task::Execution& execution) {
       if (m.in_process && m.in_process->handles(t.type)) return m.in_process->dispatch(execution);
       return {task::Disposition::fail_no_retry, "no handler for task type \"" + t.type + "\"", {}};
     }
-    Entry& entry = *it->second;
+    entry_ptr = it->second;
+    Entry& entry = *entry_ptr;
     plugin_id = entry.info.plugin_id;
     // Restarting: wait a little for the new runner rather than bounce the task straight back.
     const auto until = SteadyClock::now() + m.options.restart_wait;
@@ -960,16 +1212,27 @@ task::Outcome RunnerHost::dispatch(task::Execution& execution) {
     if (execution.cancellation.cancelled()) return {task::Disposition::cancelled, "context canceled", {}};
     return {task::Disposition::requeue, "plugin " + plugin_id + " is restarting", {}};
   }
+  if (m.is_suspect(t.id)) return m.run_quarantined(entry_ptr, execution);
 
-  const uint64_t id = ++m.next_call_id;
+  bool died = false;
+  return m.run_call(p, plugin_id, execution, died);
+}
+
+task::Outcome RunnerHost::Impl::run_call(const std::shared_ptr<RunnerProcess>& p,
+                                         const std::string& plugin_id, task::Execution& execution,
+                                         bool& died) {
+  const uint64_t id = ++next_call_id;
   auto call = std::make_shared<Call>(execution);
   {
     std::lock_guard lock(p->mu);
-    if (p->dead) return {task::Disposition::requeue, "plugin " + plugin_id + " " + p->death.reason, {}};
+    if (p->dead) {
+      died = true;
+      return {task::Disposition::requeue, "plugin " + plugin_id + " " + p->death.reason, {}};
+    }
     p->calls[id] = call;
   }
   wire::Writer w;
-  wire::encode(w, t);
+  wire::encode(w, execution.task);
   p->channel->send(Kind::run, id, w.data());  // a dead runner fails the call through on_death
   // After the run frame: a cancellation already there is sent right away, behind it.
   const auto token = execution.cancellation.on_cancel([p, id](task::CancelReason reason) {
@@ -983,7 +1246,98 @@ task::Outcome RunnerHost::dispatch(task::Execution& execution) {
   }
   if (token != 0) execution.cancellation.remove(token);
   for (auto& s : call->staged) execution.staged.push_back(std::move(s));
+  died = call->runner_died;
   return call->outcome;
+}
+
+task::Outcome RunnerHost::Impl::run_quarantined(const std::shared_ptr<Entry>& entry,
+                                                task::Execution& execution) {
+  const task::Task& t = execution.task;
+  std::lock_guard one_at_a_time(entry->quarantine_mu);
+  std::string plugin_id;
+  {
+    std::shared_lock lock(mu);
+    plugin_id = entry->info.plugin_id;
+  }
+  logger.info("running a crash suspect alone in a fresh runner",
+              {{"plugin", plugin_id}, {"task_id", t.id}, {"task_type", t.type}});
+  std::shared_ptr<RunnerProcess> p;
+  std::optional<std::string> refusal;
+  try {
+    p = spawn(entry->file);
+    refusal = admit(p, [&](const plugins::PluginInfo& info) {
+      if (info.plugin_id == plugin_id) return plugins::Admission{};
+      return plugins::Admission{plugins::Admission::Verdict::refuse,
+                                "the file now holds plugin " + info.plugin_id};
+    });
+  } catch (const std::exception& e) {
+    refusal = e.what();
+  }
+  if (refusal) {
+    if (p) stop_process(p);
+    return {task::Disposition::requeue, "plugin " + plugin_id + " could not start a runner: " + *refusal, {}};
+  }
+  {
+    std::lock_guard lock(p->mu);
+    p->entry = entry.get();
+    p->quarantine = true;
+  }
+  bool died = false;
+  task::Outcome outcome = run_call(p, plugin_id, execution, died);
+  stop_process(p);
+  if (!died) clear_suspect(t.id);  // it ran alone and its runner lived: not the culprit
+  return outcome;
+}
+
+bool RunnerHost::Impl::is_suspect(const std::string& task_id) {
+  std::lock_guard lock(suspects_mu);
+  return !suspects.empty() && suspects.count(task_id) > 0;
+}
+
+void RunnerHost::Impl::mark_suspects(const std::vector<std::string>& task_ids) {
+  constexpr size_t kMaxSuspects = 10000;
+  constexpr auto kSuspectFor = std::chrono::hours(1);
+  std::lock_guard lock(suspects_mu);
+  const auto now = SteadyClock::now();
+  if (suspects.size() + task_ids.size() > kMaxSuspects) {
+    std::erase_if(suspects, [&](const auto& kv) { return now - kv.second > kSuspectFor; });
+  }
+  for (const auto& id : task_ids) {
+    if (suspects.size() < kMaxSuspects) suspects[id] = now;
+  }
+}
+
+void RunnerHost::Impl::clear_suspect(const std::string& task_id) {
+  std::lock_guard lock(suspects_mu);
+  suspects.erase(task_id);
+}
+
+task::Outcome RunnerHost::Impl::blame(const task::Task& t, const std::string& plugin,
+                                      const std::string& reason) {
+  int64_t crashes = 0;
+  try {
+    if (options.crash_ledger != nullptr) {
+      crashes = options.crash_ledger->record_crash(t);
+    } else {
+      std::lock_guard lock(suspects_mu);
+      crashes = ++local_crashes[t.id];
+    }
+  } catch (const std::exception& e) {
+    logger.warn("crash count not recorded; the task is requeued", {{"task_id", t.id}, {"error", e.what()}});
+    return {task::Disposition::requeue, "plugin " + plugin + " " + reason + " while running this task", {}};
+  }
+  const std::string text = "plugin " + plugin + " " + reason + " while running this task " +
+                           std::to_string(crashes) + (crashes == 1 ? " time" : " times");
+  if (crashes >= options.crash_limit) {
+    logger.error("poison task archived", {{"plugin", plugin},
+                                          {"task_id", t.id},
+                                          {"task_type", t.type},
+                                          {"queue", t.queue},
+                                          {"crashes", crashes}});
+    clear_suspect(t.id);
+    return {task::Disposition::fail_no_retry, text, {}};
+  }
+  return {task::Disposition::requeue, text, {}};
 }
 
 void RunnerHost::shutdown() {

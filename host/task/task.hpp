@@ -129,6 +129,17 @@ class Dispatcher {
   virtual Outcome dispatch(Execution& execution) = 0;
 };
 
+// Counts the crashes of a plugin's runner that a task caused, where that can be told (the task
+// ran alone in a fresh runner; docs/plugin-isolation.md). Kept in Redis by the queue engine, so
+// counts hold across restarts and across hosts.
+class CrashLedger {
+ public:
+  virtual ~CrashLedger() = default;
+  // Records one crash caused by `task`; returns how many it has caused so far. Throws when the
+  // count cannot be kept (Redis away).
+  virtual int64_t record_crash(const Task& task) = 0;
+};
+
 // Random UUID v4, lowercase hyphenated (asynq's default task id form).
 std::string new_uuid();
 

@@ -43,8 +43,8 @@ struct AsyncTask {
   std::vector<task::EnqueueRequest> staged;
   std::future<task::Outcome> outcome;
 
-  AsyncTask(plugins::Host& host, std::string type, std::string payload) {
-    task.id = task::new_uuid();
+  AsyncTask(plugins::Host& host, std::string type, std::string payload, std::string id = task::new_uuid()) {
+    task.id = std::move(id);
     task.type = std::move(type);
     task.queue = "default";
     task.payload = std::move(payload);
@@ -214,6 +214,122 @@ TEST_F(RunnerTest, APluginListedAsTrustedRunsInTheWorkersProcess) {
   AsyncTask good(*host, "good:echo", "{}");
   EXPECT_EQ(good.get().disposition, task::Disposition::succeeded);
   EXPECT_EQ(host->plugins().size(), 2u);
+}
+
+// One poison task among seven good ones of the same plugin, all in flight together: the first
+// crash makes all eight suspects; each then runs alone in a fresh runner, the good ones succeed,
+// and only the poison task's own crashes count, up to the limit, where it is archived.
+TEST_F(RunnerTest, APoisonTaskIsFoundAmongSuspectsAndArchivedAtTheCrashLimit) {
+  start();
+  std::vector<std::unique_ptr<AsyncTask>> first;
+  for (int i = 0; i < 7; ++i) first.push_back(std::make_unique<AsyncTask>(*host, "crash:maybe", "good:400"));
+  first.push_back(std::make_unique<AsyncTask>(*host, "crash:maybe", "poison:200"));
+  for (auto& t : first) {
+    const task::Outcome outcome = t->get();
+    EXPECT_EQ(outcome.disposition, task::Disposition::requeue) << outcome.error;
+  }
+  // The engine would dequeue them again: the same task ids.
+  auto again = [&](const task::Task& original) {
+    return std::make_unique<AsyncTask>(*host, original.type, original.payload, original.id);
+  };
+  std::vector<std::unique_ptr<AsyncTask>> second;
+  for (auto& t : first) second.push_back(again(t->task));
+  for (size_t i = 0; i < 7; ++i) {
+    const task::Outcome outcome = second[i]->get();
+    EXPECT_EQ(outcome.disposition, task::Disposition::succeeded) << outcome.error;
+    EXPECT_EQ(second[i]->services.result, "ok");
+  }
+  const task::Outcome counted = second[7]->get();
+  EXPECT_EQ(counted.disposition, task::Disposition::requeue);
+  EXPECT_EQ(counted.error, "plugin test.crashy crashed (SIGSEGV) while running this task 1 time");
+  auto third = again(first[7]->task);
+  const task::Outcome archived = third->get();
+  EXPECT_EQ(archived.disposition, task::Disposition::fail_no_retry);
+  EXPECT_EQ(archived.error, "plugin test.crashy crashed (SIGSEGV) while running this task 2 times");
+  EXPECT_EQ(count_lines(logger, {"poison task archived", "task_id=" + first[7]->task.id, "crashes=2"}), 1u);
+  EXPECT_EQ(count_lines(logger, {"running a crash suspect alone"}), 9u);
+}
+
+// Hot swap with 8 tasks in flight on v1: v2 copied in and renamed takes new tasks within 2 s
+// while v1 finishes its own; a broken v3 is refused and v2 keeps serving; a rescan request is
+// honoured (SIGHUP in the worker).
+TEST_F(RunnerTest, ANewVersionTakesOverWhileTheOldFinishesItsTasksAndABrokenOneIsRefused) {
+  const fs::path plugins = dir / "plugins";
+  fs::create_directory(plugins);
+  fs::permissions(plugins, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
+                               fs::perms::others_read | fs::perms::others_exec);
+  auto deploy = [&](int version) {  // the documented way: copy beside, then rename over
+    const fs::path tmp = plugins / ".swap.so.tmp";
+    fs::copy_file(fs::path(WK_SWAP_FIXTURE_DIR) / ("swap_v" + std::to_string(version) + ".so"), tmp,
+                  fs::copy_options::overwrite_existing);
+    fs::rename(tmp, plugins / "swap.so");
+  };
+  deploy(1);
+  RunnerOptions options;
+  options.executable = WK_WORKER_BINARY;
+  host = std::make_unique<RunnerHost>(logger, plugins::ConfigSnapshot{}, nullptr, nullptr, options);
+  ASSERT_EQ(host->load_directory(plugins).loaded.size(), 1u);
+  host->watch(plugins);
+  const pid_t v1_pid = host->runner_pid("test.swap");
+
+  std::vector<std::unique_ptr<AsyncTask>> old_ones;
+  for (int i = 0; i < 8; ++i) old_ones.push_back(std::make_unique<AsyncTask>(*host, "swap:work", "1500"));
+  for (auto& t : old_ones) ASSERT_TRUE(t->started());
+
+  deploy(2);
+  auto version_of_a_new_task = [&] {
+    AsyncTask probe(*host, "swap:work", "0");
+    EXPECT_EQ(probe.get().disposition, task::Disposition::succeeded);
+    return probe.services.result.value_or("");
+  };
+  EXPECT_TRUE(test::eventually([&] { return version_of_a_new_task() == "v2"; }, 2s))
+      << "v2 did not take over";
+  EXPECT_NE(host->runner_pid("test.swap"), v1_pid);
+  for (auto& t : old_ones) {
+    EXPECT_EQ(t->get().disposition, task::Disposition::succeeded);
+    EXPECT_EQ(t->services.result, "v1") << "an old task finishes on the version it started on";
+  }
+  EXPECT_TRUE(test::eventually([&] {
+    return count_lines(logger, {"plugin runner drained and stopped", "version=1"}) == 1;
+  }));
+  EXPECT_EQ(::kill(v1_pid, 0), -1) << "v1's runner exited";
+
+  deploy(3);
+  EXPECT_TRUE(test::eventually([&] {
+    return count_lines(logger, {"plugin update refused", "serving_version=2", "this version cannot start"}) ==
+           1;
+  }));
+  EXPECT_EQ(version_of_a_new_task(), "v2");
+
+  host->request_rescan("SIGHUP");
+  EXPECT_TRUE(test::eventually([&] {
+    return count_lines(logger, {"rescanning plugins", "reason=SIGHUP"}) == 1;
+  }));
+  EXPECT_EQ(count_lines(logger, {"plugin update refused"}), 1u)
+      << "an unchanged refused file is not tried again";
+  EXPECT_EQ(version_of_a_new_task(), "v2");
+}
+
+// A removed file stops taking tasks; its runner exits once its tasks are done.
+TEST_F(RunnerTest, ARemovedPluginFileStopsServingOnceDrained) {
+  const fs::path plugins = dir / "plugins";
+  fs::create_directory(plugins);
+  fs::permissions(plugins, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
+                               fs::perms::others_read | fs::perms::others_exec);
+  fs::copy_file(fs::path(WK_SWAP_FIXTURE_DIR) / "swap_v1.so", plugins / "swap.so");
+  RunnerOptions options;
+  options.executable = WK_WORKER_BINARY;
+  host = std::make_unique<RunnerHost>(logger, plugins::ConfigSnapshot{}, nullptr, nullptr, options);
+  ASSERT_EQ(host->load_directory(plugins).loaded.size(), 1u);
+  host->watch(plugins);
+  AsyncTask running(*host, "swap:work", "800");
+  ASSERT_TRUE(running.started());
+  fs::remove(plugins / "swap.so");
+  EXPECT_TRUE(test::eventually([&] { return !host->handles("swap:work"); }, 2s));
+  EXPECT_EQ(running.get().disposition, task::Disposition::succeeded);
+  EXPECT_EQ(running.services.result, "v1");
+  EXPECT_TRUE(
+      test::eventually([&] { return count_lines(logger, {"plugin runner drained and stopped"}) == 1; }));
 }
 
 }  // namespace

@@ -2,8 +2,33 @@
 
 #include "asynq/keys.hpp"
 #include "queue/client.hpp"
+#include "support/child_process.hpp"
 
 namespace wk::faults {
+
+std::map<std::string, std::string> worker_settings(int redis_port, const std::filesystem::path& plugins_dir,
+                                                   const std::string& name, const std::string& queue) {
+  return {
+      {"REDIS_HOST", "127.0.0.1"},
+      {"REDIS_PORT", std::to_string(redis_port)},
+      {"REDIS_DB", "0"},
+      {"DB_HOST", "127.0.0.1"},
+      {"DB_PORT", std::to_string(test::free_port())},
+      {"WORKER_NAME", name},
+      {"WORKER_PLUGINS_DIR", plugins_dir.string()},
+      {"WORKER_QUEUES", queue + "=1"},
+      {"WORKER_CONCURRENCY", "2"},
+      {"WORKER_SHUTDOWN_TIMEOUT", "1s"},
+      {"WORKER_METRICS_ADDR", ""},
+      {"WORKER_LEASE", "2s"},
+      {"WORKER_HEARTBEAT_INTERVAL", "300ms"},
+      {"WORKER_FORWARDER_INTERVAL", "100ms"},
+      {"WORKER_RECOVERER_INTERVAL", "200ms"},
+      {"WORKER_RECOVERER_CUTOFF", "0s"},
+      {"WORKER_RETRY_DELAY", "0s"},
+      {"LOG_LEVEL", "debug"},
+  };
+}
 
 // ---- Redis views --------------------------------------------------------------------------------
 

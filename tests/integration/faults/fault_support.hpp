@@ -1,6 +1,8 @@
 #pragma once
 // Building blocks of the process-level fault tests besides the shared helpers of tests/support
 // (child processes, private servers): a producer and readers of the asynq keys a test asserts on.
+#include <filesystem>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -10,6 +12,12 @@
 #include "task/task.hpp"
 
 namespace wk::faults {
+
+// What every worker of the fault tests gets: Redis on `redis_port`, the plugins in
+// `plugins_dir`, one queue, and timings shortened with the advanced settings
+// (docs/configuration.md). No database: nothing listens on DB_PORT (the pool connects lazily).
+std::map<std::string, std::string> worker_settings(int redis_port, const std::filesystem::path& plugins_dir,
+                                                   const std::string& name, const std::string& queue);
 
 // Publishes a task the way an asynq client does (the host's own producer code).
 std::string enqueue(const redis::Settings& redis, task::EnqueueRequest request);

@@ -53,27 +53,7 @@ class FaultTest : public ::testing::Test {
   // Settings every worker of these tests gets; `extra` overrides.
   std::unique_ptr<ChildProcess> start_worker(const std::string& name,
                                              std::map<std::string, std::string> extra = {}) {
-    std::map<std::string, std::string> s = {
-        {"REDIS_HOST", "127.0.0.1"},
-        {"REDIS_PORT", std::to_string(redis_.port())},
-        {"REDIS_DB", "0"},
-        // No database unless a test gives one: nothing listens here (the pool connects lazily).
-        {"DB_HOST", "127.0.0.1"},
-        {"DB_PORT", std::to_string(free_port())},
-        {"WORKER_NAME", name},
-        {"WORKER_PLUGINS_DIR", plugins_.string()},
-        {"WORKER_QUEUES", std::string(kQueue) + "=1"},
-        {"WORKER_CONCURRENCY", "2"},
-        {"WORKER_SHUTDOWN_TIMEOUT", "1s"},
-        {"WORKER_METRICS_ADDR", ""},
-        {"WORKER_LEASE", "2s"},
-        {"WORKER_HEARTBEAT_INTERVAL", "300ms"},
-        {"WORKER_FORWARDER_INTERVAL", "100ms"},
-        {"WORKER_RECOVERER_INTERVAL", "200ms"},
-        {"WORKER_RECOVERER_CUTOFF", "0s"},
-        {"WORKER_RETRY_DELAY", "0s"},
-        {"LOG_LEVEL", "debug"},
-    };
+    auto s = worker_settings(redis_.port(), plugins_, name, kQueue);
     for (auto& [k, v] : extra) s[k] = v;
     auto w = std::make_unique<ChildProcess>(
         std::vector<std::string>{worker_binary(), "--plugins", plugins_.string()}, worker_env(s));
