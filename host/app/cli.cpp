@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "admin/commands.hpp"
+#include "app/plugin_commands.hpp"
 #include "app/runtime.hpp"
 #include "app/signals.hpp"
 #include "config/config.hpp"
@@ -181,10 +182,18 @@ int run_cli(int argc, char** argv, char** envp) {
   exec_cmd->add_option("--timeout", exec_args.timeout, "Deadline from now, e.g. 30s (default: none)");
 
   std::vector<std::string> check_files;
-  auto* plugins_cmd = app.add_subcommand("plugins", "Plugin tools");
-  plugins_cmd->require_subcommand(1);
-  auto* check_cmd = plugins_cmd->add_subcommand("check", "Check that plugin files would load (no init)");
+  std::string plugins_addr;
+  bool plugins_json = false;
+  bool check_init = false;
+  auto* plugins_cmd =
+      app.add_subcommand("plugins", "A running worker's plugins (version, state, runner, crashes, tasks)");
+  plugins_cmd->require_subcommand(0, 1);
+  plugins_cmd->add_option("--addr", plugins_addr,
+                          "The worker's HTTP endpoint (default: WORKER_METRICS_ADDR)");
+  plugins_cmd->add_flag("--json", plugins_json, "Print the worker's JSON");
+  auto* check_cmd = plugins_cmd->add_subcommand("check", "Check that plugin files would load");
   check_cmd->add_option("files", check_files, "Plugin files (.so)")->required();
+  check_cmd->add_flag("--init", check_init, "Also run init() in a throw-away runner process");
 
   EnqueueArgs enq;
   auto* enqueue_cmd = app.add_subcommand("enqueue", "Enqueue a task in asynq's layout and print its id");
@@ -241,7 +250,11 @@ int run_cli(int argc, char** argv, char** envp) {
   try {
     if (check_cmd->parsed()) {
       std::vector<std::filesystem::path> files(check_files.begin(), check_files.end());
-      return plugins::check_files(files, std::cout, logger);
+      return check_plugins(files, check_init, cfg, logger, std::cout);
+    }
+    if (plugins_cmd->parsed()) {
+      return show_plugins(plugins_addr.empty() ? cfg.metrics_addr : plugins_addr, plugins_json, std::cout,
+                          std::cerr);
     }
     if (exec_cmd->parsed()) {
       plugins::LocalRun run;

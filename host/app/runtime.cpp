@@ -1,6 +1,9 @@
 #include "app/runtime.hpp"
 
+#include <atomic>
 #include <csignal>
+
+#include <nlohmann/json.hpp>
 
 #include "app/signals.hpp"
 #include "http/server.hpp"
@@ -36,9 +39,9 @@ db::Settings db_settings(const config::Config& c) {
   return s;
 }
 
-std::unique_ptr<plugins::Host> make_plugin_host(const config::Config& c, const log::Logger& logger,
-                                                db::Pool* pool, task::Enqueuer* enqueuer,
-                                                task::CrashLedger* crash_ledger) {
+std::unique_ptr<plugins::Host> make_plugin_host(
+    const config::Config& c, const log::Logger& logger, db::Pool* pool, task::Enqueuer* enqueuer,
+    task::CrashLedger* crash_ledger, std::function<void(const std::string&, const std::string&)> on_crash) {
   plugins::HostOptions host_options;
   host_options.shutdown_grace = c.shutdown_timeout;
   if (c.isolation == "none") {
@@ -54,6 +57,7 @@ std::unique_ptr<plugins::Host> make_plugin_host(const config::Config& c, const l
   options.in_process.insert(c.in_process_plugins.begin(), c.in_process_plugins.end());
   options.crash_limit = c.crash_limit;
   options.crash_ledger = crash_ledger;
+  options.on_crash = std::move(on_crash);
   return std::make_unique<runner::RunnerHost>(logger, c.settings, pool, enqueuer, options);
 }
 
@@ -68,7 +72,47 @@ struct Runtime::Parts {
   std::unique_ptr<metrics::WorkerMetrics> worker_metrics;  // the engine's observer
   std::unique_ptr<queue::Engine> engine;
   std::unique_ptr<http::Server> http;  // destroyed first: its callbacks read the parts above
+  // Where runner deaths are counted; cleared before any member goes, since a runner may die
+  // while the plugins (destroyed after the metrics) still run.
+  std::atomic<metrics::WorkerMetrics*> crash_counter{nullptr};
+  ~Parts() { crash_counter = nullptr; }
 };
+
+// "dev.acme.resize crash-looping (crashed (SIGSEGV)); bad.so refused (init failed ...)", or ""
+// when every plugin serves; what /readyz says of the plugins.
+std::string plugin_problems(const plugins::Host& host, const std::string& dir) {
+  const auto status = host.status();
+  std::string out;
+  bool serving = false;
+  for (const auto& s : status) {
+    if (s.state == "serving" || s.state == "draining") {
+      serving = true;
+      continue;
+    }
+    if (s.state == "restarting") continue;  // a runner coming back: not a standing problem
+    const std::string name = s.plugin_id.empty() ? s.file.filename().string() : s.plugin_id;
+    out += (out.empty() ? "" : "; ") + name + " " + s.state + (s.reason.empty() ? "" : " (" + s.reason + ")");
+  }
+  if (!serving && out.empty()) out = "no plugin loaded from " + dir;
+  return out;
+}
+
+std::string plugins_json(const plugins::Host& host) {
+  auto list = nlohmann::json::array();
+  for (const auto& s : host.status()) {
+    list.push_back({{"plugin", s.plugin_id},
+                    {"version", s.version},
+                    {"file", s.file.string()},
+                    {"state", s.state},
+                    {"reason", s.reason},
+                    {"pid", s.pid},
+                    {"in_process", s.in_process},
+                    {"crashes", s.crashes},
+                    {"in_flight", s.in_flight},
+                    {"resident_bytes", s.resident_bytes}});
+  }
+  return list.dump();
+}
 
 Runtime::Runtime(config::Config config, log::Logger logger)
     : config_(std::move(config)), logger_(std::move(logger)) {}
@@ -124,9 +168,13 @@ int Runtime::serve() {
     parts->broker = std::make_unique<queue::RedisBroker>(broker_settings, logger_);
     parts->db = db::make_pool(db_settings(config_), logger_);
 
+    Parts& p = *parts;
     parts->crash_ledger = std::make_unique<queue::RedisCrashLedger>(parts->broker->pool());
-    parts->plugins = make_plugin_host(config_, logger_, parts->db.get(), &parts->broker->client(),
-                                      parts->crash_ledger.get());
+    parts->plugins =
+        make_plugin_host(config_, logger_, parts->db.get(), &parts->broker->client(),
+                         parts->crash_ledger.get(), [&p](const std::string& plugin, const std::string& why) {
+                           if (auto* counter = p.crash_counter.load()) counter->plugin_crashed(plugin, why);
+                         });
 
     queue::Settings engine_settings;
     engine_settings.queues.clear();
@@ -151,7 +199,6 @@ int Runtime::serve() {
         std::make_unique<queue::Engine>(*parts->broker, *parts->plugins, logger_, engine_settings,
                                         std::make_unique<queue::RedisCancelSource>(broker_settings.redis));
 
-    Parts& p = *parts;
     metrics::WorkerMetricsOptions metric_options;
     metric_options.worker_name = config_.worker_name;
     metric_options.version = WK_VERSION;
@@ -160,17 +207,30 @@ int Runtime::serve() {
     metric_options.redis_up = [&p] { return p.engine->redis_up(); };
     metric_options.db_up = [&p] { return p.db->healthy(); };
     metric_options.plugins_loaded = [&p] { return static_cast<int>(p.plugins->plugins().size()); };
+    metric_options.plugins = [&p] {
+      std::vector<metrics::PluginGauge> out;
+      for (const auto& s : p.plugins->status()) {
+        if (s.plugin_id.empty()) continue;  // refused files have no plugin to label
+        metrics::PluginGauge g{s.plugin_id, s.version, s.state, std::nullopt};
+        if (!s.in_process && s.pid != 0) g.runner_resident_bytes = s.resident_bytes;
+        out.push_back(std::move(g));
+      }
+      return out;
+    };
     parts->worker_metrics = std::make_unique<metrics::WorkerMetrics>(parts->registry, metric_options);
+    parts->crash_counter = parts->worker_metrics.get();
     parts->engine->set_observer(parts->worker_metrics.get());
 
     if (!config_.metrics_addr.empty()) {
       http::ServerOptions http_options;
       http_options.address = config_.metrics_addr;
       http_options.liveness = [&p] { return p.engine->healthy(); };
-      http_options.readiness = {{"redis", [&p] { return p.engine->redis_up(); }},
-                                {"postgres", [&p] { return p.db->healthy(); }},
-                                {"plugins", [&p] { return !p.plugins->plugins().empty(); }}};
+      http_options.readiness = {
+          {"redis", [&p] { return p.engine->redis_up(); }},
+          {"postgres", [&p] { return p.db->healthy(); }},
+          {"plugins", {}, [&p, dir = config_.plugins_dir] { return plugin_problems(*p.plugins, dir); }}};
       http_options.metrics = [&p] { return p.registry.render(); };
+      http_options.json = {{"/plugins", [&p] { return plugins_json(*p.plugins); }}};
       parts->http = std::make_unique<http::Server>(http_options);
       parts->http->start();
       logger_.info("Serving metrics and health",

@@ -63,6 +63,17 @@ void Server::start() {
     bool ready = true;
     std::string body;
     for (const auto& check : options_.readiness) {
+      if (check.problem) {
+        std::string problem;
+        try {
+          problem = check.problem();
+        } catch (const std::exception& e) {
+          problem = e.what();
+        }
+        ready = ready && problem.empty();
+        body += check.name + (problem.empty() ? " ok\n" : " failed: " + problem + "\n");
+        continue;
+      }
       const bool ok = passes(check.ok);
       ready = ready && ok;
       body += check.name + (ok ? " ok\n" : " failed\n");
@@ -70,6 +81,16 @@ void Server::start() {
     res.status = ready ? 200 : 503;
     res.set_content(body, "text/plain; charset=utf-8");
   });
+  for (const auto& [path, document] : options_.json) {
+    server->Get(path, [&source = document](const httplib::Request&, httplib::Response& res) {
+      try {
+        res.set_content(source(), "application/json");
+      } catch (const std::exception& e) {
+        res.status = 500;
+        res.set_content(std::string("unavailable: ") + e.what() + "\n", "text/plain; charset=utf-8");
+      }
+    });
+  }
   server->Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
     if (!options_.metrics) {
       res.status = 404;

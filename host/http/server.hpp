@@ -6,7 +6,9 @@
 //   GET /healthz  200 "ok" while `liveness()` is true, else 503 "unhealthy". For a supervisor
 //                 or orchestrator restart decision: true unless the process is wedged.
 //   GET /readyz   runs every named check; 200 when all pass, else 503. The body lists each
-//                 check as "<name> ok" or "<name> failed" (a thrown exception counts as failed).
+//                 check as "<name> ok" or "<name> failed" (a thrown exception counts as failed),
+//                 "<name> failed: <problem>" when the check can say what is wrong.
+//   GET <path>    for each of `json`: its text, Content-Type application/json.
 //   GET /metrics  `metrics()` with Content-Type text/plain; version=0.0.4.
 #include <atomic>
 #include <functional>
@@ -27,6 +29,8 @@ namespace wk::http {
 struct ReadinessCheck {
   std::string name;
   std::function<bool()> ok;
+  // Instead of `ok`: "" when ready, else what is wrong (named in the body).
+  std::function<std::string()> problem = {};
 };
 
 struct ServerOptions {
@@ -35,6 +39,8 @@ struct ServerOptions {
   std::function<bool()> liveness;  // empty: always alive
   std::vector<ReadinessCheck> readiness;
   std::function<std::string()> metrics;  // empty: /metrics answers 404
+  // Further read-only documents by path (e.g. "/plugins").
+  std::vector<std::pair<std::string, std::function<std::string()>>> json;
 };
 
 struct Endpoint {

@@ -87,6 +87,9 @@ WorkerMetrics::WorkerMetrics(Registry& registry, WorkerMetricsOptions options)
                                    {"task_type"}, task_duration_buckets())),
       in_flight_(registry.gauge(metric("tasks_in_flight"), "Tasks being handled now.")),
       redis_up_(registry.gauge(metric("redis_up"), "1 when the last Redis operation succeeded.")),
+      plugin_crashes_(registry.counter(metric("plugin_crashes_total"),
+                                       "Deaths of plugin runner processes not asked for, by reason.",
+                                       {"plugin", "reason"})),
       build_info_(registry.gauge(metric("build_info"), "Always 1; labels carry the version and worker name.",
                                  {"version", "worker"})) {
   in_flight_.set({}, 0);
@@ -95,6 +98,14 @@ WorkerMetrics::WorkerMetrics(Registry& registry, WorkerMetricsOptions options)
   if (options_.db_up) db_up_ = &registry.gauge(metric("db_up"), "1 when the PostgreSQL pool answers.");
   if (options_.plugins_loaded) {
     plugins_loaded_ = &registry.gauge(metric("plugins_loaded"), "Handler plugins loaded and serving.");
+  }
+  if (options_.plugins) {
+    plugin_info_ = &registry.gauge(metric("plugin_info"),
+                                   "Always 1; labels carry each plugin's version and state "
+                                   "(serving, draining, restarting, crash-looping).",
+                                   {"plugin", "version", "state"});
+    plugin_rss_ = &registry.gauge(metric("plugin_runner_resident_bytes"),
+                                  "Resident memory of each plugin's runner process.", {"plugin"});
   }
   if (!options_.queues.empty() && options_.redis) {
     queue_size_ = &registry.gauge(
@@ -147,6 +158,10 @@ void WorkerMetrics::redis_up() {
   if (!options_.redis_up) redis_up_.set({}, 1);
 }
 
+void WorkerMetrics::plugin_crashed(std::string_view plugin, std::string_view reason) {
+  plugin_crashes_.inc({std::string(plugin), std::string(reason)});
+}
+
 void WorkerMetrics::collect() {
   // Each source is read on its own: one failing must not hide the others.
   if (options_.redis_up) {
@@ -164,6 +179,19 @@ void WorkerMetrics::collect() {
     } catch (...) {
     }
     db_up_->set({}, up ? 1 : 0);
+  }
+  if (plugin_info_ != nullptr) {
+    plugin_info_->clear();
+    plugin_rss_->clear();
+    try {
+      for (const auto& p : options_.plugins()) {
+        plugin_info_->set({p.plugin, p.version, p.state}, 1);
+        if (p.runner_resident_bytes)
+          plugin_rss_->set({p.plugin}, static_cast<double>(*p.runner_resident_bytes));
+      }
+    } catch (...) {
+      plugin_info_->clear();
+    }
   }
   if (plugins_loaded_ != nullptr) {
     try {

@@ -52,6 +52,14 @@ class QueueSizeReader {
   std::unique_ptr<redis::Connection> conn_;
 };
 
+// One plugin as /metrics shows it (the runtime maps the plugin host's status to this).
+struct PluginGauge {
+  std::string plugin;
+  std::string version;
+  std::string state;
+  std::optional<uint64_t> runner_resident_bytes;  // none in process
+};
+
 struct WorkerMetricsOptions {
   std::string worker_name;
   std::string version;
@@ -64,6 +72,8 @@ struct WorkerMetricsOptions {
   std::function<bool()> redis_up;
   std::function<bool()> db_up;
   std::function<int()> plugins_loaded;
+  // plugin_info{plugin,version,state} and plugin_runner_resident_bytes{plugin}.
+  std::function<std::vector<PluginGauge>()> plugins;
 };
 
 class WorkerMetrics final : public queue::EngineObserver {
@@ -80,6 +90,8 @@ class WorkerMetrics final : public queue::EngineObserver {
                      std::chrono::nanoseconds duration) override;
   void redis_down() override;
   void redis_up() override;
+  // A plugin's runner died (docs/plugin-isolation.md): plugin_crashes_total{plugin,reason}.
+  void plugin_crashed(std::string_view plugin, std::string_view reason);
 
  private:
   void collect();
@@ -96,6 +108,9 @@ class WorkerMetrics final : public queue::EngineObserver {
   GaugeFamily& redis_up_;
   GaugeFamily* db_up_ = nullptr;
   GaugeFamily* plugins_loaded_ = nullptr;
+  CounterFamily& plugin_crashes_;
+  GaugeFamily* plugin_info_ = nullptr;
+  GaugeFamily* plugin_rss_ = nullptr;
   GaugeFamily& build_info_;
   GaugeFamily* queue_size_ = nullptr;
   GaugeFamily* queue_paused_ = nullptr;

@@ -7,6 +7,8 @@
 #include <map>
 #include <shared_mutex>
 
+#include <unistd.h>
+
 #include "plugins/context.hpp"
 #include "plugins/loader.hpp"
 #include "plugins/plugins.hpp"
@@ -101,11 +103,15 @@ struct PluginHost::Impl {
   mutable std::shared_mutex mu;
   std::vector<std::shared_ptr<PluginInstance>> plugins;
   std::map<std::string, Route, std::less<>> routes;
+  mutable std::mutex refused_mu;
+  std::vector<Refusal> refused;  // every refusal, for status()
   bool stopping = false;
   bool shut_down = false;
 
-  Refusal refuse(const fs::path& file, std::string reason) const {
+  Refusal refuse(const fs::path& file, std::string reason) {
     logger.error("plugin refused", {{"file", file.string()}, {"reason", reason}});
+    std::lock_guard lock(refused_mu);
+    refused.push_back(Refusal{file, reason});
     return Refusal{file, std::move(reason)};
   }
 
@@ -383,6 +389,35 @@ std::vector<PluginInfo> PluginHost::plugins() const {
   std::shared_lock lock(impl_->mu);
   std::vector<PluginInfo> out;
   for (const auto& p : impl_->plugins) out.push_back(p->library.info);
+  return out;
+}
+
+std::vector<PluginStatus> PluginHost::status() const {
+  std::vector<PluginStatus> out;
+  {
+    std::shared_lock lock(impl_->mu);
+    for (const auto& p : impl_->plugins) {
+      PluginStatus s;
+      s.plugin_id = p->library.info.plugin_id;
+      s.version = p->library.info.plugin_version;
+      s.file = p->library.info.file;
+      s.state = "serving";
+      s.pid = ::getpid();
+      s.in_process = true;
+      std::lock_guard plugin_lock(p->mu);
+      s.in_flight = p->in_flight;
+      out.push_back(std::move(s));
+    }
+  }
+  std::lock_guard lock(impl_->refused_mu);
+  for (const auto& r : impl_->refused) {
+    PluginStatus s;
+    s.file = r.file;
+    s.state = "refused";
+    s.reason = r.reason;
+    s.in_process = true;
+    out.push_back(std::move(s));
+  }
   return out;
 }
 

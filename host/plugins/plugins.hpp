@@ -91,6 +91,22 @@ struct LoadReport {
   std::vector<Refusal> refused;    // not loaded, or loaded but retired (init failed)
 };
 
+// What `worker plugins`, /metrics and /readyz show of one plugin file.
+struct PluginStatus {
+  std::string plugin_id;  // empty for a file refused before it declared one
+  std::string version;
+  std::filesystem::path file;
+  // serving, draining (an old version finishing its tasks), restarting, crash-looping, or
+  // refused (never served: see reason)
+  std::string state;
+  std::string reason;           // refused: why; restarting/crash-looping: the last death
+  int64_t pid = 0;              // the runner (the worker's own pid in process; 0 while down)
+  int64_t crashes = 0;          // runner deaths since the worker started
+  int64_t in_flight = 0;        // tasks running on it now
+  uint64_t resident_bytes = 0;  // the runner's RSS (0 in process)
+  bool in_process = false;
+};
+
 // What the runtime needs of whoever serves plugins: PluginHost (in this process) or
 // runner::RunnerHost (each plugin in a runner process of its own; docs/plugin-isolation.md).
 class Host : public task::Dispatcher {
@@ -104,6 +120,8 @@ class Host : public task::Dispatcher {
   // Plugins serving now, in load order.
   virtual std::vector<PluginInfo> plugins() const = 0;
   virtual std::vector<std::string> task_types() const = 0;
+  // Every plugin file loaded or refused, in load order.
+  virtual std::vector<PluginStatus> status() const = 0;
   // Stops routing, waits (up to the shutdown grace) for running handlers, then shuts every
   // plugin down in reverse load order. Idempotent.
   virtual void shutdown() = 0;
@@ -128,6 +146,7 @@ class PluginHost final : public Host {
   std::optional<Refusal> load_file(const std::filesystem::path& file) override;
   std::vector<PluginInfo> plugins() const override;
   std::vector<std::string> task_types() const override;
+  std::vector<PluginStatus> status() const override;
 
   bool handles(std::string_view type) const override;
   // Never throws. An unknown type gives fail_no_retry ("no handler for task type ...").

@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -56,6 +57,9 @@ struct RunnerOptions {
   // keeps them in this process only.
   int crash_limit = 2;
   task::CrashLedger* crash_ledger = nullptr;
+  // Called once per runner death that was not asked for, with the plugin id and a short reason
+  // ("SIGSEGV", "exit", "memory_limit", "liveness", "channel"): a metrics counter.
+  std::function<void(const std::string& plugin_id, const std::string& reason)> on_crash;
 };
 
 class RunnerHost final : public plugins::Host {
@@ -70,6 +74,7 @@ class RunnerHost final : public plugins::Host {
   std::optional<plugins::Refusal> load_file(const std::filesystem::path& file) override;
   std::vector<plugins::PluginInfo> plugins() const override;
   std::vector<std::string> task_types() const override;
+  std::vector<plugins::PluginStatus> status() const override;
   bool handles(std::string_view type) const override;
   task::Outcome dispatch(task::Execution& execution) override;
   void shutdown() override;

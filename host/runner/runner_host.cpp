@@ -171,7 +171,9 @@ struct Entry {
   int crashes = 0;
   std::chrono::milliseconds backoff{0};
   SteadyClock::time_point restart_at{};
-  std::mutex quarantine_mu;    // crash suspects run one at a time
+  std::mutex quarantine_mu;     // crash suspects run one at a time
+  int consecutive_crashes = 0;  // deaths without a minute of service in between
+  std::string last_death;
   bool draining = false;       // replaced or removed: no new tasks, its runner stops once idle
   std::string refused_sha256;  // a newer file that was refused: not retried until it changes
 };
@@ -228,8 +230,14 @@ struct RunnerHost::Impl {
   // Declared last: destroyed (joined) first, while everything its jobs touch is alive.
   std::unique_ptr<ElasticThreads> services = std::make_unique<ElasticThreads>();
 
-  plugins::Refusal refuse(const fs::path& file, std::string reason) const {
-    logger.error("plugin refused", {{"file", file.string()}, {"reason", reason}});
+  mutable std::mutex refused_mu;
+  std::vector<plugins::Refusal> refused;  // every file that never served, for status()
+
+  // Logs (unless the runner already did) and records a refusal.
+  plugins::Refusal refuse(const fs::path& file, std::string reason, bool log = true) {
+    if (log) logger.error("plugin refused", {{"file", file.string()}, {"reason", reason}});
+    std::lock_guard lock(refused_mu);
+    refused.push_back(plugins::Refusal{file, reason});
     return plugins::Refusal{file, std::move(reason)};
   }
 
@@ -691,6 +699,20 @@ void RunnerHost::Impl::on_death(const std::shared_ptr<RunnerProcess>& p, const s
     if (!death.backtrace.empty()) fields.emplace_back("backtrace", death.backtrace);
     logger.error("plugin runner died; its tasks go back to their queues", fields);
   }
+  // The plugin's state first (no longer served by this runner, a restart due), so that a task
+  // handed back below and dequeued again at once waits for the new runner.
+  if (entry != nullptr && !expected && options.on_crash) {
+    std::string kind = !death.signal.empty() ? death.signal : "exit";
+    if (death.reason.rfind("memory limit", 0) == 0) kind = "memory_limit";
+    if (death.reason.rfind("no answer to liveness", 0) == 0) kind = "liveness";
+    if (death.reason.rfind("broke the channel", 0) == 0) kind = "channel";
+    options.on_crash(plugin, kind);
+  }
+  if (entry != nullptr && !expected && p->quarantine) {
+    std::unique_lock lock(mu);
+    ++entry->crashes;  // the serving runner lives on; the count is the plugin's
+  }
+  if (entry != nullptr && !expected && !p->quarantine) crashed(*entry, p);
   // Alone in a fresh runner, the task is the culprit; beside others, each is only a suspect.
   const bool culprit_known = p->quarantine && calls.size() == 1 && !expected;
   if (!culprit_known && !expected) {
@@ -711,7 +733,6 @@ void RunnerHost::Impl::on_death(const std::shared_ptr<RunnerProcess>& p, const s
     call->done = true;
     call->cv.notify_all();
   }
-  if (entry != nullptr && !expected && !p->quarantine) crashed(*entry, p);
 }
 
 void RunnerHost::Impl::crashed(Entry& entry, const std::shared_ptr<RunnerProcess>& p) {
@@ -720,7 +741,9 @@ void RunnerHost::Impl::crashed(Entry& entry, const std::shared_ptr<RunnerProcess
   entry.process.reset();
   if (stopping || entry.draining) return;
   ++entry.crashes;
+  entry.last_death = p->death.reason;
   const bool served_long = SteadyClock::now() - p->started >= kHealthyLifetime;
+  entry.consecutive_crashes = served_long ? 1 : entry.consecutive_crashes + 1;
   entry.backoff = (served_long || entry.backoff.count() == 0)
                       ? options.restart_backoff_min
                       : std::min(entry.backoff * 2, options.restart_backoff_max);
@@ -800,17 +823,15 @@ void RunnerHost::Impl::supervise() {
     {
       std::unique_lock host_lock(mu);
       for (const auto& e : entries) {
-        if (e->process) {
-          live.push_back(e->process);
-        } else if (!stopping && now >= e->restart_at) {
-          due.push_back(e);
-        }
+        if (!e->process && !stopping && now >= e->restart_at) due.push_back(e);
       }
+      // Every runner is watched: serving, draining, loading, and those running one suspect.
       for (auto it = processes.begin(); it != processes.end();) {
         if ((*it)->finished) {
           finished.push_back(*it);
           it = processes.erase(it);
         } else {
+          live.push_back(*it);
           ++it;
         }
       }
@@ -829,10 +850,15 @@ void RunnerHost::Impl::supervise() {
             " ms");
       }
       uint64_t limit = options.memory_max;
-      if (p->entry != nullptr) {
-        if (auto it = options.memory_max_by_plugin.find(p->entry->info.plugin_id);
-            it != options.memory_max_by_plugin.end())
-          limit = it->second;
+      {
+        std::lock_guard p_lock(p->mu);
+        const auto& plugin = p->info ? p->info : p->declared;
+        if (plugin) {
+          if (auto it = options.memory_max_by_plugin.find(plugin->plugin_id);
+              it != options.memory_max_by_plugin.end()) {
+            limit = it->second;
+          }
+        }
       }
       if (limit > 0) {
         const uint64_t rss = resident_bytes(p->pid);
@@ -1096,8 +1122,7 @@ std::optional<plugins::Refusal> RunnerHost::Impl::load_new(const fs::path& file)
     }
     m.stop_process(p);
     // A refusal the runner's plugin host made is logged there; a death is ours to report.
-    if (died) return m.refuse(file, *refusal);
-    return plugins::Refusal{file, *refusal};
+    return m.refuse(file, *refusal, died);
   }
   plugins::PluginInfo info;
   {
@@ -1131,6 +1156,48 @@ std::vector<plugins::PluginInfo> RunnerHost::plugins() const {
   for (const auto& e : impl_->entries) out.push_back(e->info);
   if (impl_->in_process) {
     for (auto& info : impl_->in_process->plugins()) out.push_back(std::move(info));
+  }
+  return out;
+}
+
+std::vector<plugins::PluginStatus> RunnerHost::status() const {
+  constexpr int kCrashLoop = 3;  // deaths in a row, each within a minute of its start
+  std::vector<plugins::PluginStatus> out;
+  auto describe = [&](const Entry& e, bool draining) {
+    plugins::PluginStatus s;
+    s.plugin_id = e.info.plugin_id;
+    s.version = e.info.plugin_version;
+    s.file = e.file;
+    s.crashes = e.crashes;
+    if (const auto& p = e.process) {
+      s.pid = p->pid;
+      s.resident_bytes = resident_bytes(p->pid);
+      std::lock_guard lock(p->mu);
+      s.in_flight = static_cast<int64_t>(p->calls.size());
+    }
+    const bool looping = e.consecutive_crashes >= kCrashLoop &&
+                         (!e.process || SteadyClock::now() - e.process->started < kHealthyLifetime);
+    s.state = draining ? "draining" : looping ? "crash-looping" : e.process ? "serving" : "restarting";
+    if (s.state != "serving" && s.state != "draining") s.reason = e.last_death;
+    return s;
+  };
+  {
+    std::shared_lock lock(impl_->mu);
+    for (const auto& e : impl_->entries) out.push_back(describe(*e, false));
+    for (const auto& e : impl_->draining) out.push_back(describe(*e, true));
+  }
+  if (impl_->in_process) {
+    for (auto& s : impl_->in_process->status()) {
+      if (s.state != "refused") out.push_back(std::move(s));
+    }
+  }
+  std::lock_guard lock(impl_->refused_mu);
+  for (const auto& r : impl_->refused) {
+    plugins::PluginStatus s;
+    s.file = r.file;
+    s.state = "refused";
+    s.reason = r.reason;
+    out.push_back(std::move(s));
   }
   return out;
 }

@@ -222,8 +222,12 @@ TEST_F(RunnerTest, APluginListedAsTrustedRunsInTheWorkersProcess) {
 TEST_F(RunnerTest, APoisonTaskIsFoundAmongSuspectsAndArchivedAtTheCrashLimit) {
   start();
   std::vector<std::unique_ptr<AsyncTask>> first;
-  for (int i = 0; i < 7; ++i) first.push_back(std::make_unique<AsyncTask>(*host, "crash:maybe", "good:400"));
-  first.push_back(std::make_unique<AsyncTask>(*host, "crash:maybe", "poison:200"));
+  const std::string gate = (dir / "all-in-flight").string();
+  for (int i = 0; i < 7; ++i)
+    first.push_back(std::make_unique<AsyncTask>(*host, "crash:maybe", "good:400:" + gate));
+  first.push_back(std::make_unique<AsyncTask>(*host, "crash:maybe", "poison:0:" + gate));
+  for (auto& t : first) ASSERT_TRUE(t->started());
+  std::ofstream(gate) << "go";
   for (auto& t : first) {
     const task::Outcome outcome = t->get();
     EXPECT_EQ(outcome.disposition, task::Disposition::requeue) << outcome.error;

@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -91,6 +92,8 @@ std::map<std::string, std::string> E2eTest::worker_env(
       {"AI_TIMEOUT", "60s"},
       {"LANG", "C.UTF-8"},
   };
+  // ctest runs every case twice: plugins in runner processes (the default), and in process.
+  if (const char* isolation = std::getenv("WK_TEST_ISOLATION")) env["WORKER_ISOLATION"] = isolation;
   for (const auto& [k, v] : extra) env[k] = v;
   return env;
 }

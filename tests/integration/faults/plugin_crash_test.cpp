@@ -3,6 +3,7 @@
 // counted, a well-behaved plugin keeps serving beside it, and a poison task is archived with the
 // signal in its last error as asynq's Inspector reads it. Every task id is accounted for.
 #include <gtest/gtest.h>
+#include <httplib.h>
 #include <signal.h>
 
 #include <algorithm>
@@ -121,9 +122,12 @@ TEST_F(PluginCrashTest, OnlyThePoisonTaskAmongEightInFlightIsArchived) {
   auto worker = start_worker(8);
   auto conn = redis_.connect();
   QueueView q{conn, kQueue};
+  const auto gate = dir_ / "all-in-flight";
   std::set<std::string> good;
-  for (int i = 0; i < 7; ++i) good.insert(enqueue_task("crash:maybe", "good:1200"));
-  const std::string poison = enqueue_task("crash:maybe", "poison:600");
+  for (int i = 0; i < 7; ++i) good.insert(enqueue_task("crash:maybe", "good:500:" + gate.string()));
+  const std::string poison = enqueue_task("crash:maybe", "poison:0:" + gate.string());
+  ASSERT_TRUE(test::eventually([&] { return q.list("active").size() == 8; })) << worker->output();
+  std::ofstream(gate) << "go";
   ASSERT_TRUE(worker->await_line({"plugin runner died", "tasks_in_flight=8"}, 20s)) << worker->output();
   ASSERT_TRUE(test::eventually([&] { return contains(q.zset("archived"), poison); }, 90s))
       << worker->output();
@@ -143,6 +147,185 @@ TEST_F(PluginCrashTest, OnlyThePoisonTaskAmongEightInFlightIsArchived) {
   EXPECT_EQ(worker->count_lines({"poison task archived", poison}), 1);
   EXPECT_TRUE(worker->running());
 }
+
+// What an operator sees: crashes in /metrics and `worker plugins`, a plugin whose init failed
+// named by /readyz (the worker serves the others), `worker plugins check --init` catching it
+// before deployment, and SIGHUP rescanning instead of killing the worker.
+TEST_F(PluginCrashTest, CrashesAndRefusalsAreVisibleAndSighupRescans) {
+  std::filesystem::copy_file(std::filesystem::path(WK_CRASHY_PLUGIN).parent_path() / "init_failure.so",
+                             plugins_ / "init_failure.so");
+  const int port = test::free_port();
+  auto s = worker_settings(redis_.port(), plugins_, "visible-host", kQueue);
+  s["WORKER_METRICS_ADDR"] = "127.0.0.1:" + std::to_string(port);
+  ChildProcess worker({test::worker_binary(), "--plugins", plugins_.string()}, test::worker_env(s));
+  ASSERT_TRUE(worker.await_line({"Starting queue engine"}, 20s)) << worker.output();
+  httplib::Client http("127.0.0.1", port);
+
+  const auto ready = http.Get("/readyz");
+  ASSERT_TRUE(ready);
+  EXPECT_EQ(ready->status, 503);
+  EXPECT_NE(ready->body.find("plugins failed: init_failure.so refused (init failed"), std::string::npos)
+      << ready->body;
+
+  const std::string crashing = enqueue_task("crash:segv", "");
+  ASSERT_TRUE(worker.await_line({"poison task archived", crashing}, 30s)) << worker.output();
+  const auto metrics = http.Get("/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_NE(
+      metrics->body.find("autodevs_worker_plugin_crashes_total{plugin=\"test.crashy\",reason=\"SIGSEGV\"} 3"),
+      std::string::npos)
+      << metrics->body;
+  EXPECT_NE(metrics->body.find(
+                "autodevs_worker_plugin_info{plugin=\"test.crashy\",version=\"0.0.1\",state=\"serving\"} 1"),
+            std::string::npos);
+  EXPECT_NE(metrics->body.find("autodevs_worker_plugin_runner_resident_bytes{plugin=\"test.faults\"}"),
+            std::string::npos);
+
+  auto env = test::worker_env(s);
+  const auto listed = test::run({test::worker_binary(), "plugins"}, env, 20s);
+  EXPECT_EQ(listed.exit_code, 0) << listed.err;
+  EXPECT_NE(listed.out.find("test.crashy"), std::string::npos) << listed.out;
+  EXPECT_NE(listed.out.find("refused"), std::string::npos) << listed.out;
+  const auto as_json = test::run({test::worker_binary(), "plugins", "--json"}, env, 20s);
+  EXPECT_NE(as_json.out.find(R"("crashes":3)"), std::string::npos) << as_json.out;
+
+  const auto check = test::run({test::worker_binary(), "plugins", "check", "--init",
+                                (plugins_ / "init_failure.so").string(), (plugins_ / "faults.so").string()},
+                               env, 60s);
+  EXPECT_EQ(check.exit_code, 1) << check.out << check.err;
+  EXPECT_NE(check.out.find("init_failure.so: init FAILED: init failed (status -1): config.missing"),
+            std::string::npos)
+      << check.out;
+  EXPECT_NE(check.out.find("faults.so: init OK"), std::string::npos) << check.out;
+
+  worker.signal(SIGHUP);
+  EXPECT_TRUE(worker.await_line({"rescanning plugins", "reason=SIGHUP"}, 10s)) << worker.output();
+  EXPECT_TRUE(worker.running());
+  EXPECT_EQ(worker.stop(10s), 0) << worker.output();
+}
+
+// Hot swap through the shipped worker with all 8 slots busy on v1: v2 copied in and renamed
+// takes new tasks within 2 s, v1's tasks finish on v1, none is lost or runs twice; a broken v3
+// is refused and v2 keeps serving; SIGHUP rescans.
+TEST_F(PluginCrashTest, HotSwapUnderLoad) {
+  std::filesystem::remove(plugins_ / "crashy.so");
+  std::filesystem::remove(plugins_ / "faults.so");
+  auto deploy = [&](int version) {
+    const auto tmp = plugins_ / ".swap.so.tmp";
+    std::filesystem::copy_file(
+        std::filesystem::path(WK_SWAP_FIXTURE_DIR) / ("swap_v" + std::to_string(version) + ".so"), tmp,
+        std::filesystem::copy_options::overwrite_existing);
+    std::filesystem::rename(tmp, plugins_ / "swap.so");
+  };
+  deploy(1);
+  auto worker = start_worker(8);
+  auto conn = redis_.connect();
+  QueueView q{conn, kQueue};
+  std::vector<std::string> first;
+  for (int i = 0; i < 8; ++i) first.push_back(enqueue_task("swap:work", "1500"));
+  ASSERT_TRUE(test::eventually([&] { return q.list("active").size() == 8; })) << worker->output();
+
+  deploy(2);
+  ASSERT_TRUE(worker->await_line({"plugin updated", "to_version=2"}, 2s)) << worker->output();
+  std::vector<std::string> second;
+  for (int i = 0; i < 8; ++i) second.push_back(enqueue_task("swap:work", "10"));
+  ASSERT_TRUE(test::eventually([&] { return q.zset("completed").size() == 16; }, 30s)) << worker->output();
+  for (const auto& id : first) EXPECT_EQ(q.field(id, "result"), "v1") << id;
+  for (const auto& id : second) EXPECT_EQ(q.field(id, "result"), "v2") << id;
+  for (const auto& id : q.zset("completed")) EXPECT_EQ(q.message(id)->retried, 0);
+  EXPECT_EQ(conn.command({"GET", asynq::processed_total_key(kQueue)}).str(), "16") << "each task ran once";
+  EXPECT_TRUE(worker->await_line({"plugin runner drained and stopped", "version=1"}, 10s))
+      << worker->output();
+
+  deploy(3);
+  ASSERT_TRUE(
+      worker->await_line({"plugin update refused", "serving_version=2", "this version cannot start"}, 10s))
+      << worker->output();
+  const std::string after = enqueue_task("swap:work", "0");
+  ASSERT_TRUE(test::eventually([&] { return contains(q.zset("completed"), after); }, 10s))
+      << worker->output();
+  EXPECT_EQ(q.field(after, "result"), "v2");
+
+  worker->signal(SIGHUP);
+  EXPECT_TRUE(worker->await_line({"rescanning plugins", "reason=SIGHUP"}, 10s)) << worker->output();
+  EXPECT_TRUE(worker->running());
+  EXPECT_EQ(worker->stop(10s), 0) << worker->output();
+}
+
+// Every way a runner dies, through the shipped worker, with the well-behaved plugin busy beside
+// it: the worker never exits, the good plugin's tasks in flight finish normally (once), the
+// crashed task is back in pending within a second with retried unchanged, it is archived at the
+// crash limit with the reason in its last error, and every task id ends done or archived.
+struct CrashKind {
+  std::string name;    // crash:<name>
+  std::string reason;  // how the runner's death is described
+  std::map<std::string, std::string> settings;
+};
+
+class EveryCrashKind : public PluginCrashTest, public ::testing::WithParamInterface<CrashKind> {};
+
+TEST_P(EveryCrashKind, TheWorkerSurvivesTheOtherPluginServesAndNoTaskIsLost) {
+  const CrashKind& kind = GetParam();
+  auto s = worker_settings(redis_.port(), plugins_, "crash-host", kQueue);
+  s["WORKER_CONCURRENCY"] = "4";
+  for (const auto& [k, v] : kind.settings) s[k] = v;
+  ChildProcess worker({test::worker_binary(), "--plugins", plugins_.string()}, test::worker_env(s));
+  ASSERT_TRUE(worker.await_line({"Starting queue engine"}, 20s)) << worker.output();
+  auto conn = redis_.connect();
+  QueueView q{conn, kQueue};
+
+  // Two tasks of the good plugin in flight, then the one that will die.
+  std::vector<std::pair<std::string, std::filesystem::path>> blocked;
+  for (const char* name : {"block-a", "block-b"}) {
+    const auto release = dir_ / name;
+    blocked.emplace_back(enqueue_task("fault:block", release.string()), release);
+  }
+  for (const auto& [id, release] : blocked) {
+    ASSERT_TRUE(test::eventually([&] { return std::filesystem::exists(release.string() + ".started-1"); }))
+        << worker.output();
+  }
+  const auto trigger = dir_ / "die-now";
+  const std::string dying = enqueue_task("crash:" + kind.name, "after:" + trigger.string());
+  ASSERT_TRUE(worker.await_line({"Processing task", dying}, 10s)) << worker.output();
+  conn.command({"SET", asynq::paused_key(kQueue), "1"});  // keep what comes back in pending
+  std::ofstream(trigger) << "go";
+  ASSERT_TRUE(worker.await_line({"plugin runner died", kind.reason, dying}, 20s)) << worker.output();
+  EXPECT_TRUE(test::eventually([&] { return q.list("pending") == std::vector<std::string>{dying}; }, 1s))
+      << worker.output();
+  EXPECT_EQ(q.message(dying)->retried, 0);
+  EXPECT_EQ(q.list("active").size(), blocked.size()) << "the good plugin's tasks still run";
+
+  conn.command({"DEL", asynq::paused_key(kQueue)});
+  std::vector<std::string> quick;
+  for (int i = 0; i < 30; ++i) quick.push_back(enqueue_task("fault:quick", ""));
+  for (const auto& [id, release] : blocked) std::ofstream(release) << "go";
+  ASSERT_TRUE(test::eventually([&] { return contains(q.zset("archived"), dying); }, 60s)) << worker.output();
+  ASSERT_TRUE(
+      test::eventually([&] { return q.zset("completed").size() == quick.size() + blocked.size(); }, 30s))
+      << worker.output();
+  const std::string error = q.message(dying)->error_msg;
+  EXPECT_EQ(error.rfind("plugin test.crashy " + kind.reason, 0), 0u) << error;
+  EXPECT_NE(error.find("while running this task 2 times"), std::string::npos) << error;
+  EXPECT_EQ(q.message(dying)->retried, 0);
+  for (const auto& [id, release] : blocked) {
+    EXPECT_EQ(q.message(id)->retried, 0);
+    EXPECT_FALSE(std::filesystem::exists(release.string() + ".started-2")) << "ran once";
+  }
+  EXPECT_TRUE(q.list("pending").empty());
+  EXPECT_TRUE(q.list("active").empty());
+  EXPECT_TRUE(q.zset("retry").empty());
+  EXPECT_TRUE(worker.running()) << "the worker never exits";
+  EXPECT_EQ(worker.stop(10s), 0) << worker.output();
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Kinds, EveryCrashKind,
+    ::testing::Values(
+        CrashKind{"segv", "crashed (SIGSEGV)", {}}, CrashKind{"abort", "crashed (SIGABRT)", {}},
+        CrashKind{"exit", "exited with status 3", {}},
+        CrashKind{"alloc", "memory limit", {{"WORKER_PLUGIN_MEMORY_MAX", "test.crashy=1GiB"}}},
+        CrashKind{"stall", "no answer to liveness checks", {{"WORKER_PLUGIN_LIVENESS_TIMEOUT", "1s"}}}),
+    [](const auto& param_info) { return param_info.param.name; });
 
 }  // namespace
 }  // namespace wk::faults
