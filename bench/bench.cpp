@@ -1,8 +1,12 @@
 // Queue engine benchmark against a running redis-server.
 //
 //   wk_bench [--host H] [--port P] [--db N] [--tasks N] [--latency-samples N] [--json]
+//            [--isolation none|process|both]
 //            (or env WK_BENCH_REDIS_HOST / WK_BENCH_REDIS_PORT / WK_BENCH_TASKS)
 //
+// Each isolation mode (docs/plugin-isolation.md) is measured in turn, in-process first: the
+// plugin loaded into this process, or into a runner process started from the worker binary.
+// In process mode "host CPU" is this process plus the runner.
 // For concurrency 4, 8 and 16: enqueue N no-op tasks, drain them with an in-process engine whose
 // dispatcher is the real plugin host serving a no-op plugin (bench/noop_plugin.cpp), and
 // report tasks/s, CPU seconds per 100k tasks of this process (getrusage) and of redis-server
@@ -31,6 +35,7 @@
 #include "plugins/plugins.hpp"
 #include "queue/broker_redis.hpp"
 #include "queue/engine.hpp"
+#include "runner/runner.hpp"
 
 namespace {
 
@@ -44,7 +49,18 @@ struct Options {
   int tasks = 100000;
   int latency_samples = 200;
   bool json = false;
+  std::vector<std::string> isolations = {"none", "process"};
 };
+
+// VmHWM (peak resident set) of another process, in MiB; -1 when unreadable.
+double pid_peak_rss_mib(long pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
+  }
+  return -1;
+}
 
 double process_cpu_seconds() {
   rusage ru{};
@@ -85,7 +101,7 @@ long redis_pid(redis::Connection& conn) {
 // polling, and noting when the last one started.
 class CountingDispatcher : public task::Dispatcher {
  public:
-  explicit CountingDispatcher(plugins::PluginHost& host) : host_(host) {}
+  explicit CountingDispatcher(plugins::Host& host) : host_(host) {}
   bool handles(std::string_view type) const override { return host_.handles(type); }
   task::Outcome dispatch(task::Execution& execution) override {
     const auto now = SteadyClock::now();
@@ -112,7 +128,7 @@ class CountingDispatcher : public task::Dispatcher {
   }
 
  private:
-  plugins::PluginHost& host_;
+  plugins::Host& host_;
   std::mutex mu_;
   std::condition_variable cv_;
   long count_ = 0;
@@ -150,6 +166,9 @@ Options parse(int argc, char** argv) {
       o.tasks = std::stoi(value);
     else if (flag == "--latency-samples")
       o.latency_samples = std::stoi(value);
+    else if (flag == "--isolation")
+      o.isolations =
+          value == "both" ? std::vector<std::string>{"none", "process"} : std::vector<std::string>{value};
     else
       throw std::invalid_argument("unknown flag " + flag);
   }
@@ -158,26 +177,31 @@ Options parse(int argc, char** argv) {
   return o;
 }
 
-}  // namespace
+std::unique_ptr<plugins::Host> make_host(const std::string& isolation, const log::Logger& logger) {
+  if (isolation == "none") {
+    return std::make_unique<plugins::PluginHost>(logger, plugins::ConfigSnapshot{}, nullptr, nullptr);
+  }
+  if (isolation != "process") throw std::invalid_argument("--isolation takes none, process or both");
+  runner::RunnerOptions options;
+  options.executable = WK_WORKER_BINARY;
+  return std::make_unique<runner::RunnerHost>(logger, plugins::ConfigSnapshot{}, nullptr, nullptr, options);
+}
 
-int main(int argc, char** argv) try {
-  const Options opt = parse(argc, argv);
-  const auto logger = log::Logger::to_stderr(log::Level::warn, log::Format::logfmt);
-  queue::RedisBrokerSettings bs;
-  bs.redis.host = opt.host;
-  bs.redis.port = opt.port;
-  bs.redis.db = opt.db;
-  bs.pool_size = 24;
-  redis::Connection admin(bs.redis);
-  const long rpid = redis_pid(admin);
-  plugins::PluginHost host(logger, plugins::ConfigSnapshot{}, nullptr, nullptr, plugins::HostOptions{});
-  if (host.load_directory(WK_BENCH_PLUGIN_DIR).loaded.size() != 1 || !host.handles("noop")) {
+void run_mode(const Options& opt, const std::string& isolation, const log::Logger& logger,
+              queue::RedisBrokerSettings& bs, redis::Connection& admin, long rpid) {
+  auto host = make_host(isolation, logger);
+  if (host->load_directory(WK_BENCH_PLUGIN_DIR).loaded.size() != 1 || !host->handles("noop")) {
     throw std::runtime_error("the no-op plugin did not load from " WK_BENCH_PLUGIN_DIR);
   }
+  long runner = -1;
+  if (auto* runners = dynamic_cast<runner::RunnerHost*>(host.get()))
+    runner = runners->runner_pid("bench.noop");
+  // CPU of this process, plus the runner's in process mode.
+  auto host_cpu = [&] { return process_cpu_seconds() + (runner > 0 ? pid_cpu_seconds(runner) : 0.0); };
 
   if (!opt.json) {
-    std::printf("tasks per run: %d, redis %s:%d (pid %ld)\n\n", opt.tasks, opt.host.c_str(), opt.port, rpid);
-    std::printf("%-12s %12s %18s %18s\n", "concurrency", "tasks/s", "host CPU s/100k", "redis CPU s/100k");
+    std::printf("isolation %s\n%-12s %12s %18s %18s\n", isolation.c_str(), "concurrency", "tasks/s",
+                "host CPU s/100k", "redis CPU s/100k");
   }
   for (int concurrency : {4, 8, 16}) {
     admin.command({"FLUSHDB"});
@@ -189,9 +213,9 @@ int main(int argc, char** argv) try {
       r.queue = "bench";
       broker.client().enqueue(r);
     }
-    CountingDispatcher dispatcher(host);
+    CountingDispatcher dispatcher(*host);
     queue::Engine engine(broker, dispatcher, logger, engine_settings(concurrency));
-    const double cpu0 = process_cpu_seconds();
+    const double cpu0 = host_cpu();
     const double rcpu0 = pid_cpu_seconds(rpid);
     const auto t0 = SteadyClock::now();
     engine.start();
@@ -201,16 +225,16 @@ int main(int argc, char** argv) try {
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
     const double secs = std::chrono::duration<double>(SteadyClock::now() - t0).count();
-    const double cpu = process_cpu_seconds() - cpu0;
+    const double cpu = host_cpu() - cpu0;
     const double rcpu = rcpu0 < 0 ? -1 : pid_cpu_seconds(rpid) - rcpu0;
     engine.shutdown();
     const double per100k = 100000.0 / opt.tasks;
     const double rcpu100k = rcpu < 0 ? -1.0 : rcpu * per100k;
     if (opt.json)
       std::printf(
-          "{\"impl\":\"wk\",\"kind\":\"drain\",\"concurrency\":%d,\"tasks\":%d,\"tasks_per_s\":%.1f,"
-          "\"host_cpu_s_per_100k\":%.4f,\"redis_cpu_s_per_100k\":%.4f}\n",
-          concurrency, opt.tasks, opt.tasks / secs, cpu * per100k, rcpu100k);
+          "{\"impl\":\"wk\",\"isolation\":\"%s\",\"kind\":\"drain\",\"concurrency\":%d,\"tasks\":%d,"
+          "\"tasks_per_s\":%.1f,\"host_cpu_s_per_100k\":%.4f,\"redis_cpu_s_per_100k\":%.4f}\n",
+          isolation.c_str(), concurrency, opt.tasks, opt.tasks / secs, cpu * per100k, rcpu100k);
     else
       std::printf("%-12d %12.0f %18.2f %18.2f\n", concurrency, opt.tasks / secs, cpu * per100k, rcpu100k);
     std::fflush(stdout);
@@ -219,7 +243,7 @@ int main(int argc, char** argv) try {
   // Idle pickup: the engine waits in Redis; each sample enqueues one task into the empty queue.
   admin.command({"FLUSHDB"});
   queue::RedisBroker broker(bs, logger);
-  CountingDispatcher dispatcher(host);
+  CountingDispatcher dispatcher(*host);
   queue::Engine engine(broker, dispatcher, logger, engine_settings(4));
   engine.start();
   std::vector<double> latencies_ms;
@@ -240,16 +264,37 @@ int main(int argc, char** argv) try {
   auto pct = [&](double p) {
     return latencies_ms[static_cast<size_t>(p * static_cast<double>(latencies_ms.size() - 1))];
   };
+  // Peak RSS of this process (in process mode after the in-process run, so it includes it) and
+  // of the runner.
+  const double runner_rss = runner > 0 ? pid_peak_rss_mib(runner) : 0.0;
   if (opt.json) {
     std::printf(
-        "{\"impl\":\"wk\",\"kind\":\"idle\",\"samples\":%d,\"p50_ms\":%.4f,\"p99_ms\":%.4f,"
-        "\"peak_rss_mib\":%.2f}\n",
-        opt.latency_samples, pct(0.5), pct(0.99), peak_rss_mib());
-    return 0;
+        "{\"impl\":\"wk\",\"isolation\":\"%s\",\"kind\":\"idle\",\"samples\":%d,\"p50_ms\":%.4f,"
+        "\"p99_ms\":%.4f,\"peak_rss_mib\":%.2f,\"runner_peak_rss_mib\":%.2f}\n",
+        isolation.c_str(), opt.latency_samples, pct(0.5), pct(0.99), peak_rss_mib(), runner_rss);
+  } else {
+    std::printf("idle enqueue-to-start latency over %d samples: p50 %.3f ms, p99 %.3f ms\n",
+                opt.latency_samples, pct(0.5), pct(0.99));
+    std::printf("peak RSS: %.1f MiB (runner %.1f MiB)\n\n", peak_rss_mib(), runner_rss);
   }
-  std::printf("\nidle enqueue-to-start latency over %d samples: p50 %.3f ms, p99 %.3f ms\n",
-              opt.latency_samples, pct(0.5), pct(0.99));
-  std::printf("peak RSS: %.1f MiB\n", peak_rss_mib());
+  host->shutdown();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  const Options opt = parse(argc, argv);
+  const auto logger = log::Logger::to_stderr(log::Level::warn, log::Format::logfmt);
+  queue::RedisBrokerSettings bs;
+  bs.redis.host = opt.host;
+  bs.redis.port = opt.port;
+  bs.redis.db = opt.db;
+  bs.pool_size = 24;
+  redis::Connection admin(bs.redis);
+  const long rpid = redis_pid(admin);
+  if (!opt.json)
+    std::printf("tasks per run: %d, redis %s:%d (pid %ld)\n\n", opt.tasks, opt.host.c_str(), opt.port, rpid);
+  for (const auto& isolation : opt.isolations) run_mode(opt, isolation, logger, bs, admin, rpid);
   return 0;
 } catch (const std::exception& e) {
   std::fprintf(stderr, "wk_bench: %s\n", e.what());

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Starts a private redis-server on a free loopback port, builds wk_bench with the release preset,
-# runs it and prints its table.
+# runs it and prints its table: the plugin in process, then in a runner process
+# (docs/plugin-isolation.md).
 #
 #   bench/run.sh [--tasks N] [--latency-samples N] [--peers]
 #
@@ -73,7 +74,7 @@ prepare_peer() {
 # run-worker.sh may have configured this build dir with the bench off: turn it on.
 cmake --preset release -S "$root" -DWK_BUILD_BENCH=ON >/dev/null
 # Only wk_bench and the libraries it links; two jobs (a shared machine).
-cmake --build --preset release --target wk_bench -j "${WK_BENCH_JOBS:-2}"
+cmake --build --preset release --target wk_bench worker -j "${WK_BENCH_JOBS:-2}"
 wk_bench="$root/build/release/bench/wk_bench"
 
 start_redis
@@ -105,46 +106,51 @@ echo
 python3 - "$work/wk.jsonl" "$work/peer.jsonl" <<'EOF'
 import json, sys
 
-def load(path):
+def load(path, isolation=None):
     rows = [json.loads(l) for l in open(path) if l.startswith("{")]
+    if isolation is not None:
+        rows = [r for r in rows if r.get("isolation", "none") == isolation]
     drain = {r["concurrency"]: r for r in rows if r["kind"] == "drain"}
     idle = next((r for r in rows if r["kind"] == "idle"), None)
     return rows, drain, idle
 
-wk_rows, wk, wk_idle = load(sys.argv[1])
+_, wk, wk_idle = load(sys.argv[1], "none")
+_, proc, proc_idle = load(sys.argv[1], "process")
 peer_rows, peer, peer_idle = load(sys.argv[2])
 tasks = next(iter(wk.values()))["tasks"]
 peer_name = f"BullMQ {peer_rows[0]['version']}" if peer_rows else "BullMQ (skipped)"
-lines = []  # (metric, ours, peer, ratio, better-when)
+lines = []  # metric, in-process, process, BullMQ, process vs in-process, in-process vs BullMQ
 
 def fmt(v, digits):
     return "n/a" if v is None or v < 0 else f"{v:.{digits}f}"
 
-def add(metric, ours, theirs, higher_is_better, digits):
-    ratio = None
-    if ours is not None and theirs is not None and ours > 0 and theirs > 0:
-        ratio = ours / theirs if higher_is_better else theirs / ours
-    lines.append((metric, fmt(ours, digits), fmt(theirs, digits),
-                  "n/a" if ratio is None else f"{ratio:.2f}x"))
+def ratio(ours, theirs, higher_is_better):
+    if ours is None or theirs is None or ours <= 0 or theirs <= 0:
+        return "n/a"
+    return f"{(ours / theirs if higher_is_better else theirs / ours):.2f}x"
+
+def add(metric, inproc, process, theirs, higher_is_better, digits):
+    lines.append((metric, fmt(inproc, digits), fmt(process, digits), fmt(theirs, digits),
+                  ratio(process, inproc, higher_is_better), ratio(inproc, theirs, higher_is_better)))
 
 get = lambda d, c, k: d[c][k] if c in d else None
-for c in sorted(wk):
-    add(f"tasks/s, c={c}", get(wk, c, "tasks_per_s"), get(peer, c, "tasks_per_s"), True, 0)
-for c in sorted(wk):
-    add(f"host CPU s/100k, c={c}", get(wk, c, "host_cpu_s_per_100k"),
-        get(peer, c, "host_cpu_s_per_100k"), False, 2)
-for c in sorted(wk):
-    add(f"redis CPU s/100k, c={c}", get(wk, c, "redis_cpu_s_per_100k"),
-        get(peer, c, "redis_cpu_s_per_100k"), False, 2)
-pi = lambda k: peer_idle[k] if peer_idle else None
-add("idle pickup p50 ms", wk_idle["p50_ms"], pi("p50_ms"), False, 3)
-add("idle pickup p99 ms", wk_idle["p99_ms"], pi("p99_ms"), False, 3)
-add("peak RSS MiB", wk_idle["peak_rss_mib"], pi("peak_rss_mib"), False, 1)
+for key, label, better, digits in (("tasks_per_s", "tasks/s", True, 0),
+                                   ("host_cpu_s_per_100k", "host CPU s/100k", False, 2),
+                                   ("redis_cpu_s_per_100k", "redis CPU s/100k", False, 2)):
+    for c in sorted(wk):
+        add(f"{label}, c={c}", get(wk, c, key), get(proc, c, key), get(peer, c, key), better, digits)
+idle = lambda d, k: d[k] if d else None
+add("idle pickup p50 ms", idle(wk_idle, "p50_ms"), idle(proc_idle, "p50_ms"), idle(peer_idle, "p50_ms"), False, 3)
+add("idle pickup p99 ms", idle(wk_idle, "p99_ms"), idle(proc_idle, "p99_ms"), idle(peer_idle, "p99_ms"), False, 3)
+add("peak RSS MiB", idle(wk_idle, "peak_rss_mib"), idle(proc_idle, "runner_peak_rss_mib"),
+    idle(peer_idle, "peak_rss_mib"), False, 1)
 
-print(f"{tasks} no-op tasks per run, each side on its own private redis-server; "
-      f"ratio > 1 means ours is better (ours/peer for tasks/s, peer/ours otherwise)")
+print(f"{tasks} no-op tasks per run, each side on its own private redis-server. Ours with the plugin in "
+      f"process and in a runner process (host CPU = worker + runner; RSS = the runner's). Ratios > 1 "
+      f"mean the first is better: process vs in-process, in-process vs the peer.")
+head = ("metric", "in-process", "process", peer_name, "proc/in", "in/peer")
 w = max(len(l[0]) for l in lines)
-print(f"{'metric':<{w}}  {'ours':>10}  {peer_name:>14}  {'ratio':>7}")
-for m, o, p, r in lines:
-    print(f"{m:<{w}}  {o:>10}  {p:>14}  {r:>7}")
+print(f"{head[0]:<{w}}  {head[1]:>10}  {head[2]:>10}  {head[3]:>14}  {head[4]:>7}  {head[5]:>7}")
+for m, a, b, c, r1, r2 in lines:
+    print(f"{m:<{w}}  {a:>10}  {b:>10}  {c:>14}  {r1:>7}  {r2:>7}")
 EOF
