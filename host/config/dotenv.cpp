@@ -1,4 +1,5 @@
 // `.env` parsing: the subset of dotenv syntax that shells and docker-compose agree on.
+#include <algorithm>
 #include <cctype>
 #include <string>
 
@@ -92,15 +93,21 @@ Settings parse_dotenv(std::string_view text, const std::string& origin) {
     if (line.substr(0, 7) == "export " || line.substr(0, 7) == "export\t") line = trim(line.substr(7));
     const auto eq = line.find('=');
     const auto where = origin + ":" + std::to_string(line_no);
+    // A malformed line is never echoed, not even in part: `DB_PASSWORD s3cr3t==` would show
+    // the secret as a "variable name". The file, the line and the column say where to look.
     if (eq == std::string_view::npos) {
-      throw ConfigError(std::string(trim(line)), where + ": expected KEY=VALUE");
+      throw ConfigError(where, where + ": expected KEY=VALUE (the line is not shown: it may hold a secret)");
     }
     const std::string key(trim(line.substr(0, eq)));
     if (!valid_key(key)) {
-      throw ConfigError(key, std::string(where)
-                                 .append(": invalid variable name '")
-                                 .append(key)
-                                 .append("' (expected letters, digits, _)"));
+      const auto bad = std::find_if(key.begin(), key.end(), [](char c) {
+        return !(std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '_');
+      });
+      const size_t column = static_cast<size_t>(raw_line.find(key) + (bad - key.begin())) + 1;
+      throw ConfigError(where, where +
+                                   ": the variable name before '=' must be letters, digits and _, "
+                                   "not starting with a digit (column " +
+                                   std::to_string(column) + "; the line is not shown: it may hold a secret)");
     }
     std::string value;
     std::string why;

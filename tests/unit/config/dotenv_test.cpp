@@ -45,5 +45,21 @@ TEST(Dotenv, MalformedLineNamesFileAndLine) {
   EXPECT_THROW(parse_dotenv("A='x' junk\n"), ConfigError);
 }
 
+// A malformed line that holds a password must never show it, whole or in part.
+TEST(Dotenv, AMalformedLineNeverEchoesItsValue) {
+  for (const std::string line : {"DB_PASSWORD s3cr3t==", "DB_PASSWORD s3cr3t", "DB_PASSWORD:s3cr3t=x",
+                                 "s3cr3t", "DB_PASSWORD=\"s3cr3t", "DB_PASSWORD='s3cr3t' junk"}) {
+    try {
+      parse_dotenv("A=1\n" + line + "\n", "/etc/worker.env");
+      ADD_FAILURE() << "no error for " << line;
+    } catch (const ConfigError& e) {
+      const std::string what = e.what();
+      EXPECT_EQ(what.find("s3cr3t"), std::string::npos) << what;
+      EXPECT_EQ(e.variable().find("s3cr3t"), std::string::npos) << e.variable();
+      EXPECT_NE(what.find("/etc/worker.env:2"), std::string::npos) << what;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace wk::config
