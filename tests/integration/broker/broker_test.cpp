@@ -531,6 +531,27 @@ TEST_F(BrokerTest, ArchiveKeepsAtMost9999EntriesDroppingTheOldestWithTheirHashes
   EXPECT_TRUE(zscore("asynq:{default}:archived", "newest"));
 }
 
+// More than the archive's size archived within one second: the new entry is the oldest and is
+// trimmed at once; its hash goes with it, so no hash is left that no set lists.
+TEST_F(BrokerTest, ATaskTrimmedByItsOwnArchiveLeavesNoHash) {
+  const long long later = now_s() + 100;
+  for (int chunk = 0; chunk < 10; ++chunk) {
+    std::vector<std::string> args{"ZADD", "asynq:{default}:archived"};
+    for (int i = chunk * 1000; i < (chunk + 1) * 1000; ++i) {
+      args.push_back(std::to_string(later));
+      args.push_back("z" + std::to_string(i));
+    }
+    std::vector<std::string_view> argv(args.begin(), args.end());
+    raw_->command(redis::Argv(argv));
+  }
+  enqueue("trimmed-at-once");
+  broker_->archive(dequeue_one().msg, "boom");
+  EXPECT_EQ(raw_->command({"ZCARD", "asynq:{default}:archived"}).integer(), 9999);
+  EXPECT_FALSE(zscore("asynq:{default}:archived", "trimmed-at-once"));
+  EXPECT_FALSE(exists("asynq:{default}:t:trimmed-at-once")) << "a hash no set lists";
+  EXPECT_TRUE(lrange("asynq:{default}:active").empty());
+}
+
 TEST_F(BrokerTest, ScheduledUniqueLockLastsUntilProcessAtPlusTtlAndSuccessKeepsAForeignLock) {
   task::EnqueueRequest r;
   r.type = "later:unique";
