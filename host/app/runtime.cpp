@@ -2,6 +2,8 @@
 
 #include <atomic>
 #include <csignal>
+#include <cstdlib>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -60,6 +62,34 @@ std::unique_ptr<plugins::Host> make_plugin_host(
   options.on_crash = std::move(on_crash);
   return std::make_unique<runner::RunnerHost>(logger, c.settings, pool, enqueuer, options);
 }
+
+constexpr std::chrono::milliseconds kShutdownSlack{std::chrono::seconds(5)};
+
+// Runs `on_expiry` on a thread of its own unless destroyed within `limit`.
+class ShutdownWatchdog {
+ public:
+  ShutdownWatchdog(std::chrono::milliseconds limit, std::function<void()> on_expiry)
+      : thread_([this, limit, on_expiry = std::move(on_expiry)] {
+          std::unique_lock lock(mu_);
+          if (!cv_.wait_for(lock, limit, [&] { return done_; })) on_expiry();
+        }) {}
+  ~ShutdownWatchdog() {
+    {
+      std::lock_guard lock(mu_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  ShutdownWatchdog(const ShutdownWatchdog&) = delete;
+  ShutdownWatchdog& operator=(const ShutdownWatchdog&) = delete;
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::thread thread_;  // last: started once the rest exists
+};
 
 // The long-lived parts, declared in construction order so they are destroyed in reverse: the
 // engine stops before the plugins it calls, the plugins before the pools they use.
@@ -264,6 +294,16 @@ int Runtime::serve() {
 
   // Graceful: stop fetching, give running tasks WORKER_SHUTDOWN_TIMEOUT, requeue the rest.
   logger_.info("Shutting down", {{"timeout", config::format_duration(config_.shutdown_timeout)}});
+  // A frozen Redis (or a plugin whose shutdown() never returns) must not hold the process: past
+  // the grace and a few seconds, exit. Tasks not requeued by then keep their leases, which
+  // expire; another worker's recoverer takes them (docs/operations.md).
+  ShutdownWatchdog watchdog(config_.shutdown_timeout + kShutdownSlack, [this] {
+    logger_.error(
+        "Shutdown did not finish in time; exiting now. Tasks not requeued are recovered "
+        "by their leases",
+        {{"waited", config::format_duration(config_.shutdown_timeout + kShutdownSlack)}});
+    std::_Exit(1);
+  });
   if (started) parts_->engine->shutdown();
   if (parts_->http) parts_->http->stop();
   {

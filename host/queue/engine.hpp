@@ -50,8 +50,10 @@ struct Settings {
   std::chrono::milliseconds heartbeat_interval{5000};
   std::chrono::seconds server_ttl{10};  // TTL of the server/worker keys (2 x heartbeat)
   std::chrono::milliseconds forwarder_interval{5000};
-  std::chrono::milliseconds recoverer_interval{60000};
-  std::chrono::seconds lease_expiry_cutoff{30};   // recover when lease score <= now - this
+  // A dead worker's tasks are taken back within the lease plus about 7 s (docs/queue-engine.md):
+  // asynq looks once a minute, 30 s past expiry, and its servers keep doing so beside ours.
+  std::chrono::milliseconds recoverer_interval{5000};
+  std::chrono::seconds lease_expiry_cutoff{2};    // recover when lease score <= now - this (clock skew)
   std::chrono::milliseconds orphan_grace{60000};  // active without lease for this long -> recover
   std::chrono::milliseconds janitor_interval{8000};
   int janitor_batch = 100;

@@ -1,5 +1,7 @@
 #include "queue/recoverer.hpp"
 
+#include <set>
+
 namespace wk::queue {
 
 namespace {
@@ -29,9 +31,14 @@ void Recoverer::recover(const asynq::TaskMessage& msg) {
       log.warn("Recovering a task whose lease expired: retries exhausted, archiving");
       ctx_.broker.archive(msg, kLeaseExpired);
     } else {
+      // Due at once: the worker that held it died, and a backoff would only delay the rerun
+      // (unless a fixed retry delay was configured: it applies to every retry). The attempt
+      // counts, as asynq counts it: a task that kills its worker must end somewhere.
       log.warn("Recovering a task whose lease expired: retrying");
-      ctx_.broker.retry(msg, Clock::now() + ctx_.retry_delay(msg.retried, kLeaseExpired, view), kLeaseExpired,
-                        true);
+      const auto due = ctx_.settings.retry_delay
+                           ? Clock::now() + ctx_.retry_delay(msg.retried, kLeaseExpired, view)
+                           : Clock::now();
+      ctx_.broker.retry(msg, due, kLeaseExpired, true);
     }
     ctx_.health.succeeded();
   } catch (const NotFound&) {
@@ -72,7 +79,13 @@ void Recoverer::tick() {
     const auto expired =
         ctx_.broker.list_lease_expired(ctx_.order.names(), Clock::now() - ctx_.settings.lease_expiry_cutoff);
     ctx_.health.succeeded();
-    for (const auto& msg : expired) recover(msg);
+    std::set<std::string> recovered_queues;
+    for (const auto& msg : expired) {
+      recover(msg);
+      recovered_queues.insert(msg.queue);
+    }
+    // Straight on to pending rather than at the forwarder's next pass.
+    for (const auto& queue : recovered_queues) ctx_.broker.forward(queue);
 
     const auto now = SteadyClock::now();
     std::unordered_map<std::string, SteadyClock::time_point> still_leaseless;

@@ -63,6 +63,10 @@ void PrivateRedis::start() {
   }
 }
 
+void PrivateRedis::signal(int signo) {
+  if (server_) server_->signal(signo);
+}
+
 void PrivateRedis::stop() {
   if (!server_) return;
   server_->stop(std::chrono::seconds(30));

@@ -26,6 +26,8 @@ class PrivateRedis {
   // SIGTERM (the server flushes its AOF) and reap. Idempotent.
   void stop();
   bool running() const noexcept { return server_ != nullptr; }
+  // Sends `signo` to the server (SIGSTOP freezes it, SIGCONT thaws it).
+  void signal(int signo);
   int port() const noexcept { return port_; }
   redis::Settings settings() const;
   redis::Connection connect() const { return redis::Connection(settings()); }

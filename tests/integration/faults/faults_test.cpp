@@ -51,9 +51,12 @@ class FaultTest : public ::testing::Test {
   }
 
   // Settings every worker of these tests gets; `extra` overrides.
+  // `defaults`: settings of worker_settings() to leave unset (the worker's own default).
   std::unique_ptr<ChildProcess> start_worker(const std::string& name,
-                                             std::map<std::string, std::string> extra = {}) {
+                                             std::map<std::string, std::string> extra = {},
+                                             const std::vector<std::string>& defaults = {}) {
     auto s = worker_settings(redis_.port(), plugins_, name, kQueue);
+    for (const auto& key : defaults) s.erase(key);
     for (auto& [k, v] : extra) s[k] = v;
     auto w = std::make_unique<ChildProcess>(
         std::vector<std::string>{worker_binary(), "--plugins", plugins_.string()}, worker_env(s));
@@ -129,6 +132,31 @@ TEST_F(FaultTest, SigkilledHostsTaskIsRecoveredByLeaseOnAnotherHost) {
   EXPECT_EQ(conn.command({"GET", asynq::failed_total_key(kQueue)}).str(), "1");
 }
 
+// A worker SIGKILLed with 8 tasks in flight and restarted at once: with the recoverer's own
+// timings (not the shortened ones of the other tests), the 8 run again within the lease plus
+// 10 s: the recoverer looks every 5 s, 2 s past expiry, and the retry is due at once.
+TEST_F(FaultTest, OrphansOfAKilledWorkerRunAgainWithinTheLeasePlusTenSeconds) {
+  std::vector<std::pair<std::string, std::filesystem::path>> tasks;
+  for (int i = 0; i < 8; ++i) tasks.push_back(blocking_task("orphan-" + std::to_string(i)));
+  std::map<std::string, std::string> settings = {{"WORKER_CONCURRENCY", "8"}, {"WORKER_LEASE", "5s"}};
+  auto first = start_worker("first", settings, {"WORKER_RECOVERER_INTERVAL", "WORKER_RECOVERER_CUTOFF"});
+  for (const auto& [id, release] : tasks) {
+    ASSERT_TRUE(test::eventually([&] { return file_exists(started(release, 1)); })) << first->output();
+  }
+  first->kill();
+  const auto killed = Clock::now();
+  auto second = start_worker("second", settings, {"WORKER_RECOVERER_INTERVAL", "WORKER_RECOVERER_CUTOFF"});
+  for (const auto& [id, release] : tasks) {
+    ASSERT_TRUE(test::eventually([&] { return file_exists(started(release, 2)); }, 30s)) << second->output();
+  }
+  EXPECT_LT(Clock::now() - killed, 15s) << "lease (5 s) + 10 s";
+  for (const auto& [id, release] : tasks) touch(release);
+  auto conn = redis_.connect();
+  QueueView q{conn, kQueue};
+  ASSERT_TRUE(test::eventually([&] { return q.zset("completed").size() == tasks.size(); }))
+      << second->output();
+}
+
 // Issue 3: SIGTERM with long tasks running. After WORKER_SHUTDOWN_TIMEOUT they are requeued at
 // the tail of pending (dequeued next), no attempt counted; the worker exits 0; a new host
 // finishes them.
@@ -174,6 +202,27 @@ TEST_F(FaultTest, SigtermRequeuesLongTasksWithoutCountingAnAttempt) {
   auto second = start_worker("second");
   ASSERT_TRUE(test::eventually([&] { return q.zset("completed").size() == 3; })) << second->output();
   for (const auto& id : {a, b}) EXPECT_EQ(q.message(id)->retried, 0);
+}
+
+// Redis frozen (SIGSTOP) while a task runs: SIGTERM with a 2 s shutdown timeout still ends the
+// worker within the timeout plus a few seconds, whatever its Redis calls wait for; the task it
+// could not requeue keeps its lease (recovered once it expires).
+TEST_F(FaultTest, ShutdownIsBoundedWhenRedisHangs) {
+  auto [id, release] = blocking_task("frozen");
+  auto worker = start_worker("frozen", {{"WORKER_SHUTDOWN_TIMEOUT", "2s"}});
+  ASSERT_TRUE(test::eventually([&] { return file_exists(started(release, 1)); })) << worker->output();
+  redis_.signal(SIGSTOP);
+  const auto t0 = Clock::now();
+  worker->signal(SIGTERM);
+  const auto code = worker->wait_exit(10s);
+  redis_.signal(SIGCONT);
+  ASSERT_TRUE(code.has_value()) << "still running 10 s after SIGTERM:\n" << worker->output();
+  EXPECT_LT(Clock::now() - t0, 10s);
+  EXPECT_EQ(worker->count_lines({"Shutdown did not finish in time", "recovered by their leases"}), 1)
+      << worker->output();
+  auto conn = redis_.connect();
+  QueueView q{conn, kQueue};
+  EXPECT_EQ(q.list("active"), std::vector<std::string>{id}) << "left to its lease, not lost";
 }
 
 // Issue 3: a second SIGTERM during the grace period requeues at once.
