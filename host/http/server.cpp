@@ -6,11 +6,71 @@
 #include <atomic>
 #include <charconv>
 #include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
 
 namespace wk::http {
 
 namespace {
 constexpr const char* kMetricsContentType = "text/plain; version=0.0.4; charset=utf-8";
+
+// A thread per connection, started when none is idle, up to kMaxConnectionThreads; idle ones
+// leave after a while. httplib's default pool has 8 threads, so 8 slow or idle clients (a
+// header line every few seconds keeps a connection inside its read timeout) starved /healthz
+// for everyone else; a probe's health check then failed on an unauthenticated port.
+class ConnectionThreads final : public httplib::TaskQueue {
+ public:
+  static constexpr size_t kMaxConnectionThreads = 1024;
+  static constexpr auto kIdleExit = std::chrono::seconds(30);
+
+  void enqueue(std::function<void()> job) override {
+    std::lock_guard lock(mu_);
+    if (shutdown_) return;
+    jobs_.push_back(std::move(job));
+    if (idle_ < jobs_.size() && threads_ < kMaxConnectionThreads) {
+      ++threads_;
+      std::thread([this] { loop(); }).detach();  // shutdown() waits for every one to leave
+    } else {
+      cv_.notify_one();
+    }
+  }
+  void shutdown() override {
+    std::unique_lock lock(mu_);
+    shutdown_ = true;
+    cv_.notify_all();
+    cv_.wait(lock, [&] { return threads_ == 0; });
+  }
+
+ private:
+  void loop() {
+    std::unique_lock lock(mu_);
+    while (true) {
+      ++idle_;
+      const bool woke = cv_.wait_for(lock, kIdleExit, [&] { return !jobs_.empty() || shutdown_; });
+      --idle_;
+      if (jobs_.empty()) break;  // shutting down, or idle too long
+      (void)woke;
+      auto job = std::move(jobs_.front());
+      jobs_.pop_front();
+      lock.unlock();
+      job();
+      lock.lock();
+    }
+    --threads_;
+    cv_.notify_all();
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> jobs_;
+  size_t threads_ = 0;
+  size_t idle_ = 0;
+  bool shutdown_ = false;
+};
+
+constexpr int kListenBacklog = 1024;
 
 bool passes(const std::function<bool()>& check) {
   try {
@@ -46,12 +106,20 @@ void Server::start() {
   if (server_) throw std::logic_error("http::Server started twice");
   const Endpoint endpoint = parse_address(options_.address);
   auto server = std::make_unique<httplib::Server>();
+  server->new_task_queue = [] { return new ConnectionThreads(); };
+  // A request has 5 s between reads and writes; a kept-alive connection idles 5 s at most.
+  server->set_read_timeout(5, 0);
+  server->set_write_timeout(5, 0);
+  server->set_keep_alive_timeout(5);
   // httplib's default also sets SO_REUSEPORT, which lets a second worker bind the same address
   // and silently take half the scrapes. Keep SO_REUSEADDR only (restart without TIME_WAIT
   // trouble) so a clash is a start-up error.
-  server->set_socket_options([](int sock) {
+  // The listening socket, noted as httplib makes it (the callback's last socket is the one bound).
+  auto listening = std::make_shared<int>(-1);
+  server->set_socket_options([listening](int sock) {
     const int yes = 1;
     ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    *listening = sock;
   });
 
   server->Get("/healthz", [this](const httplib::Request&, httplib::Response& res) {
@@ -113,6 +181,10 @@ void Server::start() {
     throw std::runtime_error("cannot bind the metrics address " + options_.address +
                              " (in use, or not a local address)");
   }
+  // Debian's compiled httplib listens with a backlog of 5: a burst of connections (a scan, or
+  // many slow clients at once) filled it, and every later SYN, a probe's included, waited out a
+  // 1 s retransmission. listen() again on the bound socket raises it.
+  if (*listening >= 0) ::listen(*listening, kListenBacklog);
   port_ = bound;
   server_ = std::move(server);
   listener_done_ = std::make_shared<std::atomic<bool>>(false);

@@ -1,9 +1,12 @@
 // http::Server with the real parts behind it: a RedisBroker and an Engine on a private
 // redis-server, WorkerMetrics as the engine's observer. Checks /metrics counters by type and
 // queue after real tasks ran, and /readyz / /healthz while Redis goes away and comes back.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <netinet/in.h>
 #include <spawn.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -269,6 +272,45 @@ TEST(HttpServer, LivenessAndFailingOrThrowingChecks) {
   server.stop();
   EXPECT_EQ(get(server.port(), "/healthz").status, 0);  // nothing listens any more
   server.stop();                                        // idempotent
+}
+
+// 200 clients that each send a header line every second hold their connections open (inside the
+// read timeout); /healthz still answers everyone else at once.
+TEST(HttpServer, HealthzAnswersBesideTwoHundredSlowConnections) {
+  http::ServerOptions so;
+  so.address = "127.0.0.1:0";
+  http::Server server(so);
+  server.start();
+  std::vector<int> slow;
+  for (int i = 0; i < 200; ++i) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(fd, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(server.port()));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    const std::string start = "GET /healthz HTTP/1.1\r\nHost: x\r\n";
+    ASSERT_EQ(::send(fd, start.data(), start.size(), MSG_NOSIGNAL), static_cast<ssize_t>(start.size()));
+    slow.push_back(fd);
+  }
+  using Clock = std::chrono::steady_clock;
+  std::chrono::milliseconds worst{0};
+  const auto until = Clock::now() + std::chrono::seconds(3);
+  auto next_drip = Clock::now();
+  while (Clock::now() < until) {
+    if (Clock::now() >= next_drip) {  // one more header line each: never a complete request
+      for (int fd : slow) ::send(fd, "X-Slow: 1\r\n", 11, MSG_NOSIGNAL);
+      next_drip += std::chrono::seconds(1);
+    }
+    const auto t0 = Clock::now();
+    EXPECT_EQ(get(server.port(), "/healthz").status, 200);
+    worst = std::max(worst, std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0));
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_LT(worst.count(), 100) << "slowest /healthz beside 200 slow connections";
+  for (int fd : slow) ::close(fd);
+  server.stop();
 }
 
 TEST(HttpServer, AddressErrors) {
