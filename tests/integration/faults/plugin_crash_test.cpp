@@ -126,7 +126,10 @@ TEST_F(PluginCrashTest, OnlyThePoisonTaskAmongEightInFlightIsArchived) {
   std::set<std::string> good;
   for (int i = 0; i < 7; ++i) good.insert(enqueue_task("crash:maybe", "good:500:" + gate.string()));
   const std::string poison = enqueue_task("crash:maybe", "poison:0:" + gate.string());
-  ASSERT_TRUE(test::eventually([&] { return q.list("active").size() == 8; })) << worker->output();
+  // Handed to the plugin, all eight (a task in active may still wait for its thread).
+  ASSERT_TRUE(test::eventually([&] {
+    return worker->count_lines({"Processing task", "crash:maybe"}) == 8;
+  })) << worker->output();
   std::ofstream(gate) << "go";
   ASSERT_TRUE(worker->await_line({"plugin runner died", "tasks_in_flight=8"}, 20s)) << worker->output();
   ASSERT_TRUE(test::eventually([&] { return contains(q.zset("archived"), poison); }, 90s))
@@ -223,7 +226,9 @@ TEST_F(PluginCrashTest, HotSwapUnderLoad) {
   QueueView q{conn, kQueue};
   std::vector<std::string> first;
   for (int i = 0; i < 8; ++i) first.push_back(enqueue_task("swap:work", "1500"));
-  ASSERT_TRUE(test::eventually([&] { return q.list("active").size() == 8; })) << worker->output();
+  ASSERT_TRUE(test::eventually([&] {
+    return worker->count_lines({"Processing task", "swap:work"}) == 8;
+  })) << worker->output();
 
   deploy(2);
   ASSERT_TRUE(worker->await_line({"plugin updated", "to_version=2"}, 2s)) << worker->output();
