@@ -141,6 +141,10 @@ class Context {
   // Serialises appends to Execution::staged from several plugin threads.
   std::mutex& staged_mutex() { return staged_mu_; }
 
+  // A database call of this task found the database away (WK_E_UNAVAILABLE).
+  void note_unavailable() { unavailable_.store(true, std::memory_order_relaxed); }
+  bool saw_unavailable() const { return unavailable_.load(std::memory_order_relaxed); }
+
  private:
   const HandleKind kind_;
   std::shared_ptr<const PluginServices> services_;
@@ -156,6 +160,7 @@ class Context {
   bool running_ = false;
   std::vector<std::pair<uint64_t, HandleKind>> owned_;
   std::mutex staged_mu_;
+  std::atomic<bool> unavailable_{false};
 };
 
 // RAII: a host call inside a context's window.

@@ -82,6 +82,13 @@ wk_status guarded(wk_error* err, Body&& body) {
   }
 }
 
+// A database call that found the database away marks its task: the plugin host then hands the
+// task back without counting an attempt when the handler gives up (docs/database.md).
+wk_status noted(Context* ctx, wk_status status) {
+  if (status == WK_E_UNAVAILABLE && ctx != nullptr) ctx->note_unavailable();
+  return status;
+}
+
 db::CallOptions call_options(const Context& ctx, uint32_t flags) {
   db::CallOptions options;
   options.binary_results = (flags & WK_PG_BINARY_RESULTS) != 0;
@@ -183,12 +190,12 @@ wk_status WK_CALL api_pg_query(wk_ctx* ctx, wk_str sql, const wk_pg_param* param
   if (!call) return set_error(err, WK_E_WRONG_CTX, "wrong_ctx", "ctx expired or of the wrong kind");
   db::Pool* pool = call->services().pool;
   if (pool == nullptr) return set_error(err, WK_E_UNSUPPORTED, "pg.none", "no database configured");
-  return guarded(err, [&] {
-    auto result =
-        pool->query(view(sql), to_params(params, param_count, param_stride), call_options(*call, flags));
-    if (out_rows != nullptr) *out_rows = register_rows(context, std::move(result));
-    return set_error(err, WK_OK, "", "");
-  });
+  return noted(context.get(), guarded(err, [&] {
+                 auto result = pool->query(view(sql), to_params(params, param_count, param_stride),
+                                           call_options(*call, flags));
+                 if (out_rows != nullptr) *out_rows = register_rows(context, std::move(result));
+                 return set_error(err, WK_OK, "", "");
+               }));
 }
 
 size_t WK_CALL api_pg_row_count(const wk_pg_rows* rows) {
@@ -244,15 +251,16 @@ wk_status WK_CALL api_pg_begin(wk_ctx* ctx, wk_pg_tx** out_tx, wk_error* err) {
   if (out_tx == nullptr) return set_error(err, WK_E_INVALID, "invalid", "out_tx is NULL");
   db::Pool* pool = call->services().pool;
   if (pool == nullptr) return set_error(err, WK_E_UNSUPPORTED, "pg.none", "no database configured");
-  return guarded(err, [&] {
-    auto tx = std::make_shared<TxObject>();
-    tx->tx = pool->begin(call_options(*call, 0));
-    tx->owner = context;
-    const uint64_t handle = HandleTable::process().add(HandleKind::tx, tx, context->services().owner);
-    context->own(handle, HandleKind::tx);
-    *out_tx = static_cast<wk_pg_tx*>(to_pointer(handle));
-    return set_error(err, WK_OK, "", "");
-  });
+  return noted(context.get(), guarded(err, [&] {
+                 auto tx = std::make_shared<TxObject>();
+                 tx->tx = pool->begin(call_options(*call, 0));
+                 tx->owner = context;
+                 const uint64_t handle =
+                     HandleTable::process().add(HandleKind::tx, tx, context->services().owner);
+                 context->own(handle, HandleKind::tx);
+                 *out_tx = static_cast<wk_pg_tx*>(to_pointer(handle));
+                 return set_error(err, WK_OK, "", "");
+               }));
 }
 
 // Resolves a transaction and enters its owner's window for the duration of a call.
@@ -276,24 +284,24 @@ wk_status WK_CALL api_pg_tx_query(wk_pg_tx* handle, wk_str sql, const wk_pg_para
   if (out_rows != nullptr) *out_rows = nullptr;
   TxCall call(handle, "pg_tx_query", false);
   if (!call) return set_error(err, WK_E_WRONG_CTX, "wrong_ctx", "transaction expired");
-  return guarded(err, [&] {
-    std::lock_guard lock(call.tx->mu);
-    auto result = call.tx->tx->query(view(sql), to_params(params, param_count, param_stride),
-                                     call_options(*call.owner, flags));
-    if (out_rows != nullptr) *out_rows = register_rows(call.owner, std::move(result));
-    return set_error(err, WK_OK, "", "");
-  });
+  return noted(call.owner.get(), guarded(err, [&] {
+                 std::lock_guard lock(call.tx->mu);
+                 auto result = call.tx->tx->query(view(sql), to_params(params, param_count, param_stride),
+                                                  call_options(*call.owner, flags));
+                 if (out_rows != nullptr) *out_rows = register_rows(call.owner, std::move(result));
+                 return set_error(err, WK_OK, "", "");
+               }));
 }
 
 wk_status WK_CALL api_pg_commit(wk_pg_tx* handle, wk_error* err) {
   TxCall call(handle, "pg_commit", true);
   if (!call) return set_error(err, WK_E_WRONG_CTX, "wrong_ctx", "transaction expired");
-  return guarded(err, [&] {
-    std::lock_guard lock(call.tx->mu);
-    auto tx = std::move(call.tx->tx);
-    tx->commit();
-    return set_error(err, WK_OK, "", "");
-  });
+  return noted(call.owner.get(), guarded(err, [&] {
+                 std::lock_guard lock(call.tx->mu);
+                 auto tx = std::move(call.tx->tx);
+                 tx->commit();
+                 return set_error(err, WK_OK, "", "");
+               }));
 }
 
 void WK_CALL api_pg_rollback(wk_pg_tx* handle) {
@@ -314,11 +322,11 @@ wk_status WK_CALL api_pg_tx_once(wk_pg_tx* handle, wk_str key, int32_t* out_firs
   TxCall call(handle, "pg_tx_once", false);
   if (!call) return set_error(err, WK_E_WRONG_CTX, "wrong_ctx", "transaction expired");
   if (out_first == nullptr) return set_error(err, WK_E_INVALID, "invalid", "out_first is NULL");
-  return guarded(err, [&] {
-    std::lock_guard lock(call.tx->mu);
-    *out_first = call.tx->tx->once(view(key)) ? 1 : 0;
-    return set_error(err, WK_OK, "", "");
-  });
+  return noted(call.owner.get(), guarded(err, [&] {
+                 std::lock_guard lock(call.tx->mu);
+                 *out_first = call.tx->tx->once(view(key)) ? 1 : 0;
+                 return set_error(err, WK_OK, "", "");
+               }));
 }
 
 wk_status WK_CALL api_pg_migrate(wk_ctx* plugin_ctx, const wk_migration* migrations, size_t count,

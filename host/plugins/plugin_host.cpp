@@ -9,6 +9,7 @@
 
 #include <unistd.h>
 
+#include "db/db.hpp"
 #include "plugins/context.hpp"
 #include "plugins/loader.hpp"
 #include "plugins/plugins.hpp"
@@ -75,6 +76,16 @@ std::string join_types(const PluginInfo& info) {
   std::string out;
   for (const auto& h : info.handlers) out += (out.empty() ? "" : ",") + h.task_type;
   return out;
+}
+
+// The failure code a handler returns when something it depends on (not the task) is away.
+constexpr std::string_view kUnavailableCode = "unavailable";
+
+// How long a task waits out a dependency outage before it is tried again (not counted): long
+// enough not to spin on a database that is away, short enough to resume within seconds of its
+// return. A little jitter spreads a burst of such tasks.
+std::chrono::milliseconds dependency_backoff(const task::Task& t) {
+  return std::chrono::milliseconds(2000 + static_cast<int64_t>(std::hash<std::string>{}(t.id) % 1000));
 }
 
 std::string failure_text(wk_failure& failure, std::string_view fallback) {
@@ -233,10 +244,10 @@ task::Outcome PluginHost::Impl::run(const Route& route, task::Execution& executi
       plugin.services->deferred_migrations->apply(*plugin.services->pool, plugin.services->plugin_id,
                                                   plugin.services->logger);
     } catch (const std::exception& e) {
-      return {task::Disposition::retry,
+      return {task::Disposition::requeue,
               "database unavailable: migrations of plugin " + plugin.services->plugin_id +
                   " are not applied yet: " + e.what(),
-              {}};
+              dependency_backoff(t)};
     }
   }
 
@@ -347,6 +358,16 @@ task::Outcome PluginHost::Impl::run(const Route& route, task::Execution& executi
       outcome.disposition = task::Disposition::retry;
       outcome.error = "handler returned an invalid disposition " + std::to_string(disposition);
       break;
+  }
+  // A dependency outage is not the task's fault: a handler that gives up (retry) after the
+  // database was found away, or that says "unavailable" itself, has its task put back for a
+  // couple of seconds without an attempt counted (docs/database.md).
+  const bool gave_up = outcome.disposition == task::Disposition::retry ||
+                       outcome.disposition == task::Disposition::retry_after;
+  if (gave_up && (ctx->saw_unavailable() || std::string_view(failure.code) == kUnavailableCode)) {
+    outcome.disposition = task::Disposition::requeue;
+    outcome.error = "dependency unavailable, no attempt counted: " + outcome.error;
+    outcome.retry_after = dependency_backoff(t);
   }
   return outcome;
 }

@@ -40,7 +40,7 @@ struct Dequeued {
 // One attempt's outcome write (§6.9-§6.13) as data, so that it can be sent later, retried by the
 // syncer, or sent in the same round trip as the writer's next dequeue (Broker::dequeue_after).
 struct OutcomeWrite {
-  enum class Op { done, mark_complete, retry, archive, requeue };
+  enum class Op { done, mark_complete, retry, archive, requeue, hand_back };
   Op op = Op::done;
   const asynq::TaskMessage* msg = nullptr;                       // must outlive the write
   const std::vector<task::EnqueueRequest>* followups = nullptr;  // done / mark_complete; may be null
@@ -107,6 +107,8 @@ class Broker {
   virtual void archive(const asynq::TaskMessage& msg, const std::string& error) = 0;
   // §6.13
   virtual void requeue(const asynq::TaskMessage& msg) = 0;
+  // requeue() to the back of pending: no attempt counted, and the queue moves on meanwhile.
+  virtual void hand_back(const asynq::TaskMessage& msg) = 0;
   // §6.18
   virtual void write_result(const std::string& queue, const std::string& id, std::string_view data) = 0;
 
@@ -154,6 +156,9 @@ inline void Broker::write_outcome(const OutcomeWrite& w) {
       return;
     case OutcomeWrite::Op::requeue:
       requeue(*w.msg);
+      return;
+    case OutcomeWrite::Op::hand_back:
+      hand_back(*w.msg);
       return;
   }
 }

@@ -688,13 +688,12 @@ const redis::Script* RedisBroker::write_call_args(const OutcomeWrite& w, Clock::
       numkeys = ArchiveArgs::kNumKeys;
       return &scripts().archive;
     }
-    case OutcomeWrite::Op::requeue: {
-      const std::string& q = w.msg->queue;
-      storage = {asynq::active_key(q), asynq::lease_key(q), asynq::pending_key(q),
-                 asynq::task_key(q, w.msg->id), w.msg->id};
+    case OutcomeWrite::Op::requeue:
+    case OutcomeWrite::Op::hand_back: {
+      storage = requeue_args(*w.msg);
       argv.assign(storage.begin(), storage.end());
       numkeys = 4;
-      return &scripts().requeue;
+      return w.op == OutcomeWrite::Op::requeue ? &scripts().requeue : &scripts().hand_back;
     }
   }
   throw std::logic_error("unknown outcome write");
@@ -777,13 +776,23 @@ OrphanRecovery RedisBroker::recover_orphan(const asynq::TaskMessage& msg,
   return OrphanRecovery::recovered;
 }
 
-void RedisBroker::requeue(const asynq::TaskMessage& msg) {
+// KEYS[1] -> active, KEYS[2] -> lease, KEYS[3] -> pending, KEYS[4] -> task; ARGV[1] -> id
+// (requeue and hand_back).
+std::vector<std::string> RedisBroker::requeue_args(const asynq::TaskMessage& msg) {
   const std::string& q = msg.queue;
-  const std::string keys_and_args[] = {asynq::active_key(q), asynq::lease_key(q), asynq::pending_key(q),
-                                       asynq::task_key(q, msg.id), msg.id};
-  const std::vector<std::string_view> argv(std::begin(keys_and_args), std::end(keys_and_args));
+  return {asynq::active_key(q), asynq::lease_key(q), asynq::pending_key(q), asynq::task_key(q, msg.id),
+          msg.id};
+}
+
+void RedisBroker::requeue(const asynq::TaskMessage& msg) { requeue_with(scripts().requeue, msg); }
+
+void RedisBroker::hand_back(const asynq::TaskMessage& msg) { requeue_with(scripts().hand_back, msg); }
+
+void RedisBroker::requeue_with(const redis::Script& script, const asynq::TaskMessage& msg) {
+  const auto keys_and_args = requeue_args(msg);
+  const std::vector<std::string_view> argv(keys_and_args.begin(), keys_and_args.end());
   try {
-    call(scripts().requeue, argv, 4);
+    call(script, argv, 4);
   } catch (const redis::Error& e) {
     rethrow_not_found(e, msg);
   }

@@ -52,6 +52,8 @@ class RedisBroker : public Broker {
              bool is_failure) override;
   void archive(const asynq::TaskMessage& msg, const std::string& error) override;
   void requeue(const asynq::TaskMessage& msg) override;
+  void hand_back(const asynq::TaskMessage& msg) override;
+  static std::vector<std::string> requeue_args(const asynq::TaskMessage& msg);
   void write_result(const std::string& queue, const std::string& id, std::string_view data) override;
   int forward(const std::string& queue) override;
   std::vector<asynq::TaskMessage> list_lease_expired(const std::vector<std::string>& queues,
@@ -99,6 +101,7 @@ class RedisBroker : public Broker {
                 std::vector<std::string> keys_and_args, size_t numkeys,
                 const std::vector<task::EnqueueRequest>& followups);
   void waiter_loop(Waiter& waiter);
+  void requeue_with(const redis::Script& script, const asynq::TaskMessage& msg);
   void decode_listed(const redis::ReplyView& reply, const std::string& queue,
                      std::vector<asynq::TaskMessage>& out) const;
   Waiter& waiter_for(const std::string& queue);  // wait_mu_ held

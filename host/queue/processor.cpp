@@ -384,10 +384,21 @@ void Processor::finish(const std::shared_ptr<InFlightTask>& t, const task::Outco
       fail(t, outcome.error.empty() ? "task failed (no retry)" : outcome.error, std::nullopt, true, pending);
       return;
     case Disposition::requeue: {
-      ctx_.task_log(t->task).warn("Requeueing task without counting an attempt", {{"reason", outcome.error}});
+      ctx_.task_log(t->task).warn(
+          "Requeueing task without counting an attempt",
+          {{"reason", outcome.error}, {"in_ms", static_cast<int64_t>(outcome.retry_after.count())}});
       OutcomeWrite w;
-      w.op = OutcomeWrite::Op::requeue;
       w.msg = &t->msg;
+      if (outcome.retry_after.count() > 0) {
+        // The retry set, not counted as a failure and `retried` unchanged: the queue moves on
+        // meanwhile, and asynq's tools show the reason as the task's last error.
+        w.op = OutcomeWrite::Op::retry;
+        w.retry_at = std::chrono::ceil<std::chrono::seconds>(Clock::now() + outcome.retry_after);
+        w.error = outcome.error;
+        w.is_failure = false;
+      } else {
+        w.op = OutcomeWrite::Op::hand_back;  // at the back of pending, at once
+      }
       write(t, TaskResult::requeued, "requeue", std::move(w), {}, false, nullptr);
       return;
     }

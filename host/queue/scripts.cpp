@@ -159,6 +159,14 @@ redis.call("RPUSH", KEYS[3], ARGV[1])
 redis.call("HSET", KEYS[4], "state", "pending")
 return redis.status_reply("OK")
 )lua"),
+      // KEYS/ARGV as requeue, but LPUSH: the task goes to the back of the line. For a task handed
+      // back for a fault that was not its own (a dependency away, its plugin's runner died):
+      // at the front it would be dequeued again at once and hold up everything behind it.
+      .hand_back = redis::Script(std::string(kLeaveActive) + R"lua(
+redis.call("LPUSH", KEYS[3], ARGV[1])
+redis.call("HSET", KEYS[4], "state", "pending")
+return redis.status_reply("OK")
+)lua"),
       // KEYS: source (scheduled|retry), pending. ARGV: now-s, now-ns, task-key-prefix, group-key-prefix.
       .forward = redis::Script(R"lua(
 local ids = redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", ARGV[1], "LIMIT", 0, 100)

@@ -19,6 +19,7 @@ struct Scripts {
   redis::Script recover_orphan_retry;       // asynq #1144: §6.11 for an active id with no lease
   redis::Script recover_orphan_archive;     // asynq #1144: §6.12 for an active id with no lease
   redis::Script requeue;                    // §6.13
+  redis::Script hand_back;                  // requeue at the back of pending (not the task's fault)
   redis::Script forward;                    // §6.14
   redis::Script list_lease_expired;         // §6.15
   redis::Script list_active_without_lease;  // asynq #1144

@@ -90,13 +90,15 @@ class Enqueuer {
 };
 
 // `requeue` hands the task back to its queue without counting an attempt (as a shutdown does):
-// for faults the task did not cause, such as its plugin runner crashing beside it.
+// for faults the task did not cause, such as its plugin runner crashing beside it. With a
+// retry_after it waits that long first (in asynq's retry set, `retried` unchanged): a
+// dependency outage, where coming straight back would only fail again.
 enum class Disposition { succeeded, retry, retry_after, fail_no_retry, cancelled, requeue };
 
 struct Outcome {
   Disposition disposition = Disposition::succeeded;
   std::string error;                         // error_msg for asynq (failures only)
-  std::chrono::milliseconds retry_after{0};  // retry_after only
+  std::chrono::milliseconds retry_after{0};  // retry_after; requeue: wait this long first
 };
 
 // What the engine offers a running task besides cancellation.

@@ -390,7 +390,10 @@ TEST_F(FaultTest, ASuccessThatOutlivesItsLeaseIsDroppedAndTheTaskRecovered) {
 // Issue 4: PostgreSQL stops mid-run. Database tasks fail retryably ("database unavailable"),
 // other tasks keep being served, the same database tasks succeed once PostgreSQL is back, and
 // the pool never holds more server connections than DB_POOL_SIZE.
-TEST_F(FaultTest, PostgresOutageDatabaseTasksRetryOthersServed) {
+// A 5 s PostgreSQL restart while 1,000 database tasks drain costs (almost) no attempts: tasks
+// whose handler found the database away go back to their queue uncounted once it answers again
+// (docs/database.md); other tasks are served meanwhile; the pool never exceeds DB_POOL_SIZE.
+TEST_F(FaultTest, PostgresOutageCostsDatabaseTasksNoAttempts) {
   test::PrivatePostgres pg;
   std::atomic<int> max_connections{0};
   std::atomic<bool> sampling{true};
@@ -425,20 +428,19 @@ TEST_F(FaultTest, PostgresOutageDatabaseTasksRetryOthersServed) {
                                        {"DB_USERNAME", pg.role()},
                                        {"DB_PASSWORD", pg.password()},
                                        {"DB_NAME", pg.database()},
-                                       {"DB_POOL_SIZE", "2"},
+                                       {"DB_POOL_SIZE", "3"},
                                        {"WORKER_CONCURRENCY", "6"},
-                                       {"WORKER_RETRY_DELAY", "1s"}});
+                                       {"WORKER_RETRY_DELAY", "1s"},
+                                       {"LOG_LEVEL", "info"}});
   auto conn = redis_.connect();
   QueueView q{conn, kQueue};
 
-  std::vector<std::string> before;
-  for (int i = 0; i < 8; ++i) before.push_back(enqueue_task("fault:db", ""));
-  ASSERT_TRUE(test::eventually([&] { return q.zset("completed").size() == before.size(); }))
-      << worker->output();
+  constexpr size_t kTasks = 1000;
+  std::vector<std::string> db_tasks;
+  for (size_t i = 0; i < kTasks; ++i) db_tasks.push_back(enqueue_task("fault:db", "", 25));
+  ASSERT_TRUE(test::eventually([&] { return q.zset("completed").size() >= 100; }, 60s)) << worker->output();
 
   pg.stop();
-  std::vector<std::string> db_tasks;
-  for (int i = 0; i < 3; ++i) db_tasks.push_back(enqueue_task("fault:db", "", 25));
   std::vector<std::string> others;
   for (int i = 0; i < 3; ++i) others.push_back(enqueue_task("fault:quick", ""));
   // Non-database tasks are served while the database is down.
@@ -447,33 +449,24 @@ TEST_F(FaultTest, PostgresOutageDatabaseTasksRetryOthersServed) {
     return std::all_of(others.begin(), others.end(),
                        [&](const std::string& id) { return contains(done, id); });
   })) << worker->output();
-  // Every database task failed at least once, retryably, with the reason.
-  ASSERT_TRUE(test::eventually([&] {
-    return std::all_of(db_tasks.begin(), db_tasks.end(), [&](const std::string& id) {
-      const auto m = q.message(id);
-      return m && m->retried >= 1;
-    });
-  })) << worker->output();
-  for (const auto& id : db_tasks) {
-    const auto m = q.message(id);
-    EXPECT_NE(m->error_msg.find("database unavailable"), std::string::npos) << m->error_msg;
-  }
-  EXPECT_TRUE(q.zset("archived").empty());
-
+  std::this_thread::sleep_for(5s);  // the outage itself, as long as the scenario says
   pg.start();
-  ASSERT_TRUE(test::eventually(
-      [&] {
-        const auto done = q.zset("completed");
-        return std::all_of(db_tasks.begin(), db_tasks.end(),
-                           [&](const std::string& id) { return contains(done, id); });
-      },
-      15s))
+
+  ASSERT_TRUE(test::eventually([&] { return q.zset("completed").size() == kTasks + others.size(); }, 180s))
       << worker->output();
-  for (const auto& id : db_tasks) EXPECT_GE(q.message(id)->retried, 1);  // the same tasks, retried
+  size_t retried = 0;
+  for (const auto& id : db_tasks) retried += q.message(id)->retried > 0 ? 1 : 0;
+  EXPECT_LE(retried, kTasks / 100) << "tasks that had an attempt counted";
+  const auto failed = conn.command({"GET", asynq::failed_total_key(kQueue)});
+  EXPECT_LE(failed.is_nil() ? 0 : std::stoll(std::string(failed.str())),
+            static_cast<long long>(kTasks / 100));
+  EXPECT_TRUE(q.zset("archived").empty());
+  EXPECT_GE(worker->count_lines({"Requeueing task without counting an attempt", "dependency unavailable"}), 1)
+      << worker->output();
   EXPECT_TRUE(worker->running());
   EXPECT_GT(samples.load(), 0);
   EXPECT_GE(max_connections.load(), 1);
-  EXPECT_LE(max_connections.load(), 2) << "more server connections than DB_POOL_SIZE";
+  EXPECT_LE(max_connections.load(), 3) << "more server connections than DB_POOL_SIZE";
 }
 
 // DESIGN.md §9: bad input. Nothing crashes, other tasks are served, each bad task ends where the
