@@ -212,6 +212,7 @@ int Runtime::serve() {
     engine_settings.strict_priority = config_.strict_priority;
     engine_settings.concurrency = config_.concurrency;
     engine_settings.shutdown_timeout = config_.shutdown_timeout;
+    engine_settings.unhandled_timeout = config_.unhandled_timeout;
     // Advanced timings (hidden settings; the config validated them): unset keeps the defaults.
     using std::chrono::duration_cast;
     using std::chrono::seconds;
@@ -276,6 +277,13 @@ int Runtime::serve() {
                                     {"loaded", report.loaded.size()},
                                     {"refused", report.refused.size()},
                                     {"task_types", types}});
+    if (types.empty()) {
+      logger_.warn(
+          "No plugin serves a task type: this worker takes no tasks until one is loaded "
+          "(a file added to the directory is picked up while it runs)",
+          {{"dir", std::filesystem::absolute(config_.plugins_dir).string()},
+           {"refused", report.refused.size()}});
+    }
   } catch (const std::exception& e) {
     logger_.error("Cannot start", {{"error", e.what()}});
     return 1;

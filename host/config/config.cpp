@@ -36,6 +36,7 @@ const Settings& defaults() {
       {"WORKER_ISOLATION", "process"},
       {"WORKER_PLUGIN_LIVENESS_TIMEOUT", "20s"},
       {"WORKER_CRASH_LIMIT", "2"},
+      {"WORKER_UNHANDLED_TIMEOUT", "10m"},
       {"LOG_LEVEL", "info"},
       {"LOG_FORMAT", "logfmt"},
       {"WORKTREE_BASE_DIR", "/tmp/worktrees"},
@@ -407,6 +408,7 @@ Config load(const Sources& sources) {
     cfg.plugin_open_files_max = r.integer("WORKER_PLUGIN_OPEN_FILES_MAX", 16, 1 << 20);
   cfg.plugin_liveness_timeout = r.duration("WORKER_PLUGIN_LIVENESS_TIMEOUT", false);
   cfg.crash_limit = r.integer("WORKER_CRASH_LIMIT", 1, 1000);
+  cfg.unhandled_timeout = r.duration("WORKER_UNHANDLED_TIMEOUT", true);
 
   try {
     cfg.log_level = log::parse_level(r.text("LOG_LEVEL"));

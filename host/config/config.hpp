@@ -98,6 +98,9 @@ struct Config {
   uint64_t plugin_open_files_max = 0;  // WORKER_PLUGIN_OPEN_FILES_MAX (0 = inherit)
   std::chrono::milliseconds plugin_liveness_timeout{std::chrono::seconds(20)};
   int crash_limit = 2;  // WORKER_CRASH_LIMIT: crashes a poison task may cause before it is archived
+  // WORKER_UNHANDLED_TIMEOUT: how long a task may go without any worker serving its type before
+  // it is retried as "handler not found" (asynq's rule).
+  std::chrono::milliseconds unhandled_timeout{std::chrono::minutes(10)};
 
   log::Level log_level = log::Level::info;
   log::Format log_format = log::Format::logfmt;

@@ -454,6 +454,11 @@ bool PluginHost::handles(std::string_view type) const {
   return !impl_->stopping && impl_->routes.find(type) != impl_->routes.end();
 }
 
+bool PluginHost::serving() const {
+  std::shared_lock lock(impl_->mu);
+  return !impl_->stopping && !impl_->routes.empty();
+}
+
 task::Outcome PluginHost::dispatch(task::Execution& execution) {
   try {
     Route route;

@@ -136,6 +136,9 @@ class Broker {
 
   // PING; false when Redis does not answer.
   virtual bool ping() = 0;
+  // When some worker first found no handler for this task (recorded now if none did), kept
+  // under a key of ours beside the task's queue for `keep`.
+  virtual Clock::time_point first_unhandled(const asynq::TaskMessage& msg, std::chrono::seconds keep) = 0;
 };
 
 inline void Broker::write_outcome(const OutcomeWrite& w) {

@@ -784,6 +784,21 @@ std::vector<std::string> RedisBroker::requeue_args(const asynq::TaskMessage& msg
           msg.id};
 }
 
+Clock::time_point RedisBroker::first_unhandled(const asynq::TaskMessage& msg, std::chrono::seconds keep) {
+  // wk:unhandled:{<queue>}:<id>: outside asynq's namespace, on the queue's Cluster slot.
+  const std::string key = "wk:unhandled:{" + msg.queue + "}:" + msg.id;
+  const std::string now = std::to_string(
+      std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now().time_since_epoch()).count());
+  auto conn = pool_.acquire();
+  conn->append({"SET", key, now, "NX", "EX", std::to_string(keep.count())});
+  conn->append({"GET", key});
+  conn->read_reply().throw_if_error();
+  redis::Reply first = conn->read_reply();
+  first.throw_if_error();
+  const long long ms = first.is_string() ? std::stoll(std::string(first.str())) : std::stoll(now);
+  return Clock::time_point{std::chrono::duration_cast<Clock::duration>(std::chrono::milliseconds(ms))};
+}
+
 void RedisBroker::requeue(const asynq::TaskMessage& msg) { requeue_with(scripts().requeue, msg); }
 
 void RedisBroker::hand_back(const asynq::TaskMessage& msg) { requeue_with(scripts().hand_back, msg); }

@@ -66,6 +66,7 @@ class RedisBroker : public Broker {
                           std::chrono::seconds ttl) override;
   void clear_server_state(const std::string& host, int pid, const std::string& server_id) override;
   bool ping() override;
+  Clock::time_point first_unhandled(const asynq::TaskMessage& msg, std::chrono::seconds keep) override;
 
   // The producer sharing this broker's pool (follow-ups use the same code path).
   Client& client() { return client_; }

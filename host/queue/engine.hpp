@@ -65,7 +65,12 @@ struct Settings {
   std::chrono::milliseconds sync_interval{5000};      // syncer retry period
   std::chrono::milliseconds resubscribe_delay{5000};  // longest subscriber back-off
   std::chrono::milliseconds wait_timeout{2000};       // longest single blocking wait for work
-  std::chrono::milliseconds redis_backoff{1000};      // longest back-off after a Redis error
+  // A task whose type no handler here serves goes back (not counted) for unhandled_holdoff,
+  // for other workers to run; once it has gone unhandled for unhandled_timeout, asynq's rule
+  // applies: retried as "handler not found" (docs/queue-engine.md).
+  std::chrono::milliseconds unhandled_holdoff{5000};
+  std::chrono::milliseconds unhandled_timeout{std::chrono::minutes(10)};
+  std::chrono::milliseconds redis_backoff{1000};  // longest back-off after a Redis error
   ServerIdentity identity = ServerIdentity::of_this_process();
   RetryDelayFn retry_delay;  // empty: asynq's default (§7.5)
 };

@@ -233,6 +233,17 @@ void Processor::worker_loop(unsigned index) {
       continue;
     }
     last_tick_ = SteadyClock::now().time_since_epoch().count();
+    if (!ctx_.dispatcher.serving()) {
+      // No plugin serves anything (all refused, or still loading): take nothing, so the workers
+      // that can run the tasks get them (docs/queue-engine.md).
+      if (pending.task) flush_pending(pending);
+      {
+        std::lock_guard lock(mu_);
+        reserved_ -= static_cast<long>(want) - 1;
+      }
+      pause(ctx_.settings.wait_timeout);
+      continue;
+    }
     got.clear();
     std::exception_ptr write_error;
     // §7.6: the lease is checked again right before the deferred write goes out.
@@ -336,7 +347,7 @@ void Processor::execute(const std::shared_ptr<InFlightTask>& t, PendingWrite* pe
     t->cancellation.cancel(task::CancelReason::deadline);
     outcome = {task::Disposition::cancelled, kDeadlineExceeded, {}};
   } else if (!ctx_.dispatcher.handles(tk.type)) {
-    outcome = {task::Disposition::retry, "handler not found for task \"" + tk.type + "\"", {}};
+    outcome = unhandled(*t);
   } else {
     const auto handle = timer_.add(tk.deadline, t);
     AttemptServices services(ctx_, *t);
@@ -353,6 +364,24 @@ void Processor::execute(const std::shared_ptr<InFlightTask>& t, PendingWrite* pe
   finish(t, outcome, std::move(staged), pending);
   // A deferred write keeps the task registered until its reply is in (settle_pending).
   if (pending == nullptr || pending->task != t) ctx_.inflight.remove(t);
+}
+
+task::Outcome Processor::unhandled(const InFlightTask& t) {
+  const std::string& type = t.task.type;
+  const auto& s = ctx_.settings;
+  Clock::time_point first = Clock::now();
+  try {
+    first = ctx_.broker.first_unhandled(
+        t.msg, std::chrono::ceil<std::chrono::seconds>(s.unhandled_timeout + s.unhandled_holdoff * 4));
+  } catch (const std::exception& e) {
+    ctx_.health.failed("first_unhandled", e);  // counted from now: a later look gets the record
+  }
+  if (Clock::now() - first >= s.unhandled_timeout) {
+    // Nobody has served it for that long: asynq's rule and text, so nothing cycles forever.
+    return {task::Disposition::retry, "handler not found for task \"" + type + "\"", {}};
+  }
+  return {task::Disposition::requeue, "no plugin on this worker serves task type \"" + type + "\"",
+          s.unhandled_holdoff};
 }
 
 void Processor::finish(const std::shared_ptr<InFlightTask>& t, const task::Outcome& outcome,

@@ -83,6 +83,8 @@ class Processor {
   // Runs it and writes the outcome, or leaves the write in `pending` (when given) for the
   // thread's next dequeue.
   void execute(const std::shared_ptr<InFlightTask>& t, PendingWrite* pending);
+  // The outcome of a task whose type no handler here serves.
+  task::Outcome unhandled(const InFlightTask& t);
   void finish(const std::shared_ptr<InFlightTask>& t, const task::Outcome& outcome,
               std::vector<task::EnqueueRequest> staged, PendingWrite* pending);
   void fail(const std::shared_ptr<InFlightTask>& t, const std::string& error,

@@ -1241,6 +1241,15 @@ void RunnerHost::watch(const fs::path& dir) {
 
 void RunnerHost::request_rescan(std::string_view why) { impl_->request_rescan_reason(std::string(why)); }
 
+bool RunnerHost::serving() const {
+  {
+    std::shared_lock lock(impl_->mu);
+    if (impl_->stopping) return false;
+    if (!impl_->routes.empty()) return true;
+  }
+  return impl_->in_process && impl_->in_process->serving();
+}
+
 pid_t RunnerHost::runner_pid(const std::string& plugin_id) const {
   std::shared_lock lock(impl_->mu);
   for (const auto& e : impl_->entries) {

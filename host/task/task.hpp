@@ -127,6 +127,8 @@ class Dispatcher {
   virtual ~Dispatcher() = default;
   // Whether some handler serves `type`.
   virtual bool handles(std::string_view type) const = 0;
+  // Whether any handler serves at all: a worker with none takes no tasks.
+  virtual bool serving() const { return true; }
   // Runs the handler. Never throws: everything is mapped to an Outcome.
   virtual Outcome dispatch(Execution& execution) = 0;
 };

@@ -147,10 +147,33 @@ TEST_F(EngineTest, RetryAfterRetriesAtTheGivenTimeAndCountsAFailure) {
 }
 
 TEST_F(EngineTest, UnknownTypeFailsWithHandlerNotFound) {
-  start(fast_settings({{q_, 1}}));
+  auto s = fast_settings({{q_, 1}});
+  s.unhandled_timeout = 0ms;  // no grace for other workers: asynq's rule at once
+  start(std::move(s));
   const auto id = enqueue("nobody:serves", 0);
   ASSERT_TRUE(eventually([&] { return probe_.zcard(key("archived")) == 1; }));
   EXPECT_EQ(probe_.message(q_, id).error_msg, "handler not found for task \"nobody:serves\"");
+}
+
+// A type no handler here serves goes back without counting an attempt, for other workers, until
+// it has gone unhandled for unhandled_timeout: then asynq's rule (retry as "handler not found",
+// here archived at once with no retries left). Only that one failure is counted.
+TEST_F(EngineTest, AnUnhandledTypeGoesBackUncountedUntilTheTimeout) {
+  auto s = fast_settings({{q_, 1}});
+  s.unhandled_holdoff = 200ms;
+  s.unhandled_timeout = 1500ms;
+  start(std::move(s));
+  const auto id = enqueue("nobody:serves", 0);
+  ASSERT_TRUE(eventually([&] {
+    return probe_.zcard(key("retry")) == 1 &&
+           probe_.message(q_, id).error_msg.find("no plugin on this worker") == 0;
+  }));
+  EXPECT_EQ(probe_.message(q_, id).retried, 0);
+  EXPECT_EQ(probe_.counter(key("failed")), 0);
+  ASSERT_TRUE(eventually([&] { return probe_.zcard(key("archived")) == 1; }, 10s));
+  EXPECT_EQ(probe_.message(q_, id).error_msg, "handler not found for task \"nobody:serves\"");
+  EXPECT_EQ(probe_.counter(key("failed")), 1);
+  EXPECT_TRUE(probe_.exists("wk:unhandled:{" + q_ + "}:" + id));
 }
 
 // A handler that runs until cancelled, then reports cancelled (what the plugin layer does).

@@ -157,6 +157,27 @@ TEST_F(FaultTest, OrphansOfAKilledWorkerRunAgainWithinTheLeasePlusTenSeconds) {
       << second->output();
 }
 
+// A worker whose plugin directory is empty beside one that has the plugin: the first takes no
+// task at all (it says so), so 2,000 tasks cost no failed attempt and all run on the second.
+TEST_F(FaultTest, AWorkerWithoutPluginsTakesNoTasks) {
+  const auto empty = dir_ / "no-plugins";
+  std::filesystem::create_directories(empty);
+  std::filesystem::permissions(empty, std::filesystem::perms::owner_all);
+  ChildProcess idle({worker_binary(), "--plugins", empty.string()},
+                    worker_env(worker_settings(redis_.port(), empty, "idle", kQueue)));
+  ASSERT_TRUE(idle.await_line({"No plugin serves a task type", "no-plugins"}, 15s)) << idle.output();
+  auto capable = start_worker("capable", {{"WORKER_CONCURRENCY", "4"}, {"LOG_LEVEL", "info"}});
+  constexpr size_t kTasks = 2000;
+  for (size_t i = 0; i < kTasks; ++i) enqueue_task("fault:quick", "");
+  auto conn = redis_.connect();
+  QueueView q{conn, kQueue};
+  ASSERT_TRUE(test::eventually([&] { return q.zset("completed").size() == kTasks; }, 120s))
+      << capable->output();
+  EXPECT_TRUE(conn.command({"GET", asynq::failed_total_key(kQueue)}).is_nil()) << "no failed attempt";
+  EXPECT_EQ(idle.count_lines({"Processing task"}), 0) << idle.output();
+  EXPECT_TRUE(idle.running());
+}
+
 // Issue 3: SIGTERM with long tasks running. After WORKER_SHUTDOWN_TIMEOUT they are requeued at
 // the tail of pending (dequeued next), no attempt counted; the worker exits 0; a new host
 // finishes them.
@@ -492,7 +513,8 @@ TEST_F(FaultTest, BadInputIsLoggedAndContainedWhileOthersAreServed) {
                                        {"DB_PORT", std::to_string(pg.port)},
                                        {"DB_USERNAME", pg.user},
                                        {"DB_NAME", dbtest::test_database()},
-                                       {"WORKTREE_BASE_DIR", (dir_ / "worktrees").string()}});
+                                       {"WORKTREE_BASE_DIR", (dir_ / "worktrees").string()},
+                                       {"WORKER_UNHANDLED_TIMEOUT", "0s"}});
   ASSERT_TRUE(worker->await_line({"Plugins loaded", "loaded=2"})) << worker->output();
   const auto good = enqueue_task("fault:quick", "");
 
