@@ -1,13 +1,13 @@
 #pragma once
 // What the ABI tests that reach PostgreSQL through the plugin host share: settings for the test
-// server, a database created once per suite, TaskServices that keep the written result, and a
-// task run through the plugin host.
+// server, a database created once per suite, and a task run through the plugin host.
 #include <chrono>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "abi/host_modes.hpp"
 #include "db/db.hpp"
 #include "log/log.hpp"
 #include "plugins/plugins.hpp"
@@ -39,16 +39,6 @@ inline void ensure_database(const std::string& dbname) {
     if (e.sqlstate() != "42P04" && e.sqlstate() != "23505") throw;
   }
 }
-
-class RecordingServices final : public task::TaskServices {
- public:
-  bool write_result(std::string_view data) override {
-    result = std::string(data);
-    return true;
-  }
-  void heartbeat() override {}
-  std::optional<std::string> result;
-};
 
 // Runs `t` through `host` as the engine would, with a 30 s deadline; `t.id` and `t.queue` get a
 // new UUID and "default" when empty.

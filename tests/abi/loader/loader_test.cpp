@@ -45,18 +45,7 @@ class TempDir {
   fs::path path_;
 };
 
-class RecordingServices final : public task::TaskServices {
- public:
-  bool write_result(std::string_view data) override {
-    std::lock_guard lock(mu);
-    result = std::string(data);
-    return true;
-  }
-  void heartbeat() override { ++heartbeats; }
-  std::mutex mu;
-  std::optional<std::string> result;
-  std::atomic<int> heartbeats{0};
-};
+using test::RecordingServices;
 
 struct TaskRun {
   task::Task task;

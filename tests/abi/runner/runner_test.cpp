@@ -22,24 +22,11 @@ using namespace std::chrono_literals;
 
 fs::path fixture(const std::string& name) { return fs::path(WK_ABI_FIXTURE_DIR) / (name + ".so"); }
 
-class CountingServices final : public task::TaskServices {
- public:
-  bool write_result(std::string_view data) override {
-    std::lock_guard lock(mu);
-    result = std::string(data);
-    return true;
-  }
-  void heartbeat() override { ++heartbeats; }
-  std::mutex mu;
-  std::optional<std::string> result;
-  std::atomic<int> heartbeats{0};
-};
-
 // One task dispatched on a thread of its own; the test awaits its start and its outcome.
 struct AsyncTask {
   task::Task task;
   task::Cancellation cancellation;
-  CountingServices services;
+  test::RecordingServices services;
   std::vector<task::EnqueueRequest> staged;
   std::future<task::Outcome> outcome;
 

@@ -257,6 +257,33 @@ TEST_F(PluginCrashTest, HotSwapUnderLoad) {
   EXPECT_EQ(worker->stop(10s), 0) << worker->output();
 }
 
+// A handler deaf to cancellation that never returns holds only its own task and slot: it fails
+// at its deadline plus the engine's grace (its own fault: an attempt counted), another thread
+// takes its slot, the other plugin keeps serving, and a stop still ends the worker in bounds
+// (its runner is killed after the shutdown grace).
+TEST_F(PluginCrashTest, AHandlerThatHangsHoldsOnlyItsOwnTask) {
+  auto worker = start_worker(2);
+  auto conn = redis_.connect();
+  QueueView q{conn, kQueue};
+  task::EnqueueRequest hang;
+  hang.type = "crash:hang";
+  hang.queue = kQueue;
+  hang.max_retry = 0;
+  hang.timeout = std::chrono::seconds(1);
+  const std::string hung = enqueue(redis_.settings(), hang);
+  ASSERT_TRUE(worker->await_line({"Processing task", hung}, 10s)) << worker->output();
+  std::vector<std::string> quick;
+  for (int i = 0; i < 20; ++i) quick.push_back(enqueue_task("fault:quick", ""));
+  ASSERT_TRUE(test::eventually([&] { return q.zset("completed").size() == quick.size(); }, 20s))
+      << worker->output();
+  ASSERT_TRUE(test::eventually([&] { return contains(q.zset("archived"), hung); }, 20s)) << worker->output();
+  EXPECT_EQ(q.message(hung)->error_msg, "context deadline exceeded");
+  EXPECT_TRUE(worker->running());
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(worker->stop(20s), 0) << worker->output();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s) << "shutdown grace (1 s) plus a few seconds";
+}
+
 // Every way a runner dies, through the shipped worker, with the well-behaved plugin busy beside
 // it: the worker never exits, the good plugin's tasks in flight finish normally (once), the
 // crashed task is back in pending within a second with retried unchanged, it is archived at the
