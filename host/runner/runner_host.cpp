@@ -37,6 +37,8 @@ namespace {
 constexpr auto kLoadTimeout = std::chrono::minutes(2);
 constexpr auto kHealthyLifetime = std::chrono::minutes(1);
 constexpr auto kTick = std::chrono::milliseconds(100);
+constexpr auto kStopSlack = std::chrono::seconds(2);
+constexpr auto kDeafGrace = std::chrono::seconds(5);  // as the engine's deadline grace
 
 std::string signal_name(int signo) {
   const char* abbrev = ::sigabbrev_np(signo);
@@ -116,7 +118,7 @@ struct RunnerProcess {
   int crash_fd = -1;
   std::thread reader;
   std::atomic<bool> finished{false};  // the reader thread is done (joinable at once)
-  Entry* entry = nullptr;             // set once loaded; entries live as long as the host
+  std::weak_ptr<Entry> entry;         // set once it serves a plugin (or runs one suspect)
   bool quarantine = false;            // a fresh runner for one crash suspect, stopped after it
   SteadyClock::time_point started = SteadyClock::now();
   SteadyClock::time_point last_ping = started;
@@ -270,12 +272,12 @@ struct RunnerHost::Impl {
   // A changed file of a serving plugin: the new version takes over once it has loaded.
   void upgrade(const std::shared_ptr<Entry>& old, const fs::path& file);
   // No new tasks for `entry`; its runner is stopped by the supervisor once idle. mu held.
-  void retire(const std::shared_ptr<Entry>& entry);
+  void retire(std::shared_ptr<Entry> entry);
   void stop_drained();
 
   // One attempt on `p`; `died` tells whether the runner died under it.
   task::Outcome run_call(const std::shared_ptr<RunnerProcess>& p, const std::string& plugin_id,
-                         task::Execution& execution, bool& died);
+                         task::Execution& execution, bool& died, bool kill_if_deaf = false);
   task::Outcome run_quarantined(const std::shared_ptr<Entry>& entry, task::Execution& execution);
   bool is_suspect(const std::string& task_id);
   void mark_suspects(const std::vector<std::string>& task_ids);
@@ -619,7 +621,21 @@ void RunnerHost::Impl::serve(const std::shared_ptr<RunnerProcess>& p, uint64_t r
     --call->active_rpcs;
     call->cv.notify_all();
   }
-  p->channel->send(Kind::reply, rpc_id, out.data());
+  std::string frame;
+  try {
+    frame = wire::frame(Kind::reply, rpc_id, out.data());
+  } catch (const wire::WireError& e) {  // a result over the frame limit: an error, not a crash
+    wire::Writer too_large;
+    too_large.u8(0);
+    try {
+      throw db::Error(db::ErrorKind::too_large, "",
+                      std::string("result too large for the runner channel: ") + e.what());
+    } catch (...) {
+      wire::encode_current_exception(too_large);
+    }
+    frame = wire::frame(Kind::reply, rpc_id, too_large.data());
+  }
+  p->channel->send(std::move(frame));
 }
 
 void RunnerHost::Impl::on_death(const std::shared_ptr<RunnerProcess>& p, const std::string& why) {
@@ -634,14 +650,17 @@ void RunnerHost::Impl::on_death(const std::shared_ptr<RunnerProcess>& p, const s
     // It may still run (it closed its end, or sent garbage): it is done either way. A process
     // already exiting keeps the status it had.
     ::kill(p->pid, SIGKILL);
-  } else {
-    const auto until = SteadyClock::now() + options.host.shutdown_grace;
-    while (::waitpid(p->pid, &status, WNOHANG) == 0 && SteadyClock::now() < until) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    ::kill(p->pid, SIGKILL);
   }
-  while (::waitpid(p->pid, &status, 0) < 0 && errno == EINTR) {
+  bool reaped = false;
+  if (expected) {
+    const auto until = SteadyClock::now() + options.host.shutdown_grace;
+    while (!reaped && SteadyClock::now() < until) {
+      reaped = ::waitpid(p->pid, &status, WNOHANG) == p->pid;
+      if (!reaped) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    if (!reaped) ::kill(p->pid, SIGKILL);  // not reaped yet: the pid is still ours
+  }
+  while (!reaped && ::waitpid(p->pid, &status, 0) < 0 && errno == EINTR) {
   }
 
   // The crash report, if the runner's handler wrote one: "signal N call C" and the frames.
@@ -658,12 +677,12 @@ void RunnerHost::Impl::on_death(const std::shared_ptr<RunnerProcess>& p, const s
   death.backtrace = backtrace;
   std::map<uint64_t, std::shared_ptr<Call>> calls;
   std::map<uint64_t, std::shared_ptr<RunnerProcess::Tx>> txs;
-  Entry* entry = nullptr;
+  std::shared_ptr<Entry> entry;
   bool loaded = false;
   std::string plugin = "(loading)";
   {
     std::lock_guard lock(p->mu);
-    entry = p->entry;
+    entry = p->entry.lock();
     loaded = p->load_answered;
     if (p->info) plugin = p->info->plugin_id;
     if (WIFSIGNALED(status)) {
@@ -784,7 +803,14 @@ void RunnerHost::Impl::restart(const std::shared_ptr<Entry>& entry) {
   }
   {
     std::lock_guard lock(p->mu);
-    p->entry = entry.get();
+    if (p->dead) {  // died right after loading: its death found no entry to restart
+      std::unique_lock host_lock(mu);
+      entry->backoff =
+          std::min(std::max(entry->backoff * 2, options.restart_backoff_min), options.restart_backoff_max);
+      entry->restart_at = SteadyClock::now() + entry->backoff;
+      return;
+    }
+    p->entry = entry;
   }
   std::unique_lock lock(mu);
   if (stopping) {
@@ -806,9 +832,16 @@ void RunnerHost::Impl::stop_process(const std::shared_ptr<RunnerProcess>& p) {
     if (p->dead) return;
     p->stopping = true;
   }
-  if (!p->channel->send(Kind::shutdown, 0)) ::kill(p->pid, SIGKILL);
+  if (!p->channel->send(Kind::shutdown, 0)) p->kill("its channel is closed");
   std::unique_lock lock(p->mu);
-  p->cv.wait(lock, [&] { return p->dead; });
+  // The plugin's shutdown() gets the grace; one that never returns does not hold us.
+  if (!p->cv.wait_for(lock, options.host.shutdown_grace + kStopSlack, [&] { return p->dead; })) {
+    lock.unlock();
+    p->kill("did not stop within the shutdown grace");
+    p->channel->shutdown();
+    lock.lock();
+    p->cv.wait(lock, [&] { return p->dead; });
+  }
 }
 
 void RunnerHost::Impl::supervise() {
@@ -838,16 +871,17 @@ void RunnerHost::Impl::supervise() {
     }
     finished.clear();  // joins their reader threads
     for (const auto& p : live) {
-      if (now - p->last_ping >= options.liveness_interval) {
-        p->channel->send(Kind::ping, ++p->ping_seq);
-        p->last_ping = now;
-      }
       const SteadyClock::time_point last_pong{SteadyClock::duration(p->last_pong_ticks.load())};
       if (now - last_pong > options.liveness_timeout) {
         p->kill(
             "no answer to liveness checks for " +
             std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(now - last_pong).count()) +
             " ms");
+      }
+      // After the check: a ping to a runner that stopped reading may block until it is killed.
+      if (now - p->last_ping >= options.liveness_interval) {
+        p->channel->send(Kind::ping, ++p->ping_seq);
+        p->last_ping = now;
       }
       uint64_t limit = options.memory_max;
       {
@@ -883,7 +917,7 @@ void RunnerHost::Impl::supervise() {
   }
 }
 
-void RunnerHost::Impl::retire(const std::shared_ptr<Entry>& entry) {
+void RunnerHost::Impl::retire(std::shared_ptr<Entry> entry) {
   entry->draining = true;
   for (auto it = routes.begin(); it != routes.end();) {
     if (it->second == entry) {
@@ -892,8 +926,8 @@ void RunnerHost::Impl::retire(const std::shared_ptr<Entry>& entry) {
       ++it;
     }
   }
-  std::erase(entries, entry);
-  draining.push_back(entry);
+  std::erase(entries, entry);  // `entry` is our own copy: it may have been an element of `entries`
+  draining.push_back(std::move(entry));
 }
 
 void RunnerHost::Impl::stop_drained() {
@@ -906,6 +940,7 @@ void RunnerHost::Impl::stop_drained() {
       if (p) {
         std::lock_guard p_lock(p->mu);
         busy = !p->calls.empty();
+        if (!busy) p->stopping = true;  // run_call refuses it from now on
       }
       if (busy) {
         ++it;
@@ -965,8 +1000,15 @@ void RunnerHost::Impl::upgrade(const std::shared_ptr<Entry>& old, const fs::path
   entry->file = file;
   {
     std::lock_guard lock(p->mu);
+    if (p->dead) {
+      logger.error("plugin update refused; the version already loaded keeps serving",
+                   {{"plugin", old->info.plugin_id},
+                    {"file", file.string()},
+                    {"reason", "its runner " + p->death.reason + " right after loading"}});
+      return;
+    }
     entry->info = *p->info;
-    p->entry = entry.get();
+    p->entry = entry;
   }
   entry->process = p;
   {
@@ -1013,12 +1055,14 @@ void RunnerHost::Impl::rescan() {
   {
     std::unique_lock lock(mu);
     if (stopping) return;
+    std::vector<std::shared_ptr<Entry>> removed;
     for (const auto& e : entries) {
-      if (std::find(files.begin(), files.end(), e->file) == files.end()) {
-        logger.info("plugin file removed; its runner stops once its tasks are done",
-                    {{"plugin", e->info.plugin_id}, {"file", e->file.string()}});
-        retire(e);  // erases from entries: the loop works on a copy below
-      }
+      if (std::find(files.begin(), files.end(), e->file) == files.end()) removed.push_back(e);
+    }
+    for (const auto& e : removed) {  // retire() erases from `entries`: not while iterating it
+      logger.info("plugin file removed; its runner stops once its tasks are done",
+                  {{"plugin", e->info.plugin_id}, {"file", e->file.string()}});
+      retire(e);
     }
     serving = entries;
   }
@@ -1047,6 +1091,12 @@ RunnerHost::RunnerHost(log::Logger logger, plugins::ConfigSnapshot config, db::P
                        task::Enqueuer* enqueuer, RunnerOptions options)
     : impl_(
           std::make_unique<Impl>(std::move(logger), std::move(config), pool, enqueuer, std::move(options))) {
+  Impl& m = *impl_;
+  // Made once, before any thread reads it: trusted plugins are served here (never swapped).
+  if (!m.options.in_process.empty()) {
+    m.in_process =
+        std::make_unique<plugins::PluginHost>(m.logger, m.config, m.pool, m.enqueuer, m.options.host);
+  }
   impl_->supervisor = std::thread([this] { impl_->supervise(); });
 }
 
@@ -1108,10 +1158,6 @@ std::optional<plugins::Refusal> RunnerHost::Impl::load_new(const fs::path& file)
   });
   if (trusted) {
     m.stop_process(p);
-    if (!m.in_process) {
-      m.in_process =
-          std::make_unique<plugins::PluginHost>(m.logger, m.config, m.pool, m.enqueuer, m.options.host);
-    }
     return m.in_process->load_file(file);
   }
   if (refusal) {
@@ -1135,7 +1181,10 @@ std::optional<plugins::Refusal> RunnerHost::Impl::load_new(const fs::path& file)
   entry->process = p;
   {
     std::lock_guard lock(p->mu);
-    p->entry = entry.get();
+    // Died right after loading (a thread its init() started crashed): no entry was there to
+    // restart it, so it is a failed load.
+    if (p->dead) return m.refuse(file, "its runner " + p->death.reason + " right after loading the plugin");
+    p->entry = entry;
   }
   {
     std::unique_lock lock(m.mu);
@@ -1295,15 +1344,17 @@ task::Outcome RunnerHost::dispatch(task::Execution& execution) {
 }
 
 task::Outcome RunnerHost::Impl::run_call(const std::shared_ptr<RunnerProcess>& p,
-                                         const std::string& plugin_id, task::Execution& execution,
-                                         bool& died) {
+                                         const std::string& plugin_id, task::Execution& execution, bool& died,
+                                         bool kill_if_deaf) {
   const uint64_t id = ++next_call_id;
   auto call = std::make_shared<Call>(execution);
   {
     std::lock_guard lock(p->mu);
-    if (p->dead) {
-      died = true;
-      return {task::Disposition::requeue, "plugin " + plugin_id + " " + p->death.reason, {}};
+    if (p->dead || p->stopping) {  // died, or a drained old version being stopped
+      died = p->dead;
+      return {task::Disposition::requeue,
+              "plugin " + plugin_id + " " + (p->dead ? p->death.reason : "is being replaced"),
+              {}};
     }
     p->calls[id] = call;
   }
@@ -1318,7 +1369,22 @@ task::Outcome RunnerHost::Impl::run_call(const std::shared_ptr<RunnerProcess>& p
   });
   {
     std::unique_lock lock(call->mu);
-    call->cv.wait(lock, [&] { return call->done && call->active_rpcs == 0; });
+    const auto finished = [&] { return call->done && call->active_rpcs == 0; };
+    if (!kill_if_deaf) {
+      call->cv.wait(lock, finished);
+    } else {
+      // A runner that serves only this task: a handler deaf to its cancellation past the grace
+      // is killed with its runner, so it cannot hold the plugin's suspects' turn forever.
+      std::optional<SteadyClock::time_point> cancelled_at;
+      while (!call->cv.wait_for(lock, std::chrono::milliseconds(100), finished)) {
+        if (!execution.cancellation.cancelled()) continue;
+        if (!cancelled_at) cancelled_at = SteadyClock::now();
+        if (SteadyClock::now() - *cancelled_at < kDeafGrace) continue;
+        lock.unlock();
+        p->kill("its handler ignored the task's cancellation");
+        lock.lock();
+      }
+    }
   }
   if (token != 0) execution.cancellation.remove(token);
   for (auto& s : call->staged) execution.staged.push_back(std::move(s));
@@ -1329,7 +1395,13 @@ task::Outcome RunnerHost::Impl::run_call(const std::shared_ptr<RunnerProcess>& p
 task::Outcome RunnerHost::Impl::run_quarantined(const std::shared_ptr<Entry>& entry,
                                                 task::Execution& execution) {
   const task::Task& t = execution.task;
-  std::lock_guard one_at_a_time(entry->quarantine_mu);
+  // One suspect at a time per plugin; waiting for the turn honours this task's cancellation.
+  std::unique_lock one_at_a_time(entry->quarantine_mu, std::defer_lock);
+  while (!one_at_a_time.try_lock()) {
+    if (execution.cancellation.wait_for(std::chrono::milliseconds(50)) != task::CancelReason::none) {
+      return {task::Disposition::cancelled, "context canceled", {}};
+    }
+  }
   std::string plugin_id;
   {
     std::shared_lock lock(mu);
@@ -1355,11 +1427,11 @@ task::Outcome RunnerHost::Impl::run_quarantined(const std::shared_ptr<Entry>& en
   }
   {
     std::lock_guard lock(p->mu);
-    p->entry = entry.get();
+    p->entry = entry;
     p->quarantine = true;
   }
   bool died = false;
-  task::Outcome outcome = run_call(p, plugin_id, execution, died);
+  task::Outcome outcome = run_call(p, plugin_id, execution, died, true);
   stop_process(p);
   if (!died) clear_suspect(t.id);  // it ran alone and its runner lived: not the culprit
   return outcome;
@@ -1425,6 +1497,8 @@ void RunnerHost::shutdown() {
     if (m.shut_down) return;
     m.shut_down = true;
     entries = m.entries;
+    entries.insert(entries.end(), m.draining.begin(), m.draining.end());
+    m.draining.clear();
   }
   m.changed.notify_all();
   for (auto it = entries.rbegin(); it != entries.rend(); ++it) {

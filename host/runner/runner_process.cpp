@@ -439,7 +439,8 @@ class Runner {
 
   void shut_down() {
     if (owned_host_) owned_host_->shutdown();
-    owned_host_.reset();  // removes the staging directory
+    host_.store(nullptr, std::memory_order_release);  // a late run frame finds no host, not a freed one
+    owned_host_.reset();                              // removes the staging directory
     ::_exit(0);
   }
 
