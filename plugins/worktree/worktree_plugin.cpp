@@ -255,11 +255,13 @@ class Worktrees {
     autodevs::GitOptions options;
     options.cancel_requested = autodevs::cancel_probe(tc);
     if (log_git_) {
-      options.observer = [&tc](const std::vector<std::string>& argv, const autodevs::SubprocessResult& r) {
+      options.observer = [&tc](const std::vector<std::string>& argv, const autodevs::SubprocessResult& r,
+                               bool probe) {
         std::string command;
         for (const auto& arg : argv) command += (command.empty() ? "" : " ") + arg;
         const std::string outcome = r.describe();
-        if (r.succeeded()) {
+        // A probe's non-zero exit is an answer (the branch does not exist yet), not a failure.
+        if (r.succeeded() || (probe && r.exited_normally && !r.timed_out && !r.cancelled)) {
           tc.info("git command", {{"command", command},
                                   {"outcome", outcome},
                                   {"elapsed_ms", static_cast<std::int64_t>(r.elapsed.count())}});

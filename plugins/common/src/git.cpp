@@ -23,6 +23,11 @@ std::string join_argv(const std::vector<std::string>& argv) {
 
 SubprocessResult Git::run(const std::filesystem::path& dir, const std::vector<std::string>& args,
                           const std::string& stdin_data) const {
+  return run_command(dir, args, stdin_data, false);
+}
+
+SubprocessResult Git::run_command(const std::filesystem::path& dir, const std::vector<std::string>& args,
+                                  const std::string& stdin_data, bool probe) const {
   SubprocessOptions process;
   process.argv.reserve(args.size() + 3);
   process.argv.push_back(options_.program);
@@ -37,7 +42,7 @@ SubprocessResult Git::run(const std::filesystem::path& dir, const std::vector<st
   process.cancel_requested = options_.cancel_requested;
   process.max_output_bytes = 4 << 20;
   SubprocessResult result = run_subprocess(process);
-  if (options_.observer) options_.observer(process.argv, result);
+  if (options_.observer) options_.observer(process.argv, result, probe);
   return result;
 }
 
@@ -57,13 +62,13 @@ std::string Git::run_checked(const std::filesystem::path& dir, const std::vector
 }
 
 bool Git::is_repository(const std::filesystem::path& dir) const {
-  return run(dir, {"rev-parse", "--git-dir"}).succeeded();
+  return run_command(dir, {"rev-parse", "--git-dir"}, {}, true).succeeded();
 }
 
 std::optional<std::string> Git::resolve_commit(const std::filesystem::path& dir,
                                                const std::string& ref) const {
   SubprocessResult result =
-      run(dir, {"rev-parse", "--verify", "--quiet", "--end-of-options", ref + "^{commit}"});
+      run_command(dir, {"rev-parse", "--verify", "--quiet", "--end-of-options", ref + "^{commit}"}, {}, true);
   if (!result.succeeded()) return std::nullopt;
   std::string sha = result.stdout_text;
   while (!sha.empty() && (sha.back() == '\n' || sha.back() == '\r')) sha.pop_back();

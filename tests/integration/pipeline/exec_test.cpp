@@ -117,6 +117,9 @@ TEST_F(WorktreeExec, CreatesRecordsAndStagesStepOneThenIsIdempotent) {
   EXPECT_NE(r.line("staged").find(" timeout=360s "), std::string::npos) << r.out;
   // WORKTREE_ENABLE_LOGGING defaults to true: git commands are in the log.
   EXPECT_NE(r.err.find("worktree add"), std::string::npos) << r.err;
+  // The probe for an existing branch answers "no" on a first creation: not a failure.
+  EXPECT_EQ(r.err.find("git command failed"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("level=WARN"), std::string::npos) << r.err;
 
   const auto again = exec("worktree:create", payload_for(id));
   ASSERT_EQ(again.line("disposition"), "succeeded") << again.out << again.err;

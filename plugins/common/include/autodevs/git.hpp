@@ -28,8 +28,11 @@ struct GitOptions {
   std::string program = "git";
   std::chrono::milliseconds timeout{std::chrono::minutes(5)};
   std::function<bool()> cancel_requested;
-  // Called after every command (WORKTREE_ENABLE_LOGGING): the argv and what happened.
-  std::function<void(const std::vector<std::string>& argv, const SubprocessResult& result)> observer;
+  // Called after every command (WORKTREE_ENABLE_LOGGING): the argv, what happened, and whether
+  // it was a probe (is_repository, resolve_commit), for which a non-zero exit is an answer
+  // ("no such ref"), not a failure.
+  std::function<void(const std::vector<std::string>& argv, const SubprocessResult& result, bool probe)>
+      observer;
   std::vector<std::pair<std::string, std::string>> env_additions;
 };
 
@@ -52,6 +55,8 @@ class Git {
   std::optional<std::string> resolve_commit(const std::filesystem::path& dir, const std::string& ref) const;
 
  private:
+  SubprocessResult run_command(const std::filesystem::path& dir, const std::vector<std::string>& args,
+                               const std::string& stdin_data, bool probe) const;
   GitOptions options_;
 };
 
