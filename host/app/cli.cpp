@@ -236,6 +236,7 @@ int run_cli(int argc, char** argv, char** envp) {
   config::Sources sources;
   sources.flags = flag_settings;
   sources.environment = config::environment_from(envp);
+  sources.other_environment = config::other_environment_from(envp);
   sources.env_file = env_file;
   config::Config cfg;
   try {

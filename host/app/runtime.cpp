@@ -165,8 +165,10 @@ int Runtime::serve() {
     logger_.warn("Unknown setting ignored (typo?)", {{"variable", name}});
   }
   if (logger_.enabled(log::Level::debug)) {
-    for (const auto& [key, value] : config_.redacted())
-      logger_.debug("Setting", {{"key", key}, {"value", value}});
+    for (const auto& [key, value] : config_.redacted()) {
+      // The rest of the environment is the plugins' business (and may hold secrets by any name).
+      if (config_.other_keys.count(key) == 0) logger_.debug("Setting", {{"key", key}, {"value", value}});
+    }
   }
 
   StopSignals signals([this](int signo, int count) {

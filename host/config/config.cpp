@@ -282,6 +282,20 @@ Settings environment_from(char** envp) {
   return out;
 }
 
+Settings other_environment_from(char** envp) {
+  Settings ours = environment_from(envp);
+  Settings out;
+  if (envp == nullptr) return out;
+  for (char** e = envp; *e != nullptr; ++e) {
+    const std::string_view entry(*e);
+    const auto eq = entry.find('=');
+    if (eq == std::string_view::npos) continue;
+    std::string key(entry.substr(0, eq));
+    if (ours.count(key) == 0) out[std::move(key)] = std::string(entry.substr(eq + 1));
+  }
+  return out;
+}
+
 Config load(const Sources& sources) {
   Settings merged = defaults();
   std::map<std::string, std::string> origins;
@@ -310,6 +324,10 @@ Config load(const Sources& sources) {
   for (const auto& [k, v] : sources.environment) {
     merged[k] = v;
     origins[k] = "environment";
+  }
+  for (const auto& [k, v] : sources.other_environment) {
+    merged[k] = v;  // beats a .env value of the same name, as the environment always does
+    cfg.other_keys.insert(k);
   }
   for (const auto& [k, v] : sources.flags) {
     merged[k] = v;

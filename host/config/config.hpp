@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <map>
 #include <optional>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -48,6 +49,9 @@ struct QueueWeight {
 struct Sources {
   Settings flags;
   Settings environment;
+  // The rest of the process environment: readable by plugins through config_get (a plugin's
+  // own variables, such as the hello example's HELLO_GREETING), never validated, never logged.
+  Settings other_environment;
   // An explicit --env-file (must exist); without one, `<working_dir>/.env` is read if present.
   std::optional<std::filesystem::path> env_file;
   std::filesystem::path working_dir = ".";
@@ -113,6 +117,8 @@ struct Config {
 
   // Every effective raw setting (defaults included), for config_get. Contains secrets.
   Settings settings;
+  // Keys of `settings` that came from Sources::other_environment: not ours, so not dumped.
+  std::set<std::string> other_keys;
 
   // "host:port" of Redis, as logged at start-up.
   std::string redis_addr() const;
@@ -128,6 +134,8 @@ Config load(const Sources& sources);
 // The process environment, limited to what concerns the worker: known variables and any
 // variable with a known prefix (REDIS_, DB_, WORKER_, LOG_, WORKTREE_, AI_).
 Settings environment_from(char** envp);
+// The rest of it (what environment_from leaves out).
+Settings other_environment_from(char** envp);
 
 // Whether `key` names a secret (*_PASSWORD, *_API_KEY, *_TOKEN, *_SECRET, case-insensitive).
 bool is_secret(std::string_view key);

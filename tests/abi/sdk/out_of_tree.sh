@@ -56,4 +56,12 @@ output=$("$worker" exec --plugins "$work/build/plugins" --type hello:greet --pay
 echo "$output"
 grep -q 'hello, ci' <<<"$output" || { echo "FAIL: the output lacks the result 'hello, ci'" >&2; exit 1; }
 grep -q 'succeeded' <<<"$output" || { echo "FAIL: the output does not say 'succeeded'" >&2; exit 1; }
+
+echo "== its own setting from the environment (config_get sees variables without a host prefix)"
+output=$(HELLO_GREETING=hi "$worker" exec --plugins "$work/build/plugins" --type hello:greet --payload '{"name":"ci"}' 2>&1) || {
+  echo "FAIL: worker exec with HELLO_GREETING exited with $?:" >&2
+  echo "$output" >&2
+  exit 1
+}
+grep -q 'hi, ci' <<<"$output" || { echo "FAIL: HELLO_GREETING=hi did not reach the plugin:" >&2; echo "$output" >&2; exit 1; }
 echo "OK: out-of-tree plugin ran in the worker"

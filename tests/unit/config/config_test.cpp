@@ -270,6 +270,23 @@ TEST(ConfigEnvironment, KeepsOnlyOurVariables) {
   EXPECT_EQ(env, (Settings{{"REDIS_HOST", "r"}, {"AI_API_KEY", "k"}, {"WORKTREE_BASE_DIR", "/w=x"}}));
 }
 
+// A plugin's own variables (no host prefix) reach config_get from the environment, beating the
+// .env file as the environment always does, and are marked as not the host's.
+TEST(ConfigEnvironment, OtherVariablesAreThePluginsAndOutrankTheDotenvFile) {
+  std::string a = "REDIS_HOST=r";
+  std::string b = "HELLO_GREETING=hi";
+  char* envp[] = {a.data(), b.data(), nullptr};
+  EXPECT_EQ(other_environment_from(envp), (Settings{{"HELLO_GREETING", "hi"}}));
+  Sources sources;
+  sources.working_dir = "/nonexistent-dir-for-this-test";
+  sources.environment = environment_from(envp);
+  sources.other_environment = other_environment_from(envp);
+  const Config c = load(sources);
+  EXPECT_EQ(c.get("HELLO_GREETING"), "hi");
+  EXPECT_EQ(c.other_keys, (std::set<std::string>{"HELLO_GREETING"}));
+  EXPECT_TRUE(c.unknown_variables.empty());
+}
+
 TEST(ConfigSecrets, RecognisesSecretNames) {
   EXPECT_TRUE(is_secret("DB_PASSWORD"));
   EXPECT_TRUE(is_secret("AI_API_KEY"));
