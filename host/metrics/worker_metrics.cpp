@@ -1,5 +1,6 @@
 #include "metrics/worker_metrics.hpp"
 
+#include <algorithm>
 #include <string>
 
 #include "asynq/keys.hpp"
@@ -21,10 +22,24 @@ std::vector<QueueSize> QueueSizeReader::read() {
   std::lock_guard lock(mu_);
   try {
     if (!conn_) conn_ = std::make_unique<redis::Connection>(settings_);
+    // This worker's queues, then every other queue producers registered (asynq:queues, as
+    // asynq's exporter reports): a queue with tasks and no worker serving it is the one an
+    // operator most needs to see.
+    std::vector<std::string> queues = queues_;
+    {
+      redis::Reply registered = conn_->command({"SMEMBERS", asynq::kAllQueuesKey});
+      std::vector<std::string> others;
+      for (size_t i = 0; i < registered.size(); ++i) {
+        std::string name(registered[i].str());
+        if (std::find(queues.begin(), queues.end(), name) == queues.end()) others.push_back(std::move(name));
+      }
+      std::sort(others.begin(), others.end());
+      queues.insert(queues.end(), others.begin(), others.end());
+    }
     constexpr size_t kPerQueue = 7;
     std::vector<std::string> keys;
-    keys.reserve(queues_.size() * kPerQueue);
-    for (const auto& q : queues_) {
+    keys.reserve(queues.size() * kPerQueue);
+    for (const auto& q : queues) {
       keys.push_back(asynq::pending_key(q));
       keys.push_back(asynq::active_key(q));
       keys.push_back(asynq::scheduled_key(q));
@@ -51,9 +66,9 @@ std::vector<QueueSize> QueueSizeReader::read() {
     // WRONGTYPE and the like: a key that is not what asynq's layout says is worth an error.
     if (!failure.empty()) throw redis::Error(redis::Error::Kind::reply, failure);
     std::vector<QueueSize> out;
-    for (size_t qi = 0; qi < queues_.size(); ++qi) {
+    for (size_t qi = 0; qi < queues.size(); ++qi) {
       const long long* v = &values[qi * kPerQueue];
-      out.push_back({queues_[qi], v[0], v[1], v[2], v[3], v[4], v[5], v[6] != 0});
+      out.push_back({queues[qi], v[0], v[1], v[2], v[3], v[4], v[5], v[6] != 0});
     }
     return out;
   } catch (const redis::Error& e) {

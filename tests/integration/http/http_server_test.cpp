@@ -220,6 +220,22 @@ TEST_F(HttpServerTest, MetricsCountTasksByTypeAndQueue) {
   promtool_check(text);
 }
 
+// A queue that has tasks and no worker serving it (registered in asynq:queues by its producer)
+// is in queue_size too: the one an operator most needs an alert on.
+TEST_F(HttpServerTest, QueueSizesIncludeQueuesNoWorkerServes) {
+  enqueue("ok", "nobody-serves");
+  enqueue("ok", "nobody-serves");
+  std::string text;
+  ASSERT_TRUE(eventually(
+      [&] {
+        text = get(server_->port(), "/metrics").body;
+        return sample(text, R"(autodevs_worker_queue_size{queue="nobody-serves",state="pending"})") == 2;
+      },
+      10s))
+      << text;
+  EXPECT_EQ(sample(text, R"(autodevs_worker_queue_size{queue="alpha",state="pending"})"), 0);
+}
+
 TEST_F(HttpServerTest, ReadinessFollowsRedisWhileLivenessStays) {
   auto ready = get(server_->port(), "/readyz");
   EXPECT_EQ(ready.status, 200);
