@@ -266,24 +266,8 @@ std::vector<QueueWeight> parse_queues(std::string_view text) {
   return out;
 }
 
-Settings environment_from(char** envp) {
-  Settings out;
-  if (envp == nullptr) return out;
-  for (char** e = envp; *e != nullptr; ++e) {
-    const std::string_view entry(*e);
-    const auto eq = entry.find('=');
-    if (eq == std::string_view::npos) continue;
-    const std::string key(entry.substr(0, eq));
-    if (known_variables().count(key) != 0 || starts_with_any(key, kHostPrefixes) ||
-        starts_with_any(key, kPluginPrefixes)) {
-      out[key] = std::string(entry.substr(eq + 1));
-    }
-  }
-  return out;
-}
-
-Settings other_environment_from(char** envp) {
-  Settings ours = environment_from(envp);
+// The variables of `envp` that are ours (`want_ours`) or the others.
+static Settings environment_part(char** envp, bool want_ours) {
   Settings out;
   if (envp == nullptr) return out;
   for (char** e = envp; *e != nullptr; ++e) {
@@ -291,10 +275,16 @@ Settings other_environment_from(char** envp) {
     const auto eq = entry.find('=');
     if (eq == std::string_view::npos) continue;
     std::string key(entry.substr(0, eq));
-    if (ours.count(key) == 0) out[std::move(key)] = std::string(entry.substr(eq + 1));
+    const bool ours = known_variables().count(key) != 0 || starts_with_any(key, kHostPrefixes) ||
+                      starts_with_any(key, kPluginPrefixes);
+    if (ours == want_ours) out[std::move(key)] = std::string(entry.substr(eq + 1));
   }
   return out;
 }
+
+Settings environment_from(char** envp) { return environment_part(envp, true); }
+
+Settings other_environment_from(char** envp) { return environment_part(envp, false); }
 
 Config load(const Sources& sources) {
   Settings merged = defaults();

@@ -258,6 +258,8 @@ struct RunnerHost::Impl {
   void stop_process(const std::shared_ptr<RunnerProcess>& p);
   void supervise();
   void restart(const std::shared_ptr<Entry>& entry);
+  // The next restart of `entry`'s runner, with its backoff (mu held).
+  void schedule_restart(Entry& entry, bool fresh);
   void crashed(Entry& entry, const std::shared_ptr<RunnerProcess>& p);
   void request_rescan_reason(std::string why) {
     {
@@ -763,14 +765,19 @@ void RunnerHost::Impl::crashed(Entry& entry, const std::shared_ptr<RunnerProcess
   entry.last_death = p->death.reason;
   const bool served_long = SteadyClock::now() - p->started >= kHealthyLifetime;
   entry.consecutive_crashes = served_long ? 1 : entry.consecutive_crashes + 1;
-  entry.backoff = (served_long || entry.backoff.count() == 0)
-                      ? options.restart_backoff_min
-                      : std::min(entry.backoff * 2, options.restart_backoff_max);
-  entry.restart_at = SteadyClock::now() + entry.backoff;
+  schedule_restart(entry, served_long);
   logger.info("plugin runner restarts", {{"plugin", entry.info.plugin_id},
                                          {"in_ms", static_cast<int64_t>(entry.backoff.count())},
                                          {"crashes", entry.crashes}});
   supervisor_cv.notify_all();
+}
+
+void RunnerHost::Impl::schedule_restart(Entry& entry, bool fresh) {
+  // From the minimum after a runner that served a while (or the first time); doubling otherwise.
+  entry.backoff =
+      fresh ? options.restart_backoff_min
+            : std::min(std::max(entry.backoff * 2, options.restart_backoff_min), options.restart_backoff_max);
+  entry.restart_at = SteadyClock::now() + entry.backoff;
 }
 
 void RunnerHost::Impl::restart(const std::shared_ptr<Entry>& entry) {
@@ -792,9 +799,7 @@ void RunnerHost::Impl::restart(const std::shared_ptr<Entry>& entry) {
   if (!problem.empty()) {
     if (p) stop_process(p);
     std::unique_lock lock(mu);
-    entry->backoff =
-        std::min(std::max(entry->backoff * 2, options.restart_backoff_min), options.restart_backoff_max);
-    entry->restart_at = SteadyClock::now() + entry->backoff;
+    schedule_restart(*entry, false);
     logger.error("plugin runner could not be restarted",
                  {{"plugin", entry->info.plugin_id},
                   {"reason", problem},
@@ -805,9 +810,7 @@ void RunnerHost::Impl::restart(const std::shared_ptr<Entry>& entry) {
     std::lock_guard lock(p->mu);
     if (p->dead) {  // died right after loading: its death found no entry to restart
       std::unique_lock host_lock(mu);
-      entry->backoff =
-          std::min(std::max(entry->backoff * 2, options.restart_backoff_min), options.restart_backoff_max);
-      entry->restart_at = SteadyClock::now() + entry->backoff;
+      schedule_restart(*entry, false);
       return;
     }
     p->entry = entry;
