@@ -36,6 +36,18 @@ std::string printable(const std::string& bytes) {
   return bytes;
 }
 
+// Bytes in lowercase hex, for `tasks show --raw` and messages that cannot be decoded.
+std::string hex(std::string_view bytes) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(bytes.size() * 2);
+  for (const unsigned char c : bytes) {
+    out.push_back(kDigits[c >> 4]);
+    out.push_back(kDigits[c & 0xf]);
+  }
+  return out;
+}
+
 // A left-aligned text table: one header row, columns as wide as their widest cell.
 class Table {
  public:
@@ -79,6 +91,8 @@ json task_json(const TaskInfo& t) {
          {"result", printable(t.result)},
          {"headers", headers}};
   j["next_process_at"] = t.next_process_at ? json(*t.next_process_at) : json(nullptr);
+  if (!t.undecodable.empty()) j["undecodable"] = t.undecodable;
+  if (!t.stored.empty()) j["stored_hex"] = hex(t.stored);
   return j;
 }
 
@@ -197,6 +211,7 @@ int run_list(const redis::Settings& redis, const ListOptions& o, std::ostream& o
     Table t({"ID", "TYPE", "RETRIED", "WHEN", "LAST ERROR", "PAYLOAD"});
     for (const auto& task : tasks) {
       std::string payload = printable(task.msg.payload);
+      if (!task.undecodable.empty()) payload = "(undecodable message: see tasks show)";
       if (payload.size() > 60) payload = payload.substr(0, 57) + "...";
       t.add({task.msg.id, task.msg.type,
              std::to_string(task.msg.retried) + "/" + std::to_string(task.msg.retry),
@@ -210,12 +225,22 @@ int run_list(const redis::Settings& redis, const ListOptions& o, std::ostream& o
 
 int run_show(const redis::Settings& redis, const TaskOptions& o, std::ostream& out, std::ostream& err) {
   return with_inspector(redis, err, [&](Inspector& in) {
-    const auto t = in.show(o.queue, o.id);
+    auto t = in.show(o.queue, o.id);
+    if (!o.raw && t.undecodable.empty()) t.stored.clear();
     if (o.json) {
       out << task_json(t).dump(2) << "\n";
       return 0;
     }
     Table table({"FIELD", "VALUE"});
+    if (!t.undecodable.empty()) {
+      table.add({"id", t.msg.id});
+      table.add({"queue", t.msg.queue});
+      table.add({"state", t.state});
+      table.add({"message", "undecodable: " + t.undecodable});
+      table.add({"stored (hex)", hex(t.stored)});
+      table.print(out);
+      return 0;
+    }
     table.add({"id", t.msg.id});
     table.add({"type", t.msg.type});
     table.add({"queue", t.msg.queue});
@@ -230,6 +255,7 @@ int run_show(const redis::Settings& redis, const TaskOptions& o, std::ostream& o
     for (const auto& [k, v] : t.msg.headers) table.add({"header " + k, v});
     table.add({"payload", printable(t.msg.payload)});
     table.add({"result", t.result.empty() ? "-" : printable(t.result)});
+    if (o.raw) table.add({"stored (hex)", hex(t.stored)});
     table.print(out);
     return 0;
   });
@@ -386,8 +412,10 @@ Commands::Commands(CLI::App& app) : state_(std::make_unique<State>()) {
     choose(cmd, [&s, fn](const redis::Settings& r, std::ostream& o, std::ostream& e) {
       return fn(r, s.task, o, e);
     });
+    return cmd;
   };
-  task_command("show", "Show one task", &run_show);
+  task_command("show", "Show one task (an undecodable message is shown in hex)", &run_show)
+      ->add_flag("--raw", s.task.raw, "Also show the stored message's bytes in hex");
   task_command("retry", "Run a scheduled, retry or archived task now (moves it to pending)", &run_retry);
   task_command("archive", "Archive a task that is not active", &run_archive);
   task_command("delete", "Delete a task that is not active (releases its unique lock)", &run_delete);

@@ -35,6 +35,7 @@ struct TaskOptions {
   std::string queue;
   std::string id;
   bool json = false;
+  bool raw = false;  // show: the stored message's bytes in hex
 };
 struct BulkOptions {
   std::string queue;

@@ -232,9 +232,10 @@ std::vector<TaskInfo> Inspector::list(const std::string& queue, const std::strin
     TaskInfo info;
     try {
       info.msg = asynq::decode_task_message(r[0].str());
-    } catch (const asynq::DecodeError&) {
+    } catch (const asynq::DecodeError& e) {
       info.msg.id = id;
-      info.msg.error_msg = "(undecodable message)";
+      info.msg.queue = queue;
+      info.undecodable = e.what();
     }
     info.state = r[1].is_string() ? std::string(r[1].str()) : state;
     if (r[2].is_string()) info.result = std::string(r[2].str());
@@ -251,10 +252,15 @@ TaskInfo Inspector::show(const std::string& queue, const std::string& id) {
   if (r.size() < 3 || !r[0].is_string())
     throw Error("task " + quoted(id) + " not found in queue " + quoted(queue));
   TaskInfo info;
+  info.stored = std::string(r[0].str());
   try {
-    info.msg = asynq::decode_task_message(r[0].str());
+    info.msg = asynq::decode_task_message(info.stored);
   } catch (const asynq::DecodeError& e) {
-    throw Error("task " + quoted(id) + " has an undecodable message: " + e.what());
+    // Shown raw: the operator decides (delete or archive) with the bytes in view.
+    info.msg = asynq::TaskMessage{};
+    info.msg.id = id;
+    info.msg.queue = queue;
+    info.undecodable = e.what();
   }
   info.state = r[1].is_string() ? std::string(r[1].str()) : "";
   if (r[2].is_string()) info.result = std::string(r[2].str());

@@ -40,6 +40,8 @@ struct TaskInfo {
   std::string result;
   std::optional<int64_t> next_process_at;  // unix-s, scheduled/retry only
   int64_t score = 0;                       // ZSET score for set states (archived-at, expiry, ...)
+  std::string undecodable;                 // why the stored message could not be decoded, if so
+  std::string stored;                      // the stored message's bytes (show() only)
 };
 
 struct WorkerTask {

@@ -295,16 +295,51 @@ void RedisBroker::done_argv(const asynq::TaskMessage& msg, Clock::time_point now
   out.emplace_back(s.stats_expiry);
 }
 
+namespace {
+
+// Checks one entry of a dequeue or listing reply; nullopt when `msg` was decoded into `out`.
+std::optional<Malformed> check_entry(std::string_view id, const redis::ReplyView& stored,
+                                     const std::string& queue, asynq::TaskMessage& out) {
+  Malformed bad;
+  bad.archived.id = std::string(id);
+  bad.archived.queue = queue;
+  if (!stored.is_string()) {
+    bad.reason = "malformed task: its hash has no message";
+    return bad;
+  }
+  if (stored.str().empty()) {
+    bad.reason = "malformed task: its message is empty";
+    return bad;
+  }
+  try {
+    out = asynq::decode_task_message(stored.str());
+  } catch (const asynq::DecodeError& e) {
+    bad.reason =
+        std::string("malformed task: undecodable message (") + e.what() + "); its bytes are the payload";
+    bad.archived.payload = std::string(stored.str());
+    return bad;
+  }
+  if (out.id == id && out.queue == queue) return std::nullopt;
+  bad.reason = "malformed task: its message names task \"" + out.id + "\" in queue \"" + out.queue +
+               "\", not the entry it is listed under";
+  const std::string list_id = std::move(bad.archived.id);
+  bad.archived = std::move(out);
+  bad.archived.id = list_id;
+  bad.archived.queue = queue;
+  return bad;
+}
+
+}  // namespace
+
 bool RedisBroker::decode_dequeued(const redis::Reply& reply, const std::string& q, Clock::time_point expiry,
-                                  std::vector<Dequeued>& out) const {
-  for (size_t i = 0; i < reply.size(); ++i) {
-    try {
-      out.push_back(Dequeued{asynq::decode_task_message(reply[i].str()), expiry});
-    } catch (const asynq::DecodeError& e) {
-      // The task stays in active with its lease: the recoverer cannot decode it either, so it
-      // is reported loudly; no other task is lost because of it.
-      log_.error("cannot decode dequeued task message", {{"queue", q}, {"error", e.what()}});
+                                  std::vector<Dequeued>& out) {
+  for (size_t i = 0; i + 1 < reply.size(); i += 2) {
+    asynq::TaskMessage msg;
+    if (auto bad = check_entry(reply[i].str(), reply[i + 1], q, msg)) {
+      set_aside(*bad, scripts().archive);
+      continue;
     }
+    out.push_back(Dequeued{std::move(msg), expiry});
   }
   return reply.size() > 0;
 }
@@ -663,6 +698,26 @@ void RedisBroker::archive(const asynq::TaskMessage& msg, const std::string& erro
   }
 }
 
+void RedisBroker::set_aside(const Malformed& bad, const redis::Script& archive_script) {
+  const log::Fields where{{"queue", bad.archived.queue}, {"task_id", bad.archived.id}};
+  try {
+    const ArchiveArgs args(bad.archived, Clock::now(), bad.reason, settings_);
+    const auto argv = views_of(args.v);
+    pool_.acquire()->eval(archive_script, argv, ArchiveArgs::kNumKeys);
+  } catch (const redis::Error& e) {
+    // Moved meanwhile (NOT FOUND, LEASED) or Redis away: the recoverer finds it again once its
+    // lease has expired, so nothing is lost and it is logged when it is archived.
+    if (e.is_reply()) return;
+    auto fields = where;
+    fields.emplace_back("error", e.what());
+    log_.warn("Could not archive a malformed task yet", fields);
+    return;
+  }
+  auto fields = where;
+  fields.emplace_back("error", bad.reason);
+  log_.error("Archived a malformed task message", fields);
+}
+
 const redis::Script* RedisBroker::write_call_args(const OutcomeWrite& w, Clock::time_point now,
                                                   std::vector<std::string_view>& argv,
                                                   std::vector<std::string>& storage, size_t& numkeys) {
@@ -848,23 +903,23 @@ std::vector<asynq::TaskMessage> RedisBroker::list_lease_expired(const std::vecto
     const std::string keys_and_args[] = {asynq::lease_key(q), str(unix_s(cutoff)), asynq::task_key_prefix(q)};
     const std::vector<std::string_view> argv(std::begin(keys_and_args), std::end(keys_and_args));
     redis::Reply reply = conn->eval(scripts().list_lease_expired, argv, 1);
-    decode_listed(reply, q, out);
+    decode_listed(reply, q, scripts().archive, out);
   }
   return out;
 }
 
 // asynq fails the whole listing on one undecodable message, which blocks recovery of every queue
-// the server serves (spec §4.7). We log and skip it instead: the task stays in active, visible to
-// the operator, and every other task is still recovered.
+// the server serves (spec §4.7). We archive what cannot be served instead (as dequeue does), and
+// every other task is still recovered.
 void RedisBroker::decode_listed(const redis::ReplyView& reply, const std::string& queue,
-                                std::vector<asynq::TaskMessage>& out) const {
-  for (size_t i = 0; i < reply.size(); ++i) {
-    try {
-      out.push_back(asynq::decode_task_message(reply[i].str()));
-    } catch (const asynq::DecodeError& e) {
-      log_.error("Skipping an undecodable task message left in active",
-                 {{"queue", queue}, {"error", e.what()}});
+                                const redis::Script& archive_script, std::vector<asynq::TaskMessage>& out) {
+  for (size_t i = 0; i + 1 < reply.size(); i += 2) {
+    asynq::TaskMessage msg;
+    if (auto bad = check_entry(reply[i].str(), reply[i + 1], queue, msg)) {
+      set_aside(*bad, archive_script);
+      continue;
     }
+    out.push_back(std::move(msg));
   }
 }
 
@@ -874,7 +929,7 @@ std::vector<asynq::TaskMessage> RedisBroker::list_active_without_lease(const std
                                        asynq::task_key_prefix(queue)};
   const std::vector<std::string_view> argv(std::begin(keys_and_args), std::end(keys_and_args));
   redis::Reply reply = pool_.acquire()->eval(scripts().list_active_without_lease, argv, 2);
-  decode_listed(reply, queue, out);
+  decode_listed(reply, queue, scripts().recover_orphan_archive, out);
   return out;
 }
 

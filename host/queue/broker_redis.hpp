@@ -27,6 +27,14 @@ struct RedisBrokerSettings {
   int archive_max_size = 10000;                                       // archive size trim
 };
 
+// A (list id, stored msg) entry the engine cannot serve, and the message archived in its place:
+// the decoded one with the list's id and queue when it decodes, else one that carries the stored
+// bytes as its payload, so that asynq's tools and `worker tasks show` still display it.
+struct Malformed {
+  std::string reason;
+  asynq::TaskMessage archived;
+};
+
 class RedisBroker : public Broker {
  public:
   RedisBroker(RedisBrokerSettings settings, log::Logger logger);
@@ -95,16 +103,21 @@ class RedisBroker : public Broker {
                                        size_t& numkeys);
   void done_argv(const asynq::TaskMessage& msg, Clock::time_point now, std::vector<std::string_view>& out,
                  size_t& numkeys);
-  // Decodes a dequeue reply into `out`; false when the reply was empty.
+  // Decodes a dequeue reply (id, msg pairs) into `out`, archiving the entries that cannot be
+  // served (set_aside); false when the reply was empty.
   bool decode_dequeued(const redis::Reply& reply, const std::string& q, Clock::time_point expiry,
-                       std::vector<Dequeued>& out) const;
+                       std::vector<Dequeued>& out);
   void complete(const asynq::TaskMessage& msg, const redis::Script& script,
                 std::vector<std::string> keys_and_args, size_t numkeys,
                 const std::vector<task::EnqueueRequest>& followups);
   void waiter_loop(Waiter& waiter);
   void requeue_with(const redis::Script& script, const asynq::TaskMessage& msg);
+  // As decode_dequeued() for the recoverer's listings; `archive_script` sets aside (the orphan
+  // form for ids that must still have no lease).
   void decode_listed(const redis::ReplyView& reply, const std::string& queue,
-                     std::vector<asynq::TaskMessage>& out) const;
+                     const redis::Script& archive_script, std::vector<asynq::TaskMessage>& out);
+  // Archives a message the engine cannot serve, with its reason as the last error, logged once.
+  void set_aside(const Malformed& bad, const redis::Script& archive_script);
   Waiter& waiter_for(const std::string& queue);  // wait_mu_ held
 
   RedisBrokerSettings settings_;

@@ -108,8 +108,9 @@ redis.call("ZADD", KEYS[2], ARGV[4], ARGV[1])
 return 1
 )lua"),
       // KEYS: pending, paused, active, lease. ARGV: lease-expiry-s, task-key-prefix, max-count.
-      // Returns the msgs taken (an id whose hash has no msg is still moved, spec Q8, but not
-      // returned).
+      // Returns id, msg pairs (msg false, a nil reply, when the hash has none): the host checks
+      // each message against its list entry and archives what it cannot serve, so an id whose
+      // hash has no msg (spec Q8) is moved like any other and then set aside, not left active.
       .dequeue = redis::Script(R"lua(
 if redis.call("EXISTS", KEYS[2]) == 1 then return {} end
 local taken = {}
@@ -120,8 +121,8 @@ for _ = 1, tonumber(ARGV[3]) do
   redis.call("HSET", key, "state", "active")
   redis.call("HDEL", key, "pending_since")
   redis.call("ZADD", KEYS[4], ARGV[1], id)
-  local msg = redis.call("HGET", key, "msg")
-  if msg then taken[#taken + 1] = msg end
+  taken[#taken + 1] = id
+  taken[#taken + 1] = redis.call("HGET", key, "msg")
 end
 return taken
 )lua"),
@@ -185,22 +186,23 @@ for _, id in ipairs(ids) do
 end
 return #ids
 )lua"),
-      // KEYS: lease. ARGV: cutoff-s, task-key-prefix. Ids without msg are skipped (v0.25+).
+      // KEYS: lease. ARGV: cutoff-s, task-key-prefix. Returns id, msg pairs as dequeue does
+      // (asynq v0.25+ skips ids without msg; we set them aside instead).
       .list_lease_expired = redis::Script(R"lua(
 local found = {}
 for _, id in ipairs(redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", ARGV[1])) do
-  local msg = redis.call("HGET", ARGV[2] .. id, "msg")
-  if msg then found[#found + 1] = msg end
+  found[#found + 1] = id
+  found[#found + 1] = redis.call("HGET", ARGV[2] .. id, "msg")
 end
 return found
 )lua"),
-      // KEYS: active, lease. ARGV: task-key-prefix.
+      // KEYS: active, lease. ARGV: task-key-prefix. Returns id, msg pairs as dequeue does.
       .list_active_without_lease = redis::Script(R"lua(
 local found = {}
 for _, id in ipairs(redis.call("LRANGE", KEYS[1], 0, -1)) do
   if not redis.call("ZSCORE", KEYS[2], id) then
-    local msg = redis.call("HGET", ARGV[1] .. id, "msg")
-    if msg then found[#found + 1] = msg end
+    found[#found + 1] = id
+    found[#found + 1] = redis.call("HGET", ARGV[1] .. id, "msg")
   end
 end
 return found

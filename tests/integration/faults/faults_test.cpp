@@ -1,4 +1,4 @@
-// Process-level fault tests (DESIGN.md §9, §11; issues 3 and 4): the real `worker` binary, the
+// Process-level fault tests: the real `worker` binary, the
 // fixture plugin in plugin/, a private redis-server per test (stopped and restarted where the
 // test says so) and, for the database test, a private PostgreSQL. What each test proves is in
 // docs/testing.md. Timings are shortened with the advanced settings (docs/configuration.md).
@@ -490,8 +490,9 @@ TEST_F(FaultTest, PostgresOutageCostsDatabaseTasksNoAttempts) {
   EXPECT_LE(max_connections.load(), 3) << "more server connections than DB_POOL_SIZE";
 }
 
-// DESIGN.md §9: bad input. Nothing crashes, other tasks are served, each bad task ends where the
-// rules say (see docs/testing.md for the malformed message).
+// Bad input: nothing crashes, other tasks are served, and each bad task ends where its rule says
+// (a bad payload: archived; an unknown type: docs/queue-engine.md, "Tasks no plugin serves"; a
+// malformed message: "Malformed messages" there).
 TEST_F(FaultTest, BadInputIsLoggedAndContainedWhileOthersAreServed) {
   // The shipped worktree plugin is the JSON plugin (it creates its tables at start-up, so it
   // needs a database: this test process's own on the test server).
@@ -532,21 +533,99 @@ TEST_F(FaultTest, BadInputIsLoggedAndContainedWhileOthersAreServed) {
   // The good task is served.
   ASSERT_TRUE(test::eventually([&] { return contains(q.zset("completed"), good); })) << worker->output();
 
-  // Malformed message: a clear error line; the task stays visible in active with its bytes.
-  ASSERT_TRUE(worker->await_line({"level=ERROR", "cannot decode dequeued task message", "queue=faults"}))
+  // Malformed message: archived with the reason, logged once with its id; nothing left active.
+  ASSERT_TRUE(test::eventually([&] { return contains(q.zset("archived"), garbage_id); })) << worker->output();
+  EXPECT_NE(q.message(garbage_id)->error_msg.find("undecodable message"), std::string::npos);
+  EXPECT_EQ(q.message(garbage_id)->payload, garbage);
+  EXPECT_EQ(
+      worker->count_lines({"level=ERROR", "Archived a malformed task message", "task_id=" + garbage_id}), 1)
       << worker->output();
-  EXPECT_EQ(q.list("active"), std::vector<std::string>{garbage_id});
-  EXPECT_EQ(q.field(garbage_id, "msg"), garbage);
   // Still serving, still alive.
   const auto later = enqueue_task("fault:quick", "");
   ASSERT_TRUE(test::eventually([&] { return contains(q.zset("completed"), later); })) << worker->output();
   EXPECT_TRUE(worker->running());
-  EXPECT_EQ(q.list("active"), std::vector<std::string>{garbage_id});
+  EXPECT_TRUE(q.list("active").empty());
   worker->signal(SIGTERM);
   EXPECT_EQ(worker->wait_exit(10s), 0) << worker->output();
 }
 
-// the exact log-line claim of issue 3 (one outage line, one recovery line).
+// Every kind of entry the engine cannot serve ends archived with its reason, logged once with its
+// id, and the shipped binary's `tasks show` / `tasks delete` handle it (docs/queue-engine.md,
+// "Malformed messages").
+TEST_F(FaultTest, EachMalformedMessageKindIsArchivedOnceAndCanBeDeleted) {
+  auto conn = redis_.connect();
+  QueueView q{conn, kQueue};
+  asynq::TaskMessage valid;
+  valid.type = "fault:quick";
+  valid.id = "someone-else";
+  valid.queue = kQueue;
+  const std::string encoded = asynq::encode(valid);
+  static constexpr char kRandom[] = "\xff\xfe\x00\x13 not a protobuf";
+  struct Kind {
+    std::string id;
+    std::optional<std::string> msg;  // nullopt: no task hash at all
+    std::string reason;
+  };
+  const std::vector<Kind> kinds = {
+      {"random-bytes", std::string(kRandom, sizeof kRandom - 1), "undecodable message"},
+      {"truncated", encoded.substr(0, encoded.size() / 2), "undecodable message"},
+      {"empty", std::string(), "its message is empty"},
+      {"no-hash", std::nullopt, "its hash has no message"},
+      {"other-id", encoded, "names task \"someone-else\""},
+  };
+  conn.command({"SADD", "asynq:queues", kQueue});
+  for (const auto& k : kinds) {
+    if (k.msg) conn.command({"HSET", asynq::task_key(kQueue, k.id), "msg", *k.msg, "state", "pending"});
+    conn.command({"LPUSH", asynq::pending_key(kQueue), k.id});
+  }
+  const auto settings = worker_settings(redis_.port(), plugins_, "admin", kQueue);
+  const auto admin = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), worker_binary());
+    ChildProcess p(args, worker_env(settings));
+    const int code = p.wait_exit(15s).value_or(-1);
+    return std::pair{code, p.output()};
+  };
+  // Still pending: listed, and shown in hex.
+  const auto [show_code, shown] = admin({"tasks", "show", "--queue", kQueue, "random-bytes"});
+  EXPECT_EQ(show_code, 0) << shown;
+  EXPECT_NE(shown.find("undecodable"), std::string::npos) << shown;
+  EXPECT_NE(shown.find("fffe0013"), std::string::npos) << shown;
+
+  auto worker = start_worker("first");
+  const auto good = enqueue_task("fault:quick", "");
+  ASSERT_TRUE(test::eventually([&] { return contains(q.zset("completed"), good); })) << worker->output();
+  for (const auto& k : kinds) {
+    ASSERT_TRUE(test::eventually([&] { return contains(q.zset("archived"), k.id); }))
+        << k.id << worker->output();
+    const auto archived = q.message(k.id);
+    ASSERT_TRUE(archived) << k.id;
+    EXPECT_EQ(archived->id, k.id);
+    EXPECT_EQ(archived->queue, kQueue);
+    EXPECT_NE(archived->error_msg.find(k.reason), std::string::npos) << k.id << ": " << archived->error_msg;
+    EXPECT_EQ(q.field(k.id, "state"), "archived");
+  }
+  EXPECT_TRUE(q.list("active").empty());
+  EXPECT_TRUE(q.list("pending").empty());
+  // After the next task, each was still logged exactly once (the dequeue's and the recoverer's
+  // archive cannot both take effect: the script checks that the entry is still active).
+  const auto second = enqueue_task("fault:quick", "");
+  ASSERT_TRUE(test::eventually([&] { return contains(q.zset("completed"), second); })) << worker->output();
+  for (const auto& k : kinds) {
+    EXPECT_EQ(worker->count_lines({"Archived a malformed task message", "queue=faults", "task_id=" + k.id}),
+              1)
+        << k.id << "\n"
+        << worker->output();
+  }
+  for (const auto& k : kinds) {
+    const auto [code, out] = admin({"tasks", "delete", "--queue", kQueue, k.id});
+    EXPECT_EQ(code, 0) << out;
+    EXPECT_FALSE(q.exists(k.id)) << k.id;
+  }
+  EXPECT_TRUE(q.zset("archived").empty());
+  EXPECT_TRUE(worker->running());
+}
+
+// A Redis outage logs one outage line and one recovery line, not one per loop or connection.
 TEST_F(FaultTest, RedisOutageLogsExactlyOneOutageAndOneRecoveryLine) {
   auto [a, release_a] = blocking_task("a");
   auto worker = start_worker("first", {{"WORKER_LEASE", "20s"}, {"WORKER_RECOVERER_CUTOFF", "30s"}});
@@ -570,24 +649,28 @@ TEST_F(FaultTest, RedisOutageLogsExactlyOneOutageAndOneRecoveryLine) {
   EXPECT_EQ(worker->count_lines({"Redis available again"}), 1) << worker->output();
 }
 
-// a malformed message stuck in active must not stop lease recovery of other tasks.
+// A malformed message a worker left in active (asynq's dequeue leaves one there) must not stop
+// lease recovery of the other tasks, and is archived itself once its lease has expired.
 TEST_F(FaultTest, MalformedMessageDoesNotBlockLeaseRecovery) {
   auto conn = redis_.connect();
   QueueView q{conn, kQueue};
   const std::string garbage_id = "garbage-0002";
   const std::string garbage("\x0a\xff\xff\xff\xff\x0f junk", 11);
-  conn.command({"HSET", asynq::task_key(kQueue, garbage_id), "msg", garbage, "state", "pending"});
-  conn.command({"LPUSH", asynq::pending_key(kQueue), garbage_id});
   auto [id, release] = blocking_task("victim");
   {
     auto first = start_worker("first");
     ASSERT_TRUE(test::eventually([&] { return file_exists(started(release, 1)); })) << first->output();
-    ASSERT_TRUE(first->await_line({"cannot decode dequeued task message"})) << first->output();
     first->kill();
   }
+  // As an asynq server leaves it: in active, with a lease that has run out, never decoded; so it
+  // is in the same lease-expired listing as the victim.
+  conn.command({"HSET", asynq::task_key(kQueue, garbage_id), "msg", garbage, "state", "active"});
+  conn.command({"LPUSH", asynq::active_key(kQueue), garbage_id});
+  conn.command({"ZADD", asynq::lease_key(kQueue), "1", garbage_id});
   auto second = start_worker("second");
   EXPECT_TRUE(test::eventually([&] { return file_exists(started(release, 2)); }, 10s)) << second->output();
-  EXPECT_TRUE(contains(q.list("active"), garbage_id));
+  EXPECT_TRUE(test::eventually([&] { return contains(q.zset("archived"), garbage_id); })) << second->output();
+  EXPECT_FALSE(contains(q.list("active"), garbage_id));
 }
 
 }  // namespace
