@@ -122,6 +122,19 @@ TEST_F(CliTest, BadConfigValueExitsNonZeroNamingTheVariableBeforeTouchingRedis) 
   EXPECT_FALSE(fake_redis.someone_connected());
 }
 
+// A settings-file line the worker cannot parse is refused naming file and line, and no part of the
+// value (here a password, written without its "=") reaches any output.
+TEST_F(CliTest, AMalformedSettingsLineNeverShowsItsValue) {
+  const auto bad_env = dir_ / "bad.env";
+  for (const char* line : {"DB_PASSWORD s3cr3t==", "DB_PASSWORD=\"s3cr3t==", "export DB PASSWORD=s3cr3t=="}) {
+    std::ofstream(bad_env) << "# settings\n" << line << "\n";
+    ChildProcess p({worker_bin(), "--env-file", bad_env.string(), "--plugins", plugins_dir()}, service_env());
+    EXPECT_NE(wait(p, 10s), 0) << line;
+    EXPECT_NE(p.err().find("bad.env:2"), std::string::npos) << line << ": " << p.err();
+    EXPECT_EQ(p.output().find("s3cr3t"), std::string::npos) << line << ": " << p.output();
+  }
+}
+
 TEST_F(CliTest, ServesWithEmptyPluginsDirLogsStartInLogfmtAndExitsZeroOnSigterm) {
   ChildProcess p({worker_bin(), "-worker=cli-test-1", "-plugins", plugins_dir(), "--env-file", env_file()},
                  service_env());

@@ -38,6 +38,12 @@ std::string enqueue(const redis::Settings& redis, task::EnqueueRequest request) 
   return client.enqueue(request);
 }
 
+void enqueue_many(const redis::Settings& redis, const task::EnqueueRequest& request, size_t count) {
+  redis::Pool pool(redis, 1);
+  queue::Client client(pool);
+  for (size_t i = 0; i < count; ++i) client.enqueue(request);
+}
+
 std::vector<std::string> QueueView::list(const std::string& which) const {
   const std::string key = asynq::queue_key_prefix(queue) + which;
   auto reply = conn.command({"LRANGE", key, "0", "-1"});

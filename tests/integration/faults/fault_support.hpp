@@ -21,6 +21,8 @@ std::map<std::string, std::string> worker_settings(int redis_port, const std::fi
 
 // Publishes a task the way an asynq client does (the host's own producer code).
 std::string enqueue(const redis::Settings& redis, task::EnqueueRequest request);
+// `count` such tasks over one connection.
+void enqueue_many(const redis::Settings& redis, const task::EnqueueRequest& request, size_t count);
 
 // Views of one queue's keys.
 struct QueueView {

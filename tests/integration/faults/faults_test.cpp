@@ -649,6 +649,41 @@ TEST_F(FaultTest, RedisOutageLogsExactlyOneOutageAndOneRecoveryLine) {
   EXPECT_EQ(worker->count_lines({"Redis available again"}), 1) << worker->output();
 }
 
+// Two workers archiving 30,000 failing tasks as fast as they can: every task hash left is listed
+// in the archive (the archive script writes the task's hash before trimming, so a task trimmed
+// by its own archive leaves no hash; docs/queue-engine.md).
+TEST_F(FaultTest, AnArchiveFloodLeavesNoUnlistedTaskHash) {
+  constexpr size_t kTasks = 30000;
+  task::EnqueueRequest r;
+  r.type = "fault:fail";
+  r.queue = kQueue;
+  r.max_retry = 0;
+  enqueue_many(redis_.settings(), r, kTasks);
+  const std::map<std::string, std::string> fast = {{"WORKER_CONCURRENCY", "16"}};
+  auto a = start_worker("a", fast);
+  auto b = start_worker("b", fast);
+  auto conn = redis_.connect();
+  const auto failed = [&] {
+    const auto v = conn.command({"GET", asynq::failed_total_key(kQueue)});
+    return v.is_nil() ? 0LL : std::stoll(std::string(v.str()));
+  };
+  ASSERT_TRUE(test::eventually([&] { return failed() == static_cast<long long>(kTasks); }, 300s))
+      << failed() << "\n"
+      << a->output() << b->output();
+  long long hashes = 0;
+  std::string cursor = "0";
+  do {
+    auto page =
+        conn.command({"SCAN", cursor, "MATCH", asynq::task_key_prefix(kQueue) + "*", "COUNT", "1000"});
+    cursor = std::string(page[0].str());
+    hashes += static_cast<long long>(page[1].size());
+  } while (cursor != "0");
+  const long long archived = conn.command({"ZCARD", asynq::archived_key(kQueue)}).integer();
+  EXPECT_GT(archived, 0);
+  EXPECT_LE(archived, 10000);
+  EXPECT_EQ(hashes, archived);
+}
+
 // A malformed message a worker left in active (asynq's dequeue leaves one there) must not stop
 // lease recovery of the other tasks, and is archived itself once its lease has expired.
 TEST_F(FaultTest, MalformedMessageDoesNotBlockLeaseRecovery) {

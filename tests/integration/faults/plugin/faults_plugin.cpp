@@ -6,6 +6,7 @@
 //                   creates "<path>.started-<attempt>" so a test can see which attempt runs, and
 //                   "<path>.returned-<attempt>" just before it returns success.
 //   fault:quick     succeeds at once (proves a host keeps serving).
+//   fault:fail      fails at once without retry (archived: floods the archive).
 //   fault:db        runs one short query (pg_sleep 50 ms, to hold a pool connection for a
 //                   while). A database that cannot be reached is a retryable failure with
 //                   "database unavailable: ..." in error_msg.
@@ -39,6 +40,7 @@ class Faults {
   }
 
   wk::Outcome quick(wk::TaskContext&, const wk::Task&) { return wk::Outcome::ok(); }
+  wk::Outcome fail(wk::TaskContext&, const wk::Task&) { return wk::Outcome::fail("fault", "fault:fail"); }
 
   wk::Outcome db(wk::TaskContext& tc, const wk::Task&) {
     try {
@@ -63,6 +65,7 @@ class Faults {
 WK_PLUGIN_BEGIN(Faults, "test.faults", "0.0.1")
 WK_HANDLER("fault:block", &Faults::block)
 WK_HANDLER("fault:quick", &Faults::quick)
+WK_HANDLER("fault:fail", &Faults::fail)
 WK_HANDLER("fault:db", &Faults::db)
 WK_HANDLER("fault:stubborn", &Faults::stubborn)
 WK_PLUGIN_END()
