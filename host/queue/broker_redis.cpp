@@ -44,6 +44,12 @@ void set_number(std::string& out, int64_t v) {
 struct Scratch {
   std::string task_key, processed_key, stats_expiry, expiry, max;
   std::vector<std::string_view> write_argv, dequeue_argv;
+  // The dequeue's claim (see the dequeue script): this thread's key and call counter, and the
+  // call whose reply was lost, to reclaim before this thread's next dequeue from that broker.
+  std::string claim_key, nonce, claim_ttl;
+  uint64_t calls = 0;
+  const void* lost_broker = nullptr;
+  std::string lost_queue, lost_nonce;
   int64_t day = std::numeric_limits<int64_t>::min();
   std::string date;  // YYYY-MM-DD of `day`
 
@@ -83,7 +89,8 @@ RedisBroker::RedisBroker(RedisBrokerSettings settings, log::Logger logger)
     : settings_(std::move(settings)),
       log_(std::move(logger)),
       pool_(settings_.redis, settings_.pool_size),
-      client_(pool_) {}
+      client_(pool_),
+      id_(task::new_uuid()) {}
 
 RedisBroker::~RedisBroker() {
   {
@@ -268,14 +275,53 @@ const RedisBroker::QueueKeys& RedisBroker::keys_for(const std::string& queue) {
   return *it->second;
 }
 
+namespace {
+// wk:claim:{<queue>}:<broker>:<thread>: outside asynq's namespace, on the queue's Cluster slot.
+void set_claim_key(std::string& out, std::string_view queue, std::string_view broker_id) {
+  thread_local const std::string thread = std::to_string(gettid());
+  out.assign("wk:claim:{").append(queue).append("}:").append(broker_id).append(":").append(thread);
+}
+}  // namespace
+
 void RedisBroker::dequeue_argv(const std::string& q, Clock::time_point expiry, size_t max,
                                std::vector<std::string_view>& out) {
   const QueueKeys& k = keys_for(q);
   Scratch& s = scratch();
   set_number(s.expiry, lease_score(expiry));
   set_number(s.max, static_cast<int64_t>(max));
+  set_claim_key(s.claim_key, q, id_);
+  set_number(s.nonce, static_cast<int64_t>(++s.calls));
+  set_number(s.claim_ttl, std::chrono::ceil<seconds>(expiry - Clock::now()).count() + 60);
   out.clear();
-  out.insert(out.end(), {k.pending, k.paused, k.active, k.lease, s.expiry, k.task_prefix, s.max});
+  out.insert(out.end(), {k.pending, k.paused, k.active, k.lease, s.claim_key, s.expiry, k.task_prefix, s.max,
+                         s.nonce, s.claim_ttl});
+}
+
+void RedisBroker::note_lost_dequeue(const std::string& q, const std::exception_ptr& error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const redis::Error& e) {
+    if (e.is_reply()) return;  // Redis answered: the script took nothing, or said what it took
+  } catch (...) {
+  }
+  Scratch& s = scratch();
+  s.lost_broker = this;
+  s.lost_queue = q;
+  s.lost_nonce = s.nonce;
+}
+
+void RedisBroker::reclaim_lost_dequeue() {
+  Scratch& s = scratch();
+  if (s.lost_broker != this) return;
+  const QueueKeys& k = keys_for(s.lost_queue);
+  set_claim_key(s.claim_key, s.lost_queue, id_);
+  const std::string_view argv[] = {s.claim_key, k.active, k.lease, k.pending, s.lost_nonce, k.task_prefix};
+  const long long n = pool_.acquire()->eval(scripts().reclaim, argv, 4).integer();  // throws: try again later
+  if (n > 0) {
+    log_.warn("Handed back tasks whose dequeue reply was lost, without counting an attempt",
+              {{"queue", s.lost_queue}, {"tasks", static_cast<int64_t>(n)}});
+  }
+  s.lost_broker = nullptr;
 }
 
 void RedisBroker::done_argv(const asynq::TaskMessage& msg, Clock::time_point now,
@@ -349,11 +395,18 @@ std::vector<Dequeued> RedisBroker::dequeue_batch(const std::vector<std::string>&
   std::vector<Dequeued> out;
   if (max == 0) return out;
   std::vector<std::string_view>& argv = scratch().dequeue_argv;
+  reclaim_lost_dequeue();
   for (const std::string& q : queues) {
     const Clock::time_point expiry = Clock::now() + lease;
     dequeue_argv(q, expiry, max, argv);
-    const redis::Reply reply = call(scripts().dequeue, argv, 4);
-    if (decode_dequeued(reply, q, expiry, out)) return out;
+    std::optional<redis::Reply> reply;
+    try {
+      reply.emplace(call(scripts().dequeue, argv, 5));
+    } catch (...) {
+      note_lost_dequeue(q, std::current_exception());
+      throw;
+    }
+    if (decode_dequeued(*reply, q, expiry, out)) return out;
   }
   return out;
 }
@@ -777,13 +830,19 @@ void RedisBroker::dequeue_after(const OutcomeWrite& w, std::exception_ptr& write
     return;
   }
 
+  try {
+    reclaim_lost_dequeue();
+  } catch (...) {
+    write_error = std::current_exception();  // Redis is away: the write would fail as well
+    throw;
+  }
   const std::string& first = queues.front();
   const Clock::time_point expiry = Clock::now() + lease;
   std::vector<std::string_view>& dequeue_args = scratch().dequeue_argv;
   dequeue_argv(first, expiry, max, dequeue_args);
 
   Call write_call{write_script, write_argv, write_numkeys};
-  Call dequeue_call{&scripts().dequeue, dequeue_args, 4};
+  Call dequeue_call{&scripts().dequeue, dequeue_args, 5};
   Call* both[] = {&write_call, &dequeue_call};
   submit(both);
 
@@ -798,7 +857,10 @@ void RedisBroker::dequeue_after(const OutcomeWrite& w, std::exception_ptr& write
       write_error = std::current_exception();
     }
   }
-  if (dequeue_call.error) std::rethrow_exception(dequeue_call.error);
+  if (dequeue_call.error) {
+    note_lost_dequeue(first, dequeue_call.error);
+    std::rethrow_exception(dequeue_call.error);
+  }
   if (decode_dequeued(*dequeue_call.reply, first, expiry, out)) return;
   // The first queue had nothing: the others as dequeue_batch() does.
   if (queues.size() > 1) {

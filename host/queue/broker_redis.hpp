@@ -96,6 +96,11 @@ class RedisBroker : public Broker {
   // scratch buffers (valid until this thread's next call of the same kind).
   void dequeue_argv(const std::string& q, Clock::time_point expiry, size_t max,
                     std::vector<std::string_view>& out);
+  // A dequeue call of this thread failed with `error`: when Redis may have run it without its
+  // reply reaching us, remember the call, so that what it took is handed back (no attempt
+  // counted) by reclaim_lost_dequeue() before this thread's next dequeue.
+  void note_lost_dequeue(const std::string& q, const std::exception_ptr& error);
+  void reclaim_lost_dequeue();  // throws redis::Error (Redis still away): the record is kept
   // The script and KEYS/ARGV of an outcome write (no follow-ups); `storage` owns what `argv`
   // views besides the cached keys and the scratch buffers.
   const redis::Script* write_call_args(const OutcomeWrite& w, Clock::time_point now,
@@ -124,6 +129,7 @@ class RedisBroker : public Broker {
   log::Logger log_;
   redis::Pool pool_;
   Client client_;
+  const std::string id_;  // names this broker's dequeue claims
 
   std::mutex keys_mu_;
   std::map<std::string, std::unique_ptr<QueueKeys>, std::less<>> keys_;

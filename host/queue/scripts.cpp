@@ -107,13 +107,16 @@ redis.call("HSET", KEYS[1], "msg", ARGV[3], "state", "scheduled", "unique_key", 
 redis.call("ZADD", KEYS[2], ARGV[4], ARGV[1])
 return 1
 )lua"),
-      // KEYS: pending, paused, active, lease. ARGV: lease-expiry-s, task-key-prefix, max-count.
+      // KEYS: pending, paused, active, lease, claim. ARGV: lease-expiry-s, task-key-prefix,
+      // max-count, call nonce, claim ttl-s.
       // Returns id, msg pairs (msg false, a nil reply, when the hash has none): the host checks
       // each message against its list entry and archives what it cannot serve, so an id whose
       // hash has no msg (spec Q8) is moved like any other and then set aside, not left active.
+      // The claim (a key of ours per broker thread, overwritten by its next call) names the ids
+      // this call took, so that a caller whose reply was lost can hand them back (reclaim).
       .dequeue = redis::Script(R"lua(
 if redis.call("EXISTS", KEYS[2]) == 1 then return {} end
-local taken = {}
+local taken, ids = {}, {}
 for _ = 1, tonumber(ARGV[3]) do
   local id = redis.call("RPOPLPUSH", KEYS[1], KEYS[3])
   if not id then break end
@@ -121,10 +124,34 @@ for _ = 1, tonumber(ARGV[3]) do
   redis.call("HSET", key, "state", "active")
   redis.call("HDEL", key, "pending_since")
   redis.call("ZADD", KEYS[4], ARGV[1], id)
+  ids[#ids + 1] = id
   taken[#taken + 1] = id
   taken[#taken + 1] = redis.call("HGET", key, "msg")
 end
+if #ids > 0 then
+  redis.call("SET", KEYS[5], cmsgpack.pack(ARGV[4], ARGV[1], ids), "EX", ARGV[5])
+end
 return taken
+)lua"),
+      // KEYS: claim, active, lease, pending. ARGV: nonce of the call whose reply was lost,
+      // task-key-prefix. The ids that call took go to the back of pending, no attempt counted,
+      // if they still hold exactly that call's lease (so none another worker has since taken).
+      .reclaim = redis::Script(R"lua(
+local claim = redis.call("GET", KEYS[1])
+if not claim then return 0 end
+local nonce, expiry, ids = cmsgpack.unpack(claim)
+if nonce ~= ARGV[1] then return 0 end
+local n = 0
+for _, id in ipairs(ids) do
+  if redis.call("ZSCORE", KEYS[3], id) == expiry and redis.call("LREM", KEYS[2], 0, id) > 0 then
+    redis.call("ZREM", KEYS[3], id)
+    redis.call("LPUSH", KEYS[4], id)
+    redis.call("HSET", ARGV[2] .. id, "state", "pending")
+    n = n + 1
+  end
+end
+redis.call("DEL", KEYS[1])
+return n
 )lua"),
       // KEYS: active, lease, task, processed:date, processed, [unique]. ARGV: id, stats-expiry-s.
       .done = redis::Script(with_helpers(R"lua(

@@ -12,6 +12,7 @@ struct Scripts {
   redis::Script schedule;                   // §6.4
   redis::Script schedule_unique;            // §6.5
   redis::Script dequeue;                    // §6.7, up to N tasks of one queue per call
+  redis::Script reclaim;                    // hands back what a dequeue with a lost reply took
   redis::Script done;                       // §6.9 (unique key optional as KEYS[6])
   redis::Script mark_complete;              // §6.10 (unique key optional as KEYS[7])
   redis::Script retry;                      // §6.11
