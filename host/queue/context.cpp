@@ -60,14 +60,16 @@ void InFlight::notify() {
 void RedisHealth::failed(std::string_view operation, const std::exception& error) {
   std::lock_guard lock(mu_);
   if (!up_.exchange(false)) return;
+  down_since_ = SteadyClock::now();
   log_.error("Redis unavailable", {{"op", operation}, {"error", error.what()}});
   if (observer_ != nullptr) observer_->redis_down();
 }
 
-void RedisHealth::succeeded() {
+void RedisHealth::succeeded(SteadyClock::time_point started) {
   if (up_.load(std::memory_order_relaxed)) return;
   std::lock_guard lock(mu_);
-  if (up_.exchange(true)) return;
+  if (up_.load() || started < down_since_) return;
+  up_ = true;
   log_.info("Redis available again");
   if (observer_ != nullptr) observer_->redis_up();
 }

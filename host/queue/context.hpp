@@ -71,7 +71,9 @@ class RedisHealth {
   RedisHealth(log::Logger logger) : log_(std::move(logger)) {}
   void set_observer(EngineObserver* observer) { observer_ = observer; }
   void failed(std::string_view operation, const std::exception& error);
-  void succeeded();
+  // An operation that began at `started` got its answer. One that began before the outage was
+  // noticed says nothing about Redis now (its answer may predate the outage), so it cannot end it.
+  void succeeded(SteadyClock::time_point started = SteadyClock::now());
   bool up() const { return up_.load(); }
 
  private:
@@ -79,6 +81,7 @@ class RedisHealth {
   EngineObserver* observer_ = nullptr;
   std::mutex mu_;
   std::atomic<bool> up_{true};
+  SteadyClock::time_point down_since_{};  // mu_
 };
 
 // Runs `tick` every `interval` on its own thread until stop(). The wait is interruptible, so

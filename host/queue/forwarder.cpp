@@ -7,9 +7,10 @@ Forwarder::Forwarder(EngineContext& ctx)
 
 void Forwarder::tick() {
   for (const auto& queue : ctx_.order.names()) {
+    const auto started = SteadyClock::now();
     try {
       const int moved = ctx_.broker.forward(queue);
-      ctx_.health.succeeded();
+      ctx_.health.succeeded(started);
       if (moved > 0) ctx_.log.debug("Forwarded due tasks to pending", {{"queue", queue}, {"count", moved}});
     } catch (const std::exception& e) {
       ctx_.health.failed("forward", e);

@@ -26,9 +26,10 @@ Heartbeat::Heartbeat(EngineContext& ctx)
 void Heartbeat::stop() {
   loop_.stop();
   const auto& id = ctx_.settings.identity;
+  const auto started = SteadyClock::now();
   try {
     ctx_.broker.clear_server_state(id.host, id.pid, id.server_id);
-    ctx_.health.succeeded();
+    ctx_.health.succeeded(started);
   } catch (const std::exception& e) {
     ctx_.health.failed("clear_server_state", e);
   }
@@ -50,9 +51,10 @@ void Heartbeat::tick() {
     std::vector<std::string> ids;
     ids.reserve(tasks.size());
     for (const auto& t : tasks) ids.push_back(t->task.id);
+    const auto started = SteadyClock::now();
     try {
       const auto expiry = ctx_.broker.extend_leases(queue, ids, ctx_.settings.lease);
-      ctx_.health.succeeded();
+      ctx_.health.succeeded(started);
       const auto after = Clock::now();
       for (const auto& t : tasks) t->extend_lease(expiry, after);
     } catch (const std::exception& e) {
@@ -86,9 +88,10 @@ void Heartbeat::tick() {
     w.deadline = to_timestamp(t->task.deadline);
     workers.push_back(std::move(w));
   }
+  const auto started = SteadyClock::now();
   try {
     ctx_.broker.write_server_state(info, workers, ctx_.settings.server_ttl);
-    ctx_.health.succeeded();
+    ctx_.health.succeeded(started);
   } catch (const std::exception& e) {
     ctx_.health.failed("write_server_state", e);
   }

@@ -7,9 +7,10 @@ Janitor::Janitor(EngineContext& ctx)
 
 void Janitor::tick() {
   for (const auto& queue : ctx_.order.names()) {
+    const auto started = SteadyClock::now();
     try {
       const int deleted = ctx_.broker.delete_expired_completed(queue, ctx_.settings.janitor_batch);
-      ctx_.health.succeeded();
+      ctx_.health.succeeded(started);
       if (deleted > 0)
         ctx_.log.debug("Deleted expired completed tasks", {{"queue", queue}, {"count", deleted}});
     } catch (const std::exception& e) {

@@ -26,6 +26,7 @@ Recoverer::Recoverer(EngineContext& ctx)
 void Recoverer::recover(const asynq::TaskMessage& msg) {
   const auto view = view_of(msg);
   const auto log = ctx_.task_log(view);
+  const auto started = SteadyClock::now();
   try {
     if (msg.retried >= msg.retry) {
       log.warn("Recovering a task whose lease expired: retries exhausted, archiving");
@@ -40,7 +41,7 @@ void Recoverer::recover(const asynq::TaskMessage& msg) {
                            : Clock::now();
       ctx_.broker.retry(msg, due, kLeaseExpired, true);
     }
-    ctx_.health.succeeded();
+    ctx_.health.succeeded(started);
   } catch (const NotFound&) {
     log.info("Task moved before it could be recovered; nothing to do");
   }
@@ -52,6 +53,7 @@ bool Recoverer::recover_orphan(const asynq::TaskMessage& msg) {
   const bool archive = msg.retried >= msg.retry;
   std::optional<Clock::time_point> retry_at;
   if (!archive) retry_at = Clock::now() + ctx_.retry_delay(msg.retried, kLeaseExpired, view);
+  const auto started = SteadyClock::now();
   try {
     switch (ctx_.broker.recover_orphan(msg, retry_at, kLeaseExpired)) {
       case OrphanRecovery::recovered:
@@ -65,7 +67,7 @@ bool Recoverer::recover_orphan(const asynq::TaskMessage& msg) {
         log.info("Task active without a lease moved before it could be recovered; nothing to do");
         break;
     }
-    ctx_.health.succeeded();
+    ctx_.health.succeeded(started);
     return true;
   } catch (const std::exception& e) {
     ctx_.health.failed("recover_orphan", e);
@@ -75,10 +77,11 @@ bool Recoverer::recover_orphan(const asynq::TaskMessage& msg) {
 }
 
 void Recoverer::tick() {
+  const auto started = SteadyClock::now();
   try {
     const auto expired =
         ctx_.broker.list_lease_expired(ctx_.order.names(), Clock::now() - ctx_.settings.lease_expiry_cutoff);
-    ctx_.health.succeeded();
+    ctx_.health.succeeded(started);
     std::set<std::string> recovered_queues;
     for (const auto& msg : expired) {
       recover(msg);

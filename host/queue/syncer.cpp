@@ -38,9 +38,10 @@ void Syncer::tick() {
       keep.push_back(std::move(item));
       continue;
     }
+    const auto started = SteadyClock::now();
     try {
       item.write();
-      ctx_.health.succeeded();
+      ctx_.health.succeeded(started);
     } catch (const NotFound&) {
       ctx_.log.warn("Queued write found the task moved; nothing written", {{"op", item.what}});
     } catch (const std::exception& e) {
