@@ -224,6 +224,31 @@ Reply Connection::eval(const Script& script, Argv keys_and_args, size_t numkeys)
   return reply;
 }
 
+void Connection::eval_all(std::span<ScriptCall> calls) {
+  std::vector<std::string_view> argv;
+  std::array<char, 24> nk{};
+  for (ScriptCall& c : calls) {
+    const auto [nk_end, ec] = std::to_chars(nk.data(), nk.data() + nk.size(), c.numkeys);
+    argv.assign(
+        {"EVALSHA", c.script->sha1, std::string_view(nk.data(), static_cast<size_t>(nk_end - nk.data()))});
+    argv.insert(argv.end(), c.keys_and_args.begin(), c.keys_and_args.end());
+    append(argv);  // copies the arguments into the output buffer at once
+  }
+  bool noscript = false;
+  for (ScriptCall& c : calls) {
+    c.reply.emplace(read_reply());
+    noscript = noscript || (c.reply->is_error() && c.reply->str().starts_with("NOSCRIPT"));
+  }
+  if (!noscript) return;
+  for (ScriptCall& c : calls) {
+    if (!c.reply->is_error() || !c.reply->str().starts_with("NOSCRIPT")) continue;
+    const std::string numkeys = std::to_string(c.numkeys);
+    argv.assign({"EVAL", c.script->source, numkeys});
+    argv.insert(argv.end(), c.keys_and_args.begin(), c.keys_and_args.end());
+    c.reply.emplace(command_raw(argv));
+  }
+}
+
 void Connection::ensure_loaded(const Script& script) {
   ensure_connected();
   if (loaded_scripts_.contains(script.sha1)) return;

@@ -11,6 +11,7 @@
 #include <initializer_list>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -93,6 +94,14 @@ struct Script {
 
 using Argv = std::span<const std::string_view>;
 
+// One script call of a batch sent with Connection::eval_all().
+struct ScriptCall {
+  const Script* script = nullptr;
+  Argv keys_and_args;
+  size_t numkeys = 0;
+  std::optional<Reply> reply{};  // set by eval_all(): the script's reply, an error reply included
+};
+
 class Connection {
  public:
   explicit Connection(Settings settings);  // connects at once; throws Error
@@ -116,6 +125,11 @@ class Connection {
 
   // EVALSHA keys.. args.. with EVAL fallback. numkeys = keys.size(). Error replies throw.
   Reply eval(const Script& script, Argv keys_and_args, size_t numkeys);
+  // Pipelining for scripts: every call goes out in one write (EVALSHA each) and the replies are
+  // read in order, so N calls cost one round trip. A call answered NOSCRIPT (script cache
+  // flushed) runs again with EVAL after the others. Error replies land in each call's `reply`;
+  // a connection failure throws, and which calls ran is then unknown (as for one command).
+  void eval_all(std::span<ScriptCall> calls);
   // SCRIPT LOAD once per connection (needed before queueing EVALSHA inside MULTI).
   void ensure_loaded(const Script& script);
 
