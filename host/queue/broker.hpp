@@ -10,6 +10,7 @@
 #include <chrono>
 #include <exception>
 #include <optional>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -38,7 +39,7 @@ struct Dequeued {
 };
 
 // One attempt's outcome write (§6.9-§6.13) as data, so that it can be sent later, retried by the
-// syncer, or sent in the same round trip as the writer's next dequeue (Broker::dequeue_after).
+// syncer, or sent in the processor's next round trip (Broker::exchange).
 struct OutcomeWrite {
   enum class Op { done, mark_complete, retry, archive, requeue, hand_back };
   Op op = Op::done;
@@ -57,19 +58,23 @@ class Broker {
 
   // Performs `w` through done / mark_complete / retry / archive / requeue (throws as they do).
   void write_outcome(const OutcomeWrite& w);
-  // Performs `w`, then dequeues as dequeue_batch() into `out` (cleared first). The write's own
-  // failure (NotFound, redis::Error, ...) is stored in `write_error`, never thrown, also when the
-  // dequeue then throws. Each script stays its own atomic call; RedisBroker sends both in one
-  // round trip (the write first), so a finished task costs its thread one wait instead of two.
-  virtual void dequeue_after(const OutcomeWrite& w, std::exception_ptr& write_error,
-                             const std::vector<std::string>& queues, std::chrono::seconds lease, size_t max,
-                             std::vector<Dequeued>& out) {
-    try {
-      write_outcome(w);
-    } catch (...) {
-      write_error = std::current_exception();
+  // The processor's round trip: performs every write of `writes` (the i-th one's failure, such
+  // as NotFound or redis::Error, stored in errors[i], never thrown), then, when `max` > 0,
+  // dequeues as dequeue_batch() into `out` (cleared first; a failure of the dequeue is thrown).
+  // Each script stays its own atomic call. RedisBroker sends everything in one round trip and
+  // completes the plain successes of one queue in one script call.
+  virtual void exchange(std::span<const OutcomeWrite> writes, std::span<std::exception_ptr> errors,
+                        const std::vector<std::string>& queues, std::chrono::seconds lease, size_t max,
+                        std::vector<Dequeued>& out) {
+    for (size_t i = 0; i < writes.size(); ++i) {
+      try {
+        write_outcome(writes[i]);
+      } catch (...) {
+        errors[i] = std::current_exception();
+      }
     }
-    out = dequeue_batch(queues, lease, max);
+    out.clear();
+    if (max > 0) out = dequeue_batch(queues, lease, max);
   }
 
   // §6.7, trying `queues` in the given order; nullopt when none has work (or all are paused).

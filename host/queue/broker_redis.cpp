@@ -1,17 +1,16 @@
 #include "queue/broker_redis.hpp"
 
-#include <linux/futex.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <array>
-#include <atomic>
 #include <charconv>
-#include <cstdio>
 #include <limits>
 
 #include "asynq/keys.hpp"
-#include "queue/scripts.hpp"
+
+// Each operation below is: its script (written from the spec's step list), the KEYS/ARGV it
+// takes, the one function that builds them, and the method that runs it, in asynq's style.
+// Scripts run with EVALSHA (EVAL on NOSCRIPT).
 
 namespace wk::queue {
 
@@ -29,29 +28,33 @@ int64_t unix_ns(Clock::time_point t) {
 }
 std::string str(int64_t v) { return std::to_string(v); }
 
-std::vector<std::string_view> views(const std::vector<std::string>& strings) {
-  return {strings.begin(), strings.end()};
-}
-
 void set_number(std::string& out, int64_t v) {
   std::array<char, 24> digits{};
   const auto [end, ec] = std::to_chars(digits.data(), digits.data() + digits.size(), v);
   out.assign(digits.data(), end);
 }
 
+template <size_t N>
+std::array<std::string_view, N> views_of(const std::string (&v)[N]) {
+  std::array<std::string_view, N> out;
+  for (size_t i = 0; i < N; ++i) out[i] = v[i];
+  return out;
+}
+
 // Per-thread scratch for the hot path's KEYS/ARGV (dequeue, done): the strings and vectors keep
 // their capacity, so building those calls allocates nothing once warm.
 struct Scratch {
-  std::string task_key, processed_key, stats_expiry, expiry, max;
-  std::vector<std::string_view> write_argv, dequeue_argv;
-  // The dequeue's claim (see the dequeue script): this thread's key and call counter, and the
-  // call whose reply was lost, to reclaim before this thread's next dequeue from that broker.
+  std::string expiry, max;
+  RedisBroker::DoneStrings done_strings;
+  std::vector<std::string_view> done_argv, dequeue_argv;
+  int64_t day = std::numeric_limits<int64_t>::min();
+  std::string date;  // YYYY-MM-DD of `day`
+  // The dequeue's claim: this thread's key and call counter, and the call whose reply was lost,
+  // to reclaim before this thread's next dequeue from that broker.
   std::string claim_key, nonce, claim_ttl;
   uint64_t calls = 0;
   const void* lost_broker = nullptr;
   std::string lost_queue, lost_nonce;
-  int64_t day = std::numeric_limits<int64_t>::min();
-  std::string date;  // YYYY-MM-DD of `day`
 
   const std::string& date_of(int64_t unix_seconds) {
     const int64_t d = unix_seconds >= 0 ? unix_seconds / 86400 : (unix_seconds - 86399) / 86400;
@@ -68,193 +71,77 @@ Scratch& scratch() {
   return s;
 }
 
-// Turns the scripts' NOT FOUND error reply into queue::NotFound.
-[[noreturn]] void rethrow_not_found(const redis::Error& e, const asynq::TaskMessage& msg) {
-  if (e.is_reply() && std::string_view(e.what()).starts_with("NOT FOUND")) {
-    throw NotFound("task " + msg.id + " is no longer active in queue " + msg.queue);
-  }
-  throw e;
+// The scripts' NOT FOUND error reply (the task moved under us) as queue::NotFound.
+[[noreturn]] void throw_not_found(const asynq::TaskMessage& msg) {
+  throw NotFound("task " + msg.id + " is no longer active in queue " + msg.queue);
 }
+bool is_not_found(std::string_view error) { return error.starts_with("NOT FOUND"); }
 
-}  // namespace
-
-struct RedisBroker::Waiter {
-  std::string pending_key;
-  std::unique_ptr<redis::Connection> conn;  // created by the waiter thread; guarded by wait_mu_
-  Clock::time_point armed_until{};
-  std::thread thread;
-};
-
-RedisBroker::RedisBroker(RedisBrokerSettings settings, log::Logger logger)
-    : settings_(std::move(settings)),
-      log_(std::move(logger)),
-      pool_(settings_.redis, settings_.pool_size),
-      client_(pool_),
-      id_(task::new_uuid()) {}
-
-RedisBroker::~RedisBroker() {
-  {
-    std::lock_guard lock(wait_mu_);
-    stopping_ = true;
-    for (auto& [queue, waiter] : waiters_) {
-      if (waiter->conn) waiter->conn->interrupt();
-    }
-  }
-  waiter_cv_.notify_all();
-  work_cv_.notify_all();
-  for (auto& [queue, waiter] : waiters_) {
-    if (waiter->thread.joinable()) waiter->thread.join();
-  }
-}
-
-// ---- auto-pipelining ---------------------------------------------------------------------------
-//
-// The hot-path scripts (dequeue, done, mark_complete, retry, archive, requeue) of all threads go
-// through call(): the calls that arrive while one round trip is in flight are sent together as
-// one pipeline (each its own EVALSHA, in arrival order, with its own reply), by whichever caller
-// finds no flush running. Per-call semantics are unchanged; Redis and the host do one read and
-// one write for the whole group instead of one per call.
-
-namespace {
-
-// A one-shot wake-up on a futex. std::binary_semaphore spins with sched_yield before it sleeps,
-// which on a loaded 2-core machine cost more CPU than the wake-up itself (perf: ~10 % of the
-// host's CPU in sched_yield); this one sleeps at once, and set() skips the wake syscall when the
-// waiter has not gone to sleep yet.
-class Event {
- public:
-  void wait() noexcept {
-    uint32_t expected = kIdle;
-    if (!state_.compare_exchange_strong(expected, kSleeping, std::memory_order_acquire))
-      return;  // set already
-    while (state_.load(std::memory_order_acquire) != kSet) {
-      syscall(SYS_futex, &state_, FUTEX_WAIT_PRIVATE, kSleeping, nullptr, nullptr, 0);
-    }
-  }
-  void set() noexcept {
-    // After the exchange the waiter may return and free this object: only the address is used
-    // below (a futex wake on it is harmless, as with any futex-based semaphore).
-    if (state_.exchange(kSet, std::memory_order_release) == kSleeping) {
-      syscall(SYS_futex, &state_, FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
-    }
-  }
-
- private:
-  static constexpr uint32_t kIdle = 0;
-  static constexpr uint32_t kSleeping = 1;
-  static constexpr uint32_t kSet = 2;
-  std::atomic<uint32_t> state_{kIdle};
-};
-
-}  // namespace
-
-struct RedisBroker::Call {
-  const redis::Script* script;
-  redis::Argv keys_and_args;
-  size_t numkeys;
-  Call* owner = nullptr;  // set: submitted together with `owner`, whose thread waits
-  std::optional<redis::Reply> reply{};
-  std::exception_ptr error{};
-  bool noscript = false;
-  bool finished = false;  // written by the flusher before wake.set()
-  Event wake{};           // set once (owners only): finished, or promoted to flusher
-};
-
-redis::Reply RedisBroker::call(const redis::Script& script, redis::Argv keys_and_args, size_t numkeys) {
-  Call c{&script, keys_and_args, numkeys};
-  Call* one[] = {&c};
-  submit(one);
-  if (c.error) std::rethrow_exception(c.error);
-  return std::move(*c.reply);
-}
-
-void RedisBroker::submit(std::span<Call* const> calls) {
-  Call& last = *calls.back();  // the owner: the only one this thread waits on
-  for (Call* x : calls.first(calls.size() - 1)) x->owner = &last;
-  std::unique_lock lock(pipe_mu_);
-  // Pushed together, so they are sent in one batch, in this order.
-  pipe_queue_.insert(pipe_queue_.end(), calls.begin(), calls.end());
-  if (pipe_flushing_) {
-    lock.unlock();
-    last.wake.wait();
-    if (last.finished) return;
-    lock.lock();  // promoted: the previous flusher handed the role over (pipe_flushing_ stays true)
-  } else {
-    pipe_flushing_ = true;
-  }
-  pipe_batch_.swap(pipe_queue_);  // both keep their capacity: no allocation per call
-  lock.unlock();
-  flush(pipe_batch_);
-  // Wake each other owner of the batch exactly once (no thundering herd). A Call lives on its
-  // caller's stack, so it is not touched after its owner's set(); a call with an owner precedes
-  // that owner in the batch, so it is read before the owner can leave.
-  for (Call* x : pipe_batch_) {
-    if (x->owner != nullptr || x == &last) continue;
-    x->finished = true;
-    x->wake.set();
-  }
-  pipe_batch_.clear();
-  lock.lock();
-  if (pipe_queue_.empty()) {
-    pipe_flushing_ = false;
-  } else {
-    Call* next = pipe_queue_.front();  // alive: its owner waits in wait()
-    if (next->owner != nullptr) next = next->owner;
-    lock.unlock();
-    next->wake.set();
-  }
-}
-
-void RedisBroker::flush(const std::vector<Call*>& batch) {
+// The error of a script's reply, as the single-call methods throw it.
+std::exception_ptr reply_error(const redis::ReplyView& reply, const asynq::TaskMessage& msg) {
   try {
-    auto conn = pool_.acquire();
-    std::array<char, 24> nk{};  // append() copies the arguments into the output buffer at once
-    for (Call* c : batch) {
-      const auto [nk_end, ec] = std::to_chars(nk.data(), nk.data() + nk.size(), c->numkeys);
-      pipe_argv_.clear();
-      pipe_argv_.emplace_back("EVALSHA");
-      pipe_argv_.emplace_back(c->script->sha1);
-      pipe_argv_.emplace_back(nk.data(), static_cast<size_t>(nk_end - nk.data()));
-      pipe_argv_.insert(pipe_argv_.end(), c->keys_and_args.begin(), c->keys_and_args.end());
-      conn->append(pipe_argv_);
-    }
-    for (Call* c : batch) {
-      redis::Reply r = conn->read_reply();
-      if (!r.is_error()) {
-        c->reply.emplace(std::move(r));
-      } else if (r.str().starts_with("NOSCRIPT")) {
-        c->noscript = true;  // script cache flushed: run it again below with EVAL
-      } else {
-        c->error = std::make_exception_ptr(redis::Error(redis::Error::Kind::reply, std::string(r.str())));
-      }
-    }
-    for (Call* c : batch) {
-      if (!c->noscript) continue;
-      try {
-        c->reply.emplace(conn->eval(*c->script, c->keys_and_args, c->numkeys));
-      } catch (const redis::Error&) {
-        c->error = std::current_exception();
-      }
-    }
+    if (is_not_found(reply.str())) throw_not_found(msg);
+    throw redis::Error(redis::Error::Kind::reply, std::string(reply.str()));
   } catch (...) {
-    // Connection trouble (or anything else): the unanswered calls may or may not have run, as for
-    // a single command. Every call of the batch must leave with a reply or an error, including a
-    // NOSCRIPT call read before the failure whose EVAL never ran, and the flusher must not throw
-    // (its waiting callers would never be woken).
-    const std::exception_ptr failure = std::current_exception();
-    for (Call* c : batch) {
-      if (!c->reply && !c->error) c->error = failure;
-    }
+    return std::current_exception();
   }
 }
 
-// ---- dequeue ------------------------------------------------------------------------------------
+// Counters shared by the completion scripts: daily keys with EXPIREAT on their first increment,
+// and the all-time totals, reset to 1 instead of overflowing at MaxInt64 (spec §6.9 steps 4-5,
+// §6.11 step 5; on a failure both totals are reset when `processed` wraps). INCRBY fails only
+// past MaxInt64; then the totals go step by step as asynq's GET / SET / INCR would.
+constexpr const char* kCounterHelpers = R"lua(
+local MAXINT64 = "9223372036854775807"
+local function incr_daily(key, expire_at, n)
+  if redis.call("INCRBY", key, n) == n then redis.call("EXPIREAT", key, expire_at) end
+end
+local function add_total(key, n)
+  local r = redis.pcall("INCRBY", key, n)
+  if type(r) == "table" and r.err then
+    for _ = 1, n do
+      if redis.call("GET", key) == MAXINT64 then redis.call("SET", key, 1) else redis.call("INCR", key) end
+    end
+  end
+end
+local function count_success(daily, total, expire_at, n)
+  incr_daily(daily, expire_at, n)
+  add_total(total, n)
+end
+local function count_failure(daily_processed, daily_failed, processed, failed, expire_at)
+  incr_daily(daily_processed, expire_at, 1)
+  incr_daily(daily_failed, expire_at, 1)
+  local r = redis.pcall("INCR", processed)
+  if type(r) == "table" and r.err then
+    redis.call("SET", processed, 1)
+    redis.call("SET", failed, 1)
+  else
+    redis.call("INCR", failed)
+  end
+end
+)lua";
 
-std::optional<Dequeued> RedisBroker::dequeue(const std::vector<std::string>& queues, seconds lease) {
-  auto batch = dequeue_batch(queues, lease, 1);
-  if (batch.empty()) return std::nullopt;
-  return std::move(batch.front());
-}
+// Removing the id from active and then lease are the membership checks (spec §1): a task that
+// moved under us (recoverer, Inspector) gives NOT FOUND, keeping asynq's order of effects.
+constexpr const char* kLeaveActive = R"lua(
+if redis.call("LREM", KEYS[1], 0, ARGV[1]) == 0 then return redis.error_reply("NOT FOUND") end
+if redis.call("ZREM", KEYS[2], ARGV[1]) == 0 then return redis.error_reply("NOT FOUND") end
+)lua";
+
+// asynq #1144: the same entry for a task that sits in active with no lease at all. The lease is
+// checked *first* and nothing is written when it exists (a live worker holds the task: dequeue
+// writes active and lease in one script), so only a true orphan is ever moved. Redis prefixes
+// "ERR " to these one-word errors.
+constexpr const char* kLeaveActiveOrphan = R"lua(
+if redis.call("ZSCORE", KEYS[2], ARGV[1]) then return redis.error_reply("LEASED by a live worker") end
+if redis.call("LREM", KEYS[1], 0, ARGV[1]) == 0 then return redis.error_reply("NOT FOUND") end
+)lua";
+
+// Defined with the archive operation below; also used to set malformed messages aside.
+const redis::Script& archive_script();
+const redis::Script& recover_orphan_archive_script();
+
+}  // namespace
 
 struct RedisBroker::QueueKeys {
   explicit QueueKeys(const std::string& q)
@@ -268,6 +155,16 @@ struct RedisBroker::QueueKeys {
   std::string pending, paused, active, lease, task_prefix, processed_prefix, processed_total;
 };
 
+RedisBroker::RedisBroker(RedisBrokerSettings settings, log::Logger logger)
+    : settings_(std::move(settings)),
+      log_(std::move(logger)),
+      pool_(settings_.redis, settings_.pool_size),
+      client_(pool_),
+      waiter_(settings_.redis, pool_, log_),
+      id_(task::new_uuid()) {}
+
+RedisBroker::~RedisBroker() = default;
+
 const RedisBroker::QueueKeys& RedisBroker::keys_for(const std::string& queue) {
   std::lock_guard lock(keys_mu_);
   auto it = keys_.find(queue);
@@ -275,73 +172,65 @@ const RedisBroker::QueueKeys& RedisBroker::keys_for(const std::string& queue) {
   return *it->second;
 }
 
+redis::Reply RedisBroker::eval_for(const asynq::TaskMessage& msg, const redis::Script& script,
+                                   std::span<const std::string_view> keys_and_args, size_t numkeys) {
+  try {
+    return pool_.acquire()->eval(script, keys_and_args, numkeys);
+  } catch (const redis::Error& e) {
+    if (e.is_reply() && is_not_found(e.what())) throw_not_found(msg);
+    throw;
+  }
+}
+
+// ---- dequeue (§6.7) -----------------------------------------------------------------------------
+
 namespace {
+
+// Up to ARGV[3] tasks of one queue, unless it is paused.
+// KEYS[1] -> asynq:{<qname>}:pending
+// KEYS[2] -> asynq:{<qname>}:paused
+// KEYS[3] -> asynq:{<qname>}:active
+// KEYS[4] -> asynq:{<qname>}:lease
+// KEYS[5] -> wk:claim:{<qname>}:<broker>:<thread>
+// ARGV[1] -> lease expiration (unix seconds)
+// ARGV[2] -> task key prefix
+// ARGV[3] -> how many tasks at most
+// ARGV[4] -> this call's number (the claim's nonce)
+// ARGV[5] -> claim time to live (seconds)
+// Returns id, msg pairs (msg false, a nil reply, when the hash has none): the host checks each
+// message against its list entry and archives what it cannot serve, so an id whose hash has no
+// msg (spec Q8) is moved like any other and then set aside, not left active. The claim (a key of
+// ours per broker thread, overwritten by its next call) names the ids this call took, so that a
+// caller whose reply was lost can hand them back (reclaim below).
+const redis::Script& dequeue_script() {
+  static const redis::Script script(R"lua(
+if redis.call("EXISTS", KEYS[2]) == 1 then return {} end
+local taken, ids = {}, {}
+for _ = 1, tonumber(ARGV[3]) do
+  local id = redis.call("RPOPLPUSH", KEYS[1], KEYS[3])
+  if not id then break end
+  local key = ARGV[2] .. id
+  redis.call("HSET", key, "state", "active")
+  redis.call("HDEL", key, "pending_since")
+  redis.call("ZADD", KEYS[4], ARGV[1], id)
+  ids[#ids + 1] = id
+  taken[#taken + 1] = id
+  taken[#taken + 1] = redis.call("HGET", key, "msg")
+end
+if #ids > 0 then
+  redis.call("SET", KEYS[5], cmsgpack.pack(ARGV[4], ARGV[1], ids), "EX", ARGV[5])
+end
+return taken
+)lua");
+  return script;
+}
+constexpr size_t kDequeueKeys = 5;
+
 // wk:claim:{<queue>}:<broker>:<thread>: outside asynq's namespace, on the queue's Cluster slot.
 void set_claim_key(std::string& out, std::string_view queue, std::string_view broker_id) {
   thread_local const std::string thread = std::to_string(gettid());
   out.assign("wk:claim:{").append(queue).append("}:").append(broker_id).append(":").append(thread);
 }
-}  // namespace
-
-void RedisBroker::dequeue_argv(const std::string& q, Clock::time_point expiry, size_t max,
-                               std::vector<std::string_view>& out) {
-  const QueueKeys& k = keys_for(q);
-  Scratch& s = scratch();
-  set_number(s.expiry, lease_score(expiry));
-  set_number(s.max, static_cast<int64_t>(max));
-  set_claim_key(s.claim_key, q, id_);
-  set_number(s.nonce, static_cast<int64_t>(++s.calls));
-  set_number(s.claim_ttl, std::chrono::ceil<seconds>(expiry - Clock::now()).count() + 60);
-  out.clear();
-  out.insert(out.end(), {k.pending, k.paused, k.active, k.lease, s.claim_key, s.expiry, k.task_prefix, s.max,
-                         s.nonce, s.claim_ttl});
-}
-
-void RedisBroker::note_lost_dequeue(const std::string& q, const std::exception_ptr& error) {
-  try {
-    std::rethrow_exception(error);
-  } catch (const redis::Error& e) {
-    if (e.is_reply()) return;  // Redis answered: the script took nothing, or said what it took
-  } catch (...) {
-  }
-  Scratch& s = scratch();
-  s.lost_broker = this;
-  s.lost_queue = q;
-  s.lost_nonce = s.nonce;
-}
-
-void RedisBroker::reclaim_lost_dequeue() {
-  Scratch& s = scratch();
-  if (s.lost_broker != this) return;
-  const QueueKeys& k = keys_for(s.lost_queue);
-  set_claim_key(s.claim_key, s.lost_queue, id_);
-  const std::string_view argv[] = {s.claim_key, k.active, k.lease, k.pending, s.lost_nonce, k.task_prefix};
-  const long long n = pool_.acquire()->eval(scripts().reclaim, argv, 4).integer();  // throws: try again later
-  if (n > 0) {
-    log_.warn("Handed back tasks whose dequeue reply was lost, without counting an attempt",
-              {{"queue", s.lost_queue}, {"tasks", static_cast<int64_t>(n)}});
-  }
-  s.lost_broker = nullptr;
-}
-
-void RedisBroker::done_argv(const asynq::TaskMessage& msg, Clock::time_point now,
-                            std::vector<std::string_view>& out, size_t& numkeys) {
-  // As success_args() without `completed`: KEYS active, lease, task, processed:date, processed,
-  // [unique lock]; ARGV id, stats expiry.
-  const QueueKeys& k = keys_for(msg.queue);
-  Scratch& s = scratch();
-  s.task_key.assign(k.task_prefix).append(msg.id);
-  s.processed_key.assign(k.processed_prefix).append(s.date_of(unix_s(now)));
-  set_number(s.stats_expiry, unix_s(now + settings_.stats_ttl));
-  out.clear();
-  out.insert(out.end(), {k.active, k.lease, s.task_key, s.processed_key, k.processed_total});
-  if (!msg.unique_key.empty()) out.emplace_back(msg.unique_key);
-  numkeys = out.size();
-  out.emplace_back(msg.id);
-  out.emplace_back(s.stats_expiry);
-}
-
-namespace {
 
 // Checks one entry of a dequeue or listing reply; nullopt when `msg` was decoded into `out`.
 std::optional<Malformed> check_entry(std::string_view id, const redis::ReplyView& stored,
@@ -377,17 +266,24 @@ std::optional<Malformed> check_entry(std::string_view id, const redis::ReplyView
 
 }  // namespace
 
-bool RedisBroker::decode_dequeued(const redis::Reply& reply, const std::string& q, Clock::time_point expiry,
-                                  std::vector<Dequeued>& out) {
-  for (size_t i = 0; i + 1 < reply.size(); i += 2) {
-    asynq::TaskMessage msg;
-    if (auto bad = check_entry(reply[i].str(), reply[i + 1], q, msg)) {
-      set_aside(*bad, scripts().archive);
-      continue;
-    }
-    out.push_back(Dequeued{std::move(msg), expiry});
-  }
-  return reply.size() > 0;
+void RedisBroker::dequeue_argv(const std::string& q, Clock::time_point expiry, size_t max,
+                               std::vector<std::string_view>& out) {
+  const QueueKeys& k = keys_for(q);
+  Scratch& s = scratch();
+  set_number(s.expiry, lease_score(expiry));
+  set_number(s.max, static_cast<int64_t>(max));
+  set_claim_key(s.claim_key, q, id_);
+  set_number(s.nonce, static_cast<int64_t>(++s.calls));
+  set_number(s.claim_ttl, std::chrono::ceil<seconds>(expiry - Clock::now()).count() + 60);
+  out.clear();
+  out.insert(out.end(), {k.pending, k.paused, k.active, k.lease, s.claim_key, s.expiry, k.task_prefix, s.max,
+                         s.nonce, s.claim_ttl});
+}
+
+std::optional<Dequeued> RedisBroker::dequeue(const std::vector<std::string>& queues, seconds lease) {
+  auto batch = dequeue_batch(queues, lease, 1);
+  if (batch.empty()) return std::nullopt;
+  return std::move(batch.front());
 }
 
 std::vector<Dequeued> RedisBroker::dequeue_batch(const std::vector<std::string>& queues, seconds lease,
@@ -401,7 +297,7 @@ std::vector<Dequeued> RedisBroker::dequeue_batch(const std::vector<std::string>&
     dequeue_argv(q, expiry, max, argv);
     std::optional<redis::Reply> reply;
     try {
-      reply.emplace(call(scripts().dequeue, argv, 5));
+      reply.emplace(pool_.acquire()->eval(dequeue_script(), argv, kDequeueKeys));
     } catch (...) {
       note_lost_dequeue(q, std::current_exception());
       throw;
@@ -411,96 +307,91 @@ std::vector<Dequeued> RedisBroker::dequeue_batch(const std::vector<std::string>&
   return out;
 }
 
+bool RedisBroker::decode_dequeued(const redis::ReplyView& reply, const std::string& q,
+                                  Clock::time_point expiry, std::vector<Dequeued>& out) {
+  for (size_t i = 0; i + 1 < reply.size(); i += 2) {
+    asynq::TaskMessage msg;
+    if (auto bad = check_entry(reply[i].str(), reply[i + 1], q, msg)) {
+      set_aside(*bad, archive_script());
+      continue;
+    }
+    out.push_back(Dequeued{std::move(msg), expiry});
+  }
+  return reply.size() > 0;
+}
+
+// ---- reclaim: a dequeue whose reply was lost ----------------------------------------------------
+
+namespace {
+
+// The ids the lost call took go to the back of pending, no attempt counted, if they still hold
+// exactly that call's lease (so none that was recovered or taken by another worker since).
+// KEYS[1] -> wk:claim:{<qname>}:<broker>:<thread>
+// KEYS[2] -> asynq:{<qname>}:active
+// KEYS[3] -> asynq:{<qname>}:lease
+// KEYS[4] -> asynq:{<qname>}:pending
+// ARGV[1] -> the lost call's number
+// ARGV[2] -> task key prefix
+// Returns how many were handed back.
+const redis::Script& reclaim_script() {
+  static const redis::Script script(R"lua(
+local claim = redis.call("GET", KEYS[1])
+if not claim then return 0 end
+local nonce, expiry, ids = cmsgpack.unpack(claim)
+if nonce ~= ARGV[1] then return 0 end
+local n = 0
+for _, id in ipairs(ids) do
+  if redis.call("ZSCORE", KEYS[3], id) == expiry and redis.call("LREM", KEYS[2], 0, id) > 0 then
+    redis.call("ZREM", KEYS[3], id)
+    redis.call("LPUSH", KEYS[4], id)
+    redis.call("HSET", ARGV[2] .. id, "state", "pending")
+    n = n + 1
+  end
+end
+redis.call("DEL", KEYS[1])
+return n
+)lua");
+  return script;
+}
+
+}  // namespace
+
+void RedisBroker::note_lost_dequeue(const std::string& q, const std::exception_ptr& error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const redis::Error& e) {
+    if (e.is_reply()) return;  // Redis answered: the script took nothing, or said what it took
+  } catch (...) {
+  }
+  Scratch& s = scratch();
+  s.lost_broker = this;
+  s.lost_queue = q;
+  s.lost_nonce = s.nonce;
+}
+
+void RedisBroker::reclaim_lost_dequeue() {
+  Scratch& s = scratch();
+  if (s.lost_broker != this) return;
+  const QueueKeys& k = keys_for(s.lost_queue);
+  set_claim_key(s.claim_key, s.lost_queue, id_);
+  const std::string_view argv[] = {s.claim_key, k.active, k.lease, k.pending, s.lost_nonce, k.task_prefix};
+  const long long n = pool_.acquire()->eval(reclaim_script(), argv, 4).integer();  // throws: try again later
+  if (n > 0) {
+    log_.warn("Handed back tasks whose dequeue reply was lost, without counting an attempt",
+              {{"queue", s.lost_queue}, {"tasks", static_cast<int64_t>(n)}});
+  }
+  s.lost_broker = nullptr;
+}
+
 // ---- waiting for work ---------------------------------------------------------------------------
 
-RedisBroker::Waiter& RedisBroker::waiter_for(const std::string& queue) {
-  auto& slot = waiters_[queue];
-  if (!slot) {
-    slot = std::make_unique<Waiter>();
-    slot->pending_key = asynq::pending_key(queue);
-    Waiter* w = slot.get();
-    slot->thread = std::thread([this, w] { waiter_loop(*w); });
-  }
-  return *slot;
-}
-
-void RedisBroker::waiter_loop(Waiter& w) {
-  std::unique_lock lock(wait_mu_);
-  while (!stopping_) {
-    waiter_cv_.wait(lock, [&] { return stopping_ || w.armed_until > Clock::now(); });
-    if (stopping_) break;
-    const auto remaining =
-        std::chrono::duration_cast<std::chrono::milliseconds>(w.armed_until - Clock::now());
-    if (remaining.count() <= 0) continue;
-    bool got_work = false;
-    bool failed = false;
-    try {
-      if (!w.conn) {
-        lock.unlock();
-        auto conn = std::make_unique<redis::Connection>(settings_.redis);
-        lock.lock();
-        w.conn = std::move(conn);
-        if (stopping_) break;
-      }
-      redis::Connection& conn = *w.conn;
-      lock.unlock();
-      char timeout[32];
-      std::snprintf(timeout, sizeof timeout, "%.3f", static_cast<double>(remaining.count()) / 1000.0);
-      const std::string_view argv[] = {"BLMOVE", w.pending_key, w.pending_key, "RIGHT", "RIGHT", timeout};
-      redis::Reply reply = conn.blocking_command(argv, remaining);
-      got_work = !reply.is_nil();
-      lock.lock();
-    } catch (const redis::Error& e) {
-      if (!lock.owns_lock()) lock.lock();
-      failed = true;
-      if (!stopping_) log_.debug("wait for work failed", {{"key", w.pending_key}, {"error", e.what()}});
-    }
-    if (got_work) {
-      ++work_signals_;
-      w.armed_until = {};
-      work_cv_.notify_all();
-    } else if (failed && !stopping_) {
-      // Redis away: do not spin; callers fall back to their own timeout.
-      waiter_cv_.wait_for(lock, std::chrono::milliseconds(200), [&] { return stopping_; });
-    }
-  }
-}
-
 bool RedisBroker::wait_for_work(const std::vector<std::string>& queues, std::chrono::milliseconds timeout) {
-  // Paused queues are not waited on: BLMOVE would return at once for them (spec §6.7).
-  std::vector<const std::string*> unpaused;
-  {
-    auto conn = pool_.acquire();
-    for (const std::string& q : queues) conn->append({"EXISTS", asynq::paused_key(q)});
-    for (const std::string& q : queues) {
-      // An error here (LOADING after a restart) is an outage like any other, not "paused".
-      if (conn->read_reply().throw_if_error().integer() == 0) unpaused.push_back(&q);
-    }
-  }
-  std::unique_lock lock(wait_mu_);
-  if (wake_pending_) {
-    wake_pending_ = false;
-    return false;
-  }
-  const uint64_t start = work_signals_;
-  const Clock::time_point until = Clock::now() + timeout;
-  for (const std::string* q : unpaused) waiter_for(*q).armed_until = until;
-  waiter_cv_.notify_all();
-  work_cv_.wait_until(lock, until, [&] { return work_signals_ != start || wake_pending_ || stopping_; });
-  if (wake_pending_) {
-    wake_pending_ = false;
-    return false;
-  }
-  return work_signals_ != start;
+  return waiter_.wait(queues, timeout);
 }
 
-void RedisBroker::wake() {
-  std::lock_guard lock(wait_mu_);
-  wake_pending_ = true;
-  work_cv_.notify_all();
-}
+void RedisBroker::wake() { waiter_.wake(); }
 
-// ---- leases -------------------------------------------------------------------------------------
+// ---- leases (§6.8) ------------------------------------------------------------------------------
 
 Clock::time_point RedisBroker::extend_leases(const std::string& queue, const std::vector<std::string>& ids,
                                              seconds lease) {
@@ -518,24 +409,142 @@ Clock::time_point RedisBroker::extend_leases(const std::string& queue, const std
   return expiry;
 }
 
-// ---- completions --------------------------------------------------------------------------------
+// ---- done (§6.9) --------------------------------------------------------------------------------
 
-void RedisBroker::complete(const asynq::TaskMessage& msg, const redis::Script& script,
-                           std::vector<std::string> keys_and_args, size_t numkeys,
-                           const std::vector<task::EnqueueRequest>& followups) {
-  if (followups.empty()) {
-    try {
-      const std::vector<std::string_view> argv = views(keys_and_args);
-      call(script, argv, numkeys);
-    } catch (const redis::Error& e) {
-      rethrow_not_found(e, msg);
-    }
+namespace {
+
+// The success of one or more tasks of one queue, without retention: asynq's Done for each, the
+// counters once for all.
+// KEYS[1] -> asynq:{<qname>}:active
+// KEYS[2] -> asynq:{<qname>}:lease
+// KEYS[3] -> asynq:{<qname>}:processed:<yyyy-mm-dd>
+// KEYS[4] -> asynq:{<qname>}:processed
+// ARGV[1] -> stats expiration (unix seconds)
+// ARGV[2] -> task key prefix
+// ARGV[3], ARGV[4] -> task id, its unique lock key ("" for none); then the next task's
+// Returns per task 1, or 0 when it was no longer in active, its lease or its hash (NOT FOUND:
+// it moved under us; the same effects as asynq's script up to that check).
+const redis::Script& done_script() {
+  static const redis::Script script(std::string(kCounterHelpers) + R"lua(
+local result, n = {}, 0
+for i = 3, #ARGV, 2 do
+  local id = ARGV[i]
+  if redis.call("LREM", KEYS[1], 0, id) == 0 or redis.call("ZREM", KEYS[2], id) == 0
+      or redis.call("DEL", ARGV[2] .. id) == 0 then
+    result[#result + 1] = 0
+  else
+    result[#result + 1] = 1
+    n = n + 1
+    local unique = ARGV[i + 1]
+    if unique ~= "" and redis.call("GET", unique) == id then redis.call("DEL", unique) end
+  end
+end
+if n > 0 then count_success(KEYS[3], KEYS[4], ARGV[1], n) end
+return result
+)lua");
+  return script;
+}
+constexpr size_t kDoneKeys = 4;
+
+}  // namespace
+
+void RedisBroker::done_argv(std::span<const asynq::TaskMessage* const> msgs, Clock::time_point now,
+                            DoneStrings& strings, std::vector<std::string_view>& out) {
+  const QueueKeys& k = keys_for(msgs.front()->queue);
+  strings.processed_key.assign(k.processed_prefix).append(scratch().date_of(unix_s(now)));
+  set_number(strings.stats_expiry, unix_s(now + settings_.stats_ttl));
+  out.clear();
+  out.insert(out.end(), {k.active, k.lease, strings.processed_key, k.processed_total, strings.stats_expiry,
+                         k.task_prefix});
+  for (const asynq::TaskMessage* m : msgs) {
+    out.emplace_back(m->id);
+    out.emplace_back(m->unique_key);
+  }
+}
+
+void RedisBroker::done(const asynq::TaskMessage& msg, const std::vector<task::EnqueueRequest>& followups) {
+  const asynq::TaskMessage* one[] = {&msg};
+  Scratch& s = scratch();
+  std::vector<std::string_view>& argv = s.done_argv;
+  done_argv(one, Clock::now(), s.done_strings, argv);
+  if (!followups.empty()) {
+    complete_with_followups(msg, done_script(), argv, kDoneKeys, followups);
     return;
   }
+  if (pool_.acquire()->eval(done_script(), argv, kDoneKeys)[0].integer() == 0) throw_not_found(msg);
+}
+
+// ---- mark as complete (§6.10) -------------------------------------------------------------------
+
+namespace {
+
+// KEYS[1] -> asynq:{<qname>}:active
+// KEYS[2] -> asynq:{<qname>}:lease
+// KEYS[3] -> asynq:{<qname>}:completed
+// KEYS[4] -> asynq:{<qname>}:t:<task_id>
+// KEYS[5] -> asynq:{<qname>}:processed:<yyyy-mm-dd>
+// KEYS[6] -> asynq:{<qname>}:processed
+// KEYS[7] -> unique lock key (only when the task has one)
+// ARGV[1] -> task id
+// ARGV[2] -> stats expiration (unix seconds)
+// ARGV[3] -> completed-entry expiration (unix seconds)
+// ARGV[4] -> the task message with completed_at
+const redis::Script& mark_complete_script() {
+  static const redis::Script script(std::string(kCounterHelpers) + kLeaveActive + R"lua(
+if redis.call("ZADD", KEYS[3], ARGV[3], ARGV[1]) ~= 1 then return redis.error_reply("INTERNAL") end
+redis.call("HSET", KEYS[4], "msg", ARGV[4], "state", "completed")
+count_success(KEYS[5], KEYS[6], ARGV[2], 1)
+if KEYS[7] and redis.call("GET", KEYS[7]) == ARGV[1] then redis.call("DEL", KEYS[7]) end
+return redis.status_reply("OK")
+)lua");
+  return script;
+}
+
+struct MarkCompleteArgs {
+  std::vector<std::string> v;
+  size_t numkeys = 0;
+  MarkCompleteArgs(const asynq::TaskMessage& msg, Clock::time_point now, seconds stats_ttl) {
+    const std::string& q = msg.queue;
+    const int64_t now_s = unix_s(now);
+    asynq::TaskMessage completed = msg;
+    completed.completed_at = now_s;
+    // retention comes off the wire (any int64): saturate instead of overflowing past MaxInt64.
+    const int64_t keep_until = msg.retention > std::numeric_limits<int64_t>::max() - now_s
+                                   ? std::numeric_limits<int64_t>::max()
+                                   : now_s + msg.retention;
+    v = {asynq::active_key(q),
+         asynq::lease_key(q),
+         asynq::completed_key(q),
+         asynq::task_key(q, msg.id),
+         asynq::processed_key(q, asynq::utc_date(now_s)),
+         asynq::processed_total_key(q)};
+    if (!msg.unique_key.empty()) v.push_back(msg.unique_key);
+    numkeys = v.size();
+    v.insert(v.end(), {msg.id, str(unix_s(now + stats_ttl)), str(keep_until), asynq::encode(completed)});
+  }
+  std::vector<std::string_view> argv() const { return {v.begin(), v.end()}; }
+};
+
+}  // namespace
+
+void RedisBroker::mark_complete(const asynq::TaskMessage& msg,
+                                const std::vector<task::EnqueueRequest>& followups) {
+  const MarkCompleteArgs args(msg, Clock::now(), settings_.stats_ttl);
+  const auto argv = args.argv();
+  if (!followups.empty()) {
+    complete_with_followups(msg, mark_complete_script(), argv, args.numkeys, followups);
+    return;
+  }
+  eval_for(msg, mark_complete_script(), argv, args.numkeys);
+}
+
+// Follow-ups go in the same MULTI/EXEC as the completion. MULTI cannot make them conditional on
+// the completion script, so WATCH the task hash (the recoverer and the Inspector rewrite it when
+// they move the task) and check it is still active first.
+void RedisBroker::complete_with_followups(const asynq::TaskMessage& msg, const redis::Script& script,
+                                          std::span<const std::string_view> keys_and_args, size_t numkeys,
+                                          const std::vector<task::EnqueueRequest>& followups) {
   auto conn = pool_.acquire();
-  // Follow-ups go in the same MULTI/EXEC as the completion. MULTI cannot make them conditional on
-  // the completion script, so WATCH the task hash (the recoverer and the Inspector rewrite it when
-  // they move the task) and check it is still active first.
   const Clock::time_point now = Clock::now();
   std::vector<PreparedEnqueue> prepared;
   prepared.reserve(followups.size());
@@ -555,7 +564,7 @@ void RedisBroker::complete(const asynq::TaskMessage& msg, const redis::Script& s
     state.throw_if_error();  // an error reply is an outage, not "the task moved"
     if (state.is_nil() || state.str() != asynq::state::active) {
       conn->command({"UNWATCH"});
-      throw NotFound("task " + msg.id + " is no longer active in queue " + msg.queue);
+      throw_not_found(msg);
     }
     conn->append({"MULTI"});
     std::vector<std::string_view> argv{"EVALSHA", script.sha1, nk};
@@ -582,11 +591,10 @@ void RedisBroker::complete(const asynq::TaskMessage& msg, const redis::Script& s
     if (exec.is_nil()) continue;  // the task hash changed under us: look again
     exec.throw_if_error();
     if (exec[0].is_error()) {
-      const std::string why(exec[0].str());
-      if (why.starts_with("NOT FOUND"))
-        throw NotFound("task " + msg.id + " is no longer active in queue " + msg.queue);
-      throw redis::Error(redis::Error::Kind::reply, why);
+      if (is_not_found(exec[0].str())) throw_not_found(msg);
+      throw redis::Error(redis::Error::Kind::reply, std::string(exec[0].str()));
     }
+    if (exec[0].is_array() && exec[0][0].integer() == 0) throw_not_found(msg);  // the done script's
     for (size_t i = 0; i < prepared.size(); ++i) {
       try {
         Client::check_result(exec[i + 1]);
@@ -603,73 +611,23 @@ void RedisBroker::complete(const asynq::TaskMessage& msg, const redis::Script& s
   throw redis::Error(redis::Error::Kind::reply, "task " + msg.id + " kept changing during completion");
 }
 
-namespace {
-
-// KEYS/ARGV of the success scripts: active, lease, [completed (MarkAsComplete only)], task,
-// processed:date, processed, [unique lock, only when the message has one]; ARGV id, stats expiry.
-// `numkeys` gets the number of KEYS.
-std::vector<std::string> success_args(const asynq::TaskMessage& msg, Clock::time_point now,
-                                      bool with_completed, seconds stats_ttl, size_t& numkeys) {
-  const std::string& q = msg.queue;
-  std::vector<std::string> ka{asynq::active_key(q), asynq::lease_key(q)};
-  if (with_completed) ka.push_back(asynq::completed_key(q));
-  ka.push_back(asynq::task_key(q, msg.id));
-  ka.push_back(asynq::processed_key(q, asynq::utc_date(unix_s(now))));
-  ka.push_back(asynq::processed_total_key(q));
-  if (!msg.unique_key.empty()) ka.push_back(msg.unique_key);
-  numkeys = ka.size();
-  ka.push_back(msg.id);
-  ka.push_back(str(unix_s(now + stats_ttl)));
-  return ka;
-}
-
-// success_args plus the MarkAsComplete ARGV: keep-until and the message with completed_at.
-std::vector<std::string> mark_complete_args(const asynq::TaskMessage& msg, Clock::time_point now,
-                                            seconds stats_ttl, size_t& numkeys) {
-  asynq::TaskMessage completed = msg;
-  completed.completed_at = unix_s(now);
-  std::vector<std::string> ka = success_args(msg, now, true, stats_ttl, numkeys);
-  // retention comes off the wire (any int64): saturate instead of overflowing (UB) past MaxInt64.
-  const int64_t now_s = unix_s(now);
-  const int64_t keep_until = msg.retention > std::numeric_limits<int64_t>::max() - now_s
-                                 ? std::numeric_limits<int64_t>::max()
-                                 : now_s + msg.retention;
-  ka.push_back(str(keep_until));
-  ka.push_back(asynq::encode(completed));
-  return ka;
-}
-
-}  // namespace
-
-void RedisBroker::done(const asynq::TaskMessage& msg, const std::vector<task::EnqueueRequest>& followups) {
-  size_t numkeys = 0;
-  if (followups.empty()) {
-    std::vector<std::string_view>& argv = scratch().write_argv;
-    done_argv(msg, Clock::now(), argv, numkeys);
-    try {
-      call(scripts().done, argv, numkeys);
-    } catch (const redis::Error& e) {
-      rethrow_not_found(e, msg);
-    }
-    return;
-  }
-  std::vector<std::string> ka = success_args(msg, Clock::now(), false, settings_.stats_ttl, numkeys);
-  complete(msg, scripts().done, std::move(ka), numkeys, followups);
-}
-
-void RedisBroker::mark_complete(const asynq::TaskMessage& msg,
-                                const std::vector<task::EnqueueRequest>& followups) {
-  size_t numkeys = 0;
-  std::vector<std::string> ka = mark_complete_args(msg, Clock::now(), settings_.stats_ttl, numkeys);
-  complete(msg, scripts().mark_complete, std::move(ka), numkeys, followups);
-}
+// ---- retry (§6.11) and archive (§6.12) ----------------------------------------------------------
 
 namespace {
 
-// The layout shared by the failure scripts (retry, archive and their orphan forms): KEYS active,
-// lease, <target>, task, processed:date, failed:date, processed, failed; ARGV id, modified msg.
-// The message gets the error text and last_failed_at; `retried` goes up only if asked (§6.11,
-// never for archive, §6.12).
+// The layout shared by the failure scripts (retry, archive and their orphan forms), filled by
+// fill_failure_args():
+// KEYS[1] -> asynq:{<qname>}:active
+// KEYS[2] -> asynq:{<qname>}:lease
+// KEYS[3] -> asynq:{<qname>}:retry, or :archived
+// KEYS[4] -> asynq:{<qname>}:t:<task_id>
+// KEYS[5] -> asynq:{<qname>}:processed:<yyyy-mm-dd>
+// KEYS[6] -> asynq:{<qname>}:failed:<yyyy-mm-dd>
+// KEYS[7] -> asynq:{<qname>}:processed
+// KEYS[8] -> asynq:{<qname>}:failed
+// ARGV[1] -> task id
+// ARGV[2] -> the task message with the error text and last_failed_at (`retried` + 1 only for a
+//            counted retry, §6.11; never for archive, §6.12)
 template <size_t N>
 void fill_failure_args(std::string (&v)[N], const asynq::TaskMessage& msg, Clock::time_point now,
                        const std::string& target_key, const std::string& error, bool count_retry) {
@@ -691,10 +649,30 @@ void fill_failure_args(std::string (&v)[N], const asynq::TaskMessage& msg, Clock
   v[8] = msg.id;
   v[9] = asynq::encode(modified);
 }
+constexpr size_t kFailureKeys = 8;
 
-// KEYS/ARGV of the retry script (and of recover_orphan_retry).
+// Retry: the failure layout, then
+// ARGV[3] -> retry at (unix seconds)
+// ARGV[4] -> stats expiration (unix seconds)
+// ARGV[5] -> "1" when it counts as a failure, "0" when not (a task handed back uncounted)
+constexpr const char* kRetryBody = R"lua(
+redis.call("ZADD", KEYS[3], ARGV[3], ARGV[1])
+redis.call("HSET", KEYS[4], "msg", ARGV[2], "state", "retry")
+if ARGV[5] == "1" then count_failure(KEYS[5], KEYS[6], KEYS[7], KEYS[8], ARGV[4]) end
+return redis.status_reply("OK")
+)lua";
+const redis::Script& retry_script() {
+  static const redis::Script script(std::string(kCounterHelpers) + kLeaveActive + kRetryBody);
+  return script;
+}
+// asynq #1144: retry of an active id that has no lease at all; error LEASED (nothing written)
+// when it has one, NOT FOUND when it is not in active.
+const redis::Script& recover_orphan_retry_script() {
+  static const redis::Script script(std::string(kCounterHelpers) + kLeaveActiveOrphan + kRetryBody);
+  return script;
+}
+
 struct RetryArgs {
-  static constexpr size_t kNumKeys = 8;
   std::string v[13];
   RetryArgs(const asynq::TaskMessage& msg, Clock::time_point now, Clock::time_point retry_at,
             const std::string& error, bool is_failure, seconds stats_ttl) {
@@ -705,14 +683,37 @@ struct RetryArgs {
   }
 };
 
-// KEYS/ARGV of the archive script (and of recover_orphan_archive).
+// Archive: the failure layout, then
+// ARGV[3] -> now (unix seconds): the archived entry's score
+// ARGV[4] -> entries archived before this (unix seconds) are trimmed
+// ARGV[5] -> at most this many entries are kept
+// ARGV[6] -> stats expiration (unix seconds)
+// ARGV[7] -> task key prefix
+// Trimmed ids lose their hashes too (v0.25+); ZREM goes in batches to stay below Lua's unpack
+// limit (spec Q11), and ZRANGEBYSCORE keeps Redis < 6.2 working. The task's own hash is written
+// before the trim: when the new entry is itself trimmed (more than max-size archived within one
+// second), the trim deletes that hash too, instead of the task's write recreating it afterwards,
+// listed nowhere (asynq's order leaks it).
+constexpr const char* kArchiveBody = R"lua(
+redis.call("ZADD", KEYS[3], ARGV[3], ARGV[1])
+redis.call("HSET", KEYS[4], "msg", ARGV[2], "state", "archived")
+local function drop(ids)
+  for _, id in ipairs(ids) do redis.call("DEL", ARGV[7] .. id) end
+  for i = 1, #ids, 500 do
+    redis.call("ZREM", KEYS[3], unpack(ids, i, math.min(i + 499, #ids)))
+  end
+end
+drop(redis.call("ZRANGEBYSCORE", KEYS[3], "-inf", ARGV[4]))
+drop(redis.call("ZRANGE", KEYS[3], 0, -tonumber(ARGV[5])))
+count_failure(KEYS[5], KEYS[6], KEYS[7], KEYS[8], ARGV[6])
+return redis.status_reply("OK")
+)lua";
+
 struct ArchiveArgs {
-  static constexpr size_t kNumKeys = 8;
   std::string v[15];
   ArchiveArgs(const asynq::TaskMessage& msg, Clock::time_point now, const std::string& error,
               const RedisBrokerSettings& settings) {
-    fill_failure_args(v, msg, now, asynq::archived_key(msg.queue), error,
-                      false);  // retried unchanged (§6.12)
+    fill_failure_args(v, msg, now, asynq::archived_key(msg.queue), error, false);
     v[10] = str(unix_s(now));
     v[11] = str(unix_s(now - settings.archive_max_age));
     v[12] = std::to_string(settings.archive_max_size);
@@ -721,11 +722,14 @@ struct ArchiveArgs {
   }
 };
 
-template <size_t N>
-std::array<std::string_view, N> views_of(const std::string (&v)[N]) {
-  std::array<std::string_view, N> out;
-  for (size_t i = 0; i < N; ++i) out[i] = v[i];
-  return out;
+const redis::Script& archive_script() {
+  static const redis::Script script(std::string(kCounterHelpers) + kLeaveActive + kArchiveBody);
+  return script;
+}
+// asynq #1144, as recover_orphan_retry_script().
+const redis::Script& recover_orphan_archive_script() {
+  static const redis::Script script(std::string(kCounterHelpers) + kLeaveActiveOrphan + kArchiveBody);
+  return script;
 }
 
 }  // namespace
@@ -733,30 +737,19 @@ std::array<std::string_view, N> views_of(const std::string (&v)[N]) {
 void RedisBroker::retry(const asynq::TaskMessage& msg, Clock::time_point retry_at, const std::string& error,
                         bool is_failure) {
   const RetryArgs args(msg, Clock::now(), retry_at, error, is_failure, settings_.stats_ttl);
-  const auto argv = views_of(args.v);
-  try {
-    call(scripts().retry, argv, RetryArgs::kNumKeys);
-  } catch (const redis::Error& e) {
-    rethrow_not_found(e, msg);
-  }
+  eval_for(msg, retry_script(), views_of(args.v), kFailureKeys);
 }
 
 void RedisBroker::archive(const asynq::TaskMessage& msg, const std::string& error) {
   const ArchiveArgs args(msg, Clock::now(), error, settings_);
-  const auto argv = views_of(args.v);
-  try {
-    call(scripts().archive, argv, ArchiveArgs::kNumKeys);
-  } catch (const redis::Error& e) {
-    rethrow_not_found(e, msg);
-  }
+  eval_for(msg, archive_script(), views_of(args.v), kFailureKeys);
 }
 
-void RedisBroker::set_aside(const Malformed& bad, const redis::Script& archive_script) {
+void RedisBroker::set_aside(const Malformed& bad, const redis::Script& script) {
   const log::Fields where{{"queue", bad.archived.queue}, {"task_id", bad.archived.id}};
   try {
     const ArchiveArgs args(bad.archived, Clock::now(), bad.reason, settings_);
-    const auto argv = views_of(args.v);
-    pool_.acquire()->eval(archive_script, argv, ArchiveArgs::kNumKeys);
+    pool_.acquire()->eval(script, views_of(args.v), kFailureKeys);
   } catch (const redis::Error& e) {
     // Moved meanwhile (NOT FOUND, LEASED) or Redis away: the recoverer finds it again once its
     // lease has expired, so nothing is lost and it is logged when it is archived.
@@ -771,104 +764,6 @@ void RedisBroker::set_aside(const Malformed& bad, const redis::Script& archive_s
   log_.error("Archived a malformed task message", fields);
 }
 
-const redis::Script* RedisBroker::write_call_args(const OutcomeWrite& w, Clock::time_point now,
-                                                  std::vector<std::string_view>& argv,
-                                                  std::vector<std::string>& storage, size_t& numkeys) {
-  switch (w.op) {
-    case OutcomeWrite::Op::done:
-      done_argv(*w.msg, now, argv, numkeys);
-      return &scripts().done;
-    case OutcomeWrite::Op::mark_complete:
-      storage = mark_complete_args(*w.msg, now, settings_.stats_ttl, numkeys);
-      argv.assign(storage.begin(), storage.end());
-      return &scripts().mark_complete;
-    case OutcomeWrite::Op::retry: {
-      RetryArgs args(*w.msg, now, w.retry_at, w.error, w.is_failure, settings_.stats_ttl);
-      storage.assign(std::make_move_iterator(std::begin(args.v)), std::make_move_iterator(std::end(args.v)));
-      argv.assign(storage.begin(), storage.end());
-      numkeys = RetryArgs::kNumKeys;
-      return &scripts().retry;
-    }
-    case OutcomeWrite::Op::archive: {
-      ArchiveArgs args(*w.msg, now, w.error, settings_);
-      storage.assign(std::make_move_iterator(std::begin(args.v)), std::make_move_iterator(std::end(args.v)));
-      argv.assign(storage.begin(), storage.end());
-      numkeys = ArchiveArgs::kNumKeys;
-      return &scripts().archive;
-    }
-    case OutcomeWrite::Op::requeue:
-    case OutcomeWrite::Op::hand_back: {
-      storage = requeue_args(*w.msg);
-      argv.assign(storage.begin(), storage.end());
-      numkeys = 4;
-      return w.op == OutcomeWrite::Op::requeue ? &scripts().requeue : &scripts().hand_back;
-    }
-  }
-  throw std::logic_error("unknown outcome write");
-}
-
-void RedisBroker::dequeue_after(const OutcomeWrite& w, std::exception_ptr& write_error,
-                                const std::vector<std::string>& queues, seconds lease, size_t max,
-                                std::vector<Dequeued>& out) {
-  out.clear();
-  if (w.has_followups() || queues.empty() || max == 0) {
-    // Follow-ups need their own WATCH/MULTI/EXEC on one connection.
-    Broker::dequeue_after(w, write_error, queues, lease, max, out);
-    return;
-  }
-  // The write's KEYS/ARGV, as done() / mark_complete() / retry() / archive() build them.
-  std::vector<std::string_view>& write_argv = scratch().write_argv;
-  std::vector<std::string> write_args;  // owns the strings of the less frequent writes
-  size_t write_numkeys = 0;
-  const redis::Script* write_script = nullptr;
-  try {
-    write_script = write_call_args(w, Clock::now(), write_argv, write_args, write_numkeys);
-  } catch (...) {
-    // Could not even be built (e.g. an encoding error): nothing was sent; dequeue on its own.
-    write_error = std::current_exception();
-    out = dequeue_batch(queues, lease, max);
-    return;
-  }
-
-  try {
-    reclaim_lost_dequeue();
-  } catch (...) {
-    write_error = std::current_exception();  // Redis is away: the write would fail as well
-    throw;
-  }
-  const std::string& first = queues.front();
-  const Clock::time_point expiry = Clock::now() + lease;
-  std::vector<std::string_view>& dequeue_args = scratch().dequeue_argv;
-  dequeue_argv(first, expiry, max, dequeue_args);
-
-  Call write_call{write_script, write_argv, write_numkeys};
-  Call dequeue_call{&scripts().dequeue, dequeue_args, 5};
-  Call* both[] = {&write_call, &dequeue_call};
-  submit(both);
-
-  if (write_call.error) {
-    try {
-      try {
-        std::rethrow_exception(write_call.error);
-      } catch (const redis::Error& e) {
-        rethrow_not_found(e, *w.msg);
-      }
-    } catch (...) {
-      write_error = std::current_exception();
-    }
-  }
-  if (dequeue_call.error) {
-    note_lost_dequeue(first, dequeue_call.error);
-    std::rethrow_exception(dequeue_call.error);
-  }
-  if (decode_dequeued(*dequeue_call.reply, first, expiry, out)) return;
-  // The first queue had nothing: the others as dequeue_batch() does.
-  if (queues.size() > 1) {
-    const std::vector<std::string> rest(queues.begin() + 1, queues.end());
-    out = dequeue_batch(rest, lease, max);
-  }
-}
-
 OrphanRecovery RedisBroker::recover_orphan(const asynq::TaskMessage& msg,
                                            std::optional<Clock::time_point> retry_at,
                                            const std::string& error) {
@@ -877,28 +772,216 @@ OrphanRecovery RedisBroker::recover_orphan(const asynq::TaskMessage& msg,
   try {
     if (retry_at) {
       const RetryArgs args(msg, now, *retry_at, error, true, settings_.stats_ttl);
-      const auto argv = views_of(args.v);
-      conn->eval(scripts().recover_orphan_retry, argv, RetryArgs::kNumKeys);
+      conn->eval(recover_orphan_retry_script(), views_of(args.v), kFailureKeys);
     } else {
       const ArchiveArgs args(msg, now, error, settings_);
-      const auto argv = views_of(args.v);
-      conn->eval(scripts().recover_orphan_archive, argv, ArchiveArgs::kNumKeys);
+      conn->eval(recover_orphan_archive_script(), views_of(args.v), kFailureKeys);
     }
   } catch (const redis::Error& e) {
     if (e.is_reply() && std::string_view(e.what()).starts_with("LEASED")) return OrphanRecovery::leased;
-    if (e.is_reply() && std::string_view(e.what()).starts_with("NOT FOUND"))
-      return OrphanRecovery::not_active;
+    if (e.is_reply() && is_not_found(e.what())) return OrphanRecovery::not_active;
     throw;
   }
   return OrphanRecovery::recovered;
 }
 
-// KEYS[1] -> active, KEYS[2] -> lease, KEYS[3] -> pending, KEYS[4] -> task; ARGV[1] -> id
-// (requeue and hand_back).
-std::vector<std::string> RedisBroker::requeue_args(const asynq::TaskMessage& msg) {
-  const std::string& q = msg.queue;
-  return {asynq::active_key(q), asynq::lease_key(q), asynq::pending_key(q), asynq::task_key(q, msg.id),
-          msg.id};
+// ---- requeue (§6.13) and hand back --------------------------------------------------------------
+
+namespace {
+
+// KEYS[1] -> asynq:{<qname>}:active
+// KEYS[2] -> asynq:{<qname>}:lease
+// KEYS[3] -> asynq:{<qname>}:pending
+// KEYS[4] -> asynq:{<qname>}:t:<task_id>
+// ARGV[1] -> task id
+// No pending_since (spec Q3).
+const redis::Script& requeue_script() {
+  static const redis::Script script(std::string(kLeaveActive) + R"lua(
+redis.call("RPUSH", KEYS[3], ARGV[1])
+redis.call("HSET", KEYS[4], "state", "pending")
+return redis.status_reply("OK")
+)lua");
+  return script;
+}
+// KEYS/ARGV as requeue, but LPUSH: the task goes to the back of the line. For a task handed back
+// for a fault that was not its own (a dependency away, its plugin's runner died): at the front
+// it would be dequeued again at once and hold up everything behind it.
+const redis::Script& hand_back_script() {
+  static const redis::Script script(std::string(kLeaveActive) + R"lua(
+redis.call("LPUSH", KEYS[3], ARGV[1])
+redis.call("HSET", KEYS[4], "state", "pending")
+return redis.status_reply("OK")
+)lua");
+  return script;
+}
+constexpr size_t kRequeueKeys = 4;
+
+struct RequeueArgs {
+  std::string v[5];
+  explicit RequeueArgs(const asynq::TaskMessage& msg)
+      : v{asynq::active_key(msg.queue), asynq::lease_key(msg.queue), asynq::pending_key(msg.queue),
+          asynq::task_key(msg.queue, msg.id), msg.id} {}
+};
+
+}  // namespace
+
+void RedisBroker::requeue(const asynq::TaskMessage& msg) {
+  eval_for(msg, requeue_script(), views_of(RequeueArgs(msg).v), kRequeueKeys);
+}
+
+void RedisBroker::hand_back(const asynq::TaskMessage& msg) {
+  eval_for(msg, hand_back_script(), views_of(RequeueArgs(msg).v), kRequeueKeys);
+}
+
+// ---- the processor's round trip -----------------------------------------------------------------
+
+void RedisBroker::exchange(std::span<const OutcomeWrite> writes, std::span<std::exception_ptr> errors,
+                           const std::vector<std::string>& queues, seconds lease, size_t max,
+                           std::vector<Dequeued>& out) {
+  out.clear();
+  const bool dequeuing = max > 0 && !queues.empty();
+  const auto fail_all = [&](const std::exception_ptr& e) {
+    for (size_t i = 0; i < writes.size(); ++i) {
+      if (!errors[i]) errors[i] = e;
+    }
+  };
+  if (dequeuing) {
+    try {
+      reclaim_lost_dequeue();
+    } catch (...) {
+      fail_all(std::current_exception());  // Redis is away: the writes would fail as well
+      throw;
+    }
+  }
+  const Clock::time_point now = Clock::now();
+  // What each call of the round trip is for: one write, or (done) the writes of one queue.
+  struct Sent {
+    std::vector<size_t> writes;
+  };
+  std::vector<redis::ScriptCall> calls;
+  std::vector<Sent> sent;
+  std::vector<std::unique_ptr<RetryArgs>> retries;
+  std::vector<std::unique_ptr<ArchiveArgs>> archives;
+  std::vector<std::unique_ptr<MarkCompleteArgs>> completions;
+  std::vector<std::unique_ptr<RequeueArgs>> requeues;
+  std::vector<std::unique_ptr<std::vector<std::string_view>>> views;
+  std::vector<std::unique_ptr<DoneStrings>> done_strings;
+  calls.reserve(writes.size() + 1);
+
+  // The plain successes, grouped by queue: one done call per queue.
+  std::map<std::string_view, std::vector<size_t>> done_by_queue;
+  for (size_t i = 0; i < writes.size(); ++i) {
+    const OutcomeWrite& w = writes[i];
+    if (w.has_followups()) {
+      try {
+        write_outcome(w);  // WATCH/MULTI/EXEC on a connection of its own
+      } catch (...) {
+        errors[i] = std::current_exception();
+      }
+      continue;
+    }
+    if (w.op == OutcomeWrite::Op::done) {
+      done_by_queue[w.msg->queue].push_back(i);
+      continue;
+    }
+    auto& argv = *views.emplace_back(std::make_unique<std::vector<std::string_view>>());
+    const redis::Script* script = nullptr;
+    size_t numkeys = 0;
+    switch (w.op) {
+      case OutcomeWrite::Op::mark_complete: {
+        const auto& a =
+            *completions.emplace_back(std::make_unique<MarkCompleteArgs>(*w.msg, now, settings_.stats_ttl));
+        argv = a.argv();
+        script = &mark_complete_script();
+        numkeys = a.numkeys;
+        break;
+      }
+      case OutcomeWrite::Op::retry: {
+        const auto& a = *retries.emplace_back(
+            std::make_unique<RetryArgs>(*w.msg, now, w.retry_at, w.error, w.is_failure, settings_.stats_ttl));
+        argv.assign(std::begin(a.v), std::end(a.v));
+        script = &retry_script();
+        numkeys = kFailureKeys;
+        break;
+      }
+      case OutcomeWrite::Op::archive: {
+        const auto& a =
+            *archives.emplace_back(std::make_unique<ArchiveArgs>(*w.msg, now, w.error, settings_));
+        argv.assign(std::begin(a.v), std::end(a.v));
+        script = &archive_script();
+        numkeys = kFailureKeys;
+        break;
+      }
+      case OutcomeWrite::Op::requeue:
+      case OutcomeWrite::Op::hand_back: {
+        const auto& a = *requeues.emplace_back(std::make_unique<RequeueArgs>(*w.msg));
+        argv.assign(std::begin(a.v), std::end(a.v));
+        script = w.op == OutcomeWrite::Op::requeue ? &requeue_script() : &hand_back_script();
+        numkeys = kRequeueKeys;
+        break;
+      }
+      case OutcomeWrite::Op::done:
+        break;
+    }
+    calls.push_back(redis::ScriptCall{script, argv, numkeys});
+    sent.push_back(Sent{{i}});
+  }
+  std::vector<const asynq::TaskMessage*> msgs;
+  for (auto& [queue, indexes] : done_by_queue) {
+    msgs.clear();
+    for (size_t i : indexes) msgs.push_back(writes[i].msg);
+    auto& argv = *views.emplace_back(std::make_unique<std::vector<std::string_view>>());
+    done_argv(msgs, now, *done_strings.emplace_back(std::make_unique<DoneStrings>()), argv);
+    calls.push_back(redis::ScriptCall{&done_script(), argv, kDoneKeys});
+    sent.push_back(Sent{std::move(indexes)});
+  }
+  const std::string* first = dequeuing ? &queues.front() : nullptr;
+  const Clock::time_point expiry = Clock::now() + lease;
+  if (dequeuing) {
+    std::vector<std::string_view>& argv = scratch().dequeue_argv;
+    dequeue_argv(*first, expiry, max, argv);
+    calls.push_back(redis::ScriptCall{&dequeue_script(), argv, kDequeueKeys});
+  }
+  if (calls.empty()) return;
+
+  try {
+    pool_.acquire()->eval_all(calls);
+  } catch (...) {
+    // Connection trouble: the calls may or may not have run, as for a single command.
+    fail_all(std::current_exception());
+    if (dequeuing) {
+      note_lost_dequeue(*first, std::current_exception());
+      throw;
+    }
+    return;
+  }
+  for (size_t c = 0; c < sent.size(); ++c) {
+    const redis::Reply& reply = *calls[c].reply;
+    for (size_t k = 0; k < sent[c].writes.size(); ++k) {
+      const size_t i = sent[c].writes[k];
+      if (reply.is_error()) {
+        errors[i] = reply_error(reply, *writes[i].msg);
+      } else if (reply.is_array() && reply[k].integer() == 0) {  // the done script's "not found"
+        errors[i] = std::make_exception_ptr(
+            NotFound("task " + writes[i].msg->id + " is no longer active in queue " + writes[i].msg->queue));
+      }
+    }
+  }
+  if (!dequeuing) return;
+  const redis::Reply& dequeued = *calls.back().reply;
+  if (dequeued.is_error()) throw redis::Error(redis::Error::Kind::reply, std::string(dequeued.str()));
+  if (decode_dequeued(dequeued, *first, expiry, out)) return;
+  // The first queue had nothing: the others as dequeue_batch() does.
+  if (queues.size() > 1) {
+    const std::vector<std::string> rest(queues.begin() + 1, queues.end());
+    out = dequeue_batch(rest, lease, max);
+  }
+}
+
+// ---- results (§6.18) and our own keys -----------------------------------------------------------
+
+void RedisBroker::write_result(const std::string& queue, const std::string& id, std::string_view data) {
+  pool_.acquire()->command({"HSET", asynq::task_key(queue, id), "result", data});
 }
 
 Clock::time_point RedisBroker::first_unhandled(const asynq::TaskMessage& msg, std::chrono::seconds keep) {
@@ -916,25 +999,40 @@ Clock::time_point RedisBroker::first_unhandled(const asynq::TaskMessage& msg, st
   return Clock::time_point{std::chrono::duration_cast<Clock::duration>(std::chrono::milliseconds(ms))};
 }
 
-void RedisBroker::requeue(const asynq::TaskMessage& msg) { requeue_with(scripts().requeue, msg); }
+// ---- forward (§6.14) ----------------------------------------------------------------------------
 
-void RedisBroker::hand_back(const asynq::TaskMessage& msg) { requeue_with(scripts().hand_back, msg); }
+namespace {
 
-void RedisBroker::requeue_with(const redis::Script& script, const asynq::TaskMessage& msg) {
-  const auto keys_and_args = requeue_args(msg);
-  const std::vector<std::string_view> argv(keys_and_args.begin(), keys_and_args.end());
-  try {
-    call(script, argv, 4);
-  } catch (const redis::Error& e) {
-    rethrow_not_found(e, msg);
-  }
+// Up to 100 due tasks from scheduled or retry to pending (to their group when they have one).
+// KEYS[1] -> asynq:{<qname>}:scheduled, or :retry
+// KEYS[2] -> asynq:{<qname>}:pending
+// ARGV[1] -> now (unix seconds)
+// ARGV[2] -> now (unix nanoseconds): pending_since
+// ARGV[3] -> task key prefix
+// ARGV[4] -> group key prefix
+// Returns how many were moved.
+const redis::Script& forward_script() {
+  static const redis::Script script(R"lua(
+local ids = redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", ARGV[1], "LIMIT", 0, 100)
+for _, id in ipairs(ids) do
+  local key = ARGV[3] .. id
+  local group = redis.call("HGET", key, "group")
+  if group and group ~= "" then
+    redis.call("ZADD", ARGV[4] .. group, ARGV[1], id)
+    redis.call("ZREM", KEYS[1], id)
+    redis.call("HSET", key, "state", "aggregating")
+  else
+    redis.call("LPUSH", KEYS[2], id)
+    redis.call("ZREM", KEYS[1], id)
+    redis.call("HSET", key, "state", "pending", "pending_since", ARGV[2])
+  end
+end
+return #ids
+)lua");
+  return script;
 }
 
-void RedisBroker::write_result(const std::string& queue, const std::string& id, std::string_view data) {
-  pool_.acquire()->command({"HSET", asynq::task_key(queue, id), "result", data});
-}
-
-// ---- forwarder, recoverer, janitor --------------------------------------------------------------
+}  // namespace
 
 int RedisBroker::forward(const std::string& queue) {
   auto conn = pool_.acquire();
@@ -948,8 +1046,7 @@ int RedisBroker::forward(const std::string& queue) {
                                            str(unix_ns(now)),
                                            asynq::task_key_prefix(queue),
                                            asynq::group_key_prefix(queue)};
-      const std::vector<std::string_view> argv(std::begin(keys_and_args), std::end(keys_and_args));
-      const long long n = conn->eval(scripts().forward, argv, 2).integer();
+      const long long n = conn->eval(forward_script(), views_of(keys_and_args), 2).integer();
       moved += static_cast<int>(n);
       if (n == 0) break;
     }
@@ -957,16 +1054,64 @@ int RedisBroker::forward(const std::string& queue) {
   return moved;
 }
 
+// ---- recoverer listings (§6.15, asynq #1144) ----------------------------------------------------
+
+namespace {
+
+// KEYS[1] -> asynq:{<qname>}:lease
+// ARGV[1] -> cutoff (unix seconds)
+// ARGV[2] -> task key prefix
+// Returns id, msg pairs as dequeue does (asynq v0.25+ skips ids without msg; we set them aside).
+const redis::Script& list_lease_expired_script() {
+  static const redis::Script script(R"lua(
+local found = {}
+for _, id in ipairs(redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", ARGV[1])) do
+  found[#found + 1] = id
+  found[#found + 1] = redis.call("HGET", ARGV[2] .. id, "msg")
+end
+return found
+)lua");
+  return script;
+}
+
+// KEYS[1] -> asynq:{<qname>}:active
+// KEYS[2] -> asynq:{<qname>}:lease
+// ARGV[1] -> task key prefix
+// Returns id, msg pairs as dequeue does, of the ids in active that have no lease entry.
+const redis::Script& list_active_without_lease_script() {
+  static const redis::Script script(R"lua(
+local found = {}
+for _, id in ipairs(redis.call("LRANGE", KEYS[1], 0, -1)) do
+  if not redis.call("ZSCORE", KEYS[2], id) then
+    found[#found + 1] = id
+    found[#found + 1] = redis.call("HGET", ARGV[1] .. id, "msg")
+  end
+end
+return found
+)lua");
+  return script;
+}
+
+}  // namespace
+
 std::vector<asynq::TaskMessage> RedisBroker::list_lease_expired(const std::vector<std::string>& queues,
                                                                 Clock::time_point cutoff) {
   std::vector<asynq::TaskMessage> out;
   auto conn = pool_.acquire();
   for (const std::string& q : queues) {
     const std::string keys_and_args[] = {asynq::lease_key(q), str(unix_s(cutoff)), asynq::task_key_prefix(q)};
-    const std::vector<std::string_view> argv(std::begin(keys_and_args), std::end(keys_and_args));
-    redis::Reply reply = conn->eval(scripts().list_lease_expired, argv, 1);
-    decode_listed(reply, q, scripts().archive, out);
+    redis::Reply reply = conn->eval(list_lease_expired_script(), views_of(keys_and_args), 1);
+    decode_listed(reply, q, archive_script(), out);
   }
+  return out;
+}
+
+std::vector<asynq::TaskMessage> RedisBroker::list_active_without_lease(const std::string& queue) {
+  std::vector<asynq::TaskMessage> out;
+  const std::string keys_and_args[] = {asynq::active_key(queue), asynq::lease_key(queue),
+                                       asynq::task_key_prefix(queue)};
+  redis::Reply reply = pool_.acquire()->eval(list_active_without_lease_script(), views_of(keys_and_args), 2);
+  decode_listed(reply, queue, recover_orphan_archive_script(), out);
   return out;
 }
 
@@ -974,26 +1119,39 @@ std::vector<asynq::TaskMessage> RedisBroker::list_lease_expired(const std::vecto
 // the server serves (spec §4.7). We archive what cannot be served instead (as dequeue does), and
 // every other task is still recovered.
 void RedisBroker::decode_listed(const redis::ReplyView& reply, const std::string& queue,
-                                const redis::Script& archive_script, std::vector<asynq::TaskMessage>& out) {
+                                const redis::Script& script, std::vector<asynq::TaskMessage>& out) {
   for (size_t i = 0; i + 1 < reply.size(); i += 2) {
     asynq::TaskMessage msg;
     if (auto bad = check_entry(reply[i].str(), reply[i + 1], queue, msg)) {
-      set_aside(*bad, archive_script);
+      set_aside(*bad, script);
       continue;
     }
     out.push_back(std::move(msg));
   }
 }
 
-std::vector<asynq::TaskMessage> RedisBroker::list_active_without_lease(const std::string& queue) {
-  std::vector<asynq::TaskMessage> out;
-  const std::string keys_and_args[] = {asynq::active_key(queue), asynq::lease_key(queue),
-                                       asynq::task_key_prefix(queue)};
-  const std::vector<std::string_view> argv(std::begin(keys_and_args), std::end(keys_and_args));
-  redis::Reply reply = pool_.acquire()->eval(scripts().list_active_without_lease, argv, 2);
-  decode_listed(reply, queue, scripts().recover_orphan_archive, out);
-  return out;
+// ---- janitor (§6.19) ----------------------------------------------------------------------------
+
+namespace {
+
+// KEYS[1] -> asynq:{<qname>}:completed
+// ARGV[1] -> now (unix seconds)
+// ARGV[2] -> task key prefix
+// ARGV[3] -> at most this many per call
+// Returns how many were deleted.
+const redis::Script& delete_expired_completed_script() {
+  static const redis::Script script(R"lua(
+local ids = redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", ARGV[1], "LIMIT", 0, tonumber(ARGV[3]))
+for _, id in ipairs(ids) do
+  redis.call("DEL", ARGV[2] .. id)
+  redis.call("ZREM", KEYS[1], id)
+end
+return #ids
+)lua");
+  return script;
 }
+
+}  // namespace
 
 int RedisBroker::delete_expired_completed(const std::string& queue, int batch) {
   auto conn = pool_.acquire();
@@ -1001,14 +1159,44 @@ int RedisBroker::delete_expired_completed(const std::string& queue, int batch) {
   for (;;) {
     const std::string keys_and_args[] = {asynq::completed_key(queue), str(unix_s(Clock::now())),
                                          asynq::task_key_prefix(queue), std::to_string(batch)};
-    const std::vector<std::string_view> argv(std::begin(keys_and_args), std::end(keys_and_args));
-    const long long n = conn->eval(scripts().delete_expired_completed, argv, 1).integer();
+    const long long n = conn->eval(delete_expired_completed_script(), views_of(keys_and_args), 1).integer();
     deleted += static_cast<int>(n);
     if (n == 0) return deleted;
   }
 }
 
-// ---- server state -------------------------------------------------------------------------------
+// ---- server state (§6.16, §6.17) ----------------------------------------------------------------
+
+namespace {
+
+// KEYS[1] -> asynq:servers:{<host:pid:sid>}
+// KEYS[2] -> asynq:workers:{<host:pid:sid>}
+// ARGV[1] -> time to live (seconds)
+// ARGV[2] -> the server info
+// ARGV[3], ARGV[4] -> task id, its worker info; then the next task's
+const redis::Script& write_server_state_script() {
+  static const redis::Script script(R"lua(
+redis.call("SETEX", KEYS[1], ARGV[1], ARGV[2])
+redis.call("DEL", KEYS[2])
+for i = 3, #ARGV, 2 do redis.call("HSET", KEYS[2], ARGV[i], ARGV[i + 1]) end
+redis.call("EXPIRE", KEYS[2], ARGV[1])
+return redis.status_reply("OK")
+)lua");
+  return script;
+}
+
+// KEYS[1] -> asynq:servers:{<host:pid:sid>}
+// KEYS[2] -> asynq:workers:{<host:pid:sid>}
+const redis::Script& clear_server_state_script() {
+  static const redis::Script script(R"lua(
+redis.call("DEL", KEYS[1])
+redis.call("DEL", KEYS[2])
+return redis.status_reply("OK")
+)lua");
+  return script;
+}
+
+}  // namespace
 
 void RedisBroker::write_server_state(const asynq::ServerInfo& info,
                                      const std::vector<asynq::WorkerInfo>& workers, seconds ttl) {
@@ -1028,7 +1216,8 @@ void RedisBroker::write_server_state(const asynq::ServerInfo& info,
     keys_and_args.push_back(w.task_id);
     keys_and_args.push_back(asynq::encode(w));
   }
-  conn->eval(scripts().write_server_state, views(keys_and_args), 2);
+  const std::vector<std::string_view> argv(keys_and_args.begin(), keys_and_args.end());
+  conn->eval(write_server_state_script(), argv, 2);
 }
 
 void RedisBroker::clear_server_state(const std::string& host, int pid, const std::string& server_id) {
@@ -1041,7 +1230,7 @@ void RedisBroker::clear_server_state(const std::string& host, int pid, const std
     conn->read_reply().throw_if_error();
   }
   const std::string_view argv[] = {server_key, workers_key};
-  conn->eval(scripts().clear_server_state, argv, 2);
+  conn->eval(clear_server_state_script(), argv, 2);
 }
 
 bool RedisBroker::ping() {

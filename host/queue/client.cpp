@@ -6,7 +6,6 @@
 #include <cmath>
 
 #include "asynq/keys.hpp"
-#include "queue/scripts.hpp"
 
 namespace wk::queue {
 
@@ -20,6 +19,79 @@ int64_t unix_seconds(task::Clock::time_point t) {
 }
 int64_t unix_nanos(task::Clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+}
+
+// The four enqueue scripts (spec §6.2-§6.5); Client::prepare() builds their KEYS/ARGV.
+// Each returns 1 (enqueued), 0 (a task with that id exists) or -1 (the unique lock is held).
+
+// enqueue (§6.2):
+// KEYS[1] -> asynq:{<qname>}:t:<task_id>
+// KEYS[2] -> asynq:{<qname>}:pending
+// ARGV[1] -> the task message
+// ARGV[2] -> now (unix nanoseconds): pending_since
+// ARGV[3] -> task id
+const redis::Script& enqueue_script() {
+  static const redis::Script script(R"lua(
+if redis.call("EXISTS", KEYS[1]) == 1 then return 0 end
+redis.call("HSET", KEYS[1], "msg", ARGV[1], "state", "pending", "pending_since", ARGV[2])
+redis.call("LPUSH", KEYS[2], ARGV[3])
+return 1
+)lua");
+  return script;
+}
+
+// enqueue unique (§6.3):
+// KEYS[1] -> asynq:{<qname>}:t:<task_id>
+// KEYS[2] -> asynq:{<qname>}:pending
+// KEYS[3] -> the unique lock key
+// ARGV[1] -> task id
+// ARGV[2] -> lock time to live (seconds)
+// ARGV[3] -> the task message
+// ARGV[4] -> now (unix nanoseconds): pending_since
+const redis::Script& enqueue_unique_script() {
+  static const redis::Script script(R"lua(
+if not redis.call("SET", KEYS[3], ARGV[1], "NX", "EX", ARGV[2]) then return -1 end
+if redis.call("EXISTS", KEYS[1]) == 1 then return 0 end
+redis.call("HSET", KEYS[1], "msg", ARGV[3], "state", "pending", "pending_since", ARGV[4], "unique_key", KEYS[3])
+redis.call("LPUSH", KEYS[2], ARGV[1])
+return 1
+)lua");
+  return script;
+}
+
+// schedule (§6.4):
+// KEYS[1] -> asynq:{<qname>}:t:<task_id>
+// KEYS[2] -> asynq:{<qname>}:scheduled
+// ARGV[1] -> the task message
+// ARGV[2] -> process at (unix seconds)
+// ARGV[3] -> task id
+const redis::Script& schedule_script() {
+  static const redis::Script script(R"lua(
+if redis.call("EXISTS", KEYS[1]) == 1 then return 0 end
+redis.call("HSET", KEYS[1], "msg", ARGV[1], "state", "scheduled")
+redis.call("ZADD", KEYS[2], ARGV[2], ARGV[3])
+return 1
+)lua");
+  return script;
+}
+
+// schedule unique (§6.5):
+// KEYS[1] -> asynq:{<qname>}:t:<task_id>
+// KEYS[2] -> asynq:{<qname>}:scheduled
+// KEYS[3] -> the unique lock key
+// ARGV[1] -> task id
+// ARGV[2] -> lock time to live (seconds)
+// ARGV[3] -> the task message
+// ARGV[4] -> process at (unix seconds)
+const redis::Script& schedule_unique_script() {
+  static const redis::Script script(R"lua(
+if not redis.call("SET", KEYS[3], ARGV[1], "NX", "EX", ARGV[2]) then return -1 end
+if redis.call("EXISTS", KEYS[1]) == 1 then return 0 end
+redis.call("HSET", KEYS[1], "msg", ARGV[3], "state", "scheduled", "unique_key", KEYS[3])
+redis.call("ZADD", KEYS[2], ARGV[4], ARGV[1])
+return 1
+)lua");
+  return script;
 }
 
 }  // namespace
@@ -97,7 +169,7 @@ PreparedEnqueue Client::prepare(const task::EnqueueRequest& request, task::Clock
     const int64_t ttl = std::chrono::floor<seconds>(lock_for).count();
     std::string encoded = asynq::encode(m);
     if (p.scheduled) {
-      p.script = &scripts().schedule_unique;
+      p.script = &schedule_unique_script();
       p.keys_and_args = {task_key,
                          asynq::scheduled_key(queue),
                          m.unique_key,
@@ -106,7 +178,7 @@ PreparedEnqueue Client::prepare(const task::EnqueueRequest& request, task::Clock
                          std::move(encoded),
                          std::to_string(unix_seconds(process_at))};
     } else {
-      p.script = &scripts().enqueue_unique;
+      p.script = &enqueue_unique_script();
       p.keys_and_args = {
           task_key,           asynq::pending_key(queue),      m.unique_key, p.id, std::to_string(ttl),
           std::move(encoded), std::to_string(unix_nanos(now))};
@@ -115,11 +187,11 @@ PreparedEnqueue Client::prepare(const task::EnqueueRequest& request, task::Clock
   } else {
     std::string encoded = asynq::encode(m);
     if (p.scheduled) {
-      p.script = &scripts().schedule;
+      p.script = &schedule_script();
       p.keys_and_args = {task_key, asynq::scheduled_key(queue), std::move(encoded),
                          std::to_string(unix_seconds(process_at)), p.id};
     } else {
-      p.script = &scripts().enqueue;
+      p.script = &enqueue_script();
       p.keys_and_args = {task_key, asynq::pending_key(queue), std::move(encoded),
                          std::to_string(unix_nanos(now)), p.id};
     }

@@ -25,9 +25,10 @@ class AttemptServices final : public task::TaskServices {
       ctx_.task_log(t_.task).warn("Cannot write the task result: the attempt is over");
       return false;
     }
+    const auto started = SteadyClock::now();
     try {
       ctx_.broker.write_result(t_.task.queue, t_.task.id, data);
-      ctx_.health.succeeded();
+      ctx_.health.succeeded(started);
       return true;
     } catch (const std::exception& e) {
       ctx_.health.failed("write_result", e);
@@ -113,12 +114,13 @@ void DeadlineTimer::run() {
 
 Processor::Processor(EngineContext& ctx, Syncer& syncer)
     : ctx_(ctx),
-      syncer_(syncer),
+      writes_(ctx, syncer),
       timer_(ctx.settings.deadline_grace, [this](const std::shared_ptr<InFlightTask>& t) { overrun(t); }) {}
 
 Processor::~Processor() {
   stop_fetching();
-  for (auto& th : threads_) {
+  if (loop_thread_.joinable()) loop_thread_.join();
+  for (auto& th : handler_threads_) {
     if (th.joinable()) th.join();
   }
 }
@@ -126,9 +128,13 @@ Processor::~Processor() {
 void Processor::start() {
   last_tick_ = SteadyClock::now().time_since_epoch().count();
   const auto n = static_cast<unsigned>(std::max(1, ctx_.settings.concurrency));
-  live_threads_ = n;
-  next_thread_index_ = n;
-  for (unsigned i = 0; i < n; ++i) threads_.emplace_back([this, i] { worker_loop(i); });
+  {
+    std::lock_guard lock(mu_);
+    live_handlers_ = n;
+    loop_running_ = true;
+  }
+  for (unsigned i = 0; i < n; ++i) handler_threads_.emplace_back([this] { handler_loop(); });
+  loop_thread_ = std::thread([this] { loop(); });
 }
 
 void Processor::stop_fetching() {
@@ -137,132 +143,58 @@ void Processor::stop_fetching() {
     if (stopping_) return;
     stopping_ = true;
   }
-  cv_.notify_all();
+  loop_cv_.notify_all();
+  handler_cv_.notify_all();
   ctx_.broker.wake();
 }
 
 bool Processor::join_until(SteadyClock::time_point until) {
   std::unique_lock lock(mu_);
-  if (!exited_cv_.wait_until(lock, until, [&] { return live_threads_ == 0; })) return false;
+  if (!exited_cv_.wait_until(lock, until, [&] { return live_handlers_ == 0 && !loop_running_; }))
+    return false;
   lock.unlock();
-  for (auto& th : threads_) {
+  if (loop_thread_.joinable()) loop_thread_.join();
+  for (auto& th : handler_threads_) {
     if (th.joinable()) th.join();
   }
   return true;
 }
 
 bool Processor::healthy() const {
-  // A thread blocked in wait_for_work ticks at least every wait_timeout; handler threads busy
-  // with long tasks don't tick, so only "nobody fetching and nobody running" is unhealthy.
+  // The loop ticks at least every wait_timeout while it waits for work; handler threads busy
+  // with long tasks don't need it, so only "nobody fetching and nobody running" is unhealthy.
   const auto last = SteadyClock::time_point(SteadyClock::duration(last_tick_.load()));
   const bool fetched_recently =
       SteadyClock::now() - last <= 3 * ctx_.settings.wait_timeout + std::chrono::seconds(5);
   return fetched_recently || ctx_.inflight.size() > 0;
 }
 
-void Processor::pause(std::chrono::milliseconds d) {
-  std::unique_lock lock(mu_);
-  cv_.wait_for(lock, d, [&] { return stopping_; });
-}
+// ---- the loop -----------------------------------------------------------------------------------
 
-bool Processor::idle_wait() {
-  std::unique_lock lock(mu_);
-  if (stopping_) return false;
-  if (batons_ > 0) {
-    --batons_;
-    return true;
-  }
-  if (!waiter_busy_) {
-    waiter_busy_ = true;
-    lock.unlock();
-    bool maybe = false;
-    try {
-      maybe = ctx_.broker.wait_for_work(ctx_.order.names(), ctx_.settings.wait_timeout);
-      ctx_.health.succeeded();
-    } catch (const std::exception& e) {
-      ctx_.health.failed("wait_for_work", e);
-      pause(ctx_.settings.redis_backoff);
-    }
-    lock.lock();
-    waiter_busy_ = false;
-    // The waiter role is free: a sleeper takes it over while this thread goes to dequeue.
-    if (sleepers_ > 0) cv_.notify_all();
-    return maybe;
-  }
-  ++sleepers_;
-  cv_.wait(lock, [&] { return stopping_ || batons_ > 0 || !waiter_busy_ || !handoff_.empty(); });
-  --sleepers_;
-  if (!handoff_.empty()) return false;  // the loop takes the handed task
-  if (batons_ > 0) {
-    --batons_;
-    return true;
-  }
-  return false;
-}
-
-void Processor::worker_loop(unsigned index) {
-  std::mt19937_64 rng(std::random_device{}() + index);
-  std::chrono::milliseconds error_backoff{0};
-  int empty_after_signal = 0;      // "work may be there" but the dequeue found none (paused queue?)
-  std::vector<Dequeued> got;       // reused: no allocation per dequeue once grown
-  PendingWrite pending;            // the last task's outcome, sent with the next dequeue
+void Processor::loop() {
+  std::mt19937_64 rng(std::random_device{}());
+  std::vector<Dequeued> got;       // reused: no allocation per round once grown
   std::vector<std::string> order;  // reused
+  std::chrono::milliseconds error_backoff{0};
+  int empty_after_signal = 0;  // "work may be there" but the dequeue found none (paused queue?)
   while (true) {
-    std::shared_ptr<InFlightTask> handed;
-    size_t want = 1;
+    const size_t want = slots_to_fill();
     {
       std::lock_guard lock(mu_);
-      if (!handoff_.empty()) {
-        // A task another thread dequeued for this idle slot (its lease clock is already running).
-        handed = std::move(handoff_.front());
-        handoff_.pop_front();
-      } else if (stopping_) {
-        break;
-      } else {
-        // Take one task for this thread plus one for every idle thread nobody has claimed yet.
-        const long spare =
-            static_cast<long>(sleepers_) - batons_ - static_cast<long>(handoff_.size()) - reserved_;
-        want = 1 + static_cast<size_t>(std::max(0L, spare));
-        reserved_ += static_cast<long>(want) - 1;
-      }
-    }
-    if (handed) {
-      if (pending.task) flush_pending(pending);
-      execute(handed, &pending);
-      if (handed->overran) break;  // a thread took this one's place meanwhile
-      continue;
+      if (finished()) break;
     }
     last_tick_ = SteadyClock::now().time_since_epoch().count();
-    if (!ctx_.dispatcher.serving()) {
-      // No plugin serves anything (all refused, or still loading): take nothing, so the workers
-      // that can run the tasks get them (docs/queue-engine.md).
-      if (pending.task) flush_pending(pending);
-      {
-        std::lock_guard lock(mu_);
-        reserved_ -= static_cast<long>(want) - 1;
-      }
-      pause(ctx_.settings.wait_timeout);
+    if (want == 0) {
+      writes_.send_now();
       continue;
     }
-    got.clear();
-    std::exception_ptr write_error;
-    // §7.6: the lease is checked again right before the deferred write goes out.
-    const bool with_write = pending.task && !abandon_if_lease_expired(pending);
+    ctx_.order.next(rng, order);
+    const auto sent = SteadyClock::now();
     try {
-      ctx_.order.next(rng, order);
-      if (with_write) {
-        ctx_.broker.dequeue_after(pending.write, write_error, order, ctx_.settings.lease, want, got);
-      } else {
-        got = ctx_.broker.dequeue_batch(order, ctx_.settings.lease, want);
-      }
-      ctx_.health.succeeded();
+      writes_.send_with_dequeue(order, ctx_.settings.lease, want, got);
+      ctx_.health.succeeded(sent);
       error_backoff = std::chrono::milliseconds(0);
     } catch (const std::exception& e) {
-      if (with_write) settle_pending(pending, write_error);
-      {
-        std::lock_guard lock(mu_);
-        reserved_ -= static_cast<long>(want) - 1;
-      }
       ctx_.health.failed("dequeue", e);
       error_backoff =
           std::min(ctx_.settings.redis_backoff, std::max(std::chrono::milliseconds(10), error_backoff * 2));
@@ -270,46 +202,121 @@ void Processor::worker_loop(unsigned index) {
       continue;
     }
     if (!got.empty()) {
+      hand_out(got);
       empty_after_signal = 0;
-      // Register every task at once: the heartbeat extends (and the shutdown requeues) a task
-      // from the moment it left pending, also while it waits for an idle thread.
-      std::shared_ptr<InFlightTask> mine = admit(std::move(got[0]));
-      {
-        std::lock_guard lock(mu_);
-        reserved_ -= static_cast<long>(want) - 1;
-        for (size_t i = 1; i < got.size(); ++i) handoff_.push_back(admit(std::move(got[i])));
-        // More may be there: wake one more sleeper to dequeue (a chain that fans a burst out).
-        if (sleepers_ > batons_ + static_cast<int>(handoff_.size())) ++batons_;
-      }
-      cv_.notify_all();
-      // Settled after the new tasks are registered: the registry is never empty in between, so
-      // a shutdown waiting for it cannot slip through.
-      if (with_write) settle_pending(pending, write_error);
-      execute(mine, &pending);
-      if (mine->overran) break;  // a thread took this one's place meanwhile
-      continue;
-    }
-    if (with_write) settle_pending(pending, write_error);
-    {
-      std::lock_guard lock(mu_);
-      reserved_ -= static_cast<long>(want) - 1;
-    }
-    if (idle_wait()) {
+    } else if (!idle_wait()) {
+      empty_after_signal = 0;
+    } else if (empty_after_signal++ > 0) {
       // Another host may have taken the task, or the queue with work is paused: then the wait
-      // would keep answering "maybe" at once. Back off exponentially so that never spins.
-      if (empty_after_signal > 0) {
-        pause(std::min(ctx_.settings.wait_timeout,
-                       std::chrono::milliseconds(1) * (1 << std::min(empty_after_signal, 10))));
-      }
-      ++empty_after_signal;
-    } else {
-      empty_after_signal = 0;
+      // keeps answering "maybe" at once. Back off exponentially so that never spins.
+      pause(std::min(ctx_.settings.wait_timeout,
+                     std::chrono::milliseconds(1) * (1 << std::min(empty_after_signal, 10))));
     }
   }
-  if (pending.task) flush_pending(pending);
   std::lock_guard lock(mu_);
-  --live_threads_;
+  loop_running_ = false;
   exited_cv_.notify_all();
+}
+
+size_t Processor::slots_to_fill() {
+  if (!ctx_.dispatcher.serving()) {
+    // No plugin serves anything (all refused, or still loading): take nothing, so the workers
+    // that can run the tasks get them (docs/queue-engine.md); outcomes are still written.
+    pause(ctx_.settings.wait_timeout);
+    std::lock_guard lock(mu_);
+    signalled_ = false;
+    return 0;
+  }
+  std::unique_lock lock(mu_);
+  loop_cv_.wait(lock, [&] { return signalled_ || finished() || (!stopping_ && idle_ > ready_.size()); });
+  signalled_ = false;
+  return stopping_ ? 0 : idle_ - std::min(idle_, ready_.size());
+}
+
+void Processor::hand_out(std::vector<Dequeued>& got) {
+  {
+    std::lock_guard lock(mu_);
+    // Registered at once: the heartbeat extends (and a shutdown requeues) a task from the moment
+    // it left pending.
+    for (Dequeued& d : got) ready_.push_back(admit(std::move(d)));
+  }
+  if (got.size() == 1) {
+    handler_cv_.notify_one();
+  } else {
+    handler_cv_.notify_all();
+  }
+  got.clear();
+}
+
+bool Processor::idle_wait() {
+  loop_waiting_for_work_ = true;
+  bool maybe = false;
+  bool signalled = false;
+  {
+    std::lock_guard lock(mu_);
+    signalled = signalled_ || stopping_;
+  }
+  if (!signalled) {
+    const auto started = SteadyClock::now();
+    try {
+      maybe = ctx_.broker.wait_for_work(ctx_.order.names(), ctx_.settings.wait_timeout);
+      ctx_.health.succeeded(started);
+    } catch (const std::exception& e) {
+      ctx_.health.failed("wait_for_work", e);
+      pause(ctx_.settings.redis_backoff);
+    }
+  }
+  loop_waiting_for_work_ = false;
+  return maybe;
+}
+
+void Processor::pause(std::chrono::milliseconds d) {
+  std::unique_lock lock(mu_);
+  loop_cv_.wait_for(lock, d, [&] { return stopping_ || signalled_; });
+}
+
+void Processor::wake_loop(bool has_write) {
+  {
+    std::lock_guard lock(mu_);
+    signalled_ = signalled_ || has_write;
+  }
+  loop_cv_.notify_one();
+  // The loop may be blocked in Redis waiting for work: a write must not wait for that.
+  if (has_write && loop_waiting_for_work_) ctx_.broker.wake();
+}
+
+bool Processor::finished() const { return stopping_ && live_handlers_ == 0 && !writes_.pending(); }
+
+// ---- the handler threads ------------------------------------------------------------------------
+
+void Processor::handler_loop() {
+  bool wrote = false;
+  while (auto t = next_task(wrote)) {
+    wrote = execute(t);
+    if (t->overran) break;  // a thread took this one's place meanwhile
+  }
+  {
+    std::lock_guard lock(mu_);
+    --live_handlers_;
+  }
+  exited_cv_.notify_all();
+  wake_loop(true);  // the loop may be waiting for the last handler to leave
+}
+
+std::shared_ptr<InFlightTask> Processor::next_task(bool wrote) {
+  std::unique_lock lock(mu_);
+  ++idle_;
+  signalled_ = signalled_ || wrote;
+  lock.unlock();
+  loop_cv_.notify_one();
+  if (wrote && loop_waiting_for_work_) ctx_.broker.wake();
+  lock.lock();
+  handler_cv_.wait(lock, [&] { return !ready_.empty() || stopping_; });
+  --idle_;
+  if (ready_.empty()) return nullptr;
+  std::shared_ptr<InFlightTask> t = std::move(ready_.front());
+  ready_.pop_front();
+  return t;
 }
 
 std::shared_ptr<InFlightTask> Processor::admit(Dequeued dequeued) {
@@ -331,11 +338,11 @@ std::shared_ptr<InFlightTask> Processor::admit(Dequeued dequeued) {
   return t;
 }
 
-void Processor::execute(const std::shared_ptr<InFlightTask>& t, PendingWrite* pending) {
+bool Processor::execute(const std::shared_ptr<InFlightTask>& t) {
   task::Task& tk = t->task;
   if (t->settled.load()) {  // requeued by a shutdown while it waited for this thread
     ctx_.inflight.remove(t);
-    return;
+    return false;
   }
   const auto now = Clock::now();
   if (ctx_.observer != nullptr) ctx_.observer->task_started(tk.type, tk.queue);
@@ -361,9 +368,10 @@ void Processor::execute(const std::shared_ptr<InFlightTask>& t, PendingWrite* pe
     }
     timer_.remove(handle);
   }
-  finish(t, outcome, std::move(staged), pending);
-  // A deferred write keeps the task registered until its reply is in (settle_pending).
-  if (pending == nullptr || pending->task != t) ctx_.inflight.remove(t);
+  const bool deferred = finish(t, outcome, std::move(staged), true);
+  // A deferred write keeps the task registered until it is settled.
+  if (!deferred) ctx_.inflight.remove(t);
+  return deferred;
 }
 
 task::Outcome Processor::unhandled(const InFlightTask& t) {
@@ -384,9 +392,9 @@ task::Outcome Processor::unhandled(const InFlightTask& t) {
           s.unhandled_holdoff};
 }
 
-void Processor::finish(const std::shared_ptr<InFlightTask>& t, const task::Outcome& outcome,
-                       std::vector<task::EnqueueRequest> staged, PendingWrite* pending) {
-  if (!t->settle()) return;  // shutdown abort already requeued it
+bool Processor::finish(const std::shared_ptr<InFlightTask>& t, const task::Outcome& outcome,
+                       std::vector<task::EnqueueRequest> staged, bool defer) {
+  if (!t->settle()) return false;  // shutdown abort already requeued it
   const auto reason = t->cancellation.reason();
   using task::Disposition;
   switch (outcome.disposition) {
@@ -395,23 +403,20 @@ void Processor::finish(const std::shared_ptr<InFlightTask>& t, const task::Outco
       OutcomeWrite w;
       w.op = keep ? OutcomeWrite::Op::mark_complete : OutcomeWrite::Op::done;
       w.msg = &t->msg;
-      write(t, keep ? TaskResult::completed : TaskResult::done, keep ? "mark_complete" : "done", std::move(w),
-            std::move(staged), true, pending);
-      return;
+      return write(t, keep ? TaskResult::completed : TaskResult::done, keep ? "mark_complete" : "done",
+                   std::move(w), std::move(staged), true, defer);
     }
     case Disposition::retry:
-      fail(t, outcome.error.empty() ? "task failed" : outcome.error, std::nullopt, false, pending);
-      return;
+      return fail(t, outcome.error.empty() ? "task failed" : outcome.error, std::nullopt, false, defer);
     case Disposition::retry_after:
       // asynq keeps retry times in whole seconds and the forwarder compares whole seconds:
       // rounding down would let the task run up to a second before the handler's "not before"
       // (e.g. an HTTP Retry-After), so round up.
-      fail(t, outcome.error.empty() ? "task asked to be retried later" : outcome.error,
-           std::chrono::ceil<std::chrono::seconds>(Clock::now() + outcome.retry_after), false, pending);
-      return;
+      return fail(t, outcome.error.empty() ? "task asked to be retried later" : outcome.error,
+                  std::chrono::ceil<std::chrono::seconds>(Clock::now() + outcome.retry_after), false, defer);
     case Disposition::fail_no_retry:
-      fail(t, outcome.error.empty() ? "task failed (no retry)" : outcome.error, std::nullopt, true, pending);
-      return;
+      return fail(t, outcome.error.empty() ? "task failed (no retry)" : outcome.error, std::nullopt, true,
+                  defer);
     case Disposition::requeue: {
       ctx_.task_log(t->task).warn(
           "Requeueing task without counting an attempt",
@@ -428,29 +433,26 @@ void Processor::finish(const std::shared_ptr<InFlightTask>& t, const task::Outco
       } else {
         w.op = OutcomeWrite::Op::hand_back;  // at the back of pending, at once
       }
-      write(t, TaskResult::requeued, "requeue", std::move(w), {}, false, nullptr);
-      return;
+      return write(t, TaskResult::requeued, "requeue", std::move(w), {}, false, defer);
     }
     case Disposition::cancelled:
       switch (reason) {
         case task::CancelReason::shutdown: {
+          // Written now: the shutdown waits for the requeue, not for the loop's next round trip.
           OutcomeWrite w;
           w.op = OutcomeWrite::Op::requeue;
           w.msg = &t->msg;
-          write(t, TaskResult::requeued, "requeue", std::move(w), {}, false, nullptr);
-          return;
+          return write(t, TaskResult::requeued, "requeue", std::move(w), {}, false, false);
         }
         case task::CancelReason::deadline:
-          fail(t, kDeadlineExceeded, std::nullopt, false, pending);
-          return;
+          return fail(t, kDeadlineExceeded, std::nullopt, false, defer);
         case task::CancelReason::lease_lost:
-          fail(t, kLeaseExpired, std::nullopt, false, pending);
-          return;
+          return fail(t, kLeaseExpired, std::nullopt, false, defer);
         default:
-          fail(t, kCanceled, std::nullopt, false, pending);
-          return;
+          return fail(t, kCanceled, std::nullopt, false, defer);
       }
   }
+  return false;
 }
 
 void Processor::overrun(const std::shared_ptr<InFlightTask>& t) {
@@ -459,19 +461,19 @@ void Processor::overrun(const std::shared_ptr<InFlightTask>& t) {
   ctx_.task_log(t->task).warn(
       "Handler still running past the task's deadline; failing the task, a new thread takes its slot",
       {{"grace_ms", static_cast<int64_t>(ctx_.settings.deadline_grace.count())}});
-  fail(t, kDeadlineExceeded, std::nullopt, false, nullptr);
+  fail(t, kDeadlineExceeded, std::nullopt, false, false);
   // No longer ours: the heartbeat neither extends nor lists it, and a cancellation by id reaches
   // a later attempt of the same task.
   ctx_.inflight.remove(t);
   std::lock_guard lock(mu_);
   if (stopping_) return;
-  // The stuck thread leaves the pool when its handler returns (worker_loop checks `overran`).
-  ++live_threads_;
-  threads_.emplace_back([this, i = next_thread_index_++] { worker_loop(i); });
+  // The stuck thread leaves the pool when its handler returns (handler_loop checks `overran`).
+  ++live_handlers_;
+  handler_threads_.emplace_back([this] { handler_loop(); });
 }
 
-void Processor::fail(const std::shared_ptr<InFlightTask>& t, const std::string& error,
-                     std::optional<Clock::time_point> retry_at, bool skip_retry, PendingWrite* pending) {
+bool Processor::fail(const std::shared_ptr<InFlightTask>& t, const std::string& error,
+                     std::optional<Clock::time_point> retry_at, bool skip_retry, bool defer) {
   const auto log = ctx_.task_log(t->task).with({{"error", error}});
   OutcomeWrite w;
   w.msg = &t->msg;
@@ -481,8 +483,7 @@ void Processor::fail(const std::shared_ptr<InFlightTask>& t, const std::string& 
     log.warn(skip_retry ? "Task failed without retry; archiving"
                         : "Task failed, retries exhausted; archiving");
     w.op = OutcomeWrite::Op::archive;
-    write(t, TaskResult::archived, "archive", std::move(w), {}, true, pending);
-    return;
+    return write(t, TaskResult::archived, "archive", std::move(w), {}, true, defer);
   }
   const auto at = retry_at ? *retry_at : Clock::now() + ctx_.retry_delay(t->msg.retried, error, t->task);
   log.info(
@@ -491,111 +492,25 @@ void Processor::fail(const std::shared_ptr<InFlightTask>& t, const std::string& 
   w.op = OutcomeWrite::Op::retry;
   w.retry_at = at;
   w.is_failure = true;
-  write(t, TaskResult::retried, "retry", std::move(w), {}, true, pending);
+  return write(t, TaskResult::retried, "retry", std::move(w), {}, true, defer);
 }
 
-void Processor::write(const std::shared_ptr<InFlightTask>& t, TaskResult result, const char* op,
-                      OutcomeWrite w, std::vector<task::EnqueueRequest> followups, bool queue_on_failure,
-                      PendingWrite* pending) {
+bool Processor::write(const std::shared_ptr<InFlightTask>& t, TaskResult result, const char* op,
+                      OutcomeWrite w, std::vector<task::EnqueueRequest> followups, bool retry_if_unanswered,
+                      bool defer) {
   // §7.6: never write an outcome once the local lease has expired; the recoverer owns the task.
   if (!t->lease_valid(Clock::now())) {
     ctx_.task_log(t->task).warn("Local lease expired; leaving the task to the recoverer", {{"op", op}});
-    report(t, TaskResult::abandoned);
-    return;
+    report_finished(ctx_, *t, TaskResult::abandoned);
+    return false;
   }
-  if (pending != nullptr) {
-    pending->task = t;
-    pending->write = std::move(w);
-    pending->result = result;
-    pending->op = op;
-    pending->queue_on_failure = queue_on_failure;
-    pending->followups = std::move(followups);
-    pending->write.followups = &pending->followups;
-    return;
+  OutcomeWrites::Write out{t, std::move(w), result, op, retry_if_unanswered, std::move(followups)};
+  if (!defer) {
+    writes_.write_now(std::move(out));
+    return false;
   }
-  w.followups = &followups;
-  std::exception_ptr error;
-  try {
-    ctx_.broker.write_outcome(w);
-  } catch (...) {
-    error = std::current_exception();
-  }
-  written(t, result, op, w, followups, queue_on_failure, error);
-}
-
-void Processor::written(const std::shared_ptr<InFlightTask>& t, TaskResult result, const char* op,
-                        const OutcomeWrite& w, std::vector<task::EnqueueRequest>& followups,
-                        bool queue_on_failure, const std::exception_ptr& error) {
-  if (!error) {
-    ctx_.health.succeeded();
-    if (ctx_.log.enabled(log::Level::debug))
-      ctx_.task_log(t->task).debug("Task finished", {{"result", to_string(result)}});
-    report(t, result);
-    return;
-  }
-  try {
-    std::rethrow_exception(error);
-  } catch (const NotFound&) {
-    ctx_.task_log(t->task).warn("Task was moved while it ran; nothing written", {{"op", op}});
-    report(t, TaskResult::abandoned);
-  } catch (const std::invalid_argument& e) {
-    // A follow-up the queue refuses (staging validates them, so only a host bug gets here). Not
-    // an outage, and retrying the write cannot help: the recoverer takes the task after its lease.
-    ctx_.task_log(t->task).error("Outcome refused; nothing written", {{"op", op}, {"error", e.what()}});
-    report(t, TaskResult::abandoned);
-  } catch (const std::exception& e) {
-    ctx_.health.failed(op, e);
-    if (queue_on_failure) {
-      // The syncer retries it until the lease expires; it owns a copy of the follow-ups.
-      auto keep = std::make_shared<std::vector<task::EnqueueRequest>>(std::move(followups));
-      OutcomeWrite retry_write = w;
-      retry_write.followups = keep.get();
-      syncer_.add(
-          std::string(op) + " " + t->task.id,
-          [this, t, retry_write, keep] { ctx_.broker.write_outcome(retry_write); }, t->lease_expiry());
-    } else {
-      ctx_.task_log(t->task).error("Write failed", {{"op", op}, {"error", e.what()}});
-    }
-    report(t, result);
-  } catch (...) {
-    ctx_.task_log(t->task).error("Write failed", {{"op", op}, {"error", "unknown exception"}});
-    report(t, result);
-  }
-}
-
-bool Processor::abandon_if_lease_expired(PendingWrite& pending) {
-  if (pending.task->lease_valid(Clock::now())) return false;
-  ctx_.task_log(pending.task->task)
-      .warn("Local lease expired; leaving the task to the recoverer", {{"op", pending.op}});
-  report(pending.task, TaskResult::abandoned);
-  ctx_.inflight.remove(pending.task);
-  pending.task.reset();
-  pending.followups.clear();
+  writes_.defer(std::move(out));
   return true;
-}
-
-void Processor::flush_pending(PendingWrite& pending) {
-  if (abandon_if_lease_expired(pending)) return;
-  std::exception_ptr error;
-  try {
-    ctx_.broker.write_outcome(pending.write);
-  } catch (...) {
-    error = std::current_exception();
-  }
-  settle_pending(pending, error);
-}
-
-void Processor::settle_pending(PendingWrite& pending, const std::exception_ptr& error) {
-  const std::shared_ptr<InFlightTask> t = std::move(pending.task);
-  pending.task.reset();
-  written(t, pending.result, pending.op, pending.write, pending.followups, pending.queue_on_failure, error);
-  pending.followups.clear();
-  ctx_.inflight.remove(t);
-}
-
-void Processor::report(const std::shared_ptr<InFlightTask>& t, TaskResult result) {
-  if (ctx_.observer == nullptr) return;
-  ctx_.observer->task_finished(t->task.type, t->task.queue, result, SteadyClock::now() - t->started_steady);
 }
 
 void Processor::abort_running() {
@@ -606,7 +521,7 @@ void Processor::abort_running() {
     OutcomeWrite w;
     w.op = OutcomeWrite::Op::requeue;
     w.msg = &t->msg;
-    write(t, TaskResult::requeued, "requeue", std::move(w), {}, false, nullptr);
+    write(t, TaskResult::requeued, "requeue", std::move(w), {}, false, false);
   }
 }
 

@@ -1,11 +1,12 @@
 #pragma once
-// The processor (spec §7.3, §7.4): `concurrency` handler threads, each one a slot. A free thread
-// dequeues in queue order, taking one task for itself plus one for every idle thread in the same
-// script call (Broker::dequeue_batch), registers them all at once (leases start at dequeue) and
-// hands the extra ones to the idle threads. When nothing is found, one idle thread blocks in
-// Redis (Broker::wait_for_work) and the others sleep on a condition variable; a thread that gets
-// work passes a baton to one more sleeper, so a burst fans out to every slot. No thread ever
-// sleeps on a timer waiting for work.
+// The processor (spec §7.3, §7.4): `concurrency` handler threads that only run tasks, and one
+// loop that does their Redis work. A handler thread takes a dequeued task, runs it, defers its
+// outcome write (OutcomeWrites) and waits for the next task. The loop sends, in one round trip,
+// every outcome deferred since its last one together with a dequeue of as many tasks as there
+// are idle handler threads, and hands those tasks out. So under load one round trip finishes
+// and starts many tasks, and one script call completes the successes of a queue; when nothing
+// is pending the loop blocks in Redis (Broker::wait_for_work), never on a timer.
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -18,6 +19,7 @@
 #include <vector>
 
 #include "queue/context.hpp"
+#include "queue/outcome_writes.hpp"
 #include "queue/syncer.hpp"
 
 namespace wk::queue {
@@ -56,72 +58,61 @@ class Processor {
   Processor(EngineContext& ctx, Syncer& syncer);
   ~Processor();
   void start();
-  // No more dequeues; running tasks continue.
+  // No more dequeues; running tasks continue, and their outcomes are still written.
   void stop_fetching();
   // Cancels every running task with reason shutdown and requeues it now if its lease is valid
   // (spec §7.9 step 3). The handler threads skip their own write when they return.
   void abort_running();
-  // Waits for the handler threads to return, up to `until`. True when all have.
+  // Waits for the handler threads and the loop to finish, up to `until`. True when all have.
   bool join_until(SteadyClock::time_point until);
   bool healthy() const;
 
  private:
-  void worker_loop(unsigned index);
+  // ---- the loop: the processor's Redis work ----
+  void loop();
+  // Waits until there is something to send; the number of tasks to dequeue (0: writes only).
+  size_t slots_to_fill();
+  void hand_out(std::vector<Dequeued>& got);
+  // Blocks until work may be there (true), a write or a stop needs the loop, or the timeout.
   bool idle_wait();
-  void pause(std::chrono::milliseconds d);
-  // An attempt's outcome write that waits to go out in the same round trip as its thread's next
-  // dequeue (Broker::dequeue_after). The task stays registered until the write's reply is in.
-  struct PendingWrite {
-    std::shared_ptr<InFlightTask> task;  // null: nothing pending
-    OutcomeWrite write;
-    TaskResult result = TaskResult::done;
-    const char* op = "";
-    bool queue_on_failure = true;
-    std::vector<task::EnqueueRequest> followups;  // write.followups points here
-  };
+  void pause(std::chrono::milliseconds d);  // interruptible by a stop or a deferred write
+  void wake_loop(bool has_write);
+  bool finished() const;  // mu_ held: stopped, no handler left, nothing to write
+
+  // ---- the handler threads ----
+  void handler_loop();
+  std::shared_ptr<InFlightTask> next_task(bool wrote);     // null: exit
   std::shared_ptr<InFlightTask> admit(Dequeued dequeued);  // registers it (lease clock running)
-  // Runs it and writes the outcome, or leaves the write in `pending` (when given) for the
-  // thread's next dequeue.
-  void execute(const std::shared_ptr<InFlightTask>& t, PendingWrite* pending);
+  // Runs the task; true when its outcome write was deferred to the loop.
+  bool execute(const std::shared_ptr<InFlightTask>& t);
   // The outcome of a task whose type no handler here serves.
   task::Outcome unhandled(const InFlightTask& t);
-  void finish(const std::shared_ptr<InFlightTask>& t, const task::Outcome& outcome,
-              std::vector<task::EnqueueRequest> staged, PendingWrite* pending);
-  void fail(const std::shared_ptr<InFlightTask>& t, const std::string& error,
-            std::optional<Clock::time_point> retry_at, bool skip_retry, PendingWrite* pending);
-  // §7.6 lease check, then the write now (pending == null) or deferred into `pending`.
-  void write(const std::shared_ptr<InFlightTask>& t, TaskResult result, const char* op, OutcomeWrite w,
-             std::vector<task::EnqueueRequest> followups, bool queue_on_failure, PendingWrite* pending);
-  // Handles a write's result (error == null: success): report, NotFound, syncer hand-off.
-  void written(const std::shared_ptr<InFlightTask>& t, TaskResult result, const char* op,
-               const OutcomeWrite& w, std::vector<task::EnqueueRequest>& followups, bool queue_on_failure,
-               const std::exception_ptr& error);
-  // §7.6 again right before a deferred write goes out: true (and the task left to the recoverer,
-  // `pending` emptied) when the lease has expired meanwhile.
-  bool abandon_if_lease_expired(PendingWrite& pending);
-  // Sends a pending write on its own (the thread is not about to dequeue) and settles it.
-  void flush_pending(PendingWrite& pending);
-  // Settles a pending write whose result is `error` and unregisters its task.
-  void settle_pending(PendingWrite& pending, const std::exception_ptr& error);
-  void report(const std::shared_ptr<InFlightTask>& t, TaskResult result);
+  bool finish(const std::shared_ptr<InFlightTask>& t, const task::Outcome& outcome,
+              std::vector<task::EnqueueRequest> staged, bool defer);
+  bool fail(const std::shared_ptr<InFlightTask>& t, const std::string& error,
+            std::optional<Clock::time_point> retry_at, bool skip_retry, bool defer);
+  // §7.6 lease check, then the write deferred to the loop (true) or done now (false).
+  bool write(const std::shared_ptr<InFlightTask>& t, TaskResult result, const char* op, OutcomeWrite w,
+             std::vector<task::EnqueueRequest> followups, bool retry_if_unanswered, bool defer);
   // The deadline timer's overrun: fails the task and starts a thread in place of its own.
   void overrun(const std::shared_ptr<InFlightTask>& t);
 
   EngineContext& ctx_;
-  Syncer& syncer_;
-  std::vector<std::thread> threads_;
+  OutcomeWrites writes_;
+  std::thread loop_thread_;
+  std::vector<std::thread> handler_threads_;
 
-  std::mutex mu_;
-  std::condition_variable cv_;  // sleepers wait here for a baton or the waiter role
+  mutable std::mutex mu_;
+  std::condition_variable loop_cv_;     // the loop waits here for writes and idle handlers
+  std::condition_variable handler_cv_;  // idle handlers wait here for tasks
   std::condition_variable exited_cv_;
   bool stopping_ = false;
-  bool waiter_busy_ = false;  // some thread is blocked in wait_for_work
-  int batons_ = 0;            // "work may be there" tokens for sleepers
-  int sleepers_ = 0;
-  long reserved_ = 0;                                  // idle threads counted into a dequeue still in flight
-  std::deque<std::shared_ptr<InFlightTask>> handoff_;  // dequeued for idle threads, not started
-  unsigned live_threads_ = 0;
-  unsigned next_thread_index_ = 0;
+  bool signalled_ = false;                           // a write was deferred since the loop last looked
+  size_t idle_ = 0;                                  // handler threads waiting for a task
+  std::deque<std::shared_ptr<InFlightTask>> ready_;  // dequeued for them, not started
+  unsigned live_handlers_ = 0;
+  bool loop_running_ = false;
+  std::atomic<bool> loop_waiting_for_work_{false};
   std::atomic<SteadyClock::rep> last_tick_{0};
   // Last: destroyed first, so its thread never calls overrun() on a half-destroyed processor.
   DeadlineTimer timer_;
