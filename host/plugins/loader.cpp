@@ -9,9 +9,11 @@
 #include <elf.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <array>
 #include <boost/dll/library_info.hpp>
 #include <boost/dll/shared_library.hpp>
 #include <cerrno>
@@ -49,33 +51,104 @@ class RetiredLibraries {
   std::vector<boost::dll::shared_library> libraries_;
 };
 
-std::string read_all(const fs::path& file) {
-  const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-  if (fd < 0) throw Refused("cannot open: " + std::string(std::strerror(errno)));
-  std::string bytes;
-  char buffer[1 << 16];
+// A SHA-256 fed chunk by chunk.
+class Sha256 {
+ public:
+  Sha256() : ctx_(EVP_MD_CTX_new(), EVP_MD_CTX_free) {
+    if (!ctx_ || EVP_DigestInit_ex(ctx_.get(), EVP_sha256(), nullptr) != 1)
+      throw std::runtime_error("sha256 failed (OpenSSL)");
+  }
+  void update(std::string_view bytes) {
+    if (EVP_DigestUpdate(ctx_.get(), bytes.data(), bytes.size()) != 1)
+      throw std::runtime_error("sha256 failed (OpenSSL)");
+  }
+  std::string hex() {
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int length = 0;
+    if (EVP_DigestFinal_ex(ctx_.get(), digest, &length) != 1)
+      throw std::runtime_error("sha256 failed (OpenSSL)");
+    static constexpr char kHex[] = "0123456789abcdef";
+    std::string out;
+    out.reserve(size_t{length} * 2);
+    for (unsigned i = 0; i < length; ++i) {
+      out.push_back(kHex[digest[i] >> 4]);
+      out.push_back(kHex[digest[i] & 0xF]);
+    }
+    return out;
+  }
+
+ private:
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx_;
+};
+
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+// Reads `file` in 64 KiB chunks (a plugin is megabytes: never the whole file in memory, whose
+// freed heap would stay with the worker) and hands each to `chunk`.
+template <class Chunk>
+void read_chunks(const fs::path& file, Chunk&& chunk) {
+  const Fd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (fd.get() < 0) throw Refused("cannot open: " + std::string(std::strerror(errno)));
+  std::array<char, size_t{1} << 16> buffer;
+  uint64_t total = 0;
   while (true) {
-    const ssize_t n = ::read(fd, buffer, sizeof buffer);
+    const ssize_t n = ::read(fd.get(), buffer.data(), buffer.size());
     if (n < 0) {
       if (errno == EINTR) continue;
-      const int saved = errno;
-      ::close(fd);
-      throw Refused("cannot read: " + std::string(std::strerror(saved)));
+      throw Refused("cannot read: " + std::string(std::strerror(errno)));
     }
-    if (n == 0) break;
-    bytes.append(buffer, static_cast<size_t>(n));
-    if (bytes.size() > kMaxPluginBytes) {
-      ::close(fd);
-      throw Refused("larger than 512 MiB");
-    }
+    if (n == 0) return;
+    total += static_cast<uint64_t>(n);
+    if (total > kMaxPluginBytes) throw Refused("larger than 512 MiB");
+    chunk(std::string_view(buffer.data(), static_cast<size_t>(n)));
   }
-  ::close(fd);
-  return bytes;
 }
+
+// A read-only mapping of a whole file (the staged copy, for the ELF checks): its pages are the
+// page cache's, not the heap's.
+class MappedFile {
+ public:
+  explicit MappedFile(const fs::path& file) {
+    const Fd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+    struct stat st {};
+    if (fd.get() < 0 || ::fstat(fd.get(), &st) != 0) throw Refused("cannot open the staged copy");
+    size_ = static_cast<size_t>(st.st_size);
+    if (size_ == 0) return;
+    void* at = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd.get(), 0);
+    if (at == MAP_FAILED) throw Refused("cannot map the staged copy: " + std::string(std::strerror(errno)));
+    data_ = static_cast<const char*>(at);
+  }
+  ~MappedFile() {
+    if (data_ != nullptr) ::munmap(const_cast<char*>(data_), size_);
+  }
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+  std::string_view bytes() const { return {data_ == nullptr ? "" : data_, size_}; }
+
+ private:
+  const char* data_ = nullptr;
+  size_t size_ = 0;
+};
 
 }  // namespace
 
-std::string file_sha256(const fs::path& file) { return sha256_hex(read_all(file)); }
+std::string file_sha256(const fs::path& file) {
+  Sha256 sha;
+  read_chunks(file, [&](std::string_view chunk) { sha.update(chunk); });
+  return sha.hex();
+}
 
 std::vector<fs::path> plugin_files(const fs::path& dir) {
   if (auto problem = unsafe_permissions(dir, true)) {
@@ -91,38 +164,46 @@ std::vector<fs::path> plugin_files(const fs::path& dir) {
 
 namespace {
 
-// Writes the staged copy read-only under a temporary name, then renames it into place, so
-// dlopen always sees a complete file and a fresh inode.
-fs::path stage_copy(const StagingDir& staging, const fs::path& file, const std::string& bytes,
-                    const std::string& digest) {
-  fs::path target = staging.path() / (file.stem().string() + "@" + digest + ".so");
-  const fs::path temporary = fs::path(target.string() + ".part");
-  const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0500);
-  if (fd < 0)
+// Copies `file` into the staging directory (only we can write there) while hashing the very bytes
+// it writes, read-only under a temporary name, then renames it to <stem>@<sha256>.so, so dlopen
+// always sees a complete file and a fresh inode. Returns the staged path and the digest.
+std::pair<fs::path, std::string> stage_copy(const StagingDir& staging, const fs::path& file) {
+  std::string temporary = (staging.path() / (file.stem().string() + ".XXXXXX")).string();
+  const Fd out(::mkostemp(temporary.data(), O_CLOEXEC));
+  if (out.get() < 0)
     throw Refused("cannot stage a copy in " + staging.path().string() + ": " + std::strerror(errno));
-  size_t written = 0;
-  while (written < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + written, bytes.size() - written);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      ::close(fd);
-      ::unlink(temporary.c_str());
-      throw Refused("cannot write the staged copy: " + std::string(std::strerror(errno)));
+  struct Unlink {
+    const std::string& path;
+    bool keep = false;
+    ~Unlink() {
+      if (!keep) ::unlink(path.c_str());
     }
-    written += static_cast<size_t>(n);
-  }
-  ::close(fd);
+  } unlink_temporary{temporary};
+  Sha256 sha;
+  read_chunks(file, [&](std::string_view chunk) {
+    sha.update(chunk);
+    while (!chunk.empty()) {
+      const ssize_t n = ::write(out.get(), chunk.data(), chunk.size());
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) throw Refused("cannot write the staged copy: " + std::string(std::strerror(errno)));
+      chunk.remove_prefix(static_cast<size_t>(n));
+    }
+  });
+  if (::fchmod(out.get(), 0500) != 0)
+    throw Refused("cannot stage a copy: " + std::string(std::strerror(errno)));
+  std::string digest = sha.hex();
+  fs::path target = staging.path() / (file.stem().string() + "@" + digest + ".so");
   if (::rename(temporary.c_str(), target.c_str()) != 0) {
-    ::unlink(temporary.c_str());
     throw Refused("cannot stage a copy: " + std::string(std::strerror(errno)));
   }
-  return target;
+  unlink_temporary.keep = true;
+  return {std::move(target), std::move(digest)};
 }
 
 // Boost 1.74's library_info reads only .symtab, which `strip` removes; a stripped plugin still
 // exports its entry through .dynsym, which is what dlsym uses. This reads .dynsym of an ELF64
 // little-endian image (our targets), bounds-checked, without running anything.
-bool dynsym_exports(const std::string& image, std::string_view symbol) {
+bool dynsym_exports(std::string_view image, std::string_view symbol) {
   auto fits = [&](uint64_t offset, uint64_t size) {
     return offset <= image.size() && size <= image.size() - offset;
   };
@@ -162,7 +243,7 @@ bool dynsym_exports(const std::string& image, std::string_view symbol) {
   return false;
 }
 
-void preflight(const fs::path& staged, const std::string& image) {
+void preflight(const fs::path& staged) {
   bool found = false;
   try {
     boost::dll::library_info info(staged);
@@ -172,7 +253,7 @@ void preflight(const fs::path& staged, const std::string& image) {
   } catch (const std::exception& e) {
     throw Refused(std::string("not a loadable shared library (") + e.what() + ")");
   }
-  if (!found && !dynsym_exports(image, WK_PLUGIN_ENTRY_SYMBOL_V1)) {
+  if (!found && !dynsym_exports(MappedFile(staged).bytes(), WK_PLUGIN_ENTRY_SYMBOL_V1)) {
     throw Refused("no " WK_PLUGIN_ENTRY_SYMBOL_V1 " symbol: not a worker plugin (ABI 1)");
   }
 }
@@ -291,22 +372,9 @@ std::optional<std::string> unsafe_permissions(const fs::path& path, bool is_dire
 }
 
 std::string sha256_hex(std::string_view bytes) {
-  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int length = 0;
-  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1 ||
-      EVP_DigestUpdate(ctx.get(), bytes.data(), bytes.size()) != 1 ||
-      EVP_DigestFinal_ex(ctx.get(), digest, &length) != 1) {
-    throw std::runtime_error("sha256 failed (OpenSSL)");
-  }
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string hex;
-  hex.reserve(size_t{length} * 2);
-  for (unsigned i = 0; i < length; ++i) {
-    hex.push_back(kHex[digest[i] >> 4]);
-    hex.push_back(kHex[digest[i] & 0xF]);
-  }
-  return hex;
+  Sha256 sha;
+  sha.update(bytes);
+  return sha.hex();
 }
 
 StagingDir::StagingDir(const fs::path& base, bool remove_at_exit) : remove_(remove_at_exit) {
@@ -340,15 +408,13 @@ LoadedLibrary load_plugin_file(const fs::path& file, const StagingDir& staging) 
     throw Refused(*problem);
   }
   // Everything from here on works on the bytes we hashed, in a directory only we can write.
-  const std::string bytes = read_all(file);
-  const std::string digest = sha256_hex(bytes);
-  const fs::path staged = stage_copy(staging, file, bytes, digest);
+  const auto [staged, digest] = stage_copy(staging, file);
   struct Unlink {
     const fs::path& path;
     ~Unlink() { ::unlink(path.c_str()); }  // the mapping survives the unlink
   } unlink_staged{staged};
 
-  preflight(staged, bytes);
+  preflight(staged);
 
   boost::dll::fs::error_code ec;
   ::dlerror();
