@@ -1,7 +1,7 @@
 // Queue engine benchmark against a running redis-server.
 //
 //   wk_bench [--host H] [--port P] [--db N] [--tasks N] [--latency-samples N] [--json]
-//            [--isolation none|process|both]
+//            [--isolation none|process|both] [--worker-plugins DIR]
 //            (or env WK_BENCH_REDIS_HOST / WK_BENCH_REDIS_PORT / WK_BENCH_TASKS)
 //
 // Each isolation mode (docs/plugin-isolation.md) is measured in turn, in-process first: the
@@ -14,8 +14,14 @@
 // (enqueue one task into an idle engine, time until the handler starts) and the peak RSS.
 // --json prints one JSON object a line instead of the table (kind "drain" per concurrency, then
 // kind "idle"), the form bench/peers/bullmq/bench.mjs prints too; bench/run.sh --peers reads both.
+// --worker-plugins DIR: instead, the shipped `worker` binary serves N no-op tasks in process at
+// concurrency 16 with the plugins of DIR (the no-op plugin among them; the shipped ones need the
+// database the DB_* variables of this environment name), and its peak RSS is reported (kind
+// "worker_rss").
 // The DB given is FLUSHed: point it at a private redis (bench/run.sh starts one).
+#include <signal.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -50,6 +56,7 @@ struct Options {
   int latency_samples = 200;
   bool json = false;
   std::vector<std::string> isolations = {"none", "process"};
+  std::string worker_plugins;  // set: measure the worker binary's RSS instead
 };
 
 // VmHWM (peak resident set) of another process, in MiB; -1 when unreadable.
@@ -166,6 +173,8 @@ Options parse(int argc, char** argv) {
       o.tasks = std::stoi(value);
     else if (flag == "--latency-samples")
       o.latency_samples = std::stoi(value);
+    else if (flag == "--worker-plugins")
+      o.worker_plugins = value;
     else if (flag == "--isolation")
       o.isolations =
           value == "both" ? std::vector<std::string>{"none", "process"} : std::vector<std::string>{value};
@@ -280,6 +289,67 @@ void run_mode(const Options& opt, const std::string& isolation, const log::Logge
   host->shutdown();
 }
 
+// The worker binary, in process, concurrency 16, with the plugins of opt.worker_plugins: drains
+// opt.tasks no-op tasks; its peak RSS after the drain.
+void run_worker_rss(const Options& opt, queue::RedisBrokerSettings& bs, redis::Connection& admin,
+                    const log::Logger& logger) {
+  admin.command({"FLUSHDB"});
+  {
+    queue::RedisBroker broker(bs, logger);
+    for (int i = 0; i < opt.tasks; ++i) {
+      task::EnqueueRequest r;
+      r.type = "noop";
+      r.queue = "bench";
+      broker.client().enqueue(r);
+    }
+  }
+  std::vector<std::string> env;
+  for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
+  for (const std::string& setting :
+       {"REDIS_HOST=" + opt.host, "REDIS_PORT=" + std::to_string(opt.port),
+        "REDIS_DB=" + std::to_string(opt.db), std::string("WORKER_ISOLATION=none"),
+        std::string("WORKER_CONCURRENCY=16"), std::string("WORKER_QUEUES=bench=1"),
+        std::string("WORKER_METRICS_ADDR="), std::string("LOG_LEVEL=warn")})
+    env.push_back(setting);
+  std::vector<char*> envp;
+  for (std::string& e : env) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  std::string binary = WK_WORKER_BINARY;
+  std::string plugins_flag = "--plugins";
+  std::string dir = opt.worker_plugins;
+  char* argv[] = {binary.data(), plugins_flag.data(), dir.data(), nullptr};
+  const pid_t pid = fork();
+  if (pid < 0) throw std::runtime_error("fork failed");
+  if (pid == 0) {
+    execve(argv[0], argv, envp.data());
+    _exit(127);
+  }
+  // Drained when nothing is pending or active any more (polling is fine outside a timed window).
+  const auto give_up = SteadyClock::now() + std::chrono::minutes(10);
+  while (admin.command({"LLEN", "asynq:{bench}:pending"}).integer() > 0 ||
+         admin.command({"LLEN", "asynq:{bench}:active"}).integer() > 0) {
+    int status = 0;
+    if (waitpid(pid, &status, WNOHANG) == pid) throw std::runtime_error("the worker exited before draining");
+    if (SteadyClock::now() > give_up) {
+      kill(pid, SIGKILL);
+      waitpid(pid, nullptr, 0);
+      throw std::runtime_error("the worker did not drain within 10 minutes");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  const double rss = pid_peak_rss_mib(pid);
+  kill(pid, SIGTERM);
+  waitpid(pid, nullptr, 0);
+  if (opt.json) {
+    std::printf("{\"impl\":\"wk\",\"kind\":\"worker_rss\",\"tasks\":%d,\"peak_rss_mib\":%.2f}\n", opt.tasks,
+                rss);
+  } else {
+    std::printf(
+        "worker binary, in process, concurrency 16, plugins of %s: peak RSS %.1f MiB after %d tasks\n",
+        opt.worker_plugins.c_str(), rss, opt.tasks);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) try {
@@ -294,6 +364,10 @@ int main(int argc, char** argv) try {
   const long rpid = redis_pid(admin);
   if (!opt.json)
     std::printf("tasks per run: %d, redis %s:%d (pid %ld)\n\n", opt.tasks, opt.host.c_str(), opt.port, rpid);
+  if (!opt.worker_plugins.empty()) {
+    run_worker_rss(opt, bs, admin, logger);
+    return 0;
+  }
   for (const auto& isolation : opt.isolations) run_mode(opt, isolation, logger, bs, admin, rpid);
   return 0;
 } catch (const std::exception& e) {

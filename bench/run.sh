@@ -71,20 +71,56 @@ prepare_peer() {
   fi
 }
 
+# The worker binary's peak RSS with the three shipped plugins and the no-op plugin, in process,
+# concurrency 16, after draining the bench's tasks. The shipped plugins need a database: a
+# private PostgreSQL (scripts/lib/services.sh); without one this is skipped with a message.
+# Extra arguments go to wk_bench (--json).
+pg_dir=""
+worker_rss() {
+  # shellcheck source=../scripts/lib/services.sh
+  source "$root/scripts/lib/services.sh"
+  local pg_port plugins
+  pg_dir="$(mktemp -d)"
+  chmod 755 "$pg_dir"  # PostgreSQL runs as `postgres` when we are root
+  pg_port="$(wk_free_port)"
+  if ! wk_pg_start "$pg_dir/pg" "$pg_port" >&2 || ! wk_pg_createdb "$pg_port" autodevs >&2; then
+    echo "run.sh: no private PostgreSQL; skipping the worker's RSS with the shipped plugins" >&2
+    stop_pg
+    return 0
+  fi
+  plugins="$work/plugins"
+  mkdir -m 700 "$plugins"
+  cp "$root"/build/release/plugins/autodevs_*.so "$root/build/release/bench/plugins/noop.so" "$plugins/"
+  DB_HOST=127.0.0.1 DB_PORT="$pg_port" DB_USERNAME=postgres DB_NAME=autodevs WORKTREE_BASE_DIR="$work/worktrees" \
+    "$wk_bench" --host 127.0.0.1 --port "$port" "${args[@]}" "$@" --worker-plugins "$plugins"
+  stop_pg
+}
+stop_pg() {
+  if [[ -n "$pg_dir" ]]; then
+    wk_pg_stop "$pg_dir/pg"
+    rm -rf "$pg_dir"
+    pg_dir=""
+  fi
+}
+trap 'stop_pg; cleanup' EXIT
+
 # run-worker.sh may have configured this build dir with the bench off: turn it on.
 cmake --preset release -S "$root" -DWK_BUILD_BENCH=ON >/dev/null
-# Only wk_bench and the libraries it links; two jobs (a shared machine).
-cmake --build --preset release --target wk_bench worker -j "${WK_BENCH_JOBS:-2}"
+# Only wk_bench, the worker, the shipped plugins and what they link; two jobs (a shared machine).
+cmake --build --preset release --target wk_bench worker autodevs_planning autodevs_worktree autodevs_ai \
+  -j "${WK_BENCH_JOBS:-2}"
 wk_bench="$root/build/release/bench/wk_bench"
 
 start_redis
 if ((!peers)); then
   "$wk_bench" --host 127.0.0.1 --port "$port" "${args[@]}"
+  worker_rss
   exit 0
 fi
 
 echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'), load before:$(uptime | sed 's/.*load average://')"
 "$wk_bench" --host 127.0.0.1 --port "$port" --json "${args[@]}" | tee "$work/wk.jsonl"
+worker_rss --json | tee -a "$work/wk.jsonl"
 stop_redis
 peer_ok=0
 if prepare_peer; then
@@ -144,6 +180,9 @@ add("idle pickup p50 ms", idle(wk_idle, "p50_ms"), idle(proc_idle, "p50_ms"), id
 add("idle pickup p99 ms", idle(wk_idle, "p99_ms"), idle(proc_idle, "p99_ms"), idle(peer_idle, "p99_ms"), False, 3)
 add("peak RSS MiB", idle(wk_idle, "peak_rss_mib"), idle(proc_idle, "runner_peak_rss_mib"),
     idle(peer_idle, "peak_rss_mib"), False, 1)
+worker_rss = next((json.loads(l) for l in open(sys.argv[1]) if '"worker_rss"' in l), None)
+add("worker peak RSS MiB, 3 shipped plugins", worker_rss["peak_rss_mib"] if worker_rss else None, None, None,
+    False, 1)
 
 print(f"{tasks} no-op tasks per run, each side on its own private redis-server. Ours with the plugin in "
       f"process and in a runner process (host CPU = worker + runner; RSS = the runner's). Ratios > 1 "
