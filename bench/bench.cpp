@@ -14,10 +14,10 @@
 // (enqueue one task into an idle engine, time until the handler starts) and the peak RSS.
 // --json prints one JSON object a line instead of the table (kind "drain" per concurrency, then
 // kind "idle"), the form bench/peers/bullmq/bench.mjs prints too; bench/run.sh --peers reads both.
-// --worker-plugins DIR: instead, the shipped `worker` binary serves N no-op tasks in process at
-// concurrency 16 with the plugins of DIR (the no-op plugin among them; the shipped ones need the
-// database the DB_* variables of this environment name), and its peak RSS is reported (kind
-// "worker_rss").
+// --worker-plugins DIR: instead, the shipped `worker` binary serves N no-op tasks at concurrency
+// 16 with the plugins of DIR (the no-op plugin among them; the shipped ones need the database the
+// DB_* variables of this environment name), in each isolation mode, and its peak RSS and the PSS
+// of the worker and its runners are reported (kind "worker_rss").
 // The DB given is FLUSHed: point it at a private redis (bench/run.sh starts one).
 #include <signal.h>
 #include <sys/resource.h>
@@ -29,6 +29,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <mutex>
@@ -289,10 +290,33 @@ void run_mode(const Options& opt, const std::string& isolation, const log::Logge
   host->shutdown();
 }
 
-// The worker binary, in process, concurrency 16, with the plugins of opt.worker_plugins: drains
-// opt.tasks no-op tasks; its peak RSS after the drain.
-void run_worker_rss(const Options& opt, queue::RedisBrokerSettings& bs, redis::Connection& admin,
-                    const log::Logger& logger) {
+// Proportional set size of a process (shared pages divided among their users), in MiB.
+double pid_pss_mib(long pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/smaps_rollup");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("Pss:", 0) == 0) return std::stod(line.substr(4)) / 1024.0;
+  }
+  return 0.0;
+}
+
+// The children of a process (its plugin runners), from /proc/<pid>/task/<tid>/children.
+std::vector<long> child_pids(long pid) {
+  std::vector<long> out;
+  std::error_code ec;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
+    std::ifstream in(task.path() / "children");
+    long child = 0;
+    while (in >> child) out.push_back(child);
+  }
+  return out;
+}
+
+// The worker binary, concurrency 16, with the plugins of opt.worker_plugins, in process or with
+// runner processes: drains opt.tasks no-op tasks; its peak RSS after the drain, and the PSS of the
+// worker and its runners together (what they cost the machine, shared pages counted once).
+void run_worker_rss(const Options& opt, const std::string& isolation, queue::RedisBrokerSettings& bs,
+                    redis::Connection& admin, const log::Logger& logger) {
   admin.command({"FLUSHDB"});
   {
     queue::RedisBroker broker(bs, logger);
@@ -307,7 +331,7 @@ void run_worker_rss(const Options& opt, queue::RedisBrokerSettings& bs, redis::C
   for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
   for (const std::string& setting :
        {"REDIS_HOST=" + opt.host, "REDIS_PORT=" + std::to_string(opt.port),
-        "REDIS_DB=" + std::to_string(opt.db), std::string("WORKER_ISOLATION=none"),
+        "REDIS_DB=" + std::to_string(opt.db), "WORKER_ISOLATION=" + isolation,
         std::string("WORKER_CONCURRENCY=16"), std::string("WORKER_QUEUES=bench=1"),
         std::string("WORKER_METRICS_ADDR="), std::string("LOG_LEVEL=warn")})
     env.push_back(setting);
@@ -338,15 +362,21 @@ void run_worker_rss(const Options& opt, queue::RedisBrokerSettings& bs, redis::C
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   const double rss = pid_peak_rss_mib(pid);
+  double pss = pid_pss_mib(pid);
+  const std::vector<long> runners = child_pids(pid);
+  for (long runner : runners) pss += pid_pss_mib(runner);
   kill(pid, SIGTERM);
   waitpid(pid, nullptr, 0);
   if (opt.json) {
-    std::printf("{\"impl\":\"wk\",\"kind\":\"worker_rss\",\"tasks\":%d,\"peak_rss_mib\":%.2f}\n", opt.tasks,
-                rss);
+    std::printf(
+        "{\"impl\":\"wk\",\"kind\":\"worker_rss\",\"isolation\":\"%s\",\"tasks\":%d,\"peak_rss_mib\":%.2f,"
+        "\"runners\":%zu,\"pss_total_mib\":%.2f}\n",
+        isolation.c_str(), opt.tasks, rss, runners.size(), pss);
   } else {
     std::printf(
-        "worker binary, in process, concurrency 16, plugins of %s: peak RSS %.1f MiB after %d tasks\n",
-        opt.worker_plugins.c_str(), rss, opt.tasks);
+        "worker binary, isolation %s, concurrency 16, plugins of %s, after %d tasks: peak RSS %.1f MiB; "
+        "PSS of the worker and its %zu runners %.1f MiB\n",
+        isolation.c_str(), opt.worker_plugins.c_str(), opt.tasks, rss, runners.size(), pss);
   }
 }
 
@@ -365,7 +395,7 @@ int main(int argc, char** argv) try {
   if (!opt.json)
     std::printf("tasks per run: %d, redis %s:%d (pid %ld)\n\n", opt.tasks, opt.host.c_str(), opt.port, rpid);
   if (!opt.worker_plugins.empty()) {
-    run_worker_rss(opt, bs, admin, logger);
+    for (const auto& isolation : opt.isolations) run_worker_rss(opt, isolation, bs, admin, logger);
     return 0;
   }
   for (const auto& isolation : opt.isolations) run_mode(opt, isolation, logger, bs, admin, rpid);

@@ -180,9 +180,12 @@ add("idle pickup p50 ms", idle(wk_idle, "p50_ms"), idle(proc_idle, "p50_ms"), id
 add("idle pickup p99 ms", idle(wk_idle, "p99_ms"), idle(proc_idle, "p99_ms"), idle(peer_idle, "p99_ms"), False, 3)
 add("peak RSS MiB", idle(wk_idle, "peak_rss_mib"), idle(proc_idle, "runner_peak_rss_mib"),
     idle(peer_idle, "peak_rss_mib"), False, 1)
-worker_rss = next((json.loads(l) for l in open(sys.argv[1]) if '"worker_rss"' in l), None)
-add("worker peak RSS MiB, 3 shipped plugins", worker_rss["peak_rss_mib"] if worker_rss else None, None, None,
-    False, 1)
+worker_rss = {r["isolation"]: r for r in (json.loads(l) for l in open(sys.argv[1]) if '"worker_rss"' in l)}
+shipped = lambda iso, k: worker_rss[iso][k] if iso in worker_rss else None
+add("worker peak RSS MiB, 3 shipped plugins", shipped("none", "peak_rss_mib"), shipped("process", "peak_rss_mib"),
+    None, False, 1)
+add("PSS MiB, worker + its runners", shipped("none", "pss_total_mib"), shipped("process", "pss_total_mib"),
+    None, False, 1)
 
 print(f"{tasks} no-op tasks per run, each side on its own private redis-server. Ours with the plugin in "
       f"process and in a runner process (host CPU = worker + runner; RSS = the runner's). Ratios > 1 "
