@@ -147,7 +147,7 @@ int run_cli(int argc, char** argv, char** envp) {
         ->type_name("TEXT");
   };
   setting("--plugins", "WORKER_PLUGINS_DIR", "Directory of handler plugins (.so) [WORKER_PLUGINS_DIR]");
-  setting("--worker", "WORKER_NAME", "Worker name in logs, metrics and server info [WORKER_NAME]");
+  setting("--worker", "WORKER_NAME", "Worker name in logs and metrics [WORKER_NAME]");
   setting("--concurrency", "WORKER_CONCURRENCY", "Handler slots [WORKER_CONCURRENCY]");
   setting("--queues", "WORKER_QUEUES", "Queue weights, e.g. critical=10,default=2 [WORKER_QUEUES]");
   setting("--metrics-addr", "WORKER_METRICS_ADDR", "host:port of /metrics and /healthz, empty disables");

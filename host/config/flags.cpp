@@ -47,8 +47,16 @@ std::vector<std::string> normalize_go_flags(const std::vector<std::string>& args
       out.push_back(arg);
       continue;
     }
-    const bool has_inline_value = word.find('=') != std::string_view::npos;
+    const size_t eq = word.find('=');
+    const bool has_inline_value = eq != std::string_view::npos;
     next_is_value = known->second && !has_inline_value;
+    if (has_inline_value && eq + 1 == word.size()) {
+      // `--name=` sets an empty value (e.g. --metrics-addr= disables the endpoint); CLI11 would
+      // take the next word as the value instead, so the empty value goes as a word of its own.
+      out.push_back((go_long ? "-" + arg : arg).substr(0, (go_long ? 1 : 0) + eq));
+      out.emplace_back();
+      continue;
+    }
     out.push_back(go_long ? "-" + arg : arg);
   }
   return out;

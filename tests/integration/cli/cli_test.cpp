@@ -149,6 +149,22 @@ TEST_F(CliTest, ServesWithEmptyPluginsDirLogsStartInLogfmtAndExitsZeroOnSigterm)
   EXPECT_NE(p.err().find("msg=\"Worker stopped\""), std::string::npos) << p.err();
 }
 
+// `--metrics-addr=` (an empty value) disables the endpoint, and does not take the next word as
+// its value: the address in the environment is in use, which would be a start-up error.
+TEST_F(CliTest, AnEmptyFlagValueDisablesTheMetricsEndpoint) {
+  Listener busy;
+  auto env = service_env();
+  std::erase_if(env, [](const std::string& e) { return e.rfind("WORKER_METRICS_ADDR=", 0) == 0; });
+  env.push_back("WORKER_METRICS_ADDR=127.0.0.1:" + std::to_string(busy.port()));
+  for (const char* flag : {"--metrics-addr=", "-metrics-addr="}) {
+    ChildProcess p({worker_bin(), flag, "--plugins", plugins_dir(), "--env-file", env_file()}, env);
+    ASSERT_TRUE(p.await_line({"Starting queue engine"}, 20s)) << flag << ": " << p.output();
+    EXPECT_EQ(p.output().find("metrics"), std::string::npos) << flag << ": " << p.output();
+    p.signal(SIGTERM);
+    EXPECT_EQ(wait(p, 30s), 0) << p.output();
+  }
+}
+
 TEST_F(CliTest, GnuFlagsAndSigintAlsoWork) {
   const auto redis = redis_addr();
   ChildProcess p(

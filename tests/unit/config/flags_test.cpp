@@ -30,5 +30,11 @@ TEST(GoFlags, InlineValueDoesNotConsumeTheNextWord) {
   EXPECT_EQ(normalize_go_flags(in, kOptions), want);
 }
 
+TEST(GoFlags, AnEmptyInlineValueIsAnEmptyWordNotTheNextWord) {
+  const std::vector<std::string> in = {"--worker=", "--plugins", "/p", "-worker=", "exec"};
+  const std::vector<std::string> want = {"--worker", "", "--plugins", "/p", "--worker", "", "exec"};
+  EXPECT_EQ(normalize_go_flags(in, kOptions), want);
+}
+
 }  // namespace
 }  // namespace wk::config
