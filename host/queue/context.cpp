@@ -2,6 +2,18 @@
 
 namespace wk::queue {
 
+task::Task task_of(const asynq::TaskMessage& msg) {
+  task::Task t;
+  t.id = msg.id;
+  t.type = msg.type;
+  t.queue = msg.queue;
+  t.payload = msg.payload;
+  t.headers = msg.headers;
+  t.retried = msg.retried;
+  t.max_retry = msg.retry;
+  return t;
+}
+
 void InFlightTask::extend_lease(Clock::time_point expiry, Clock::time_point now) {
   auto current = lease_expiry_ticks.load();
   const auto wanted = expiry.time_since_epoch().count();

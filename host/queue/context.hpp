@@ -44,6 +44,9 @@ struct InFlightTask {
   std::atomic<bool> overran{false};  // failed past its deadline; its thread leaves the pool after
 };
 
+// The task a handler sees for a dequeued message (deadline and start time are the processor's).
+task::Task task_of(const asynq::TaskMessage& msg);
+
 class InFlight {
  public:
   void add(const std::shared_ptr<InFlightTask>& t);

@@ -323,14 +323,8 @@ std::shared_ptr<InFlightTask> Processor::admit(Dequeued dequeued) {
   auto t = std::make_shared<InFlightTask>();
   t->msg = std::move(dequeued.msg);
   t->lease_expiry_ticks = dequeued.lease_expiry.time_since_epoch().count();
+  t->task = task_of(t->msg);
   task::Task& tk = t->task;
-  tk.id = t->msg.id;
-  tk.type = t->msg.type;
-  tk.queue = t->msg.queue;
-  tk.payload = t->msg.payload;
-  for (const auto& [k, v] : t->msg.headers) tk.headers.emplace_back(k, v);
-  tk.retried = t->msg.retried;
-  tk.max_retry = t->msg.retry;
   tk.started_at = Clock::now();
   tk.deadline = effective_deadline(t->msg.timeout, t->msg.deadline, tk.started_at);
   t->started_steady = SteadyClock::now();

@@ -6,25 +6,13 @@ namespace wk::queue {
 
 namespace {
 constexpr const char* kLeaseExpired = "asynq: task lease expired";
-
-task::Task view_of(const asynq::TaskMessage& msg) {
-  task::Task t;
-  t.id = msg.id;
-  t.type = msg.type;
-  t.queue = msg.queue;
-  t.payload = msg.payload;
-  t.headers = msg.headers;
-  t.retried = msg.retried;
-  t.max_retry = msg.retry;
-  return t;
-}
 }  // namespace
 
 Recoverer::Recoverer(EngineContext& ctx)
     : ctx_(ctx), loop_("recoverer", ctx.settings.recoverer_interval, true, [this] { tick(); }) {}
 
 void Recoverer::recover(const asynq::TaskMessage& msg) {
-  const auto view = view_of(msg);
+  const auto view = task_of(msg);
   const auto log = ctx_.task_log(view);
   const auto started = SteadyClock::now();
   try {
@@ -48,7 +36,7 @@ void Recoverer::recover(const asynq::TaskMessage& msg) {
 }
 
 bool Recoverer::recover_orphan(const asynq::TaskMessage& msg) {
-  const auto view = view_of(msg);
+  const auto view = task_of(msg);
   const auto log = ctx_.task_log(view);
   const bool archive = msg.retried >= msg.retry;
   std::optional<Clock::time_point> retry_at;

@@ -111,6 +111,7 @@ TempDir::TempDir(const std::string& prefix) {
 
 TempDir::~TempDir() {
   std::error_code ec;
+  std::filesystem::permissions(path_, std::filesystem::perms::owner_all, ec);  // a test may have locked it
   std::filesystem::remove_all(path_, ec);
 }
 

@@ -17,6 +17,7 @@
 #include "plugins/plugins.hpp"
 #include "queue/client.hpp"
 #include "redis/redis.hpp"
+#include "support/child_process.hpp"
 #include "support/test_env.hpp"
 
 namespace wk::plugins {
@@ -25,25 +26,6 @@ namespace fs = std::filesystem;
 
 const fs::path kFixtures = WK_ABI_FIXTURE_DIR;
 fs::path fixture(const std::string& name) { return kFixtures / (name + ".so"); }
-
-// A private directory for a test, removed at the end.
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "wk-plugins-test-XXXXXX").string();
-    if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    fs::permissions(path_, fs::perms::owner_all, ignored);
-    fs::remove_all(path_, ignored);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
 
 using test::RecordingServices;
 
@@ -154,7 +136,7 @@ TEST_P(PluginHostTest, RefusesWrongMajorBadMagicTinyEntryNullRunBadType) {
 }
 
 TEST_P(PluginHostTest, FileWithoutEntryIsRefusedWithoutRunningItsCode) {
-  TempDir dir;
+  test::TempDir dir("wk-plugins-test");
   const fs::path marker = dir.path() / "constructor-ran";
   ::setenv("WK_FIXTURE_CTOR_MARKER", marker.c_str(), 1);
   const std::string reason = refusal("no_entry");
@@ -338,7 +320,7 @@ TEST_P(PluginHostTest, HandlerObservesCancellationThroughWaitCancelledAndOnCance
 }
 
 TEST_P(PluginHostTest, RefusesFilesAndDirectoriesWritableByOthers) {
-  TempDir dir;
+  test::TempDir dir("wk-plugins-test");
   fs::copy_file(fixture("good"), dir.path() / "good.so");
   fs::permissions(dir.path() / "good.so", fs::perms::others_write, fs::perm_options::add);
   {
@@ -358,7 +340,7 @@ TEST_P(PluginHostTest, RefusesFilesAndDirectoriesWritableByOthers) {
 }
 
 TEST_F(InProcessHostTest, LoadsAPrivateCopyNamedByHashFromAPrivateStagingDir) {
-  TempDir base;
+  test::TempDir base("wk-plugins-test");
   HostOptions options;
   options.staging_dir = base.path();
   {
@@ -395,7 +377,7 @@ TEST_F(InProcessHostTest, CheckFilesReportsWithoutServing) {
 }
 
 TEST_F(InProcessHostTest, ExecLocalRunsOneTaskAndPrintsTheOutcome) {
-  TempDir dir;
+  test::TempDir dir("wk-plugins-test");
   fs::copy_file(fixture("good"), dir.path() / "good.so");
   LocalRun run;
   run.plugins_dir = dir.path();
