@@ -397,7 +397,7 @@ TEST_F(BrokerTest, RecoverOrphanArchivesWhenNoRetryTimeIsGiven) {
   EXPECT_EQ(get("asynq:{default}:failed"), "1");
 }
 
-// Calls from many threads at once share round trips (auto-pipelining) with per-call results.
+// Calls from many threads at once keep their per-call results.
 TEST_F(BrokerTest, ConcurrentCompletionsKeepTheirOwnResults) {
   constexpr int kTasks = 200;
   for (int i = 0; i < kTasks; ++i) enqueue("p" + std::to_string(i));
@@ -429,6 +429,50 @@ TEST_F(BrokerTest, ConcurrentCompletionsKeepTheirOwnResults) {
   EXPECT_EQ(not_found.load(), kTasks / 2);
   EXPECT_EQ(get("asynq:{default}:processed"), std::to_string(kTasks / 2));
   EXPECT_TRUE(lrange("asynq:{default}:active").empty());
+}
+
+// The processor's round trip: the successes of a queue complete in one done call, each with its
+// own answer (NOT FOUND for a task that moved), beside a retry, then a dequeue, all at once.
+TEST_F(BrokerTest, ExchangeWritesEachOutcomeWithItsOwnAnswerThenDequeues) {
+  for (int i = 0; i < 6; ++i) enqueue("x" + std::to_string(i));
+  std::vector<Dequeued> taken = broker_->dequeue_batch({"default"}, 30s, 5);
+  ASSERT_EQ(taken.size(), 5U);
+  // x1 and x3 moved under us (as the recoverer would have moved them).
+  raw_->command({"LREM", "asynq:{default}:active", "0", taken[1].msg.id});
+  raw_->command({"LREM", "asynq:{default}:active", "0", taken[3].msg.id});
+  std::vector<OutcomeWrite> writes(5);
+  for (size_t i = 0; i < 4; ++i) {
+    writes[i].op = OutcomeWrite::Op::done;
+    writes[i].msg = &taken[i].msg;
+  }
+  writes[4].op = OutcomeWrite::Op::retry;
+  writes[4].msg = &taken[4].msg;
+  writes[4].retry_at = Clock::now() + 60s;
+  writes[4].error = "boom";
+  std::vector<std::exception_ptr> errors(writes.size());
+  std::vector<Dequeued> got;
+  broker_->exchange(writes, errors, {"default"}, 30s, 3, got);
+  const auto not_found = [](const std::exception_ptr& e) {
+    try {
+      if (e) std::rethrow_exception(e);
+    } catch (const NotFound&) {
+      return true;
+    } catch (...) {
+    }
+    return false;
+  };
+  EXPECT_FALSE(errors[0]);
+  EXPECT_TRUE(not_found(errors[1]));
+  EXPECT_FALSE(errors[2]);
+  EXPECT_TRUE(not_found(errors[3]));
+  EXPECT_FALSE(errors[4]);
+  EXPECT_FALSE(exists(asynq::task_key("default", taken[0].msg.id)));
+  EXPECT_FALSE(exists(asynq::task_key("default", taken[2].msg.id)));
+  EXPECT_EQ(get("asynq:{default}:processed"), "3");  // two successes and the retry
+  EXPECT_EQ(get("asynq:{default}:failed"), "1");
+  EXPECT_EQ(hget(asynq::task_key("default", taken[4].msg.id), "state"), "retry");
+  ASSERT_EQ(got.size(), 1U);  // the sixth task, the only one left
+  EXPECT_EQ(got[0].msg.id, "x5");
 }
 
 TEST_F(BrokerTest, ServerStateIsWrittenAndCleared) {
