@@ -19,6 +19,7 @@ chmod 0755 "$state"
 cleanup() {
   wk_pg_stop "$state/pg" || true
   wk_redis_stop "$state/redis" || true
+  if [[ -L "$state/pg/data" ]]; then rm -rf "$(readlink -f "$state/pg/data")"; fi
   rm -rf "$state"
 }
 trap cleanup EXIT
@@ -34,7 +35,8 @@ echo "test: redis-server on 127.0.0.1:$redis_port, PostgreSQL on 127.0.0.1:$pg_p
 
 export WK_TEST_REDIS_HOST=127.0.0.1 WK_TEST_REDIS_PORT=$redis_port
 export WK_TEST_PG_HOST=127.0.0.1 WK_TEST_PG_PORT=$pg_port WK_TEST_PG_USER=postgres WK_TEST_PG_DB=autodevs
-export WK_TEST_PG_BIN WK_TEST_PG_DATA=$state/pg/data
+export WK_TEST_PG_BIN WK_TEST_PG_DATA
+WK_TEST_PG_DATA=$(wk_pg_data_dir "$state/pg")
 WK_TEST_PG_BIN=$(wk_pg_bin)
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:strict_string_checks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}

@@ -4,6 +4,7 @@
 #   wk_redis_start DIR PORT             starts redis-server on 127.0.0.1:PORT, state in DIR
 #   wk_redis_stop DIR
 #   wk_pg_start DIR PORT                initdb (once) into DIR/data, starts on 127.0.0.1:PORT
+#   wk_pg_data_dir DIR                  where DIR/data really is (see the function)
 #   wk_pg_stop DIR
 #   wk_pg_bin                           prints the PostgreSQL bin directory
 #   wk_pg_createdb PORT NAME            creates database NAME unless it exists
@@ -96,25 +97,43 @@ wk_pg_run() {
   fi
 }
 
+# The data directory of the private PostgreSQL whose state is DIR: DIR/data, except as root when
+# the `postgres` user cannot reach DIR (a checkout under /root, mode 0700, where root's clones
+# normally live). Then the data lives in a directory of postgres's own under /var/tmp, named
+# after DIR, and DIR/data is a symlink to it, so every other path stays the same for root.
+wk_pg_data_dir() {
+  local dir=$1 real
+  if [[ -L "$dir/data" ]]; then
+    readlink -f "$dir/data"
+  elif [[ $(id -u) -ne 0 ]] || runuser -u postgres -- test -x "$dir" 2>/dev/null; then
+    echo "$dir/data"
+  else
+    real="/var/tmp/autodevs-worker-pg-$(realpath "$dir" | sha1sum | cut -c1-16)"
+    mkdir -p "$real" && chown postgres: "$real" && chmod 700 "$real" && ln -sfn "$real" "$dir/data" || return 1
+    echo "$real"
+  fi
+}
+
 wk_pg_start() {
-  local dir=$1 port=$2 bin
+  local dir=$1 port=$2 bin data
   bin=$(wk_pg_bin)
   mkdir -p "$dir"
   if [[ $(id -u) -eq 0 ]]; then chown postgres: "$dir"; fi
-  if [[ ! -f "$dir/data/PG_VERSION" ]]; then
-    wk_pg_run "$bin/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --no-instructions >"$dir/initdb.log" 2>&1 ||
+  data=$(wk_pg_data_dir "$dir") || return 1
+  if [[ ! -f "$data/PG_VERSION" ]]; then
+    wk_pg_run "$bin/initdb" -D "$data" -U postgres --auth=trust -E UTF8 --no-instructions >"$dir/initdb.log" 2>&1 ||
       { cat "$dir/initdb.log" >&2; return 1; }
   fi
-  wk_pg_run "$bin/pg_ctl" -D "$dir/data" -l "$dir/data/postgres.log" -w -t 30 \
-    -o "-c listen_addresses=127.0.0.1 -p $port -k $dir/data -c fsync=off -c full_page_writes=off" start >/dev/null ||
-    { tail -n 20 "$dir/data/postgres.log" >&2; return 1; }
+  wk_pg_run "$bin/pg_ctl" -D "$data" -l "$data/postgres.log" -w -t 30 \
+    -o "-c listen_addresses=127.0.0.1 -p $port -k $data -c fsync=off -c full_page_writes=off" start >/dev/null ||
+    { tail -n 20 "$data/postgres.log" >&2; return 1; }
   wk_wait_for "PostgreSQL on port $port" wk_pg_answers 127.0.0.1 "$port"
 }
 
 wk_pg_stop() {
   local dir=$1
   [[ -f "$dir/data/postmaster.pid" ]] || return 0
-  wk_pg_run "$(wk_pg_bin)/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
+  wk_pg_run "$(wk_pg_bin)/pg_ctl" -D "$(readlink -f "$dir/data")" -m fast -w stop >/dev/null 2>&1 || true
 }
 
 # Creates database `name` (and login role `owner`, when given and missing) on a private
