@@ -86,6 +86,8 @@ redis_port=$(setting REDIS_PORT 6379)
 if is_local "$redis_host" && ! wk_redis_answers 127.0.0.1 "$redis_port"; then
   echo "run-worker: no Redis on $redis_host:$redis_port, starting a private one (state in ${state#"$root"/}/redis)"
   wk_redis_start "$state/redis" "$redis_port"
+  # If what follows fails, do not leave the Redis just started behind.
+  trap 'status=$?; if [[ $status -ne 0 ]]; then wk_redis_stop "$state/redis"; fi' EXIT
 fi
 
 db_host=$(setting DB_HOST localhost)

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Issue 2 acceptance: `scripts/run-worker.sh -n w1 -v` with no Redis answering on the configured
-# (local) port starts a private one, says so in one line, then runs the worker, which logs in the
-# seed's logfmt format; SIGTERM stops it with exit 0. The state directory is a throw-away one.
+# `scripts/run-worker.sh -n w1 -v` with no Redis answering on the configured (local) port starts a
+# private one, says so in one line, then runs the worker, which logs in logfmt; SIGTERM stops it
+# with exit 0. The state directory is a throw-away one. Then: a PostgreSQL that refuses the user
+# gets a private one beside it; and, as root, a clone under a mode-0700 parent starts both
+# private services and `--stop-services` stops them.
 # Usage: run_worker_test.sh <repo root> <worker binary>
 set -euo pipefail
 root=$1 worker_bin=$2
@@ -86,3 +88,46 @@ wait "$worker_pid" || status=$?
 worker_pid=""
 [[ $status -eq 0 ]] || fail "worker exited $status after SIGTERM (foreign PostgreSQL)"
 echo "run-worker.sh with a PostgreSQL that refuses the user: a private one beside it, worker pointed at it"
+
+# A clone in a directory whose parent is mode 0700, as root's clones under /root are: PostgreSQL
+# runs as `postgres`, which cannot enter it, yet the private one starts; --stop-services stops it
+# and the private Redis.
+if [[ $(id -u) -eq 0 ]]; then
+  # shellcheck source=../../../scripts/lib/services.sh
+  source "$root/scripts/lib/services.sh"
+  locked=$(mktemp -d "${TMPDIR:-/tmp}/wk-locked.XXXXXX")  # mode 0700
+  if [[ -d "$root/.git" ]]; then
+    git clone -q "$root" "$locked/clone"
+  else
+    mkdir -p "$locked/clone" && cp -r "$root/scripts" "$locked/clone/"
+  fi
+  redis_port=$(wk_free_port)
+  pg_port=$(wk_free_port)
+  (
+    cd "$work/cwd"
+    exec env WK_WORKER_BIN="$worker_bin" WK_PLUGINS_DIR="$work/plugins" REDIS_HOST=localhost \
+      REDIS_PORT="$redis_port" DB_HOST=127.0.0.1 DB_PORT="$pg_port" WORKER_METRICS_ADDR= \
+      "$locked/clone/scripts/run-worker.sh" -n w3
+  ) >"$work/out" 2>&1 &
+  worker_pid=$!
+  for _ in $(seq 1 600); do
+    grep -q 'msg="Starting job server"' "$work/out" && break
+    kill -0 "$worker_pid" 2>/dev/null || fail "run-worker exited early (clone under a 0700 parent)"
+    sleep 0.1
+  done
+  grep -q "^run-worker: no PostgreSQL on 127.0.0.1:$pg_port, starting a private one" "$work/out" \
+    || fail "no private PostgreSQL for the clone under a 0700 parent"
+  wk_pg_answers 127.0.0.1 "$pg_port" || fail "the private PostgreSQL does not answer"
+  kill -TERM "$worker_pid"
+  status=0
+  wait "$worker_pid" || status=$?
+  worker_pid=""
+  [[ $status -eq 0 ]] || fail "worker exited $status after SIGTERM (clone under a 0700 parent)"
+  data=$(readlink -f "$locked/clone/.state/pg/data")
+  "$locked/clone/scripts/run-worker.sh" --stop-services >"$work/out" 2>&1 || fail "--stop-services failed"
+  ! redis-cli -p "$redis_port" ping >/dev/null 2>&1 || fail "--stop-services left the private Redis running"
+  ! wk_pg_answers 127.0.0.1 "$pg_port" || fail "--stop-services left the private PostgreSQL running"
+  rm -rf "$data" "$locked"
+  echo "run-worker.sh in a clone under a 0700 parent, as root: private services started, then stopped"
+fi
+
