@@ -7,9 +7,14 @@ set(WK_PACKAGING_DIR ${CMAKE_CURRENT_LIST_DIR})
 if(TARGET worker)
   install(TARGETS worker RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT worker)
 endif()
-install(DIRECTORY ${CMAKE_BINARY_DIR}/plugins/ DESTINATION ${CMAKE_INSTALL_LIBDIR}/autodevs-worker/plugins
-        COMPONENT worker FILES_MATCHING PATTERN "*.so"
-        PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ WORLD_READ)
+# The shipped plugins' .so files only (a directory install also copied the build's empty
+# CMakeFiles/ and per-plugin folders).
+foreach(wk_plugin autodevs_planning autodevs_worktree autodevs_ai)
+  if(TARGET ${wk_plugin})
+    install(TARGETS ${wk_plugin} LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}/autodevs-worker/plugins
+            COMPONENT worker PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ WORLD_READ)
+  endif()
+endforeach()
 install(FILES ${WK_PACKAGING_DIR}/systemd/autodevs-worker.service DESTINATION lib/systemd/system COMPONENT worker)
 install(FILES ${WK_PACKAGING_DIR}/supervisor/autodevs-worker.conf
         DESTINATION ${CMAKE_INSTALL_DATADIR}/doc/autodevs-worker/examples COMPONENT worker)
@@ -28,6 +33,9 @@ set(CPACK_PACKAGING_INSTALL_PREFIX /usr)
 set(CPACK_DEB_COMPONENT_INSTALL ON)
 set(CPACK_COMPONENTS_ALL worker sdk)
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
+# Stripped binaries in the packages: CPack splits their debug info into -dbgsym packages beside
+# them (.ddeb, found through the build id), for those who debug a production crash.
+set(CPACK_DEBIAN_DEBUGINFO_PACKAGE ON)
 set(CPACK_DEBIAN_PACKAGE_SECTION misc)
 set(CPACK_DEBIAN_WORKER_PACKAGE_NAME autodevs-worker)
 set(CPACK_DEBIAN_WORKER_PACKAGE_SHLIBDEPS OFF)

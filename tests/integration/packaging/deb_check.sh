@@ -8,6 +8,14 @@ deb=$(ls "$dir"/out/autodevs-worker_*.deb 2>/dev/null | head -1)
 [ -n "$deb" ] || fail "no autodevs-worker .deb produced: $(ls "$dir/out")"
 ls "$dir"/out/autodevs-worker-sdk_*.deb >/dev/null 2>&1 || fail "no autodevs-worker-sdk .deb produced"
 dpkg-deb -x "$deb" "$dir/root"
+# Nothing but what runs: stripped binaries (debug info in the -dbgsym package), no build folders.
+ls "$dir"/out/autodevs-worker-dbgsym_*.*deb >/dev/null 2>&1 || fail "no autodevs-worker-dbgsym package: $(ls "$dir/out")"
+for f in "$dir/root/usr/bin/worker" "$dir"/root/usr/lib/autodevs-worker/plugins/*.so; do
+  [ -f "$f" ] || fail "missing $f"
+  if readelf -S "$f" | grep -q '\.debug_info'; then fail "$(basename "$f") is not stripped"; fi
+done
+extra=$(find "$dir"/root/usr/lib/autodevs-worker/plugins -mindepth 1 ! -name '*.so')
+[ -z "$extra" ] || fail "the plugins folder holds more than plugins: $extra"
 out=$("$dir/root/usr/bin/worker" --version) || fail "packaged worker --version failed"
 echo "$out" | grep -q "$version" || fail "worker --version says '$out', expected $version"
 [ -f "$dir/root/lib/systemd/system/autodevs-worker.service" ] || [ -f "$dir/root/usr/lib/systemd/system/autodevs-worker.service" ] || fail "systemd unit not packaged"
