@@ -454,6 +454,14 @@ bool PluginHost::handles(std::string_view type) const {
   return !impl_->stopping && impl_->routes.find(type) != impl_->routes.end();
 }
 
+std::chrono::milliseconds PluginHost::attempt_timeout(std::string_view type) const {
+  std::shared_lock lock(impl_->mu);
+  const auto it = impl_->routes.find(type);
+  if (it == impl_->routes.end()) return std::chrono::milliseconds(0);
+  const Route& route = it->second;
+  return std::chrono::milliseconds(route.plugin->library.info.handlers[route.handler].default_timeout_ms);
+}
+
 bool PluginHost::serving() const {
   std::shared_lock lock(impl_->mu);
   return !impl_->stopping && !impl_->routes.empty();

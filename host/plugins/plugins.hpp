@@ -149,6 +149,7 @@ class PluginHost final : public Host {
   std::vector<PluginStatus> status() const override;
 
   bool handles(std::string_view type) const override;
+  std::chrono::milliseconds attempt_timeout(std::string_view type) const override;
   bool serving() const override;
   // Never throws. An unknown type gives fail_no_retry ("no handler for task type ...").
   task::Outcome dispatch(task::Execution& execution) override;

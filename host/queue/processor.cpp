@@ -327,6 +327,8 @@ std::shared_ptr<InFlightTask> Processor::admit(Dequeued dequeued) {
   task::Task& tk = t->task;
   tk.started_at = Clock::now();
   tk.deadline = effective_deadline(t->msg.timeout, t->msg.deadline, tk.started_at);
+  if (const auto bound = ctx_.dispatcher.attempt_timeout(tk.type); bound.count() > 0)
+    tk.deadline = std::min(tk.deadline, tk.started_at + bound);
   t->started_steady = SteadyClock::now();
   ctx_.inflight.add(t);
   return t;

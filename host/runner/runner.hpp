@@ -76,6 +76,7 @@ class RunnerHost final : public plugins::Host {
   std::vector<std::string> task_types() const override;
   std::vector<plugins::PluginStatus> status() const override;
   bool handles(std::string_view type) const override;
+  std::chrono::milliseconds attempt_timeout(std::string_view type) const override;
   bool serving() const override;
   task::Outcome dispatch(task::Execution& execution) override;
   void shutdown() override;

@@ -1276,6 +1276,20 @@ bool RunnerHost::handles(std::string_view type) const {
   return impl_->in_process && impl_->in_process->handles(type);
 }
 
+std::chrono::milliseconds RunnerHost::attempt_timeout(std::string_view type) const {
+  {
+    std::shared_lock lock(impl_->mu);
+    const auto it = impl_->routes.find(type);
+    if (it != impl_->routes.end()) {
+      for (const auto& h : it->second->info.handlers) {
+        if (h.task_type == type) return std::chrono::milliseconds(h.default_timeout_ms);
+      }
+      return std::chrono::milliseconds(0);
+    }
+  }
+  return impl_->in_process ? impl_->in_process->attempt_timeout(type) : std::chrono::milliseconds(0);
+}
+
 void RunnerHost::watch(const fs::path& dir) {
   Impl& m = *impl_;
   std::lock_guard load_lock(m.load_mu);

@@ -129,6 +129,11 @@ class Dispatcher {
   virtual bool handles(std::string_view type) const = 0;
   // Whether any handler serves at all: a worker with none takes no tasks.
   virtual bool serving() const { return true; }
+  // The handler's own bound on one attempt of `type` (zero: none). An attempt's deadline is the
+  // earlier of the task's own and its start plus this bound.
+  virtual std::chrono::milliseconds attempt_timeout(std::string_view /*type*/) const {
+    return std::chrono::milliseconds(0);
+  }
   // Runs the handler. Never throws: everything is mapped to an Outcome.
   virtual Outcome dispatch(Execution& execution) = 0;
 };

@@ -319,8 +319,10 @@ struct wk_handler_desc {
   uint32_t flags;        /* WK_HANDLER_* */
   const char* task_type; /* unique across loaded plugins; [A-Za-z0-9:._-]{1,128} */
   const char* description;
-  uint32_t max_concurrency;    /* 0 = host default; 1 = the host serialises this handler */
-  uint32_t default_timeout_ms; /* informational in 1.0 */
+  uint32_t max_concurrency; /* 0 = host default; 1 = the host serialises this handler */
+  /* The handler's bound on one attempt (0 = none of its own): the host cancels an attempt with
+     WK_CANCEL_DEADLINE at the earlier of the task's deadline and its start plus this. */
+  uint32_t default_timeout_ms;
 
   /* [worker-thread] May run concurrently for different tasks. */
   wk_disposition(WK_CALL* run)(wk_plugin_state* state, wk_ctx* task, const wk_task_view* t,

@@ -105,6 +105,9 @@ TEST_P(PluginHostTest, AllFixturesInOneDirectoryGoodOnesLoadOneErrorPerBadOne) {
   EXPECT_EQ(loaded, (std::set<std::string>{"test.good", "test.throwing", "test.misbehaving",
                                            "test.older-minor", "test.newer-minor", "test.stale-ctx",
                                            "test.cancel-wait", "test.pg-user", "test.crashy"}));
+  // HandlerOptions().timeout reaches the engine as the handler's bound on an attempt.
+  EXPECT_EQ(host->attempt_timeout("good:echo"), std::chrono::milliseconds(60000));
+  EXPECT_EQ(host->attempt_timeout("no:such-type"), std::chrono::milliseconds(0));
   std::set<std::string> refused;
   for (const auto& r : report.refused) refused.insert(r.file.filename().string());
   EXPECT_EQ(refused, (std::set<std::string>{"bad_magic.so", "bad_task_type.so", "init_failure.so",

@@ -196,6 +196,23 @@ TEST_F(EngineTest, DeadlineCancelsWithContextDeadlineExceeded) {
   EXPECT_EQ(probe_.message(q_, id).error_msg, "context deadline exceeded");
 }
 
+// A handler's own bound on an attempt (HandlerOptions().timeout) cancels it well before the
+// task's own timeout (30 min here), with the deadline's reason and error text.
+TEST_F(EngineTest, AHandlersAttemptTimeoutCancelsBeforeTheTasksOwn) {
+  std::atomic<int> reason{-1};
+  dispatcher_.on("bounded", [&](task::Execution& ex) {
+    auto out = wait_for_cancel(ex);
+    reason = static_cast<int>(ex.cancellation.reason());
+    return out;
+  });
+  dispatcher_.bound("bounded", 300ms);
+  start(fast_settings({{q_, 1}}));
+  const auto id = enqueue("bounded", 3, 30min);
+  ASSERT_TRUE(eventually([&] { return probe_.zcard(key("retry")) == 1; }));
+  EXPECT_EQ(reason.load(), static_cast<int>(task::CancelReason::deadline));
+  EXPECT_EQ(probe_.message(q_, id).error_msg, "context deadline exceeded");
+}
+
 // A handler that ignores the cancellation at its deadline: deadline_grace later the task is
 // failed ("context deadline exceeded") although the handler still runs, as asynq does at the
 // deadline itself; a new thread serves the queue meanwhile, and the handler's late "success"

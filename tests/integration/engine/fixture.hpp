@@ -24,9 +24,15 @@ class FuncDispatcher : public task::Dispatcher {
   void on(const std::string& type, Handler h) { handlers_[type] = std::move(h); }
   bool handles(std::string_view type) const override { return handlers_.count(std::string(type)) > 0; }
   task::Outcome dispatch(task::Execution& ex) override { return handlers_.at(ex.task.type)(ex); }
+  void bound(const std::string& type, std::chrono::milliseconds t) { bounds_[type] = t; }
+  std::chrono::milliseconds attempt_timeout(std::string_view type) const override {
+    const auto it = bounds_.find(std::string(type));
+    return it == bounds_.end() ? std::chrono::milliseconds(0) : it->second;
+  }
 
  private:
   std::map<std::string, Handler> handlers_;
+  std::map<std::string, std::chrono::milliseconds> bounds_;
 };
 
 // Fast timings for tests; queues as given.
