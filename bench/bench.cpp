@@ -36,6 +36,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -61,13 +62,24 @@ struct Options {
 };
 
 // VmHWM (peak resident set) of another process, in MiB; -1 when unreadable.
-double pid_peak_rss_mib(long pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+// A "Key:   N kB" line of /proc/<pid>/<file>, in MiB; `missing` when there is none.
+double proc_mib(long pid, const char* file, std::string_view key, double missing) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/" + file);
   std::string line;
   while (std::getline(in, line)) {
-    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
+    if (line.rfind(key, 0) == 0) return std::stod(line.substr(key.size())) / 1024.0;
   }
-  return -1;
+  return missing;
+}
+
+double pid_peak_rss_mib(long pid) { return proc_mib(pid, "status", "VmHWM:", -1); }
+
+// A no-op task of the bench's queue.
+task::EnqueueRequest noop_task() {
+  task::EnqueueRequest r;
+  r.type = "noop";
+  r.queue = "bench";
+  return r;
 }
 
 double process_cpu_seconds() {
@@ -217,12 +229,7 @@ void run_mode(const Options& opt, const std::string& isolation, const log::Logge
     admin.command({"FLUSHDB"});
     queue::RedisBroker broker(bs, logger);
     // Enqueue in pipelined batches through the client's script, outside the measured window.
-    for (int i = 0; i < opt.tasks; ++i) {
-      task::EnqueueRequest r;
-      r.type = "noop";
-      r.queue = "bench";
-      broker.client().enqueue(r);
-    }
+    for (int i = 0; i < opt.tasks; ++i) broker.client().enqueue(noop_task());
     CountingDispatcher dispatcher(*host);
     queue::Engine engine(broker, dispatcher, logger, engine_settings(concurrency));
     const double cpu0 = host_cpu();
@@ -240,13 +247,14 @@ void run_mode(const Options& opt, const std::string& isolation, const log::Logge
     engine.shutdown();
     const double per100k = 100000.0 / opt.tasks;
     const double rcpu100k = rcpu < 0 ? -1.0 : rcpu * per100k;
-    if (opt.json)
+    if (opt.json) {
       std::printf(
           "{\"impl\":\"wk\",\"isolation\":\"%s\",\"kind\":\"drain\",\"concurrency\":%d,\"tasks\":%d,"
           "\"tasks_per_s\":%.1f,\"host_cpu_s_per_100k\":%.4f,\"redis_cpu_s_per_100k\":%.4f}\n",
           isolation.c_str(), concurrency, opt.tasks, opt.tasks / secs, cpu * per100k, rcpu100k);
-    else
+    } else {
       std::printf("%-12d %12.0f %18.2f %18.2f\n", concurrency, opt.tasks / secs, cpu * per100k, rcpu100k);
+    }
     std::fflush(stdout);
   }
 
@@ -260,9 +268,7 @@ void run_mode(const Options& opt, const std::string& isolation, const log::Logge
   for (int i = 0; i < opt.latency_samples; ++i) {
     // Let the engine go idle (blocked in its wait) before the next sample.
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    task::EnqueueRequest r;
-    r.type = "noop";
-    r.queue = "bench";
+    const task::EnqueueRequest r = noop_task();
     const auto before = SteadyClock::now();
     broker.client().enqueue(r);
     dispatcher.wait_for(i + 1);
@@ -291,14 +297,7 @@ void run_mode(const Options& opt, const std::string& isolation, const log::Logge
 }
 
 // Proportional set size of a process (shared pages divided among their users), in MiB.
-double pid_pss_mib(long pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/smaps_rollup");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("Pss:", 0) == 0) return std::stod(line.substr(4)) / 1024.0;
-  }
-  return 0.0;
-}
+double pid_pss_mib(long pid) { return proc_mib(pid, "smaps_rollup", "Pss:", 0.0); }
 
 // The children of a process (its plugin runners), from /proc/<pid>/task/<tid>/children.
 std::vector<long> child_pids(long pid) {
@@ -320,12 +319,7 @@ void run_worker_rss(const Options& opt, const std::string& isolation, queue::Red
   admin.command({"FLUSHDB"});
   {
     queue::RedisBroker broker(bs, logger);
-    for (int i = 0; i < opt.tasks; ++i) {
-      task::EnqueueRequest r;
-      r.type = "noop";
-      r.queue = "bench";
-      broker.client().enqueue(r);
-    }
+    for (int i = 0; i < opt.tasks; ++i) broker.client().enqueue(noop_task());
   }
   std::vector<std::string> env;
   for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
@@ -336,6 +330,7 @@ void run_worker_rss(const Options& opt, const std::string& isolation, queue::Red
         std::string("WORKER_METRICS_ADDR="), std::string("LOG_LEVEL=warn")})
     env.push_back(setting);
   std::vector<char*> envp;
+  envp.reserve(env.size() + 1);
   for (std::string& e : env) envp.push_back(e.data());
   envp.push_back(nullptr);
   std::string binary = WK_WORKER_BINARY;

@@ -71,20 +71,17 @@ Scratch& scratch() {
   return s;
 }
 
-// The scripts' NOT FOUND error reply (the task moved under us) as queue::NotFound.
-[[noreturn]] void throw_not_found(const asynq::TaskMessage& msg) {
-  throw NotFound("task " + msg.id + " is no longer active in queue " + msg.queue);
+// The scripts' NOT FOUND (the task moved under us) as queue::NotFound.
+NotFound not_found(const asynq::TaskMessage& msg) {
+  return NotFound("task " + msg.id + " is no longer active in queue " + msg.queue);
 }
+[[noreturn]] void throw_not_found(const asynq::TaskMessage& msg) { throw not_found(msg); }
 bool is_not_found(std::string_view error) { return error.starts_with("NOT FOUND"); }
 
 // The error of a script's reply, as the single-call methods throw it.
 std::exception_ptr reply_error(const redis::ReplyView& reply, const asynq::TaskMessage& msg) {
-  try {
-    if (is_not_found(reply.str())) throw_not_found(msg);
-    throw redis::Error(redis::Error::Kind::reply, std::string(reply.str()));
-  } catch (...) {
-    return std::current_exception();
-  }
+  if (is_not_found(reply.str())) return std::make_exception_ptr(not_found(msg));
+  return std::make_exception_ptr(redis::Error(redis::Error::Kind::reply, std::string(reply.str())));
 }
 
 // Counters shared by the completion scripts: daily keys with EXPIREAT on their first increment,
@@ -307,16 +304,24 @@ std::vector<Dequeued> RedisBroker::dequeue_batch(const std::vector<std::string>&
   return out;
 }
 
-bool RedisBroker::decode_dequeued(const redis::ReplyView& reply, const std::string& q,
-                                  Clock::time_point expiry, std::vector<Dequeued>& out) {
+template <class Take>
+void RedisBroker::take_servable(const redis::ReplyView& reply, const std::string& queue,
+                                const redis::Script& archive_script, Take&& take) {
   for (size_t i = 0; i + 1 < reply.size(); i += 2) {
     asynq::TaskMessage msg;
-    if (auto bad = check_entry(reply[i].str(), reply[i + 1], q, msg)) {
-      set_aside(*bad, archive_script());
+    if (auto bad = check_entry(reply[i].str(), reply[i + 1], queue, msg)) {
+      set_aside(*bad, archive_script);
       continue;
     }
-    out.push_back(Dequeued{std::move(msg), expiry});
+    take(std::move(msg));
   }
+}
+
+bool RedisBroker::decode_dequeued(const redis::ReplyView& reply, const std::string& q,
+                                  Clock::time_point expiry, std::vector<Dequeued>& out) {
+  take_servable(reply, q, archive_script(), [&](asynq::TaskMessage&& msg) {
+    out.push_back(Dequeued{std::move(msg), expiry});
+  });
   return reply.size() > 0;
 }
 
@@ -962,8 +967,7 @@ void RedisBroker::exchange(std::span<const OutcomeWrite> writes, std::span<std::
       if (reply.is_error()) {
         errors[i] = reply_error(reply, *writes[i].msg);
       } else if (reply.is_array() && reply[k].integer() == 0) {  // the done script's "not found"
-        errors[i] = std::make_exception_ptr(
-            NotFound("task " + writes[i].msg->id + " is no longer active in queue " + writes[i].msg->queue));
+        errors[i] = std::make_exception_ptr(not_found(*writes[i].msg));
       }
     }
   }
@@ -1120,14 +1124,7 @@ std::vector<asynq::TaskMessage> RedisBroker::list_active_without_lease(const std
 // every other task is still recovered.
 void RedisBroker::decode_listed(const redis::ReplyView& reply, const std::string& queue,
                                 const redis::Script& script, std::vector<asynq::TaskMessage>& out) {
-  for (size_t i = 0; i + 1 < reply.size(); i += 2) {
-    asynq::TaskMessage msg;
-    if (auto bad = check_entry(reply[i].str(), reply[i + 1], queue, msg)) {
-      set_aside(*bad, script);
-      continue;
-    }
-    out.push_back(std::move(msg));
-  }
+  take_servable(reply, queue, script, [&](asynq::TaskMessage&& msg) { out.push_back(std::move(msg)); });
 }
 
 // ---- janitor (§6.19) ----------------------------------------------------------------------------

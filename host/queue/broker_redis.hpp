@@ -103,6 +103,11 @@ class RedisBroker : public Broker {
   // form for ids that must still have no lease).
   void decode_listed(const redis::ReplyView& reply, const std::string& queue,
                      const redis::Script& archive_script, std::vector<asynq::TaskMessage>& out);
+  // Hands `take` each servable message of a reply of id, msg pairs; archives the others with
+  // `archive_script` (set_aside). Defined in broker_redis.cpp, its only user.
+  template <class Take>
+  void take_servable(const redis::ReplyView& reply, const std::string& queue,
+                     const redis::Script& archive_script, Take&& take);
   // Archives a message the engine cannot serve, with its reason as the last error, logged once.
   void set_aside(const Malformed& bad, const redis::Script& archive_script);
 

@@ -304,13 +304,12 @@ void Processor::handler_loop() {
 }
 
 std::shared_ptr<InFlightTask> Processor::next_task(bool wrote) {
+  {
+    std::lock_guard lock(mu_);
+    ++idle_;
+  }
+  wake_loop(wrote);  // an idle thread to fill, and perhaps a write to send
   std::unique_lock lock(mu_);
-  ++idle_;
-  signalled_ = signalled_ || wrote;
-  lock.unlock();
-  loop_cv_.notify_one();
-  if (wrote && loop_waiting_for_work_) ctx_.broker.wake();
-  lock.lock();
   handler_cv_.wait(lock, [&] { return !ready_.empty() || stopping_; });
   --idle_;
   if (ready_.empty()) return nullptr;
