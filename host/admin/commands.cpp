@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "admin/inspector.hpp"
+#include "digest/digest.hpp"
 
 namespace wk::admin {
 
@@ -34,18 +35,6 @@ std::string iso_time(int64_t unix_seconds) {
 std::string printable(const std::string& bytes) {
   if (!asynq::is_valid_utf8(bytes)) return "(" + std::to_string(bytes.size()) + " bytes, binary)";
   return bytes;
-}
-
-// Bytes in lowercase hex, for `tasks show --raw` and messages that cannot be decoded.
-std::string hex(std::string_view bytes) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(bytes.size() * 2);
-  for (const unsigned char c : bytes) {
-    out.push_back(kDigits[c >> 4]);
-    out.push_back(kDigits[c & 0xf]);
-  }
-  return out;
 }
 
 // A left-aligned text table: one header row, columns as wide as their widest cell.
@@ -92,7 +81,7 @@ json task_json(const TaskInfo& t) {
          {"headers", headers}};
   j["next_process_at"] = t.next_process_at ? json(*t.next_process_at) : json(nullptr);
   if (!t.undecodable.empty()) j["undecodable"] = t.undecodable;
-  if (!t.stored.empty()) j["stored_hex"] = hex(t.stored);
+  if (!t.stored.empty()) j["stored_hex"] = digest::hex(t.stored);
   return j;
 }
 
@@ -237,7 +226,7 @@ int run_show(const redis::Settings& redis, const TaskOptions& o, std::ostream& o
       table.add({"queue", t.msg.queue});
       table.add({"state", t.state});
       table.add({"message", "undecodable: " + t.undecodable});
-      table.add({"stored (hex)", hex(t.stored)});
+      table.add({"stored (hex)", digest::hex(t.stored)});
       table.print(out);
       return 0;
     }
@@ -255,7 +244,7 @@ int run_show(const redis::Settings& redis, const TaskOptions& o, std::ostream& o
     for (const auto& [k, v] : t.msg.headers) table.add({"header " + k, v});
     table.add({"payload", printable(t.msg.payload)});
     table.add({"result", t.result.empty() ? "-" : printable(t.result)});
-    if (o.raw) table.add({"stored (hex)", hex(t.stored)});
+    if (o.raw) table.add({"stored (hex)", digest::hex(t.stored)});
     table.print(out);
     return 0;
   });

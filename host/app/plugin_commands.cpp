@@ -1,7 +1,5 @@
 #include "app/plugin_commands.hpp"
 
-#include <httplib.h>
-
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
@@ -37,20 +35,22 @@ int show_plugins(const std::string& address, bool json, std::ostream& out, std::
   }
   if (endpoint.host.empty() || endpoint.host == "0.0.0.0") endpoint.host = "127.0.0.1";
   if (endpoint.host == "::") endpoint.host = "::1";
-  httplib::Client client(endpoint.host, endpoint.port);
-  client.set_connection_timeout(std::chrono::seconds(3));
-  client.set_read_timeout(std::chrono::seconds(5));
-  const auto res = client.Get("/plugins");
-  if (!res || res->status != 200) {
-    err << "worker: no running worker answered at " << address << " ("
-        << (res ? "HTTP " + std::to_string(res->status) : httplib::to_string(res.error())) << ")\n";
+  http::Response res;
+  try {
+    res = http::get(endpoint, "/plugins", std::chrono::seconds(5));
+  } catch (const std::runtime_error& e) {
+    err << "worker: no running worker answered at " << address << " (" << e.what() << ")\n";
+    return 1;
+  }
+  if (res.status != 200) {
+    err << "worker: no running worker answered at " << address << " (HTTP " << res.status << ")\n";
     return 1;
   }
   if (json) {
-    out << res->body << "\n";
+    out << res.body << "\n";
     return 0;
   }
-  const auto list = nlohmann::json::parse(res->body);
+  const auto list = nlohmann::json::parse(res.body);
   char line[512];
   std::snprintf(line, sizeof line, "%-28s %-10s %-14s %-8s %-8s %-10s %-10s %s\n", "PLUGIN", "VERSION",
                 "STATE", "PID", "CRASHES", "IN FLIGHT", "RSS", "FILE");

@@ -1,76 +1,158 @@
 #include "http/server.hpp"
 
-#include <httplib.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
-#include <atomic>
+#include <algorithm>
+#include <cerrno>
 #include <charconv>
-#include <chrono>
 #include <condition_variable>
-#include <deque>
+#include <cstring>
 #include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <system_error>
 #include <thread>
+
+#include "posix/unique_fd.hpp"
 
 namespace wk::http {
 
 namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// How much a client may cost. A request's head (request line and headers) must arrive whole
+// within kRequestTimeout and within kMaxHeadBytes; up to kMaxWaiting connections may be arriving
+// at once, each costing a descriptor and its buffer, no thread. kMaxResponders requests are
+// answered at once (a readiness check may wait on Redis); past that a request gets 503.
+constexpr auto kRequestTimeout = std::chrono::seconds(5);
+constexpr size_t kMaxHeadBytes = size_t{16} * 1024;
+constexpr size_t kMaxWaiting = 1024;
+constexpr int kMaxResponders = 32;
+constexpr int kListenBacklog = 1024;
+// After a response, how long the connection may take to be closed by the client before we close
+// it ourselves (closing with unread input would reset the connection under the response).
+constexpr auto kLingerLimit = std::chrono::seconds(1);
+constexpr size_t kMaxClientBody = size_t{16} * 1024 * 1024;
+
+constexpr const char* kText = "text/plain; charset=utf-8";
 constexpr const char* kMetricsContentType = "text/plain; version=0.0.4; charset=utf-8";
 
-// A thread per connection, started when none is idle, up to kMaxConnectionThreads; idle ones
-// leave after a while. httplib's default pool has 8 threads, so 8 slow or idle clients (a
-// header line every few seconds keeps a connection inside its read timeout) starved /healthz
-// for everyone else; a probe's health check then failed on an unauthenticated port.
-class ConnectionThreads final : public httplib::TaskQueue {
- public:
-  static constexpr size_t kMaxConnectionThreads = 1024;
-  static constexpr auto kIdleExit = std::chrono::seconds(30);
+int remaining_ms(Clock::time_point deadline) {
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+  return static_cast<int>(std::clamp<long long>(left, 0, 60'000));
+}
 
-  void enqueue(std::function<void()> job) override {
-    std::lock_guard lock(mu_);
-    if (shutdown_) return;
-    jobs_.push_back(std::move(job));
-    if (idle_ < jobs_.size() && threads_ < kMaxConnectionThreads) {
-      ++threads_;
-      std::thread([this] { loop(); }).detach();  // shutdown() waits for every one to leave
+// Waits until `fd` is ready for `events` or the deadline passes; false on timeout.
+bool wait_for(int fd, short events, Clock::time_point deadline) {
+  while (true) {
+    pollfd p{fd, events, 0};
+    const int n = ::poll(&p, 1, remaining_ms(deadline));
+    if (n > 0) return true;
+    if (n == 0) return false;
+    if (errno != EINTR) return false;
+  }
+}
+
+// Sends all of `bytes` on a non-blocking socket before the deadline.
+bool send_all(int fd, std::string_view bytes, Clock::time_point deadline) {
+  while (!bytes.empty()) {
+    const ssize_t n = ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+    if (n > 0) {
+      bytes.remove_prefix(static_cast<size_t>(n));
+    } else if (n < 0 && errno == EINTR) {
+      continue;
+    } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      if (!wait_for(fd, POLLOUT, deadline)) return false;
     } else {
-      cv_.notify_one();
+      return false;
     }
   }
-  void shutdown() override {
-    std::unique_lock lock(mu_);
-    shutdown_ = true;
-    cv_.notify_all();
-    cv_.wait(lock, [&] { return threads_ == 0; });
-  }
+  return true;
+}
 
- private:
-  void loop() {
-    std::unique_lock lock(mu_);
-    while (true) {
-      ++idle_;
-      const bool woke = cv_.wait_for(lock, kIdleExit, [&] { return !jobs_.empty() || shutdown_; });
-      --idle_;
-      if (jobs_.empty()) break;  // shutting down, or idle too long
-      (void)woke;
-      auto job = std::move(jobs_.front());
-      jobs_.pop_front();
-      lock.unlock();
-      job();
-      lock.lock();
-    }
-    --threads_;
-    cv_.notify_all();
-  }
-
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::function<void()>> jobs_;
-  size_t threads_ = 0;
-  size_t idle_ = 0;
-  bool shutdown_ = false;
+struct Reply {
+  int status = 200;
+  std::string content_type = kText;
+  std::string body;
 };
 
-constexpr int kListenBacklog = 1024;
+std::string_view reason(int status) {
+  switch (status) {
+    case 200:
+      return "OK";
+    case 400:
+      return "Bad Request";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 408:
+      return "Request Timeout";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 500:
+      return "Internal Server Error";
+    case 503:
+      return "Service Unavailable";
+    default:
+      return "Unknown";
+  }
+}
+
+std::string serialize(const Reply& reply, bool with_body) {
+  std::string out =
+      "HTTP/1.1 " + std::to_string(reply.status) + " " + std::string(reason(reply.status)) + "\r\n";
+  out += "Content-Type: " + reply.content_type + "\r\n";
+  out += "Content-Length: " + std::to_string(reply.body.size()) + "\r\n";
+  if (reply.status == 405) out += "Allow: GET, HEAD\r\n";
+  out += "Connection: close\r\n\r\n";
+  if (with_body) out += reply.body;
+  return out;
+}
+
+// Writes a short error reply to a connection that is being dropped, without waiting for it.
+void refuse(int fd, int status, std::string_view why) {
+  const std::string bytes = serialize({status, kText, std::string(why) + "\n"}, true);
+  (void)::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+struct Request {
+  std::string method;
+  std::string path;  // the target without its query
+};
+
+// The request line of a complete head: "METHOD /target HTTP/1.x".
+std::optional<Request> parse_request_line(std::string_view head) {
+  const std::string_view line = head.substr(0, head.find_first_of("\r\n"));
+  const size_t first = line.find(' ');
+  const size_t last = line.rfind(' ');
+  if (first == std::string_view::npos || first == last) return std::nullopt;
+  const std::string_view method = line.substr(0, first);
+  const std::string_view target = line.substr(first + 1, last - first - 1);
+  const std::string_view version = line.substr(last + 1);
+  if (method.empty() ||
+      !std::all_of(method.begin(), method.end(), [](char c) { return c >= 'A' && c <= 'Z'; }))
+    return std::nullopt;
+  if (target.empty() || target.front() != '/' || target.find(' ') != std::string_view::npos)
+    return std::nullopt;
+  if (version != "HTTP/1.1" && version != "HTTP/1.0") return std::nullopt;
+  return Request{std::string(method), std::string(target.substr(0, target.find_first_of("?#")))};
+}
+
+// Where the head ends (just past its empty line), or npos while it is incomplete.
+size_t head_end(std::string_view buffer) {
+  const size_t crlf = buffer.find("\r\n\r\n");
+  const size_t lf = buffer.find("\n\n");
+  if (crlf == std::string_view::npos && lf == std::string_view::npos) return std::string_view::npos;
+  return std::min(crlf == std::string_view::npos ? std::string_view::npos : crlf + 4,
+                  lf == std::string_view::npos ? std::string_view::npos : lf + 2);
+}
 
 bool passes(const std::function<bool()>& check) {
   try {
@@ -79,7 +161,244 @@ bool passes(const std::function<bool()>& check) {
     return false;  // a check that cannot tell is a failed check
   }
 }
+
+// A document from a callable; an exception becomes a 500 that says what failed.
+Reply document(const std::function<std::string()>& source, const char* content_type,
+               std::string_view failed) {
+  try {
+    return {200, content_type, source()};
+  } catch (const std::exception& e) {
+    return {500, kText, std::string(failed) + e.what() + "\n"};
+  }
+}
+
+Reply answer(const ServerOptions& options, const std::string& path) {
+  if (path == "/healthz") {
+    const bool alive = !options.liveness || passes(options.liveness);
+    return {alive ? 200 : 503, kText, alive ? "ok\n" : "unhealthy\n"};
+  }
+  if (path == "/readyz") {
+    bool ready = true;
+    std::string body;
+    for (const auto& check : options.readiness) {
+      if (check.problem) {
+        std::string problem;
+        try {
+          problem = check.problem();
+        } catch (const std::exception& e) {
+          problem = e.what();
+        }
+        ready = ready && problem.empty();
+        body += check.name + (problem.empty() ? " ok\n" : " failed: " + problem + "\n");
+        continue;
+      }
+      const bool ok = passes(check.ok);
+      ready = ready && ok;
+      body += check.name + (ok ? " ok\n" : " failed\n");
+    }
+    return {ready ? 200 : 503, kText, body};
+  }
+  if (path == "/metrics") {
+    if (!options.metrics) return {404, kText, "metrics disabled\n"};
+    return document(options.metrics, kMetricsContentType, "metrics unavailable: ");
+  }
+  for (const auto& [json_path, source] : options.json) {
+    if (path == json_path) return document(source, "application/json", "unavailable: ");
+  }
+  return {404, kText, "not found\n"};
+}
+
+// Binds a listening socket to host:port (numeric or a name); throws naming the address.
+posix::UniqueFd listen_on(const std::string& address, const Endpoint& endpoint) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  addrinfo* found = nullptr;
+  const std::string port = std::to_string(endpoint.port);
+  if (const int rc = ::getaddrinfo(endpoint.host.c_str(), port.c_str(), &hints, &found); rc != 0)
+    throw std::runtime_error("cannot bind the metrics address " + address + ": " + ::gai_strerror(rc));
+  std::unique_ptr<addrinfo, decltype(&::freeaddrinfo)> results(found, ::freeaddrinfo);
+  int last_error = 0;
+  for (const addrinfo* ai = results.get(); ai != nullptr; ai = ai->ai_next) {
+    posix::UniqueFd fd(
+        ::socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol));
+    if (fd.get() < 0) {
+      last_error = errno;
+      continue;
+    }
+    // SO_REUSEADDR (restart without TIME_WAIT trouble) but never SO_REUSEPORT: a second worker
+    // on the same address must fail to start, not silently take half the scrapes.
+    const int yes = 1;
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    if (::bind(fd.get(), ai->ai_addr, ai->ai_addrlen) == 0 && ::listen(fd.get(), kListenBacklog) == 0)
+      return fd;
+    last_error = errno;
+  }
+  throw std::runtime_error("cannot bind the metrics address " + address +
+                           " (in use, or not a local address): " + std::strerror(last_error));
+}
+
+int bound_port(int fd) {
+  sockaddr_storage addr{};
+  socklen_t len = sizeof addr;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) return 0;
+  if (addr.ss_family == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in*>(&addr)->sin_port);
+  if (addr.ss_family == AF_INET6) return ntohs(reinterpret_cast<const sockaddr_in6*>(&addr)->sin6_port);
+  return 0;
+}
+
 }  // namespace
+
+// One thread polls the listening socket and every connection whose request is still arriving
+// (slow clients cost a descriptor, not a thread); each complete request is answered on a thread
+// of its own, because a readiness check may wait on Redis.
+class Server::Listener {
+ public:
+  Listener(const ServerOptions& options, posix::UniqueFd listening)
+      : options_(options), listening_(std::move(listening)), wake_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+    if (wake_.get() < 0) throw std::runtime_error(std::string("eventfd: ") + std::strerror(errno));
+    loop_ = std::thread([this] { run(); });
+  }
+  ~Listener() {
+    const uint64_t one = 1;
+    (void)::write(wake_.get(), &one, sizeof one);
+    loop_.join();
+    std::unique_lock lock(mu_);
+    responders_done_.wait(lock, [&] { return responders_ == 0; });
+  }
+  Listener(const Listener&) = delete;
+  Listener& operator=(const Listener&) = delete;
+
+ private:
+  struct Arriving {
+    posix::UniqueFd fd;
+    std::string head;
+    Clock::time_point deadline;
+  };
+
+  void run() {
+    std::vector<Arriving> arriving;
+    std::vector<pollfd> polled;
+    while (true) {
+      polled.assign({{listening_.get(), POLLIN, 0}, {wake_.get(), POLLIN, 0}});
+      auto next_deadline = Clock::time_point::max();
+      for (const Arriving& a : arriving) {
+        polled.push_back({a.fd.get(), POLLIN, 0});
+        next_deadline = std::min(next_deadline, a.deadline);
+      }
+      const int timeout = arriving.empty() ? -1 : remaining_ms(next_deadline);
+      if (::poll(polled.data(), polled.size(), timeout) < 0 && errno != EINTR) return;
+      if (polled[1].revents != 0) return;  // stop(): arriving connections close with `arriving`
+      for (size_t i = 0; i < arriving.size(); ++i) {
+        if (polled[i + 2].revents != 0) read_from(arriving[i]);
+      }
+      const auto now = Clock::now();
+      for (Arriving& a : arriving) {
+        if (a.fd.get() >= 0 && now >= a.deadline) {
+          refuse(a.fd.get(), 408, "request not received in time");
+          a.fd.reset();
+        }
+      }
+      std::erase_if(arriving, [](const Arriving& a) { return a.fd.get() < 0; });
+      if (polled[0].revents != 0) accept_all(arriving);
+    }
+  }
+
+  void accept_all(std::vector<Arriving>& arriving) {
+    while (true) {
+      posix::UniqueFd fd(::accept4(listening_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+      if (fd.get() < 0) return;  // EAGAIN: all taken; other errors: the next poll tells again
+      if (arriving.size() >= kMaxWaiting) {
+        refuse(fd.get(), 503, "too many connections");
+        continue;
+      }
+      arriving.push_back({std::move(fd), {}, Clock::now() + kRequestTimeout});
+    }
+  }
+
+  // Reads what has arrived; hands a complete request to a responder. Leaves `a.fd` empty when
+  // the connection is done with here.
+  void read_from(Arriving& a) {
+    char buffer[4096];
+    const ssize_t n = ::recv(a.fd.get(), buffer, sizeof buffer, 0);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
+    if (n <= 0) {
+      a.fd.reset();  // closed by the client, or broken
+      return;
+    }
+    a.head.append(buffer, static_cast<size_t>(n));
+    const size_t end = head_end(a.head);
+    if ((end == std::string::npos ? a.head.size() : end) > kMaxHeadBytes) {
+      refuse(a.fd.get(), 431, "request head too large");
+      a.fd.reset();
+      return;
+    }
+    if (end == std::string::npos) return;
+    const std::optional<Request> request = parse_request_line(std::string_view(a.head).substr(0, end));
+    if (!request) {
+      refuse(a.fd.get(), 400, "malformed request");
+      a.fd.reset();
+      return;
+    }
+    std::unique_lock lock(mu_);
+    if (responders_ >= kMaxResponders) {
+      lock.unlock();
+      refuse(a.fd.get(), 503, "busy");
+      a.fd.reset();
+      return;
+    }
+    ++responders_;
+    lock.unlock();
+    try {
+      // Detached: the destructor waits for responders_ to reach zero before anything goes away.
+      std::thread([this, fd = a.fd.get(), request = *request] {
+        try {
+          respond(posix::UniqueFd(fd), request);
+        } catch (...) {  // only allocation can throw here; the connection is closed either way
+        }
+        finished_responding();
+      }).detach();
+      (void)a.fd.release();               // the responder owns it now
+    } catch (const std::system_error&) {  // no thread to be had
+      refuse(a.fd.get(), 503, "busy");
+      a.fd.reset();
+      finished_responding();
+    }
+  }
+
+  void finished_responding() {
+    std::lock_guard lock(mu_);
+    --responders_;
+    responders_done_.notify_all();
+  }
+
+  void respond(posix::UniqueFd fd, const Request& request) {
+    const bool head_only = request.method == "HEAD";
+    const Reply reply = (request.method == "GET" || head_only)
+                            ? answer(options_, request.path)
+                            : Reply{405, kText, "only GET and HEAD are served\n"};
+    const auto deadline = Clock::now() + kRequestTimeout;
+    if (!send_all(fd.get(), serialize(reply, !head_only), deadline)) return;
+    // Half-close, then wait briefly for the client to close: closing with unread input (a body
+    // the client sent) would reset the connection and could destroy the response in flight.
+    ::shutdown(fd.get(), SHUT_WR);
+    const auto linger_until = Clock::now() + kLingerLimit;
+    char sink[1024];
+    while (wait_for(fd.get(), POLLIN, linger_until)) {
+      const ssize_t n = ::recv(fd.get(), sink, sizeof sink, 0);
+      if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) break;
+    }
+  }
+
+  const ServerOptions& options_;
+  posix::UniqueFd listening_;
+  posix::UniqueFd wake_;
+  std::thread loop_;
+  std::mutex mu_;
+  std::condition_variable responders_done_;
+  int responders_ = 0;
+};
 
 Endpoint parse_address(std::string_view address) {
   const auto colon = address.rfind(':');
@@ -103,107 +422,82 @@ Server::Server(ServerOptions options) : options_(std::move(options)) {}
 Server::~Server() { stop(); }
 
 void Server::start() {
-  if (server_) throw std::logic_error("http::Server started twice");
+  if (listener_) throw std::logic_error("http::Server started twice");
   const Endpoint endpoint = parse_address(options_.address);
-  auto server = std::make_unique<httplib::Server>();
-  server->new_task_queue = [] { return new ConnectionThreads(); };
-  // A request has 5 s between reads and writes; a kept-alive connection idles 5 s at most.
-  server->set_read_timeout(5, 0);
-  server->set_write_timeout(5, 0);
-  server->set_keep_alive_timeout(5);
-  // httplib's default also sets SO_REUSEPORT, which lets a second worker bind the same address
-  // and silently take half the scrapes. Keep SO_REUSEADDR only (restart without TIME_WAIT
-  // trouble) so a clash is a start-up error.
-  // The listening socket, noted as httplib makes it (the callback's last socket is the one bound).
-  auto listening = std::make_shared<int>(-1);
-  server->set_socket_options([listening](int sock) {
-    const int yes = 1;
-    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
-    *listening = sock;
-  });
-
-  server->Get("/healthz", [this](const httplib::Request&, httplib::Response& res) {
-    const bool alive = !options_.liveness || passes(options_.liveness);
-    res.status = alive ? 200 : 503;
-    res.set_content(alive ? "ok\n" : "unhealthy\n", "text/plain; charset=utf-8");
-  });
-  server->Get("/readyz", [this](const httplib::Request&, httplib::Response& res) {
-    bool ready = true;
-    std::string body;
-    for (const auto& check : options_.readiness) {
-      if (check.problem) {
-        std::string problem;
-        try {
-          problem = check.problem();
-        } catch (const std::exception& e) {
-          problem = e.what();
-        }
-        ready = ready && problem.empty();
-        body += check.name + (problem.empty() ? " ok\n" : " failed: " + problem + "\n");
-        continue;
-      }
-      const bool ok = passes(check.ok);
-      ready = ready && ok;
-      body += check.name + (ok ? " ok\n" : " failed\n");
-    }
-    res.status = ready ? 200 : 503;
-    res.set_content(body, "text/plain; charset=utf-8");
-  });
-  for (const auto& [path, document] : options_.json) {
-    server->Get(path, [&source = document](const httplib::Request&, httplib::Response& res) {
-      try {
-        res.set_content(source(), "application/json");
-      } catch (const std::exception& e) {
-        res.status = 500;
-        res.set_content(std::string("unavailable: ") + e.what() + "\n", "text/plain; charset=utf-8");
-      }
-    });
-  }
-  server->Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
-    if (!options_.metrics) {
-      res.status = 404;
-      res.set_content("metrics disabled\n", "text/plain; charset=utf-8");
-      return;
-    }
-    try {
-      res.set_content(options_.metrics(), kMetricsContentType);
-    } catch (const std::exception& e) {
-      res.status = 500;
-      res.set_content(std::string("metrics unavailable: ") + e.what() + "\n", "text/plain; charset=utf-8");
-    }
-  });
-
-  int bound = endpoint.port;
-  if (endpoint.port == 0) {
-    bound = server->bind_to_any_port(endpoint.host);
-    if (bound <= 0) throw std::runtime_error("cannot bind the metrics address " + options_.address);
-  } else if (!server->bind_to_port(endpoint.host, endpoint.port)) {
-    throw std::runtime_error("cannot bind the metrics address " + options_.address +
-                             " (in use, or not a local address)");
-  }
-  // Debian's compiled httplib listens with a backlog of 5: a burst of connections (a scan, or
-  // many slow clients at once) filled it, and every later SYN, a probe's included, waited out a
-  // 1 s retransmission. listen() again on the bound socket raises it.
-  if (*listening >= 0) ::listen(*listening, kListenBacklog);
-  port_ = bound;
-  server_ = std::move(server);
-  listener_done_ = std::make_shared<std::atomic<bool>>(false);
-  thread_ = std::thread([s = server_.get(), done = listener_done_] {
-    s->listen_after_bind();
-    done->store(true);
-  });
-  // The socket already listens (connections queue in the backlog), but httplib's stop() is a
-  // no-op until the accept loop has marked itself running: wait for that so a stop() right
-  // after start() cannot leave the thread blocked in accept forever.
-  while (!server_->is_running() && !listener_done_->load())
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  posix::UniqueFd listening = listen_on(options_.address, endpoint);
+  const int port = bound_port(listening.get());
+  listener_ = std::make_unique<Listener>(options_, std::move(listening));
+  port_ = port;
 }
 
-void Server::stop() {
-  if (!server_) return;
-  server_->stop();
-  if (thread_.joinable()) thread_.join();
-  server_.reset();
+void Server::stop() { listener_.reset(); }
+
+Response get(const Endpoint& endpoint, std::string_view path, std::chrono::milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  const std::string where = endpoint.host + ":" + std::to_string(endpoint.port);
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  addrinfo* found = nullptr;
+  const std::string port = std::to_string(endpoint.port);
+  if (const int rc = ::getaddrinfo(endpoint.host.c_str(), port.c_str(), &hints, &found); rc != 0)
+    throw std::runtime_error(where + ": " + ::gai_strerror(rc));
+  std::unique_ptr<addrinfo, decltype(&::freeaddrinfo)> results(found, ::freeaddrinfo);
+  posix::UniqueFd fd;
+  std::string failure = "no address";
+  for (const addrinfo* ai = results.get(); ai != nullptr && fd.get() < 0; ai = ai->ai_next) {
+    posix::UniqueFd attempt(
+        ::socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol));
+    if (attempt.get() < 0) continue;
+    if (::connect(attempt.get(), ai->ai_addr, ai->ai_addrlen) != 0) {
+      if (errno != EINPROGRESS) {
+        failure = std::strerror(errno);
+        continue;
+      }
+      if (!wait_for(attempt.get(), POLLOUT, deadline)) {
+        failure = "connect timed out";
+        continue;
+      }
+      int error = 0;
+      socklen_t len = sizeof error;
+      ::getsockopt(attempt.get(), SOL_SOCKET, SO_ERROR, &error, &len);
+      if (error != 0) {
+        failure = std::strerror(error);
+        continue;
+      }
+    }
+    fd = std::move(attempt);
+  }
+  if (fd.get() < 0) throw std::runtime_error(where + ": " + failure);
+  const std::string request =
+      "GET " + std::string(path) + " HTTP/1.1\r\nHost: " + endpoint.host + "\r\nConnection: close\r\n\r\n";
+  if (!send_all(fd.get(), request, deadline))
+    throw std::runtime_error(where + ": the request could not be sent");
+  std::string reply;
+  char buffer[16384];
+  while (true) {
+    const ssize_t n = ::recv(fd.get(), buffer, sizeof buffer, 0);
+    if (n > 0) {
+      reply.append(buffer, static_cast<size_t>(n));
+      if (reply.size() > kMaxClientBody) throw std::runtime_error(where + ": the reply is over 16 MiB");
+    } else if (n == 0) {
+      break;
+    } else if (errno == EINTR) {
+      continue;
+    } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      if (!wait_for(fd.get(), POLLIN, deadline)) throw std::runtime_error(where + ": no reply in time");
+    } else {
+      throw std::runtime_error(where + ": " + std::strerror(errno));
+    }
+  }
+  // "HTTP/1.x NNN reason", headers, an empty line, the body up to the close.
+  const size_t end = head_end(reply);
+  int status = 0;
+  if (end == std::string::npos || reply.rfind("HTTP/1.", 0) != 0 || reply.size() < 12 ||
+      std::from_chars(reply.data() + 9, reply.data() + 12, status).ec != std::errc())
+    throw std::runtime_error(where + ": the reply is not HTTP");
+  return {status, reply.substr(end)};
 }
 
 }  // namespace wk::http

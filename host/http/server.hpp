@@ -1,7 +1,7 @@
 #pragma once
-// The operations endpoint: /healthz, /readyz and /metrics over HTTP (cpp-httplib), on its own
-// thread. It knows nothing about Redis, the engine or metrics: everything it reports comes from
-// callables handed in, so the runtime decides what "alive" and "ready" mean.
+// The operations endpoint: /healthz, /readyz and /metrics over HTTP/1.1, on threads of its own.
+// It knows nothing about Redis, the engine or metrics: everything it reports comes from callables
+// handed in, so the runtime decides what "alive" and "ready" mean.
 //
 //   GET /healthz  200 "ok" while `liveness()` is true, else 503 "unhealthy". For a supervisor
 //                 or orchestrator restart decision: true unless the process is wedged.
@@ -10,19 +10,17 @@
 //                 "<name> failed: <problem>" when the check can say what is wrong.
 //   GET <path>    for each of `json`: its text, Content-Type application/json.
 //   GET /metrics  `metrics()` with Content-Type text/plain; version=0.0.4.
-#include <atomic>
+//
+// HEAD is answered like GET without the body; other methods get 405. Every response closes its
+// connection. docs/operations.md, "The HTTP endpoint", says how slow and malformed requests are
+// bounded.
+#include <chrono>
 #include <functional>
 #include <memory>
-#include <stdexcept>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <utility>
 #include <vector>
-
-namespace httplib {
-class Server;
-}
 
 namespace wk::http {
 
@@ -57,20 +55,31 @@ class Server {
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
 
-  // Binds and starts serving on a thread. Throws std::runtime_error when the address cannot be
-  // bound (in use, not local), std::invalid_argument when it is malformed.
+  // Binds and starts serving. Throws std::runtime_error when the address cannot be bound (in
+  // use, not local), std::invalid_argument when it is malformed.
   void start();
-  // Stops accepting, finishes the request being served, joins the thread. Idempotent.
+  // Stops accepting, drops requests still arriving, lets the responses being written finish,
+  // joins every thread. Idempotent.
   void stop();
   // The bound port (useful with port 0); 0 before start().
   int port() const noexcept { return port_; }
 
  private:
+  class Listener;
   ServerOptions options_;
-  std::unique_ptr<httplib::Server> server_;
-  std::thread thread_;
-  std::shared_ptr<std::atomic<bool>> listener_done_;
+  std::unique_ptr<Listener> listener_;
   int port_ = 0;
 };
+
+struct Response {
+  int status = 0;
+  std::string body;
+};
+
+// GET `path` from the worker's HTTP endpoint at `endpoint` (for `worker plugins`, which asks a
+// running worker): the body is what arrives up to the connection's close, as Server answers.
+// Throws std::runtime_error saying what failed: connect, timeout, a reply that is not HTTP, a
+// reply over 16 MiB.
+Response get(const Endpoint& endpoint, std::string_view path, std::chrono::milliseconds timeout);
 
 }  // namespace wk::http

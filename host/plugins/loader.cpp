@@ -8,7 +8,6 @@
 #include <dlfcn.h>
 #include <elf.h>
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -24,6 +23,9 @@
 #include <mutex>
 #include <set>
 #include <sstream>
+
+#include "digest/digest.hpp"
+#include "posix/unique_fd.hpp"
 
 namespace wk::plugins::detail {
 namespace fs = std::filesystem;
@@ -51,55 +53,11 @@ class RetiredLibraries {
   std::vector<boost::dll::shared_library> libraries_;
 };
 
-// A SHA-256 fed chunk by chunk.
-class Sha256 {
- public:
-  Sha256() : ctx_(EVP_MD_CTX_new(), EVP_MD_CTX_free) {
-    if (!ctx_ || EVP_DigestInit_ex(ctx_.get(), EVP_sha256(), nullptr) != 1)
-      throw std::runtime_error("sha256 failed (OpenSSL)");
-  }
-  void update(std::string_view bytes) {
-    if (EVP_DigestUpdate(ctx_.get(), bytes.data(), bytes.size()) != 1)
-      throw std::runtime_error("sha256 failed (OpenSSL)");
-  }
-  std::string hex() {
-    unsigned char digest[EVP_MAX_MD_SIZE];
-    unsigned int length = 0;
-    if (EVP_DigestFinal_ex(ctx_.get(), digest, &length) != 1)
-      throw std::runtime_error("sha256 failed (OpenSSL)");
-    static constexpr char kHex[] = "0123456789abcdef";
-    std::string out;
-    out.reserve(size_t{length} * 2);
-    for (unsigned i = 0; i < length; ++i) {
-      out.push_back(kHex[digest[i] >> 4]);
-      out.push_back(kHex[digest[i] & 0xF]);
-    }
-    return out;
-  }
-
- private:
-  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx_;
-};
-
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
-
 // Reads `file` in 64 KiB chunks (a plugin is megabytes: never the whole file in memory, whose
 // freed heap would stay with the worker) and hands each to `chunk`.
 template <class Chunk>
 void read_chunks(const fs::path& file, Chunk&& chunk) {
-  const Fd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  const posix::UniqueFd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
   if (fd.get() < 0) throw Refused("cannot open: " + std::string(std::strerror(errno)));
   std::array<char, size_t{1} << 16> buffer;
   uint64_t total = 0;
@@ -121,7 +79,7 @@ void read_chunks(const fs::path& file, Chunk&& chunk) {
 class MappedFile {
  public:
   explicit MappedFile(const fs::path& file) {
-    const Fd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+    const posix::UniqueFd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
     struct stat st {};
     if (fd.get() < 0 || ::fstat(fd.get(), &st) != 0) throw Refused("cannot open the staged copy");
     size_ = static_cast<size_t>(st.st_size);
@@ -145,7 +103,7 @@ class MappedFile {
 }  // namespace
 
 std::string file_sha256(const fs::path& file) {
-  Sha256 sha;
+  digest::Sha256 sha;
   read_chunks(file, [&](std::string_view chunk) { sha.update(chunk); });
   return sha.hex();
 }
@@ -169,7 +127,7 @@ namespace {
 // always sees a complete file and a fresh inode. Returns the staged path and the digest.
 std::pair<fs::path, std::string> stage_copy(const StagingDir& staging, const fs::path& file) {
   std::string temporary = (staging.path() / (file.stem().string() + ".XXXXXX")).string();
-  const Fd out(::mkostemp(temporary.data(), O_CLOEXEC));
+  const posix::UniqueFd out(::mkostemp(temporary.data(), O_CLOEXEC));
   if (out.get() < 0)
     throw Refused("cannot stage a copy in " + staging.path().string() + ": " + std::strerror(errno));
   struct Unlink {
@@ -179,7 +137,7 @@ std::pair<fs::path, std::string> stage_copy(const StagingDir& staging, const fs:
       if (!keep) ::unlink(path.c_str());
     }
   } unlink_temporary{temporary};
-  Sha256 sha;
+  digest::Sha256 sha;
   read_chunks(file, [&](std::string_view chunk) {
     sha.update(chunk);
     while (!chunk.empty()) {
@@ -372,7 +330,7 @@ std::optional<std::string> unsafe_permissions(const fs::path& path, bool is_dire
 }
 
 std::string sha256_hex(std::string_view bytes) {
-  Sha256 sha;
+  digest::Sha256 sha;
   sha.update(bytes);
   return sha.hex();
 }

@@ -1,11 +1,10 @@
 #include "queue/client.hpp"
 
-#include <openssl/evp.h>
-
 #include <array>
 #include <cmath>
 
 #include "asynq/keys.hpp"
+#include "digest/digest.hpp"
 
 namespace wk::queue {
 
@@ -96,21 +95,6 @@ return 1
 
 }  // namespace
 
-std::string md5_hex(std::string_view data) {
-  std::array<unsigned char, EVP_MAX_MD_SIZE> digest{};
-  unsigned int len = 0;
-  if (EVP_Digest(data.data(), data.size(), digest.data(), &len, EVP_md5(), nullptr) != 1) {
-    throw std::runtime_error("md5 digest failed");
-  }
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string hex;
-  for (unsigned int i = 0; i < len; ++i) {
-    hex.push_back(kDigits[digest[i] >> 4]);
-    hex.push_back(kDigits[digest[i] & 0xF]);
-  }
-  return hex;
-}
-
 std::string Client::checked_queue(const task::EnqueueRequest& request) {
   if (asynq::is_blank(request.type)) throw std::invalid_argument("task type must not be blank");
   std::string queue = request.queue.empty() ? std::string(asynq::kDefaultQueue) : request.queue;
@@ -162,7 +146,7 @@ PreparedEnqueue Client::prepare(const task::EnqueueRequest& request, task::Clock
 
   if (request.unique_ttl) {
     // Our payload cannot be nil, so the key always carries a checksum (empty -> d41d8cd9...).
-    m.unique_key = asynq::unique_key(queue, m.type, md5_hex(m.payload));
+    m.unique_key = asynq::unique_key(queue, m.type, digest::md5_hex(m.payload));
     // Immediate: floor(ttl). Scheduled: floor(process_at + ttl - now) (spec §5.1, §13.3).
     const auto lock_for =
         p.scheduled ? (process_at + *request.unique_ttl) - now : task::Clock::duration(*request.unique_ttl);

@@ -58,7 +58,4 @@ class Client : public task::Enqueuer {
   std::unordered_set<std::string> registered_;
 };
 
-// Lowercase hex MD5 (the unique-lock checksum, spec §3.5).
-std::string md5_hex(std::string_view data);
-
 }  // namespace wk::queue

@@ -1,13 +1,14 @@
 #include "redis/redis.hpp"
 
 #include <hiredis/hiredis.h>
-#include <openssl/sha.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 
 #include <array>
 #include <charconv>
 #include <cstdio>
+
+#include "digest/digest.hpp"
 
 namespace wk::redis {
 
@@ -18,19 +19,6 @@ timeval to_timeval(std::chrono::milliseconds ms) {
   tv.tv_sec = static_cast<time_t>(ms.count() / 1000);
   tv.tv_usec = static_cast<suseconds_t>((ms.count() % 1000) * 1000);
   return tv;
-}
-
-std::string sha1_hex(std::string_view text) {
-  std::array<unsigned char, SHA_DIGEST_LENGTH> digest{};
-  SHA1(reinterpret_cast<const unsigned char*>(text.data()), text.size(), digest.data());
-  std::string hex;
-  hex.reserve(2 * digest.size());
-  static constexpr char kDigits[] = "0123456789abcdef";
-  for (unsigned char b : digest) {
-    hex.push_back(kDigits[b >> 4]);
-    hex.push_back(kDigits[b & 0xF]);
-  }
-  return hex;
 }
 
 }  // namespace
@@ -87,7 +75,7 @@ Reply::~Reply() {
   if (owned_ != nullptr) freeReplyObject(owned_);
 }
 
-Script::Script(std::string src) : source(std::move(src)), sha1(sha1_hex(source)) {}
+Script::Script(std::string src) : source(std::move(src)), sha1(digest::sha1_hex(source)) {}
 
 // ---- Connection ---------------------------------------------------------------------------------
 

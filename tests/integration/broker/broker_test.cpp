@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "asynq/keys.hpp"
+#include "digest/digest.hpp"
 #include "queue/broker_redis.hpp"
 #include "support/redis_env.hpp"
 #include "support/test_env.hpp"
@@ -123,7 +124,7 @@ TEST_F(BrokerTest, EnqueueWithEveryOptionDecodesBackIdentically) {
   EXPECT_EQ(m.timeout, 90);
   EXPECT_EQ(m.deadline, 1906545600);
   EXPECT_EQ(m.retention, 3600);
-  const std::string lock = "asynq:{critical}:unique:report:build:" + md5_hex(r.payload);
+  const std::string lock = "asynq:{critical}:unique:report:build:" + digest::md5_hex(r.payload);
   EXPECT_EQ(m.unique_key, lock);
   EXPECT_EQ(hget("asynq:{critical}:t:custom-id", "unique_key"), lock);
   EXPECT_EQ(get(lock), "custom-id");
@@ -603,7 +604,7 @@ TEST_F(BrokerTest, ScheduledUniqueLockLastsUntilProcessAtPlusTtlAndSuccessKeepsA
   r.process_at = Clock::now() + 1h;
   r.unique_ttl = 10min;
   broker_->client().enqueue(r);
-  const std::string lock = asynq::unique_key("default", r.type, md5_hex(""));
+  const std::string lock = asynq::unique_key("default", r.type, digest::md5_hex(""));
   EXPECT_EQ(get(lock), "su1");
   EXPECT_EQ(ttl(lock), 4199);  // floor(process_at + ttl - now), spec §13.3
 

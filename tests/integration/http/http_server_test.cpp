@@ -329,6 +329,95 @@ TEST(HttpServer, HealthzAnswersBesideTwoHundredSlowConnections) {
   server.stop();
 }
 
+// Sends `bytes` on a fresh connection and returns all that comes back until the server closes it
+// (at most 10 s).
+std::string round_trip(int port, std::string_view bytes) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  EXPECT_GE(fd, 0);
+  const timeval ten_seconds{10, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &ten_seconds, sizeof ten_seconds);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  EXPECT_EQ(::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL), static_cast<ssize_t>(bytes.size()));
+  std::string reply;
+  char buffer[4096];
+  for (ssize_t n; (n = ::recv(fd, buffer, sizeof buffer, 0)) > 0;)
+    reply.append(buffer, static_cast<size_t>(n));
+  ::close(fd);
+  return reply;
+}
+
+std::string status_line(const std::string& reply) { return reply.substr(0, reply.find("\r\n")); }
+
+// What the server answers to requests a scraper would not send: each gets its status and the
+// connection closes (round_trip() returns only at the close).
+TEST(HttpServer, MalformedOversizedAndOtherMethodsGetTheirStatus) {
+  http::ServerOptions so;
+  so.address = "127.0.0.1:0";
+  so.metrics = [] { return std::string("up 1\n"); };
+  http::Server server(so);
+  server.start();
+  const int port = server.port();
+  EXPECT_EQ(status_line(round_trip(port, "GARBAGE\r\n\r\n")), "HTTP/1.1 400 Bad Request");
+  EXPECT_EQ(status_line(round_trip(port, "GET metrics HTTP/1.1\r\n\r\n")), "HTTP/1.1 400 Bad Request");
+  EXPECT_EQ(status_line(round_trip(port, "GET /metrics HTTP/2.0\r\n\r\n")), "HTTP/1.1 400 Bad Request");
+  const std::string post = round_trip(port, "POST /metrics HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc");
+  EXPECT_EQ(status_line(post), "HTTP/1.1 405 Method Not Allowed");
+  EXPECT_NE(post.find("\r\nAllow: GET, HEAD\r\n"), std::string::npos) << post;
+  const std::string huge = "GET /metrics HTTP/1.1\r\nX-Filler: " + std::string(20000, 'x') + "\r\n\r\n";
+  EXPECT_EQ(status_line(round_trip(port, huge)), "HTTP/1.1 431 Request Header Fields Too Large");
+  EXPECT_EQ(status_line(round_trip(port, "GET /nothing HTTP/1.1\r\n\r\n")), "HTTP/1.1 404 Not Found");
+
+  // A query string is ignored; a bare-LF head is accepted; HEAD has the headers without the body.
+  const std::string with_query = round_trip(port, "GET /metrics?x=1 HTTP/1.0\n\n");
+  EXPECT_EQ(status_line(with_query), "HTTP/1.1 200 OK");
+  EXPECT_EQ(with_query.substr(with_query.size() - 5), "up 1\n");
+  const std::string head = round_trip(port, "HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+  EXPECT_EQ(status_line(head), "HTTP/1.1 200 OK");
+  EXPECT_NE(head.find("Content-Length: 5\r\n"), std::string::npos) << head;
+  EXPECT_EQ(head.substr(head.size() - 4), "\r\n\r\n") << "HEAD carries no body";
+
+  // http::get, the client `worker plugins` uses, reads the same answers.
+  const http::Response got = http::get({"127.0.0.1", port}, "/metrics", 5s);
+  EXPECT_EQ(got.status, 200);
+  EXPECT_EQ(got.body, "up 1\n");
+  EXPECT_EQ(http::get({"127.0.0.1", port}, "/nothing", 5s).status, 404);
+  server.stop();
+  EXPECT_THROW(http::get({"127.0.0.1", port}, "/metrics", 5s), std::runtime_error);  // nothing listens
+}
+
+// A connection that never completes its request is answered 408 after the request timeout (5 s),
+// and stop() does not wait for connections still arriving.
+TEST(HttpServer, IncompleteRequestsTimeOutAndDoNotHoldStop) {
+  http::ServerOptions so;
+  so.address = "127.0.0.1:0";
+  http::Server server(so);
+  server.start();
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(status_line(round_trip(server.port(), "GET /healthz HTTP/1.1\r\n")),
+            "HTTP/1.1 408 Request Timeout");
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, 4500ms);
+
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(server.port()));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::send(fd, "GET /", 5, MSG_NOSIGNAL), 5);
+  const auto t1 = std::chrono::steady_clock::now();
+  server.stop();
+  EXPECT_LT(std::chrono::steady_clock::now() - t1, 2s) << "stop() waited for a request still arriving";
+  // Closed by stop(): an orderly end, or a reset when the request's bytes were still unread.
+  char byte = 0;
+  const ssize_t got = ::recv(fd, &byte, 1, 0);
+  EXPECT_TRUE(got == 0 || (got < 0 && errno == ECONNRESET)) << "recv returned " << got;
+  ::close(fd);
+}
+
 TEST(HttpServer, AddressErrors) {
   EXPECT_THROW(http::parse_address("9090"), std::invalid_argument);
   EXPECT_THROW(http::parse_address("host:99999"), std::invalid_argument);
