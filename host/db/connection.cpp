@@ -164,12 +164,19 @@ bool Connection::looks_alive() {
   PGconn* conn = raw();
   if (PQstatus(conn) != CONNECTION_OK || PQtransactionStatus(conn) != PQTRANS_IDLE) return false;
   // An idle connection has nothing to read unless the server wrote to it: a terminating
-  // backend's FATAL, then end of file. Reading it (twice: data, then EOF) makes libpq notice.
+  // backend's FATAL, then end of file. The end of file may come a little after the FATAL (the
+  // backend cleans up before it exits), so input that is not a notification already means the
+  // connection is going: libpq keeps such an error as a notice and still reports CONNECTION_OK.
   for (int round = 0; round < 3; ++round) {
     pollfd fd{PQsocket(conn), POLLIN, 0};
     if (::poll(&fd, 1, 0) <= 0) break;
     if (PQconsumeInput(conn) == 0 || PQstatus(conn) != CONNECTION_OK) return false;
-    while (PGnotify* note = PQnotifies(conn)) PQfreemem(note);
+    bool notified = false;
+    while (PGnotify* note = PQnotifies(conn)) {
+      PQfreemem(note);
+      notified = true;
+    }
+    if (!notified) return false;
   }
   return PQstatus(conn) == CONNECTION_OK;
 }
