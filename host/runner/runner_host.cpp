@@ -21,6 +21,7 @@
 #include "db/db.hpp"
 #include "plugins/loader.hpp"
 #include "runner/channel.hpp"
+#include "runner/output_relay.hpp"
 #include "runner/runner.hpp"
 #include "runner/threads.hpp"
 
@@ -197,6 +198,7 @@ struct RunnerHost::Impl {
   db::Pool* pool;
   task::Enqueuer* enqueuer;
   RunnerOptions options;
+  OutputRelay output;  // the runners' stdout and stderr, as log lines
   std::unique_ptr<plugins::detail::StagingDir> staging;
   std::unique_ptr<plugins::PluginHost> in_process;  // plugins listed in options.in_process
   std::atomic<uint64_t> next_call_id{0};
@@ -290,6 +292,13 @@ struct RunnerHost::Impl {
 
 std::shared_ptr<RunnerProcess> RunnerHost::Impl::spawn(const fs::path& file) {
   if (!staging) staging = std::make_unique<plugins::detail::StagingDir>(options.host.staging_dir, true);
+  // The runner's stdout and stderr: pipes whose lines the worker logs in its own format.
+  int out[2];
+  if (::pipe2(out, O_CLOEXEC) != 0) throw std::runtime_error(std::string("pipe: ") + std::strerror(errno));
+  posix::UniqueFd out_read(high_fd(out[0])), out_write(high_fd(out[1]));
+  int err[2];
+  if (::pipe2(err, O_CLOEXEC) != 0) throw std::runtime_error(std::string("pipe: ") + std::strerror(errno));
+  posix::UniqueFd err_read(high_fd(err[0])), err_write(high_fd(err[1]));
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
     throw std::runtime_error(std::string("socketpair: ") + std::strerror(errno));
@@ -304,6 +313,8 @@ std::shared_ptr<RunnerProcess> RunnerHost::Impl::spawn(const fs::path& file) {
 
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, out_write.get(), 1);
+  posix_spawn_file_actions_adddup2(&actions, err_write.get(), 2);
   posix_spawn_file_actions_adddup2(&actions, theirs, 3);
   posix_spawn_file_actions_adddup2(&actions, crash_write, 4);
   // Nothing else of the worker's (Redis and PostgreSQL sockets, other runners' channels).
@@ -340,6 +351,8 @@ std::shared_ptr<RunnerProcess> RunnerHost::Impl::spawn(const fs::path& file) {
   posix_spawnattr_destroy(&attr);
   ::close(theirs);
   ::close(crash_write);
+  out_write.reset();
+  err_write.reset();
   if (rc != 0) {
     ::close(ours);
     ::close(crash_read);
@@ -349,6 +362,9 @@ std::shared_ptr<RunnerProcess> RunnerHost::Impl::spawn(const fs::path& file) {
     const rlimit limit{options.open_files_max, options.open_files_max};
     ::prlimit(pid, RLIMIT_NOFILE, &limit, nullptr);
   }
+  const log::Logger runner_output = logger.with({{"file", file.filename().string()}, {"runner_pid", pid}});
+  output.add(std::move(out_read), runner_output, log::Level::info, "stdout");
+  output.add(std::move(err_read), runner_output, log::Level::warn, "stderr");
 
   auto p = std::make_shared<RunnerProcess>();
   p->pid = pid;

@@ -128,6 +128,25 @@ TEST_F(RunnerTest, ASegfaultCostsOnlyThatPluginsTasksWithABacktraceAndARestart) 
       << ::testing::PrintToString(logger.lines());
 }
 
+// A plugin's printf and fprintf(stderr) reach the log in the worker's format, one line each, with
+// the plugin file and the runner's pid; stdout at INFO, stderr at WARN.
+TEST_F(RunnerTest, WhatARunnerWritesToStdoutAndStderrIsLoggedInTheWorkersFormat) {
+  start();
+  const pid_t pid = host->runner_pid("test.crashy");
+  AsyncTask printing(*host, "crash:print", "hello \"plugin\"");
+  EXPECT_EQ(printing.get().disposition, task::Disposition::succeeded);
+  const std::string where = "file=crashy.so runner_pid=" + std::to_string(pid);
+  EXPECT_TRUE(test::eventually(
+      [&] {
+        return count_lines(logger, {R"(level=INFO msg="hello \"plugin\" on stdout" stream=stdout)", where}) ==
+                   1 &&
+               count_lines(logger, {R"(level=WARN msg="hello \"plugin\" on stderr" stream=stderr)", where}) ==
+                   1;
+      },
+      10s))
+      << ::testing::PrintToString(logger.lines());
+}
+
 TEST_F(RunnerTest, AnAbortIsContained) {
   start();
   expect_contained("crash:abort", "crashed (SIGABRT)");
