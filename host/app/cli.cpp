@@ -287,7 +287,9 @@ int run_cli(int argc, char** argv, char** envp) {
 
   // serve
   block_stop_signals();
-  Runtime runtime(std::move(cfg), logger);
+  // Every line of a serving worker names it, so that the logs of a fleet can be told apart.
+  const auto worker_logger = logger.with({{"worker_name", cfg.worker_name}});
+  Runtime runtime(std::move(cfg), worker_logger);
   return runtime.serve();
 }
 

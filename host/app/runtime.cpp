@@ -159,7 +159,7 @@ void Runtime::request_stop(bool immediate) {
 }
 
 int Runtime::serve() {
-  logger_.info("Starting job worker", {{"worker_name", config_.worker_name}});
+  logger_.info("Starting job worker");
   if (config_.env_file_used) logger_.info("Read settings file", {{"path", config_.env_file_used->string()}});
   for (const auto& name : config_.unknown_variables) {
     logger_.warn("Unknown setting ignored (typo?)", {{"variable", name}});
@@ -325,7 +325,7 @@ int Runtime::serve() {
     std::lock_guard lock(mu_);
     parts_.reset();
   }
-  logger_.info("Worker stopped", {{"worker_name", config_.worker_name}});
+  logger_.info("Worker stopped");
   return 0;
 }
 

@@ -1,5 +1,5 @@
 #pragma once
-// Structured logging: one line per event, logfmt (DESIGN.md §6) or JSON.
+// Structured logging: one line per event, logfmt or JSON (docs/operations.md, "Logs").
 //
 //   time=2024-01-01T12:00:00.000Z level=INFO msg="Starting job worker" worker_name=w1
 //

@@ -79,7 +79,7 @@ line=$(grep "^run-worker: PostgreSQL on 127.0.0.1:$WK_TEST_PG_PORT does not let 
 [[ $(grep -c '^run-worker: ' "$work/out") -eq 1 ]] || fail "more than one run-worker line"
 private_port=$(sed -E 's/.* on port ([0-9]+) .*/\1/' <<<"$line")
 [[ "$private_port" != "$WK_TEST_PG_PORT" ]] || fail "the private PostgreSQL took the foreign one's port"
-grep -q "key=DB_PORT value=$private_port\$" "$work/out" || fail "the worker was not pointed at port $private_port"
+grep -Eq "key=DB_PORT value=$private_port( |$)" "$work/out" || fail "the worker was not pointed at port $private_port"
 psql -h 127.0.0.1 -p "$private_port" -U "$role" -w -tAc "SELECT 1" autodevs | grep -q 1 \
   || fail "$role cannot use database autodevs on the private PostgreSQL"
 kill -TERM "$worker_pid"
