@@ -45,6 +45,8 @@ set(CPACK_DEBIAN_WORKER_PACKAGE_CONTROL_EXTRA "${WK_PACKAGING_DIR}/debian/postin
 set(CPACK_DEBIAN_SDK_PACKAGE_NAME autodevs-worker-sdk)
 set(CPACK_DEBIAN_SDK_PACKAGE_ARCHITECTURE all)
 set(CPACK_DEBIAN_SDK_PACKAGE_DEPENDS "cmake (>= 3.16)")
+# wk_payload.hpp (WorkerSDK::payload) reads payloads with nlohmann/json.
+set(CPACK_DEBIAN_SDK_PACKAGE_RECOMMENDS "nlohmann-json3-dev")
 set(CPACK_COMPONENT_WORKER_DESCRIPTION "The worker host, the shipped plugins and service units")
 set(CPACK_COMPONENT_SDK_DESCRIPTION "Headers and CMake package for building worker plugins out of tree")
 include(CPack)

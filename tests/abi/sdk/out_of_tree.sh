@@ -18,12 +18,12 @@ prefix=$work/prefix
 
 echo "== install the sdk component into $prefix"
 cmake --install "$build_dir" --component sdk --prefix "$prefix"
-for f in include/wk/wk_abi.h include/wk/wk_sdk.hpp; do
+for f in include/wk/wk_abi.h include/wk/wk_sdk.hpp include/wk/wk_payload.hpp; do
   [[ -f "$prefix/$f" ]] || { echo "FAIL: $f was not installed" >&2; exit 1; }
 done
 package_dir=$(dirname "$(find "$prefix" -name WorkerSDKConfig.cmake | head -n1)")
-for f in WorkerSDKConfig.cmake WorkerSDKConfigVersion.cmake WorkerSDKTargets.cmake WorkerSDKPlugin.cmake \
-  wk_plugin.map; do
+for f in WorkerSDKConfig.cmake WorkerSDKConfigVersion.cmake WorkerSDKTargets.cmake WorkerSDKPayloadTargets.cmake \
+  WorkerSDKPlugin.cmake wk_plugin.map; do
   [[ -f "$package_dir/$f" ]] || { echo "FAIL: $f missing from the installed package ($package_dir)" >&2; exit 1; }
 done
 # Nothing of the host may ship in the sdk component.
@@ -64,4 +64,38 @@ output=$(HELLO_GREETING=hi "$worker" exec --plugins "$work/build/plugins" --type
   exit 1
 }
 grep -q 'hi, ci' <<<"$output" || { echo "FAIL: HELLO_GREETING=hi did not reach the plugin:" >&2; echo "$output" >&2; exit 1; }
+
+echo "== a malformed payload through the payload helper is a permanent failure (bad_payload)"
+status=0
+output=$("$worker" exec --plugins "$work/build/plugins" --type hello:greet --payload '{"name":5}' 2>&1) || status=$?
+echo "$output"
+[[ $status -eq 1 ]] || { echo "FAIL: worker exec exited with $status, expected 1 (task failed)" >&2; exit 1; }
+grep -q 'disposition: fail_no_retry' <<<"$output" || { echo "FAIL: not a permanent failure" >&2; exit 1; }
+grep -q 'bad_payload' <<<"$output" || { echo "FAIL: the error lacks the code bad_payload" >&2; exit 1; }
+grep -q 'name: must be a string' <<<"$output" || { echo "FAIL: the error does not name the field" >&2; exit 1; }
+
+if [[ -n "${WK_TEST_REDIS_PORT:-}" ]]; then
+  echo "== the same task in a serving worker on Redis: archived after its first attempt"
+  queue="sdk-out-of-tree-$$"
+  export REDIS_HOST=${WK_TEST_REDIS_HOST:-127.0.0.1} REDIS_PORT=$WK_TEST_REDIS_PORT
+  export REDIS_DB=${WK_TEST_REDIS_DB:-0} REDIS_PASSWORD=${WK_TEST_REDIS_PASSWORD:-}
+  export DB_HOST=${WK_TEST_PG_HOST:-127.0.0.1} DB_PORT=${WK_TEST_PG_PORT:-5432}
+  export DB_USERNAME=${WK_TEST_PG_USER:-postgres} DB_NAME=${WK_TEST_PG_DB:-autodevs}
+  id=$("$worker" enqueue --type hello:greet --queue "$queue" --payload '{"name":5}')
+  WORKER_QUEUES="$queue=1" WORKER_METRICS_ADDR= WORKER_CONCURRENCY=1 \
+    "$worker" --plugins "$work/build/plugins" >"$work/serve.log" 2>&1 &
+  serve_pid=$!
+  archived=""
+  for _ in $(seq 200); do
+    shown=$("$worker" tasks show --queue "$queue" --json "$id" 2>/dev/null || true)
+    if grep -q '"state": *"archived"' <<<"$shown"; then archived=$shown; break; fi
+    sleep 0.05
+  done
+  kill -TERM "$serve_pid"; wait "$serve_pid" || true
+  [[ -n "$archived" ]] || { echo "FAIL: task $id not archived; worker log:" >&2; cat "$work/serve.log" >&2; exit 1; }
+  echo "$archived"
+  grep -q '"retried": *0' <<<"$archived" || { echo "FAIL: the archived task counts a retry" >&2; exit 1; }
+  grep -q 'bad_payload' <<<"$archived" || { echo "FAIL: the archived task's error lacks bad_payload" >&2; exit 1; }
+  "$worker" tasks delete --queue "$queue" "$id" >/dev/null
+fi
 echo "OK: out-of-tree plugin ran in the worker"
