@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one test command (DESIGN.md §11): installs what is missing, starts a private redis-server
+# The one test command (README.md, docs/testing.md): installs what is missing, starts a private redis-server
 # and PostgreSQL on free loopback ports with throw-away data directories, builds the asan preset,
 # runs ctest (extra arguments are passed through, e.g. `-R config`), then scripts/lint.sh
 # (clang-tidy with the asan build's compile database, clang-format check; WK_LINT=0 skips it),

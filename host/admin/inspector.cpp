@@ -55,7 +55,7 @@ redis.call("HSET", KEYS[1], "state", "pending")
 return 1
 )lua");
 
-// The Inspector's archive keeps v0.24's remove-only trimming (spec §6.12 version note).
+// The Inspector's archive keeps v0.24's remove-only trimming (protocol §6.12 version note).
 const redis::Script kArchiveTask = task_script(R"lua(
 if state == "archived" then return -2 end
 if state == "aggregating" then return -3 end

@@ -1,5 +1,5 @@
 #pragma once
-// Read and change queues in Redis exactly as asynq's Inspector does (spec §6.23, §8), so the
+// Read and change queues in Redis exactly as asynq's Inspector does (protocol §6.23, §8), so the
 // `worker` admin commands, asynq's CLI and asynqmon agree on what they see and do.
 //
 // Writes are Lua scripts (one atomic step each): a running worker may move the same task at the

@@ -138,7 +138,7 @@ int run_cli(int argc, char** argv, char** envp) {
   app.set_version_flag("--version", std::string("worker ") + WK_VERSION, "Print the version and exit");
   app.require_subcommand(0, 1);
 
-  // Configuration flags: each sets one variable of DESIGN.md §5, highest precedence.
+  // Configuration flags: each sets one variable of docs/configuration.md, highest precedence.
   config::Settings flag_settings;
   std::optional<std::filesystem::path> env_file;
   const auto setting = [&](const char* names, const char* variable, const char* help) {

@@ -1,5 +1,5 @@
 #pragma once
-// Redis key names of the asynq layout (spec §3). Every per-queue key starts with
+// Redis key names of the asynq layout (protocol §3). Every per-queue key starts with
 // "asynq:{<q>}:" so a queue's keys share one cluster slot.
 #include <cstdint>
 #include <stdexcept>
@@ -8,7 +8,7 @@
 
 namespace wk::asynq {
 
-// The seven task states as stored in the hash field `state` (spec §3.4).
+// The seven task states as stored in the hash field `state` (protocol §3.4).
 namespace state {
 inline constexpr std::string_view pending = "pending";
 inline constexpr std::string_view active = "active";
@@ -30,7 +30,7 @@ struct InvalidQueueName : std::invalid_argument {
 };
 
 // Throws InvalidQueueName when `name` is blank after trimming whitespace or contains '{' or '}'
-// (which would break the hash-tag scheme, spec §2.2).
+// (which would break the hash-tag scheme, protocol §2.2).
 void validate_queue_name(std::string_view name);
 // True when `text` is empty or only whitespace (Go's strings.TrimSpace == "").
 bool is_blank(std::string_view text) noexcept;
@@ -54,7 +54,7 @@ std::string failed_key(std::string_view q, std::string_view date);
 std::string groups_key(std::string_view q);
 std::string group_key_prefix(std::string_view q);  // asynq:{q}:g:
 std::string group_key(std::string_view q, std::string_view group);
-// asynq:{q}:unique:<type>:<md5hex>; `payload_md5_hex` empty for a nil payload (spec §3.5).
+// asynq:{q}:unique:<type>:<md5hex>; `payload_md5_hex` empty for a nil payload (protocol §3.5).
 std::string unique_key(std::string_view q, std::string_view type, std::string_view payload_md5_hex);
 
 // asynq:servers:{host:pid:sid} and asynq:workers:{host:pid:sid}

@@ -1,11 +1,11 @@
 #pragma once
-// asynq's protobuf messages (spec §4) and a small hand-written proto3 codec for them.
+// asynq's protobuf messages (protocol §4) and a small hand-written proto3 codec for them.
 //
 // The codec is byte-exact with Go's protobuf runtime for these messages: fields in number order,
 // defaults left out, map entries written with both key and value, in the order held here.
 // Fields the schema does not know are kept as raw bytes (`unknown`) and written back after the
 // known ones, so a rewrite (retry, archive, complete) loses nothing a newer producer stored.
-// Every string written is made valid UTF-8 first (spec §4.7.2: Go readers reject invalid UTF-8).
+// Every string written is made valid UTF-8 first (protocol §4.7.2: Go readers reject invalid UTF-8).
 #include <cstdint>
 #include <optional>
 #include <stdexcept>

@@ -1,5 +1,5 @@
 #pragma once
-// The worker's configuration (DESIGN.md §5): every setting, validated once at start-up.
+// The worker's configuration (docs/configuration.md): every setting, validated once at start-up.
 //
 // Precedence, highest first: command-line flag > environment > `.env` file (in the working
 // directory, or the one named by --env-file) > built-in default. All sources are plain
@@ -84,7 +84,7 @@ struct Config {
   std::string metrics_addr = "127.0.0.1:9090";  // empty = disabled
 
   // Advanced queue-engine timings (hidden: for tests and unusual deployments; see
-  // docs/configuration.md). Unset = the spec's defaults (asynq's, spec §7.1).
+  // docs/configuration.md). Unset = asynq's defaults (protocol §7.1).
   std::optional<std::chrono::milliseconds> lease;               // WORKER_LEASE (whole seconds, >= 1s)
   std::optional<std::chrono::milliseconds> heartbeat_interval;  // WORKER_HEARTBEAT_INTERVAL (< lease)
   std::optional<std::chrono::milliseconds> recoverer_interval;  // WORKER_RECOVERER_INTERVAL

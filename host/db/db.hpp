@@ -1,5 +1,5 @@
 #pragma once
-// PostgreSQL for handlers: a libpq connection pool owned by the host (issue 4).
+// PostgreSQL for handlers: a libpq connection pool owned by the host (docs/database.md).
 // This header is the contract the plugin layer's host API (pg_* functions) is written against.
 // Behaviour (limits, timeouts, outages, once, migrations) is described in docs/database.md.
 //

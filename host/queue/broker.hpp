@@ -1,6 +1,6 @@
 #pragma once
-// The server-side operations of the asynq wire protocol (spec §6), one method each, atomic in
-// Redis where the spec says so (Lua via EVALSHA). The engine's loops (processor, heartbeat,
+// The server-side operations of the asynq wire protocol (protocol §6), one method each, atomic in
+// Redis where asynq does (Lua via EVALSHA). The engine's loops (processor, heartbeat,
 // forwarder, recoverer, janitor, subscriber) call only this; nothing else in the engine knows
 // key names or scripts.
 //

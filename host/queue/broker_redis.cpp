@@ -8,8 +8,9 @@
 
 #include "asynq/keys.hpp"
 
-// Each operation below is: its script (written from the spec's step list), the KEYS/ARGV it
-// takes, the one function that builds them, and the method that runs it, in asynq's style.
+// Each operation below is: its script (written from its steps in docs/asynq-protocol.md), the
+// KEYS/ARGV it takes, the one function that builds them, and the method that runs it, in asynq's
+// style.
 // Scripts run with EVALSHA (EVAL on NOSCRIPT).
 
 namespace wk::queue {
@@ -85,7 +86,7 @@ std::exception_ptr reply_error(const redis::ReplyView& reply, const asynq::TaskM
 }
 
 // Counters shared by the completion scripts: daily keys with EXPIREAT on their first increment,
-// and the all-time totals, reset to 1 instead of overflowing at MaxInt64 (spec §6.9 steps 4-5,
+// and the all-time totals, reset to 1 instead of overflowing at MaxInt64 (protocol §6.9 steps 4-5,
 // §6.11 step 5; on a failure both totals are reset when `processed` wraps). INCRBY fails only
 // past MaxInt64; then the totals go step by step as asynq's GET / SET / INCR would.
 constexpr const char* kCounterHelpers = R"lua(
@@ -118,7 +119,7 @@ local function count_failure(daily_processed, daily_failed, processed, failed, e
 end
 )lua";
 
-// Removing the id from active and then lease are the membership checks (spec §1): a task that
+// Removing the id from active and then lease are the membership checks (protocol §1): a task that
 // moved under us (recoverer, Inspector) gives NOT FOUND, keeping asynq's order of effects.
 constexpr const char* kLeaveActive = R"lua(
 if redis.call("LREM", KEYS[1], 0, ARGV[1]) == 0 then return redis.error_reply("NOT FOUND") end
@@ -196,7 +197,7 @@ namespace {
 // ARGV[5] -> claim time to live (seconds)
 // Returns id, msg pairs (msg false, a nil reply, when the hash has none): the host checks each
 // message against its list entry and archives what it cannot serve, so an id whose hash has no
-// msg (spec Q8) is moved like any other and then set aside, not left active. The claim (a key of
+// msg (protocol Q8) is moved like any other and then set aside, not left active. The claim (a key of
 // ours per broker thread, overwritten by its next call) names the ids this call took, so that a
 // caller whose reply was lost can hand them back (reclaim below).
 const redis::Script& dequeue_script() {
@@ -695,7 +696,7 @@ struct RetryArgs {
 // ARGV[6] -> stats expiration (unix seconds)
 // ARGV[7] -> task key prefix
 // Trimmed ids lose their hashes too (v0.25+); ZREM goes in batches to stay below Lua's unpack
-// limit (spec Q11), and ZRANGEBYSCORE keeps Redis < 6.2 working. The task's own hash is written
+// limit (protocol Q11), and ZRANGEBYSCORE keeps Redis < 6.2 working. The task's own hash is written
 // before the trim: when the new entry is itself trimmed (more than max-size archived within one
 // second), the trim deletes that hash too, instead of the task's write recreating it afterwards,
 // listed nowhere (asynq's order leaks it).
@@ -799,7 +800,7 @@ namespace {
 // KEYS[3] -> asynq:{<qname>}:pending
 // KEYS[4] -> asynq:{<qname>}:t:<task_id>
 // ARGV[1] -> task id
-// No pending_since (spec Q3).
+// No pending_since (protocol Q3).
 const redis::Script& requeue_script() {
   static const redis::Script script(std::string(kLeaveActive) + R"lua(
 redis.call("RPUSH", KEYS[3], ARGV[1])
@@ -1120,7 +1121,7 @@ std::vector<asynq::TaskMessage> RedisBroker::list_active_without_lease(const std
 }
 
 // asynq fails the whole listing on one undecodable message, which blocks recovery of every queue
-// the server serves (spec §4.7). We archive what cannot be served instead (as dequeue does), and
+// the server serves (protocol §4.7). We archive what cannot be served instead (as dequeue does), and
 // every other task is still recovered.
 void RedisBroker::decode_listed(const redis::ReplyView& reply, const std::string& queue,
                                 const redis::Script& script, std::vector<asynq::TaskMessage>& out) {

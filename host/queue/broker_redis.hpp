@@ -1,5 +1,5 @@
 #pragma once
-// queue::Broker over Redis in asynq's layout (spec §6.7-§6.19). Each operation's Lua script sits
+// queue::Broker over Redis in asynq's layout (protocol §6.7-§6.19). Each operation's Lua script sits
 // in broker_redis.cpp directly above the one method that runs it, under its KEYS/ARGV block;
 // waiting for work is work_waiter.hpp's, the enqueue scripts are client.cpp's.
 #include <chrono>

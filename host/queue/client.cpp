@@ -20,7 +20,7 @@ int64_t unix_nanos(task::Clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
 }
 
-// The four enqueue scripts (spec §6.2-§6.5); Client::prepare() builds their KEYS/ARGV.
+// The four enqueue scripts (protocol §6.2-§6.5); Client::prepare() builds their KEYS/ARGV.
 // Each returns 1 (enqueued), 0 (a task with that id exists) or -1 (the unique lock is held).
 
 // enqueue (§6.2):
@@ -147,7 +147,7 @@ PreparedEnqueue Client::prepare(const task::EnqueueRequest& request, task::Clock
   if (request.unique_ttl) {
     // Our payload cannot be nil, so the key always carries a checksum (empty -> d41d8cd9...).
     m.unique_key = asynq::unique_key(queue, m.type, digest::md5_hex(m.payload));
-    // Immediate: floor(ttl). Scheduled: floor(process_at + ttl - now) (spec §5.1, §13.3).
+    // Immediate: floor(ttl). Scheduled: floor(process_at + ttl - now) (protocol §5.1, §13.3).
     const auto lock_for =
         p.scheduled ? (process_at + *request.unique_ttl) - now : task::Clock::duration(*request.unique_ttl);
     const int64_t ttl = std::chrono::floor<seconds>(lock_for).count();

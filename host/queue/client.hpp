@@ -1,5 +1,5 @@
 #pragma once
-// The producer side of asynq (spec §5): builds a TaskMessage from an EnqueueRequest with asynq's
+// The producer side of asynq (protocol §5): builds a TaskMessage from an EnqueueRequest with asynq's
 // defaults and routing, registers the queue once per process (§6.1), and runs the enqueue or
 // schedule script (§6.2-§6.5). The broker reuses prepare()/check_result() to publish follow-ups
 // inside the same MULTI/EXEC as a completion.

@@ -1,5 +1,5 @@
 #pragma once
-// The effective deadline of one attempt (spec §7.3 step 4, §13.4).
+// The effective deadline of one attempt (protocol §7.3 step 4, §13.4).
 #include <chrono>
 #include <cstdint>
 

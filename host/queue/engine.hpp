@@ -1,5 +1,5 @@
 #pragma once
-// The queue engine: the loops of an asynq server (spec §7), wired around a Broker (the §6
+// The queue engine: the loops of an asynq server (protocol §7), wired around a Broker (the §6
 // operations) and a task::Dispatcher (who runs handlers).
 //
 //   processor   concurrency handler threads; dequeue in queue order, run, apply the outcome
@@ -10,7 +10,7 @@
 //   subscriber  asynq:cancel -> cancels the matching running task
 //   syncer      retries completion writes that failed while Redis was away
 //
-// Lifecycle: start() once; stop() stops fetching (status "stopped"); shutdown() runs spec §7.9
+// Lifecycle: start() once; stop() stops fetching (status "stopped"); shutdown() runs protocol §7.9
 // (waits up to shutdown_timeout, then cancels and requeues what still runs); abort() (or a
 // second shutdown() from another thread) ends the wait at once. The destructor shuts down.
 #include <atomic>
@@ -41,7 +41,7 @@ struct ServerIdentity {
 using RetryDelayFn =
     std::function<std::chrono::seconds(int32_t retried, const std::string& error, const task::Task& task)>;
 
-// Every timing is overridable so tests run fast; the defaults are the spec's (§7.1).
+// Every timing is overridable so tests run fast; the defaults are asynq's (protocol §7.1).
 struct Settings {
   std::vector<QueueWeight> queues{{"default", 1}};
   bool strict_priority = false;
@@ -100,7 +100,7 @@ class EngineObserver {
   virtual void redis_up() {}
 };
 
-// Source of asynq:cancel messages (spec §6.20). next() subscribes on first use (and again after
+// Source of asynq:cancel messages (protocol §6.20). next() subscribes on first use (and again after
 // an error), waits up to `timeout` and returns a task id or nullopt; it throws on connection
 // trouble. interrupt() makes a blocked next() return nullopt promptly.
 class CancelSource {

@@ -1,5 +1,5 @@
 #pragma once
-// The forwarder (spec §6.14): every forwarder_interval, moves due scheduled and retry tasks of
+// The forwarder (protocol §6.14): every forwarder_interval, moves due scheduled and retry tasks of
 // every served queue to pending. The LPUSH onto pending is what wakes idle fetchers.
 #include "queue/context.hpp"
 

@@ -1,5 +1,5 @@
 #pragma once
-// The heartbeat loop (spec §6.8, §6.16, §7.6, §7.8): at start and every heartbeat_interval,
+// The heartbeat loop (protocol §6.8, §6.16, §7.6, §7.8): at start and every heartbeat_interval,
 // extends the lease of every running task whose local lease is still valid (one ZADD XX per
 // queue), fires the lease-lost notice (cancel, reason lease_lost) once for the others, and writes
 // ServerInfo + one WorkerInfo per running task. stop() clears the server state (§6.17).

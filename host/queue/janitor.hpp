@@ -1,5 +1,5 @@
 #pragma once
-// The janitor (spec §6.19): every janitor_interval, deletes completed tasks whose retention has
+// The janitor (protocol §6.19): every janitor_interval, deletes completed tasks whose retention has
 // run out, janitor_batch per script call, for every served queue.
 #include "queue/context.hpp"
 

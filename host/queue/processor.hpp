@@ -1,5 +1,5 @@
 #pragma once
-// The processor (spec §7.3, §7.4): `concurrency` handler threads that only run tasks, and one
+// The processor (protocol §7.3, §7.4): `concurrency` handler threads that only run tasks, and one
 // loop that does their Redis work. A handler thread takes a dequeued task, runs it, defers its
 // outcome write (OutcomeWrites) and waits for the next task. The loop sends, in one round trip,
 // every outcome deferred since its last one together with a dequeue of as many tasks as there
@@ -61,7 +61,7 @@ class Processor {
   // No more dequeues; running tasks continue, and their outcomes are still written.
   void stop_fetching();
   // Cancels every running task with reason shutdown and requeues it now if its lease is valid
-  // (spec §7.9 step 3). The handler threads skip their own write when they return.
+  // (protocol §7.9 step 3). The handler threads skip their own write when they return.
   void abort_running();
   // Waits for the handler threads and the loop to finish, up to `until`. True when all have.
   bool join_until(SteadyClock::time_point until);

@@ -1,5 +1,5 @@
 #pragma once
-// The order in which queues are tried for one dequeue attempt (spec §7.2).
+// The order in which queues are tried for one dequeue attempt (protocol §7.2).
 #include <cstdint>
 #include <random>
 #include <string>

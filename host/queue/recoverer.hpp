@@ -1,5 +1,5 @@
 #pragma once
-// The recoverer (spec §7.7): at start and every recoverer_interval, tasks of the served queues
+// The recoverer (protocol §7.7): at start and every recoverer_interval, tasks of the served queues
 // whose lease score is <= now - lease_expiry_cutoff go to retry (or archive when exhausted) with
 // "asynq: task lease expired". It also recovers ids that sit in `active` with no lease entry at
 // all (asynq #1144: a worker that died between steps, or an old bug), through

@@ -1,5 +1,5 @@
 #pragma once
-// asynq's default retry delay (spec §7.5): n^4 + 15 + r*(n+1) seconds, r uniform in [0, 29],
+// asynq's default retry delay (protocol §7.5): n^4 + 15 + r*(n+1) seconds, r uniform in [0, 29],
 // n = the message's `retried` before the increment.
 #include <chrono>
 #include <cstdint>

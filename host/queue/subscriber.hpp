@@ -1,5 +1,5 @@
 #pragma once
-// Cancellation (spec §6.20): a loop that reads asynq:cancel and cancels the matching running
+// Cancellation (protocol §6.20): a loop that reads asynq:cancel and cancels the matching running
 // task with reason `requested`; unknown ids are ignored. On connection trouble it logs once,
 // backs off (doubling up to resubscribe_delay) and subscribes again.
 //

@@ -1,5 +1,5 @@
 #pragma once
-// Retries completion writes that failed because Redis was away (spec §7.1 "syncer", §7.6): each
+// Retries completion writes that failed because Redis was away (protocol §7.1 "syncer", §7.6): each
 // write is retried every sync_interval until it succeeds, until the task moved under us, or until
 // its deadline (the task's local lease) passes, after which the recoverer owns the task.
 #include <functional>

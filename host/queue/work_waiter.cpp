@@ -87,7 +87,7 @@ void WorkWaiter::waiter_loop(Waiter& w) {
 }
 
 bool WorkWaiter::wait(const std::vector<std::string>& queues, std::chrono::milliseconds timeout) {
-  // Paused queues are not waited on: BLMOVE would return at once for them (spec §6.7).
+  // Paused queues are not waited on: BLMOVE would return at once for them (protocol §6.7).
   std::vector<const std::string*> unpaused;
   {
     auto conn = pool_.acquire();

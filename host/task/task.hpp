@@ -29,7 +29,7 @@ struct Task {
   Headers headers;
   int32_t retried = 0;
   int32_t max_retry = 0;
-  Clock::time_point deadline{};  // effective deadline (spec §7.3); epoch = none
+  Clock::time_point deadline{};  // effective deadline (protocol §7.3); epoch = none
   Clock::time_point started_at{};
 };
 
@@ -62,7 +62,7 @@ class Cancellation {
   std::vector<std::pair<Token, Callback>> callbacks_;
 };
 
-// A follow-up (or any) enqueue, in asynq's option vocabulary (spec §5.1).
+// A follow-up (or any) enqueue, in asynq's option vocabulary (protocol §5.1).
 struct EnqueueRequest {
   std::string type;
   std::string queue;  // empty = "default"

@@ -1,4 +1,4 @@
-// Git worktrees for tasks (DESIGN §8, "worktree"):
+// Git worktrees for tasks (docs/plugins.md, "How each plugin works"):
 //   worktree:create  {"task_id", "repo_path"?, "base_ref"?}
 //   worktree:remove  {"task_id", "delete_branch"?}
 //   worktree:cleanup {}

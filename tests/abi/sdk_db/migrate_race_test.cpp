@@ -1,4 +1,4 @@
-// Issue 4, "eight hosts starting at once apply a plugin's migration exactly once", with real
+// "Eight hosts starting at once apply a plugin's migration exactly once", with real
 // processes: eight `worker exec` started together against a fresh database load the ledger plugin,
 // whose init applies its two migrations, and each runs one ledger:write (payload: the JSON string
 // "commit", which `worker exec` requires to be JSON; the plugin commits one row for it). Every host succeeds,

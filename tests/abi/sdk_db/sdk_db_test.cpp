@@ -1,4 +1,4 @@
-// Issue 4 acceptance through the SDK's C++ layer: a plugin's handler runs parameterised queries
+// The database services through the SDK's C++ layer: a plugin's handler runs parameterised queries
 // with NULL and bytea, reads typed results, commits one transaction and has one rolled back by a
 // handler error; the effectively-once helper makes a task delivered twice change the database
 // once; and none of it leaves a server connection behind beyond the pool size.

@@ -143,7 +143,7 @@ TEST_F(AdminTest, StatsShowsEveryStateAndCounters) {
   EXPECT_EQ(j["archived"], 2);
   EXPECT_EQ(j["completed"], 1);
   EXPECT_EQ(j["size"], 8);
-  EXPECT_EQ(j["processed_today"], 4);  // retry + 2 archive + complete (spec §6.24)
+  EXPECT_EQ(j["processed_today"], 4);  // retry + 2 archive + complete (protocol §6.24)
   EXPECT_EQ(j["failed_today"], 3);
   EXPECT_EQ(j["paused"], false);
   EXPECT_GE(j["latency_ms"].get<long long>(), 0);

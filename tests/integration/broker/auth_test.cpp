@@ -1,4 +1,4 @@
-// Redis authentication (issue 3, item 8): a password (AUTH <password>), an ACL user
+// Redis authentication (docs/configuration.md): a password (AUTH <password>), an ACL user
 // (AUTH <user> <password>) and a database index, through a bare connection and through the whole
 // broker (its pool, its blocking waiters); a wrong password is a clear error that does not show
 // the password. Runs against a private redis-server whose passwords the test sets.

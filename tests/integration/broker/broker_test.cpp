@@ -1,4 +1,4 @@
-// RedisBroker and Client against a real redis-server, checked key by key (spec §6).
+// RedisBroker and Client against a real redis-server, checked key by key (protocol §6).
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -606,7 +606,7 @@ TEST_F(BrokerTest, ScheduledUniqueLockLastsUntilProcessAtPlusTtlAndSuccessKeepsA
   broker_->client().enqueue(r);
   const std::string lock = asynq::unique_key("default", r.type, digest::md5_hex(""));
   EXPECT_EQ(get(lock), "su1");
-  EXPECT_EQ(ttl(lock), 4199);  // floor(process_at + ttl - now), spec §13.3
+  EXPECT_EQ(ttl(lock), 4199);  // floor(process_at + ttl - now), protocol §13.3
 
   // A lock that another task holds now (this one's expired and was retaken) survives success.
   task::EnqueueRequest u;

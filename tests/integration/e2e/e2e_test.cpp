@@ -1,4 +1,4 @@
-// The whole pipeline through Redis (DESIGN §8, issue 5): a task row in PostgreSQL, planning:task
+// The whole pipeline through Redis (docs/plugins.md): a task row in PostgreSQL, planning:task
 // enqueued in asynq's layout by `worker enqueue`, the real `worker` binary serving the queues
 // with the three shipped plugins, and the result checked in PostgreSQL, git and Redis.
 #include <signal.h>

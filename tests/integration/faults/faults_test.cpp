@@ -91,7 +91,7 @@ class FaultTest : public ::testing::Test {
   std::filesystem::path plugins_ = dir_ / "plugins";
 };
 
-// Issue 3: a host SIGKILLed mid-task loses nothing. A second host's recoverer finds the expired
+// A host SIGKILLed mid-task loses nothing. A second host's recoverer finds the expired
 // lease, retries the task with the attempt counted and asynq's error text, and then runs it to
 // completion.
 TEST_F(FaultTest, SigkilledHostsTaskIsRecoveredByLeaseOnAnotherHost) {
@@ -178,7 +178,7 @@ TEST_F(FaultTest, AWorkerWithoutPluginsTakesNoTasks) {
   EXPECT_TRUE(idle.running());
 }
 
-// Issue 3: SIGTERM with long tasks running. After WORKER_SHUTDOWN_TIMEOUT they are requeued at
+// SIGTERM with long tasks running. After WORKER_SHUTDOWN_TIMEOUT they are requeued at
 // the tail of pending (dequeued next), no attempt counted; the worker exits 0; a new host
 // finishes them.
 TEST_F(FaultTest, SigtermRequeuesLongTasksWithoutCountingAnAttempt) {
@@ -246,7 +246,7 @@ TEST_F(FaultTest, ShutdownIsBoundedWhenRedisHangs) {
   EXPECT_EQ(q.list("active"), std::vector<std::string>{id}) << "left to its lease, not lost";
 }
 
-// Issue 3: a second SIGTERM during the grace period requeues at once.
+// A second SIGTERM during the grace period requeues at once.
 TEST_F(FaultTest, SecondSignalRequeuesAtOnce) {
   auto [id, release] = blocking_task("long");
   auto worker = start_worker("first", {{"WORKER_SHUTDOWN_TIMEOUT", "60s"}});
@@ -265,7 +265,7 @@ TEST_F(FaultTest, SecondSignalRequeuesAtOnce) {
   EXPECT_EQ(q.message(id)->retried, 0);
 }
 
-// Issue 3: a handler that never returns and ignores cancellation cannot hold shutdown hostage.
+// A handler that never returns and ignores cancellation cannot hold shutdown hostage.
 TEST_F(FaultTest, HandlerIgnoringCancellationDoesNotBlockShutdown) {
   const auto marker = dir_ / "stubborn";
   const auto id = enqueue_task("fault:stubborn", marker.string());
@@ -294,7 +294,7 @@ TEST_F(FaultTest, HandlerIgnoringCancellationDoesNotBlockShutdown) {
   EXPECT_EQ(q.message(id)->retried, 0);
 }
 
-// Issue 3: Redis stops (a real outage: the process exits) while tasks run; they finish during
+// Redis stops (a real outage: the process exits) while tasks run; they finish during
 // the outage; once Redis is back (same port, same data from its append-only file) their outcome
 // is written within the lease. One outage line, one recovery line; the worker keeps serving.
 TEST_F(FaultTest, RedisOutageWhileTasksRunOutcomeWrittenWhenBack) {
@@ -336,7 +336,7 @@ TEST_F(FaultTest, RedisOutageWhileTasksRunOutcomeWrittenWhenBack) {
   EXPECT_TRUE(worker->running());
 }
 
-// Issue 6, through the shipped binary: /healthz, /readyz and /metrics on WORKER_METRICS_ADDR.
+// Through the shipped binary: /healthz, /readyz and /metrics on WORKER_METRICS_ADDR.
 // Readiness names each failing dependency (Redis, PostgreSQL) and recovers with it; liveness
 // stays 200 throughout, since the worker reconnects by itself.
 TEST_F(FaultTest, HealthEndpointsOfTheWorkerFollowRedisAndPostgres) {
@@ -380,7 +380,7 @@ TEST_F(FaultTest, HealthEndpointsOfTheWorkerFollowRedisAndPostgres) {
   EXPECT_TRUE(worker->running());
 }
 
-// Issue 3, the local-lease rule (spec §7.6): Redis is away for longer than the lease (2 s)
+// The local-lease rule (protocol §7.6): Redis is away for longer than the lease (2 s)
 // while a task finishes. Its success waits in the syncer only until the lease expires and is
 // then dropped; once Redis is back the recoverer owns the task and retries it. The handler's
 // late success is never written.
@@ -408,7 +408,7 @@ TEST_F(FaultTest, ASuccessThatOutlivesItsLeaseIsDroppedAndTheTaskRecovered) {
   EXPECT_TRUE(worker->running());
 }
 
-// Issue 4: PostgreSQL stops mid-run. Database tasks fail retryably ("database unavailable"),
+// PostgreSQL stops mid-run. Database tasks fail retryably ("database unavailable"),
 // other tasks keep being served, the same database tasks succeed once PostgreSQL is back, and
 // the pool never holds more server connections than DB_POOL_SIZE.
 // A 5 s PostgreSQL restart while 1,000 database tasks drain costs (almost) no attempts: tasks
