@@ -96,21 +96,21 @@ return 1
 }  // namespace
 
 std::string Client::checked_queue(const task::EnqueueRequest& request) {
-  if (asynq::is_blank(request.type)) throw std::invalid_argument("task type must not be blank");
+  if (asynq::is_blank(request.type)) throw task::InvalidRequest("task type must not be blank");
   std::string queue = request.queue.empty() ? std::string(asynq::kDefaultQueue) : request.queue;
   try {
     asynq::validate_queue_name(queue);
   } catch (const asynq::InvalidQueueName& e) {
-    throw std::invalid_argument(e.what());
+    throw task::InvalidRequest(e.what());
   }
   if (!request.task_id.empty() && asynq::is_blank(request.task_id)) {
-    throw std::invalid_argument("task ID must not be blank");
+    throw task::InvalidRequest("task ID must not be blank");
   }
   if (request.unique_ttl && *request.unique_ttl < std::chrono::seconds(1)) {
-    throw std::invalid_argument("Unique TTL cannot be less than 1s");
+    throw task::InvalidRequest("Unique TTL cannot be less than 1s");
   }
   if (request.retention && request.retention->count() < 0)
-    throw std::invalid_argument("retention must not be negative");
+    throw task::InvalidRequest("retention must not be negative");
   return queue;
 }
 

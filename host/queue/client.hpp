@@ -38,7 +38,7 @@ class Client : public task::Enqueuer {
  public:
   explicit Client(redis::Pool& pool) : pool_(pool) {}
 
-  // Returns the task id. Throws std::invalid_argument (bad input), DuplicateTask, TaskIdConflict
+  // Returns the task id. Throws task::InvalidRequest (bad input), DuplicateTask, TaskIdConflict
   // or redis::Error.
   std::string enqueue(const task::EnqueueRequest& request) override;
   void validate(const task::EnqueueRequest& request) const override { checked_queue(request); }

@@ -47,6 +47,10 @@ struct InFlightTask {
 // The task a handler sees for a dequeued message (deadline and start time are the processor's).
 task::Task task_of(const asynq::TaskMessage& msg);
 
+// The error asynq records when a task's lease ran out (protocol §7.6, §7.7): written by the
+// processor for a task whose own lease expired and by the recoverer for one it takes back.
+inline constexpr const char* kLeaseExpired = "asynq: task lease expired";
+
 class InFlight {
  public:
   void add(const std::shared_ptr<InFlightTask>& t);

@@ -86,7 +86,7 @@ void OutcomeWrites::settle(Write& w, const std::exception_ptr& error, SteadyCloc
     } catch (const NotFound&) {
       ctx_.task_log(t->task).warn("Task was moved while it ran; nothing written", {{"op", w.op}});
       report_finished(ctx_, *t, TaskResult::abandoned);
-    } catch (const std::invalid_argument& e) {
+    } catch (const task::InvalidRequest& e) {
       // A follow-up the queue refuses (staging validates them, so only a host bug gets here). Not
       // an outage, and retrying cannot help: the recoverer takes the task after its lease.
       ctx_.task_log(t->task).error("Outcome refused; nothing written", {{"op", w.op}, {"error", e.what()}});

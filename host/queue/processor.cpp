@@ -10,7 +10,6 @@ namespace {
 
 constexpr const char* kDeadlineExceeded = "context deadline exceeded";
 constexpr const char* kCanceled = "context canceled";
-constexpr const char* kLeaseExpired = "asynq: task lease expired";
 
 // What a running handler may do besides watching its cancellation (task::TaskServices).
 class AttemptServices final : public task::TaskServices {

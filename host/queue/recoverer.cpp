@@ -4,10 +4,6 @@
 
 namespace wk::queue {
 
-namespace {
-constexpr const char* kLeaseExpired = "asynq: task lease expired";
-}  // namespace
-
 Recoverer::Recoverer(EngineContext& ctx)
     : ctx_(ctx), loop_("recoverer", ctx.settings.recoverer_interval, true, [this] { tick(); }) {}
 

@@ -325,7 +325,7 @@ void encode_current_exception(Writer& w) {
     w.u8(static_cast<uint8_t>(e.kind()));
     w.str(e.sqlstate());
     w.str(e.what());
-  } catch (const std::invalid_argument& e) {
+  } catch (const std::invalid_argument& e) {  // task::InvalidRequest among them
     w.u8(static_cast<uint8_t>(ErrorType::invalid_argument));
     w.str(e.what());
   } catch (const std::exception& e) {
@@ -346,7 +346,7 @@ void rethrow(Reader& r) {
       throw db::Error(static_cast<db::ErrorKind>(kind), std::move(sqlstate), r.str());
     }
     case ErrorType::invalid_argument:
-      throw std::invalid_argument(r.str());
+      throw task::InvalidRequest(r.str());
     case ErrorType::runtime:
       throw std::runtime_error(r.str());
   }

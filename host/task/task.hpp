@@ -10,6 +10,7 @@
 #include <functional>
 #include <mutex>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -77,13 +78,21 @@ struct EnqueueRequest {
   std::optional<std::chrono::seconds> retention;
 };
 
+// A request that could never be enqueued, whatever Redis says (blank type, bad queue name, a
+// unique TTL under a second, ...): the caller's mistake, never an outage, so never retried.
+class InvalidRequest : public std::invalid_argument {
+ public:
+  using std::invalid_argument::invalid_argument;
+};
+
 // Publishes tasks now. Implemented by the queue engine's client; returns the task id.
-// Throws std::runtime_error with a clear message (duplicate, id conflict, Redis down, bad input).
+// Throws InvalidRequest for bad input, std::runtime_error with a clear message otherwise
+// (duplicate, id conflict, Redis down).
 class Enqueuer {
  public:
   virtual ~Enqueuer() = default;
   virtual std::string enqueue(const EnqueueRequest& request) = 0;
-  // Throws std::invalid_argument when `request` could never be enqueued (blank type, bad queue
+  // Throws InvalidRequest when `request` could never be enqueued (blank type, bad queue
   // name, ...). Staged follow-ups are checked when the handler stages them: at completion it
   // would be too late to tell the handler, and the task's success could not be written.
   virtual void validate(const EnqueueRequest& /*request*/) const {}
