@@ -84,7 +84,8 @@ fi
 redis_host=$(setting REDIS_HOST localhost)
 redis_port=$(setting REDIS_PORT 6379)
 if is_local "$redis_host" && ! wk_redis_answers 127.0.0.1 "$redis_port"; then
-  echo "run-worker: no Redis on $redis_host:$redis_port, starting a private one (state in ${state#"$root"/}/redis)"
+  echo "run-worker: no Redis on $redis_host:$redis_port, starting a private one (state in ${state#"$root"/}/redis;" \
+    "it keeps running after the worker stops: --stop-services stops it)"
   wk_redis_start "$state/redis" "$redis_port"
   # If what follows fails, do not leave the Redis just started behind.
   trap 'status=$?; if [[ $status -ne 0 ]]; then wk_redis_stop "$state/redis"; fi' EXIT
@@ -96,7 +97,8 @@ db_user=$(setting DB_USERNAME postgres)
 db_name=$(setting DB_NAME autodevs)
 if is_local "$db_host"; then
   if ! wk_pg_answers 127.0.0.1 "$db_port"; then
-    echo "run-worker: no PostgreSQL on $db_host:$db_port, starting a private one (state in ${state#"$root"/}/pg)"
+    echo "run-worker: no PostgreSQL on $db_host:$db_port, starting a private one (state in ${state#"$root"/}/pg;" \
+      "it keeps running after the worker stops: --stop-services stops it)"
     wk_pg_start "$state/pg" "$db_port"
     echo "$db_port" >"$state/pg/port"
     wk_pg_createdb "$db_port" "$db_name" "$db_user"
@@ -106,7 +108,8 @@ if is_local "$db_host"; then
     private_port=$(cat "$state/pg/port" 2>/dev/null || true)
     if [[ -z "$private_port" || "$private_port" == "$db_port" ]]; then private_port=$(wk_free_port); fi
     echo "run-worker: PostgreSQL on $db_host:$db_port does not let $db_user into $db_name;" \
-      "using a private one on port $private_port (state in ${state#"$root"/}/pg)"
+      "using a private one on port $private_port (state in ${state#"$root"/}/pg; it keeps running" \
+      "after the worker stops: --stop-services stops it)"
     if ! wk_pg_answers 127.0.0.1 "$private_port"; then wk_pg_start "$state/pg" "$private_port"; fi
     echo "$private_port" >"$state/pg/port"
     wk_pg_createdb "$private_port" "$db_name" "$db_user"
@@ -120,7 +123,10 @@ if [[ -n "${WK_WORKER_BIN:-}" ]]; then
 else
   build="$root/build/release"
   if [[ ! -f "$build/build.ninja" ]]; then
+    echo "run-worker: configuring the release build in build/release" >&2
     cmake --preset release -DWK_BUILD_TESTS=OFF -DWK_BUILD_BENCH=OFF >/dev/null
+    echo "run-worker: building the worker and its plugins (the first build takes several minutes" \
+      "on a small machine; later ones rebuild only what changed)" >&2
   fi
   cmake --build --preset release
   worker_bin="$build/bin/worker"
