@@ -284,7 +284,11 @@ int Runtime::serve() {
           "No plugin serves a task type: this worker takes no tasks until one is loaded "
           "(a file added to the directory is picked up while it runs)",
           {{"dir", std::filesystem::absolute(config_.plugins_dir).string()},
-           {"refused", report.refused.size()}});
+           {"refused", report.refused.size()},
+           {"hint",
+            "the shipped plugins are built into build/release/plugins (scripts/run-worker.sh) "
+            "and installed into /usr/lib/autodevs-worker/plugins (the .deb); set WORKER_PLUGINS_DIR "
+            "or --plugins"}});
     }
   } catch (const std::exception& e) {
     logger_.error("Cannot start", {{"error", e.what()}});
