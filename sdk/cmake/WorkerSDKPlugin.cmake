@@ -12,9 +12,11 @@
 #     wk_plugin_entry_v1: plugins never interpose on each other or on the host;
 #   - -z defs: no undefined symbols, so a plugin cannot depend on the host binary;
 #   - --exclude-libs,ALL: symbols of static libraries linked in stay local;
-#   - -fno-gnu-unique (GCC): no STB_GNU_UNIQUE symbols, which would pin the image in memory;
+#   - -fno-gnu-unique (GCC, C++ sources): no STB_GNU_UNIQUE symbols, which would pin the image in
+#     memory;
 #   - the file is named <name>.so (no "lib" prefix), which is what the host scans for.
-# Works in-tree (WorkerSDK::sdk is an alias there) and from the installed package.
+# Works in-tree (WorkerSDK::sdk is an alias there) and from the installed package, and in a
+# project that enables only C (project(... LANGUAGES C)): the C++ settings apply where C++ is.
 include_guard(GLOBAL)
 
 # Remembered globally: a function body sees the caller's CMAKE_CURRENT_LIST_DIR, not ours.
@@ -32,9 +34,20 @@ function(wk_add_plugin target)
   endif()
   get_property(version_script GLOBAL PROPERTY WK_SDK_PLUGIN_VERSION_SCRIPT)
 
+  # In a C-only project there is no C++ compiler: its (empty) id must not decide the sanitizer
+  # link below, and a C++ standard has nothing to apply to.
+  get_property(enabled_languages GLOBAL PROPERTY ENABLED_LANGUAGES)
+  if("CXX" IN_LIST enabled_languages)
+    set(compiler_id "${CMAKE_CXX_COMPILER_ID}")
+  else()
+    set(compiler_id "${CMAKE_C_COMPILER_ID}")
+  endif()
+
   add_library(${target} MODULE ${sources})
   target_link_libraries(${target} PRIVATE WorkerSDK::sdk ${WKP_LIBS})
-  target_compile_features(${target} PRIVATE cxx_std_17)
+  if("CXX" IN_LIST enabled_languages)
+    target_compile_features(${target} PRIVATE cxx_std_17)
+  endif()
   if(WKP_CXX_STANDARD)
     set_target_properties(${target} PROPERTIES CXX_STANDARD ${WKP_CXX_STANDARD} CXX_STANDARD_REQUIRED ON)
   endif()
@@ -55,9 +68,8 @@ function(wk_add_plugin target)
     set_target_properties(${target} PROPERTIES OUTPUT_NAME "${WKP_OUTPUT_NAME}")
   endif()
 
-  if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
-    target_compile_options(${target} PRIVATE -fno-gnu-unique)
-  endif()
+  # Unique symbols come from C++ vague linkage (inline and template statics); C has none.
+  target_compile_options(${target} PRIVATE $<$<COMPILE_LANG_AND_ID:CXX,GNU>:-fno-gnu-unique>)
 
   if(UNIX AND NOT APPLE)
     target_link_options(${target} PRIVATE "LINKER:--version-script=${version_script}"
@@ -69,7 +81,7 @@ function(wk_add_plugin target)
     # object (the executable provides it), so there -z defs cannot hold and is left out.
     string(REGEX MATCHALL "-fsanitize=[^ ]+" sanitizers "${CMAKE_CXX_FLAGS} ${CMAKE_C_FLAGS}")
     list(REMOVE_DUPLICATES sanitizers)
-    if(sanitizers AND CMAKE_CXX_COMPILER_ID MATCHES "Clang")
+    if(sanitizers AND compiler_id MATCHES "Clang")
       target_link_options(${target} PRIVATE ${sanitizers})
     else()
       target_link_options(${target} PRIVATE ${sanitizers} "LINKER:-z,defs")
