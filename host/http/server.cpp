@@ -4,6 +4,7 @@
 #include <netdb.h>
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -27,13 +28,18 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 // How much a client may cost. A request's head (request line and headers) must arrive whole
-// within kRequestTimeout and within kMaxHeadBytes; up to kMaxWaiting connections may be arriving
-// at once, each costing a descriptor and its buffer, no thread. kMaxResponders requests are
-// answered at once (a readiness check may wait on Redis); past that a request gets 503.
+// within kRequestTimeout and within kMaxHeadBytes; up to kMaxWaiting connections (fewer when the
+// process may open few files: a quarter of RLIMIT_NOFILE) may be arriving at once, each costing a
+// descriptor and its buffer, no thread. kMaxResponders requests are answered at once (a
+// readiness check may wait on Redis); past that a request gets 503. /healthz is answered on the
+// loop itself, so a probe never waits for a responder.
 constexpr auto kRequestTimeout = std::chrono::seconds(5);
 constexpr size_t kMaxHeadBytes = size_t{16} * 1024;
 constexpr size_t kMaxWaiting = 1024;
 constexpr int kMaxResponders = 32;
+// Out of descriptors (EMFILE): the listener stays readable, so stop watching it this long
+// instead of spinning on accept().
+constexpr auto kAcceptPause = std::chrono::milliseconds(100);
 constexpr int kListenBacklog = 1024;
 // After a response, how long the connection may take to be closed by the client before we close
 // it ourselves (closing with unread input would reset the connection under the response).
@@ -44,7 +50,8 @@ constexpr const char* kText = "text/plain; charset=utf-8";
 constexpr const char* kMetricsContentType = "text/plain; version=0.0.4; charset=utf-8";
 
 int remaining_ms(Clock::time_point deadline) {
-  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+  // Rounded up: poll(0) just before a deadline would spin until it passes.
+  const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now()).count();
   return static_cast<int>(std::clamp<long long>(left, 0, 60'000));
 }
 
@@ -116,10 +123,21 @@ std::string serialize(const Reply& reply, bool with_body) {
   return out;
 }
 
-// Writes a short error reply to a connection that is being dropped, without waiting for it.
-void refuse(int fd, int status, std::string_view why) {
-  const std::string bytes = serialize({status, kText, std::string(why) + "\n"}, true);
+// Writes a short reply to a connection about to be closed, without waiting for it (a few hundred
+// bytes always fit the socket's send buffer).
+void refuse_with(int fd, const Reply& reply) {
+  const std::string bytes = serialize(reply, true);
   (void)::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+void refuse(int fd, int status, std::string_view why) {
+  refuse_with(fd, {status, kText, std::string(why) + "\n"});
+}
+
+size_t waiting_limit() {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return kMaxWaiting;
+  return std::clamp<size_t>(static_cast<size_t>(limit.rlim_cur / 4), 16, kMaxWaiting);
 }
 
 struct Request {
@@ -281,13 +299,15 @@ class Server::Listener {
     std::vector<Arriving> arriving;
     std::vector<pollfd> polled;
     while (true) {
-      polled.assign({{listening_.get(), POLLIN, 0}, {wake_.get(), POLLIN, 0}});
-      auto next_deadline = Clock::time_point::max();
+      const bool accepting = Clock::now() >= accept_paused_until_;
+      polled.assign(
+          {{listening_.get(), static_cast<short>(accepting ? POLLIN : 0), 0}, {wake_.get(), POLLIN, 0}});
+      auto next_deadline = accepting ? Clock::time_point::max() : accept_paused_until_;
       for (const Arriving& a : arriving) {
         polled.push_back({a.fd.get(), POLLIN, 0});
         next_deadline = std::min(next_deadline, a.deadline);
       }
-      const int timeout = arriving.empty() ? -1 : remaining_ms(next_deadline);
+      const int timeout = next_deadline == Clock::time_point::max() ? -1 : remaining_ms(next_deadline);
       if (::poll(polled.data(), polled.size(), timeout) < 0 && errno != EINTR) return;
       if (polled[1].revents != 0) return;  // stop(): arriving connections close with `arriving`
       for (size_t i = 0; i < arriving.size(); ++i) {
@@ -308,8 +328,11 @@ class Server::Listener {
   void accept_all(std::vector<Arriving>& arriving) {
     while (true) {
       posix::UniqueFd fd(::accept4(listening_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
-      if (fd.get() < 0) return;  // EAGAIN: all taken; other errors: the next poll tells again
-      if (arriving.size() >= kMaxWaiting) {
+      if (fd.get() < 0) {
+        if (errno == EMFILE || errno == ENFILE) accept_paused_until_ = Clock::now() + kAcceptPause;
+        return;  // EAGAIN: all taken; other errors: the next poll tells again
+      }
+      if (arriving.size() >= max_waiting_) {
         refuse(fd.get(), 503, "too many connections");
         continue;
       }
@@ -341,6 +364,13 @@ class Server::Listener {
       a.fd.reset();
       return;
     }
+    if (request->path == "/healthz" && request->method == "GET") {
+      // Cheap and what a probe asks: answered here, never behind a busy responder. The head was
+      // read whole, so closing at once resets nothing the client still sends.
+      refuse_with(a.fd.get(), answer(options_, request->path));
+      a.fd.reset();
+      return;
+    }
     std::unique_lock lock(mu_);
     if (responders_ >= kMaxResponders) {
       lock.unlock();
@@ -359,8 +389,8 @@ class Server::Listener {
         }
         finished_responding();
       }).detach();
-      (void)a.fd.release();               // the responder owns it now
-    } catch (const std::system_error&) {  // no thread to be had
+      (void)a.fd.release();            // the responder owns it now
+    } catch (const std::exception&) {  // no thread to be had (system_error, bad_alloc)
       refuse(a.fd.get(), 503, "busy");
       a.fd.reset();
       finished_responding();
@@ -394,6 +424,8 @@ class Server::Listener {
   const ServerOptions& options_;
   posix::UniqueFd listening_;
   posix::UniqueFd wake_;
+  const size_t max_waiting_ = waiting_limit();
+  Clock::time_point accept_paused_until_{};
   std::thread loop_;
   std::mutex mu_;
   std::condition_variable responders_done_;

@@ -10,11 +10,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <condition_variable>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <thread>
 
 #include "http/server.hpp"
 #include "metrics/registry.hpp"
@@ -416,6 +418,49 @@ TEST(HttpServer, IncompleteRequestsTimeOutAndDoNotHoldStop) {
   const ssize_t got = ::recv(fd, &byte, 1, 0);
   EXPECT_TRUE(got == 0 || (got < 0 && errno == ECONNRESET)) << "recv returned " << got;
   ::close(fd);
+}
+
+// 40 /readyz requests stuck in a check (Redis hanging, say) take every responder; /healthz is
+// still answered, and the requests past the 32 responders are told 503 at once.
+TEST(HttpServer, HealthzIsAnsweredWhileEveryResponderWaits) {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool release = false;
+  int waiting = 0;
+  http::ServerOptions so;
+  so.address = "127.0.0.1:0";
+  so.readiness = {{"stuck", [&] {
+                     std::unique_lock lock(mu);
+                     ++waiting;
+                     cv.notify_all();
+                     cv.wait(lock, [&] { return release; });
+                     return true;
+                   }}};
+  http::Server server(so);
+  server.start();
+  std::vector<std::thread> clients;
+  std::vector<std::string> replies(40);
+  for (size_t i = 0; i < replies.size(); ++i)
+    clients.emplace_back([&, i] { replies[i] = round_trip(server.port(), "GET /readyz HTTP/1.1\r\n\r\n"); });
+  {
+    std::unique_lock lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, 10s, [&] { return waiting == 32; })) << waiting << " checks running";
+  }
+  EXPECT_EQ(http::get({"127.0.0.1", server.port()}, "/healthz", 5s).status, 200);
+  {
+    std::lock_guard lock(mu);
+    release = true;
+  }
+  cv.notify_all();
+  for (auto& c : clients) c.join();
+  const auto busy = std::count_if(replies.begin(), replies.end(), [](const std::string& r) {
+    return status_line(r) == "HTTP/1.1 503 Service Unavailable";
+  });
+  const auto ready = std::count_if(replies.begin(), replies.end(),
+                                   [](const std::string& r) { return status_line(r) == "HTTP/1.1 200 OK"; });
+  EXPECT_EQ(busy, 8);
+  EXPECT_EQ(ready, 32);
+  server.stop();
 }
 
 TEST(HttpServer, AddressErrors) {
