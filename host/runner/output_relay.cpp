@@ -14,6 +14,9 @@ namespace wk::runner {
 namespace {
 // A line longer than this is cut into pieces of this size: one log line each.
 constexpr size_t kMaxLine = 16 * size_t{1024};
+// Reads of one pipe per turn of the loop: a runner that writes without pause must not keep the
+// relay from the others, whose pipes would fill and block their writes (and so their tasks).
+constexpr int kReadsPerTurn = 4;
 }  // namespace
 
 struct OutputRelay::Source {
@@ -27,10 +30,11 @@ struct OutputRelay::Source {
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     logger.log(level, line, {{"stream", stream}});
   }
-  // Reads what is there; false once the pipe is closed (or broken) and everything was relayed.
+  // Reads some of what is there; false once the pipe is closed (or broken) and everything was
+  // relayed.
   bool pump() {
     char buffer[8192];
-    while (true) {
+    for (int turn = 0; turn < kReadsPerTurn; ++turn) {
       const ssize_t n = ::read(pipe.get(), buffer, sizeof buffer);
       if (n < 0 && errno == EINTR) continue;
       if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
@@ -49,6 +53,7 @@ struct OutputRelay::Source {
         partial.erase(0, kMaxLine);
       }
     }
+    return true;  // maybe more: the next turn reads it
   }
 };
 
@@ -91,7 +96,9 @@ void OutputRelay::run() {
       stopping = stopping_;
     }
     if (stopping) {
-      for (auto& s : sources) s->pump();  // what is left, then the partial line at EOF or not
+      // Runners are gone by now: one more turn each for what they wrote last (bounded, in case
+      // something they started keeps writing), then the partial lines.
+      for (auto& s : sources) s->pump();
       for (auto& s : sources) {
         if (!s->partial.empty()) s->emit(s->partial);
       }

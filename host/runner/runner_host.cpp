@@ -47,11 +47,24 @@ std::string signal_name(int signo) {
 }
 
 // An fd moved above the standard ones and the two the child gets (3, 4), close-on-exec.
-int high_fd(int fd) {
-  const int moved = ::fcntl(fd, F_DUPFD_CLOEXEC, 10);
-  ::close(fd);
+posix::UniqueFd high_fd(posix::UniqueFd fd) {
+  const int moved = ::fcntl(fd.get(), F_DUPFD_CLOEXEC, 10);
   if (moved < 0) throw std::runtime_error(std::string("fcntl: ") + std::strerror(errno));
-  return moved;
+  return posix::UniqueFd(moved);  // `fd`, the original, closes here
+}
+
+// Both ends of a fresh pipe or socket pair, owned at once (nothing leaks when a later step
+// throws) and moved high.
+std::pair<posix::UniqueFd, posix::UniqueFd> high_pair(const int (&raw)[2]) {
+  posix::UniqueFd first(raw[0]), second(raw[1]);
+  posix::UniqueFd first_high = high_fd(std::move(first));
+  return {std::move(first_high), high_fd(std::move(second))};
+}
+
+std::pair<posix::UniqueFd, posix::UniqueFd> make_pipe() {
+  int raw[2];
+  if (::pipe2(raw, O_CLOEXEC) != 0) throw std::runtime_error(std::string("pipe: ") + std::strerror(errno));
+  return high_pair(raw);
 }
 
 // The crash report's frames, for one log field: the signal handler's own frames dropped, each
@@ -293,30 +306,20 @@ struct RunnerHost::Impl {
 std::shared_ptr<RunnerProcess> RunnerHost::Impl::spawn(const fs::path& file) {
   if (!staging) staging = std::make_unique<plugins::detail::StagingDir>(options.host.staging_dir, true);
   // The runner's stdout and stderr: pipes whose lines the worker logs in its own format.
-  int out[2];
-  if (::pipe2(out, O_CLOEXEC) != 0) throw std::runtime_error(std::string("pipe: ") + std::strerror(errno));
-  posix::UniqueFd out_read(high_fd(out[0])), out_write(high_fd(out[1]));
-  int err[2];
-  if (::pipe2(err, O_CLOEXEC) != 0) throw std::runtime_error(std::string("pipe: ") + std::strerror(errno));
-  posix::UniqueFd err_read(high_fd(err[0])), err_write(high_fd(err[1]));
+  auto [out_read, out_write] = make_pipe();
+  auto [err_read, err_write] = make_pipe();
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
     throw std::runtime_error(std::string("socketpair: ") + std::strerror(errno));
-  int crash[2];
-  if (::pipe2(crash, O_CLOEXEC) != 0) {
-    ::close(sv[0]);
-    ::close(sv[1]);
-    throw std::runtime_error(std::string("pipe: ") + std::strerror(errno));
-  }
-  const int ours = high_fd(sv[0]), theirs = high_fd(sv[1]);
-  const int crash_read = high_fd(crash[0]), crash_write = high_fd(crash[1]);
+  auto [ours, theirs] = high_pair(sv);
+  auto [crash_read, crash_write] = make_pipe();
 
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_adddup2(&actions, out_write.get(), 1);
   posix_spawn_file_actions_adddup2(&actions, err_write.get(), 2);
-  posix_spawn_file_actions_adddup2(&actions, theirs, 3);
-  posix_spawn_file_actions_adddup2(&actions, crash_write, 4);
+  posix_spawn_file_actions_adddup2(&actions, theirs.get(), 3);
+  posix_spawn_file_actions_adddup2(&actions, crash_write.get(), 4);
   // Nothing else of the worker's (Redis and PostgreSQL sockets, other runners' channels).
   posix_spawn_file_actions_addclosefrom_np(&actions, 5);
   posix_spawnattr_t attr;
@@ -349,32 +352,41 @@ std::shared_ptr<RunnerProcess> RunnerHost::Impl::spawn(const fs::path& file) {
   const int rc = ::posix_spawn(&pid, exe.c_str(), &actions, &attr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
-  ::close(theirs);
-  ::close(crash_write);
+  theirs.reset();  // the child's copies are its own now
+  crash_write.reset();
   out_write.reset();
   err_write.reset();
-  if (rc != 0) {
-    ::close(ours);
-    ::close(crash_read);
-    throw std::runtime_error("cannot start a plugin runner (" + exe + "): " + std::strerror(rc));
+  if (rc != 0) throw std::runtime_error("cannot start a plugin runner (" + exe + "): " + std::strerror(rc));
+  std::shared_ptr<RunnerProcess> p;
+  try {
+    if (options.open_files_max > 0) {
+      const rlimit limit{options.open_files_max, options.open_files_max};
+      ::prlimit(pid, RLIMIT_NOFILE, &limit, nullptr);
+    }
+    const log::Logger runner_output = logger.with({{"file", file.filename().string()}, {"runner_pid", pid}});
+    output.add(std::move(out_read), runner_output, log::Level::info, "stdout");
+    output.add(std::move(err_read), runner_output, log::Level::warn, "stderr");
+    p = std::make_shared<RunnerProcess>();
+    p->pid = pid;
+    p->channel = std::make_unique<Channel>(ours.get());
+    (void)ours.release();  // the channel owns it
+    p->crash_fd = crash_read.release();
+    {
+      std::unique_lock lock(mu);
+      processes.push_back(p);
+    }
+    p->reader = std::thread([this, p] { read(p); });
+  } catch (...) {
+    // The reader thread never started (its start is the last step that can throw): nobody would
+    // supervise the runner just spawned, so stop and reap it rather than leave it behind.
+    if (p) {
+      std::unique_lock lock(mu);
+      std::erase(processes, p);
+    }
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+    throw;
   }
-  if (options.open_files_max > 0) {
-    const rlimit limit{options.open_files_max, options.open_files_max};
-    ::prlimit(pid, RLIMIT_NOFILE, &limit, nullptr);
-  }
-  const log::Logger runner_output = logger.with({{"file", file.filename().string()}, {"runner_pid", pid}});
-  output.add(std::move(out_read), runner_output, log::Level::info, "stdout");
-  output.add(std::move(err_read), runner_output, log::Level::warn, "stderr");
-
-  auto p = std::make_shared<RunnerProcess>();
-  p->pid = pid;
-  p->channel = std::make_unique<Channel>(ours);
-  p->crash_fd = crash_read;
-  {
-    std::unique_lock lock(mu);
-    processes.push_back(p);
-  }
-  p->reader = std::thread([this, p] { read(p); });
 
   wire::Hello hello;
   hello.plugin_file = file.string();
