@@ -474,10 +474,7 @@ task::Outcome PluginHost::dispatch(task::Execution& execution) {
       std::shared_lock lock(impl_->mu);
       if (impl_->stopping) return {task::Disposition::retry, "worker is shutting down", {}};
       auto it = impl_->routes.find(execution.task.type);
-      if (it == impl_->routes.end()) {
-        return {
-            task::Disposition::fail_no_retry, "no handler for task type \"" + execution.task.type + "\"", {}};
-      }
+      if (it == impl_->routes.end()) return task::unhandled_type(execution.task.type);
       route = it->second;
     }
     return impl_->run(route, execution);

@@ -151,7 +151,7 @@ class PluginHost final : public Host {
   bool handles(std::string_view type) const override;
   std::chrono::milliseconds attempt_timeout(std::string_view type) const override;
   bool serving() const override;
-  // Never throws. An unknown type gives fail_no_retry ("no handler for task type ...").
+  // Never throws. An unknown type gives task::unhandled_type (requeue, no attempt counted).
   task::Outcome dispatch(task::Execution& execution) override;
 
   // Calls each plugin's shutdown() once, after its running handlers returned (up to

@@ -382,8 +382,9 @@ task::Outcome Processor::unhandled(const InFlightTask& t) {
     // Nobody has served it for that long: asynq's rule and text, so nothing cycles forever.
     return {task::Disposition::retry, "handler not found for task \"" + type + "\"", {}};
   }
-  return {task::Disposition::requeue, "no plugin on this worker serves task type \"" + type + "\"",
-          s.unhandled_holdoff};
+  task::Outcome back = task::unhandled_type(type);
+  back.retry_after = s.unhandled_holdoff;
+  return back;
 }
 
 bool Processor::finish(const std::shared_ptr<InFlightTask>& t, const task::Outcome& outcome,

@@ -1365,7 +1365,7 @@ task::Outcome RunnerHost::dispatch(task::Execution& execution) {
     if (it == m.routes.end()) {
       lock.unlock();
       if (m.in_process && m.in_process->handles(t.type)) return m.in_process->dispatch(execution);
-      return {task::Disposition::fail_no_retry, "no handler for task type \"" + t.type + "\"", {}};
+      return task::unhandled_type(t.type);
     }
     entry_ptr = it->second;
     Entry& entry = *entry_ptr;

@@ -47,6 +47,11 @@ void Cancellation::remove(Token token) {
       callbacks_.end());
 }
 
+Outcome unhandled_type(std::string_view type) {
+  return {
+      Disposition::requeue, "no plugin on this worker serves task type \"" + std::string(type) + "\"", {}};
+}
+
 std::string new_uuid() {
   thread_local std::mt19937_64 rng{std::random_device{}()};
   uint64_t hi = rng();

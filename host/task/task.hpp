@@ -110,6 +110,12 @@ struct Outcome {
   std::chrono::milliseconds retry_after{0};  // retry_after; requeue: wait this long first
 };
 
+// The one answer for a task whose type no handler here serves: back to its queue, no attempt
+// counted. A dispatcher returns it when its plugin went away between handles() and dispatch();
+// the engine gives it (with a hold-off) until the type has gone unserved for long enough, then
+// applies asynq's rule (docs/queue-engine.md, "Tasks no plugin serves").
+Outcome unhandled_type(std::string_view type);
+
 // What the engine offers a running task besides cancellation.
 class TaskServices {
  public:
