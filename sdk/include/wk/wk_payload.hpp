@@ -17,7 +17,8 @@
 // with the reason, for someone to fix and run again.
 //
 // An empty payload counts as {} (asynq tasks may carry none). Whole structures can be read with
-// payload_as<T>(task), through nlohmann's from_json for T: any error it raises is bad_payload too.
+// payload_as<T>(task), through nlohmann's from_json for T: any std::exception it raises is
+// bad_payload too (the SDK's own exceptions pass through unchanged).
 #include <nlohmann/json.hpp>
 
 #include <limits>
@@ -99,6 +100,16 @@ class JsonPayload {
       return value.get<T>();
     } catch (const nlohmann::json::exception& e) {
       bad_payload(field, e.what());
+    } catch (const Permanent&) {  // a from_json of T's that already says what is wrong
+      throw;
+    } catch (const RetryLater&) {
+      throw;
+    } catch (const Cancelled&) {
+      throw;
+    } catch (const HostError&) {
+      throw;
+    } catch (const std::exception& e) {  // std::stoi, vector::at, ... in a from_json of T's
+      bad_payload(field, e.what());
     }
   }
 
@@ -112,6 +123,16 @@ T payload_as(const Task& task) {
   try {
     return payload.json().get<T>();
   } catch (const nlohmann::json::exception& e) {
+    bad_payload("payload", e.what());
+  } catch (const Permanent&) {
+    throw;
+  } catch (const RetryLater&) {
+    throw;
+  } catch (const Cancelled&) {
+    throw;
+  } catch (const HostError&) {
+    throw;
+  } catch (const std::exception& e) {  // std::stoi, vector::at, ... in T's from_json
     bad_payload("payload", e.what());
   }
 }

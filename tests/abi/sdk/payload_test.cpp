@@ -68,6 +68,7 @@ struct Greeting {
 void from_json(const nlohmann::json& j, Greeting& g) {
   j.at("name").get_to(g.name);
   if (j.contains("times")) j.at("times").get_to(g.times);
+  if (j.contains("times_text")) g.times = std::stoi(j.at("times_text").get<std::string>());  // throws
 }
 
 TEST(SdkPayload, PayloadAsTurnsConversionErrorsIntoBadPayload) {
@@ -81,6 +82,9 @@ TEST(SdkPayload, PayloadAsTurnsConversionErrorsIntoBadPayload) {
   EXPECT_EQ(e.code(), "bad_payload");
   EXPECT_NE(std::string(e.what()).find("invalid payload: payload: "), std::string::npos) << e.what();
   EXPECT_NE(std::string(e.what()).find("name"), std::string::npos) << e.what();
+  // A standard exception from the author's own from_json is bad input too, not a retry.
+  task.payload = R"({"name":"ada","times_text":"many"})";
+  EXPECT_EQ(permanent_from([&] { (void)wk::payload_as<Greeting>(task); }).code(), "bad_payload");
 }
 
 }  // namespace
