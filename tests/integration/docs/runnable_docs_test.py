@@ -23,6 +23,7 @@ import tempfile
 import time
 
 FENCE = re.compile(r"^```sh runnable\s*$")
+BLOCK_TIMEOUT_S = 120  # under the ctest timeout, so that a hang is reported here, by block
 
 
 def runnable_blocks(root: pathlib.Path):
@@ -109,12 +110,23 @@ def main() -> int:
             "DB_USERNAME": env.get("WK_TEST_PG_USER", "postgres"), "DB_NAME": env.get("WK_TEST_PG_DB", "autodevs"),
             "WORKER_METRICS_ADDR": "", "WORKTREE_BASE_DIR": str(work / "worktrees"),
         })
-        for key in ("REDIS_PASSWORD", "REDIS_USERNAME", "WORKER_PLUGINS_DIR"):
-            env.pop(key, None)
+        # Only what a reader's fresh shell would have: no settings of this machine's own.
+        for key in list(env):
+            if key.startswith(("REDIS_", "DB_", "WORKER_", "LOG_", "AI_", "WORKTREE_")) and key not in (
+                    "REDIS_HOST", "REDIS_PORT", "REDIS_DB", "DB_HOST", "DB_PORT", "DB_USERNAME", "DB_NAME",
+                    "WORKER_METRICS_ADDR", "WORKTREE_BASE_DIR"):
+                del env[key]
         for path, line, text in blocks:
             print(f"=== {path}:{line}", flush=True)
-            result = subprocess.run(["bash", "-c", "set -euo pipefail\n" + text], cwd=checkout, env=env,
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+            try:
+                result = subprocess.run(["bash", "-c", "set -euo pipefail\n" + text], cwd=checkout, env=env,
+                                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                        text=True, timeout=BLOCK_TIMEOUT_S)
+            except subprocess.TimeoutExpired as e:
+                out = e.output.decode(errors="replace") if isinstance(e.output, bytes) else (e.output or "")
+                print(out, end="")
+                print(f"FAIL: the runnable block at {path}:{line} ran over {BLOCK_TIMEOUT_S} s", file=sys.stderr)
+                return 1
             print(result.stdout, end="", flush=True)
             if result.returncode != 0:
                 print(f"FAIL: the runnable block at {path}:{line} exited with {result.returncode}", file=sys.stderr)
