@@ -139,7 +139,7 @@ int run_cli(int argc, char** argv, char** envp) {
   app.require_subcommand(0, 1);
 
   // Configuration flags: each sets one variable of docs/configuration.md, highest precedence.
-  config::Settings flag_settings;
+  config::Variables flag_settings;
   std::optional<std::filesystem::path> env_file;
   const auto setting = [&](const char* names, const char* variable, const char* help) {
     app.add_option_function<std::string>(
@@ -181,7 +181,7 @@ int run_cli(int argc, char** argv, char** envp) {
   exec_cmd->add_option("--id", exec_args.id, "Task id (default: random UUID)");
   exec_cmd->add_option("--timeout", exec_args.timeout, "Deadline from now, e.g. 30s (default: none)");
 
-  std::vector<std::string> check_files;
+  std::vector<std::string> files_to_check;
   std::string plugins_addr;
   bool plugins_json = false;
   bool check_init = false;
@@ -192,7 +192,7 @@ int run_cli(int argc, char** argv, char** envp) {
                           "The worker's HTTP endpoint (default: WORKER_METRICS_ADDR)");
   plugins_cmd->add_flag("--json", plugins_json, "Print the worker's JSON");
   auto* check_cmd = plugins_cmd->add_subcommand("check", "Check that plugin files would load");
-  check_cmd->add_option("files", check_files, "Plugin files (.so)")->required();
+  check_cmd->add_option("files", files_to_check, "Plugin files (.so)")->required();
   check_cmd->add_flag("--init", check_init, "Also run init() in a throw-away runner process");
 
   EnqueueArgs enq;
@@ -250,7 +250,7 @@ int run_cli(int argc, char** argv, char** envp) {
 
   try {
     if (check_cmd->parsed()) {
-      std::vector<std::filesystem::path> files(check_files.begin(), check_files.end());
+      std::vector<std::filesystem::path> files(files_to_check.begin(), files_to_check.end());
       return check_plugins(files, check_init, cfg, logger, std::cout);
     }
     if (plugins_cmd->parsed()) {

@@ -71,7 +71,7 @@ int show_plugins(const std::string& address, bool json, std::ostream& out, std::
 
 int check_plugins(const std::vector<std::filesystem::path>& files, bool init, const config::Config& cfg,
                   const log::Logger& logger, std::ostream& out) {
-  int code = plugins::check_files(files, out, logger);
+  int code = plugins::print_file_checks(files, out, logger);
   if (!init) return code;
   const auto pool = db::make_pool(db_settings(cfg), logger);
   for (const auto& file : files) {

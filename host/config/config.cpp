@@ -17,8 +17,8 @@ namespace {
 
 // Variables with a built-in default. Computed defaults (WORKER_NAME, DB_POOL_SIZE) are filled in
 // by load(); variables without a default (secrets, AI_*) are absent unless set.
-const Settings& defaults() {
-  static const Settings table = {
+const Variables& defaults() {
+  static const Variables table = {
       {"REDIS_HOST", "localhost"},
       {"REDIS_PORT", "6379"},
       {"REDIS_DB", "0"},
@@ -117,7 +117,7 @@ std::string default_worker_name() {
 // Resolves the effective settings and remembers where each came from, for error messages.
 class Resolver {
  public:
-  Resolver(Settings settings, std::map<std::string, std::string> origins)
+  Resolver(Variables settings, std::map<std::string, std::string> origins)
       : settings_(std::move(settings)), origins_(std::move(origins)) {}
 
   // The value, or nullopt when unset. Empty text counts as unset except where `empty_is_value`.
@@ -193,7 +193,7 @@ class Resolver {
   }
 
  private:
-  Settings settings_;
+  Variables settings_;
   std::map<std::string, std::string> origins_;
 };
 
@@ -267,8 +267,8 @@ std::vector<QueueWeight> parse_queues(std::string_view text) {
 }
 
 // The variables of `envp` that are ours (`want_ours`) or the others.
-static Settings environment_part(char** envp, bool want_ours) {
-  Settings out;
+static Variables environment_part(char** envp, bool want_ours) {
+  Variables out;
   if (envp == nullptr) return out;
   for (char** e = envp; *e != nullptr; ++e) {
     const std::string_view entry(*e);
@@ -282,12 +282,12 @@ static Settings environment_part(char** envp, bool want_ours) {
   return out;
 }
 
-Settings environment_from(char** envp) { return environment_part(envp, true); }
+Variables environment_from(char** envp) { return environment_part(envp, true); }
 
-Settings other_environment_from(char** envp) { return environment_part(envp, false); }
+Variables other_environment_from(char** envp) { return environment_part(envp, false); }
 
 Config load(const Sources& sources) {
-  Settings merged = defaults();
+  Variables merged = defaults();
   std::map<std::string, std::string> origins;
   Config cfg;
 
@@ -476,8 +476,8 @@ std::optional<std::string> Config::get(const std::string& key) const {
   return it->second;
 }
 
-Settings Config::redacted() const {
-  Settings out;
+Variables Config::redacted() const {
+  Variables out;
   for (const auto& [k, v] : settings) out[k] = redact(k, v);
   return out;
 }

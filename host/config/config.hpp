@@ -25,7 +25,9 @@
 
 namespace wk::config {
 
-using Settings = std::map<std::string, std::string>;
+// Variable name -> value: one source of settings (flags, environment, a .env file), or all of them
+// merged.
+using Variables = std::map<std::string, std::string>;
 
 // A start-up error that names the variable and says what was expected. what() is the full,
 // operator-facing message; it never contains a secret value.
@@ -47,11 +49,11 @@ struct QueueWeight {
 
 // Where the raw settings come from. `flags` and `environment` are keyed by variable name.
 struct Sources {
-  Settings flags;
-  Settings environment;
+  Variables flags;
+  Variables environment;
   // The rest of the process environment: readable by plugins through config_get (a plugin's
   // own variables, such as the hello example's HELLO_GREETING), never validated, never logged.
-  Settings other_environment;
+  Variables other_environment;
   // An explicit --env-file (must exist); without one, `<working_dir>/.env` is read if present.
   std::optional<std::filesystem::path> env_file;
   std::filesystem::path working_dir = ".";
@@ -116,7 +118,7 @@ struct Config {
   std::vector<std::string> unknown_variables;
 
   // Every effective raw setting (defaults included), for config_get. Contains secrets.
-  Settings settings;
+  Variables settings;
   // Keys of `settings` that came from Sources::other_environment: not ours, so not dumped.
   std::set<std::string> other_keys;
 
@@ -125,7 +127,7 @@ struct Config {
   // The raw value of `key`, or nullopt when unset.
   std::optional<std::string> get(const std::string& key) const;
   // `settings` with every secret value replaced: safe to log or print.
-  Settings redacted() const;
+  Variables redacted() const;
 };
 
 // Reads all sources, applies precedence and defaults, validates. Throws ConfigError.
@@ -133,9 +135,9 @@ Config load(const Sources& sources);
 
 // The process environment, limited to what concerns the worker: known variables and any
 // variable with a known prefix (REDIS_, DB_, WORKER_, LOG_, WORKTREE_, AI_).
-Settings environment_from(char** envp);
+Variables environment_from(char** envp);
 // The rest of it (what environment_from leaves out).
-Settings other_environment_from(char** envp);
+Variables other_environment_from(char** envp);
 
 // Whether `key` names a secret (*_PASSWORD, *_API_KEY, *_TOKEN, *_SECRET, case-insensitive).
 bool is_secret(std::string_view key);
@@ -145,7 +147,7 @@ std::string redact(std::string_view key, std::string_view value);
 // `.env` text: KEY=VALUE lines, `export ` prefix, `#` comments (whole line, or after an unquoted
 // value following whitespace), single quotes (literal) and double quotes (\n \t \" \\ escapes).
 // Throws ConfigError naming `origin` and the line number on a malformed line.
-Settings parse_dotenv(std::string_view text, const std::string& origin = ".env");
+Variables parse_dotenv(std::string_view text, const std::string& origin = ".env");
 
 // Go's time.ParseDuration syntax: "300ms", "1.5h", "2h45m", "0". Units ns, us, µs, ms, s, m, h.
 // Throws std::invalid_argument on malformed or negative text.

@@ -80,8 +80,8 @@ bool parse_value(std::string_view raw, std::string& value, std::string& why) {
 
 }  // namespace
 
-Settings parse_dotenv(std::string_view text, const std::string& origin) {
-  Settings out;
+Variables parse_dotenv(std::string_view text, const std::string& origin) {
+  Variables out;
   size_t line_no = 0;
   while (!text.empty()) {
     const auto nl = text.find('\n');

@@ -136,33 +136,33 @@ void DeferredMigrations::apply(db::Pool& pool, const std::string& plugin_id, con
   pending_.store(false, std::memory_order_release);
 }
 
-// ---- Context -----------------------------------------------------------------------------
+// ---- CtxState -----------------------------------------------------------------------------
 
-bool Context::enter() {
+bool CtxState::enter() {
   std::lock_guard lock(mu_);
   if (!open_) return false;
   ++active_calls_;
   return true;
 }
 
-bool Context::enter_while_running() {
+bool CtxState::enter_while_running() {
   std::lock_guard lock(mu_);
   if (!open_ || !running_) return false;
   ++active_calls_;
   return true;
 }
 
-void Context::set_running(bool running) {
+void CtxState::set_running(bool running) {
   std::lock_guard lock(mu_);
   running_ = running;
 }
 
-void Context::leave() {
+void CtxState::leave() {
   std::lock_guard lock(mu_);
   if (--active_calls_ == 0) cv_.notify_all();
 }
 
-void Context::close() {
+void CtxState::close() {
   std::vector<std::pair<uint64_t, HandleKind>> leaked;
   {
     std::unique_lock lock(mu_);
@@ -184,7 +184,7 @@ void Context::close() {
   }
 }
 
-task::CancelReason Context::wait_cancelled(std::chrono::milliseconds timeout) {
+task::CancelReason CtxState::wait_cancelled(std::chrono::milliseconds timeout) {
   std::unique_lock lock(mu_);
   // Not the token's own flag: it is set before on_cancel runs, and the ABI promises the handler
   // that on_cancel has run by the time wait_cancelled returns.
@@ -194,18 +194,18 @@ task::CancelReason Context::wait_cancelled(std::chrono::milliseconds timeout) {
   return execution_->cancellation.reason();
 }
 
-void Context::notify() {
+void CtxState::notify() {
   std::lock_guard lock(mu_);
   cancel_delivered_ = true;
   cv_.notify_all();
 }
 
-void Context::own(uint64_t handle, HandleKind kind) {
+void CtxState::own(uint64_t handle, HandleKind kind) {
   std::lock_guard lock(mu_);
   owned_.emplace_back(handle, kind);
 }
 
-void Context::disown(uint64_t handle) {
+void CtxState::disown(uint64_t handle) {
   std::lock_guard lock(mu_);
   std::erase_if(owned_, [&](const auto& entry) { return entry.first == handle; });
 }

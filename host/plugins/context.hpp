@@ -106,12 +106,13 @@ struct PluginServices {
   std::shared_ptr<DeferredMigrations> deferred_migrations = std::make_shared<DeferredMigrations>();
 };
 
-// A plugin ctx or a task ctx. Host calls enter() it for their whole duration, and close()
+// The host's state behind one wk_ctx*: a plugin ctx or a task ctx (the SDK's wk::Context is the
+// plugin's view of it). Host calls enter() it for their whole duration, and close()
 // waits for them, so a call never outlives the objects (Execution) the context points to.
-class Context {
+class CtxState {
  public:
-  Context(HandleKind kind, std::shared_ptr<const PluginServices> services, log::Logger logger,
-          task::Execution* execution)
+  CtxState(HandleKind kind, std::shared_ptr<const PluginServices> services, log::Logger logger,
+           task::Execution* execution)
       : kind_(kind), services_(std::move(services)), logger_(std::move(logger)), execution_(execution) {}
 
   HandleKind kind() const { return kind_; }
@@ -164,33 +165,33 @@ class Context {
 };
 
 // RAII: a host call inside a context's window.
-class ContextCall {
+class CtxCall {
  public:
-  explicit ContextCall(std::shared_ptr<Context> ctx) : ctx_(std::move(ctx)) {
+  explicit CtxCall(std::shared_ptr<CtxState> ctx) : ctx_(std::move(ctx)) {
     if (ctx_ && !ctx_->enter()) ctx_.reset();
   }
-  ~ContextCall() {
+  ~CtxCall() {
     if (ctx_) ctx_->leave();
   }
-  ContextCall(const ContextCall&) = delete;
-  ContextCall& operator=(const ContextCall&) = delete;
+  CtxCall(const CtxCall&) = delete;
+  CtxCall& operator=(const CtxCall&) = delete;
   explicit operator bool() const { return ctx_ != nullptr; }
-  Context* operator->() const { return ctx_.get(); }
-  Context& operator*() const { return *ctx_; }
+  CtxState* operator->() const { return ctx_.get(); }
+  CtxState& operator*() const { return *ctx_; }
 
  private:
-  std::shared_ptr<Context> ctx_;
+  std::shared_ptr<CtxState> ctx_;
 };
 
 struct RowsObject {
   std::unique_ptr<db::Result> result;
-  std::weak_ptr<Context> owner;
+  std::weak_ptr<CtxState> owner;
 };
 
 struct TxObject {
   std::mutex mu;  // db::Transaction is one connection: one statement at a time
   std::unique_ptr<db::Transaction> tx;
-  std::weak_ptr<Context> owner;
+  std::weak_ptr<CtxState> owner;
   ~TxObject();
 };
 

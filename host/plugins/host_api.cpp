@@ -44,7 +44,7 @@ wk_status set_error(wk_error* err, wk_status status, std::string_view code, std:
 }
 
 // Resolves a ctx of either kind (task_only = false) or a task ctx only.
-std::shared_ptr<Context> resolve(wk_ctx* ctx, const char* function, bool task_only);
+std::shared_ptr<CtxState> resolve(wk_ctx* ctx, const char* function, bool task_only);
 
 wk_status map_db_error(const db::Error& e, wk_error* err) {
   switch (e.kind()) {
@@ -84,12 +84,12 @@ wk_status guarded(wk_error* err, Body&& body) {
 
 // A database call that found the database away marks its task: the plugin host then hands the
 // task back without counting an attempt when the handler gives up (docs/database.md).
-wk_status noted(Context* ctx, wk_status status) {
+wk_status noted(CtxState* ctx, wk_status status) {
   if (status == WK_E_UNAVAILABLE && ctx != nullptr) ctx->note_unavailable();
   return status;
 }
 
-db::CallOptions call_options(const Context& ctx, uint32_t flags) {
+db::CallOptions call_options(const CtxState& ctx, uint32_t flags) {
   db::CallOptions options;
   options.binary_results = (flags & WK_PG_BINARY_RESULTS) != 0;
   if (const task::Execution* ex = ctx.execution()) {
@@ -119,7 +119,7 @@ std::vector<db::Param> to_params(const wk_pg_param* params, size_t count, size_t
   return out;
 }
 
-wk_pg_rows* register_rows(const std::shared_ptr<Context>& ctx, std::unique_ptr<db::Result> result) {
+wk_pg_rows* register_rows(const std::shared_ptr<CtxState>& ctx, std::unique_ptr<db::Result> result) {
   auto rows = std::make_shared<RowsObject>();
   rows->result = std::move(result);
   rows->owner = ctx;
@@ -140,18 +140,18 @@ log::Level to_level(int32_t level) {
 // ---- the table's functions ---------------------------------------------------------------
 
 const void* WK_CALL api_get_extension(wk_ctx* ctx, const char* /*ext_id*/) {
-  ContextCall call(resolve(ctx, "get_extension", false));
+  CtxCall call(resolve(ctx, "get_extension", false));
   return nullptr;  // no extensions in host ABI 1.0
 }
 
 int32_t WK_CALL api_log_enabled(wk_ctx* ctx, int32_t level) {
-  ContextCall call(resolve(ctx, "log_enabled", false));
+  CtxCall call(resolve(ctx, "log_enabled", false));
   return call && call->logger().enabled(to_level(level)) ? 1 : 0;
 }
 
 void WK_CALL api_log(wk_ctx* ctx, int32_t level, wk_str message, const wk_kv* fields, size_t field_count) {
   try {
-    ContextCall call(resolve(ctx, "log", false));
+    CtxCall call(resolve(ctx, "log", false));
     if (!call || !call->logger().enabled(to_level(level))) return;
     log::Fields copied;
     if (fields != nullptr) {
@@ -166,7 +166,7 @@ void WK_CALL api_log(wk_ctx* ctx, int32_t level, wk_str message, const wk_kv* fi
 }
 
 wk_status WK_CALL api_config_get(wk_ctx* ctx, wk_str key, wk_str* out) {
-  ContextCall call(resolve(ctx, "config_get", false));
+  CtxCall call(resolve(ctx, "config_get", false));
   if (!call) return WK_E_WRONG_CTX;
   if (out == nullptr) return WK_E_INVALID;
   try {
@@ -186,7 +186,7 @@ wk_status WK_CALL api_pg_query(wk_ctx* ctx, wk_str sql, const wk_pg_param* param
                                size_t param_stride, uint32_t flags, wk_pg_rows** out_rows, wk_error* err) {
   if (out_rows != nullptr) *out_rows = nullptr;
   auto context = resolve(ctx, "pg_query", false);
-  ContextCall call(context);
+  CtxCall call(context);
   if (!call) return set_error(err, WK_E_WRONG_CTX, "wrong_ctx", "ctx expired or of the wrong kind");
   db::Pool* pool = call->services().pool;
   if (pool == nullptr) return set_error(err, WK_E_UNSUPPORTED, "pg.none", "no database configured");
@@ -246,7 +246,7 @@ void WK_CALL api_pg_rows_free(wk_pg_rows* rows) {
 wk_status WK_CALL api_pg_begin(wk_ctx* ctx, wk_pg_tx** out_tx, wk_error* err) {
   if (out_tx != nullptr) *out_tx = nullptr;
   auto context = resolve(ctx, "pg_begin", false);
-  ContextCall call(context);
+  CtxCall call(context);
   if (!call) return set_error(err, WK_E_WRONG_CTX, "wrong_ctx", "ctx expired or of the wrong kind");
   if (out_tx == nullptr) return set_error(err, WK_E_INVALID, "invalid", "out_tx is NULL");
   db::Pool* pool = call->services().pool;
@@ -275,8 +275,8 @@ struct TxCall {
   }
   explicit operator bool() const { return tx && call; }
   std::shared_ptr<TxObject> tx;
-  std::shared_ptr<Context> owner;
-  ContextCall call;
+  std::shared_ptr<CtxState> owner;
+  CtxCall call;
 };
 
 wk_status WK_CALL api_pg_tx_query(wk_pg_tx* handle, wk_str sql, const wk_pg_param* params, size_t param_count,
@@ -331,9 +331,9 @@ wk_status WK_CALL api_pg_tx_once(wk_pg_tx* handle, wk_str key, int32_t* out_firs
 
 wk_status WK_CALL api_pg_migrate(wk_ctx* plugin_ctx, const wk_migration* migrations, size_t count,
                                  size_t stride, wk_error* err) {
-  auto context = std::static_pointer_cast<Context>(
+  auto context = std::static_pointer_cast<CtxState>(
       HandleTable::process().get(to_handle(plugin_ctx), HandleKind::plugin_ctx, "pg_migrate"));
-  ContextCall call(context);
+  CtxCall call(context);
   if (!call) return set_error(err, WK_E_WRONG_CTX, "wrong_ctx", "pg_migrate needs the plugin ctx");
   db::Pool* pool = call->services().pool;
   if (pool == nullptr) return set_error(err, WK_E_UNSUPPORTED, "pg.none", "no database configured");
@@ -412,7 +412,7 @@ task::EnqueueRequest to_request(const wk_enqueue_req& req) {
 
 wk_status WK_CALL api_enqueue(wk_ctx* ctx, const wk_enqueue_req* req, wk_task_id* out_id, wk_error* err) {
   if (out_id != nullptr) out_id->text[0] = '\0';
-  ContextCall call(resolve(ctx, "enqueue", false));
+  CtxCall call(resolve(ctx, "enqueue", false));
   if (!call) return set_error(err, WK_E_WRONG_CTX, "wrong_ctx", "ctx expired or of the wrong kind");
   if (req == nullptr || req->struct_size < offsetof(wk_enqueue_req, retention_ms) + sizeof(int64_t)) {
     return set_error(err, WK_E_INVALID, "invalid",
@@ -444,7 +444,7 @@ wk_status WK_CALL api_enqueue(wk_ctx* ctx, const wk_enqueue_req* req, wk_task_id
 }
 
 wk_status WK_CALL api_heartbeat(wk_ctx* ctx, const wk_progress* /*progress*/) {
-  ContextCall call(resolve(ctx, "heartbeat", true));
+  CtxCall call(resolve(ctx, "heartbeat", true));
   if (!call) return WK_E_WRONG_CTX;
   try {
     call->execution()->services.heartbeat();
@@ -455,21 +455,21 @@ wk_status WK_CALL api_heartbeat(wk_ctx* ctx, const wk_progress* /*progress*/) {
 }
 
 int32_t WK_CALL api_is_cancelled(wk_ctx* ctx) {
-  ContextCall call(resolve(ctx, "is_cancelled", true));
+  CtxCall call(resolve(ctx, "is_cancelled", true));
   // A stale ctx answers WK_E_WRONG_CTX: non-zero, so a careless `if (is_cancelled(c))` stops.
   if (!call) return WK_E_WRONG_CTX;
   return static_cast<int32_t>(call->execution()->cancellation.reason());
 }
 
 int32_t WK_CALL api_wait_cancelled(wk_ctx* ctx, int64_t timeout_ms) {
-  ContextCall call(resolve(ctx, "wait_cancelled", true));
+  CtxCall call(resolve(ctx, "wait_cancelled", true));
   if (!call) return WK_E_WRONG_CTX;
   const int64_t bounded = std::clamp<int64_t>(timeout_ms, 0, int64_t{24} * 3600 * 1000);
   return static_cast<int32_t>(call->wait_cancelled(milliseconds(bounded)));
 }
 
 int64_t WK_CALL api_remaining_ms(wk_ctx* ctx) {
-  ContextCall call(resolve(ctx, "remaining_ms", true));
+  CtxCall call(resolve(ctx, "remaining_ms", true));
   if (!call) return 0;
   const auto deadline = call->execution()->task.deadline;
   if (deadline == task::Clock::time_point{}) return std::numeric_limits<int64_t>::max();
@@ -478,7 +478,7 @@ int64_t WK_CALL api_remaining_ms(wk_ctx* ctx) {
 }
 
 wk_status WK_CALL api_result_write(wk_ctx* ctx, wk_bytes data, uint32_t /*flags*/) {
-  ContextCall call(resolve(ctx, "result_write", true));
+  CtxCall call(resolve(ctx, "result_write", true));
   if (!call) return WK_E_WRONG_CTX;
   try {
     if (call->execution()->services.write_result(view(data))) return WK_OK;
@@ -488,11 +488,11 @@ wk_status WK_CALL api_result_write(wk_ctx* ctx, wk_bytes data, uint32_t /*flags*
   }
 }
 
-std::shared_ptr<Context> resolve(wk_ctx* ctx, const char* function, bool task_only) {
+std::shared_ptr<CtxState> resolve(wk_ctx* ctx, const char* function, bool task_only) {
   auto& table = HandleTable::process();
   const uint64_t handle = to_handle(ctx);
-  if (task_only) return std::static_pointer_cast<Context>(table.get(handle, HandleKind::task_ctx, function));
-  return std::static_pointer_cast<Context>(table.get_any_ctx(handle, function));
+  if (task_only) return std::static_pointer_cast<CtxState>(table.get(handle, HandleKind::task_ctx, function));
+  return std::static_pointer_cast<CtxState>(table.get_any_ctx(handle, function));
 }
 
 constexpr wk_host_api make_table() {

@@ -57,8 +57,8 @@ std::vector<FileCheck> check_files(const std::vector<fs::path>& files, const log
   return checks;
 }
 
-int check_files(const std::vector<fs::path>& files, std::ostream& out, const log::Logger& logger,
-                const HostOptions& options) {
+int print_file_checks(const std::vector<fs::path>& files, std::ostream& out, const log::Logger& logger,
+                      const HostOptions& options) {
   bool all_ok = true;
   for (const FileCheck& check : check_files(files, logger, options)) {
     out << check.file.string() << ": " << (check.would_load ? "OK" : "REFUSED: " + check.reason) << "\n";

@@ -16,7 +16,7 @@
 
 namespace wk::plugins {
 namespace fs = std::filesystem;
-using detail::Context;
+using detail::CtxState;
 using detail::HandleKind;
 using detail::HandleTable;
 
@@ -57,7 +57,7 @@ class Limiter {
 struct PluginInstance {
   detail::LoadedLibrary library;
   std::shared_ptr<const detail::PluginServices> services;
-  std::shared_ptr<Context> plugin_ctx;
+  std::shared_ptr<CtxState> plugin_ctx;
   wk_plugin_state* state = nullptr;
   std::vector<std::unique_ptr<Limiter>> limiters;  // one per handler
 
@@ -177,7 +177,7 @@ std::optional<Refusal> PluginHost::Impl::load(const fs::path& file) {
       detail::PluginServices{owner, owner->logger, info.plugin_id, config, pool, enqueuer});
   instance->services = services;
   instance->plugin_ctx =
-      std::make_shared<Context>(HandleKind::plugin_ctx, services, services->logger, nullptr);
+      std::make_shared<CtxState>(HandleKind::plugin_ctx, services, services->logger, nullptr);
   instance->plugin_ctx->set_handle(
       HandleTable::process().add(HandleKind::plugin_ctx, instance->plugin_ctx, owner));
   for (const auto& handler : instance->library.handlers) {
@@ -287,7 +287,7 @@ task::Outcome PluginHost::Impl::run(const Route& route, task::Execution& executi
   view.deadline_ms = to_ms(t.deadline);
   view.started_at_ms = to_ms(t.started_at);
 
-  auto ctx = std::make_shared<Context>(HandleKind::task_ctx, plugin.services, task_logger, &execution);
+  auto ctx = std::make_shared<CtxState>(HandleKind::task_ctx, plugin.services, task_logger, &execution);
   ctx->set_handle(HandleTable::process().add(HandleKind::task_ctx, ctx, plugin.services->owner));
   auto* const ctx_handle = static_cast<wk_ctx*>(detail::to_pointer(ctx->handle()));
 

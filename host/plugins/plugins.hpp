@@ -178,8 +178,8 @@ std::vector<FileCheck> check_files(const std::vector<std::filesystem::path>& fil
                                    const HostOptions& options = {});
 // Prints one block per file (id, version, ABI, handlers, "OK" or "REFUSED: reason") to `out`.
 // Returns the process exit code: 0 when every file would load, 1 otherwise.
-int check_files(const std::vector<std::filesystem::path>& files, std::ostream& out, const log::Logger& logger,
-                const HostOptions& options = {});
+int print_file_checks(const std::vector<std::filesystem::path>& files, std::ostream& out,
+                      const log::Logger& logger, const HostOptions& options = {});
 
 struct LocalRun {
   std::filesystem::path plugins_dir;

@@ -25,6 +25,7 @@
 #include "autodevs/chat.hpp"
 #include "autodevs/git.hpp"
 #include "autodevs/paths.hpp"
+#include "autodevs/pipeline.hpp"
 #include "autodevs/sdk_glue.hpp"
 #include "autodevs/subprocess.hpp"
 #include "autodevs/text.hpp"

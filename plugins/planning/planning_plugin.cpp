@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "autodevs/chat.hpp"
+#include "autodevs/pipeline.hpp"
 #include "autodevs/sdk_glue.hpp"
 #include "autodevs/text.hpp"
 

@@ -20,6 +20,7 @@
 
 #include "autodevs/git.hpp"
 #include "autodevs/paths.hpp"
+#include "autodevs/pipeline.hpp"
 #include "autodevs/sdk_glue.hpp"
 #include "autodevs/text.hpp"
 

@@ -368,8 +368,8 @@ TEST_F(InProcessHostTest, LoadsAPrivateCopyNamedByHashFromAPrivateStagingDir) {
 
 TEST_F(InProcessHostTest, CheckFilesReportsWithoutServing) {
   std::ostringstream out;
-  const int code =
-      check_files({fixture("good"), fixture("needs_newer_host"), fixture("zz_duplicate_type")}, out, logger);
+  const int code = print_file_checks(
+      {fixture("good"), fixture("needs_newer_host"), fixture("zz_duplicate_type")}, out, logger);
   EXPECT_EQ(code, 1);
   const std::string text = out.str();
   EXPECT_NE(text.find(fixture("good").string() + ": OK"), std::string::npos) << text;

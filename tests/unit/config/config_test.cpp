@@ -267,7 +267,7 @@ TEST(ConfigEnvironment, KeepsOnlyOurVariables) {
   std::string f = "WORKTREE_BASE_DIR=/w=x";
   char* envp[] = {a.data(), b.data(), d.data(), e.data(), f.data(), nullptr};
   const auto env = environment_from(envp);
-  EXPECT_EQ(env, (Settings{{"REDIS_HOST", "r"}, {"AI_API_KEY", "k"}, {"WORKTREE_BASE_DIR", "/w=x"}}));
+  EXPECT_EQ(env, (Variables{{"REDIS_HOST", "r"}, {"AI_API_KEY", "k"}, {"WORKTREE_BASE_DIR", "/w=x"}}));
 }
 
 // A plugin's own variables (no host prefix) reach config_get from the environment, beating the
@@ -276,7 +276,7 @@ TEST(ConfigEnvironment, OtherVariablesAreThePluginsAndOutrankTheDotenvFile) {
   std::string a = "REDIS_HOST=r";
   std::string b = "HELLO_GREETING=hi";
   char* envp[] = {a.data(), b.data(), nullptr};
-  EXPECT_EQ(other_environment_from(envp), (Settings{{"HELLO_GREETING", "hi"}}));
+  EXPECT_EQ(other_environment_from(envp), (Variables{{"HELLO_GREETING", "hi"}}));
   Sources sources;
   sources.working_dir = "/nonexistent-dir-for-this-test";
   sources.environment = environment_from(envp);

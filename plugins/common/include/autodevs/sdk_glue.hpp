@@ -1,6 +1,7 @@
 #pragma once
-// Glue between plugins/common and the public SDK (wk_sdk.hpp). Header-only, included by the
-// plugins only, so the rest of common stays testable without a host.
+// Glue between plugins/common and the public SDK (wk_sdk.hpp): payloads, configuration, the
+// shared schema. Header-only, included by the plugins only, so the rest of common stays testable
+// without a host. What the three plugins agree on as a pipeline is in pipeline.hpp.
 #include <wk_sdk.hpp>
 
 #include <chrono>
@@ -72,29 +73,5 @@ inline void migrate_shared_schema(const wk::Context& ctx) {
 inline std::function<bool()> cancel_probe(const wk::TaskContext& tc) {
   return [&tc] { return tc.cancelled(); };
 }
-
-// Queues and deterministic follow-up ids (asynq TaskID: a second enqueue is a conflict, so a
-// retried handler never creates a duplicate).
-inline constexpr std::string_view kPipelineQueue = "default";
-inline std::string worktree_create_task_id(std::string_view task_id) {
-  return "worktree-create:" + std::string(task_id);
-}
-inline std::string ai_execute_task_id(std::string_view task_id, std::int64_t step) {
-  return "ai-execute:" + std::string(task_id) + ":" + std::to_string(step);
-}
-
-// AI_TIMEOUT: how long one agent run or model call may take.
-inline std::chrono::milliseconds ai_timeout(const wk::Context& ctx) {
-  return config_duration(ctx, "AI_TIMEOUT", std::chrono::minutes(30));
-}
-// The asynq timeout of every ai:execute task, step 1 (staged by worktree:create) as much as the
-// later ones: the agent's limit plus time for git and the database. asynq's 30 min default
-// would cut a step short whenever AI_TIMEOUT is longer.
-inline std::chrono::milliseconds ai_execute_timeout(const wk::Context& ctx) {
-  return ai_timeout(ctx) + std::chrono::minutes(5);
-}
-
-// Finished states: no more steps will run for the task.
-inline constexpr std::string_view kFinishedStatusesSql = "('completed','failed','cancelled')";
 
 }  // namespace autodevs
