@@ -3,35 +3,23 @@
 // task with reason `requested`; unknown ids are ignored. On connection trouble it logs once,
 // backs off (doubling up to resubscribe_delay) and subscribes again.
 //
-// RedisCancelSource is the Redis implementation of CancelSource: SUBSCRIBE on a connection of
-// its own, waiting with poll(2) on the socket and an eventfd so interrupt() is immediate, and a
-// PING when the connection has been silent for a while so a dead peer is noticed.
+// RedisCancelSource is the Redis implementation of CancelSource: a redis::Subscription to
+// asynq's cancel channel.
 #include <memory>
 
 #include "queue/context.hpp"
 #include "redis/redis.hpp"
-
-struct redisContext;
 
 namespace wk::queue {
 
 class RedisCancelSource final : public CancelSource {
  public:
   explicit RedisCancelSource(redis::Settings settings);
-  ~RedisCancelSource() override;
   std::optional<std::string> next(std::chrono::milliseconds timeout) override;
   void interrupt() override;
 
  private:
-  void connect();
-  void disconnect();
-  [[noreturn]] void fail(const std::string& what);
-
-  redis::Settings settings_;
-  redisContext* ctx_ = nullptr;
-  int wake_fd_ = -1;  // eventfd
-  SteadyClock::time_point last_traffic_{};
-  bool ping_outstanding_ = false;
+  redis::Subscription subscription_;
 };
 
 class Subscriber {

@@ -1,6 +1,6 @@
 #pragma once
-// RAII over the hiredis (0.14) synchronous API: settings, one connection, replies, scripts and a
-// small thread-safe pool.
+// RAII over the hiredis (0.14) synchronous API: settings, one connection, replies, scripts, a
+// small thread-safe pool, and a subscription (pub/sub) on a connection of its own.
 //
 // A Connection is used by one thread at a time. Any I/O failure marks it broken; the next
 // command reconnects (connect, AUTH, SELECT) before it is sent. Reply errors (-ERR ...) and
@@ -18,6 +18,8 @@
 #include <string_view>
 #include <unordered_set>
 #include <vector>
+
+#include "posix/unique_fd.hpp"
 
 struct redisContext;
 struct redisReply;
@@ -150,6 +152,7 @@ class Connection {
   const Settings& settings() const noexcept { return settings_; }
 
  private:
+  friend class Subscription;  // reads pushed messages off the socket, which no command does
   void ensure_connected();
   void connect();
   void mark_broken();
@@ -165,6 +168,34 @@ class Connection {
   size_t unread_ = 0;
   static constexpr size_t kMaxKeptBuffer = size_t{64} * 1024;
   std::string format_buffer_;  // append(): the command in RESP, reused
+};
+
+// A connection in subscriber mode on one channel (SUBSCRIBE). next() returns each message's
+// payload; it connects (AUTH included) on first use and after a failure, pings a connection
+// that has been silent for a while so that a dead peer is noticed, and waits with poll(2) on the
+// socket and an eventfd, so that interrupt() from another thread makes it return at once. Not
+// pooled: a subscribed connection can send nothing but (UN)SUBSCRIBE and PING.
+class Subscription {
+ public:
+  Subscription(Settings settings, std::string channel);
+  ~Subscription();
+  Subscription(const Subscription&) = delete;
+  Subscription& operator=(const Subscription&) = delete;
+
+  // The next message, or nothing once `timeout` passed or interrupt() was called. Throws Error
+  // (connection, or reply for a refused AUTH/SUBSCRIBE); the next call connects again.
+  std::optional<std::string> next(std::chrono::milliseconds timeout);
+  void interrupt() noexcept;  // thread-safe
+
+ private:
+  [[noreturn]] void fail(const std::string& what);
+
+  Settings settings_;
+  std::string channel_;
+  std::optional<Connection> conn_;
+  posix::UniqueFd wake_;  // eventfd
+  std::chrono::steady_clock::time_point last_traffic_{};
+  bool ping_outstanding_ = false;
 };
 
 // A fixed-size pool of connections, created lazily. acquire() blocks while all are in use.
