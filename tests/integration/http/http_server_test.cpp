@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdio>
 #include <filesystem>
@@ -440,13 +441,20 @@ TEST(HttpServer, HealthzIsAnsweredWhileEveryResponderWaits) {
   server.start();
   std::vector<std::thread> clients;
   std::vector<std::string> replies(40);
+  std::atomic<int> answered{0};
   for (size_t i = 0; i < replies.size(); ++i)
-    clients.emplace_back([&, i] { replies[i] = round_trip(server.port(), "GET /readyz HTTP/1.1\r\n\r\n"); });
+    clients.emplace_back([&, i] {
+      replies[i] = round_trip(server.port(), "GET /readyz HTTP/1.1\r\n\r\n");
+      ++answered;
+    });
   {
     std::unique_lock lock(mu);
     ASSERT_TRUE(cv.wait_for(lock, 10s, [&] { return waiting == 32; })) << waiting << " checks running";
   }
   EXPECT_EQ(http::get({"127.0.0.1", server.port()}, "/healthz", 5s).status, 200);
+  // The 8 past the responders are answered while the 32 still wait; only then are the 32 let go
+  // (a request arriving after that would find a free responder).
+  ASSERT_TRUE(eventually([&] { return answered.load() == 8; }, 10s)) << answered.load() << " answered";
   {
     std::lock_guard lock(mu);
     release = true;
