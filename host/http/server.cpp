@@ -1,6 +1,5 @@
 #include "http/server.hpp"
 
-#include <fcntl.h>
 #include <netdb.h>
 #include <poll.h>
 #include <sys/eventfd.h>
@@ -16,7 +15,6 @@
 #include <mutex>
 #include <optional>
 #include <stdexcept>
-#include <system_error>
 #include <thread>
 
 #include "posix/unique_fd.hpp"

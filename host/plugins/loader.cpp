@@ -329,12 +329,6 @@ std::optional<std::string> unsafe_permissions(const fs::path& path, bool is_dire
   return std::nullopt;
 }
 
-std::string sha256_hex(std::string_view bytes) {
-  digest::Sha256 sha;
-  sha.update(bytes);
-  return sha.hex();
-}
-
 StagingDir::StagingDir(const fs::path& base, bool remove_at_exit) : remove_(remove_at_exit) {
   fs::path parent = base;
   if (parent.empty()) {

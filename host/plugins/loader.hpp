@@ -24,7 +24,6 @@ class Refused : public std::runtime_error {
 // nullopt when acceptable; otherwise why not (writable by group/others, foreign owner, ...).
 std::optional<std::string> unsafe_permissions(const std::filesystem::path& path, bool is_directory);
 
-std::string sha256_hex(std::string_view bytes);
 // The SHA-256 of a plugin file's bytes as load_plugin_file reads them. Throws Refused.
 std::string file_sha256(const std::filesystem::path& file);
 

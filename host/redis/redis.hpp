@@ -188,7 +188,7 @@ class Subscription {
   void interrupt() noexcept;  // thread-safe
 
  private:
-  [[noreturn]] void fail(const std::string& what);
+  [[noreturn]] void fail(const char* during);
 
   Settings settings_;
   std::string channel_;

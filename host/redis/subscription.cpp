@@ -30,12 +30,9 @@ Subscription::Subscription(Settings settings, std::string channel)
 
 Subscription::~Subscription() = default;
 
-void Subscription::fail(const std::string& what) {
-  redisContext* ctx = conn_ ? conn_->context_ : nullptr;
-  const std::string text = ctx != nullptr && ctx->err != 0 ? what + ": " + ctx->errstr : what;
-  conn_.reset();
+void Subscription::fail(const char* during) {
   ping_outstanding_ = false;
-  throw Error(Error::Kind::connection, "subscription to " + channel_ + ": " + text);
+  conn_->fail_io(during);  // marks it broken: the next call connects and subscribes again
 }
 
 void Subscription::interrupt() noexcept {
@@ -45,7 +42,7 @@ void Subscription::interrupt() noexcept {
 
 std::optional<std::string> Subscription::next(std::chrono::milliseconds timeout) {
   using SteadyClock = std::chrono::steady_clock;
-  if (!conn_) {
+  if (!conn_ || conn_->broken()) {
     try {
       conn_.emplace(settings_);  // connect, AUTH: the same path as every other connection
       conn_->command({"SUBSCRIBE", channel_});
@@ -91,7 +88,7 @@ std::optional<std::string> Subscription::next(std::chrono::milliseconds timeout)
                                std::chrono::milliseconds(kPingAfterSilence));
     pollfd fds[2] = {{ctx->fd, POLLIN, 0}, {wake_.get(), POLLIN, 0}};
     const int rc = ::poll(fds, 2, static_cast<int>(wait.count()) + 1);
-    if (rc < 0 && errno != EINTR) fail(std::string("poll: ") + std::strerror(errno));
+    if (rc < 0 && errno != EINTR) fail("poll");
     if (rc > 0 && (fds[1].revents & POLLIN) != 0) {
       uint64_t drained = 0;
       [[maybe_unused]] auto n = ::read(wake_.get(), &drained, sizeof drained);

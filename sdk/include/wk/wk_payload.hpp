@@ -38,6 +38,30 @@ inline constexpr const char* kBadPayload = "bad_payload";
   throw Permanent(kBadPayload, "invalid payload: " + std::string(field) + ": " + std::string(problem));
 }
 
+namespace detail {
+
+// `value` as T through nlohmann's from_json. Any std::exception on the way (nlohmann's type
+// errors, or std::stoi, vector::at, ... in a from_json of the author's) is bad input in `field`;
+// the SDK's own exceptions pass through as thrown.
+template <class T>
+T json_as(const nlohmann::json& value, std::string_view field) {
+  try {
+    return value.get<T>();
+  } catch (const Permanent&) {
+    throw;
+  } catch (const RetryLater&) {
+    throw;
+  } catch (const Cancelled&) {
+    throw;
+  } catch (const HostError&) {
+    throw;
+  } catch (const std::exception& e) {
+    bad_payload(field, e.what());
+  }
+}
+
+}  // namespace detail
+
 class JsonPayload {
  public:
   explicit JsonPayload(const Task& task) : JsonPayload(task.payload) {}
@@ -96,21 +120,7 @@ class JsonPayload {
     } else if constexpr (std::is_floating_point_v<T>) {
       if (!value.is_number()) bad_payload(field, "must be a number");
     }
-    try {
-      return value.get<T>();
-    } catch (const nlohmann::json::exception& e) {
-      bad_payload(field, e.what());
-    } catch (const Permanent&) {  // a from_json of T's that already says what is wrong
-      throw;
-    } catch (const RetryLater&) {
-      throw;
-    } catch (const Cancelled&) {
-      throw;
-    } catch (const HostError&) {
-      throw;
-    } catch (const std::exception& e) {  // std::stoi, vector::at, ... in a from_json of T's
-      bad_payload(field, e.what());
-    }
+    return detail::json_as<T>(value, field);
   }
 
   nlohmann::json json_;
@@ -119,22 +129,7 @@ class JsonPayload {
 // The whole payload as T through nlohmann's from_json(const json&, T&).
 template <class T>
 T payload_as(const Task& task) {
-  const JsonPayload payload(task);
-  try {
-    return payload.json().get<T>();
-  } catch (const nlohmann::json::exception& e) {
-    bad_payload("payload", e.what());
-  } catch (const Permanent&) {
-    throw;
-  } catch (const RetryLater&) {
-    throw;
-  } catch (const Cancelled&) {
-    throw;
-  } catch (const HostError&) {
-    throw;
-  } catch (const std::exception& e) {  // std::stoi, vector::at, ... in T's from_json
-    bad_payload("payload", e.what());
-  }
+  return detail::json_as<T>(JsonPayload(task).json(), "payload");
 }
 
 }  // namespace wk

@@ -19,6 +19,15 @@ cleanup() {
 }
 trap cleanup EXIT
 fail() { echo "FAIL: $*" >&2; echo "--- output:" >&2; cat "$work/out" >&2 || true; exit 1; }
+# Waits up to $1 tenths of a second for the background run-worker ($worker_pid) to log that its
+# job server started; fails naming $2 if it exits first.
+await_start() {
+  for _ in $(seq 1 "$1"); do
+    grep -q 'msg="Starting job server"' "$work/out" && return 0
+    kill -0 "$worker_pid" 2>/dev/null || fail "run-worker exited early$2"
+    sleep 0.1
+  done
+}
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 redis-cli -p "$port" ping >/dev/null 2>&1 && fail "port $port already answers"
@@ -35,11 +44,7 @@ mkdir -p "$work/plugins" "$work/cwd"
 ) >"$work/out" 2>&1 &
 worker_pid=$!
 
-for _ in $(seq 1 300); do
-  grep -q 'msg="Starting job server"' "$work/out" && break
-  kill -0 "$worker_pid" 2>/dev/null || fail "run-worker exited early"
-  sleep 0.1
-done
+await_start 300 ""
 grep -q 'msg="Starting job server"' "$work/out" || fail "no 'Starting job server' line"
 
 [[ $(grep -c "^run-worker: no Redis on localhost:$port, starting a private one" "$work/out") -eq 1 ]] \
@@ -69,11 +74,7 @@ role="wk_run_worker_$$"
     WORKER_METRICS_ADDR= "$root/scripts/run-worker.sh" -n w2 -v
 ) >"$work/out" 2>&1 &
 worker_pid=$!
-for _ in $(seq 1 600); do
-  grep -q 'msg="Starting job server"' "$work/out" && break
-  kill -0 "$worker_pid" 2>/dev/null || fail "run-worker exited early (foreign PostgreSQL)"
-  sleep 0.1
-done
+await_start 600 " (foreign PostgreSQL)"
 line=$(grep "^run-worker: PostgreSQL on 127.0.0.1:$WK_TEST_PG_PORT does not let $role into autodevs; using a private one on port " "$work/out") \
   || fail "no line saying the private PostgreSQL is used instead"
 [[ $(grep -c '^run-worker: ' "$work/out") -eq 1 ]] || fail "more than one run-worker line"
@@ -110,11 +111,7 @@ if [[ $(id -u) -eq 0 ]]; then
       "$locked/clone/scripts/run-worker.sh" -n w3
   ) >"$work/out" 2>&1 &
   worker_pid=$!
-  for _ in $(seq 1 600); do
-    grep -q 'msg="Starting job server"' "$work/out" && break
-    kill -0 "$worker_pid" 2>/dev/null || fail "run-worker exited early (clone under a 0700 parent)"
-    sleep 0.1
-  done
+  await_start 600 " (clone under a 0700 parent)"
   grep -q "^run-worker: no PostgreSQL on 127.0.0.1:$pg_port, starting a private one" "$work/out" \
     || fail "no private PostgreSQL for the clone under a 0700 parent"
   wk_pg_answers 127.0.0.1 "$pg_port" || fail "the private PostgreSQL does not answer"
