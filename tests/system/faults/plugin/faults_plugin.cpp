@@ -1,0 +1,71 @@
+// Fixture plugin for the process-level fault tests (tests/system/faults). Every handler is
+// driven by files, so a test in another process decides when a task may finish:
+//
+//   fault:block     payload = a file path. Waits until that file exists (then succeeds) or the
+//                   task is cancelled (then acknowledges the cancellation). Before waiting it
+//                   creates "<path>.started-<attempt>" so a test can see which attempt runs, and
+//                   "<path>.returned-<attempt>" just before it returns success.
+//   fault:quick     succeeds at once (proves a host keeps serving).
+//   fault:fail      fails at once without retry (archived: floods the archive).
+//   fault:db        runs one short query (pg_sleep 50 ms, to hold a pool connection for a
+//                   while). A database that cannot be reached is a retryable failure with
+//                   "database unavailable: ..." in error_msg.
+//   fault:stubborn  payload = a file path; creates "<path>.started-<attempt>", then never returns
+//                   and ignores cancellation (blocks until the process exits).
+#include <wk_sdk.hpp>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <thread>
+
+namespace {
+
+using namespace std::chrono_literals;
+
+class Faults {
+ public:
+  explicit Faults(wk::Context&) {}
+
+  wk::Outcome block(wk::TaskContext& tc, const wk::Task& task) {
+    const std::filesystem::path release{std::string(task.payload)};
+    std::ofstream(release.string() + ".started-" + std::to_string(task.attempt)) << task.id;
+    std::error_code ec;
+    while (!std::filesystem::exists(release, ec)) {
+      if (tc.wait_cancelled(20ms) != WK_CANCEL_NONE) return wk::Outcome::cancelled("fault:block cancelled");
+    }
+    std::ofstream(release.string() + ".returned-" + std::to_string(task.attempt)) << task.id;
+    return wk::Outcome::ok();
+  }
+
+  wk::Outcome quick(wk::TaskContext&, const wk::Task&) { return wk::Outcome::ok(); }
+  wk::Outcome fail(wk::TaskContext&, const wk::Task&) { return wk::Outcome::fail("fault", "fault:fail"); }
+
+  wk::Outcome db(wk::TaskContext& tc, const wk::Task&) {
+    try {
+      auto rows = tc.query("SELECT pg_sleep(0.05)");
+      (void)rows;
+    } catch (const wk::HostError& e) {
+      if (e.status() == WK_E_UNAVAILABLE)
+        return wk::Outcome::retry(std::string("database unavailable: ") + e.what(), "db_down");
+      throw;
+    }
+    return wk::Outcome::ok();
+  }
+
+  wk::Outcome stubborn(wk::TaskContext&, const wk::Task& task) {
+    std::ofstream(std::string(task.payload) + ".started-" + std::to_string(task.attempt)) << task.id;
+    for (;;) std::this_thread::sleep_for(50ms);  // deliberately deaf to cancellation
+  }
+};
+
+}  // namespace
+
+WK_PLUGIN_BEGIN(Faults, "test.faults", "0.0.1")
+WK_HANDLER("fault:block", &Faults::block)
+WK_HANDLER("fault:quick", &Faults::quick)
+WK_HANDLER("fault:fail", &Faults::fail)
+WK_HANDLER("fault:db", &Faults::db)
+WK_HANDLER("fault:stubborn", &Faults::stubborn)
+WK_PLUGIN_END()
