@@ -209,8 +209,7 @@ int Runtime::serve() {
                          });
 
     queue::Settings engine_settings;
-    engine_settings.queues.clear();
-    for (const auto& q : config_.queues) engine_settings.queues.push_back({q.name, q.weight});
+    engine_settings.queues = config_.queues;
     engine_settings.strict_priority = config_.strict_priority;
     engine_settings.concurrency = config_.concurrency;
     engine_settings.shutdown_timeout = config_.shutdown_timeout;

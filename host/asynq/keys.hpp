@@ -25,6 +25,14 @@ inline constexpr std::string_view kAllWorkersKey = "asynq:workers";
 inline constexpr std::string_view kCancelChannel = "asynq:cancel";
 inline constexpr std::string_view kDefaultQueue = "default";
 
+// A queue and its priority, as in asynq's Config.Queues: the configuration (WORKER_QUEUES), the
+// engine's queue order (protocol §7.2) and the server info all speak of queues this way.
+struct QueueWeight {
+  std::string name;
+  int priority = 1;
+  bool operator==(const QueueWeight&) const = default;
+};
+
 struct InvalidQueueName : std::invalid_argument {
   using std::invalid_argument::invalid_argument;
 };

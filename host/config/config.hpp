@@ -21,6 +21,7 @@
 #include <string_view>
 #include <vector>
 
+#include "asynq/keys.hpp"
 #include "log/log.hpp"
 
 namespace wk::config {
@@ -41,11 +42,7 @@ class ConfigError : public std::runtime_error {
   std::string variable_;
 };
 
-struct QueueWeight {
-  std::string name;
-  int weight = 0;
-  bool operator==(const QueueWeight&) const = default;
-};
+using asynq::QueueWeight;
 
 // Where the raw settings come from. `flags` and `environment` are keyed by variable name.
 struct Sources {

@@ -59,34 +59,4 @@ std::vector<std::string> QueueOrder::next(std::mt19937_64& rng) const {
   return order;
 }
 
-std::vector<QueueWeight> parse_queue_weights(const std::string& text) {
-  std::vector<QueueWeight> out;
-  std::size_t start = 0;
-  while (start <= text.size()) {
-    const auto comma = text.find(',', start);
-    const std::string entry =
-        text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-    start = comma == std::string::npos ? text.size() + 1 : comma + 1;
-    if (entry.empty()) continue;
-    QueueWeight w;
-    const auto eq = entry.find('=');
-    w.name = entry.substr(0, eq);
-    if (eq != std::string::npos) {
-      const std::string num = entry.substr(eq + 1);
-      std::size_t used = 0;
-      try {
-        w.priority = std::stoi(num, &used);
-      } catch (const std::exception&) {
-        used = 0;
-      }
-      if (used == 0 || used != num.size()) {
-        throw std::invalid_argument("queue entry \"" + entry + "\": priority must be an integer");
-      }
-    }
-    out.push_back(std::move(w));
-  }
-  if (out.empty()) throw std::invalid_argument("queue list is empty");
-  return out;
-}
-
 }  // namespace wk::queue

@@ -6,12 +6,11 @@
 #include <utility>
 #include <vector>
 
+#include "asynq/keys.hpp"
+
 namespace wk::queue {
 
-struct QueueWeight {
-  std::string name;
-  int priority = 1;
-};
+using asynq::QueueWeight;
 
 // Immutable after construction; next() is const and takes the caller's RNG, so one QueueOrder can
 // be shared by every fetching thread, each with its own generator.
@@ -39,9 +38,5 @@ class QueueOrder {
   std::vector<std::string> strict_order_;  // precomputed for strict mode
   std::vector<std::size_t> expanded_;      // indices into queues_, each repeated priority/gcd times
 };
-
-// Parses "critical=10,planning=6,default=2" (a bare name means priority 1).
-// Throws std::invalid_argument naming the bad entry.
-std::vector<QueueWeight> parse_queue_weights(const std::string& text);
 
 }  // namespace wk::queue

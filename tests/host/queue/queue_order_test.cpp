@@ -73,18 +73,5 @@ TEST(QueueOrder, RejectsBadConfiguration) {
   EXPECT_THROW(QueueOrder({{"a", 1}, {"a", 2}}, false), std::invalid_argument);
 }
 
-TEST(QueueWeights, ParsesTheConfigurationForm) {
-  auto w = parse_queue_weights("critical=10,planning=6,default");
-  ASSERT_EQ(w.size(), 3u);
-  EXPECT_EQ(w[0].name, "critical");
-  EXPECT_EQ(w[0].priority, 10);
-  EXPECT_EQ(w[1].priority, 6);
-  EXPECT_EQ(w[2].name, "default");
-  EXPECT_EQ(w[2].priority, 1);
-  EXPECT_THROW(parse_queue_weights("a=x"), std::invalid_argument);
-  EXPECT_THROW(parse_queue_weights("a=1x"), std::invalid_argument);
-  EXPECT_THROW(parse_queue_weights(""), std::invalid_argument);
-}
-
 }  // namespace
 }  // namespace wk::queue
