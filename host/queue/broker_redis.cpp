@@ -866,12 +866,14 @@ void RedisBroker::exchange(std::span<const OutcomeWrite> writes, std::span<std::
   };
   std::vector<redis::ScriptCall> calls;
   std::vector<Sent> sent;
-  std::vector<std::unique_ptr<RetryArgs>> retries;
-  std::vector<std::unique_ptr<ArchiveArgs>> archives;
-  std::vector<std::unique_ptr<MarkCompleteArgs>> completions;
-  std::vector<std::unique_ptr<RequeueArgs>> requeues;
-  std::vector<std::unique_ptr<std::vector<std::string_view>>> views;
-  std::vector<std::unique_ptr<DoneStrings>> done_strings;
+  // Owns every call's strings (of whatever *Args type) and argv views until the round trip is
+  // over; the calls point into them.
+  std::vector<std::shared_ptr<const void>> owned;
+  const auto keep = [&owned](auto object) {
+    auto held = std::make_shared<decltype(object)>(std::move(object));
+    owned.push_back(held);
+    return held;
+  };
   calls.reserve(writes.size() + 1);
 
   // The plain successes, grouped by queue: one done call per queue.
@@ -890,29 +892,26 @@ void RedisBroker::exchange(std::span<const OutcomeWrite> writes, std::span<std::
       done_by_queue[w.msg->queue].push_back(i);
       continue;
     }
-    auto& argv = *views.emplace_back(std::make_unique<std::vector<std::string_view>>());
+    auto& argv = *keep(std::vector<std::string_view>());
     const redis::Script* script = nullptr;
     size_t numkeys = 0;
     switch (w.op) {
       case OutcomeWrite::Op::mark_complete: {
-        const auto& a =
-            *completions.emplace_back(std::make_unique<MarkCompleteArgs>(*w.msg, now, settings_.stats_ttl));
+        const auto& a = *keep(MarkCompleteArgs(*w.msg, now, settings_.stats_ttl));
         argv = a.argv();
         script = &mark_complete_script();
         numkeys = a.numkeys;
         break;
       }
       case OutcomeWrite::Op::retry: {
-        const auto& a = *retries.emplace_back(
-            std::make_unique<RetryArgs>(*w.msg, now, w.retry_at, w.error, w.is_failure, settings_.stats_ttl));
+        const auto& a = *keep(RetryArgs(*w.msg, now, w.retry_at, w.error, w.is_failure, settings_.stats_ttl));
         argv.assign(std::begin(a.v), std::end(a.v));
         script = &retry_script();
         numkeys = kFailureKeys;
         break;
       }
       case OutcomeWrite::Op::archive: {
-        const auto& a =
-            *archives.emplace_back(std::make_unique<ArchiveArgs>(*w.msg, now, w.error, settings_));
+        const auto& a = *keep(ArchiveArgs(*w.msg, now, w.error, settings_));
         argv.assign(std::begin(a.v), std::end(a.v));
         script = &archive_script();
         numkeys = kFailureKeys;
@@ -920,7 +919,7 @@ void RedisBroker::exchange(std::span<const OutcomeWrite> writes, std::span<std::
       }
       case OutcomeWrite::Op::requeue:
       case OutcomeWrite::Op::hand_back: {
-        const auto& a = *requeues.emplace_back(std::make_unique<RequeueArgs>(*w.msg));
+        const auto& a = *keep(RequeueArgs(*w.msg));
         argv.assign(std::begin(a.v), std::end(a.v));
         script = w.op == OutcomeWrite::Op::requeue ? &requeue_script() : &hand_back_script();
         numkeys = kRequeueKeys;
@@ -936,8 +935,8 @@ void RedisBroker::exchange(std::span<const OutcomeWrite> writes, std::span<std::
   for (auto& [queue, indexes] : done_by_queue) {
     msgs.clear();
     for (size_t i : indexes) msgs.push_back(writes[i].msg);
-    auto& argv = *views.emplace_back(std::make_unique<std::vector<std::string_view>>());
-    done_argv(msgs, now, *done_strings.emplace_back(std::make_unique<DoneStrings>()), argv);
+    auto& argv = *keep(std::vector<std::string_view>());
+    done_argv(msgs, now, *keep(DoneStrings()), argv);
     calls.push_back(redis::ScriptCall{&done_script(), argv, kDoneKeys});
     sent.push_back(Sent{std::move(indexes)});
   }
