@@ -303,10 +303,15 @@ int run_servers(const redis::Settings& redis, bool as_json, std::ostream& out, s
       for (const auto& s : servers) {
         json active = json::array();
         for (const auto& w : s.active) {
-          active.push_back({{"task_id", w.task_id},
-                            {"task_type", w.task_type},
-                            {"queue", w.queue},
-                            {"started_at", w.started_at}});
+          json task = {{"task_id", w.task_id},
+                       {"task_type", w.task_type},
+                       {"queue", w.queue},
+                       {"started_at", w.started_at}};
+          if (w.progress_done != 0 || w.progress_total != 0 || !w.progress_note.empty()) {
+            task["progress"] = {
+                {"done", w.progress_done}, {"total", w.progress_total}, {"note", w.progress_note}};
+          }
+          active.push_back(std::move(task));
         }
         json queues = json::object();
         for (const auto& [q, w] : s.info.queues) queues[q] = w;

@@ -369,7 +369,8 @@ std::vector<ServerEntry> Inspector::servers() {
       }
       for (auto& s : out) {
         if (s.info.server_id != w.server_id) continue;
-        s.active.push_back({w.task_id, w.task_type, w.queue, w.start_time ? w.start_time->seconds : 0});
+        s.active.push_back({w.task_id, w.task_type, w.queue, w.start_time ? w.start_time->seconds : 0,
+                            w.progress_done, w.progress_total, w.progress_note});
       }
     }
   }

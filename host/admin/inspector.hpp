@@ -47,6 +47,9 @@ struct TaskInfo {
 struct WorkerTask {
   std::string task_id, task_type, queue;
   int64_t started_at = 0;  // unix-s
+  // The handler's last progress report (ours; asynq servers send none).
+  uint64_t progress_done = 0, progress_total = 0;
+  std::string progress_note;
 };
 struct ServerEntry {
   asynq::ServerInfo info;

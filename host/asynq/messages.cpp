@@ -92,6 +92,9 @@ void put_int64(std::string& out, uint32_t field, int64_t value) {
   put_tag(out, field, kVarint);
   put_varint(out, static_cast<uint64_t>(value));
 }
+void put_uint64(std::string& out, uint32_t field, uint64_t value) {
+  put_int64(out, field, static_cast<int64_t>(value));
+}
 // int32 negatives are sign-extended to 64 bits on the wire (10 bytes), as protobuf requires.
 void put_int32(std::string& out, uint32_t field, int32_t value) { put_int64(out, field, value); }
 void put_bool(std::string& out, uint32_t field, bool value) {
@@ -450,6 +453,9 @@ void encode(const WorkerInfo& wi, std::string& out) {
   put_string(out, 7, wi.queue);
   put_timestamp(out, 8, wi.start_time);
   put_timestamp(out, 9, wi.deadline);
+  put_uint64(out, 100, wi.progress_done);
+  put_uint64(out, 101, wi.progress_total);
+  put_string(out, 102, wi.progress_note);
   out.append(wi.unknown);
 }
 
@@ -486,6 +492,15 @@ WorkerInfo decode_worker_info(std::string_view bytes) {
         break;
       case 9:
         read_timestamp(r, f, w, wi.deadline);
+        break;
+      case 100:
+        wi.progress_done = static_cast<uint64_t>(read_int64(r, f, w));
+        break;
+      case 101:
+        wi.progress_total = static_cast<uint64_t>(read_int64(r, f, w));
+        break;
+      case 102:
+        wi.progress_note = read_len(r, f, w);
         break;
       default:
         keep_unknown(r, start, w, wi.unknown);

@@ -77,6 +77,11 @@ struct WorkerInfo {
   std::string queue;                    // 7
   std::optional<Timestamp> start_time;  // 8
   std::optional<Timestamp> deadline;    // 9
+  // Ours, past asynq's fields (its decoders keep them as unknown fields and read on): the
+  // handler's last reported progress (docs/asynq-protocol.md §4.3).
+  uint64_t progress_done = 0;   // 100
+  uint64_t progress_total = 0;  // 101, 0 = unknown
+  std::string progress_note;    // 102
   std::string unknown;
   friend bool operator==(const WorkerInfo&, const WorkerInfo&) = default;
 };

@@ -18,6 +18,8 @@ using std::chrono::milliseconds;
 
 constexpr size_t kPgParamSizeV1_0 = offsetof(wk_pg_param, value) + sizeof(wk_bytes);
 constexpr size_t kMigrationSizeV1_0 = offsetof(wk_migration, sql) + sizeof(wk_str);
+constexpr size_t kProgressSizeV1_0 = offsetof(wk_progress, note) + sizeof(wk_str);
+constexpr size_t kMaxProgressNote = 256;
 
 std::string_view view(wk_str s) {
   return (s.ptr == nullptr || s.len == 0) ? std::string_view{} : std::string_view(s.ptr, s.len);
@@ -443,11 +445,18 @@ wk_status WK_CALL api_enqueue(wk_ctx* ctx, const wk_enqueue_req* req, wk_task_id
   });
 }
 
-wk_status WK_CALL api_heartbeat(wk_ctx* ctx, const wk_progress* /*progress*/) {
+wk_status WK_CALL api_heartbeat(wk_ctx* ctx, const wk_progress* progress) {
   CtxCall call(resolve(ctx, "heartbeat", true));
   if (!call) return WK_E_WRONG_CTX;
   try {
-    call->execution()->services.heartbeat();
+    task::Progress reported;
+    if (progress != nullptr && progress->struct_size >= kProgressSizeV1_0) {
+      reported.done = progress->done;
+      reported.total = progress->total;
+      // A status line, not a log: the rest of a long note would only bloat every heartbeat.
+      reported.note = std::string(view(progress->note).substr(0, kMaxProgressNote));
+    }
+    call->execution()->services.heartbeat(reported);
   } catch (...) {
     return WK_E_INTERNAL;
   }

@@ -88,15 +88,23 @@ class LocalServices final : public task::TaskServices {
     result_ = std::string(data);
     return true;
   }
-  void heartbeat() override {}
+  void heartbeat(const task::Progress& progress) override {
+    std::lock_guard lock(mu_);
+    progress_ = progress;
+  }
   std::optional<std::string> result() const {
     std::lock_guard lock(mu_);
     return result_;
+  }
+  std::optional<task::Progress> progress() const {
+    std::lock_guard lock(mu_);
+    return progress_;
   }
 
  private:
   mutable std::mutex mu_;
   std::optional<std::string> result_;
+  std::optional<task::Progress> progress_;
 };
 
 class RecordingEnqueuer final : public task::Enqueuer {
@@ -182,6 +190,7 @@ LocalResult run_local(const LocalRun& run, const log::Logger& logger, const Conf
   }
   host.shutdown();
   out.result = services.result();
+  out.progress = services.progress();
   out.staged = std::move(staged);
   out.immediate = enqueuer.requests();
   return out;
@@ -200,6 +209,11 @@ int exec_local(const LocalRun& run, std::ostream& out, const log::Logger& logger
   if (!result.outcome.error.empty()) out << "error: " << result.outcome.error << "\n";
   if (result.outcome.disposition == task::Disposition::retry_after) {
     out << "retry_after_ms: " << result.outcome.retry_after.count() << "\n";
+  }
+  if (result.progress) {
+    out << "progress: " << result.progress->done << "/" << result.progress->total;
+    if (!result.progress->note.empty()) out << " " << result.progress->note;
+    out << "\n";
   }
   if (result.result) out << "result: " << *result.result << "\n";
   auto print = [&](const char* label, const std::vector<task::EnqueueRequest>& requests) {

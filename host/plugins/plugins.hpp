@@ -194,6 +194,7 @@ struct LocalRun {
 struct LocalResult {
   task::Outcome outcome;
   std::optional<std::string> result;            // what the handler wrote with result_write
+  std::optional<task::Progress> progress;       // its last heartbeat's progress, if it sent one
   std::vector<task::EnqueueRequest> staged;     // follow-ups it staged (not published)
   std::vector<task::EnqueueRequest> immediate;  // WK_ENQ_IMMEDIATE requests (recorded, not published)
   LoadReport load;                              // what loading the directory gave

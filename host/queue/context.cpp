@@ -23,6 +23,16 @@ void InFlightTask::extend_lease(Clock::time_point expiry, Clock::time_point now)
   }
 }
 
+void InFlightTask::set_progress(task::Progress p) {
+  std::lock_guard lock(progress_mu_);
+  progress_ = std::move(p);
+}
+
+task::Progress InFlightTask::progress() const {
+  std::lock_guard lock(progress_mu_);
+  return progress_;
+}
+
 void InFlight::add(const std::shared_ptr<InFlightTask>& t) {
   std::lock_guard lock(mu_);
   tasks_[t->msg.id] = t;

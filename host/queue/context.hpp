@@ -37,11 +37,18 @@ struct InFlightTask {
   // Moves the local lease to `expiry`, unless it has already expired (never revived, §7.6).
   void extend_lease(Clock::time_point expiry, Clock::time_point now);
   bool settle() { return !settled.exchange(true); }
+  // The handler reports from its thread, the heartbeat loop reads from its own.
+  void set_progress(task::Progress p);
+  task::Progress progress() const;
 
   std::atomic<Clock::rep> lease_expiry_ticks{0};
   std::atomic<bool> lease_lost_notified{false};
   std::atomic<bool> settled{false};
   std::atomic<bool> overran{false};  // failed past its deadline; its thread leaves the pool after
+
+ private:
+  mutable std::mutex progress_mu_;
+  task::Progress progress_;
 };
 
 // The task a handler sees for a dequeued message (deadline and start time are the processor's).

@@ -86,6 +86,11 @@ void Heartbeat::tick() {
     w.queue = t->task.queue;
     w.start_time = to_timestamp(t->task.started_at);
     w.deadline = to_timestamp(t->task.deadline);
+    auto progress = t->progress();
+    w.progress_done = progress.done;
+    w.progress_total = progress.total;
+    // Go's decoders refuse ill-formed UTF-8 in strings; the note is the plugin's text.
+    w.progress_note = asynq::sanitize_utf8(progress.note);
     workers.push_back(std::move(w));
   }
   const auto started = SteadyClock::now();

@@ -35,7 +35,7 @@ class AttemptServices final : public task::TaskServices {
       return false;
     }
   }
-  void heartbeat() override {}  // leases are extended by the heartbeat loop regardless
+  void heartbeat(const task::Progress& progress) override { t_.set_progress(progress); }
 
  private:
   EngineContext& ctx_;

@@ -628,10 +628,15 @@ void RunnerHost::Impl::serve(const std::shared_ptr<RunnerProcess>& p, uint64_t r
       case Op::validate:
         if (enqueuer != nullptr) enqueuer->validate(wire::decode_enqueue_request(in));
         break;
-      case Op::heartbeat:
+      case Op::heartbeat: {
         enter(in.u64());
-        if (call) call->execution.services.heartbeat();
+        task::Progress progress;
+        progress.done = in.u64();
+        progress.total = in.u64();
+        progress.note = in.str();
+        if (call) call->execution.services.heartbeat(progress);
         break;
+      }
       case Op::write_result: {
         enter(in.u64());
         if (!call) throw std::invalid_argument("write_result needs a task");

@@ -292,9 +292,14 @@ class RemoteTaskServices final : public task::TaskServices {
       return false;
     }
   }
-  void heartbeat() override {
+  void heartbeat(const task::Progress& progress) override {
     try {
-      rpc_.call(Op::heartbeat, [&](wire::Writer& w) { w.u64(call_id_); });
+      rpc_.call(Op::heartbeat, [&](wire::Writer& w) {
+        w.u64(call_id_);
+        w.u64(progress.done);
+        w.u64(progress.total);
+        w.str(progress.note);
+      });
     } catch (const std::exception&) {
       // a liveness signal: nothing to do when the worker is gone
     }

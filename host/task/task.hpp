@@ -116,6 +116,13 @@ struct Outcome {
 // applies asynq's rule (docs/queue-engine.md, "Tasks no plugin serves").
 Outcome unhandled_type(std::string_view type);
 
+// A handler's report of how far it got (the SDK's heartbeat(done, total, note)).
+struct Progress {
+  std::uint64_t done = 0;
+  std::uint64_t total = 0;  // 0 = unknown
+  std::string note;         // short status line, may be empty
+};
+
 // What the engine offers a running task besides cancellation.
 class TaskServices {
  public:
@@ -123,9 +130,9 @@ class TaskServices {
   // HSET the task's `result` field. Returns false (and logs) when the task can no longer write
   // (cancelled, past its deadline, lease lost, Redis away).
   virtual bool write_result(std::string_view data) = 0;
-  // Liveness signal from the handler (progress). Leases are extended by the heartbeat loop
-  // regardless; this is for observability.
-  virtual void heartbeat() = 0;
+  // The handler's latest progress. The engine publishes it with the task's WorkerInfo at its
+  // next heartbeat; leases are extended by the heartbeat loop whether handlers report or not.
+  virtual void heartbeat(const Progress& progress) = 0;
 };
 
 // One attempt of one task, as handed to the dispatcher. `staged` collects follow-ups that the

@@ -15,8 +15,8 @@ namespace wk::test {
 
 enum class Isolation { none, process };
 
-// TaskServices that keep the written result and count heartbeats (a test awaits a handler's
-// start by its first heartbeat).
+// TaskServices that keep the written result, count heartbeats (a test awaits a handler's start
+// by its first heartbeat) and keep the last progress reported.
 class RecordingServices final : public task::TaskServices {
  public:
   bool write_result(std::string_view data) override {
@@ -24,9 +24,16 @@ class RecordingServices final : public task::TaskServices {
     result = std::string(data);
     return true;
   }
-  void heartbeat() override { ++heartbeats; }
+  void heartbeat(const task::Progress& reported) override {
+    {
+      std::lock_guard lock(mu);
+      progress = reported;
+    }
+    ++heartbeats;
+  }
   std::mutex mu;
   std::optional<std::string> result;
+  task::Progress progress;
   std::atomic<int> heartbeats{0};
 };
 

@@ -256,7 +256,9 @@ typedef struct wk_host_api {
   wk_status(WK_CALL* enqueue)(wk_ctx* ctx, const wk_enqueue_req* req, wk_task_id* out_id, wk_error* err);
 
   /* Task ctx only. */
-  /* Reports liveness; WK_E_CANCELLED when cancellation is pending. */
+  /* Reports progress (may be NULL: liveness only); WK_E_CANCELLED when cancellation is pending.
+     The host keeps the last report and publishes it with the task's asynq WorkerInfo at its next
+     heartbeat; the note is cut to 256 bytes. Leases are extended whether a handler reports. */
   wk_status(WK_CALL* heartbeat)(wk_ctx* task, const wk_progress* progress);
   int32_t(WK_CALL* is_cancelled)(wk_ctx* task); /* WK_CANCEL_*; lock-free */
   /* Sleeps until cancelled or timeout_ms passes; returns the WK_CANCEL_* reason (NONE on

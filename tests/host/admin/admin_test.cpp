@@ -360,6 +360,39 @@ TEST_F(AdminTest, ServersListsLiveServersWithTheirActiveTasks) {
   EXPECT_NE(o.out.find("ops:3"), std::string::npos) << o.out;
 }
 
+TEST_F(AdminTest, ServersJsonShowsAHandlersProgress) {
+  asynq::ServerInfo info;
+  info.host = "box";
+  info.pid = 43;
+  info.server_id = "sid-2";
+  info.concurrency = 2;
+  info.queues = {{"ops", 1}};
+  info.status = "active";
+  asynq::WorkerInfo reporting;
+  reporting.server_id = "sid-2";
+  reporting.task_id = "t-reporting";
+  reporting.progress_done = 4;
+  reporting.progress_total = 9;
+  reporting.progress_note = "cloning";
+  asynq::WorkerInfo silent = reporting;
+  silent.task_id = "t-silent";
+  silent.progress_done = 0;
+  silent.progress_total = 0;
+  silent.progress_note.clear();
+  broker_->write_server_state(info, {reporting, silent}, 10s);
+  const auto o = cli({"servers", "--json"});
+  ASSERT_EQ(o.code, 0) << o.err;
+  const auto active = json::parse(o.out)["servers"][0]["active"];
+  ASSERT_EQ(active.size(), 2u);
+  for (const auto& task : active) {
+    if (task["task_id"] == "t-reporting") {
+      EXPECT_EQ(task["progress"], (json{{"done", 4}, {"total", 9}, {"note", "cloning"}}));
+    } else {
+      EXPECT_FALSE(task.contains("progress")) << task.dump();
+    }
+  }
+}
+
 TEST(AdminErrors, UnreachableRedisIsAClearFailure) {
   redis::Settings dead;
   dead.host = "127.0.0.1";

@@ -184,6 +184,26 @@ TEST(Codec, KeepsUnknownFieldsAndHeadersOnReencode) {
   EXPECT_EQ(again.retried, 3);
 }
 
+TEST(Codec, WorkerProgressFollowsAsynqsFieldsAndRoundTrips) {
+  WorkerInfo w;
+  w.host = "h";
+  w.pid = 7;
+  w.task_id = "id1";
+  const std::string asynq_part = encode(w);
+  w.progress_done = 3;
+  w.progress_total = 300;
+  w.progress_note = "ok";
+  const std::string bytes = encode(w);
+  // asynq's fields first and unchanged, then 100 (varint), 101 (varint), 102 (string).
+  EXPECT_EQ(bytes, asynq_part + std::string("\xa0\x06\x03", 3) + std::string("\xa8\x06\xac\x02", 4) +
+                       std::string("\xb2\x06\x02ok", 5));
+  EXPECT_EQ(decode_worker_info(bytes), w);
+  w.progress_done = 0;
+  w.progress_total = 0;
+  w.progress_note.clear();
+  EXPECT_EQ(encode(w), asynq_part) << "no progress, no extra bytes";
+}
+
 TEST(Codec, NegativeInt32IsTenByteVarint) {
   TaskMessage m;
   m.retry = -1;

@@ -323,6 +323,22 @@ TEST_P(PluginHostTest, HandlerObservesCancellationThroughWaitCancelledAndOnCance
   EXPECT_EQ(outcome.error, "cancelled: reason=1 on_cancel=1");
 }
 
+TEST_P(PluginHostTest, HeartbeatProgressReachesTheTaskServices) {
+  auto host = make_host();
+  ASSERT_FALSE(host->load_file(fixture("cancel_wait")).has_value());
+  TaskRun run("cancel:wait", "");
+  auto done = std::async(std::launch::async, [&] { return run.through(*host); });
+  ASSERT_TRUE(test::eventually([&] { return run.services.heartbeats.load() > 0; }));
+  {
+    std::lock_guard lock(run.services.mu);
+    EXPECT_EQ(run.services.progress.done, 1u);
+    EXPECT_EQ(run.services.progress.total, 2u);
+    EXPECT_EQ(run.services.progress.note, "waiting for cancellation");
+  }
+  run.cancellation.cancel(task::CancelReason::shutdown);
+  ASSERT_EQ(done.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+}
+
 TEST_P(PluginHostTest, RefusesFilesAndDirectoriesWritableByOthers) {
   test::TempDir dir("wk-plugins-test");
   fs::copy_file(fixture("good"), dir.path() / "good.so");
@@ -405,6 +421,19 @@ TEST_F(InProcessHostTest, ExecLocalRunsOneTaskAndPrintsTheOutcome) {
   std::ostringstream missing;
   EXPECT_EQ(exec_local(run, missing, logger, config, nullptr), 2);
   EXPECT_NE(missing.str().find("no loaded plugin serves task type \"nobody:serves\""), std::string::npos);
+}
+
+TEST_F(InProcessHostTest, ExecLocalPrintsTheLastProgress) {
+  test::TempDir dir("wk-plugins-test");
+  fs::copy_file(fixture("cancel_wait"), dir.path() / "cancel_wait.so");
+  LocalRun run;
+  run.plugins_dir = dir.path();
+  run.type = "cancel:wait";
+  run.timeout = std::chrono::milliseconds(300);  // the deadline cancels the wait
+  std::ostringstream out;
+  EXPECT_EQ(exec_local(run, out, logger, config, nullptr), 1) << out.str();
+  EXPECT_NE(out.str().find("disposition: cancelled\n"), std::string::npos) << out.str();
+  EXPECT_NE(out.str().find("\nprogress: 1/2 waiting for cancellation\n"), std::string::npos) << out.str();
 }
 
 }  // namespace

@@ -305,6 +305,34 @@ TEST_F(EngineTest, HeartbeatExtendsTheLeaseAndPublishesWorkerInfo) {
   EXPECT_FALSE(probe_.exists(key("t:" + id)));
 }
 
+TEST_F(EngineTest, HandlerProgressIsPublishedWithTheWorkerInfo) {
+  std::atomic<bool> release{false};
+  dispatcher_.on("slow", [&](task::Execution& ex) {
+    // Ill-formed UTF-8 in the note: Go would refuse the whole WorkerInfo, so it is repaired.
+    ex.services.heartbeat(task::Progress{3, 10, "copying \xff files"});
+    while (!release && !ex.cancellation.cancelled()) ex.cancellation.wait_for(10ms);
+    return Outcome{};
+  });
+  start(fast_settings({{q_, 1}}));
+  const auto id = enqueue("slow");
+  const auto workers_key = "asynq:workers:{" + engine_->identity().host + ":" +
+                           std::to_string(engine_->identity().pid) + ":" + engine_->identity().server_id +
+                           "}";
+  asynq::WorkerInfo worker;
+  ASSERT_TRUE(eventually([&] {
+    auto info = probe_.conn.command({"HGET", workers_key, id});
+    if (info.is_nil()) return false;
+    worker = asynq::decode_worker_info(info.str());
+    return worker.progress_done == 3;
+  }));
+  EXPECT_EQ(worker.progress_total, 10u);
+  EXPECT_EQ(worker.progress_note, "copying \xEF\xBF\xBD files");
+  EXPECT_TRUE(asynq::is_valid_utf8(worker.progress_note));
+  EXPECT_TRUE(worker.unknown.empty());
+  release = true;
+  ASSERT_TRUE(eventually([&] { return probe_.counter(key("processed")) == 1; }));
+}
+
 TEST_F(EngineTest, RecoversATaskWhoseLeaseExpired) {
   // Simulate a dead host: a task in active with a lease that ran out long ago.
   asynq::TaskMessage msg;
