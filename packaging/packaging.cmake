@@ -22,6 +22,11 @@ install(FILES ${CMAKE_SOURCE_DIR}/config/example.env DESTINATION ${CMAKE_INSTALL
         COMPONENT worker OPTIONAL)
 file(GLOB wk_docs ${CMAKE_SOURCE_DIR}/docs/*.md)
 install(FILES ${wk_docs} DESTINATION ${CMAKE_INSTALL_DATADIR}/doc/autodevs-worker COMPONENT worker)
+# Debian keeps a package's licence as /usr/share/doc/<package>/copyright.
+install(FILES ${CMAKE_SOURCE_DIR}/LICENSE DESTINATION ${CMAKE_INSTALL_DATADIR}/doc/autodevs-worker
+        RENAME copyright COMPONENT worker)
+install(FILES ${CMAKE_SOURCE_DIR}/LICENSE DESTINATION ${CMAKE_INSTALL_DATADIR}/doc/autodevs-worker-sdk
+        RENAME copyright COMPONENT sdk)
 
 set(CPACK_PACKAGE_NAME autodevs-worker)
 set(CPACK_PACKAGE_VENDOR "AutoDevs")

@@ -18,6 +18,7 @@ extra=$(find "$dir"/root/usr/lib/autodevs-worker/plugins -mindepth 1 ! -name '*.
 [ -z "$extra" ] || fail "the plugins folder holds more than plugins: $extra"
 out=$("$dir/root/usr/bin/worker" --version) || fail "packaged worker --version failed"
 echo "$out" | grep -q "$version" || fail "worker --version says '$out', expected $version"
+[ -f "$dir/root/usr/share/doc/autodevs-worker/copyright" ] || fail "the licence is not packaged as doc/autodevs-worker/copyright"
 [ -f "$dir/root/lib/systemd/system/autodevs-worker.service" ] || [ -f "$dir/root/usr/lib/systemd/system/autodevs-worker.service" ] || fail "systemd unit not packaged"
 depends=$(dpkg-deb -f "$deb" Depends)
 for lib in $(objdump -p "$dir/root/usr/bin/worker" | awk '/NEEDED/{print $2}'); do
