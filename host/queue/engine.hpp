@@ -64,7 +64,7 @@ struct Settings {
   std::chrono::milliseconds deadline_grace{5000};
   std::chrono::milliseconds sync_interval{5000};      // syncer retry period
   std::chrono::milliseconds resubscribe_delay{5000};  // longest subscriber back-off
-  std::chrono::milliseconds wait_timeout{2000};       // longest single blocking wait for work
+  std::chrono::milliseconds wait_timeout{30000};      // longest single blocking wait for work
   // A task whose type no handler here serves goes back (not counted) for unhandled_holdoff,
   // for other workers to run; once it has gone unhandled for unhandled_timeout, asynq's rule
   // applies: retried as "handler not found" (docs/queue-engine.md).

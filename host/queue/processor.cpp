@@ -10,6 +10,8 @@ namespace {
 
 constexpr const char* kDeadlineExceeded = "context deadline exceeded";
 constexpr const char* kCanceled = "context canceled";
+// How often a worker whose plugins serve nothing looks again (no Redis involved).
+constexpr std::chrono::milliseconds kServingCheckInterval{2000};
 
 // What a running handler may do besides watching its cancellation (task::TaskServices).
 class AttemptServices final : public task::TaskServices {
@@ -221,7 +223,7 @@ size_t Processor::slots_to_fill() {
   if (!ctx_.dispatcher.serving()) {
     // No plugin serves anything (all refused, or still loading): take nothing, so the workers
     // that can run the tasks get them (docs/queue-engine.md); outcomes are still written.
-    pause(ctx_.settings.wait_timeout);
+    pause(std::min(ctx_.settings.wait_timeout, kServingCheckInterval));
     std::lock_guard lock(mu_);
     signalled_ = false;
     return 0;
@@ -250,12 +252,11 @@ void Processor::hand_out(std::vector<Dequeued>& got) {
 bool Processor::idle_wait() {
   loop_waiting_for_work_ = true;
   bool maybe = false;
-  bool signalled = false;
-  {
-    std::lock_guard lock(mu_);
-    signalled = signalled_ || stopping_;
-  }
-  if (!signalled) {
+  while (true) {
+    {
+      std::lock_guard lock(mu_);
+      if (signalled_ || stopping_) break;
+    }
     const auto started = SteadyClock::now();
     try {
       maybe = ctx_.broker.wait_for_work(ctx_.order.names(), ctx_.settings.wait_timeout);
@@ -263,7 +264,13 @@ bool Processor::idle_wait() {
     } catch (const std::exception& e) {
       ctx_.health.failed("wait_for_work", e);
       pause(ctx_.settings.redis_backoff);
+      break;
     }
+    last_tick_ = SteadyClock::now().time_since_epoch().count();
+    // A wait that ran out found no work: wait again rather than ask for it. The blocking wait
+    // misses nothing (BLMOVE returns at once for a list that filled meanwhile), so an idle
+    // worker costs Redis one BLMOVE per queue per wait_timeout, not a dequeue round.
+    if (maybe) break;
   }
   loop_waiting_for_work_ = false;
   return maybe;

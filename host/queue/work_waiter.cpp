@@ -1,5 +1,6 @@
 #include "queue/work_waiter.hpp"
 
+#include <algorithm>
 #include <cstdio>
 
 #include "asynq/keys.hpp"
@@ -8,8 +9,12 @@ namespace wk::queue {
 
 using Clock = std::chrono::system_clock;
 
+constexpr auto kResumeCheckInterval = std::chrono::seconds(1);
+
 struct WorkWaiter::Waiter {
   std::string pending_key;
+  std::string paused_key;
+  bool paused = false;                      // guarded by mu_; set by the waiter thread, cleared by wait()
   std::unique_ptr<redis::Connection> conn;  // created by the waiter thread; guarded by mu_
   Clock::time_point armed_until{};
   std::thread thread;
@@ -38,6 +43,7 @@ WorkWaiter::Waiter& WorkWaiter::waiter_for(const std::string& queue) {
   if (!slot) {
     slot = std::make_unique<Waiter>();
     slot->pending_key = asynq::pending_key(queue);
+    slot->paused_key = asynq::paused_key(queue);
     Waiter* w = slot.get();
     slot->thread = std::thread([this, w] { waiter_loop(*w); });
   }
@@ -53,6 +59,7 @@ void WorkWaiter::waiter_loop(Waiter& w) {
         std::chrono::duration_cast<std::chrono::milliseconds>(w.armed_until - Clock::now());
     if (remaining.count() <= 0) continue;
     bool got_work = false;
+    bool paused = false;
     bool failed = false;
     try {
       if (!w.conn) {
@@ -69,6 +76,8 @@ void WorkWaiter::waiter_loop(Waiter& w) {
       const std::string_view argv[] = {"BLMOVE", w.pending_key, w.pending_key, "RIGHT", "RIGHT", timeout};
       redis::Reply reply = conn.blocking_command(argv, remaining);
       got_work = !reply.is_nil();
+      // Tasks are there; a paused queue's tasks are not work (and would return at once again).
+      if (got_work) paused = conn.command({"EXISTS", w.paused_key}).throw_if_error().integer() != 0;
       lock.lock();
     } catch (const redis::Error& e) {
       if (!lock.owns_lock()) lock.lock();
@@ -76,8 +85,13 @@ void WorkWaiter::waiter_loop(Waiter& w) {
       if (!stopping_) log_.debug("wait for work failed", {{"key", w.pending_key}, {"error", e.what()}});
     }
     if (got_work) {
-      ++work_signals_;
       w.armed_until = {};
+      if (paused) {
+        w.paused = true;
+        ++paused_signals_;
+      } else {
+        ++work_signals_;
+      }
       work_cv_.notify_all();
     } else if (failed && !stopping_) {
       // Redis away: do not spin; callers fall back to their own timeout.
@@ -87,31 +101,60 @@ void WorkWaiter::waiter_loop(Waiter& w) {
 }
 
 bool WorkWaiter::wait(const std::vector<std::string>& queues, std::chrono::milliseconds timeout) {
-  // Paused queues are not waited on: BLMOVE would return at once for them (protocol §6.7).
-  std::vector<const std::string*> unpaused;
-  {
-    auto conn = pool_.acquire();
-    for (const std::string& q : queues) conn->append({"EXISTS", asynq::paused_key(q)});
-    for (const std::string& q : queues) {
-      // An error here (LOADING after a restart) is an outage like any other, not "paused".
-      if (conn->read_reply().throw_if_error().integer() == 0) unpaused.push_back(&q);
-    }
-  }
   std::unique_lock lock(mu_);
-  if (wake_pending_) {
-    wake_pending_ = false;
-    return false;
+  if (!paused_known_) {
+    // Once: which queues are paused now. Later pauses are found when a BLMOVE returns.
+    std::vector<Waiter*> all;
+    all.reserve(queues.size());
+    for (const std::string& q : queues) all.push_back(&waiter_for(q));
+    lock.unlock();
+    const std::vector<Waiter*> unpaused = resumed(all);  // throws redis::Error: an outage
+    lock.lock();
+    for (Waiter* w : all) w->paused = std::find(unpaused.begin(), unpaused.end(), w) == unpaused.end();
+    paused_known_ = true;
   }
-  const uint64_t start = work_signals_;
   const Clock::time_point until = Clock::now() + timeout;
-  for (const std::string* q : unpaused) waiter_for(*q).armed_until = until;
-  waiter_cv_.notify_all();
-  work_cv_.wait_until(lock, until, [&] { return work_signals_ != start || wake_pending_ || stopping_; });
-  if (wake_pending_) {
-    wake_pending_ = false;
-    return false;
+  const uint64_t start = work_signals_;
+  while (true) {
+    if (wake_pending_) {
+      wake_pending_ = false;
+      return false;
+    }
+    if (work_signals_ != start) return true;
+    if (stopping_ || Clock::now() >= until) return false;
+    std::vector<Waiter*> paused;
+    for (const std::string& q : queues) {
+      Waiter& w = waiter_for(q);
+      if (w.paused) {
+        paused.push_back(&w);
+      } else {
+        w.armed_until = until;
+      }
+    }
+    waiter_cv_.notify_all();
+    const uint64_t paused_before = paused_signals_;
+    const auto next = paused.empty() ? until : std::min(until, Clock::now() + kResumeCheckInterval);
+    work_cv_.wait_until(lock, next, [&] {
+      return work_signals_ != start || wake_pending_ || stopping_ || paused_signals_ != paused_before;
+    });
+    if (paused.empty() || work_signals_ != start || wake_pending_ || stopping_) continue;
+    lock.unlock();
+    const std::vector<Waiter*> back = resumed(paused);  // throws redis::Error: an outage
+    lock.lock();
+    for (Waiter* w : back) w->paused = false;
+    if (!back.empty()) return true;  // resumed: its pending tasks are work now
   }
-  return work_signals_ != start;
+}
+
+std::vector<WorkWaiter::Waiter*> WorkWaiter::resumed(const std::vector<Waiter*>& waiters) {
+  std::vector<Waiter*> out;
+  auto conn = pool_.acquire();
+  for (const Waiter* w : waiters) conn->append({"EXISTS", w->paused_key});
+  for (Waiter* w : waiters) {
+    // An error here (LOADING after a restart) is an outage like any other, not "paused".
+    if (conn->read_reply().throw_if_error().integer() == 0) out.push_back(w);
+  }
+  return out;
 }
 
 void WorkWaiter::wake() {

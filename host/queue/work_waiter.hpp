@@ -1,8 +1,13 @@
 #pragma once
 // Waiting for work without polling (Broker::wait_for_work): one waiter thread per queue, each on
 // its own connection, parks in `BLMOVE pending pending RIGHT RIGHT <t>` (a no-op rotation that
-// returns as soon as the list is non-empty) while armed. Paused queues are never armed, so they
-// cannot cause a busy loop.
+// returns as soon as the list is non-empty) while armed. An idle worker costs Redis one BLMOVE per
+// queue per wait, nothing else.
+//
+// Paused queues: BLMOVE would return at once for a paused queue with pending tasks, so a waiter
+// whose BLMOVE returns first checks the queue's paused key; a paused queue is not reported and no
+// longer armed, and while any queue is known paused, wait() checks those keys once a second so a
+// resume is seen within a second. Queues nobody paused cost no paused checks at all.
 #include <chrono>
 #include <condition_variable>
 #include <map>
@@ -35,6 +40,8 @@ class WorkWaiter {
   struct Waiter;
   Waiter& waiter_for(const std::string& queue);  // mu_ held
   void waiter_loop(Waiter& waiter);
+  // Of `waiters`, the ones whose queue has no paused key; mu_ not held. Throws redis::Error.
+  std::vector<Waiter*> resumed(const std::vector<Waiter*>& waiters);
 
   const redis::Settings settings_;
   redis::Pool& pool_;
@@ -43,7 +50,9 @@ class WorkWaiter {
   std::condition_variable work_cv_;    // waiters -> wait() callers
   std::condition_variable waiter_cv_;  // wait() -> waiters (armed) and shutdown
   uint64_t work_signals_ = 0;
+  uint64_t paused_signals_ = 0;  // a waiter found its queue paused
   bool wake_pending_ = false;
+  bool paused_known_ = false;  // the first wait() has checked every queue
   bool stopping_ = false;
   std::map<std::string, std::unique_ptr<Waiter>> waiters_;
 };

@@ -502,6 +502,30 @@ TEST_F(EngineTest, WeightedOrderPrefersTheHeavierQueue) {
   probe_.clean({heavy});
 }
 
+TEST_F(EngineTest, PauseHoldsAQueuesTasksAndAResumeIsSeenWithinASecond) {
+  std::atomic<int> runs{0};
+  dispatcher_.on("ok", [&](task::Execution&) {
+    ++runs;
+    return Outcome{};
+  });
+  auto s = fast_settings({{q_, 1}}, 2);
+  s.wait_timeout = 30s;  // neither the pause nor the resume may wait for a wait to run out
+  start(s);
+  enqueue("ok");
+  ASSERT_TRUE(eventually([&] { return runs.load() == 1; }, 5s));
+  probe_.conn.command({"SET", key("paused"), "1"});
+  const auto held = enqueue("ok");
+  // Held: the task stays pending while the queue is paused. (A negative can only be watched for
+  // a while; the waiter's BLMOVE returns at once for the new task and finds the queue paused.)
+  std::this_thread::sleep_for(1500ms);
+  EXPECT_EQ(runs.load(), 1);
+  EXPECT_EQ(probe_.hget(key("t:" + held), "state"), "pending");
+  probe_.conn.command({"DEL", key("paused")});
+  const auto resumed = std::chrono::steady_clock::now();
+  ASSERT_TRUE(eventually([&] { return runs.load() == 2; }, 5s));
+  EXPECT_LT(std::chrono::steady_clock::now() - resumed, 3s) << "the resume is checked once a second";
+}
+
 TEST_F(EngineTest, IdleEngineStartsANewTaskWithoutPolling) {
   std::atomic<int> runs{0};
   dispatcher_.on("ok", [&](task::Execution&) {
