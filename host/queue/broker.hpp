@@ -138,6 +138,20 @@ class Broker {
                                   const std::vector<asynq::WorkerInfo>& workers,
                                   std::chrono::seconds ttl) = 0;
   virtual void clear_server_state(const std::string& host, int pid, const std::string& server_id) = 0;
+  // The keys of the live servers (asynq:servers entries not yet expired), sorted.
+  virtual std::vector<std::string> live_servers() = 0;
+
+  // Cheap probes for the periodic loops (plain single-key reads, no script): for each key of
+  // `sorted_sets`, whether it holds a member with a score <= `now` (a due scheduled or retry
+  // task, an expired completed one).
+  virtual std::vector<bool> any_due(const std::vector<std::string>& sorted_sets, Clock::time_point now) = 0;
+  // For each queue: the earliest lease expiry (none when no task holds a lease) and how many
+  // tasks are active.
+  struct LeaseProbe {
+    std::optional<Clock::time_point> earliest_expiry;
+    long long active = 0;
+  };
+  virtual std::vector<LeaseProbe> probe_leases(const std::vector<std::string>& queues) = 0;
 
   // PING; false when Redis does not answer.
   virtual bool ping() = 0;

@@ -1201,6 +1201,14 @@ void RedisBroker::write_server_state(const asynq::ServerInfo& info,
   const std::string workers_key = asynq::workers_key(info.host, info.pid, info.server_id);
   const std::string expiry = str(unix_s(Clock::now() + ttl));
   auto conn = pool_.acquire();
+  if (workers.empty() && !workers_listed_) {
+    // Idle, and idle at the last beat too: the workers hash is gone and its asynq:workers entry
+    // expires on its own, so the server's two keys are all there is to refresh (§6.16 a and c).
+    conn->append({"ZADD", asynq::kAllServersKey, expiry, server_key});
+    conn->append({"SETEX", server_key, str(ttl.count()), asynq::encode(info)});
+    for (int i = 0; i < 2; ++i) conn->read_reply().throw_if_error();
+    return;
+  }
   // a and b of §6.16 are independent single-key commands: one round trip for both.
   conn->append({"ZADD", asynq::kAllServersKey, expiry, server_key});
   conn->append({"ZADD", asynq::kAllWorkersKey, expiry, workers_key});
@@ -1215,6 +1223,7 @@ void RedisBroker::write_server_state(const asynq::ServerInfo& info,
   }
   const std::vector<std::string_view> argv(keys_and_args.begin(), keys_and_args.end());
   conn->eval(write_server_state_script(), argv, 2);
+  workers_listed_ = !workers.empty();
 }
 
 void RedisBroker::clear_server_state(const std::string& host, int pid, const std::string& server_id) {
@@ -1228,6 +1237,46 @@ void RedisBroker::clear_server_state(const std::string& host, int pid, const std
   }
   const std::string_view argv[] = {server_key, workers_key};
   conn->eval(clear_server_state_script(), argv, 2);
+}
+
+std::vector<std::string> RedisBroker::live_servers() {
+  redis::Reply reply =
+      pool_.acquire()->command({"ZRANGEBYSCORE", asynq::kAllServersKey, str(unix_s(Clock::now())), "+inf"});
+  std::vector<std::string> out;
+  out.reserve(reply.size());
+  for (size_t i = 0; i < reply.size(); ++i) out.emplace_back(reply[i].str());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::vector<bool> RedisBroker::any_due(const std::vector<std::string>& sorted_sets, Clock::time_point now) {
+  const std::string max = str(unix_s(now));
+  auto conn = pool_.acquire();
+  for (const auto& key : sorted_sets) conn->append({"ZRANGEBYSCORE", key, "-inf", max, "LIMIT", "0", "1"});
+  std::vector<bool> out;
+  out.reserve(sorted_sets.size());
+  for (size_t i = 0; i < sorted_sets.size(); ++i)
+    out.push_back(conn->read_reply().throw_if_error().size() > 0);
+  return out;
+}
+
+std::vector<Broker::LeaseProbe> RedisBroker::probe_leases(const std::vector<std::string>& queues) {
+  auto conn = pool_.acquire();
+  for (const auto& q : queues) {
+    conn->append({"ZRANGE", asynq::lease_key(q), "0", "0", "WITHSCORES"});
+    conn->append({"LLEN", asynq::active_key(q)});
+  }
+  std::vector<LeaseProbe> out(queues.size());
+  for (auto& probe : out) {
+    redis::Reply earliest = conn->read_reply();
+    earliest.throw_if_error();
+    if (earliest.size() == 2) {
+      probe.earliest_expiry = Clock::time_point(
+          std::chrono::seconds(static_cast<int64_t>(std::stod(std::string(earliest[1].str())))));
+    }
+    probe.active = conn->read_reply().throw_if_error().integer();
+  }
+  return out;
 }
 
 bool RedisBroker::ping() {

@@ -71,6 +71,9 @@ class RedisBroker : public Broker {
                           std::chrono::seconds ttl) override;
   void clear_server_state(const std::string& host, int pid, const std::string& server_id) override;
   bool ping() override;
+  std::vector<std::string> live_servers() override;
+  std::vector<bool> any_due(const std::vector<std::string>& sorted_sets, Clock::time_point now) override;
+  std::vector<LeaseProbe> probe_leases(const std::vector<std::string>& queues) override;
   Clock::time_point first_unhandled(const asynq::TaskMessage& msg, std::chrono::seconds keep) override;
 
   // The producer sharing this broker's pool (follow-ups use the same code path).
@@ -129,6 +132,9 @@ class RedisBroker : public Broker {
   Client client_;
   WorkWaiter waiter_;
   const std::string id_;  // names this broker's dequeue claims
+  // Whether the last write_server_state listed workers: an idle server that listed none last
+  // time has nothing to clear (only the heartbeat loop writes server state).
+  bool workers_listed_ = true;
 
   std::mutex keys_mu_;
   std::map<std::string, std::unique_ptr<QueueKeys>, std::less<>> keys_;

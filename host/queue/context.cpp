@@ -1,5 +1,7 @@
 #include "queue/context.hpp"
 
+#include <algorithm>
+
 namespace wk::queue {
 
 task::Task task_of(const asynq::TaskMessage& msg) {
@@ -116,23 +118,33 @@ void PeriodicLoop::stop() {
 bool PeriodicLoop::healthy() const {
   if (!running_) return true;
   const auto last = SteadyClock::time_point(SteadyClock::duration(last_tick_.load()));
-  return SteadyClock::now() - last <= 3 * interval_ + std::chrono::seconds(5);
+  const auto wait = std::max(interval_, std::chrono::milliseconds(wait_ms_.load()));
+  return SteadyClock::now() - last <= 3 * wait + std::chrono::seconds(5);
 }
 
 void PeriodicLoop::run() {
-  bool first = true;
+  std::chrono::milliseconds wait = run_at_start_ ? std::chrono::milliseconds(0) : interval_;
   while (true) {
-    if (!(first && run_at_start_)) {
+    wait_ms_ = wait.count();
+    {
       std::unique_lock lock(mu_);
-      if (cv_.wait_for(lock, interval_, [&] { return stopping_; })) return;
-    } else {
-      std::lock_guard lock(mu_);
-      if (stopping_) return;
+      if (cv_.wait_for(lock, wait, [&] { return stopping_; })) return;
     }
-    first = false;
-    tick_();
+    wait = std::max(std::chrono::milliseconds(1), tick_());
     last_tick_ = SteadyClock::now().time_since_epoch().count();
   }
+}
+
+std::chrono::milliseconds fleet_slot_delay(std::chrono::milliseconds period, const FleetPosition& fleet,
+                                           Clock::time_point now) {
+  const int64_t size = std::max(1, fleet.size.load());
+  const int64_t rank = std::clamp<int64_t>(fleet.rank.load(), 0, size - 1);
+  const int64_t p = std::max<int64_t>(1, period.count());
+  const int64_t now_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count();
+  int64_t turn = now_ms / p + 1;                 // the next turn of anyone
+  turn += ((rank - turn) % size + size) % size;  // the next of ours
+  return std::chrono::milliseconds(turn * p - now_ms);
 }
 
 EngineContext::EngineContext(Broker& b, task::Dispatcher& d, log::Logger l, Settings s)

@@ -98,26 +98,43 @@ class RedisHealth {
   SteadyClock::time_point down_since_{};  // mu_
 };
 
-// Runs `tick` every `interval` on its own thread until stop(). The wait is interruptible, so
+// Where this server stands among the live servers of asynq:servers (ours and asynq's), sorted by
+// key: the heartbeat refreshes it, the loops whose work any one server can do for all take turns
+// by it (fleet_slot_delay).
+struct FleetPosition {
+  std::atomic<int> rank{0};
+  std::atomic<int> size{1};
+};
+
+// The wait until this server's next turn: turns fall on wall-clock multiples of `period`, and
+// turn k belongs to the server of rank k mod size, so the fleet as a whole does the work once
+// per `period` however many servers it has. (A server that died keeps its turns until its entry
+// expires, server_ttl at most.)
+std::chrono::milliseconds fleet_slot_delay(std::chrono::milliseconds period, const FleetPosition& fleet,
+                                           Clock::time_point now);
+
+// Runs `tick` on its own thread until stop(), waiting between ticks as long as the last tick
+// returned (`interval` before the first, unless run_at_start). The wait is interruptible, so
 // stop() returns promptly. Records when it last ticked, for Engine::healthy().
 class PeriodicLoop {
  public:
-  PeriodicLoop(std::string name, std::chrono::milliseconds interval, bool run_at_start,
-               std::function<void()> tick)
+  using Tick = std::function<std::chrono::milliseconds()>;
+  PeriodicLoop(std::string name, std::chrono::milliseconds interval, bool run_at_start, Tick tick)
       : name_(std::move(name)), interval_(interval), run_at_start_(run_at_start), tick_(std::move(tick)) {}
   ~PeriodicLoop() { stop(); }
   void start();
   void stop();
-  // Healthy when not running (nothing to check) or when it ticked within 3 intervals + 5 s.
+  // Healthy when not running (nothing to check) or when it ticked within 3 waits + 5 s.
   bool healthy() const;
   const std::string& name() const { return name_; }
 
  private:
   void run();
   std::string name_;
-  std::chrono::milliseconds interval_;
+  std::chrono::milliseconds interval_;  // the wait before the first tick (unless run_at_start)
   bool run_at_start_;
-  std::function<void()> tick_;
+  Tick tick_;
+  std::atomic<std::chrono::milliseconds::rep> wait_ms_{0};  // the wait now under way
   std::mutex mu_;
   std::condition_variable cv_;
   bool stopping_ = false;
@@ -137,6 +154,7 @@ struct EngineContext {
   QueueOrder order;
   InFlight inflight;
   RedisHealth health;
+  FleetPosition fleet;
   EngineObserver* observer = nullptr;
   std::atomic<ServerStatus> status{ServerStatus::active};
   DefaultRetryDelay default_delay;

@@ -1,6 +1,8 @@
 #pragma once
-// The forwarder (protocol §6.14): every forwarder_interval, moves due scheduled and retry tasks of
-// every served queue to pending. The LPUSH onto pending is what wakes idle fetchers.
+// The forwarder (protocol §6.14): moves due scheduled and retry tasks of every served queue to
+// pending; the LPUSH onto pending is what wakes idle fetchers. Any server can do it for all, so
+// the live servers take turns (fleet_slot_delay): the fleet forwards once per forwarder_interval
+// however many servers it has, and each turn costs a plain probe per set until something is due.
 #include "queue/context.hpp"
 
 namespace wk::queue {
@@ -13,8 +15,9 @@ class Forwarder {
   bool healthy() const { return loop_.healthy(); }
 
  private:
-  void tick();
+  std::chrono::milliseconds tick();  // returns the wait until our next turn
   EngineContext& ctx_;
+  std::vector<std::string> sources_;  // scheduled and retry key of each queue, in queue order
   PeriodicLoop loop_;
 };
 

@@ -1,10 +1,15 @@
 #include "queue/heartbeat.hpp"
 
+#include <algorithm>
 #include <map>
 
 namespace wk::queue {
 
 namespace {
+// How often the fleet is read: a server that joins takes its turns from then on; until then the
+// others cover them.
+constexpr std::chrono::seconds kFleetReadInterval{30};
+
 asynq::Timestamp to_timestamp(Clock::time_point t) {
   const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
   asynq::Timestamp ts;
@@ -21,7 +26,10 @@ asynq::Timestamp to_timestamp(Clock::time_point t) {
 Heartbeat::Heartbeat(EngineContext& ctx)
     : ctx_(ctx),
       start_time_(to_timestamp(Clock::now())),
-      loop_("heartbeat", ctx.settings.heartbeat_interval, true, [this] { tick(); }) {}
+      loop_("heartbeat", ctx.settings.heartbeat_interval, true, [this] {
+        tick();
+        return ctx_.settings.heartbeat_interval;
+      }) {}
 
 void Heartbeat::stop() {
   loop_.stop();
@@ -99,6 +107,28 @@ void Heartbeat::tick() {
     ctx_.health.succeeded(started);
   } catch (const std::exception& e) {
     ctx_.health.failed("write_server_state", e);
+    return;
+  }
+  if (fleet_read_at_ == SteadyClock::time_point{} ||
+      SteadyClock::now() - fleet_read_at_ >= kFleetReadInterval) {
+    refresh_fleet_position();
+  }
+}
+
+void Heartbeat::refresh_fleet_position() {
+  const auto& id = ctx_.settings.identity;
+  const std::string own = asynq::server_info_key(id.host, id.pid, id.server_id);
+  const auto started = SteadyClock::now();
+  try {
+    const std::vector<std::string> live = ctx_.broker.live_servers();  // sorted
+    const auto at = std::lower_bound(live.begin(), live.end(), own);
+    const bool listed = at != live.end() && *at == own;
+    ctx_.fleet.rank = static_cast<int>(at - live.begin());
+    ctx_.fleet.size = static_cast<int>(live.size()) + (listed ? 0 : 1);
+    fleet_read_at_ = SteadyClock::now();
+    ctx_.health.succeeded(started);
+  } catch (const std::exception& e) {
+    ctx_.health.failed("live_servers", e);
   }
 }
 

@@ -2,7 +2,8 @@
 // The heartbeat loop (protocol §6.8, §6.16, §7.6, §7.8): at start and every heartbeat_interval,
 // extends the lease of every running task whose local lease is still valid (one ZADD XX per
 // queue), fires the lease-lost notice (cancel, reason lease_lost) once for the others, and writes
-// ServerInfo + one WorkerInfo per running task. stop() clears the server state (§6.17).
+// ServerInfo + one WorkerInfo per running task. stop() clears the server state (§6.17). Every
+// 30 s it also reads the live servers, for this server's place in the fleet (FleetPosition).
 #include "queue/context.hpp"
 
 namespace wk::queue {
@@ -16,8 +17,10 @@ class Heartbeat {
 
  private:
   void tick();
+  void refresh_fleet_position();
   EngineContext& ctx_;
   asynq::Timestamp start_time_;
+  SteadyClock::time_point fleet_read_at_{};  // loop thread only
   PeriodicLoop loop_;
 };
 

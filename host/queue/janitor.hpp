@@ -1,6 +1,7 @@
 #pragma once
-// The janitor (protocol §6.19): every janitor_interval, deletes completed tasks whose retention has
-// run out, janitor_batch per script call, for every served queue.
+// The janitor (protocol §6.19): deletes completed tasks whose retention has run out, janitor_batch
+// per script call, for every served queue. The live servers take turns (fleet_slot_delay), once
+// per janitor_interval for the fleet; a turn costs a plain probe per queue until one has work.
 #include "queue/context.hpp"
 
 namespace wk::queue {
@@ -13,8 +14,9 @@ class Janitor {
   bool healthy() const { return loop_.healthy(); }
 
  private:
-  void tick();
+  std::chrono::milliseconds tick();  // returns the wait until our next turn
   EngineContext& ctx_;
+  std::vector<std::string> completed_;  // the completed key of each queue, in queue order
   PeriodicLoop loop_;
 };
 

@@ -4,8 +4,13 @@
 
 namespace wk::queue {
 
+namespace {
+// asynq's servers lease tasks for 30 s; ours for Settings::lease.
+constexpr std::chrono::seconds kAsynqLease{30};
+}  // namespace
+
 Recoverer::Recoverer(EngineContext& ctx)
-    : ctx_(ctx), loop_("recoverer", ctx.settings.recoverer_interval, true, [this] { tick(); }) {}
+    : ctx_(ctx), loop_("recoverer", ctx.settings.recoverer_interval, true, [this] { return tick(); }) {}
 
 void Recoverer::recover(const asynq::TaskMessage& msg) {
   const auto view = task_of(msg);
@@ -60,11 +65,24 @@ bool Recoverer::recover_orphan(const asynq::TaskMessage& msg) {
   }
 }
 
-void Recoverer::tick() {
+std::chrono::milliseconds Recoverer::tick() {
+  const auto& queues = ctx_.order.names();
   const auto started = SteadyClock::now();
+  bool busy = true;  // on a failure, keep the busy cadence
   try {
-    const auto expired =
-        ctx_.broker.list_lease_expired(ctx_.order.names(), Clock::now() - ctx_.settings.lease_expiry_cutoff);
+    const auto cutoff = Clock::now() - ctx_.settings.lease_expiry_cutoff;
+    const std::vector<Broker::LeaseProbe> probes = ctx_.broker.probe_leases(queues);
+    busy = false;
+    std::vector<std::string> expiring;  // queues with a lease at or past the cutoff
+    std::vector<std::string> active;    // queues with active tasks (orphans are among them)
+    for (size_t i = 0; i < queues.size(); ++i) {
+      const auto& probe = probes[i];
+      busy = busy || probe.active > 0 || probe.earliest_expiry.has_value();
+      if (probe.earliest_expiry && *probe.earliest_expiry <= cutoff) expiring.push_back(queues[i]);
+      if (probe.active > 0) active.push_back(queues[i]);
+    }
+    std::vector<asynq::TaskMessage> expired;
+    if (!expiring.empty()) expired = ctx_.broker.list_lease_expired(expiring, cutoff);
     ctx_.health.succeeded(started);
     std::set<std::string> recovered_queues;
     for (const auto& msg : expired) {
@@ -76,7 +94,7 @@ void Recoverer::tick() {
 
     const auto now = SteadyClock::now();
     std::unordered_map<std::string, SteadyClock::time_point> still_leaseless;
-    for (const auto& queue : ctx_.order.names()) {
+    for (const auto& queue : active) {
       for (const auto& msg : ctx_.broker.list_active_without_lease(queue)) {
         if (ctx_.inflight.find(msg.id)) continue;
         const auto key = queue + '\n' + msg.id;
@@ -99,6 +117,11 @@ void Recoverer::tick() {
   } catch (const std::exception& e) {
     ctx_.health.failed("recover", e);
   }
+  if (busy) return ctx_.settings.recoverer_interval;
+  const auto idle_period = std::max(ctx_.settings.recoverer_interval,
+                                    std::chrono::duration_cast<std::chrono::milliseconds>(
+                                        std::min<std::chrono::seconds>(ctx_.settings.lease, kAsynqLease)));
+  return fleet_slot_delay(idle_period, ctx_.fleet, Clock::now());
 }
 
 }  // namespace wk::queue

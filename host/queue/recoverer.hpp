@@ -6,6 +6,12 @@
 // Broker::recover_orphan (which re-checks "in active, no lease" atomically with the move), but
 // only once it has seen the same id lease-less on two consecutive passes at least orphan_grace
 // apart, and never one this process is running.
+//
+// Each pass first probes every queue with plain reads (the earliest lease expiry, the length of
+// `active`) and runs the listing scripts only where there is something to list. While any queue
+// has active tasks the passes come every recoverer_interval. When none has (an idle fleet), no
+// lease can expire sooner than a lease's length after the probe, so the live servers take turns
+// (fleet_slot_delay) once per min(lease, 30 s) (asynq's lease is 30 s) for the whole fleet.
 #include <unordered_map>
 
 #include "queue/context.hpp"
@@ -20,7 +26,7 @@ class Recoverer {
   bool healthy() const { return loop_.healthy(); }
 
  private:
-  void tick();
+  std::chrono::milliseconds tick();  // returns the wait until the next pass
   void recover(const asynq::TaskMessage& msg);
   bool recover_orphan(const asynq::TaskMessage& msg);  // false: Redis failed, try next pass
   EngineContext& ctx_;

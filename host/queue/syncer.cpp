@@ -3,7 +3,10 @@
 namespace wk::queue {
 
 Syncer::Syncer(EngineContext& ctx)
-    : ctx_(ctx), loop_("syncer", ctx.settings.sync_interval, false, [this] { tick(); }) {}
+    : ctx_(ctx), loop_("syncer", ctx.settings.sync_interval, false, [this] {
+        tick();
+        return ctx_.settings.sync_interval;
+      }) {}
 
 void Syncer::add(std::string what, std::function<void()> write, Clock::time_point deadline) {
   std::lock_guard lock(mu_);

@@ -11,9 +11,11 @@
 namespace wk::redis {
 
 namespace {
-// A silent subscription is pinged after this long (go-redis pings its pub/sub every 3 s); no
-// answer by the next turn means the peer is gone.
-constexpr auto kPingAfterSilence = std::chrono::seconds(3);
+// A silent subscription is pinged after this long; no answer by the next turn means the peer is
+// gone. A closed connection is seen at once; the ping finds one that died without a word (within
+// two of these). go-redis pings every 3 s; each ping is a command an idle worker sends, so ours
+// are rarer.
+constexpr auto kPingAfterSilence = std::chrono::seconds(15);
 
 struct ReplyDeleter {
   void operator()(redisReply* r) const { freeReplyObject(r); }

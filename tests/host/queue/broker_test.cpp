@@ -536,6 +536,42 @@ TEST_F(BrokerTest, WaitForWorkWakesOnEnqueueAndOnWakeButNotOnPausedQueue) {
 
 TEST_F(BrokerTest, PingAnswers) { EXPECT_TRUE(broker_->ping()); }
 
+TEST_F(BrokerTest, ProbesSeeDueMembersEarliestLeasesAndActiveTasks) {
+  const auto now = Clock::now();
+  const auto secs = [](Clock::time_point t) {
+    return std::to_string(std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count());
+  };
+  raw_->command({"ZADD", "asynq:{default}:scheduled", secs(now - 5s), "due"});
+  raw_->command({"ZADD", "asynq:{default}:retry", secs(now + 60s), "later"});
+  EXPECT_EQ(broker_->any_due(
+                {"asynq:{default}:scheduled", "asynq:{default}:retry", "asynq:{default}:completed"}, now),
+            (std::vector<bool>{true, false, false}));
+
+  enqueue("p1");
+  enqueue("p2", "other");
+  auto taken = broker_->dequeue({"default"}, 30s);
+  ASSERT_TRUE(taken.has_value());
+  const auto probes = broker_->probe_leases({"default", "other"});
+  ASSERT_EQ(probes.size(), 2u);
+  ASSERT_TRUE(probes[0].earliest_expiry.has_value());
+  EXPECT_NEAR(std::chrono::duration<double>(*probes[0].earliest_expiry - now).count(), 30.0, 2.0);
+  EXPECT_EQ(probes[0].active, 1);
+  EXPECT_FALSE(probes[1].earliest_expiry.has_value());
+  EXPECT_EQ(probes[1].active, 0);
+}
+
+TEST_F(BrokerTest, LiveServersAreTheUnexpiredOnesSorted) {
+  const auto in = [](std::chrono::seconds d) {
+    return std::to_string(
+        std::chrono::duration_cast<std::chrono::seconds>((Clock::now() + d).time_since_epoch()).count());
+  };
+  raw_->command({"ZADD", "asynq:servers", in(10s), "asynq:servers:{b:2:y}"});
+  raw_->command({"ZADD", "asynq:servers", in(10s), "asynq:servers:{a:1:x}"});
+  raw_->command({"ZADD", "asynq:servers", in(-10s), "asynq:servers:{c:3:gone}"});
+  EXPECT_EQ(broker_->live_servers(),
+            (std::vector<std::string>{"asynq:servers:{a:1:x}", "asynq:servers:{b:2:y}"}));
+}
+
 TEST_F(BrokerTest, RetryAndArchiveResetBothTotalsWhenProcessedWraps) {
   enqueue("m1");
   enqueue("m2");
