@@ -74,10 +74,12 @@ void WorkWaiter::waiter_loop(Waiter& w) {
       char timeout[32];
       std::snprintf(timeout, sizeof timeout, "%.3f", static_cast<double>(remaining.count()) / 1000.0);
       const std::string_view argv[] = {"BLMOVE", w.pending_key, w.pending_key, "RIGHT", "RIGHT", timeout};
-      redis::Reply reply = conn.blocking_command(argv, remaining);
-      got_work = !reply.is_nil();
+      const std::string_view paused_check[] = {"EXISTS", w.paused_key};
       // Tasks are there; a paused queue's tasks are not work (and would return at once again).
-      if (got_work) paused = conn.command({"EXISTS", w.paused_key}).throw_if_error().integer() != 0;
+      // The check rides behind the BLMOVE: answered as it returns, no round trip of its own.
+      auto [reply, paused_reply] = conn.blocking_command_then(argv, paused_check, remaining);
+      got_work = !reply.is_nil();
+      if (got_work) paused = paused_reply.throw_if_error().integer() != 0;
       lock.lock();
     } catch (const redis::Error& e) {
       if (!lock.owns_lock()) lock.lock();

@@ -248,13 +248,17 @@ void Connection::set_read_timeout(std::chrono::milliseconds timeout) {
   if (redisSetTimeout(context_, to_timeval(timeout)) != REDIS_OK) fail_io("set timeout");
 }
 
-Reply Connection::blocking_command(Argv argv, std::chrono::milliseconds block_for) {
+std::pair<Reply, Reply> Connection::blocking_command_then(Argv argv, Argv then,
+                                                          std::chrono::milliseconds block_for) {
   ensure_connected();
+  append(argv);
+  append(then);
   set_read_timeout(block_for + settings_.command_timeout);
-  Reply reply = command_raw(argv);
+  Reply first = read_one();
   set_read_timeout(settings_.command_timeout);
-  reply.throw_if_error();
-  return reply;
+  Reply second = read_one();
+  first.throw_if_error();
+  return {std::move(first), std::move(second)};
 }
 
 void Connection::interrupt() noexcept {

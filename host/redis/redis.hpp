@@ -17,6 +17,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_set>
+#include <utility>
 #include <vector>
 
 #include "posix/unique_fd.hpp"
@@ -135,10 +136,12 @@ class Connection {
   // SCRIPT LOAD once per connection (needed before queueing EVALSHA inside MULTI).
   void ensure_loaded(const Script& script);
 
-  // A command that may block in Redis up to `block_for` (BLMOVE ...): the socket read timeout is
-  // raised to block_for + command_timeout for this command only.
-  Reply blocking_command(Argv argv, std::chrono::milliseconds block_for);
-  // Thread-safe: makes a concurrent blocking_command fail at once (shutdown(2) on the socket).
+  // A command that may block in Redis up to `block_for` (BLMOVE ...), with `then` pipelined
+  // behind it: Redis runs `then` the moment the first returns, so its answer costs no round trip
+  // of its own. The socket read timeout is raised to block_for + command_timeout for the first
+  // reply only. An error reply to the first throws; the second is returned as it is.
+  std::pair<Reply, Reply> blocking_command_then(Argv argv, Argv then, std::chrono::milliseconds block_for);
+  // Thread-safe: makes a concurrent blocking_command_then fail at once (shutdown(2) on the socket).
   // The connection reconnects on its next use.
   void interrupt() noexcept;
 
