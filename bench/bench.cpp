@@ -1,7 +1,7 @@
 // Queue engine benchmark against a running redis-server.
 //
 //   wk_bench [--host H] [--port P] [--db N] [--tasks N] [--latency-samples N] [--json]
-//            [--isolation none|process|both] [--worker-plugins DIR]
+//            [--isolation none|process|both] [--worker-plugins DIR] [--idle-seconds N]
 //            (or env WK_BENCH_REDIS_HOST / WK_BENCH_REDIS_PORT / WK_BENCH_TASKS)
 //
 // Each isolation mode (docs/plugin-isolation.md) is measured in turn, in-process first: the
@@ -18,6 +18,9 @@
 // 16 with the plugins of DIR (the no-op plugin among them; the shipped ones need the database the
 // DB_* variables of this environment name), in each isolation mode, and its peak RSS and the PSS
 // of the worker and its runners are reported (kind "worker_rss").
+// Last, what idle workers cost Redis (kind "idle_cost"): 1 and then 4 idle engines serving three
+// weighted queues at concurrency 8, Redis commands per second over --idle-seconds (60; 0 skips),
+// and the idle pickup p50/p99 in that setup.
 // The DB given is FLUSHed: point it at a private redis (bench/run.sh starts one).
 #include <signal.h>
 #include <sys/resource.h>
@@ -59,6 +62,7 @@ struct Options {
   bool json = false;
   std::vector<std::string> isolations = {"none", "process"};
   std::string worker_plugins;  // set: measure the worker binary's RSS instead
+  int idle_seconds = 60;       // the idle-cost window; 0 skips it
 };
 
 // VmHWM (peak resident set) of another process, in MiB; -1 when unreadable.
@@ -186,6 +190,8 @@ Options parse(int argc, char** argv) {
       o.tasks = std::stoi(value);
     else if (flag == "--latency-samples")
       o.latency_samples = std::stoi(value);
+    else if (flag == "--idle-seconds")
+      o.idle_seconds = std::stoi(value);
     else if (flag == "--worker-plugins")
       o.worker_plugins = value;
     else if (flag == "--isolation")
@@ -296,6 +302,79 @@ void run_mode(const Options& opt, const std::string& isolation, const log::Logge
   host->shutdown();
 }
 
+long long commands_processed(redis::Connection& admin) {
+  const std::string info(admin.command({"INFO", "stats"}).str());
+  const std::string key = "total_commands_processed:";
+  const auto at = info.find(key);
+  if (at == std::string::npos) throw std::runtime_error("INFO stats has no total_commands_processed");
+  return std::stoll(info.substr(at + key.size()));
+}
+
+// What idle workers cost Redis: `workers` engines (each its own broker and server identity, as
+// separate worker processes would be) serving three weighted queues at concurrency 8, idle for
+// opt.idle_seconds after a warm-up long enough for each to have read the fleet (30 s); commands
+// per second from INFO total_commands_processed (script commands included, the two INFO calls
+// excluded). With one worker, also the idle pickup in that setup, a task to each queue in turn.
+void run_idle_cost(const Options& opt, int workers, plugins::Host& host, const log::Logger& logger,
+                   queue::RedisBrokerSettings& bs, redis::Connection& admin) {
+  admin.command({"FLUSHDB"});
+  const std::vector<std::string> queues = {"critical", "default", "low"};
+  std::vector<std::unique_ptr<queue::RedisBroker>> brokers;
+  std::vector<std::unique_ptr<CountingDispatcher>> dispatchers;
+  std::vector<std::unique_ptr<queue::Engine>> engines;
+  for (int i = 0; i < workers; ++i) {
+    queue::Settings s;
+    s.queues = {{"critical", 6}, {"default", 3}, {"low", 1}};
+    s.concurrency = 8;
+    auto broker_settings = bs;
+    broker_settings.pool_size = 4;
+    brokers.push_back(std::make_unique<queue::RedisBroker>(broker_settings, logger));
+    dispatchers.push_back(std::make_unique<CountingDispatcher>(host));
+    engines.push_back(std::make_unique<queue::Engine>(*brokers.back(), *dispatchers.back(), logger, s));
+    engines.back()->start();
+  }
+  std::this_thread::sleep_for(workers > 1 ? std::chrono::seconds(35) : std::chrono::seconds(5));
+  const long long before = commands_processed(admin);
+  std::this_thread::sleep_for(std::chrono::seconds(opt.idle_seconds));
+  const long long after = commands_processed(admin);
+  const double per_s = static_cast<double>(after - before - 1) / opt.idle_seconds;
+
+  std::vector<double> latencies_ms;
+  if (workers == 1) {
+    CountingDispatcher& dispatcher = *dispatchers.front();
+    for (int i = 0; i < opt.latency_samples; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      task::EnqueueRequest r = noop_task();
+      r.queue = queues[static_cast<size_t>(i) % queues.size()];
+      const auto sent = SteadyClock::now();
+      brokers.front()->client().enqueue(r);
+      dispatcher.wait_for(i + 1);
+      latencies_ms.push_back(
+          std::chrono::duration<double, std::milli>(dispatcher.last_start() - sent).count());
+    }
+    std::sort(latencies_ms.begin(), latencies_ms.end());
+  }
+  for (auto& engine : engines) engine->shutdown();
+  auto pct = [&](double p) {
+    return latencies_ms[static_cast<size_t>(p * static_cast<double>(latencies_ms.size() - 1))];
+  };
+  if (opt.json) {
+    std::printf(
+        "{\"impl\":\"wk\",\"kind\":\"idle_cost\",\"workers\":%d,\"queues\":3,\"concurrency\":8,"
+        "\"seconds\":%d,\"commands_per_s\":%.2f",
+        workers, opt.idle_seconds, per_s);
+    if (!latencies_ms.empty())
+      std::printf(",\"pickup_p50_ms\":%.4f,\"pickup_p99_ms\":%.4f", pct(0.5), pct(0.99));
+    std::printf("}\n");
+  } else {
+    std::printf("idle, %d worker%s, 3 queues, concurrency 8: %.2f Redis commands/s over %d s", workers,
+                workers == 1 ? "" : "s", per_s, opt.idle_seconds);
+    if (!latencies_ms.empty()) std::printf("; pickup p50 %.3f ms, p99 %.3f ms", pct(0.5), pct(0.99));
+    std::printf("\n");
+  }
+  std::fflush(stdout);
+}
+
 // Proportional set size of a process (shared pages divided among their users), in MiB.
 double pid_pss_mib(long pid) { return proc_mib(pid, "smaps_rollup", "Pss:", 0.0); }
 
@@ -394,6 +473,14 @@ int main(int argc, char** argv) try {
     return 0;
   }
   for (const auto& isolation : opt.isolations) run_mode(opt, isolation, logger, bs, admin, rpid);
+  if (opt.idle_seconds > 0) {
+    auto host = make_host("none", logger);
+    if (host->load_directory(WK_BENCH_PLUGIN_DIR).loaded.size() != 1) {
+      throw std::runtime_error("the no-op plugin did not load from " WK_BENCH_PLUGIN_DIR);
+    }
+    for (int workers : {1, 4}) run_idle_cost(opt, workers, *host, logger, bs, admin);
+    host->shutdown();
+  }
   return 0;
 } catch (const std::exception& e) {
   std::fprintf(stderr, "wk_bench: %s\n", e.what());

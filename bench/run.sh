@@ -3,7 +3,10 @@
 # runs it and prints its table: the plugin in process, then in a runner process
 # (docs/plugin-isolation.md).
 #
-#   bench/run.sh [--tasks N] [--latency-samples N] [--peers]
+#   bench/run.sh [--tasks N] [--latency-samples N] [--idle-seconds N] [--peers]
+#
+# wk_bench ends with what idle workers cost Redis (1 and 4 workers, 3 queues, concurrency 8:
+# commands/s over --idle-seconds, 60 by default, 0 to skip; and the pickup in that setup).
 #
 # --peers: also runs the BullMQ peer (bench/peers/bullmq/bench.mjs) against its own fresh private
 # redis-server, after wk_bench (never at the same time), and prints both side by side with ratios
@@ -19,10 +22,10 @@ args=()
 while (($#)); do
   case "$1" in
     --peers) peers=1 ;;
-    --tasks | --latency-samples)
+    --tasks | --latency-samples | --idle-seconds)
       (($# >= 2)) || { echo "run.sh: $1 needs a value" >&2; exit 2; }
       args+=("$1" "$2"); shift ;;
-    *) echo "usage: bench/run.sh [--tasks N] [--latency-samples N] [--peers]" >&2; exit 2 ;;
+    *) echo "usage: bench/run.sh [--tasks N] [--latency-samples N] [--idle-seconds N] [--peers]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -195,4 +198,9 @@ w = max(len(l[0]) for l in lines)
 print(f"{head[0]:<{w}}  {head[1]:>10}  {head[2]:>10}  {head[3]:>14}  {head[4]:>7}  {head[5]:>7}")
 for m, a, b, c, r1, r2 in lines:
     print(f"{m:<{w}}  {a:>10}  {b:>10}  {c:>14}  {r1:>7}  {r2:>7}")
+for r in (json.loads(l) for l in open(sys.argv[1]) if '"idle_cost"' in l):
+    pickup = (f"; pickup p50 {r['pickup_p50_ms']:.3f} ms, p99 {r['pickup_p99_ms']:.3f} ms"
+              if "pickup_p50_ms" in r else "")
+    print(f"idle, {r['workers']} worker(s), 3 queues, concurrency 8: {r['commands_per_s']:.2f} Redis "
+          f"commands/s over {r['seconds']} s{pickup}")
 EOF

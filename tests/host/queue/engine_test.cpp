@@ -48,6 +48,11 @@ class EngineTest : public ::testing::Test {
     return broker_->client().enqueue(r);
   }
   std::string key(const std::string& suffix) const { return "asynq:{" + q_ + "}:" + suffix; }
+  // The running engine's asynq:workers:{host:pid:sid} hash.
+  std::string workers_key() const {
+    const auto& id = engine_->identity();
+    return asynq::workers_key(id.host, id.pid, id.server_id);
+  }
 
   log::Logger log_ = log::Logger::in_memory(log::Level::debug, log::Format::logfmt);
   RedisProbe probe_;
@@ -291,9 +296,7 @@ TEST_F(EngineTest, HeartbeatExtendsTheLeaseAndPublishesWorkerInfo) {
   const double first = *probe_.zscore(key("lease"), id);
   // Whole-second scores: the lease only moves 2 s on if the heartbeat extends it.
   ASSERT_TRUE(eventually([&] { return probe_.zscore(key("lease"), id).value_or(0) >= first + 2; }, 8s));
-  const auto workers_key = "asynq:workers:{" + engine_->identity().host + ":" +
-                           std::to_string(engine_->identity().pid) + ":" + engine_->identity().server_id +
-                           "}";
+  const auto workers_key = this->workers_key();
   auto info = probe_.conn.command({"HGET", workers_key, id});
   ASSERT_FALSE(info.is_nil());
   const auto worker = asynq::decode_worker_info(info.str());
@@ -315,9 +318,7 @@ TEST_F(EngineTest, HandlerProgressIsPublishedWithTheWorkerInfo) {
   });
   start(fast_settings({{q_, 1}}));
   const auto id = enqueue("slow");
-  const auto workers_key = "asynq:workers:{" + engine_->identity().host + ":" +
-                           std::to_string(engine_->identity().pid) + ":" + engine_->identity().server_id +
-                           "}";
+  const auto workers_key = this->workers_key();
   asynq::WorkerInfo worker;
   ASSERT_TRUE(eventually([&] {
     auto info = probe_.conn.command({"HGET", workers_key, id});
