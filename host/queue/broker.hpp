@@ -140,6 +140,8 @@ class Broker {
   virtual void clear_server_state(const std::string& host, int pid, const std::string& server_id) = 0;
   // The keys of the live servers (asynq:servers entries not yet expired), sorted.
   virtual std::vector<std::string> live_servers() = 0;
+  // The ServerInfo stored under a server key; none when it expired or cannot be decoded.
+  virtual std::optional<asynq::ServerInfo> server_info(const std::string& key) = 0;
 
   // Cheap probes for the periodic loops (plain single-key reads, no script): for each key of
   // `sorted_sets`, whether it holds a member with a score <= `now` (a due scheduled or retry

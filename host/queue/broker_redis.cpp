@@ -1249,6 +1249,16 @@ std::vector<std::string> RedisBroker::live_servers() {
   return out;
 }
 
+std::optional<asynq::ServerInfo> RedisBroker::server_info(const std::string& key) {
+  redis::Reply reply = pool_.acquire()->command({"GET", key});
+  if (!reply.is_string()) return std::nullopt;
+  try {
+    return asynq::decode_server_info(reply.str());
+  } catch (const asynq::DecodeError&) {
+    return std::nullopt;  // not a server we can take turns with
+  }
+}
+
 std::vector<bool> RedisBroker::any_due(const std::vector<std::string>& sorted_sets, Clock::time_point now) {
   const std::string max = str(unix_s(now));
   auto conn = pool_.acquire();

@@ -72,6 +72,7 @@ class RedisBroker : public Broker {
   void clear_server_state(const std::string& host, int pid, const std::string& server_id) override;
   bool ping() override;
   std::vector<std::string> live_servers() override;
+  std::optional<asynq::ServerInfo> server_info(const std::string& key) override;
   std::vector<bool> any_due(const std::vector<std::string>& sorted_sets, Clock::time_point now) override;
   std::vector<LeaseProbe> probe_leases(const std::vector<std::string>& queues) override;
   Clock::time_point first_unhandled(const asynq::TaskMessage& msg, std::chrono::seconds keep) override;

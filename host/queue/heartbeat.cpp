@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <map>
+#include <set>
 
 namespace wk::queue {
 
@@ -120,16 +121,39 @@ void Heartbeat::refresh_fleet_position() {
   const std::string own = asynq::server_info_key(id.host, id.pid, id.server_id);
   const auto started = SteadyClock::now();
   try {
-    const std::vector<std::string> live = ctx_.broker.live_servers();  // sorted
-    const auto at = std::lower_bound(live.begin(), live.end(), own);
-    const bool listed = at != live.end() && *at == own;
-    ctx_.fleet.rank = static_cast<int>(at - live.begin());
-    ctx_.fleet.size = static_cast<int>(live.size()) + (listed ? 0 : 1);
+    // Peers are the live servers that serve exactly our queues: a turn taken by a server of
+    // other queues would leave ours undone. A server's queues never change, so each is read once.
+    std::map<std::string, bool> same_queues;
+    std::vector<std::string> peers;
+    for (const std::string& key : ctx_.broker.live_servers()) {  // sorted
+      auto known = peer_cache_.find(key);
+      bool same = key == own;
+      if (known != peer_cache_.end()) {
+        same = known->second;
+      } else if (!same) {
+        const auto info = ctx_.broker.server_info(key);
+        same = info.has_value() && serves_our_queues(*info);
+      }
+      same_queues.emplace(key, same);
+      if (same) peers.push_back(key);
+    }
+    peer_cache_.swap(same_queues);
+    const auto at = std::lower_bound(peers.begin(), peers.end(), own);
+    const bool listed = at != peers.end() && *at == own;
+    ctx_.fleet.rank = static_cast<int>(at - peers.begin());
+    ctx_.fleet.size = static_cast<int>(peers.size()) + (listed ? 0 : 1);
     fleet_read_at_ = SteadyClock::now();
     ctx_.health.succeeded(started);
   } catch (const std::exception& e) {
     ctx_.health.failed("live_servers", e);
   }
+}
+
+bool Heartbeat::serves_our_queues(const asynq::ServerInfo& info) const {
+  std::set<std::string> theirs;
+  for (const auto& [queue, priority] : info.queues) theirs.insert(queue);
+  const auto& ours = ctx_.order.names();
+  return theirs == std::set<std::string>(ours.begin(), ours.end());
 }
 
 }  // namespace wk::queue

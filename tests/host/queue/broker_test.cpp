@@ -560,6 +560,21 @@ TEST_F(BrokerTest, ProbesSeeDueMembersEarliestLeasesAndActiveTasks) {
   EXPECT_EQ(probes[1].active, 0);
 }
 
+TEST_F(BrokerTest, ServerInfoIsReadByKeyAndNoneWhenGoneOrUndecodable) {
+  asynq::ServerInfo info;
+  info.host = "h";
+  info.pid = 9;
+  info.server_id = "sid";
+  info.queues = {{"a", 2}, {"b", 1}};
+  raw_->command({"SET", "asynq:servers:{h:9:sid}", asynq::encode(info)});
+  raw_->command({"SET", "asynq:servers:{bad}", std::string("\xff\xff", 2)});
+  const auto read = broker_->server_info("asynq:servers:{h:9:sid}");
+  ASSERT_TRUE(read.has_value());
+  EXPECT_EQ(read->queues, info.queues);
+  EXPECT_FALSE(broker_->server_info("asynq:servers:{gone}").has_value());
+  EXPECT_FALSE(broker_->server_info("asynq:servers:{bad}").has_value());
+}
+
 TEST_F(BrokerTest, LiveServersAreTheUnexpiredOnesSorted) {
   const auto in = [](std::chrono::seconds d) {
     return std::to_string(
