@@ -1222,6 +1222,7 @@ void RedisBroker::write_server_state(const asynq::ServerInfo& info,
     keys_and_args.push_back(asynq::encode(w));
   }
   const std::vector<std::string_view> argv(keys_and_args.begin(), keys_and_args.end());
+  workers_listed_ = true;  // until this write is known to have run: a lost reply must not skip the clear
   conn->eval(write_server_state_script(), argv, 2);
   workers_listed_ = !workers.empty();
 }

@@ -143,7 +143,6 @@ void Engine::shutdown() {
   const auto& s = ctx_->settings;
   ctx_->log.info("Shutting down queue engine", {{"running", ctx_->inflight.size()}});
   ctx_->status = ServerStatus::closed;
-  forwarder_->stop();
   processor_->stop_fetching();
   if (!ctx_->inflight.wait_empty_until(SteadyClock::now() + s.shutdown_timeout)) {
     ctx_->log.warn("Shutdown: tasks still running; cancelling and requeueing them",
@@ -159,6 +158,8 @@ void Engine::shutdown() {
   syncer_->stop();
   subscriber_->stop();
   janitor_->stop();
+  // The forwarder takes its turns for as long as the heartbeat keeps this server listed.
+  forwarder_->stop();
   heartbeat_->stop();
   if (!joined) {
     ctx_->log.error("Shutdown: some handlers ignored cancellation; abandoning their threads");

@@ -130,11 +130,15 @@ void Heartbeat::refresh_fleet_position() {
       bool same = key == own;
       if (known != peer_cache_.end()) {
         same = known->second;
+        same_queues.emplace(key, same);
       } else if (!same) {
-        const auto info = ctx_.broker.server_info(key);
-        same = info.has_value() && serves_our_queues(*info);
+        // A server listed before its ServerInfo is written (its first beat) is asked again next
+        // time rather than remembered as a stranger.
+        if (const auto info = ctx_.broker.server_info(key)) {
+          same = serves_our_queues(*info);
+          same_queues.emplace(key, same);
+        }
       }
-      same_queues.emplace(key, same);
       if (same) peers.push_back(key);
     }
     peer_cache_.swap(same_queues);

@@ -118,10 +118,10 @@ std::chrono::milliseconds Recoverer::tick() {
     ctx_.health.failed("recover", e);
   }
   if (busy) return ctx_.settings.recoverer_interval;
-  const auto idle_period = std::max(ctx_.settings.recoverer_interval,
-                                    std::chrono::duration_cast<std::chrono::milliseconds>(
-                                        std::min<std::chrono::seconds>(ctx_.settings.lease, kAsynqLease)));
-  return fleet_slot_delay(idle_period, ctx_.fleet, Clock::now());
+  // Not in turns: a server that dies just after another's probe would take its turn with it.
+  return std::max(ctx_.settings.recoverer_interval,
+                  std::chrono::duration_cast<std::chrono::milliseconds>(
+                      std::min<std::chrono::seconds>(ctx_.settings.lease, kAsynqLease)));
 }
 
 }  // namespace wk::queue

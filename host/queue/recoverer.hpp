@@ -9,9 +9,10 @@
 //
 // Each pass first probes every queue with plain reads (the earliest lease expiry, the length of
 // `active`) and runs the listing scripts only where there is something to list. While any queue
-// has active tasks the passes come every recoverer_interval. When none has (an idle fleet), no
-// lease can expire sooner than a lease's length after the probe, so the live servers take turns
-// (fleet_slot_delay) once per min(lease, 30 s) (asynq's lease is 30 s) for the whole fleet.
+// has active tasks the passes come every recoverer_interval. When none has, no lease can expire
+// sooner than a lease's length after the probe, so the next pass comes min(lease, 30 s) later
+// (asynq's lease is 30 s). Each server keeps its own passes: taking turns would let a server that
+// dies right after another's probe take the next turn, and its leases' recovery, with it.
 #include <unordered_map>
 
 #include "queue/context.hpp"

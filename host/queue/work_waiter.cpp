@@ -84,6 +84,8 @@ void WorkWaiter::waiter_loop(Waiter& w) {
     } catch (const redis::Error& e) {
       if (!lock.owns_lock()) lock.lock();
       failed = true;
+      // Reconnect through the path above, which sees a shutdown begun meanwhile.
+      w.conn.reset();
       if (!stopping_) log_.debug("wait for work failed", {{"key", w.pending_key}, {"error", e.what()}});
     }
     if (got_work) {
@@ -96,7 +98,10 @@ void WorkWaiter::waiter_loop(Waiter& w) {
       }
       work_cv_.notify_all();
     } else if (failed && !stopping_) {
-      // Redis away: do not spin; callers fall back to their own timeout.
+      // The wait cannot tell whether work is there (Redis away, or BLMOVE refused): the caller
+      // is told "maybe", so it asks with a dequeue, which reports the outage or finds the work.
+      ++failure_signals_;
+      work_cv_.notify_all();
       waiter_cv_.wait_for(lock, std::chrono::milliseconds(200), [&] { return stopping_; });
     }
   }
@@ -117,12 +122,13 @@ bool WorkWaiter::wait(const std::vector<std::string>& queues, std::chrono::milli
   }
   const Clock::time_point until = Clock::now() + timeout;
   const uint64_t start = work_signals_;
+  const uint64_t failures = failure_signals_;
   while (true) {
     if (wake_pending_) {
       wake_pending_ = false;
       return false;
     }
-    if (work_signals_ != start) return true;
+    if (work_signals_ != start || failure_signals_ != failures) return true;
     if (stopping_ || Clock::now() >= until) return false;
     std::vector<Waiter*> paused;
     for (const std::string& q : queues) {
@@ -137,9 +143,12 @@ bool WorkWaiter::wait(const std::vector<std::string>& queues, std::chrono::milli
     const uint64_t paused_before = paused_signals_;
     const auto next = paused.empty() ? until : std::min(until, Clock::now() + kResumeCheckInterval);
     work_cv_.wait_until(lock, next, [&] {
-      return work_signals_ != start || wake_pending_ || stopping_ || paused_signals_ != paused_before;
+      return work_signals_ != start || failure_signals_ != failures || wake_pending_ || stopping_ ||
+             paused_signals_ != paused_before;
     });
-    if (paused.empty() || work_signals_ != start || wake_pending_ || stopping_) continue;
+    if (paused.empty() || work_signals_ != start || failure_signals_ != failures || wake_pending_ ||
+        stopping_)
+      continue;
     lock.unlock();
     const std::vector<Waiter*> back = resumed(paused);  // throws redis::Error: an outage
     lock.lock();

@@ -30,8 +30,9 @@ class WorkWaiter {
   WorkWaiter(const WorkWaiter&) = delete;
   WorkWaiter& operator=(const WorkWaiter&) = delete;
 
-  // As Broker::wait_for_work: true when some queue may have a pending task; false on timeout or
-  // wake(). Throws redis::Error when the paused checks fail.
+  // As Broker::wait_for_work: true when some queue may have a pending task, or when a waiter's
+  // BLMOVE failed (the caller's dequeue then finds out); false on timeout or wake(). Throws
+  // redis::Error when the paused checks fail.
   bool wait(const std::vector<std::string>& queues, std::chrono::milliseconds timeout);
   // Makes the current (or, if none, the next) wait() return false at once.
   void wake();
@@ -50,7 +51,8 @@ class WorkWaiter {
   std::condition_variable work_cv_;    // waiters -> wait() callers
   std::condition_variable waiter_cv_;  // wait() -> waiters (armed) and shutdown
   uint64_t work_signals_ = 0;
-  uint64_t paused_signals_ = 0;  // a waiter found its queue paused
+  uint64_t paused_signals_ = 0;   // a waiter found its queue paused
+  uint64_t failure_signals_ = 0;  // a waiter's BLMOVE failed
   bool wake_pending_ = false;
   bool paused_known_ = false;  // the first wait() has checked every queue
   bool stopping_ = false;

@@ -108,6 +108,19 @@ TEST_F(RedisAuthTest, AnErrorReplyToTheWaitersPausedCheckIsAnOutage) {
   }
 }
 
+// A waiter whose BLMOVE is refused (an ACL without blocking commands, a proxy) cannot tell
+// whether work is there: it answers "maybe" instead of letting the wait run out, so the engine
+// asks with a dequeue rather than never again while idle.
+TEST_F(RedisAuthTest, AWaiterWhoseBlmoveIsRefusedAnswersMaybe) {
+  auto admin = redis_.connect();
+  admin.command({"AUTH", kDefaultPassword});
+  admin.command({"ACL", "SETUSER", "no_blmove", "on", ">pw-no-blmove", "~*", "&*", "+@all", "-blmove"});
+  queue::RedisBrokerSettings settings;
+  settings.redis = with("no_blmove", "pw-no-blmove", 0);
+  queue::RedisBroker broker(settings, log::Logger::in_memory(log::Level::warn, log::Format::logfmt));
+  EXPECT_TRUE(broker.wait_for_work({"q1", "q2"}, 60s)) << "a refused BLMOVE read as \"no work\"";
+}
+
 // A pipeline abandoned half-way (an exception between two reads) must not hand its unread replies
 // to the pool's next user: that connection is dropped and the next lease reconnects.
 TEST_F(RedisAuthTest, APipelineAbandonedHalfWayNeverLeaksRepliesToTheNextLease) {
