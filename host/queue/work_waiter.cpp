@@ -100,7 +100,7 @@ void WorkWaiter::waiter_loop(Waiter& w) {
     } else if (failed && !stopping_) {
       // The wait cannot tell whether work is there (Redis away, or BLMOVE refused): the caller
       // is told "maybe", so it asks with a dequeue, which reports the outage or finds the work.
-      ++failure_signals_;
+      ++work_signals_;
       work_cv_.notify_all();
       waiter_cv_.wait_for(lock, std::chrono::milliseconds(200), [&] { return stopping_; });
     }
@@ -115,20 +115,19 @@ bool WorkWaiter::wait(const std::vector<std::string>& queues, std::chrono::milli
     all.reserve(queues.size());
     for (const std::string& q : queues) all.push_back(&waiter_for(q));
     lock.unlock();
-    const std::vector<Waiter*> unpaused = resumed(all);  // throws redis::Error: an outage
+    const std::vector<Waiter*> open = unpaused(all);  // throws redis::Error: an outage
     lock.lock();
-    for (Waiter* w : all) w->paused = std::find(unpaused.begin(), unpaused.end(), w) == unpaused.end();
+    for (Waiter* w : all) w->paused = std::find(open.begin(), open.end(), w) == open.end();
     paused_known_ = true;
   }
   const Clock::time_point until = Clock::now() + timeout;
   const uint64_t start = work_signals_;
-  const uint64_t failures = failure_signals_;
   while (true) {
     if (wake_pending_) {
       wake_pending_ = false;
       return false;
     }
-    if (work_signals_ != start || failure_signals_ != failures) return true;
+    if (work_signals_ != start) return true;
     if (stopping_ || Clock::now() >= until) return false;
     std::vector<Waiter*> paused;
     for (const std::string& q : queues) {
@@ -143,21 +142,18 @@ bool WorkWaiter::wait(const std::vector<std::string>& queues, std::chrono::milli
     const uint64_t paused_before = paused_signals_;
     const auto next = paused.empty() ? until : std::min(until, Clock::now() + kResumeCheckInterval);
     work_cv_.wait_until(lock, next, [&] {
-      return work_signals_ != start || failure_signals_ != failures || wake_pending_ || stopping_ ||
-             paused_signals_ != paused_before;
+      return work_signals_ != start || wake_pending_ || stopping_ || paused_signals_ != paused_before;
     });
-    if (paused.empty() || work_signals_ != start || failure_signals_ != failures || wake_pending_ ||
-        stopping_)
-      continue;
+    if (paused.empty() || work_signals_ != start || wake_pending_ || stopping_) continue;
     lock.unlock();
-    const std::vector<Waiter*> back = resumed(paused);  // throws redis::Error: an outage
+    const std::vector<Waiter*> back = unpaused(paused);  // throws redis::Error: an outage
     lock.lock();
     for (Waiter* w : back) w->paused = false;
     if (!back.empty()) return true;  // resumed: its pending tasks are work now
   }
 }
 
-std::vector<WorkWaiter::Waiter*> WorkWaiter::resumed(const std::vector<Waiter*>& waiters) {
+std::vector<WorkWaiter::Waiter*> WorkWaiter::unpaused(const std::vector<Waiter*>& waiters) {
   std::vector<Waiter*> out;
   auto conn = pool_.acquire();
   for (const Waiter* w : waiters) conn->append({"EXISTS", w->paused_key});

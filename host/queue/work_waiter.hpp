@@ -42,7 +42,7 @@ class WorkWaiter {
   Waiter& waiter_for(const std::string& queue);  // mu_ held
   void waiter_loop(Waiter& waiter);
   // Of `waiters`, the ones whose queue has no paused key; mu_ not held. Throws redis::Error.
-  std::vector<Waiter*> resumed(const std::vector<Waiter*>& waiters);
+  std::vector<Waiter*> unpaused(const std::vector<Waiter*>& waiters);
 
   const redis::Settings settings_;
   redis::Pool& pool_;
@@ -50,9 +50,8 @@ class WorkWaiter {
   std::mutex mu_;
   std::condition_variable work_cv_;    // waiters -> wait() callers
   std::condition_variable waiter_cv_;  // wait() -> waiters (armed) and shutdown
-  uint64_t work_signals_ = 0;
-  uint64_t paused_signals_ = 0;   // a waiter found its queue paused
-  uint64_t failure_signals_ = 0;  // a waiter's BLMOVE failed
+  uint64_t work_signals_ = 0;          // work may be there: a BLMOVE returned, or failed and cannot tell
+  uint64_t paused_signals_ = 0;        // a waiter found its queue paused
   bool wake_pending_ = false;
   bool paused_known_ = false;  // the first wait() has checked every queue
   bool stopping_ = false;
