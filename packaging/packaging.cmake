@@ -45,7 +45,7 @@ set(CPACK_DEBIAN_PACKAGE_SECTION misc)
 set(CPACK_DEBIAN_WORKER_PACKAGE_NAME autodevs-worker)
 set(CPACK_DEBIAN_WORKER_PACKAGE_SHLIBDEPS OFF)
 set(CPACK_DEBIAN_WORKER_PACKAGE_DEPENDS
-    "libhiredis0.14, libpq5, libspdlog1.10, libfmt9, libcurl4, libnettle8, libboost-filesystem1.74.0, git, adduser")
+    "libhiredis0.14, libssl3, libpq5, libspdlog1.10, libfmt9, libcurl4, libnettle8, libboost-filesystem1.74.0, git, adduser")
 set(CPACK_DEBIAN_WORKER_PACKAGE_CONTROL_EXTRA "${WK_PACKAGING_DIR}/debian/postinst;${WK_PACKAGING_DIR}/debian/postrm")
 set(CPACK_DEBIAN_SDK_PACKAGE_NAME autodevs-worker-sdk)
 set(CPACK_DEBIAN_SDK_PACKAGE_ARCHITECTURE all)

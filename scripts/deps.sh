@@ -8,7 +8,7 @@ packages=(
   build-essential cmake ninja-build ccache pkg-config git
   libboost-dev libboost-filesystem-dev libhiredis-dev libpq-dev nlohmann-json3-dev
   libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libcli11-dev libcurl4-openssl-dev
-  nettle-dev libprotobuf-dev protobuf-compiler libcpp-httplib-dev
+  nettle-dev libssl-dev openssl libprotobuf-dev protobuf-compiler libcpp-httplib-dev
   redis-server postgresql postgresql-client curl python3 binutils clang-tidy clang-format
 )
 

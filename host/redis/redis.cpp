@@ -2,26 +2,15 @@
 
 #include <hiredis/hiredis.h>
 #include <sys/socket.h>
-#include <sys/time.h>
 
 #include <array>
 #include <charconv>
 #include <cstdio>
 
 #include "digest/digest.hpp"
+#include "redis/transport.hpp"
 
 namespace wk::redis {
-
-namespace {
-
-timeval to_timeval(std::chrono::milliseconds ms) {
-  timeval tv{};
-  tv.tv_sec = static_cast<time_t>(ms.count() / 1000);
-  tv.tv_usec = static_cast<suseconds_t>((ms.count() % 1000) * 1000);
-  return tv;
-}
-
-}  // namespace
 
 // ---- ReplyView / Reply --------------------------------------------------------------------------
 
@@ -79,38 +68,37 @@ Script::Script(std::string src) : source(std::move(src)), sha1(digest::sha1_hex(
 
 // ---- Connection ---------------------------------------------------------------------------------
 
+void Connection::ReaderFree::operator()(redisReader* reader) const noexcept { redisReaderFree(reader); }
+
 Connection::Connection(Settings settings) : settings_(std::move(settings)) { connect(); }
 
 Connection::~Connection() { mark_broken(); }
 
 void Connection::mark_broken() {
   std::lock_guard lock(fd_mu_);
-  if (context_ != nullptr) redisFree(context_);
-  context_ = nullptr;
+  transport_.reset();
+  reader_.reset();
   fd_ = -1;
   unread_ = 0;
+  pending_.clear();
   loaded_scripts_.clear();
 }
 
 void Connection::connect() {
   mark_broken();
-  redisContext* ctx =
-      redisConnectWithTimeout(settings_.host.c_str(), settings_.port, to_timeval(settings_.connect_timeout));
-  if (ctx == nullptr)
-    throw Error(Error::Kind::connection, "redis " + settings_.address() + ": out of memory");
-  if (ctx->err != 0) {
-    std::string why = ctx->errstr;
-    redisFree(ctx);
-    throw Error(Error::Kind::connection, "redis " + settings_.address() + ": connect: " + why);
-  }
-  if (redisSetTimeout(ctx, to_timeval(settings_.command_timeout)) != REDIS_OK) {
-    redisFree(ctx);
-    throw Error(Error::Kind::connection, "redis " + settings_.address() + ": cannot set socket timeout");
-  }
-  {
+  try {
+    auto transport = std::make_unique<Transport>(settings_.host, settings_.port, settings_.connect_timeout,
+                                                 settings_.tls.get());
+    if (!transport->set_timeout(settings_.command_timeout)) {
+      throw Error(Error::Kind::connection, transport->error());
+    }
+    reader_.reset(redisReaderCreate());
+    if (!reader_) throw Error(Error::Kind::connection, "out of memory");
     std::lock_guard lock(fd_mu_);
-    context_ = ctx;
-    fd_ = ctx->fd;
+    fd_ = transport->fd();
+    transport_ = std::move(transport);
+  } catch (const Error& e) {
+    throw Error(e.kind(), "redis " + settings_.address() + ": " + e.what());
   }
   // AUTH and SELECT on every (re)connect. The password never appears in an error text.
   if (!settings_.password.empty()) {
@@ -137,28 +125,62 @@ void Connection::connect() {
 }
 
 void Connection::ensure_connected() {
-  if (context_ == nullptr) connect();
+  if (transport_ == nullptr) connect();
 }
 
 void Connection::fail_io(const char* during) {
-  std::string why = context_ != nullptr && context_->errstr[0] != '\0' ? context_->errstr : "connection lost";
   mark_broken();
-  throw Error(Error::Kind::connection, "redis " + settings_.address() + ": " + during + ": " + why);
+  throw Error(Error::Kind::connection, "redis " + settings_.address() + ": " + during);
+}
+
+void Connection::fail_transport() {
+  const Error::Kind kind = transport_->setting_error() ? Error::Kind::setting : Error::Kind::connection;
+  const std::string why = transport_->error();
+  mark_broken();
+  throw Error(kind, "redis " + settings_.address() + ": " + why);
+}
+
+void Connection::flush() {
+  if (pending_.empty()) return;
+  if (!transport_->write_all(pending_)) fail_transport();
+  pending_.clear();
+  if (pending_.capacity() > kMaxKeptBuffer) std::string().swap(pending_);  // not a huge payload's buffer
+}
+
+std::optional<Reply> Connection::parsed_reply() {
+  void* raw = nullptr;
+  if (redisReaderGetReply(reader_.get(), &raw) != REDIS_OK) {
+    const std::string why = std::string("protocol error: ") + reader_->errstr;
+    fail_io(why.c_str());
+  }
+  if (raw == nullptr) return std::nullopt;
+  return Reply(static_cast<redisReply*>(raw));
+}
+
+void Connection::read_more() {
+  std::array<char, 16384> buffer{};
+  const size_t n = transport_->read_some(buffer.data(), buffer.size());
+  if (n == 0) fail_transport();
+  if (redisReaderFeed(reader_.get(), buffer.data(), n) != REDIS_OK) fail_io("out of memory");
 }
 
 Reply Connection::read_one() {
-  void* raw = nullptr;
-  if (redisGetReply(context_, &raw) != REDIS_OK || raw == nullptr) fail_io("read");
-  --unread_;
-  return Reply(static_cast<redisReply*>(raw));
+  flush();
+  while (true) {
+    if (auto reply = parsed_reply()) {
+      --unread_;
+      return std::move(*reply);
+    }
+    read_more();
+  }
 }
 
 void Connection::append(Argv argv) {
   ensure_connected();
-  // RESP formatted here into a reused buffer (hiredis' own formatter builds an sds per argument
-  // with a printf-like function: a few allocations and ~5 % of the host's CPU per task).
-  std::string& out = format_buffer_;
-  out.clear();
+  // RESP formatted here, straight into the output buffer (hiredis' own formatter builds an sds
+  // per argument with a printf-like function: a few allocations and ~5 % of the host's CPU per
+  // task).
+  std::string& out = pending_;
   const auto put_len = [&out](char kind, size_t n) {
     std::array<char, 24> digits{};
     const auto [end, ec] = std::to_chars(digits.data(), digits.data() + digits.size(), n);
@@ -172,13 +194,11 @@ void Connection::append(Argv argv) {
     out.append(a);
     out.append("\r\n");
   }
-  if (redisAppendFormattedCommand(context_, out.data(), out.size()) != REDIS_OK) fail_io("append");
   ++unread_;
-  if (out.capacity() > kMaxKeptBuffer) std::string().swap(out);  // do not keep a huge payload's buffer
 }
 
 Reply Connection::read_reply() {
-  if (context_ == nullptr)
+  if (transport_ == nullptr)
     throw Error(Error::Kind::connection, "redis " + settings_.address() + ": not connected");
   return read_one();
 }
@@ -245,7 +265,7 @@ void Connection::ensure_loaded(const Script& script) {
 }
 
 void Connection::set_read_timeout(std::chrono::milliseconds timeout) {
-  if (redisSetTimeout(context_, to_timeval(timeout)) != REDIS_OK) fail_io("set timeout");
+  if (!transport_->set_timeout(timeout)) fail_transport();
 }
 
 std::pair<Reply, Reply> Connection::blocking_command_then(Argv argv, Argv then,
@@ -253,6 +273,7 @@ std::pair<Reply, Reply> Connection::blocking_command_then(Argv argv, Argv then,
   ensure_connected();
   append(argv);
   append(then);
+  flush();  // under the command timeout: a stalled write is an outage, not a long block
   set_read_timeout(block_for + settings_.command_timeout);
   Reply first = read_one();
   set_read_timeout(settings_.command_timeout);

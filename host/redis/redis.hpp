@@ -1,9 +1,10 @@
 #pragma once
-// RAII over the hiredis (0.14) synchronous API: settings, one connection, replies, scripts, a
-// small thread-safe pool, and a subscription (pub/sub) on a connection of its own.
+// A Redis client: settings, one connection (plain TCP or TLS), replies, scripts, a small
+// thread-safe pool, and a subscription (pub/sub) on a connection of its own. hiredis (0.14) is
+// used for its RESP reply reader only; the socket and TLS are ours (host/redis/transport.hpp).
 //
 // A Connection is used by one thread at a time. Any I/O failure marks it broken; the next
-// command reconnects (connect, AUTH, SELECT) before it is sent. Reply errors (-ERR ...) and
+// command reconnects (connect, TLS, AUTH, SELECT) before it is sent. Reply errors (-ERR ...) and
 // connection errors are both redis::Error, told apart by kind().
 #include <chrono>
 #include <condition_variable>
@@ -22,10 +23,25 @@
 
 #include "posix/unique_fd.hpp"
 
-struct redisContext;
+struct redisReader;
 struct redisReply;
 
 namespace wk::redis {
+
+// TLS to Redis (docs/operations.md, "Redis in production"). The server is verified unless
+// `insecure`: its chain against `ca_file` (empty: the system's trust store) and its name against
+// `server_name` (empty: the host connected to).
+struct TlsOptions {
+  std::string ca_file;
+  std::string cert_file;  // client certificate for mutual TLS (PEM chain)
+  std::string key_file;   // its private key (empty: in cert_file)
+  std::string server_name;
+  bool insecure = false;
+};
+
+class TlsClient;  // the loaded context, shared by every connection of one Settings
+// Loads the files at once. Throws Error(Kind::setting) naming the variable whose file is bad.
+std::shared_ptr<const TlsClient> make_tls_client(const TlsOptions& options);
 
 struct Settings {
   std::string host = "127.0.0.1";
@@ -35,6 +51,7 @@ struct Settings {
   int db = 0;
   std::chrono::milliseconds connect_timeout{2000};
   std::chrono::milliseconds command_timeout{5000};
+  std::shared_ptr<const TlsClient> tls;  // null: plain TCP
 
   std::string address() const { return host + ":" + std::to_string(port); }
 };
@@ -44,10 +61,14 @@ class Error : public std::runtime_error {
   enum class Kind {
     connection,  // could not connect, I/O error, timeout, protocol error: the command may or may not have run
     reply,       // Redis answered with an error reply (text in what())
+    // A connection refused because of how it is configured (a certificate that does not verify,
+    // a TLS file that cannot be read): waiting does not help. Also a connection error.
+    setting,
   };
   Error(Kind kind, const std::string& what) : std::runtime_error(what), kind_(kind) {}
   Kind kind() const noexcept { return kind_; }
-  bool is_connection() const noexcept { return kind_ == Kind::connection; }
+  bool is_connection() const noexcept { return kind_ != Kind::reply; }
+  bool is_setting() const noexcept { return kind_ == Kind::setting; }
   bool is_reply() const noexcept { return kind_ == Kind::reply; }
 
  private:
@@ -105,6 +126,8 @@ struct ScriptCall {
   std::optional<Reply> reply{};  // set by eval_all(): the script's reply, an error reply included
 };
 
+class Transport;
+
 class Connection {
  public:
   explicit Connection(Settings settings);  // connects at once; throws Error
@@ -145,7 +168,7 @@ class Connection {
   // The connection reconnects on its next use.
   void interrupt() noexcept;
 
-  bool broken() const noexcept { return context_ == nullptr; }
+  bool broken() const noexcept { return transport_ == nullptr; }
   // Replies appended for but not read yet: a pipeline abandoned half-way by an exception. Such a
   // connection must not be reused, or the next caller would read the previous caller's replies.
   bool has_unread_replies() const noexcept { return unread_ != 0; }
@@ -156,21 +179,29 @@ class Connection {
 
  private:
   friend class Subscription;  // reads pushed messages off the socket, which no command does
+  struct ReaderFree {
+    void operator()(redisReader* reader) const noexcept;
+  };
   void ensure_connected();
   void connect();
   void mark_broken();
   [[noreturn]] void fail_io(const char* during);
+  [[noreturn]] void fail_transport();
   Reply read_one();
+  void flush();                         // sends what append() queued
+  std::optional<Reply> parsed_reply();  // a reply already read off the socket, if any
+  void read_more();                     // one read from the socket into the reader
   void set_read_timeout(std::chrono::milliseconds timeout);
 
   Settings settings_;
-  redisContext* context_ = nullptr;
+  std::unique_ptr<Transport> transport_;
+  std::unique_ptr<redisReader, ReaderFree> reader_;
   std::mutex fd_mu_;  // guards fd_ for interrupt()
   int fd_ = -1;
   std::unordered_set<std::string> loaded_scripts_;
   size_t unread_ = 0;
   static constexpr size_t kMaxKeptBuffer = size_t{64} * 1024;
-  std::string format_buffer_;  // append(): the command in RESP, reused
+  std::string pending_;  // commands appended, in RESP, not sent yet
 };
 
 // A connection in subscriber mode on one channel (SUBSCRIBE). next() returns each message's
@@ -192,6 +223,7 @@ class Subscription {
 
  private:
   [[noreturn]] void fail(const char* during);
+  void read_more();
 
   Settings settings_;
   std::string channel_;

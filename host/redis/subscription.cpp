@@ -1,4 +1,3 @@
-#include <hiredis/hiredis.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -7,6 +6,7 @@
 #include <cstring>
 
 #include "redis/redis.hpp"
+#include "redis/transport.hpp"
 
 namespace wk::redis {
 
@@ -16,11 +16,6 @@ namespace {
 // two of these). go-redis pings every 3 s; each ping is a command an idle worker sends, so ours
 // are rarer.
 constexpr auto kPingAfterSilence = std::chrono::seconds(15);
-
-struct ReplyDeleter {
-  void operator()(redisReply* r) const { freeReplyObject(r); }
-};
-using OwnedReply = std::unique_ptr<redisReply, ReplyDeleter>;
 }  // namespace
 
 Subscription::Subscription(Settings settings, std::string channel)
@@ -55,32 +50,32 @@ std::optional<std::string> Subscription::next(std::chrono::milliseconds timeout)
     last_traffic_ = SteadyClock::now();
     ping_outstanding_ = false;
   }
-  redisContext* ctx = conn_->context_;
   const auto until = SteadyClock::now() + timeout;
   while (true) {
-    void* raw = nullptr;
-    if (redisGetReplyFromReader(ctx, &raw) != REDIS_OK) fail("read");
-    if (raw != nullptr) {
-      OwnedReply reply(static_cast<redisReply*>(raw));
+    if (std::optional<Reply> reply = conn_->parsed_reply()) {
       last_traffic_ = SteadyClock::now();
       // ["message", channel, payload]; anything else (["pong", ""]) answers our PING.
-      if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 3 &&
-          reply->element[0]->type == REDIS_REPLY_STRING &&
-          std::string_view(reply->element[0]->str, reply->element[0]->len) == "message") {
-        return std::string(reply->element[2]->str, reply->element[2]->len);
+      if (reply->is_array() && reply->size() == 3 && (*reply)[0].is_string() &&
+          (*reply)[0].str() == "message") {
+        return std::string((*reply)[2].str());
       }
       ping_outstanding_ = false;
+      continue;
+    }
+    // TLS may hold decrypted bytes that poll(2) cannot see.
+    if (conn_->transport_->has_buffered()) {
+      read_more();
       continue;
     }
     const auto now = SteadyClock::now();
     if (now - last_traffic_ >= kPingAfterSilence) {
       if (ping_outstanding_) fail("no answer to PING");
-      const char* ping = "PING";
-      const size_t len = 4;
-      if (redisAppendCommandArgv(ctx, 1, &ping, &len) != REDIS_OK) fail("PING");
-      int done = 0;
-      while (done == 0) {
-        if (redisBufferWrite(ctx, &done) != REDIS_OK) fail("PING");
+      try {
+        conn_->append({"PING"});
+        conn_->flush();
+      } catch (const Error&) {
+        ping_outstanding_ = false;
+        throw;
       }
       ping_outstanding_ = true;
       last_traffic_ = now;
@@ -88,7 +83,7 @@ std::optional<std::string> Subscription::next(std::chrono::milliseconds timeout)
     if (now >= until) return std::nullopt;
     const auto wait = std::min(std::chrono::duration_cast<std::chrono::milliseconds>(until - now),
                                std::chrono::milliseconds(kPingAfterSilence));
-    pollfd fds[2] = {{ctx->fd, POLLIN, 0}, {wake_.get(), POLLIN, 0}};
+    pollfd fds[2] = {{conn_->transport_->fd(), POLLIN, 0}, {wake_.get(), POLLIN, 0}};
     const int rc = ::poll(fds, 2, static_cast<int>(wait.count()) + 1);
     if (rc < 0 && errno != EINTR) fail("poll");
     if (rc > 0 && (fds[1].revents & POLLIN) != 0) {
@@ -96,9 +91,16 @@ std::optional<std::string> Subscription::next(std::chrono::milliseconds timeout)
       [[maybe_unused]] auto n = ::read(wake_.get(), &drained, sizeof drained);
       return std::nullopt;
     }
-    if (rc > 0 && (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) != 0) {
-      if (redisBufferRead(ctx) != REDIS_OK) fail("read");
-    }
+    if (rc > 0 && (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) != 0) read_more();
+  }
+}
+
+void Subscription::read_more() {
+  try {
+    conn_->read_more();
+  } catch (const Error&) {
+    ping_outstanding_ = false;
+    throw;
   }
 }
 

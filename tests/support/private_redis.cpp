@@ -2,13 +2,14 @@
 
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "support/test_env.hpp"
 
 namespace wk::test {
 
-PrivateRedis::PrivateRedis(Options options) : options_(options), dir_("wk-redis"), port_(free_port()) {
+PrivateRedis::PrivateRedis(Options options) : options_(std::move(options)), dir_("wk-redis"), port_(free_port()) {
   if (options_.start) start();
 }
 
@@ -19,6 +20,7 @@ redis::Settings PrivateRedis::settings() const {
   s.host = "127.0.0.1";
   s.port = port_;
   s.connect_timeout = std::chrono::milliseconds(500);
+  s.tls = options_.client_tls;
   return s;
 }
 
@@ -26,7 +28,7 @@ void PrivateRedis::start() {
   if (server_) return;
   std::vector<std::string> argv{"redis-server",
                                 "--port",
-                                std::to_string(port_),
+                                std::to_string(options_.tls ? 0 : port_),
                                 "--bind",
                                 "127.0.0.1",
                                 "--save",
@@ -37,6 +39,12 @@ void PrivateRedis::start() {
                                 "no",
                                 "--loglevel",
                                 "warning"};
+  if (options_.tls) {
+    argv.insert(argv.end(), {"--tls-port", std::to_string(port_), "--tls-cert-file",
+                             options_.tls->cert.string(), "--tls-key-file", options_.tls->key.string(),
+                             "--tls-ca-cert-file", options_.tls->ca.string(), "--tls-auth-clients",
+                             options_.tls->require_client_cert ? "yes" : "no"});
+  }
   if (options_.persistent) {
     argv.insert(argv.end(), {"--appendonly", "yes", "--appendfsync", "always"});
   } else {

@@ -2,7 +2,9 @@
 // A private redis-server for tests that stop and restart Redis: argv only (no shell), on a free
 // loopback port that stays the same across stop() and start(), in a temp dir of its own. With
 // `persistent`, appendonly (fsync always) keeps every key across a stop() and start().
+#include <filesystem>
 #include <memory>
+#include <optional>
 
 #include "redis/redis.hpp"
 #include "support/child_process.hpp"
@@ -14,6 +16,17 @@ class PrivateRedis {
   struct Options {
     bool persistent = false;  // appendonly: keys survive stop() + start()
     bool start = true;        // start in the constructor
+    // TLS only (port() is the TLS port; no plain one): the server's certificate and key, and the
+    // CA it checks client certificates against when `require_client_cert`.
+    struct Tls {
+      std::filesystem::path cert;
+      std::filesystem::path key;
+      std::filesystem::path ca;
+      bool require_client_cert = false;
+    };
+    std::optional<Tls> tls;
+    // How settings() connects, and with it the PING that awaits the start (TLS servers).
+    std::shared_ptr<const redis::TlsClient> client_tls;
   };
   PrivateRedis() : PrivateRedis(Options{}) {}
   explicit PrivateRedis(Options options);

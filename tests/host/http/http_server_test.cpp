@@ -164,7 +164,11 @@ class HttpServerTest : public ::testing::Test {
   }
 
   log::Logger log_ = log::Logger::in_memory(log::Level::warn, log::Format::logfmt);
-  PrivateRedis redis_{PrivateRedis::Options{.persistent = false, .start = false}};
+  PrivateRedis redis_{[] {
+    PrivateRedis::Options o;
+    o.start = false;
+    return o;
+  }()};
   redis::Settings settings_;
   TypeDispatcher dispatcher_;
   metrics::Registry registry_;

@@ -44,7 +44,12 @@ bool contains(const std::vector<std::string>& v, const std::string& x) {
 // loader requires) and helpers to start workers against them.
 class FaultTest : public ::testing::Test {
  protected:
-  FaultTest() : dir_("wk-faults"), redis_(test::PrivateRedis::Options{.persistent = true, .start = true}) {
+  FaultTest()
+      : dir_("wk-faults"), redis_([] {
+          test::PrivateRedis::Options o;
+          o.persistent = true;
+          return o;
+        }()) {
     std::filesystem::create_directories(plugins_);
     std::filesystem::permissions(plugins_, std::filesystem::perms::owner_all);
     std::filesystem::copy_file(WK_FAULTS_PLUGIN, plugins_ / "faults.so");

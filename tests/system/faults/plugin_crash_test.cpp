@@ -32,8 +32,7 @@ bool contains(const std::vector<std::string>& v, const std::string& x) {
 
 class PluginCrashTest : public ::testing::Test {
  protected:
-  PluginCrashTest()
-      : dir_("wk-crashes"), redis_(test::PrivateRedis::Options{.persistent = false, .start = true}) {
+  PluginCrashTest() : dir_("wk-crashes"), redis_() {
     std::filesystem::create_directories(plugins_);
     std::filesystem::permissions(plugins_, std::filesystem::perms::owner_all);
     std::filesystem::copy_file(WK_CRASHY_PLUGIN, plugins_ / "crashy.so");
