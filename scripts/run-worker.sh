@@ -18,7 +18,7 @@ Builds the worker (release preset) and runs it with the plugins built in this ch
   --stop-services  stop the private Redis/PostgreSQL started under .state/ and exit
   -h, --help       this help
 
-Environment (see README.md for all): REDIS_HOST, REDIS_PORT, REDIS_PASSWORD, REDIS_DB,
+Environment (see README.md for all): REDIS_URL or REDIS_HOST, REDIS_PORT, REDIS_PASSWORD, REDIS_DB,
 DB_HOST, DB_PORT, DB_USERNAME, DB_PASSWORD, DB_NAME, WORKER_CONCURRENCY, WORKER_QUEUES,
 LOG_LEVEL, LOG_FORMAT, ... e.g.  REDIS_HOST=redis.example.com scripts/run-worker.sh
 USAGE
@@ -83,7 +83,10 @@ fi
 
 redis_host=$(setting REDIS_HOST localhost)
 redis_port=$(setting REDIS_PORT 6379)
-if is_local "$redis_host" && ! wk_redis_answers 127.0.0.1 "$redis_port"; then
+# A Redis named by URL or spoken to over TLS is the operator's own: never a private stand-in.
+redis_url=$(setting REDIS_URL "")
+redis_tls=$(setting REDIS_TLS false)
+if [[ -z "$redis_url" && ! "${redis_tls,,}" =~ ^(1|t|true|y|yes|on)$ ]] && is_local "$redis_host" && ! wk_redis_answers 127.0.0.1 "$redis_port"; then
   echo "run-worker: no Redis on $redis_host:$redis_port, starting a private one (state in ${state#"$root"/}/redis;" \
     "it keeps running after the worker stops: --stop-services stops it)"
   wk_redis_start "$state/redis" "$redis_port"

@@ -246,9 +246,8 @@ int run_cli(int argc, char** argv, char** envp) {
     return print_error(std::string("configuration error: ") + e.what());
   }
   const auto logger = log::Logger::to_stderr(cfg.log_level, cfg.log_format);
-  if (admin_commands.selected()) return admin_commands.run(redis_settings(cfg), std::cout, std::cerr);
-
   try {
+    if (admin_commands.selected()) return admin_commands.run(redis_settings(cfg), std::cout, std::cerr);
     if (check_cmd->parsed()) {
       std::vector<std::filesystem::path> files(files_to_check.begin(), files_to_check.end());
       return check_plugins(files, check_init, cfg, logger, std::cout);

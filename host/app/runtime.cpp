@@ -26,6 +26,15 @@ redis::Settings redis_settings(const config::Config& c) {
   s.username = c.redis_username;
   s.password = c.redis_password;
   s.db = c.redis_db;
+  if (c.redis_tls) {
+    redis::TlsOptions tls;
+    tls.ca_file = c.redis_tls_ca_file;
+    tls.cert_file = c.redis_tls_cert_file;
+    tls.key_file = c.redis_tls_key_file;
+    tls.server_name = c.redis_tls_server_name;
+    tls.insecure = c.redis_tls_insecure;
+    s.tls = redis::make_tls_client(tls);
+  }
   return s;
 }
 
@@ -198,6 +207,20 @@ int Runtime::serve() {
     // Handler slots, the loops (heartbeat, forwarder, recoverer, janitor, syncer) and enqueues.
     broker_settings.pool_size = static_cast<size_t>(config_.concurrency) + 6;
     parts->broker = std::make_unique<queue::RedisBroker>(broker_settings, logger_);
+    if (config_.redis_tls_insecure) {
+      logger_.warn(
+          "REDIS_TLS_INSECURE is on: the Redis server's certificate is not verified, so anyone "
+          "on the network path can read and change the queues. Use it for a test only");
+    }
+    // A connection refused because of a setting (a certificate that does not verify, a client
+    // certificate the server refuses) will not heal by waiting: stop before any task is touched.
+    // A Redis that is merely down is waited for, as always.
+    try {
+      parts->broker->pool().acquire()->command({"PING"});
+    } catch (const redis::Error& e) {
+      if (e.is_setting()) throw;
+      logger_.warn("Redis does not answer yet; the worker waits for it", {{"error", e.what()}});
+    }
     parts->db = db::make_pool(db_settings(config_), logger_);
 
     Parts& p = *parts;
@@ -269,7 +292,8 @@ int Runtime::serve() {
                    {{"addr", config_.metrics_addr}, {"port", parts->http->port()}});
     }
 
-    logger_.info("Starting job server", {{"redis_addr", config_.redis_addr()}});
+    logger_.info("Starting job server",
+                 {{"redis_addr", config_.redis_addr()}, {"redis_tls", config_.redis_tls ? "true" : "false"}});
     const auto report = parts->plugins->load_directory(config_.plugins_dir);
     parts->plugins->watch(config_.plugins_dir);
     std::string types;

@@ -13,7 +13,8 @@
 
 namespace wk::app {
 
-// The connection settings a Config describes (shared with the one-shot commands).
+// The connection settings a Config describes (shared with the one-shot commands). Loads the TLS
+// files: throws redis::Error (Kind::setting, naming the variable) when one cannot be used.
 redis::Settings redis_settings(const config::Config& config);
 db::Settings db_settings(const config::Config& config);
 

@@ -22,6 +22,8 @@ const Variables& defaults() {
       {"REDIS_HOST", "localhost"},
       {"REDIS_PORT", "6379"},
       {"REDIS_DB", "0"},
+      {"REDIS_TLS", "false"},
+      {"REDIS_TLS_INSECURE", "false"},
       {"DB_HOST", "localhost"},
       {"DB_PORT", "5432"},
       {"DB_USERNAME", "postgres"},
@@ -54,8 +56,9 @@ const std::set<std::string>& known_variables() {
     std::set<std::string> n;
     for (const auto& [k, v] : defaults()) n.insert(k);
     for (const char* extra :
-         {"REDIS_USERNAME", "REDIS_PASSWORD", "DB_PASSWORD", "DB_POOL_SIZE", "WORKER_NAME", "AI_PROVIDER",
-          "AI_COMMAND", "AI_BASE_URL", "AI_API_KEY", "AI_MODEL", "AI_TIMEOUT",
+         {"REDIS_URL", "REDIS_USERNAME", "REDIS_PASSWORD", "REDIS_TLS_CA_FILE", "REDIS_TLS_CERT_FILE",
+          "REDIS_TLS_KEY_FILE", "REDIS_TLS_SERVER_NAME", "DB_PASSWORD", "DB_POOL_SIZE", "WORKER_NAME",
+          "AI_PROVIDER", "AI_COMMAND", "AI_BASE_URL", "AI_API_KEY", "AI_MODEL", "AI_TIMEOUT",
           // Advanced engine timings: no default here (unset = the engine's).
           "WORKER_LEASE", "WORKER_HEARTBEAT_INTERVAL", "WORKER_RECOVERER_INTERVAL", "WORKER_RECOVERER_CUTOFF",
           "WORKER_FORWARDER_INTERVAL", "WORKER_RETRY_DELAY",
@@ -213,7 +216,104 @@ bool is_secret(std::string_view key) {
          ends_with_ci(key, "_SECRET");
 }
 
+namespace {
+
+// "scheme://user:password@host..." -> "scheme://user:<redacted>@host...".
+std::string redact_url_password(std::string_view url) {
+  const size_t scheme_end = url.find("://");
+  if (scheme_end == std::string_view::npos) return std::string(url);
+  const size_t authority = scheme_end + 3;
+  const size_t authority_end = std::min(url.find('/', authority), url.size());
+  const size_t at = url.substr(0, authority_end).rfind('@');
+  if (at == std::string_view::npos || at < authority) return std::string(url);
+  const size_t colon = url.substr(authority, at - authority).find(':');
+  if (colon == std::string_view::npos) {
+    // "redis://secret@host" is a password alone in redis-cli and go-redis.
+    return std::string(url.substr(0, authority)) + "<redacted>" + std::string(url.substr(at));
+  }
+  return std::string(url.substr(0, authority + colon + 1)) + "<redacted>" + std::string(url.substr(at));
+}
+
+std::string percent_decode(std::string_view text, const char* part) {
+  std::string out;
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (text[i] != '%') {
+      out.push_back(text[i]);
+      continue;
+    }
+    int byte = 0;
+    if (i + 2 >= text.size()) throw std::invalid_argument(std::string("bad %-escape in the ") + part);
+    const auto [ptr, ec] = std::from_chars(text.data() + i + 1, text.data() + i + 3, byte, 16);
+    if (ec != std::errc() || ptr != text.data() + i + 3) {
+      throw std::invalid_argument(std::string("bad %-escape in the ") + part);
+    }
+    out.push_back(static_cast<char>(byte));
+    i += 2;
+  }
+  return out;
+}
+
+}  // namespace
+
+RedisUrl parse_redis_url(std::string_view url) {
+  RedisUrl out;
+  std::string_view rest = url;
+  if (rest.starts_with("rediss://")) {
+    out.tls = true;
+    rest.remove_prefix(9);
+  } else if (rest.starts_with("redis://")) {
+    rest.remove_prefix(8);
+  } else {
+    throw std::invalid_argument("a URL starting with redis:// or rediss://");
+  }
+  const size_t slash = std::min(rest.find('/'), rest.size());
+  std::string_view authority = rest.substr(0, slash);
+  std::string_view path = slash < rest.size() ? rest.substr(slash + 1) : std::string_view();
+  if (const size_t query = path.find('?'); query != std::string_view::npos) {
+    throw std::invalid_argument("no ?options: TLS and the rest have variables of their own");
+  }
+  if (const size_t at = authority.rfind('@'); at != std::string_view::npos) {
+    const std::string_view userinfo = authority.substr(0, at);
+    authority.remove_prefix(at + 1);
+    const size_t colon = userinfo.find(':');
+    if (colon == std::string_view::npos) {
+      out.password = percent_decode(userinfo, "password");
+    } else {
+      out.username = percent_decode(userinfo.substr(0, colon), "user name");
+      out.password = percent_decode(userinfo.substr(colon + 1), "password");
+    }
+  }
+  std::string_view port;
+  if (authority.starts_with('[')) {  // [::1]:6379
+    const size_t close = authority.find(']');
+    if (close == std::string_view::npos) throw std::invalid_argument("an IPv6 address in [brackets]");
+    out.host = std::string(authority.substr(1, close - 1));
+    const std::string_view after = authority.substr(close + 1);
+    if (!after.empty() && !after.starts_with(':')) throw std::invalid_argument("host[:port] after the @");
+    port = after.empty() ? after : after.substr(1);
+  } else {
+    const size_t colon = authority.find(':');
+    out.host = std::string(authority.substr(0, colon));
+    if (colon != std::string_view::npos) port = authority.substr(colon + 1);
+  }
+  if (out.host.empty()) throw std::invalid_argument("a host name after the scheme");
+  if (!port.empty()) {
+    const auto [ptr, ec] = std::from_chars(port.data(), port.data() + port.size(), out.port);
+    if (ec != std::errc() || ptr != port.data() + port.size() || out.port < 1 || out.port > 65535) {
+      throw std::invalid_argument("a port from 1 to 65535");
+    }
+  }
+  if (!path.empty()) {
+    const auto [ptr, ec] = std::from_chars(path.data(), path.data() + path.size(), out.db);
+    if (ec != std::errc() || ptr != path.data() + path.size() || out.db < 0) {
+      throw std::invalid_argument("a database number after the last /");
+    }
+  }
+  return out;
+}
+
 std::string redact(std::string_view key, std::string_view value) {
+  if (ends_with_ci(key, "_URL")) return redact_url_password(value);
   if (!is_secret(key)) return std::string(value);
   return value.empty() ? std::string() : std::string("<redacted>");
 }
@@ -326,12 +426,61 @@ Config load(const Sources& sources) {
 
   const Resolver r(merged, origins);
 
-  cfg.redis_host = r.text("REDIS_HOST");
-  if (cfg.redis_host.empty()) r.fail("REDIS_HOST", "a host name or address");
-  cfg.redis_port = r.integer("REDIS_PORT", 1, 65535);
-  cfg.redis_username = r.raw("REDIS_USERNAME", true).value_or("");
-  cfg.redis_password = r.raw("REDIS_PASSWORD", true).value_or("");
-  cfg.redis_db = r.integer("REDIS_DB", 0, 1000000);
+  // Set by the operator (not a default, not empty).
+  const auto set_explicitly = [&](const std::string& key) {
+    return origins.count(key) != 0 && !merged.at(key).empty();
+  };
+  bool url_tls = false;
+  if (const auto url = r.raw("REDIS_URL")) {
+    // The URL stands for these five; one of them set as well would be ignored by one reader of
+    // the configuration and obeyed by another, so it is refused.
+    for (const char* part : {"REDIS_HOST", "REDIS_PORT", "REDIS_USERNAME", "REDIS_PASSWORD", "REDIS_DB"}) {
+      if (set_explicitly(part)) {
+        throw ConfigError(part, std::string(part) + " is set (from " + origins.at(part) +
+                                    ") and so is REDIS_URL, which includes it: set one of them");
+      }
+    }
+    try {
+      const RedisUrl parsed = parse_redis_url(*url);
+      url_tls = parsed.tls;
+      cfg.redis_host = parsed.host;
+      cfg.redis_port = parsed.port;
+      cfg.redis_username = parsed.username;
+      cfg.redis_password = parsed.password;
+      cfg.redis_db = parsed.db;
+    } catch (const std::invalid_argument& e) {
+      r.fail("REDIS_URL",
+             std::string("redis://[user:password@]host[:port][/db] or rediss://...: ") + e.what());
+    }
+  } else {
+    cfg.redis_host = r.text("REDIS_HOST");
+    if (cfg.redis_host.empty()) r.fail("REDIS_HOST", "a host name or address");
+    cfg.redis_port = r.integer("REDIS_PORT", 1, 65535);
+    cfg.redis_username = r.raw("REDIS_USERNAME", true).value_or("");
+    cfg.redis_password = r.raw("REDIS_PASSWORD", true).value_or("");
+    cfg.redis_db = r.integer("REDIS_DB", 0, 1000000);
+  }
+  cfg.redis_tls = r.boolean("REDIS_TLS");
+  if (url_tls && set_explicitly("REDIS_TLS") && !cfg.redis_tls) {
+    r.fail("REDIS_TLS", "true, or unset: REDIS_URL is rediss://, which means TLS");
+  }
+  cfg.redis_tls = cfg.redis_tls || url_tls;
+  cfg.redis_tls_ca_file = r.text("REDIS_TLS_CA_FILE");
+  cfg.redis_tls_cert_file = r.text("REDIS_TLS_CERT_FILE");
+  cfg.redis_tls_key_file = r.text("REDIS_TLS_KEY_FILE");
+  cfg.redis_tls_server_name = r.text("REDIS_TLS_SERVER_NAME");
+  cfg.redis_tls_insecure = r.boolean("REDIS_TLS_INSECURE");
+  for (const char* tls_only : {"REDIS_TLS_CA_FILE", "REDIS_TLS_CERT_FILE", "REDIS_TLS_KEY_FILE",
+                               "REDIS_TLS_SERVER_NAME", "REDIS_TLS_INSECURE"}) {
+    if (!cfg.redis_tls && set_explicitly(tls_only)) {
+      throw ConfigError(
+          tls_only,
+          std::string(tls_only) + " is set but TLS is off: set REDIS_TLS=true or use a rediss:// REDIS_URL");
+    }
+  }
+  if (!cfg.redis_tls_key_file.empty() && cfg.redis_tls_cert_file.empty()) {
+    r.fail("REDIS_TLS_KEY_FILE", "to come with REDIS_TLS_CERT_FILE (the certificate it is the key of)");
+  }
 
   cfg.concurrency = r.integer("WORKER_CONCURRENCY", 1, 10000);
   merged["WORKER_CONCURRENCY"] = std::to_string(cfg.concurrency);

@@ -63,6 +63,13 @@ struct Config {
   std::string redis_username;
   std::string redis_password;  // secret
   int redis_db = 0;
+  // TLS (REDIS_TLS or a rediss:// REDIS_URL): verified unless redis_tls_insecure.
+  bool redis_tls = false;
+  std::string redis_tls_ca_file;      // empty: the system's trust store
+  std::string redis_tls_cert_file;    // client certificate (mutual TLS)
+  std::string redis_tls_key_file;     // its key (empty: in the certificate file)
+  std::string redis_tls_server_name;  // empty: REDIS_HOST
+  bool redis_tls_insecure = false;
 
   // PostgreSQL pool.
   std::string db_host = "localhost";
@@ -138,7 +145,19 @@ Variables other_environment_from(char** envp);
 
 // Whether `key` names a secret (*_PASSWORD, *_API_KEY, *_TOKEN, *_SECRET, case-insensitive).
 bool is_secret(std::string_view key);
-// The text shown instead of a secret value.
+
+// The parts of a redis:// or rediss:// URL (docs/configuration.md, REDIS_URL). Throws
+// std::invalid_argument with a text that never contains the password.
+struct RedisUrl {
+  bool tls = false;  // rediss://
+  std::string host;
+  int port = 6379;
+  std::string username;
+  std::string password;
+  int db = 0;
+};
+RedisUrl parse_redis_url(std::string_view url);
+// The text shown instead of a secret value; a URL (*_URL) is shown with its password replaced.
 std::string redact(std::string_view key, std::string_view value);
 
 // `.env` text: KEY=VALUE lines, `export ` prefix, `#` comments (whole line, or after an unquoted

@@ -259,6 +259,74 @@ TEST_F(ConfigTest, UnknownHostVariablesAreReportedNotFatal) {
   EXPECT_EQ(c.unknown_variables, std::vector<std::string>{"WORKER_CONCURENCY"});
 }
 
+TEST_F(ConfigTest, RedisUrlSetsTheConnectionAndRedactsItsPassword) {
+  sources_.environment = {{"REDIS_URL", "rediss://ops:p%40ss:w0rd@redis.example.com:6380/3"}};
+  const auto c = load(sources_);
+  EXPECT_EQ(c.redis_host, "redis.example.com");
+  EXPECT_EQ(c.redis_port, 6380);
+  EXPECT_EQ(c.redis_username, "ops");
+  EXPECT_EQ(c.redis_password, "p@ss:w0rd");
+  EXPECT_EQ(c.redis_db, 3);
+  EXPECT_TRUE(c.redis_tls);
+  EXPECT_EQ(c.redacted().at("REDIS_URL"), "rediss://ops:<redacted>@redis.example.com:6380/3");
+
+  sources_.environment = {{"REDIS_URL", "redis://[::1]"}};
+  const auto v6 = load(sources_);
+  EXPECT_EQ(v6.redis_host, "::1");
+  EXPECT_EQ(v6.redis_port, 6379);
+  EXPECT_FALSE(v6.redis_tls);
+  EXPECT_EQ(v6.redis_password, "");
+
+  sources_.environment = {{"REDIS_URL", "redis://onlysecret@h"}};
+  const auto password_only = load(sources_);
+  EXPECT_EQ(password_only.redis_password, "onlysecret");
+  EXPECT_EQ(password_only.redis_username, "");
+  EXPECT_EQ(password_only.redacted().at("REDIS_URL"), "redis://<redacted>@h");
+}
+
+TEST_F(ConfigTest, BadRedisUrlsNameTheVariableAndNeverShowThePassword) {
+  for (const std::string url :
+       {"http://u:hunter2@h", "redis://u:hunter2@h:99999", "redis://u:hunter2@h/x", "redis://u:hunter2@",
+        "redis://u:hunter2@h/0?tls=1", "redis://u:hunter2%zz@h"}) {
+    sources_.environment = {{"REDIS_URL", url}};
+    const auto message = expect_error("REDIS_URL");
+    EXPECT_EQ(message.find("hunter2"), std::string::npos) << message;
+    EXPECT_NE(message.find("redis://"), std::string::npos) << message;
+  }
+}
+
+TEST_F(ConfigTest, RedisUrlAndTheVariablesItReplacesAreNotSetTogether) {
+  sources_.environment = {{"REDIS_URL", "redis://h:1"}, {"REDIS_PORT", "2"}};
+  const auto message = expect_error("REDIS_PORT");
+  EXPECT_NE(message.find("REDIS_URL"), std::string::npos) << message;
+}
+
+TEST_F(ConfigTest, TlsSettingsNeedTlsOnAndAKeyNeedsItsCertificate) {
+  sources_.environment = {{"REDIS_TLS_CA_FILE", "/etc/ca.pem"}};
+  EXPECT_NE(expect_error("REDIS_TLS_CA_FILE").find("REDIS_TLS=true"), std::string::npos);
+
+  sources_.environment = {{"REDIS_TLS", "true"}, {"REDIS_TLS_KEY_FILE", "/k.pem"}};
+  expect_error("REDIS_TLS_KEY_FILE");
+
+  sources_.environment = {{"REDIS_URL", "rediss://h"}, {"REDIS_TLS", "false"}};
+  expect_error("REDIS_TLS");
+
+  sources_.environment = {{"REDIS_TLS", "yes"},
+                          {"REDIS_TLS_CA_FILE", "/ca.pem"},
+                          {"REDIS_TLS_CERT_FILE", "/c.pem"},
+                          {"REDIS_TLS_KEY_FILE", "/k.pem"},
+                          {"REDIS_TLS_SERVER_NAME", "redis.internal"},
+                          {"REDIS_TLS_INSECURE", "true"}};
+  const auto c = load(sources_);
+  EXPECT_TRUE(c.redis_tls);
+  EXPECT_EQ(c.redis_tls_ca_file, "/ca.pem");
+  EXPECT_EQ(c.redis_tls_cert_file, "/c.pem");
+  EXPECT_EQ(c.redis_tls_key_file, "/k.pem");
+  EXPECT_EQ(c.redis_tls_server_name, "redis.internal");
+  EXPECT_TRUE(c.redis_tls_insecure);
+  EXPECT_TRUE(c.unknown_variables.empty());
+}
+
 TEST(ConfigEnvironment, KeepsOnlyOurVariables) {
   std::string a = "REDIS_HOST=r";
   std::string b = "PATH=/usr/bin";
