@@ -70,7 +70,14 @@ Script::Script(std::string src) : source(std::move(src)), sha1(digest::sha1_hex(
 
 void Connection::ReaderFree::operator()(redisReader* reader) const noexcept { redisReaderFree(reader); }
 
-Connection::Connection(Settings settings) : settings_(std::move(settings)) { connect(); }
+std::string Settings::address() const {
+  if (sentinel) return "master " + sentinel->options().master_name + " (sentinels)";
+  return host + ":" + std::to_string(port);
+}
+
+Connection::Connection(Settings settings) : settings_(std::move(settings)), address_(settings_.address()) {
+  connect();
+}
 
 Connection::~Connection() { mark_broken(); }
 
@@ -86,9 +93,17 @@ void Connection::mark_broken() {
 
 void Connection::connect() {
   mark_broken();
+  std::string host = settings_.host;
+  int port = settings_.port;
+  if (settings_.sentinel) {
+    generation_ = settings_.sentinel->generation();
+    const Sentinel::Address master = settings_.sentinel->master();  // throws, with its own text
+    host = master.host;
+    port = master.port;
+  }
+  address_ = host + ":" + std::to_string(port);
   try {
-    auto transport = std::make_unique<Transport>(settings_.host, settings_.port, settings_.connect_timeout,
-                                                 settings_.tls.get());
+    auto transport = std::make_unique<Transport>(host, port, settings_.connect_timeout, settings_.tls.get());
     if (!transport->set_timeout(settings_.command_timeout)) {
       throw Error(Error::Kind::connection, transport->error());
     }
@@ -98,7 +113,7 @@ void Connection::connect() {
     fd_ = transport->fd();
     transport_ = std::move(transport);
   } catch (const Error& e) {
-    throw Error(e.kind(), "redis " + settings_.address() + ": " + e.what());
+    throw Error(e.kind(), "redis " + address_ + ": " + e.what());
   }
   // AUTH and SELECT on every (re)connect. The password never appears in an error text.
   if (!settings_.password.empty()) {
@@ -109,7 +124,7 @@ void Connection::connect() {
     if (auth.is_error()) {
       const std::string why(auth.str());
       mark_broken();
-      throw Error(Error::Kind::connection, "redis " + settings_.address() + ": AUTH failed: " + why);
+      throw Error(Error::Kind::connection, "redis " + address_ + ": AUTH failed: " + why);
     }
   }
   if (settings_.db != 0) {
@@ -118,26 +133,38 @@ void Connection::connect() {
     if (select.is_error()) {
       const std::string why(select.str());
       mark_broken();
-      throw Error(Error::Kind::connection,
-                  "redis " + settings_.address() + ": SELECT " + db + " failed: " + why);
+      throw Error(Error::Kind::connection, "redis " + address_ + ": SELECT " + db + " failed: " + why);
+    }
+  }
+  if (settings_.sentinel) {
+    // The sentinels may still name a master that a failover just demoted.
+    Reply role = command_raw(std::initializer_list<std::string_view>{"ROLE"});
+    if (role.is_error() || role.size() == 0 || !role[0].is_string() || role[0].str() != "master") {
+      mark_broken();
+      throw Error(Error::Kind::connection, "redis " + address_ + ": not the master of " +
+                                               settings_.sentinel->options().master_name +
+                                               " (a failover in progress?)");
     }
   }
 }
 
 void Connection::ensure_connected() {
-  if (transport_ == nullptr) connect();
+  // A failover announced since this connection was made: reconnect, unless a pipeline is half
+  // written (its replies belong to the server it went to).
+  const bool stale = settings_.sentinel && unread_ == 0 && settings_.sentinel->generation() != generation_;
+  if (transport_ == nullptr || stale) connect();
 }
 
 void Connection::fail_io(const char* during) {
   mark_broken();
-  throw Error(Error::Kind::connection, "redis " + settings_.address() + ": " + during);
+  throw Error(Error::Kind::connection, "redis " + address_ + ": " + during);
 }
 
 void Connection::fail_transport() {
   const Error::Kind kind = transport_->setting_error() ? Error::Kind::setting : Error::Kind::connection;
   const std::string why = transport_->error();
   mark_broken();
-  throw Error(kind, "redis " + settings_.address() + ": " + why);
+  throw Error(kind, "redis " + address_ + ": " + why);
 }
 
 void Connection::flush() {
@@ -169,6 +196,15 @@ Reply Connection::read_one() {
   while (true) {
     if (auto reply = parsed_reply()) {
       --unread_;
+      // A master demoted by a failover answers writes with READONLY and unblocks blocked
+      // clients with UNBLOCKED: this connection reached a replica. Reconnecting finds the
+      // master (through the sentinels, or a DNS name a managed service moved).
+      if (reply->is_error() &&
+          (reply->str().starts_with("READONLY") || reply->str().starts_with("UNBLOCKED"))) {
+        const std::string why(reply->str());
+        mark_broken();
+        throw Error(Error::Kind::connection, "redis " + address_ + ": " + why);
+      }
       return std::move(*reply);
     }
     read_more();
@@ -198,8 +234,7 @@ void Connection::append(Argv argv) {
 }
 
 Reply Connection::read_reply() {
-  if (transport_ == nullptr)
-    throw Error(Error::Kind::connection, "redis " + settings_.address() + ": not connected");
+  if (transport_ == nullptr) throw Error(Error::Kind::connection, "redis " + address_ + ": not connected");
   return read_one();
 }
 

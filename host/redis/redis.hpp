@@ -6,9 +6,11 @@
 // A Connection is used by one thread at a time. Any I/O failure marks it broken; the next
 // command reconnects (connect, TLS, AUTH, SELECT) before it is sent. Reply errors (-ERR ...) and
 // connection errors are both redis::Error, told apart by kind().
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
 #include <memory>
 #include <mutex>
@@ -17,6 +19,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <unordered_set>
 #include <utility>
 #include <vector>
@@ -43,6 +46,8 @@ class TlsClient;  // the loaded context, shared by every connection of one Setti
 // Loads the files at once. Throws Error(Kind::setting) naming the variable whose file is bad.
 std::shared_ptr<const TlsClient> make_tls_client(const TlsOptions& options);
 
+class Sentinel;  // below: where the master is, for Redis run under Sentinel
+
 struct Settings {
   std::string host = "127.0.0.1";
   int port = 6379;
@@ -52,8 +57,10 @@ struct Settings {
   std::chrono::milliseconds connect_timeout{2000};
   std::chrono::milliseconds command_timeout{5000};
   std::shared_ptr<const TlsClient> tls;  // null: plain TCP
+  // Set: host and port are ignored; every connect asks the sentinels for the master.
+  std::shared_ptr<Sentinel> sentinel;
 
-  std::string address() const { return host + ":" + std::to_string(port); }
+  std::string address() const;  // "host:port", or "master <name> (sentinels)"
 };
 
 class Error : public std::runtime_error {
@@ -176,6 +183,8 @@ class Connection {
   // seen elsewhere: the server probably restarted, and their sockets are dead too.
   void disconnect() noexcept { mark_broken(); }
   const Settings& settings() const noexcept { return settings_; }
+  // "host:port" of the server this connection reached last (the master's, under Sentinel).
+  const std::string& address() const noexcept { return address_; }
 
  private:
   friend class Subscription;  // reads pushed messages off the socket, which no command does
@@ -194,6 +203,8 @@ class Connection {
   void set_read_timeout(std::chrono::milliseconds timeout);
 
   Settings settings_;
+  std::string address_;
+  uint64_t generation_ = 0;  // of settings_.sentinel, when connected
   std::unique_ptr<Transport> transport_;
   std::unique_ptr<redisReader, ReaderFree> reader_;
   std::mutex fd_mu_;  // guards fd_ for interrupt()
@@ -231,6 +242,65 @@ class Subscription {
   posix::UniqueFd wake_;  // eventfd
   std::chrono::steady_clock::time_point last_traffic_{};
   bool ping_outstanding_ = false;
+};
+
+// Redis under Sentinel: the master's address is asked of the sentinels (SENTINEL
+// get-master-addr-by-name) at every connect, the one that answered last asked first. A
+// connection checks that the server it reached is the master (ROLE) and reconnects when a
+// failover was announced since it connected (generation()), when it is told READONLY, and
+// when it is lost. Thread-safe; shared by every connection of one Settings.
+class Sentinel {
+ public:
+  struct Address {
+    std::string host;
+    int port = 0;
+  };
+  struct Options {
+    std::vector<Address> sentinels;
+    std::string master_name;
+    std::string username;  // for the sentinels (their ACL, if any)
+    std::string password;  // for the sentinels; never logged
+    std::chrono::milliseconds timeout{2000};
+    std::shared_ptr<const TlsClient> tls;  // TLS to the sentinels too
+  };
+  explicit Sentinel(Options options);
+
+  // The master's address. Throws Error(Kind::connection) when no sentinel answers or knows it.
+  Address master();
+  // How a watcher (SentinelWatch) reaches sentinel `i`.
+  Settings sentinel_settings(size_t i) const;
+  const Options& options() const noexcept { return options_; }
+  // Bumped by master_switched(): connections made before it reconnect at their next command.
+  uint64_t generation() const noexcept { return generation_.load(std::memory_order_acquire); }
+  void master_switched() noexcept { generation_.fetch_add(1, std::memory_order_acq_rel); }
+
+ private:
+  Options options_;
+  std::mutex mu_;
+  size_t preferred_ = 0;
+  std::atomic<uint64_t> generation_{0};
+};
+
+// Listens on the sentinels' +switch-master channel on a thread of its own (one sentinel at a
+// time, the next one when it goes silent or away) and, for our master, bumps the generation and
+// calls `on_switch` with the announcement ("<name> <old ip> <old port> <new ip> <new port>").
+class SentinelWatch {
+ public:
+  SentinelWatch(std::shared_ptr<Sentinel> sentinel, std::function<void(const std::string&)> on_switch);
+  ~SentinelWatch();  // stops and joins
+  SentinelWatch(const SentinelWatch&) = delete;
+  SentinelWatch& operator=(const SentinelWatch&) = delete;
+
+ private:
+  void run();
+
+  std::shared_ptr<Sentinel> sentinel_;
+  std::function<void(const std::string&)> on_switch_;
+  std::atomic<bool> stop_{false};
+  std::mutex mu_;
+  Subscription* current_ = nullptr;  // guarded by mu_, for interrupt()
+  std::condition_variable cv_;
+  std::thread thread_;
 };
 
 // A fixed-size pool of connections, created lazily. acquire() blocks while all are in use.

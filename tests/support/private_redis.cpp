@@ -9,7 +9,8 @@
 
 namespace wk::test {
 
-PrivateRedis::PrivateRedis(Options options) : options_(std::move(options)), dir_("wk-redis"), port_(free_port()) {
+PrivateRedis::PrivateRedis(Options options)
+    : options_(std::move(options)), dir_("wk-redis"), port_(free_port()) {
   if (options_.start) start();
 }
 
@@ -45,6 +46,7 @@ void PrivateRedis::start() {
                              "--tls-ca-cert-file", options_.tls->ca.string(), "--tls-auth-clients",
                              options_.tls->require_client_cert ? "yes" : "no"});
   }
+  argv.insert(argv.end(), options_.extra_args.begin(), options_.extra_args.end());
   if (options_.persistent) {
     argv.insert(argv.end(), {"--appendonly", "yes", "--appendfsync", "always"});
   } else {

@@ -5,6 +5,8 @@
 #include <filesystem>
 #include <memory>
 #include <optional>
+#include <string>
+#include <vector>
 
 #include "redis/redis.hpp"
 #include "support/child_process.hpp"
@@ -25,6 +27,8 @@ class PrivateRedis {
       bool require_client_cert = false;
     };
     std::optional<Tls> tls;
+    // More redis-server arguments ("--replicaof", "127.0.0.1", "6379").
+    std::vector<std::string> extra_args;
     // How settings() connects, and with it the PING that awaits the start (TLS servers).
     std::shared_ptr<const redis::TlsClient> client_tls;
   };

@@ -1,4 +1,5 @@
-// redis::Pool across a Redis restart, and a connection given back with replies unread.
+// redis::Pool across a Redis restart, a connection given back with replies unread, and a
+// connection that reached a replica.
 #include <gtest/gtest.h>
 
 #include "redis/redis.hpp"
@@ -48,6 +49,25 @@ TEST(RedisPool, AConnectionReturnedWithUnreadRepliesStartsClean) {
   auto lease = pool.acquire();
   EXPECT_FALSE(lease->has_unread_replies());
   EXPECT_EQ(lease->command({"ECHO", "fresh"}).str(), "fresh");
+}
+
+// A write to a replica (a master a failover demoted) is refused with READONLY: that is the wrong
+// server, not a failed command, so the connection drops and its next command reconnects.
+TEST(RedisConnection, AReadonlyReplyIsAConnectionErrorAndTheNextCommandReconnects) {
+  PrivateRedis master;
+  PrivateRedis::Options replica_options;
+  replica_options.extra_args = {"--replicaof", "127.0.0.1", std::to_string(master.port())};
+  PrivateRedis replica(replica_options);
+  redis::Connection conn(replica.settings());
+  try {
+    conn.command({"SET", "k", "v"});
+    FAIL() << "a replica took a write";
+  } catch (const redis::Error& e) {
+    EXPECT_TRUE(e.is_connection()) << e.what();
+    EXPECT_NE(std::string(e.what()).find("READONLY"), std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(conn.broken());
+  EXPECT_EQ(conn.command({"PING"}).str(), "PONG");  // reconnected
 }
 
 }  // namespace
