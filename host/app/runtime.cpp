@@ -35,6 +35,18 @@ redis::Settings redis_settings(const config::Config& c) {
     tls.insecure = c.redis_tls_insecure;
     s.tls = redis::make_tls_client(tls);
   }
+  if (!c.redis_sentinels.empty()) {
+    redis::Sentinel::Options o;
+    for (const auto& address : c.redis_sentinels) {
+      const auto colon = address.rfind(':');  // the config checked host:port
+      o.sentinels.push_back({address.substr(0, colon), std::stoi(address.substr(colon + 1))});
+    }
+    o.master_name = c.redis_sentinel_master;
+    o.password = c.redis_sentinel_password;
+    o.timeout = s.connect_timeout;
+    o.tls = s.tls;
+    s.sentinel = std::make_shared<redis::Sentinel>(std::move(o));
+  }
   return s;
 }
 
@@ -103,6 +115,7 @@ class ShutdownWatchdog {
 // The long-lived parts, declared in construction order so they are destroyed in reverse: the
 // engine stops before the plugins it calls, the plugins before the pools they use.
 struct Runtime::Parts {
+  std::unique_ptr<redis::SentinelWatch> sentinel_watch;  // under Sentinel: failovers, as announced
   std::unique_ptr<queue::RedisBroker> broker;
   std::unique_ptr<db::Pool> db;
   std::unique_ptr<queue::RedisCrashLedger> crash_ledger;
@@ -206,6 +219,13 @@ int Runtime::serve() {
     broker_settings.redis = redis_settings(config_);
     // Handler slots, the loops (heartbeat, forwarder, recoverer, janitor, syncer) and enqueues.
     broker_settings.pool_size = static_cast<size_t>(config_.concurrency) + 6;
+    if (broker_settings.redis.sentinel) {
+      parts->sentinel_watch = std::make_unique<redis::SentinelWatch>(
+          broker_settings.redis.sentinel, [this](const std::string& announcement) {
+            logger_.warn("Redis failover announced by a sentinel; connections move to the new master",
+                         {{"switch_master", announcement}});
+          });
+    }
     parts->broker = std::make_unique<queue::RedisBroker>(broker_settings, logger_);
     if (config_.redis_tls_insecure) {
       logger_.warn(

@@ -56,7 +56,8 @@ const std::set<std::string>& known_variables() {
     std::set<std::string> n;
     for (const auto& [k, v] : defaults()) n.insert(k);
     for (const char* extra :
-         {"REDIS_URL", "REDIS_USERNAME", "REDIS_PASSWORD", "REDIS_TLS_CA_FILE", "REDIS_TLS_CERT_FILE",
+         {"REDIS_URL", "REDIS_SENTINELS", "REDIS_SENTINEL_MASTER", "REDIS_SENTINEL_PASSWORD",
+          "REDIS_USERNAME", "REDIS_PASSWORD", "REDIS_TLS_CA_FILE", "REDIS_TLS_CERT_FILE",
           "REDIS_TLS_KEY_FILE", "REDIS_TLS_SERVER_NAME", "DB_PASSWORD", "DB_POOL_SIZE", "WORKER_NAME",
           "AI_PROVIDER", "AI_COMMAND", "AI_BASE_URL", "AI_API_KEY", "AI_MODEL", "AI_TIMEOUT",
           // Advanced engine timings: no default here (unset = the engine's).
@@ -478,6 +479,36 @@ Config load(const Sources& sources) {
           std::string(tls_only) + " is set but TLS is off: set REDIS_TLS=true or use a rediss:// REDIS_URL");
     }
   }
+  if (const auto sentinels = r.raw("REDIS_SENTINELS")) {
+    // The sentinels say where the master is: a host and port of our own would be ignored.
+    for (const char* replaced : {"REDIS_URL", "REDIS_HOST", "REDIS_PORT"}) {
+      if (set_explicitly(replaced)) {
+        throw ConfigError(replaced,
+                          std::string(replaced) + " is set (from " + origins.at(replaced) +
+                              ") and so is REDIS_SENTINELS, which finds the master: set one of them");
+      }
+    }
+    cfg.redis_sentinels = split_list(*sentinels);
+    for (const auto& address : cfg.redis_sentinels) {
+      if (!valid_host_port(address) || address.front() == ':') {
+        r.fail("REDIS_SENTINELS", "host:port,host:port,... (\"" + address + "\" is not host:port)");
+      }
+    }
+    if (cfg.redis_sentinels.empty()) r.fail("REDIS_SENTINELS", "host:port,host:port,...");
+    cfg.redis_sentinel_master = r.text("REDIS_SENTINEL_MASTER");
+    if (cfg.redis_sentinel_master.empty()) {
+      throw ConfigError("REDIS_SENTINEL_MASTER",
+                        "REDIS_SENTINEL_MASTER is needed with REDIS_SENTINELS: the name the sentinels "
+                        "monitor the master under (sentinel monitor <name> ...)");
+    }
+    cfg.redis_sentinel_password = r.raw("REDIS_SENTINEL_PASSWORD", true).value_or("");
+  } else {
+    for (const char* sentinel_only : {"REDIS_SENTINEL_MASTER", "REDIS_SENTINEL_PASSWORD"}) {
+      if (set_explicitly(sentinel_only)) {
+        throw ConfigError(sentinel_only, std::string(sentinel_only) + " is set but REDIS_SENTINELS is not");
+      }
+    }
+  }
   if (!cfg.redis_tls_key_file.empty() && cfg.redis_tls_cert_file.empty()) {
     r.fail("REDIS_TLS_KEY_FILE", "to come with REDIS_TLS_CERT_FILE (the certificate it is the key of)");
   }
@@ -617,7 +648,12 @@ uint64_t parse_size(std::string_view text) {
   throw std::invalid_argument("unknown size unit");
 }
 
-std::string Config::redis_addr() const { return redis_host + ":" + std::to_string(redis_port); }
+std::string Config::redis_addr() const {
+  if (redis_sentinels.empty()) return redis_host + ":" + std::to_string(redis_port);
+  std::string out = "master " + redis_sentinel_master + " via sentinels ";
+  for (size_t i = 0; i < redis_sentinels.size(); ++i) out += (i == 0 ? "" : ",") + redis_sentinels[i];
+  return out;
+}
 
 std::optional<std::string> Config::get(const std::string& key) const {
   const auto it = settings.find(key);

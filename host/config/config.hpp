@@ -70,6 +70,10 @@ struct Config {
   std::string redis_tls_key_file;     // its key (empty: in the certificate file)
   std::string redis_tls_server_name;  // empty: REDIS_HOST
   bool redis_tls_insecure = false;
+  // Sentinel (REDIS_SENTINELS): "host:port" of each sentinel; the master is asked of them.
+  std::vector<std::string> redis_sentinels;
+  std::string redis_sentinel_master;
+  std::string redis_sentinel_password;  // secret
 
   // PostgreSQL pool.
   std::string db_host = "localhost";
@@ -126,7 +130,7 @@ struct Config {
   // Keys of `settings` that came from Sources::other_environment: not ours, so not dumped.
   std::set<std::string> other_keys;
 
-  // "host:port" of Redis, as logged at start-up.
+  // "host:port" of Redis (or the master's name and the sentinels), as logged at start-up.
   std::string redis_addr() const;
   // The raw value of `key`, or nullopt when unset.
   std::optional<std::string> get(const std::string& key) const;

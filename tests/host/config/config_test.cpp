@@ -327,6 +327,30 @@ TEST_F(ConfigTest, TlsSettingsNeedTlsOnAndAKeyNeedsItsCertificate) {
   EXPECT_TRUE(c.unknown_variables.empty());
 }
 
+TEST_F(ConfigTest, SentinelsReplaceTheHostAndNeedTheMasterName) {
+  sources_.environment = {{"REDIS_SENTINELS", "10.0.0.1:26379, sentinel-2:26380"},
+                          {"REDIS_SENTINEL_MASTER", "mymaster"},
+                          {"REDIS_SENTINEL_PASSWORD", "s3cret"},
+                          {"REDIS_PASSWORD", "masterpw"}};
+  const auto c = load(sources_);
+  EXPECT_EQ(c.redis_sentinels, (std::vector<std::string>{"10.0.0.1:26379", "sentinel-2:26380"}));
+  EXPECT_EQ(c.redis_sentinel_master, "mymaster");
+  EXPECT_EQ(c.redis_sentinel_password, "s3cret");
+  EXPECT_EQ(c.redis_password, "masterpw");
+  EXPECT_EQ(c.redacted().at("REDIS_SENTINEL_PASSWORD"), "<redacted>");
+  EXPECT_EQ(c.redis_addr(), "master mymaster via sentinels 10.0.0.1:26379,sentinel-2:26380");
+  EXPECT_TRUE(c.unknown_variables.empty());
+
+  sources_.environment = {{"REDIS_SENTINELS", "10.0.0.1:26379"}};
+  expect_error("REDIS_SENTINEL_MASTER");
+  sources_.environment = {{"REDIS_SENTINELS", "10.0.0.1"}, {"REDIS_SENTINEL_MASTER", "m"}};
+  expect_error("REDIS_SENTINELS");
+  sources_.environment = {{"REDIS_SENTINELS", "h:1"}, {"REDIS_SENTINEL_MASTER", "m"}, {"REDIS_HOST", "x"}};
+  expect_error("REDIS_HOST");
+  sources_.environment = {{"REDIS_SENTINEL_MASTER", "m"}};
+  expect_error("REDIS_SENTINEL_MASTER");
+}
+
 TEST(ConfigEnvironment, KeepsOnlyOurVariables) {
   std::string a = "REDIS_HOST=r";
   std::string b = "PATH=/usr/bin";

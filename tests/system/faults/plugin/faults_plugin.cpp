@@ -10,8 +10,12 @@
 //   fault:db        runs one short query (pg_sleep 50 ms, to hold a pool connection for a
 //                   while). A database that cannot be reached is a retryable failure with
 //                   "database unavailable: ..." in error_msg.
+//   fault:record    payload = a file path; appends "<task id>\n" to it (one write, O_APPEND: lines
+//                   of concurrent runs never mix) and succeeds. A test counts the runs of each task.
 //   fault:stubborn  payload = a file path; creates "<path>.started-<attempt>", then never returns
 //                   and ignores cancellation (blocks until the process exits).
+#include <fcntl.h>
+#include <unistd.h>
 #include <wk_sdk.hpp>
 
 #include <chrono>
@@ -40,6 +44,15 @@ class Faults {
   }
 
   wk::Outcome quick(wk::TaskContext&, const wk::Task&) { return wk::Outcome::ok(); }
+  wk::Outcome record(wk::TaskContext&, const wk::Task& task) {
+    const std::string path(task.payload);
+    const int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) return wk::Outcome::fail("fault", "fault:record cannot open " + path);
+    const std::string line = std::string(task.id) + "\n";
+    const bool whole = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size());
+    ::close(fd);
+    return whole ? wk::Outcome::ok() : wk::Outcome::fail("fault", "fault:record short write");
+  }
   wk::Outcome fail(wk::TaskContext&, const wk::Task&) { return wk::Outcome::fail("fault", "fault:fail"); }
 
   wk::Outcome db(wk::TaskContext& tc, const wk::Task&) {
@@ -65,6 +78,7 @@ class Faults {
 WK_PLUGIN_BEGIN(Faults, "test.faults", "0.0.1")
 WK_HANDLER("fault:block", &Faults::block)
 WK_HANDLER("fault:quick", &Faults::quick)
+WK_HANDLER("fault:record", &Faults::record)
 WK_HANDLER("fault:fail", &Faults::fail)
 WK_HANDLER("fault:db", &Faults::db)
 WK_HANDLER("fault:stubborn", &Faults::stubborn)
