@@ -1,8 +1,9 @@
 // The worker over TLS (docs/operations.md, "Redis in production"): it drains 10k tasks through a
 // TLS-only Redis, with and without a client certificate, and its one-shot commands (`enqueue`,
-// `stats`) use the same settings; a certificate that does not verify stops it at start-up with
+// `stats`) and /metrics use the same settings; a certificate that does not verify stops it at start-up with
 // the setting named and no task touched.
 #include <gtest/gtest.h>
+#include <httplib.h>
 
 #include <filesystem>
 #include <map>
@@ -85,7 +86,10 @@ class WorkerOverTls : public ::testing::Test {
         run_command({"enqueue", "--type", "fault:quick", "--queue", kQueue}, s);
     ASSERT_EQ(enqueue_code, 0) << enqueue_out;
 
-    ChildProcess worker({test::worker_binary(), "--plugins", plugins_.string()}, test::worker_env(s));
+    auto serving = s;
+    const int metrics_port = test::free_port();
+    serving["WORKER_METRICS_ADDR"] = "127.0.0.1:" + std::to_string(metrics_port);
+    ChildProcess worker({test::worker_binary(), "--plugins", plugins_.string()}, test::worker_env(serving));
     ASSERT_TRUE(worker.await_line({"Starting job server", "redis_tls=true"}, 20s)) << worker.output();
     auto conn = redis_->connect();
     const bool drained = test::eventually(
@@ -98,6 +102,15 @@ class WorkerOverTls : public ::testing::Test {
     QueueView q{conn, kQueue};
     EXPECT_TRUE(q.list("pending").empty());
     EXPECT_EQ(conn.command({"GET", asynq::failed_total_key(kQueue)}).is_nil(), true);
+
+    // /metrics reads the queue sizes over the same TLS settings at every scrape.
+    httplib::Client http("127.0.0.1", metrics_port);
+    const auto metrics = http.Get("/metrics");
+    ASSERT_TRUE(metrics);
+    EXPECT_NE(metrics->body.find("queue_size{queue=\"tls\",state=\"pending\"} 0"), std::string::npos)
+        << metrics->body.substr(0, 4000);
+    EXPECT_NE(metrics->body.find("queue_size_read_errors 0"), std::string::npos)
+        << metrics->body.substr(0, 4000);
 
     const auto [stats_code, stats_out] = run_command({"stats", "--json"}, s);
     ASSERT_EQ(stats_code, 0) << stats_out;
