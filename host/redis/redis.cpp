@@ -71,11 +71,16 @@ Script::Script(std::string src) : source(std::move(src)), sha1(digest::sha1_hex(
 void Connection::ReaderFree::operator()(redisReader* reader) const noexcept { redisReaderFree(reader); }
 
 std::string Settings::address() const {
+  if (cluster) return "cluster";
   if (sentinel) return "master " + sentinel->options().master_name + " (sentinels)";
   return host + ":" + std::to_string(port);
 }
 
 Connection::Connection(Settings settings) : settings_(std::move(settings)), address_(settings_.address()) {
+  if (settings_.cluster) {
+    route_through_cluster();
+    return;
+  }
   connect();
 }
 
@@ -192,6 +197,7 @@ void Connection::read_more() {
 }
 
 Reply Connection::read_one() {
+  if (routed_) return routed_read();
   flush();
   while (true) {
     if (auto reply = parsed_reply()) {
@@ -212,6 +218,10 @@ Reply Connection::read_one() {
 }
 
 void Connection::append(Argv argv) {
+  if (routed_) {
+    routed_append(argv);
+    return;
+  }
   ensure_connected();
   // RESP formatted here, straight into the output buffer (hiredis' own formatter builds an sds
   // per argument with a printf-like function: a few allocations and ~5 % of the host's CPU per
@@ -234,6 +244,7 @@ void Connection::append(Argv argv) {
 }
 
 Reply Connection::read_reply() {
+  if (routed_) return routed_read();
   if (transport_ == nullptr) throw Error(Error::Kind::connection, "redis " + address_ + ": not connected");
   return read_one();
 }
@@ -293,6 +304,10 @@ void Connection::eval_all(std::span<ScriptCall> calls) {
 }
 
 void Connection::ensure_loaded(const Script& script) {
+  if (routed_) {
+    routed_ensure_loaded(script);
+    return;
+  }
   ensure_connected();
   if (loaded_scripts_.contains(script.sha1)) return;
   command({"SCRIPT", "LOAD", script.source});
@@ -305,6 +320,7 @@ void Connection::set_read_timeout(std::chrono::milliseconds timeout) {
 
 std::pair<Reply, Reply> Connection::blocking_command_then(Argv argv, Argv then,
                                                           std::chrono::milliseconds block_for) {
+  if (routed_) return routed_blocking(argv, then, block_for);
   ensure_connected();
   append(argv);
   append(then);
@@ -318,6 +334,10 @@ std::pair<Reply, Reply> Connection::blocking_command_then(Argv argv, Argv then,
 }
 
 void Connection::interrupt() noexcept {
+  if (routed_) {
+    routed_interrupt();
+    return;
+  }
   std::lock_guard lock(fd_mu_);
   // Only shutdown(2), never close: the fd stays owned by the hiredis context, which sees EOF and
   // is then freed by the owning thread.

@@ -47,6 +47,11 @@ class TlsClient;  // the loaded context, shared by every connection of one Setti
 std::shared_ptr<const TlsClient> make_tls_client(const TlsOptions& options);
 
 class Sentinel;  // below: where the master is, for Redis run under Sentinel
+class Cluster;   // below: which node serves which slot, for Redis Cluster
+
+// The hash slot of a key (CRC16 of the key, or of its {hash tag}, mod 16384), as Redis Cluster
+// computes it. asynq's keys carry the queue as their tag: one queue, one slot.
+uint16_t key_slot(std::string_view key);
 
 struct Settings {
   std::string host = "127.0.0.1";
@@ -59,6 +64,8 @@ struct Settings {
   std::shared_ptr<const TlsClient> tls;  // null: plain TCP
   // Set: host and port are ignored; every connect asks the sentinels for the master.
   std::shared_ptr<Sentinel> sentinel;
+  // Set: host and port are ignored; each command goes to the node that serves its key's slot.
+  std::shared_ptr<Cluster> cluster;
 
   std::string address() const;  // "host:port", or "master <name> (sentinels)"
 };
@@ -175,19 +182,37 @@ class Connection {
   // The connection reconnects on its next use.
   void interrupt() noexcept;
 
-  bool broken() const noexcept { return transport_ == nullptr; }
+  bool broken() const noexcept { return routed_ ? routed_broken() : transport_ == nullptr; }
   // Replies appended for but not read yet: a pipeline abandoned half-way by an exception. Such a
   // connection must not be reused, or the next caller would read the previous caller's replies.
-  bool has_unread_replies() const noexcept { return unread_ != 0; }
+  bool has_unread_replies() const noexcept { return routed_ ? routed_unread() : unread_ != 0; }
   // Drops the socket; the next use reconnects. For connections that sat idle through a failure
   // seen elsewhere: the server probably restarted, and their sockets are dead too.
-  void disconnect() noexcept { mark_broken(); }
+  void disconnect() noexcept {
+    if (routed_) routed_disconnect();
+    mark_broken();
+  }
   const Settings& settings() const noexcept { return settings_; }
   // "host:port" of the server this connection reached last (the master's, under Sentinel).
   const std::string& address() const noexcept { return address_; }
 
  private:
-  friend class Subscription;  // reads pushed messages off the socket, which no command does
+  friend class Subscription;
+  // Redis Cluster: a connection per node, each command routed by its key's slot (cluster.cpp).
+  struct Routed;
+  struct RoutedFree {
+    void operator()(Routed* routed) const noexcept;
+  };
+  std::unique_ptr<Routed, RoutedFree> routed_;
+  void route_through_cluster();
+  void routed_append(Argv argv);
+  Reply routed_read();
+  void routed_ensure_loaded(const Script& script);
+  std::pair<Reply, Reply> routed_blocking(Argv argv, Argv then, std::chrono::milliseconds block_for);
+  void routed_interrupt() noexcept;
+  bool routed_broken() const noexcept;
+  bool routed_unread() const noexcept;
+  void routed_disconnect() noexcept;  // reads pushed messages off the socket, which no command does
   struct ReaderFree {
     void operator()(redisReader* reader) const noexcept;
   };
@@ -301,6 +326,44 @@ class SentinelWatch {
   Subscription* current_ = nullptr;  // guarded by mu_, for interrupt()
   std::condition_variable cv_;
   std::thread thread_;
+};
+
+// Redis Cluster: the slot map (CLUSTER SLOTS, asked of the seed nodes and then of any node it
+// names), updated at once by a MOVED redirection and read again in full when a node fails.
+// Thread-safe; shared by every connection of one Settings.
+class Cluster {
+ public:
+  struct Options {
+    std::vector<Sentinel::Address> seeds;
+    std::string username;
+    std::string password;  // never logged
+    std::chrono::milliseconds connect_timeout{2000};
+    std::chrono::milliseconds command_timeout{5000};
+    std::shared_ptr<const TlsClient> tls;
+  };
+  explicit Cluster(Options options);
+
+  // "host:port" of the master serving `slot`. Reads the map first if it is unknown or stale.
+  // Throws Error(Kind::connection) when no node answers CLUSTER SLOTS.
+  std::string node_for(uint16_t slot);
+  // Every master in the map (scripts are loaded on each).
+  std::vector<std::string> masters();
+  // A MOVED reply: `slot` is served by `node` now; the rest of the map is read again soon.
+  void moved(uint16_t slot, const std::string& node);
+  // A node failed: read the whole map again before the next routing.
+  void mark_stale() noexcept { stale_.store(true, std::memory_order_release); }
+  // Plain settings for one node ("host:port").
+  Settings node_settings(const std::string& node) const;
+  const Options& options() const noexcept { return options_; }
+
+ private:
+  void refresh();  // mu_ held
+
+  Options options_;
+  std::mutex mu_;
+  std::vector<std::string> nodes_;     // masters, "host:port"
+  std::vector<int16_t> slot_to_node_;  // index into nodes_, -1 unknown
+  std::atomic<bool> stale_{true};
 };
 
 // A fixed-size pool of connections, created lazily. acquire() blocks while all are in use.

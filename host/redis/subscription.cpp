@@ -41,7 +41,10 @@ std::optional<std::string> Subscription::next(std::chrono::milliseconds timeout)
   using SteadyClock = std::chrono::steady_clock;
   if (!conn_ || conn_->broken()) {
     try {
-      conn_.emplace(settings_);  // connect, AUTH: the same path as every other connection
+      // Connect, AUTH: the same path as every other connection. In a cluster, any node: messages
+      // published on one reach the subscribers of every node.
+      conn_.emplace(settings_.cluster ? settings_.cluster->node_settings(settings_.cluster->masters().front())
+                                      : settings_);
       conn_->command({"SUBSCRIBE", channel_});
     } catch (...) {
       conn_.reset();

@@ -87,3 +87,21 @@ TEST(Script, ItsIdIsRedisSha1OfTheSource) {
 
 }  // namespace
 }  // namespace wk::redis
+
+namespace wk::redis {
+namespace {
+
+// The examples of the Redis Cluster specification, and asynq's keys: one queue, one slot.
+TEST(KeySlot, MatchesRedisClusterHashing) {
+  EXPECT_EQ(key_slot("123456789"), 0x31C3);  // the CRC16 check value
+  EXPECT_EQ(key_slot("{user1000}.following"), key_slot("{user1000}.followers"));
+  EXPECT_EQ(key_slot("{user1000}.following"), key_slot("user1000"));
+  EXPECT_NE(key_slot("foo{}{bar}"), key_slot("bar"));      // an empty tag: the whole key counts
+  EXPECT_EQ(key_slot("foo{{bar}}zap"), key_slot("{bar"));  // the tag ends at the first '}'
+  EXPECT_EQ(key_slot("foo{bar}{zap}"), key_slot("bar"));   // only the first tag counts
+  EXPECT_EQ(key_slot("asynq:{default}:pending"), key_slot("asynq:{default}:t:0190-task"));
+  EXPECT_EQ(key_slot("asynq:{default}:pending"), key_slot("default"));
+}
+
+}  // namespace
+}  // namespace wk::redis
