@@ -47,6 +47,19 @@ redis::Settings redis_settings(const config::Config& c) {
     o.tls = s.tls;
     s.sentinel = std::make_shared<redis::Sentinel>(std::move(o));
   }
+  if (!c.redis_cluster_nodes.empty()) {
+    redis::Cluster::Options o;
+    for (const auto& address : c.redis_cluster_nodes) {
+      const auto colon = address.rfind(':');  // the config checked host:port
+      o.seeds.push_back({address.substr(0, colon), std::stoi(address.substr(colon + 1))});
+    }
+    o.username = s.username;
+    o.password = s.password;
+    o.connect_timeout = s.connect_timeout;
+    o.command_timeout = s.command_timeout;
+    o.tls = s.tls;
+    s.cluster = std::make_shared<redis::Cluster>(std::move(o));
+  }
   return s;
 }
 

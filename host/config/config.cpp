@@ -56,10 +56,10 @@ const std::set<std::string>& known_variables() {
     std::set<std::string> n;
     for (const auto& [k, v] : defaults()) n.insert(k);
     for (const char* extra :
-         {"REDIS_URL", "REDIS_SENTINELS", "REDIS_SENTINEL_MASTER", "REDIS_SENTINEL_PASSWORD",
-          "REDIS_USERNAME", "REDIS_PASSWORD", "REDIS_TLS_CA_FILE", "REDIS_TLS_CERT_FILE",
-          "REDIS_TLS_KEY_FILE", "REDIS_TLS_SERVER_NAME", "DB_PASSWORD", "DB_POOL_SIZE", "WORKER_NAME",
-          "AI_PROVIDER", "AI_COMMAND", "AI_BASE_URL", "AI_API_KEY", "AI_MODEL", "AI_TIMEOUT",
+         {"REDIS_URL", "REDIS_CLUSTER_NODES", "REDIS_SENTINELS", "REDIS_SENTINEL_MASTER",
+          "REDIS_SENTINEL_PASSWORD", "REDIS_USERNAME", "REDIS_PASSWORD", "REDIS_TLS_CA_FILE",
+          "REDIS_TLS_CERT_FILE", "REDIS_TLS_KEY_FILE", "REDIS_TLS_SERVER_NAME", "DB_PASSWORD", "DB_POOL_SIZE",
+          "WORKER_NAME", "AI_PROVIDER", "AI_COMMAND", "AI_BASE_URL", "AI_API_KEY", "AI_MODEL", "AI_TIMEOUT",
           // Advanced engine timings: no default here (unset = the engine's).
           "WORKER_LEASE", "WORKER_HEARTBEAT_INTERVAL", "WORKER_RECOVERER_INTERVAL", "WORKER_RECOVERER_CUTOFF",
           "WORKER_FORWARDER_INTERVAL", "WORKER_RETRY_DELAY",
@@ -509,6 +509,23 @@ Config load(const Sources& sources) {
       }
     }
   }
+  if (const auto nodes = r.raw("REDIS_CLUSTER_NODES")) {
+    // The slot map says where each queue lives: one host of our own, or sentinels, would not.
+    for (const char* replaced : {"REDIS_URL", "REDIS_HOST", "REDIS_PORT", "REDIS_SENTINELS"}) {
+      if (set_explicitly(replaced)) {
+        throw ConfigError(replaced, std::string(replaced) + " is set (from " + origins.at(replaced) +
+                                        ") and so is REDIS_CLUSTER_NODES: set one of them");
+      }
+    }
+    cfg.redis_cluster_nodes = split_list(*nodes);
+    for (const auto& address : cfg.redis_cluster_nodes) {
+      if (!valid_host_port(address) || address.front() == ':') {
+        r.fail("REDIS_CLUSTER_NODES", "host:port,host:port,... (\"" + address + "\" is not host:port)");
+      }
+    }
+    if (cfg.redis_cluster_nodes.empty()) r.fail("REDIS_CLUSTER_NODES", "host:port,host:port,...");
+    if (cfg.redis_db != 0) r.fail("REDIS_DB", "0: Redis Cluster has database 0 only");
+  }
   if (!cfg.redis_tls_key_file.empty() && cfg.redis_tls_cert_file.empty()) {
     r.fail("REDIS_TLS_KEY_FILE", "to come with REDIS_TLS_CERT_FILE (the certificate it is the key of)");
   }
@@ -649,6 +666,12 @@ uint64_t parse_size(std::string_view text) {
 }
 
 std::string Config::redis_addr() const {
+  if (!redis_cluster_nodes.empty()) {
+    std::string out = "cluster ";
+    for (size_t i = 0; i < redis_cluster_nodes.size(); ++i)
+      out += (i == 0 ? "" : ",") + redis_cluster_nodes[i];
+    return out;
+  }
   if (redis_sentinels.empty()) return redis_host + ":" + std::to_string(redis_port);
   std::string out = "master " + redis_sentinel_master + " via sentinels ";
   for (size_t i = 0; i < redis_sentinels.size(); ++i) out += (i == 0 ? "" : ",") + redis_sentinels[i];

@@ -74,6 +74,8 @@ struct Config {
   std::vector<std::string> redis_sentinels;
   std::string redis_sentinel_master;
   std::string redis_sentinel_password;  // secret
+  // Redis Cluster (REDIS_CLUSTER_NODES): "host:port" of some nodes; the slot map is asked of them.
+  std::vector<std::string> redis_cluster_nodes;
 
   // PostgreSQL pool.
   std::string db_host = "localhost";

@@ -556,6 +556,10 @@ void RedisBroker::complete_with_followups(const asynq::TaskMessage& msg, const r
   prepared.reserve(followups.size());
   for (const auto& request : followups) prepared.push_back(Client::prepare(request, now));
   for (const auto& p : prepared) client_.register_queue(*conn, p.queue);
+  if (settings_.redis.cluster) {
+    complete_then_followups_in_cluster(msg, *conn, script, keys_and_args, numkeys, prepared);
+    return;
+  }
   conn->ensure_loaded(script);
   for (const auto& p : prepared) conn->ensure_loaded(*p.script);
 
@@ -615,6 +619,39 @@ void RedisBroker::complete_with_followups(const asynq::TaskMessage& msg, const r
     return;
   }
   throw redis::Error(redis::Error::Kind::reply, "task " + msg.id + " kept changing during completion");
+}
+
+// In a Redis Cluster a queue's keys share one slot, but follow-ups go to other queues, whose
+// slots may live on other nodes: no MULTI spans them. The follow-ups are published first, then
+// the task completes; a worker that dies in between runs the task again, and its follow-ups are
+// published again unless their ids are fixed (docs/operations.md, "Cluster").
+void RedisBroker::complete_then_followups_in_cluster(const asynq::TaskMessage& msg, redis::Connection& conn,
+                                                     const redis::Script& script,
+                                                     std::span<const std::string_view> keys_and_args,
+                                                     size_t numkeys,
+                                                     const std::vector<PreparedEnqueue>& prepared) {
+  for (const auto& p : prepared) {
+    const std::vector<std::string_view> argv(p.keys_and_args.begin(), p.keys_and_args.end());
+    try {
+      Client::check_result(conn.eval(*p.script, argv, p.numkeys));
+    } catch (const redis::Error& e) {
+      if (e.is_connection()) throw;  // not published: the task is not completed either
+      log_.warn("follow-up not enqueued",
+                {{"task_id", msg.id}, {"followup_id", p.id}, {"queue", p.queue}, {"error", e.what()}});
+    } catch (const std::exception& e) {
+      log_.warn("follow-up not enqueued",
+                {{"task_id", msg.id}, {"followup_id", p.id}, {"queue", p.queue}, {"error", e.what()}});
+    }
+  }
+  try {
+    const redis::Reply done = conn.eval(script, keys_and_args, numkeys);
+    // The done script answers {0, ...} for a task no longer active; mark_complete's says NOT FOUND.
+    if (done.is_array() && done.size() > 0 && done[0].is_integer() && done[0].integer() == 0)
+      throw_not_found(msg);
+  } catch (const redis::Error& e) {
+    if (e.is_reply() && is_not_found(e.what())) throw_not_found(msg);
+    throw;
+  }
 }
 
 // ---- retry (§6.11) and archive (§6.12) ----------------------------------------------------------

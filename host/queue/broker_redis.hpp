@@ -123,6 +123,10 @@ class RedisBroker : public Broker {
   void complete_with_followups(const asynq::TaskMessage& msg, const redis::Script& script,
                                std::span<const std::string_view> keys_and_args, size_t numkeys,
                                const std::vector<task::EnqueueRequest>& followups);
+  void complete_then_followups_in_cluster(const asynq::TaskMessage& msg, redis::Connection& conn,
+                                          const redis::Script& script,
+                                          std::span<const std::string_view> keys_and_args, size_t numkeys,
+                                          const std::vector<PreparedEnqueue>& prepared);
   // EVALSHA on a pool connection; NOT FOUND becomes queue::NotFound (for `msg`).
   redis::Reply eval_for(const asynq::TaskMessage& msg, const redis::Script& script,
                         std::span<const std::string_view> keys_and_args, size_t numkeys);

@@ -351,6 +351,22 @@ TEST_F(ConfigTest, SentinelsReplaceTheHostAndNeedTheMasterName) {
   expect_error("REDIS_SENTINEL_MASTER");
 }
 
+TEST_F(ConfigTest, ClusterNodesReplaceTheHostAndKeepDatabaseZero) {
+  sources_.environment = {{"REDIS_CLUSTER_NODES", "10.0.0.1:7000,10.0.0.2:7000"}, {"REDIS_PASSWORD", "pw"}};
+  const auto c = load(sources_);
+  EXPECT_EQ(c.redis_cluster_nodes, (std::vector<std::string>{"10.0.0.1:7000", "10.0.0.2:7000"}));
+  EXPECT_EQ(c.redis_addr(), "cluster 10.0.0.1:7000,10.0.0.2:7000");
+  EXPECT_TRUE(c.unknown_variables.empty());
+
+  sources_.environment = {{"REDIS_CLUSTER_NODES", "10.0.0.1:7000"}, {"REDIS_DB", "2"}};
+  expect_error("REDIS_DB");
+  sources_.environment = {{"REDIS_CLUSTER_NODES", "10.0.0.1"}};
+  expect_error("REDIS_CLUSTER_NODES");
+  sources_.environment = {
+      {"REDIS_CLUSTER_NODES", "h:1"}, {"REDIS_SENTINELS", "s:2"}, {"REDIS_SENTINEL_MASTER", "m"}};
+  expect_error("REDIS_SENTINELS");
+}
+
 TEST(ConfigEnvironment, KeepsOnlyOurVariables) {
   std::string a = "REDIS_HOST=r";
   std::string b = "PATH=/usr/bin";
