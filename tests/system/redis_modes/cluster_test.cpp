@@ -1,10 +1,12 @@
 // The worker against a Redis Cluster (docs/operations.md, "Redis in production"): three masters
 // made with `redis-cli --cluster create`, six queues whose slots fall on different nodes, 20k
 // tasks drained with weighted priorities while the slot of a busy queue migrates to another node
-// (MOVED, ASK and TRYAGAIN along the way). Every task runs, and `worker stats` agrees with a
-// direct count read from the node that holds each queue.
+// (MOVED, ASK and TRYAGAIN along the way); some tasks publish a follow-up on another node. Every
+// task and follow-up runs, and `worker stats` agrees with a direct count read from the node that
+// holds each queue.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <fstream>
 #include <map>
 #include <set>
@@ -27,6 +29,7 @@ using test::TempDir;
 
 constexpr size_t kTasks = 20000;
 constexpr size_t kQueues = 6;
+constexpr size_t kChains = 500;  // of kTasks: each runs a follow-up on another node
 
 // The node of `nodes` that serves `slot` in the ranges redis-cli gives three masters.
 size_t node_of_slot(uint16_t slot) { return slot <= 5460 ? 0 : slot <= 10922 ? 1 : 2; }
@@ -147,10 +150,20 @@ TEST_F(WorkerOnACluster, DrainsSixQueuesWhileASlotMigratesAndStatsAgree) {
     r.type = "fault:record";
     r.payload = runs_file.string();
     r.max_retry = 25;
-    for (size_t i = 0; i < kTasks; ++i) {
+    for (size_t i = 0; i < kTasks - kChains; ++i) {
       r.queue = queues_[i % kQueues];
       ids.insert(client.enqueue(r));
     }
+    // Tasks whose follow-up goes to a queue on another node: no transaction spans the two.
+    const std::string& source = queues_[1];
+    const auto elsewhere = std::find_if(queues_.begin(), queues_.end(), [&](const std::string& q) {
+      return node_of_slot(redis::key_slot(q)) != node_of_slot(redis::key_slot(source));
+    });
+    ASSERT_NE(elsewhere, queues_.end());
+    r.type = "fault:chain";
+    r.queue = source;
+    r.payload = *elsewhere + "\n" + runs_file.string();
+    for (size_t i = 0; i < kChains; ++i) ids.insert("followup-" + client.enqueue(r));
   }
   for (const auto& q : queues_) {
     EXPECT_EQ(direct_get(asynq::processed_total_key(q)), 0) << q;
@@ -206,7 +219,7 @@ TEST_F(WorkerOnACluster, DrainsSixQueuesWhileASlotMigratesAndStatsAgree) {
     EXPECT_TRUE(test::eventually([&] { return direct("LLEN", asynq::active_key(q)) == 0; }, 30s));
     processed += direct_get(asynq::processed_total_key(q));
   }
-  EXPECT_GE(processed, static_cast<long long>(kTasks));
+  EXPECT_GE(processed, static_cast<long long>(kTasks + kChains));  // the chains and their follow-ups
   ChildProcess stats({test::worker_binary(), "stats", "--json"}, test::worker_env(s));
   ASSERT_EQ(stats.wait_exit(30s), 0) << stats.output();
   const std::string out = stats.output();

@@ -12,6 +12,8 @@
 //                   "database unavailable: ..." in error_msg.
 //   fault:record    payload = a file path; appends "<task id>\n" to it (one write, O_APPEND: lines
 //                   of concurrent runs never mix) and succeeds. A test counts the runs of each task.
+//   fault:chain     payload = "<queue>\n<file path>"; enqueues a fault:record follow-up for the file
+//                   on that queue, with the fixed id "followup-<task id>", and succeeds.
 //   fault:stubborn  payload = a file path; creates "<path>.started-<attempt>", then never returns
 //                   and ignores cancellation (blocks until the process exits).
 #include <fcntl.h>
@@ -67,6 +69,15 @@ class Faults {
     return wk::Outcome::ok();
   }
 
+  wk::Outcome chain(wk::TaskContext& tc, const wk::Task& task) {
+    const std::string payload(task.payload);
+    const size_t newline = payload.find('\n');
+    if (newline == std::string::npos) return wk::Outcome::fail("fault", "fault:chain wants queue\\nfile");
+    tc.enqueue(
+        "fault:record", payload.substr(newline + 1),
+        wk::EnqueueOptions().queue(payload.substr(0, newline)).task_id("followup-" + std::string(task.id)));
+    return wk::Outcome::ok();
+  }
   wk::Outcome stubborn(wk::TaskContext&, const wk::Task& task) {
     std::ofstream(std::string(task.payload) + ".started-" + std::to_string(task.attempt)) << task.id;
     for (;;) std::this_thread::sleep_for(50ms);  // deliberately deaf to cancellation
@@ -79,6 +90,7 @@ WK_PLUGIN_BEGIN(Faults, "test.faults", "0.0.1")
 WK_HANDLER("fault:block", &Faults::block)
 WK_HANDLER("fault:quick", &Faults::quick)
 WK_HANDLER("fault:record", &Faults::record)
+WK_HANDLER("fault:chain", &Faults::chain)
 WK_HANDLER("fault:fail", &Faults::fail)
 WK_HANDLER("fault:db", &Faults::db)
 WK_HANDLER("fault:stubborn", &Faults::stubborn)
