@@ -35,29 +35,27 @@ redis::Settings redis_settings(const config::Config& c) {
     tls.insecure = c.redis_tls_insecure;
     s.tls = redis::make_tls_client(tls);
   }
+  // The config checked every entry is host:port.
+  const auto addresses = [](const std::vector<std::string>& list) {
+    std::vector<redis::Address> out;
+    out.reserve(list.size());
+    for (const auto& text : list) out.push_back(redis::Address::parse(text));
+    return out;
+  };
   if (!c.redis_sentinels.empty()) {
     redis::Sentinel::Options o;
-    for (const auto& address : c.redis_sentinels) {
-      const auto colon = address.rfind(':');  // the config checked host:port
-      o.sentinels.push_back({address.substr(0, colon), std::stoi(address.substr(colon + 1))});
-    }
+    o.sentinels = addresses(c.redis_sentinels);
     o.master_name = c.redis_sentinel_master;
-    o.password = c.redis_sentinel_password;
-    o.timeout = s.connect_timeout;
-    o.tls = s.tls;
+    o.connection = s;  // timeouts and TLS as for the master; the sentinels' own password
+    o.connection.username.clear();
+    o.connection.password = c.redis_sentinel_password;
+    o.connection.db = 0;
     s.sentinel = std::make_shared<redis::Sentinel>(std::move(o));
   }
   if (!c.redis_cluster_nodes.empty()) {
     redis::Cluster::Options o;
-    for (const auto& address : c.redis_cluster_nodes) {
-      const auto colon = address.rfind(':');  // the config checked host:port
-      o.seeds.push_back({address.substr(0, colon), std::stoi(address.substr(colon + 1))});
-    }
-    o.username = s.username;
-    o.password = s.password;
-    o.connect_timeout = s.connect_timeout;
-    o.command_timeout = s.command_timeout;
-    o.tls = s.tls;
+    o.seeds = addresses(c.redis_cluster_nodes);
+    o.connection = s;
     s.cluster = std::make_shared<redis::Cluster>(std::move(o));
   }
   return s;

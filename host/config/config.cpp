@@ -431,16 +431,31 @@ Config load(const Sources& sources) {
   const auto set_explicitly = [&](const std::string& key) {
     return origins.count(key) != 0 && !merged.at(key).empty();
   };
+  // `key` says where Redis is; any of `replaced` set as well is refused rather than ignored.
+  const auto refuse_alongside = [&](const char* key, std::initializer_list<const char*> replaced) {
+    for (const char* other : replaced) {
+      if (set_explicitly(other)) {
+        throw ConfigError(other, std::string(other) + " is set (from " + origins.at(other) + ") and so is " +
+                                     key + ": set one of them");
+      }
+    }
+  };
+  const auto address_list = [&](const char* key, const std::string& text) {
+    std::vector<std::string> list = split_list(text);
+    for (const auto& address : list) {
+      if (!valid_host_port(address) || address.front() == ':') {
+        r.fail(key, "host:port,host:port,... (\"" + address + "\" is not host:port)");
+      }
+    }
+    if (list.empty()) r.fail(key, "host:port,host:port,...");
+    return list;
+  };
   bool url_tls = false;
   if (const auto url = r.raw("REDIS_URL")) {
     // The URL stands for these five; one of them set as well would be ignored by one reader of
     // the configuration and obeyed by another, so it is refused.
-    for (const char* part : {"REDIS_HOST", "REDIS_PORT", "REDIS_USERNAME", "REDIS_PASSWORD", "REDIS_DB"}) {
-      if (set_explicitly(part)) {
-        throw ConfigError(part, std::string(part) + " is set (from " + origins.at(part) +
-                                    ") and so is REDIS_URL, which includes it: set one of them");
-      }
-    }
+    refuse_alongside("REDIS_URL",
+                     {"REDIS_HOST", "REDIS_PORT", "REDIS_USERNAME", "REDIS_PASSWORD", "REDIS_DB"});
     try {
       const RedisUrl parsed = parse_redis_url(*url);
       url_tls = parsed.tls;
@@ -481,20 +496,8 @@ Config load(const Sources& sources) {
   }
   if (const auto sentinels = r.raw("REDIS_SENTINELS")) {
     // The sentinels say where the master is: a host and port of our own would be ignored.
-    for (const char* replaced : {"REDIS_URL", "REDIS_HOST", "REDIS_PORT"}) {
-      if (set_explicitly(replaced)) {
-        throw ConfigError(replaced,
-                          std::string(replaced) + " is set (from " + origins.at(replaced) +
-                              ") and so is REDIS_SENTINELS, which finds the master: set one of them");
-      }
-    }
-    cfg.redis_sentinels = split_list(*sentinels);
-    for (const auto& address : cfg.redis_sentinels) {
-      if (!valid_host_port(address) || address.front() == ':') {
-        r.fail("REDIS_SENTINELS", "host:port,host:port,... (\"" + address + "\" is not host:port)");
-      }
-    }
-    if (cfg.redis_sentinels.empty()) r.fail("REDIS_SENTINELS", "host:port,host:port,...");
+    refuse_alongside("REDIS_SENTINELS", {"REDIS_URL", "REDIS_HOST", "REDIS_PORT"});
+    cfg.redis_sentinels = address_list("REDIS_SENTINELS", *sentinels);
     cfg.redis_sentinel_master = r.text("REDIS_SENTINEL_MASTER");
     if (cfg.redis_sentinel_master.empty()) {
       throw ConfigError("REDIS_SENTINEL_MASTER",
@@ -511,19 +514,8 @@ Config load(const Sources& sources) {
   }
   if (const auto nodes = r.raw("REDIS_CLUSTER_NODES")) {
     // The slot map says where each queue lives: one host of our own, or sentinels, would not.
-    for (const char* replaced : {"REDIS_URL", "REDIS_HOST", "REDIS_PORT", "REDIS_SENTINELS"}) {
-      if (set_explicitly(replaced)) {
-        throw ConfigError(replaced, std::string(replaced) + " is set (from " + origins.at(replaced) +
-                                        ") and so is REDIS_CLUSTER_NODES: set one of them");
-      }
-    }
-    cfg.redis_cluster_nodes = split_list(*nodes);
-    for (const auto& address : cfg.redis_cluster_nodes) {
-      if (!valid_host_port(address) || address.front() == ':') {
-        r.fail("REDIS_CLUSTER_NODES", "host:port,host:port,... (\"" + address + "\" is not host:port)");
-      }
-    }
-    if (cfg.redis_cluster_nodes.empty()) r.fail("REDIS_CLUSTER_NODES", "host:port,host:port,...");
+    refuse_alongside("REDIS_CLUSTER_NODES", {"REDIS_URL", "REDIS_HOST", "REDIS_PORT", "REDIS_SENTINELS"});
+    cfg.redis_cluster_nodes = address_list("REDIS_CLUSTER_NODES", *nodes);
     if (cfg.redis_db != 0) r.fail("REDIS_DB", "0: Redis Cluster has database 0 only");
   }
   if (!cfg.redis_tls_key_file.empty() && cfg.redis_tls_cert_file.empty()) {

@@ -72,13 +72,6 @@ std::optional<std::pair<uint16_t, std::string>> redirection(std::string_view err
   return std::make_pair(static_cast<uint16_t>(slot), std::string(error.substr(space + 1)));
 }
 
-Sentinel::Address parse_node(const std::string& node) {
-  const size_t colon = node.rfind(':');
-  Sentinel::Address a{node.substr(0, colon), 0};
-  if (colon != std::string::npos) a.port = std::atoi(node.c_str() + colon + 1);
-  return a;
-}
-
 }  // namespace
 
 uint16_t key_slot(std::string_view key) {
@@ -98,15 +91,10 @@ Cluster::Cluster(Options options) : options_(std::move(options)), slot_to_node_(
 }
 
 Settings Cluster::node_settings(const std::string& node) const {
-  const Sentinel::Address a = parse_node(node);
-  Settings s;
+  const Address a = Address::parse(node);
+  Settings s = options_.connection;
   s.host = a.host;
   s.port = a.port;
-  s.username = options_.username;
-  s.password = options_.password;
-  s.connect_timeout = options_.connect_timeout;
-  s.command_timeout = options_.command_timeout;
-  s.tls = options_.tls;
   return s;
 }
 
@@ -114,7 +102,7 @@ void Cluster::refresh() {
   // Known masters first (they know the current map), then the seeds.
   std::vector<std::string> candidates = nodes_;
   for (const auto& seed : options_.seeds) {
-    std::string node = seed.host + ":" + std::to_string(seed.port);
+    std::string node = seed.text();
     if (std::find(candidates.begin(), candidates.end(), node) == candidates.end()) candidates.push_back(node);
   }
   std::string problems;
@@ -130,7 +118,7 @@ void Cluster::refresh() {
         const ReplyView range = slots[i];
         if (range.size() < 3 || range[2].size() < 2) continue;
         std::string host(range[2][0].str());
-        if (host.empty() || host == "?") host = parse_node(candidate).host;
+        if (host.empty() || host == "?") host = Address::parse(candidate).host;
         const std::string node = host + ":" + std::to_string(range[2][1].integer());
         auto it = std::find(nodes.begin(), nodes.end(), node);
         if (it == nodes.end()) it = nodes.insert(nodes.end(), node);

@@ -70,6 +70,16 @@ Script::Script(std::string src) : source(std::move(src)), sha1(digest::sha1_hex(
 
 void Connection::ReaderFree::operator()(redisReader* reader) const noexcept { redisReaderFree(reader); }
 
+Address Address::parse(std::string_view text) {
+  const size_t colon = text.rfind(':');
+  Address a{std::string(text.substr(0, colon)), 0};
+  if (colon != std::string_view::npos) {
+    const std::string_view port = text.substr(colon + 1);
+    if (std::from_chars(port.data(), port.data() + port.size(), a.port).ec != std::errc()) a.port = 0;
+  }
+  return a;
+}
+
 std::string Settings::address() const {
   if (cluster) return "cluster";
   if (sentinel) return "master " + sentinel->options().master_name + " (sentinels)";
@@ -102,7 +112,7 @@ void Connection::connect() {
   int port = settings_.port;
   if (settings_.sentinel) {
     generation_ = settings_.sentinel->generation();
-    const Sentinel::Address master = settings_.sentinel->master();  // throws, with its own text
+    const Address master = settings_.sentinel->master();  // throws, with its own text
     host = master.host;
     port = master.port;
   }

@@ -31,6 +31,15 @@ struct redisReply;
 
 namespace wk::redis {
 
+// "host:port" of a server (a sentinel, a cluster node).
+struct Address {
+  std::string host;
+  int port = 0;
+  // "host:port" (the last colon splits, so "::1:6379" works); the port is 0 when it is no number.
+  static Address parse(std::string_view text);
+  std::string text() const { return host + ":" + std::to_string(port); }
+};
+
 // TLS to Redis (docs/operations.md, "Redis in production"). The server is verified unless
 // `insecure`: its chain against `ca_file` (empty: the system's trust store) and its name against
 // `server_name` (empty: the host connected to).
@@ -276,17 +285,12 @@ class Subscription {
 // when it is lost. Thread-safe; shared by every connection of one Settings.
 class Sentinel {
  public:
-  struct Address {
-    std::string host;
-    int port = 0;
-  };
   struct Options {
     std::vector<Address> sentinels;
     std::string master_name;
-    std::string username;  // for the sentinels (their ACL, if any)
-    std::string password;  // for the sentinels; never logged
-    std::chrono::milliseconds timeout{2000};
-    std::shared_ptr<const TlsClient> tls;  // TLS to the sentinels too
+    // How a sentinel is spoken to: its credentials (never logged), timeouts and TLS; host and
+    // port are each sentinel's.
+    Settings connection;
   };
   explicit Sentinel(Options options);
 
@@ -334,12 +338,10 @@ class SentinelWatch {
 class Cluster {
  public:
   struct Options {
-    std::vector<Sentinel::Address> seeds;
-    std::string username;
-    std::string password;  // never logged
-    std::chrono::milliseconds connect_timeout{2000};
-    std::chrono::milliseconds command_timeout{5000};
-    std::shared_ptr<const TlsClient> tls;
+    std::vector<Address> seeds;
+    // How a node is spoken to: credentials (never logged), timeouts and TLS; host and port are
+    // each node's.
+    Settings connection;
   };
   explicit Cluster(Options options);
 

@@ -16,18 +16,13 @@ Sentinel::Sentinel(Options options) : options_(std::move(options)) {
 
 Settings Sentinel::sentinel_settings(size_t i) const {
   const Address& a = options_.sentinels.at(i % options_.sentinels.size());
-  Settings s;
+  Settings s = options_.connection;
   s.host = a.host;
   s.port = a.port;
-  s.username = options_.username;
-  s.password = options_.password;
-  s.connect_timeout = options_.timeout;
-  s.command_timeout = options_.timeout;
-  s.tls = options_.tls;
   return s;
 }
 
-Sentinel::Address Sentinel::master() {
+Address Sentinel::master() {
   size_t first = 0;
   {
     std::lock_guard lock(mu_);

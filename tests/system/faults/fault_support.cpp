@@ -1,5 +1,7 @@
 #include "fault_support.hpp"
 
+#include <fstream>
+
 #include "asynq/keys.hpp"
 #include "queue/client.hpp"
 #include "support/child_process.hpp"
@@ -30,9 +32,23 @@ std::map<std::string, std::string> worker_settings(int redis_port, const std::fi
   };
 }
 
+void use_engine_timings(std::map<std::string, std::string>& settings) {
+  for (const char* shortened : {"WORKER_LEASE", "WORKER_HEARTBEAT_INTERVAL", "WORKER_RECOVERER_INTERVAL",
+                                "WORKER_RECOVERER_CUTOFF"}) {
+    settings.erase(shortened);
+  }
+}
+
+std::vector<std::string> lines_of(const std::filesystem::path& file) {
+  std::ifstream in(file);
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
+
 // ---- Redis views --------------------------------------------------------------------------------
 
-std::string enqueue(const redis::Settings& redis, task::EnqueueRequest request) {
+std::string enqueue(const redis::Settings& redis, const task::EnqueueRequest& request) {
   redis::Pool pool(redis, 1);
   queue::Client client(pool);
   return client.enqueue(request);

@@ -19,8 +19,15 @@ namespace wk::faults {
 std::map<std::string, std::string> worker_settings(int redis_port, const std::filesystem::path& plugins_dir,
                                                    const std::string& name, const std::string& queue);
 
+// Drops the shortened engine timings of worker_settings(): asynq's own lease (30 s) and loops,
+// for tests where a lease must outlast an outage of a few seconds.
+void use_engine_timings(std::map<std::string, std::string>& settings);
+
+// The lines of a file (none when it does not exist yet), e.g. what fault:record wrote.
+std::vector<std::string> lines_of(const std::filesystem::path& file);
+
 // Publishes a task the way an asynq client does (the host's own producer code).
-std::string enqueue(const redis::Settings& redis, task::EnqueueRequest request);
+std::string enqueue(const redis::Settings& redis, const task::EnqueueRequest& request);
 // `count` such tasks over one connection.
 void enqueue_many(const redis::Settings& redis, const task::EnqueueRequest& request, size_t count);
 

@@ -7,7 +7,6 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <fstream>
 #include <map>
 #include <set>
 #include <string>
@@ -88,6 +87,7 @@ class WorkerOnACluster : public ::testing::Test {
   redis::Settings cluster_settings() const {
     redis::Cluster::Options o;
     for (const auto& n : nodes_) o.seeds.push_back({"127.0.0.1", n->port()});
+    o.connection.connect_timeout = std::chrono::milliseconds(500);
     redis::Settings s;
     s.cluster = std::make_shared<redis::Cluster>(o);
     return s;
@@ -179,19 +179,11 @@ TEST_F(WorkerOnACluster, DrainsSixQueuesWhileASlotMigratesAndStatsAgree) {
     weights += (i == 0 ? "" : ",") + queues_[i] + "=" + std::to_string(6 - i);
   s["WORKER_QUEUES"] = weights;
   // asynq's lease: the migration pauses a queue's scripts for moments, not for a lease.
-  for (const char* engine_default : {"WORKER_LEASE", "WORKER_HEARTBEAT_INTERVAL", "WORKER_RECOVERER_INTERVAL",
-                                     "WORKER_RECOVERER_CUTOFF"}) {
-    s.erase(engine_default);
-  }
+  use_engine_timings(s);
   ChildProcess worker({test::worker_binary(), "--plugins", plugins_.string()}, test::worker_env(s));
   ASSERT_TRUE(worker.await_line({"Starting job server", "cluster 127.0.0.1:"}, 20s)) << worker.output();
 
-  const auto runs = [&] {
-    std::ifstream in(runs_file);
-    std::vector<std::string> lines;
-    for (std::string line; std::getline(in, line);) lines.push_back(line);
-    return lines;
-  };
+  const auto runs = [&] { return lines_of(runs_file); };
   // The heaviest queue's slot moves to the next node while the worker drains it.
   ASSERT_TRUE(test::eventually([&] { return runs().size() >= kTasks / 10; }, 120s, 20ms)) << worker.output();
   const uint16_t slot = redis::key_slot(queues_[0]);

@@ -122,19 +122,11 @@ TEST(WorkerUnderSentinel, FollowsAFailoverAndEveryTaskRuns) {
   // asynq's lease (30 s), not the fault tests' short one: a failover of a few seconds leaves the
   // syncer the time to write the outcomes the dead master lost, so a task runs twice only where
   // the old master acknowledged an outcome that never reached the replica.
-  for (const char* engine_default : {"WORKER_LEASE", "WORKER_HEARTBEAT_INTERVAL", "WORKER_RECOVERER_INTERVAL",
-                                     "WORKER_RECOVERER_CUTOFF"}) {
-    s.erase(engine_default);
-  }
+  use_engine_timings(s);
   ChildProcess worker({test::worker_binary(), "--plugins", plugins.string()}, test::worker_env(s));
   ASSERT_TRUE(worker.await_line({"Starting job server", "via sentinels"}, 20s)) << worker.output();
 
-  const auto runs = [&] {
-    std::ifstream in(runs_file);
-    std::vector<std::string> lines;
-    for (std::string line; std::getline(in, line);) lines.push_back(line);
-    return lines;
-  };
+  const auto runs = [&] { return lines_of(runs_file); };
   ASSERT_TRUE(test::eventually([&] { return runs().size() >= kTasks / 4; }, 120s, 20ms)) << worker.output();
   master.signal(SIGKILL);
   const auto killed_at = std::chrono::steady_clock::now();
