@@ -33,6 +33,7 @@ std::string openssl_error() {
   const unsigned long first = ERR_get_error();
   ERR_clear_error();
   if (first == 0) return "unknown TLS error";
+  if (ERR_GET_LIB(first) == ERR_LIB_SYS) return std::strerror(ERR_GET_REASON(first));  // errno
   const char* reason = ERR_reason_error_string(first);
   if (reason != nullptr) return reason;
   std::array<char, 256> text{};
