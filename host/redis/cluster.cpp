@@ -17,8 +17,9 @@ constexpr size_t kSlots = 16384;
 // Redirections followed for one command before giving up (a map that keeps changing).
 constexpr int kMaxRedirects = 16;
 // TRYAGAIN (a multi-key command during a slot's migration): asked again after this long, for
-// up to kMaxRedirects times.
+// as long as a slot's migration may take.
 constexpr auto kTryAgainPause = std::chrono::milliseconds(25);
+constexpr auto kMigrationWait = std::chrono::seconds(10);
 
 // CRC16-CCITT (XMODEM), the checksum Redis Cluster hashes keys with.
 uint16_t crc16(std::string_view bytes) {
@@ -253,9 +254,10 @@ struct Connection::Routed {
 
   // MOVED: the slot lives elsewhere now (the map is fixed and the command sent there). ASK: this
   // one command goes to the importing node, after ASKING. TRYAGAIN: a multi-key command while
-  // its slot migrates; asked again shortly.
+  // its slot migrates; asked again shortly, for up to kMigrationWait.
   Reply follow_redirections(const Pending& pending, Reply reply) {
     const std::vector<std::string_view> argv(pending.argv.begin(), pending.argv.end());
+    const auto give_up_at = std::chrono::steady_clock::now() + kMigrationWait;
     for (int i = 0; i < kMaxRedirects && reply.is_error(); ++i) {
       const std::string_view error = reply.str();
       if (auto moved = redirection(error, "MOVED")) {
@@ -267,8 +269,13 @@ struct Connection::Routed {
         target.append(argv);
         target.read_reply();
         reply = target.read_reply();
-      } else if (error.starts_with("TRYAGAIN")) {
+      } else if (error.starts_with("TRYAGAIN") || error.find("non local key") != std::string_view::npos) {
+        // TRYAGAIN: a multi-key command while its slot migrates. "non local key": a script read a
+        // key it did not declare that already moved (it stopped there); both pass once the
+        // slot has moved. Waiting is not a redirection: it does not count against kMaxRedirects.
+        if (std::chrono::steady_clock::now() >= give_up_at) break;
         std::this_thread::sleep_for(kTryAgainPause);
+        --i;
         const auto key = routing_key(argv);
         const std::string node = key ? cluster->node_for(key_slot(*key)) : pending.node;
         reply = connection(redirects, node).command_raw(argv);
