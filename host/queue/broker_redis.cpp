@@ -433,10 +433,15 @@ namespace {
 const redis::Script& done_script() {
   static const redis::Script script(std::string(kCounterHelpers) + R"lua(
 local result, n = {}, 0
--- Read every task hash before the first write: in a Redis Cluster slot that is being migrated, a
--- hash that already moved makes this read fail, and the script stops with nothing changed (it is
--- sent again once the slot has moved), instead of after LREM with the count and the hash lost.
-for i = 3, #ARGV, 2 do redis.call("EXISTS", ARGV[2] .. ARGV[i]) end
+-- Check every task hash before the first write. In a Redis Cluster slot that is being migrated
+-- a hash that already left makes this read fail, and one that has not arrived yet leaves a task
+-- active without its hash (which nothing else produces): either way the script stops with
+-- nothing changed and is sent again once the slot has moved, instead of losing the count.
+for i = 3, #ARGV, 2 do
+  if redis.call("EXISTS", ARGV[2] .. ARGV[i]) == 0 and redis.call("LPOS", KEYS[1], ARGV[i]) then
+    return redis.error_reply("TRYAGAIN task hash " .. ARGV[i] .. " is not on this node yet")
+  end
+end
 for i = 3, #ARGV, 2 do
   local id = ARGV[i]
   if redis.call("LREM", KEYS[1], 0, id) == 0 or redis.call("ZREM", KEYS[2], id) == 0
