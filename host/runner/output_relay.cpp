@@ -49,8 +49,17 @@ struct OutputRelay::Source {
         emit(std::string_view(partial).substr(start, nl - start));
       partial.erase(0, start);
       while (partial.size() >= kMaxLine) {
-        emit(std::string_view(partial).substr(0, kMaxLine));
-        partial.erase(0, kMaxLine);
+        // Never through a UTF-8 character: if the last one before the cut does not end there,
+        // it goes whole to the next piece (both pieces stay valid text for the log).
+        size_t cut = kMaxLine;
+        size_t lead = cut - 1;
+        while (lead > 0 && cut - lead < 4 && (static_cast<unsigned char>(partial[lead]) & 0xC0U) == 0x80U)
+          --lead;
+        const auto first = static_cast<unsigned char>(partial[lead]);
+        const size_t length = first >= 0xF0U ? 4 : first >= 0xE0U ? 3 : first >= 0xC0U ? 2 : 1;
+        if (lead + length > cut && lead > 0) cut = lead;
+        emit(std::string_view(partial).substr(0, cut));
+        partial.erase(0, cut);
       }
     }
     return true;  // maybe more: the next turn reads it
