@@ -39,6 +39,15 @@ void use_engine_timings(std::map<std::string, std::string>& settings) {
   }
 }
 
+CommandResult run_worker_command(const std::vector<std::string>& args,
+                                 const std::map<std::string, std::string>& settings) {
+  std::vector<std::string> argv{test::worker_binary()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  test::ChildProcess cmd(argv, test::worker_env(settings));
+  const auto code = cmd.wait_exit(std::chrono::seconds(30));
+  return {code.value_or(-1), cmd.output()};
+}
+
 std::vector<std::string> lines_of(const std::filesystem::path& file) {
   std::ifstream in(file);
   std::vector<std::string> lines;

@@ -23,6 +23,15 @@ std::map<std::string, std::string> worker_settings(int redis_port, const std::fi
 // for tests where a lease must outlast an outage of a few seconds.
 void use_engine_timings(std::map<std::string, std::string>& settings);
 
+// `worker <args...>` (a one-shot command: enqueue, stats...) with `settings`; its exit code (-1
+// when it did not end within 30 s) and output.
+struct CommandResult {
+  int code = -1;
+  std::string output;
+};
+CommandResult run_worker_command(const std::vector<std::string>& args,
+                                 const std::map<std::string, std::string>& settings);
+
 // The lines of a file (none when it does not exist yet), e.g. what fault:record wrote.
 std::vector<std::string> lines_of(const std::filesystem::path& file);
 

@@ -213,9 +213,8 @@ TEST_F(WorkerOnACluster, DrainsSixQueuesWhileASlotMigratesAndStatsAgree) {
   }
   // Counted exactly: the done script cannot be split by the migration.
   EXPECT_EQ(processed, static_cast<long long>(kTasks + kChains));
-  ChildProcess stats({test::worker_binary(), "stats", "--json"}, test::worker_env(s));
-  ASSERT_EQ(stats.wait_exit(30s), 0) << stats.output();
-  const std::string out = stats.output();
+  const auto [stats_code, out] = run_worker_command({"stats", "--json"}, s);
+  ASSERT_EQ(stats_code, 0) << out;
   for (const auto& q : queues_) {
     const std::string expected =
         "\"processed_total\": " + std::to_string(direct_get(asynq::processed_total_key(q)));

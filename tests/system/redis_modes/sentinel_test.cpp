@@ -166,21 +166,14 @@ TEST(WorkerUnderSentinel, FollowsAFailoverAndEveryTaskRuns) {
   EXPECT_LT(twice, kTasks / 20);
 
   // The one-shot commands find the new master through the same settings.
-  const auto run_command = [&](const std::vector<std::string>& args) {
-    std::vector<std::string> argv{test::worker_binary()};
-    argv.insert(argv.end(), args.begin(), args.end());
-    ChildProcess cmd(argv, test::worker_env(s));
-    const auto code = cmd.wait_exit(30s);
-    return std::make_pair(code.value_or(-1), cmd.output());
-  };
   const auto [enqueue_code, enqueue_out] =
-      run_command({"enqueue", "--type", "fault:quick", "--queue", kQueue, "--retention", "1h"});
+      run_worker_command({"enqueue", "--type", "fault:quick", "--queue", kQueue, "--retention", "1h"}, s);
   ASSERT_EQ(enqueue_code, 0) << enqueue_out;
   const std::string late_id = enqueue_out.substr(0, enqueue_out.find('\n'));
   // On the new master, and run there by the worker (kept as completed for the retention).
   EXPECT_TRUE(test::eventually([&] { return q.field(late_id, "state") == "completed"; }, 30s, 20ms))
       << late_id << " " << q.field(late_id, "state").value_or("(no task)");
-  const auto [stats_code, stats_out] = run_command({"stats", "--json"});
+  const auto [stats_code, stats_out] = run_worker_command({"stats", "--json"}, s);
   EXPECT_EQ(stats_code, 0) << stats_out;
   EXPECT_NE(stats_out.find("\"queue\": \"sentinel\""), std::string::npos) << stats_out;
   EXPECT_EQ(worker.stop(10s), 0) << worker.output().substr(0, 20000);

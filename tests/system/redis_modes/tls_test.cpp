@@ -68,22 +68,12 @@ class WorkerOverTls : public ::testing::Test {
     return r;
   }
 
-  // `worker <args...>` with `s`; returns its exit code and output.
-  std::pair<int, std::string> run_command(const std::vector<std::string>& args,
-                                          const std::map<std::string, std::string>& s) const {
-    std::vector<std::string> argv{test::worker_binary()};
-    argv.insert(argv.end(), args.begin(), args.end());
-    ChildProcess cmd(argv, test::worker_env(s));
-    const auto code = cmd.wait_exit(30s);
-    return {code.value_or(-1), cmd.output()};
-  }
-
   // Enqueues kTasks (kTasks - 1 directly, one with `worker enqueue`), runs a worker with `s`
   // until every task is processed, then checks `worker stats` agrees.
   void drain(const std::map<std::string, std::string>& s) {
     enqueue_many(redis_->settings(), quick_task(), kTasks - 1);
     const auto [enqueue_code, enqueue_out] =
-        run_command({"enqueue", "--type", "fault:quick", "--queue", kQueue}, s);
+        run_worker_command({"enqueue", "--type", "fault:quick", "--queue", kQueue}, s);
     ASSERT_EQ(enqueue_code, 0) << enqueue_out;
 
     auto serving = s;
@@ -112,7 +102,7 @@ class WorkerOverTls : public ::testing::Test {
     EXPECT_NE(metrics->body.find("queue_size_read_errors 0"), std::string::npos)
         << metrics->body.substr(0, 4000);
 
-    const auto [stats_code, stats_out] = run_command({"stats", "--json"}, s);
+    const auto [stats_code, stats_out] = run_worker_command({"stats", "--json"}, s);
     ASSERT_EQ(stats_code, 0) << stats_out;
     EXPECT_NE(stats_out.find("\"processed_total\": " + std::to_string(kTasks)), std::string::npos)
         << stats_out;
