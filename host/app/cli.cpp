@@ -150,6 +150,8 @@ int run_cli(int argc, char** argv, char** envp) {
   setting("--worker", "WORKER_NAME", "Worker name in logs and metrics [WORKER_NAME]");
   setting("--concurrency", "WORKER_CONCURRENCY", "Handler slots [WORKER_CONCURRENCY]");
   setting("--queues", "WORKER_QUEUES", "Queue weights, e.g. critical=10,default=2 [WORKER_QUEUES]");
+  setting("--limits", "WORKER_LIMITS",
+          "Limits per task type, e.g. \"ai:* fleet=3 rate=60/m\" [WORKER_LIMITS]");
   setting("--metrics-addr", "WORKER_METRICS_ADDR", "host:port of /metrics and /healthz, empty disables");
   setting("--shutdown-timeout", "WORKER_SHUTDOWN_TIMEOUT", "Grace for running tasks on stop, e.g. 30s");
   setting("--log-level", "LOG_LEVEL", "trace, debug, info, warn or error [LOG_LEVEL]");

@@ -63,6 +63,8 @@ const std::set<std::string>& known_variables() {
           // Advanced engine timings: no default here (unset = the engine's).
           "WORKER_LEASE", "WORKER_HEARTBEAT_INTERVAL", "WORKER_RECOVERER_INTERVAL", "WORKER_RECOVERER_CUTOFF",
           "WORKER_FORWARDER_INTERVAL", "WORKER_RETRY_DELAY",
+          // Flow control (docs/queue-engine.md): unset = no limits, parking bound = concurrency.
+          "WORKER_LIMITS", "WORKER_PARKED_MAX",
           // Plugin runners (docs/plugin-isolation.md): unset = no limit, no override.
           "WORKER_IN_PROCESS_PLUGINS", "WORKER_PLUGIN_MEMORY_MAX", "WORKER_PLUGIN_OPEN_FILES_MAX"}) {
       n.insert(extra);
@@ -551,6 +553,21 @@ Config load(const Sources& sources) {
            std::string("name=weight pairs such as critical=10,default=2 (") + e.what() + ")");
   }
   cfg.strict_priority = r.boolean("WORKER_STRICT_PRIORITY");
+  if (const auto limits = r.raw("WORKER_LIMITS")) {
+    try {
+      cfg.limits = task::parse_type_limits(*limits);
+    } catch (const std::invalid_argument& e) {
+      r.fail("WORKER_LIMITS",
+             std::string("limits such as \"ai:* fleet=3 rate=60/m; git:clone concurrency=2\" (") + e.what() +
+                 ")");
+    }
+  }
+  if (r.raw("WORKER_PARKED_MAX")) {
+    cfg.parked_max = r.integer("WORKER_PARKED_MAX", 0, 100000);
+  } else {
+    cfg.parked_max = cfg.concurrency;
+  }
+  merged["WORKER_PARKED_MAX"] = std::to_string(cfg.parked_max);
   cfg.shutdown_timeout = r.duration("WORKER_SHUTDOWN_TIMEOUT", true);
   cfg.metrics_addr = r.raw("WORKER_METRICS_ADDR", true).value_or("");
   if (!cfg.metrics_addr.empty() && !valid_host_port(cfg.metrics_addr)) {

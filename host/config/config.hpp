@@ -23,6 +23,7 @@
 
 #include "asynq/keys.hpp"
 #include "log/log.hpp"
+#include "task/limits.hpp"
 
 namespace wk::config {
 
@@ -94,6 +95,10 @@ struct Config {
   bool strict_priority = false;
   std::chrono::milliseconds shutdown_timeout{std::chrono::seconds(30)};
   std::string metrics_addr = "127.0.0.1:9090";  // empty = disabled
+  // Flow control per task type (WORKER_LIMITS) and how many tasks at their limit this worker
+  // holds aside before it hands further ones back to their queue (WORKER_PARKED_MAX).
+  std::vector<task::TypeLimit> limits;
+  int parked_max = 4;  // defaults to concurrency
 
   // Advanced queue-engine timings (hidden: for tests and unusual deployments; see
   // docs/configuration.md). Unset = asynq's defaults (protocol §7.1).

@@ -107,6 +107,21 @@ TEST_F(ConfigTest, PoolSizeDefaultsToConcurrency) {
   EXPECT_EQ(c.get("DB_POOL_SIZE"), "3");
 }
 
+TEST_F(ConfigTest, LimitsAreParsedAndTheParkingBoundDefaultsToConcurrency) {
+  sources_.environment = {{"WORKER_CONCURRENCY", "6"},
+                          {"WORKER_LIMITS", "ai:* fleet=3 rate=60/m; git:clone concurrency=2"}};
+  auto c = load(sources_);
+  ASSERT_EQ(c.limits.size(), 2u);
+  EXPECT_EQ(c.limits[0].text(), "ai:* fleet=3 rate=60/m");
+  EXPECT_EQ(c.limits[1].concurrency, 2u);
+  EXPECT_EQ(c.parked_max, 6);
+  EXPECT_TRUE(c.unknown_variables.empty());
+  sources_.flags = {{"WORKER_PARKED_MAX", "0"}};
+  EXPECT_EQ(load(sources_).parked_max, 0);
+  sources_.environment["WORKER_LIMITS"] = "ai:* fleet=three";
+  EXPECT_NE(expect_error("WORKER_LIMITS").find("whole number"), std::string::npos);
+}
+
 TEST_F(ConfigTest, TypedValuesAreParsed) {
   sources_.environment = {{"WORKER_QUEUES", " a = 3 , b=1"},
                           {"WORKER_STRICT_PRIORITY", "true"},
