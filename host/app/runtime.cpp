@@ -268,6 +268,8 @@ int Runtime::serve() {
     engine_settings.concurrency = config_.concurrency;
     engine_settings.shutdown_timeout = config_.shutdown_timeout;
     engine_settings.unhandled_timeout = config_.unhandled_timeout;
+    engine_settings.limits = config_.limits;
+    engine_settings.parked_max = config_.parked_max;
     // Advanced timings (hidden settings; the config validated them): unset keeps the defaults.
     using std::chrono::duration_cast;
     using std::chrono::seconds;
@@ -293,6 +295,8 @@ int Runtime::serve() {
     metric_options.redis_up = [&p] { return p.engine->redis_up(); };
     metric_options.db_up = [&p] { return p.db->healthy(); };
     metric_options.plugins_loaded = [&p] { return static_cast<int>(p.plugins->plugins().size()); };
+    metric_options.flow_limits = [&p] { return p.engine->flow_limits(); };
+    metric_options.flow_types = [&p] { return p.engine->flow_types(); };
     metric_options.plugins = [&p] {
       std::vector<metrics::PluginGauge> out;
       for (const auto& s : p.plugins->status()) {

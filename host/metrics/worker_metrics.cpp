@@ -122,6 +122,23 @@ WorkerMetrics::WorkerMetrics(Registry& registry, WorkerMetricsOptions options)
     plugin_rss_ = &registry.gauge(metric("plugin_runner_resident_bytes"),
                                   "Resident memory of each plugin's runner process.", {"plugin"});
   }
+  if (options_.flow_limits) {
+    permits_in_use_ =
+        &registry.gauge(metric("limit_permits_in_use"),
+                        "Permits of a flow-control limit held by this worker; scope local "
+                        "(this worker's concurrency) or fleet (sum over workers for the fleet).",
+                        {"limit", "scope"});
+    permits_max_ = &registry.gauge(metric("limit_permits_max"),
+                                   "The configured size of a flow-control limit.", {"limit", "scope"});
+  }
+  if (options_.flow_types) {
+    parked_ = &registry.gauge(metric("tasks_parked"),
+                              "Tasks dequeued but waiting for a permit of their type (no handler slot held).",
+                              {"task_type"});
+    throttled_ =
+        &registry.counter(metric("throttled_seconds_total"),
+                          "Time a task type had tasks waiting for a permit on this worker.", {"task_type"});
+  }
   if (!options_.queues.empty() && options_.redis) {
     queue_size_ = &registry.gauge(
         metric("queue_size"), "Tasks in a queue by state (LLEN/ZCARD at scrape time).", {"queue", "state"});
@@ -213,6 +230,34 @@ void WorkerMetrics::collect() {
       plugins_loaded_->set({}, options_.plugins_loaded());
     } catch (...) {
       plugins_loaded_->clear();
+    }
+  }
+  if (permits_in_use_ != nullptr) {
+    try {
+      for (const auto& s : options_.flow_limits()) {
+        const std::string& name = s.limit.pattern;
+        if (s.limit.concurrency > 0) {
+          permits_in_use_->set({name, "local"}, s.local_in_use);
+          permits_max_->set({name, "local"}, s.limit.concurrency);
+        }
+        if (s.limit.fleet > 0) {
+          permits_in_use_->set({name, "fleet"}, s.fleet_in_use);
+          permits_max_->set({name, "fleet"}, s.limit.fleet);
+        }
+      }
+    } catch (...) {
+      permits_in_use_->clear();
+    }
+  }
+  if (parked_ != nullptr) {
+    try {
+      for (const auto& t : options_.flow_types()) {
+        parked_->set({t.type}, t.parked);
+        const double before = throttled_->value({t.type});
+        if (t.throttled_seconds > before) throttled_->inc({t.type}, t.throttled_seconds - before);
+      }
+    } catch (...) {
+      parked_->clear();
     }
   }
   if (sizes_) {

@@ -74,6 +74,10 @@ struct WorkerMetricsOptions {
   std::function<int()> plugins_loaded;
   // plugin_info{plugin,version,state} and plugin_runner_resident_bytes{plugin}.
   std::function<std::vector<PluginGauge>()> plugins;
+  // Flow control per task type (docs/queue-engine.md): limit_permits_in_use{limit,scope},
+  // limit_permits_max{limit,scope}, tasks_parked{task_type}, throttled_seconds_total{task_type}.
+  std::function<std::vector<queue::FlowLimitState>()> flow_limits;
+  std::function<std::vector<queue::FlowTypeState>()> flow_types;
 };
 
 class WorkerMetrics final : public queue::EngineObserver {
@@ -112,6 +116,10 @@ class WorkerMetrics final : public queue::EngineObserver {
   GaugeFamily* plugin_info_ = nullptr;
   GaugeFamily* plugin_rss_ = nullptr;
   GaugeFamily& build_info_;
+  GaugeFamily* permits_in_use_ = nullptr;
+  GaugeFamily* permits_max_ = nullptr;
+  GaugeFamily* parked_ = nullptr;
+  CounterFamily* throttled_ = nullptr;
   GaugeFamily* queue_size_ = nullptr;
   GaugeFamily* queue_paused_ = nullptr;
   GaugeFamily* scrape_errors_ = nullptr;

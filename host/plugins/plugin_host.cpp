@@ -24,42 +24,11 @@ namespace {
 
 constexpr std::chrono::milliseconds kMaxRetryAfter = std::chrono::hours(24);
 
-// Bounds concurrent runs of one handler (wk_handler_desc.max_concurrency).
-class Limiter {
- public:
-  explicit Limiter(uint32_t limit) : limit_(limit) {}
-  // False when the task was cancelled while waiting for a slot.
-  bool acquire(const task::Cancellation& cancellation) {
-    if (limit_ == 0) return true;
-    std::unique_lock lock(mu_);
-    while (running_ >= limit_) {
-      if (cancellation.cancelled()) return false;
-      // Cancellation has no hook into this cv; re-check it now and then.
-      cv_.wait_for(lock, std::chrono::milliseconds(50));
-    }
-    ++running_;
-    return true;
-  }
-  void release() {
-    if (limit_ == 0) return;
-    std::lock_guard lock(mu_);
-    --running_;
-    cv_.notify_one();
-  }
-
- private:
-  const uint32_t limit_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  uint32_t running_ = 0;
-};
-
 struct PluginInstance {
   detail::LoadedLibrary library;
   std::shared_ptr<const detail::PluginServices> services;
   std::shared_ptr<CtxState> plugin_ctx;
   wk_plugin_state* state = nullptr;
-  std::vector<std::unique_ptr<Limiter>> limiters;  // one per handler
 
   std::mutex mu;
   std::condition_variable idle;
@@ -180,10 +149,6 @@ std::optional<Refusal> PluginHost::Impl::load(const fs::path& file) {
       std::make_shared<CtxState>(HandleKind::plugin_ctx, services, services->logger, nullptr);
   instance->plugin_ctx->set_handle(
       HandleTable::process().add(HandleKind::plugin_ctx, instance->plugin_ctx, owner));
-  for (const auto& handler : instance->library.handlers) {
-    instance->limiters.push_back(std::make_unique<Limiter>(handler.info.max_concurrency));
-  }
-
   wk_error error{};
   error.struct_size = sizeof error;
   wk_status status = WK_E_INTERNAL;
@@ -228,7 +193,7 @@ task::Outcome PluginHost::Impl::run(const Route& route, task::Execution& executi
   const task::Task& t = execution.task;
   {
     std::lock_guard lock(plugin.mu);
-    if (plugin.closed) return {task::Disposition::retry, "worker is shutting down", {}};
+    if (plugin.closed) return {task::Disposition::retry, "worker is shutting down", {}, {}};
     ++plugin.in_flight;
   }
   struct InFlight {
@@ -247,18 +212,10 @@ task::Outcome PluginHost::Impl::run(const Route& route, task::Execution& executi
       return {task::Disposition::requeue,
               "database unavailable: migrations of plugin " + plugin.services->plugin_id +
                   " are not applied yet: " + e.what(),
-              dependency_backoff(t)};
+              dependency_backoff(t),
+              {}};
     }
   }
-
-  Limiter& limiter = *plugin.limiters[route.handler];
-  if (!limiter.acquire(execution.cancellation)) {
-    return {task::Disposition::cancelled, "context canceled", {}};
-  }
-  struct Slot {
-    Limiter& limiter;
-    ~Slot() { limiter.release(); }
-  } slot{limiter};
 
   const int32_t attempt = t.retried + 1;
   auto task_logger = plugin.services->logger.with(
@@ -358,6 +315,10 @@ task::Outcome PluginHost::Impl::run(const Route& route, task::Execution& executi
       outcome.disposition = task::Disposition::retry;
       outcome.error = "handler returned an invalid disposition " + std::to_string(disposition);
       break;
+  }
+  if (outcome.disposition != task::Disposition::succeeded) {
+    failure.code[sizeof failure.code - 1] = '\0';
+    outcome.code = failure.code;
   }
   // A dependency outage is not the task's fault: a handler that gives up (retry) after the
   // database was found away, or that says "unavailable" itself, has its task put back for a
@@ -462,6 +423,14 @@ std::chrono::milliseconds PluginHost::attempt_timeout(std::string_view type) con
   return std::chrono::milliseconds(route.plugin->library.info.handlers[route.handler].default_timeout_ms);
 }
 
+uint32_t PluginHost::max_concurrency(std::string_view type) const {
+  std::shared_lock lock(impl_->mu);
+  const auto it = impl_->routes.find(type);
+  if (it == impl_->routes.end()) return 0;
+  const Route& route = it->second;
+  return route.plugin->library.info.handlers[route.handler].max_concurrency;
+}
+
 bool PluginHost::serving() const {
   std::shared_lock lock(impl_->mu);
   return !impl_->stopping && !impl_->routes.empty();
@@ -472,7 +441,7 @@ task::Outcome PluginHost::dispatch(task::Execution& execution) {
     Route route;
     {
       std::shared_lock lock(impl_->mu);
-      if (impl_->stopping) return {task::Disposition::retry, "worker is shutting down", {}};
+      if (impl_->stopping) return {task::Disposition::retry, "worker is shutting down", {}, {}};
       auto it = impl_->routes.find(execution.task.type);
       if (it == impl_->routes.end()) return task::unhandled_type(execution.task.type);
       route = it->second;
@@ -480,9 +449,9 @@ task::Outcome PluginHost::dispatch(task::Execution& execution) {
     return impl_->run(route, execution);
   } catch (const std::exception& e) {
     impl_->logger.error("dispatch failed", {{"task_id", execution.task.id}, {"error", e.what()}});
-    return {task::Disposition::retry, std::string("dispatch failed: ") + e.what(), {}};
+    return {task::Disposition::retry, std::string("dispatch failed: ") + e.what(), {}, {}};
   } catch (...) {
-    return {task::Disposition::retry, "dispatch failed", {}};
+    return {task::Disposition::retry, "dispatch failed", {}, {}};
   }
 }
 

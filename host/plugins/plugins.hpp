@@ -150,6 +150,7 @@ class PluginHost final : public Host {
 
   bool handles(std::string_view type) const override;
   std::chrono::milliseconds attempt_timeout(std::string_view type) const override;
+  uint32_t max_concurrency(std::string_view type) const override;
   bool serving() const override;
   // Never throws. An unknown type gives task::unhandled_type (requeue, no attempt counted).
   task::Outcome dispatch(task::Execution& execution) override;

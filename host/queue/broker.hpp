@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "asynq/messages.hpp"  // asynq::TaskMessage, ServerInfo, WorkerInfo
+#include "task/limits.hpp"
 #include "task/task.hpp"
 
 namespace wk::queue {
@@ -31,6 +32,13 @@ enum class OrphanRecovery {
   recovered,   // was in active with no lease: moved to retry / archived, counters as Retry / Archive
   leased,      // has a lease entry now: a live worker owns it; nothing written
   not_active,  // no longer in active; nothing written
+};
+
+// The answer to a fleet permit request (Broker::acquire_permit).
+struct PermitGrant {
+  bool granted = false;
+  std::chrono::milliseconds retry_in{0};  // not granted: when asking again may succeed
+  const char* reason = "";                // not granted: "fleet" (all permits held) or "rate"
 };
 
 struct Dequeued {
@@ -154,6 +162,21 @@ class Broker {
     long long active = 0;
   };
   virtual std::vector<LeaseProbe> probe_leases(const std::vector<std::string>& queues) = 0;
+
+  // Flow control across the fleet (docs/queue-engine.md, "Flow control"), under keys of our own
+  // outside asynq's namespace. A permit is a member name (server and task) held under a lease:
+  // one of a dead worker's is free again once its lease runs out.
+  // Takes a permit of `limit` (its fleet concurrency and its rate), atomically.
+  virtual PermitGrant acquire_permit(const task::TypeLimit& limit, const std::string& member,
+                                     std::chrono::milliseconds lease) = 0;
+  virtual void release_permit(const task::TypeLimit& limit, const std::string& member) = 0;
+  // Moves the lease of each held permit of `members` to now + `lease`.
+  virtual void extend_permits(const task::TypeLimit& limit, const std::vector<std::string>& members,
+                              std::chrono::milliseconds lease) = 0;
+  // Pauses `type` across the fleet for `duration` (a pause that ends later stays as it is).
+  virtual void pause_type(const std::string& type, std::chrono::milliseconds duration) = 0;
+  // The types paused now, each with how much longer.
+  virtual std::vector<std::pair<std::string, std::chrono::milliseconds>> paused_types() = 0;
 
   // PING; false when Redis does not answer.
   virtual bool ping() = 0;

@@ -1,7 +1,8 @@
 #pragma once
 // queue::Broker over Redis in asynq's layout (protocol §6.7-§6.19). Each operation's Lua script sits
 // in broker_redis.cpp directly above the one method that runs it, under its KEYS/ARGV block;
-// waiting for work is work_waiter.hpp's, the enqueue scripts are client.cpp's.
+// waiting for work is work_waiter.hpp's, the enqueue scripts are client.cpp's, flow control's
+// (keys of our own) are broker_limits.cpp's.
 #include <chrono>
 #include <exception>
 #include <map>
@@ -71,6 +72,13 @@ class RedisBroker : public Broker {
                           std::chrono::seconds ttl) override;
   void clear_server_state(const std::string& host, int pid, const std::string& server_id) override;
   bool ping() override;
+  PermitGrant acquire_permit(const task::TypeLimit& limit, const std::string& member,
+                             std::chrono::milliseconds lease) override;
+  void release_permit(const task::TypeLimit& limit, const std::string& member) override;
+  void extend_permits(const task::TypeLimit& limit, const std::vector<std::string>& members,
+                      std::chrono::milliseconds lease) override;
+  void pause_type(const std::string& type, std::chrono::milliseconds duration) override;
+  std::vector<std::pair<std::string, std::chrono::milliseconds>> paused_types() override;
   std::vector<std::string> live_servers() override;
   std::optional<asynq::ServerInfo> server_info(const std::string& key) override;
   std::vector<bool> any_due(const std::vector<std::string>& sorted_sets, Clock::time_point now) override;
@@ -144,5 +152,13 @@ class RedisBroker : public Broker {
   std::mutex keys_mu_;
   std::map<std::string, std::unique_ptr<QueueKeys>, std::less<>> keys_;
 };
+
+// What `worker limits` shows of one limit across the fleet (broker_limits.cpp).
+struct FleetLimitState {
+  long long permits_held = 0;    // unexpired fleet permits
+  std::optional<double> tokens;  // the rate bucket now (none: never used)
+};
+FleetLimitState read_fleet_limit_state(redis::Connection& conn, const task::TypeLimit& limit);
+std::vector<std::pair<std::string, std::chrono::milliseconds>> read_paused_types(redis::Connection& conn);
 
 }  // namespace wk::queue

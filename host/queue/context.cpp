@@ -153,7 +153,10 @@ EngineContext::EngineContext(Broker& b, task::Dispatcher& d, log::Logger l, Sett
       log(std::move(l)),
       settings(std::move(s)),
       order(settings.queues, settings.strict_priority),
-      health(log) {}
+      health(log),
+      flow(b, d, health, log,
+           FlowControl::Options{settings.limits, settings.identity.server_id,
+                                std::chrono::milliseconds(settings.lease)}) {}
 
 std::chrono::seconds EngineContext::retry_delay(int32_t retried, const std::string& error,
                                                 const task::Task& t) {

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "queue/engine.hpp"
+#include "queue/flow_control.hpp"
 #include "queue/queue_order.hpp"
 #include "queue/retry_delay.hpp"
 
@@ -45,6 +46,9 @@ struct InFlightTask {
   std::atomic<bool> lease_lost_notified{false};
   std::atomic<bool> settled{false};
   std::atomic<bool> overran{false};  // failed past its deadline; its thread leaves the pool after
+  // A handler thread took it. One that never did (parked, then cancelled or handed back) is not
+  // reported to the observer: for metrics it neither started nor finished.
+  std::atomic<bool> started{false};
 
  private:
   mutable std::mutex progress_mu_;
@@ -155,6 +159,7 @@ struct EngineContext {
   InFlight inflight;
   RedisHealth health;
   FleetPosition fleet;
+  FlowControl flow;
   EngineObserver* observer = nullptr;
   std::atomic<ServerStatus> status{ServerStatus::active};
   DefaultRetryDelay default_delay;

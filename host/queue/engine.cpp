@@ -184,5 +184,7 @@ bool Engine::redis_up() const { return ctx_ && ctx_->health.up(); }
 ServerStatus Engine::status() const { return ctx_ ? ctx_->status.load() : ServerStatus::closed; }
 int Engine::running_tasks() const { return ctx_ ? ctx_->inflight.size() : 0; }
 const ServerIdentity& Engine::identity() const { return ctx_->settings.identity; }
+std::vector<FlowLimitState> Engine::flow_limits() const { return ctx_->flow.limits(); }
+std::vector<FlowTypeState> Engine::flow_types() const { return ctx_->flow.types(); }
 
 }  // namespace wk::queue

@@ -25,6 +25,7 @@
 #include "log/log.hpp"
 #include "queue/broker.hpp"
 #include "queue/queue_order.hpp"
+#include "task/limits.hpp"
 #include "task/task.hpp"
 
 namespace wk::queue {
@@ -71,8 +72,25 @@ struct Settings {
   std::chrono::milliseconds unhandled_holdoff{5000};
   std::chrono::milliseconds unhandled_timeout{std::chrono::minutes(10)};
   std::chrono::milliseconds redis_backoff{1000};  // longest back-off after a Redis error
+  // Flow control per task type (docs/queue-engine.md, "Flow control"): the limits, and how many
+  // tasks refused a permit this worker holds aside (parks) before it hands further ones back to
+  // their queue; negative: as many as `concurrency`.
+  std::vector<task::TypeLimit> limits;
+  int parked_max = -1;
   ServerIdentity identity = ServerIdentity::of_this_process();
   RetryDelayFn retry_delay;  // empty: asynq's default (§7.5)
+};
+
+// Flow control's state on this worker (docs/queue-engine.md, "Flow control"), for /metrics.
+struct FlowLimitState {
+  task::TypeLimit limit;
+  uint32_t local_in_use = 0;  // local permits held here
+  uint32_t fleet_in_use = 0;  // fleet permits held by this worker (the fleet's: their sum)
+};
+struct FlowTypeState {
+  std::string type;
+  uint32_t parked = 0;           // tasks of the type parked now
+  double throttled_seconds = 0;  // total time with a task of the type parked
 };
 
 enum class ServerStatus { active, stopped, closed };
@@ -142,6 +160,8 @@ class Engine {
   bool redis_up() const;
   ServerStatus status() const;
   int running_tasks() const;
+  std::vector<FlowLimitState> flow_limits() const;
+  std::vector<FlowTypeState> flow_types() const;
   const ServerIdentity& identity() const;
 
  private:

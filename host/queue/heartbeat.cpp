@@ -70,6 +70,8 @@ void Heartbeat::tick() {
       ctx_.health.failed("extend_leases", e);
     }
   }
+  // The fleet permits of running tasks live as long as their leases (a dead worker's expire).
+  ctx_.flow.extend_fleet_permits();
 
   const auto& id = ctx_.settings.identity;
   asynq::ServerInfo info;

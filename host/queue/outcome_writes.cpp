@@ -5,7 +5,7 @@
 namespace wk::queue {
 
 void report_finished(EngineContext& ctx, const InFlightTask& t, TaskResult result) {
-  if (ctx.observer == nullptr) return;
+  if (ctx.observer == nullptr || !t.started.load()) return;
   ctx.observer->task_finished(t.task.type, t.task.queue, result, SteadyClock::now() - t.started_steady);
 }
 

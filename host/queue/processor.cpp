@@ -12,6 +12,9 @@ constexpr const char* kDeadlineExceeded = "context deadline exceeded";
 constexpr const char* kCanceled = "context canceled";
 // How often a worker whose plugins serve nothing looks again (no Redis involved).
 constexpr std::chrono::milliseconds kServingCheckInterval{2000};
+// The longest pause after a round whose tasks were all parked or handed back (types at their
+// limits fill the queue): the loop does not spin on them, and other types still come through.
+constexpr std::chrono::milliseconds kMaxSpillBackoff{1000};
 
 // What a running handler may do besides watching its cancellation (task::TaskServices).
 class AttemptServices final : public task::TaskServices {
@@ -116,6 +119,8 @@ void DeadlineTimer::run() {
 Processor::Processor(EngineContext& ctx, Syncer& syncer)
     : ctx_(ctx),
       writes_(ctx, syncer),
+      parked_max_(static_cast<size_t>(ctx.settings.parked_max < 0 ? std::max(1, ctx.settings.concurrency)
+                                                                  : ctx.settings.parked_max)),
       timer_(ctx.settings.deadline_grace, [this](const std::shared_ptr<InFlightTask>& t) { overrun(t); }) {}
 
 Processor::~Processor() {
@@ -178,13 +183,15 @@ void Processor::loop() {
   std::vector<std::string> order;  // reused
   std::chrono::milliseconds error_backoff{0};
   int empty_after_signal = 0;  // "work may be there" but the dequeue found none (paused queue?)
+  std::chrono::milliseconds spill_backoff{0};
   while (true) {
-    const size_t want = slots_to_fill();
+    size_t want = slots_to_fill();
     {
       std::lock_guard lock(mu_);
       if (finished()) break;
     }
     last_tick_ = SteadyClock::now().time_since_epoch().count();
+    if (!parked_.empty()) want -= tend_parked(want);
     if (want == 0) {
       writes_.send_now();
       continue;
@@ -203,9 +210,22 @@ void Processor::loop() {
       continue;
     }
     if (!got.empty()) {
-      hand_out(got);
       empty_after_signal = 0;
-    } else if (!idle_wait()) {
+      if (hand_out(got) > 0) {
+        spill_backoff = std::chrono::milliseconds(0);
+      } else {
+        // Every task of the round was parked or handed back: its queues are full of types at
+        // their limits. Look again later (sooner when a parked task may go), not at once.
+        spill_backoff =
+            std::min(kMaxSpillBackoff, std::max(std::chrono::milliseconds(10), spill_backoff * 2));
+        auto wait = spill_backoff;
+        if (const auto next = next_parked_retry(); next != Clock::time_point::max()) {
+          wait = std::clamp(std::chrono::ceil<std::chrono::milliseconds>(next - Clock::now()),
+                            std::chrono::milliseconds(1), wait);
+        }
+        pause(wait);
+      }
+    } else if (!idle_wait(next_parked_retry())) {
       empty_after_signal = 0;
     } else if (empty_after_signal++ > 0) {
       // Another host may have taken the task, or the queue with work is paused: then the wait
@@ -234,22 +254,155 @@ size_t Processor::slots_to_fill() {
   return stopping_ ? 0 : idle_ - std::min(idle_, ready_.size());
 }
 
-void Processor::hand_out(std::vector<Dequeued>& got) {
-  {
-    std::lock_guard lock(mu_);
+size_t Processor::hand_out(std::vector<Dequeued>& got) {
+  std::vector<std::shared_ptr<InFlightTask>> runnable;
+  runnable.reserve(got.size());
+  for (Dequeued& d : got) {
     // Registered at once: the heartbeat extends (and a shutdown requeues) a task from the moment
     // it left pending.
-    for (Dequeued& d : got) ready_.push_back(admit(std::move(d)));
+    std::shared_ptr<InFlightTask> t = admit(std::move(d));
+    if (const auto it = parked_by_type_.find(t->task.type); it != parked_by_type_.end()) {
+      // Behind the parked tasks of its type: their turn first.
+      FlowControl::Admission behind;
+      behind.retry_at = Clock::now();
+      park_or_hand_back(t, behind);
+      continue;
+    }
+    const FlowControl::Admission admission = ctx_.flow.try_admit(*t);
+    if (admission.admitted) {
+      runnable.push_back(std::move(t));
+    } else {
+      park_or_hand_back(t, admission);
+    }
   }
-  if (got.size() == 1) {
+  got.clear();
+  start_tasks(runnable);
+  return runnable.size();
+}
+
+void Processor::start_tasks(std::vector<std::shared_ptr<InFlightTask>>& tasks) {
+  if (tasks.empty()) return;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& t : tasks) ready_.push_back(std::move(t));
+  }
+  if (tasks.size() == 1) {
     handler_cv_.notify_one();
   } else {
     handler_cv_.notify_all();
   }
-  got.clear();
+  tasks.clear();
 }
 
-bool Processor::idle_wait() {
+// ---- parking ------------------------------------------------------------------------------------
+
+void Processor::park_or_hand_back(const std::shared_ptr<InFlightTask>& t,
+                                  const FlowControl::Admission& refused) {
+  if (parked_.size() >= parked_max_) {
+    if (ctx_.log.enabled(log::Level::debug)) {
+      ctx_.task_log(t->task).debug("Handing a task at its type's limit back to its queue (parking full)",
+                                   {{"parked", static_cast<int64_t>(parked_.size())}});
+    }
+    give_back(t, OutcomeWrite::Op::hand_back);
+    return;
+  }
+  ParkedTask p;
+  p.task = t;
+  p.retry_at = refused.retry_at;
+  // Its deadline and its cancellation wake the loop, which ends it (tend_parked).
+  p.deadline = timer_.add(t->task.deadline, t);
+  p.cancel_token = t->cancellation.on_cancel([this](task::CancelReason) { wake_loop(true); });
+  ++parked_by_type_[t->task.type];
+  parked_.push_back(std::move(p));
+  parked_count_.store(parked_.size());
+  ctx_.flow.parked(t->task.type, refused.reason, refused.limit);
+}
+
+void Processor::unpark(ParkedTask& p) {
+  timer_.remove(p.deadline);
+  if (p.cancel_token != 0) p.task->cancellation.remove(p.cancel_token);
+  const auto it = parked_by_type_.find(p.task->task.type);
+  if (it != parked_by_type_.end() && --it->second == 0) parked_by_type_.erase(it);
+  ctx_.flow.unparked(p.task->task.type);
+}
+
+size_t Processor::tend_parked(size_t want) {
+  const auto now = Clock::now();
+  bool stopping = false;
+  {
+    std::lock_guard lock(mu_);
+    stopping = stopping_;
+  }
+  if (const uint64_t releases = ctx_.flow.local_releases(); releases != seen_local_releases_) {
+    seen_local_releases_ = releases;
+    for (auto& p : parked_) {
+      if (p.retry_at == Clock::time_point::max()) p.retry_at = now;
+    }
+  }
+  std::vector<std::shared_ptr<InFlightTask>> runnable;
+  std::set<std::string, std::less<>> waiting;  // types whose earlier parked task waits: theirs too
+  for (auto it = parked_.begin(); it != parked_.end();) {
+    const std::shared_ptr<InFlightTask> t = it->task;
+    if (t->settled.load()) {  // a shutdown requeued it
+      unpark(*it);
+      it = parked_.erase(it);
+      ctx_.inflight.remove(t);
+      continue;
+    }
+    if (t->cancellation.cancelled()) {  // by asynq's cancel, its deadline, a lost lease or a shutdown
+      unpark(*it);
+      it = parked_.erase(it);
+      if (!finish(t, task::Outcome{task::Disposition::cancelled, "", {}, {}}, {}, true))
+        ctx_.inflight.remove(t);
+      continue;
+    }
+    if (stopping) {  // not started: back to the front of its queue, as a shutdown requeue
+      unpark(*it);
+      it = parked_.erase(it);
+      give_back(t, OutcomeWrite::Op::requeue);
+      continue;
+    }
+    if (runnable.size() >= want || it->retry_at > now || waiting.count(t->task.type) != 0) {
+      waiting.insert(t->task.type);
+      ++it;
+      continue;
+    }
+    const FlowControl::Admission admission = ctx_.flow.try_admit(*t);
+    if (!admission.admitted) {
+      it->retry_at = admission.retry_at;
+      waiting.insert(t->task.type);
+      ++it;
+      continue;
+    }
+    unpark(*it);
+    it = parked_.erase(it);
+    runnable.push_back(t);
+  }
+  parked_count_.store(parked_.size());
+  const size_t started = runnable.size();
+  start_tasks(runnable);
+  return started;
+}
+
+void Processor::give_back(const std::shared_ptr<InFlightTask>& t, OutcomeWrite::Op op) {
+  if (!t->settle()) {  // a shutdown requeued it meanwhile
+    ctx_.inflight.remove(t);
+    return;
+  }
+  OutcomeWrite w;
+  w.op = op;
+  w.msg = &t->msg;
+  const char* name = op == OutcomeWrite::Op::requeue ? "requeue" : "hand_back";
+  if (!write(t, TaskResult::requeued, name, std::move(w), {}, false, true)) ctx_.inflight.remove(t);
+}
+
+Clock::time_point Processor::next_parked_retry() const {
+  Clock::time_point next = Clock::time_point::max();
+  for (const auto& p : parked_) next = std::min(next, p.retry_at);
+  return next;
+}
+
+bool Processor::idle_wait(Clock::time_point until) {
   loop_waiting_for_work_ = true;
   bool maybe = false;
   while (true) {
@@ -257,9 +410,15 @@ bool Processor::idle_wait() {
       std::lock_guard lock(mu_);
       if (signalled_ || stopping_) break;
     }
+    auto timeout = ctx_.settings.wait_timeout;
+    if (until != Clock::time_point::max()) {
+      const auto left = std::chrono::ceil<std::chrono::milliseconds>(until - Clock::now());
+      if (left.count() <= 0) break;  // a parked task may go now
+      timeout = std::min(timeout, left);
+    }
     const auto started = SteadyClock::now();
     try {
-      maybe = ctx_.broker.wait_for_work(ctx_.order.names(), ctx_.settings.wait_timeout);
+      maybe = ctx_.broker.wait_for_work(ctx_.order.names(), timeout);
       ctx_.health.succeeded(started);
     } catch (const std::exception& e) {
       ctx_.health.failed("wait_for_work", e);
@@ -291,7 +450,9 @@ void Processor::wake_loop(bool has_write) {
   if (has_write && loop_waiting_for_work_) ctx_.broker.wake();
 }
 
-bool Processor::finished() const { return stopping_ && live_handlers_ == 0 && !writes_.pending(); }
+bool Processor::finished() const {
+  return stopping_ && live_handlers_ == 0 && !writes_.pending() && parked_count_.load() == 0;
+}
 
 // ---- the handler threads ------------------------------------------------------------------------
 
@@ -341,11 +502,19 @@ std::shared_ptr<InFlightTask> Processor::admit(Dequeued dequeued) {
 
 bool Processor::execute(const std::shared_ptr<InFlightTask>& t) {
   task::Task& tk = t->task;
+  // Its type's permits go back once the handler has returned, before the handler thread asks
+  // for its next task (parked tasks waiting for one are tried again then).
+  struct Permits {
+    FlowControl& flow;
+    const InFlightTask& task;
+    ~Permits() { flow.release(task); }
+  } permits{ctx_.flow, *t};
   if (t->settled.load()) {  // requeued by a shutdown while it waited for this thread
     ctx_.inflight.remove(t);
     return false;
   }
   const auto now = Clock::now();
+  t->started = true;
   if (ctx_.observer != nullptr) ctx_.observer->task_started(tk.type, tk.queue);
   if (ctx_.log.enabled(log::Level::debug)) ctx_.task_log(tk).debug("Processing task");
 
@@ -353,7 +522,7 @@ bool Processor::execute(const std::shared_ptr<InFlightTask>& t) {
   std::vector<task::EnqueueRequest> staged;
   if (tk.deadline <= now) {
     t->cancellation.cancel(task::CancelReason::deadline);
-    outcome = {task::Disposition::cancelled, kDeadlineExceeded, {}};
+    outcome = {task::Disposition::cancelled, kDeadlineExceeded, {}, {}};
   } else if (!ctx_.dispatcher.handles(tk.type)) {
     outcome = unhandled(*t);
   } else {
@@ -363,9 +532,9 @@ bool Processor::execute(const std::shared_ptr<InFlightTask>& t) {
     try {
       outcome = ctx_.dispatcher.dispatch(execution);
     } catch (const std::exception& e) {  // the contract says never; a bug must not lose the task
-      outcome = {task::Disposition::retry, std::string("panic: ") + e.what(), {}};
+      outcome = {task::Disposition::retry, std::string("panic: ") + e.what(), {}, {}};
     } catch (...) {
-      outcome = {task::Disposition::retry, "panic: unknown exception", {}};
+      outcome = {task::Disposition::retry, "panic: unknown exception", {}, {}};
     }
     timer_.remove(handle);
   }
@@ -387,7 +556,7 @@ task::Outcome Processor::unhandled(const InFlightTask& t) {
   }
   if (Clock::now() - first >= s.unhandled_timeout) {
     // Nobody has served it for that long: asynq's rule and text, so nothing cycles forever.
-    return {task::Disposition::retry, "handler not found for task \"" + type + "\"", {}};
+    return {task::Disposition::retry, "handler not found for task \"" + type + "\"", {}, {}};
   }
   task::Outcome back = task::unhandled_type(type);
   back.retry_after = s.unhandled_holdoff;
@@ -411,6 +580,21 @@ bool Processor::finish(const std::shared_ptr<InFlightTask>& t, const task::Outco
     case Disposition::retry:
       return fail(t, outcome.error.empty() ? "task failed" : outcome.error, std::nullopt, false, defer);
     case Disposition::retry_after:
+      if (outcome.code == kRateLimitedCode && outcome.retry_after.count() > 0) {
+        // The service the handler calls is throttling us, not failing the task: every worker
+        // stops starting this type for that long, and the task waits it out, no attempt counted.
+        ctx_.task_log(t->task).warn(
+            "Task rate limited by the service it calls; retrying without counting an attempt",
+            {{"error", outcome.error}, {"retry_in_ms", static_cast<int64_t>(outcome.retry_after.count())}});
+        ctx_.flow.pause(t->task.type, outcome.retry_after);
+        OutcomeWrite w;
+        w.op = OutcomeWrite::Op::retry;
+        w.msg = &t->msg;
+        w.retry_at = std::chrono::ceil<std::chrono::seconds>(Clock::now() + outcome.retry_after);
+        w.error = outcome.error.empty() ? std::string(kRateLimitedCode) : outcome.error;
+        w.is_failure = false;
+        return write(t, TaskResult::retried, "retry", std::move(w), {}, true, defer);
+      }
       // asynq keeps retry times in whole seconds and the forwarder compares whole seconds:
       // rounding down would let the task run up to a second before the handler's "not before"
       // (e.g. an HTTP Retry-After), so round up.

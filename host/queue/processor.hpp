@@ -6,6 +6,12 @@
 // are idle handler threads, and hands those tasks out. So under load one round trip finishes
 // and starts many tasks, and one script call completes the successes of a queue; when nothing
 // is pending the loop blocks in Redis (Broker::wait_for_work), never on a timer.
+//
+// Flow control (docs/queue-engine.md): a dequeued task goes to a handler thread only with the
+// permits of its type (FlowControl). One refused is parked by the loop, still registered (its
+// lease extended, its cancellation and deadline honoured) but holding no thread, and tried again
+// when a permit may be free; past `parked_max` parked tasks, further refused ones are handed
+// back to the back of their queue without an attempt counted.
 #include <atomic>
 #include <condition_variable>
 #include <deque>
@@ -15,6 +21,7 @@
 #include <mutex>
 #include <optional>
 #include <random>
+#include <set>
 #include <thread>
 #include <vector>
 
@@ -72,12 +79,32 @@ class Processor {
   void loop();
   // Waits until there is something to send; the number of tasks to dequeue (0: writes only).
   size_t slots_to_fill();
-  void hand_out(std::vector<Dequeued>& got);
-  // Blocks until work may be there (true), a write or a stop needs the loop, or the timeout.
-  bool idle_wait();
+  // Gives each dequeued task to the handler threads, or parks it, or hands it back; returns how
+  // many went to the handler threads.
+  size_t hand_out(std::vector<Dequeued>& got);
+  // Blocks until work may be there (true), a write or a stop needs the loop, or the timeout or
+  // `until` (a parked task's retry) passes.
+  bool idle_wait(Clock::time_point until);
   void pause(std::chrono::milliseconds d);  // interruptible by a stop or a deferred write
   void wake_loop(bool has_write);
-  bool finished() const;  // mu_ held: stopped, no handler left, nothing to write
+  bool finished() const;  // mu_ held: stopped, no handler left, nothing to write or parked
+
+  // ---- parking (the loop's own) ----
+  struct ParkedTask {
+    std::shared_ptr<InFlightTask> task;
+    Clock::time_point retry_at;  // max(): when a local permit is given back
+    DeadlineTimer::Handle deadline;
+    task::Cancellation::Token cancel_token = 0;
+  };
+  // Parked tasks: admits the due ones (up to `want`, in order, each type's in turn), ends the
+  // cancelled ones, hands all back on a stop. Returns how many went to the handler threads.
+  size_t tend_parked(size_t want);
+  void park_or_hand_back(const std::shared_ptr<InFlightTask>& t, const FlowControl::Admission& refused);
+  void unpark(ParkedTask& p);
+  // Settles `t` with a requeue (`op`: requeue, hand_back), no attempt counted.
+  void give_back(const std::shared_ptr<InFlightTask>& t, OutcomeWrite::Op op);
+  Clock::time_point next_parked_retry() const;
+  void start_tasks(std::vector<std::shared_ptr<InFlightTask>>& tasks);
 
   // ---- the handler threads ----
   void handler_loop();
@@ -114,6 +141,11 @@ class Processor {
   bool loop_running_ = false;
   std::atomic<bool> loop_waiting_for_work_{false};
   std::atomic<SteadyClock::rep> last_tick_{0};
+  const size_t parked_max_;
+  std::deque<ParkedTask> parked_;                              // the loop's
+  std::map<std::string, size_t, std::less<>> parked_by_type_;  // the loop's
+  std::atomic<size_t> parked_count_{0};                        // parked_.size(), for finished()
+  uint64_t seen_local_releases_ = 0;                           // the loop's
   // Last: destroyed first, so its thread never calls overrun() on a half-destroyed processor.
   DeadlineTimer timer_;
 };

@@ -77,6 +77,7 @@ class RunnerHost final : public plugins::Host {
   std::vector<plugins::PluginStatus> status() const override;
   bool handles(std::string_view type) const override;
   std::chrono::milliseconds attempt_timeout(std::string_view type) const override;
+  uint32_t max_concurrency(std::string_view type) const override;
   bool serving() const override;
   task::Outcome dispatch(task::Execution& execution) override;
   void shutdown() override;

@@ -780,6 +780,7 @@ void RunnerHost::Impl::on_death(const std::shared_ptr<RunnerProcess>& p, const s
         culprit_known ? blame(call->execution.task, plugin, death.reason)
                       : task::Outcome{task::Disposition::requeue,
                                       "plugin " + plugin + " " + death.reason + " while running this task",
+                                      {},
                                       {}};
     std::lock_guard lock(call->mu);
     call->outcome = std::move(outcome);
@@ -1323,6 +1324,20 @@ std::chrono::milliseconds RunnerHost::attempt_timeout(std::string_view type) con
   return impl_->in_process ? impl_->in_process->attempt_timeout(type) : std::chrono::milliseconds(0);
 }
 
+uint32_t RunnerHost::max_concurrency(std::string_view type) const {
+  {
+    std::shared_lock lock(impl_->mu);
+    const auto it = impl_->routes.find(type);
+    if (it != impl_->routes.end()) {
+      for (const auto& h : it->second->info.handlers) {
+        if (h.task_type == type) return h.max_concurrency;
+      }
+      return 0;
+    }
+  }
+  return impl_->in_process ? impl_->in_process->max_concurrency(type) : 0;
+}
+
 void RunnerHost::watch(const fs::path& dir) {
   Impl& m = *impl_;
   std::lock_guard load_lock(m.load_mu);
@@ -1365,7 +1380,7 @@ task::Outcome RunnerHost::dispatch(task::Execution& execution) {
   std::string plugin_id;
   {
     std::shared_lock lock(m.mu);
-    if (m.stopping) return {task::Disposition::retry, "worker is shutting down", {}};
+    if (m.stopping) return {task::Disposition::retry, "worker is shutting down", {}, {}};
     auto it = m.routes.find(t.type);
     if (it == m.routes.end()) {
       lock.unlock();
@@ -1384,8 +1399,8 @@ task::Outcome RunnerHost::dispatch(task::Execution& execution) {
     p = entry.process;
   }
   if (!p) {
-    if (execution.cancellation.cancelled()) return {task::Disposition::cancelled, "context canceled", {}};
-    return {task::Disposition::requeue, "plugin " + plugin_id + " is restarting", {}};
+    if (execution.cancellation.cancelled()) return {task::Disposition::cancelled, "context canceled", {}, {}};
+    return {task::Disposition::requeue, "plugin " + plugin_id + " is restarting", {}, {}};
   }
   if (m.is_suspect(t.id)) return m.run_quarantined(entry_ptr, execution);
 
@@ -1404,6 +1419,7 @@ task::Outcome RunnerHost::Impl::run_call(const std::shared_ptr<RunnerProcess>& p
       died = p->dead;
       return {task::Disposition::requeue,
               "plugin " + plugin_id + " " + (p->dead ? p->death.reason : "is being replaced"),
+              {},
               {}};
     }
     p->calls[id] = call;
@@ -1449,7 +1465,7 @@ task::Outcome RunnerHost::Impl::run_quarantined(const std::shared_ptr<Entry>& en
   std::unique_lock one_at_a_time(entry->quarantine_mu, std::defer_lock);
   while (!one_at_a_time.try_lock()) {
     if (execution.cancellation.wait_for(std::chrono::milliseconds(50)) != task::CancelReason::none) {
-      return {task::Disposition::cancelled, "context canceled", {}};
+      return {task::Disposition::cancelled, "context canceled", {}, {}};
     }
   }
   std::string plugin_id;
@@ -1473,7 +1489,8 @@ task::Outcome RunnerHost::Impl::run_quarantined(const std::shared_ptr<Entry>& en
   }
   if (refusal) {
     if (p) stop_process(p);
-    return {task::Disposition::requeue, "plugin " + plugin_id + " could not start a runner: " + *refusal, {}};
+    return {
+        task::Disposition::requeue, "plugin " + plugin_id + " could not start a runner: " + *refusal, {}, {}};
   }
   {
     std::lock_guard lock(p->mu);
@@ -1522,7 +1539,8 @@ task::Outcome RunnerHost::Impl::blame(const task::Task& t, const std::string& pl
     }
   } catch (const std::exception& e) {
     logger.warn("crash count not recorded; the task is requeued", {{"task_id", t.id}, {"error", e.what()}});
-    return {task::Disposition::requeue, "plugin " + plugin + " " + reason + " while running this task", {}};
+    return {
+        task::Disposition::requeue, "plugin " + plugin + " " + reason + " while running this task", {}, {}};
   }
   const std::string text = "plugin " + plugin + " " + reason + " while running this task " +
                            std::to_string(crashes) + (crashes == 1 ? " time" : " times");
@@ -1533,9 +1551,9 @@ task::Outcome RunnerHost::Impl::blame(const task::Task& t, const std::string& pl
                                           {"queue", t.queue},
                                           {"crashes", crashes}});
     clear_suspect(t.id);
-    return {task::Disposition::fail_no_retry, text, {}};
+    return {task::Disposition::fail_no_retry, text, {}, {}};
   }
-  return {task::Disposition::requeue, text, {}};
+  return {task::Disposition::requeue, text, {}, {}};
 }
 
 void RunnerHost::shutdown() {

@@ -428,7 +428,7 @@ class Runner {
     plugins::PluginHost* host = host_.load(std::memory_order_acquire);
     const task::Outcome outcome =
         host != nullptr ? host->dispatch(execution)
-                        : task::Outcome{task::Disposition::requeue, "plugin not loaded yet", {}};
+                        : task::Outcome{task::Disposition::requeue, "plugin not loaded yet", {}, {}};
     t_call_id = 0;
     ids_.remove(&t.cancellation);
     wire::Writer w;

@@ -221,6 +221,7 @@ void encode(Writer& w, const task::Outcome& v) {
   w.u8(static_cast<uint8_t>(v.disposition));
   w.str(v.error);
   w.i64(v.retry_after.count());
+  w.str(v.code);
 }
 task::Outcome decode_outcome(Reader& r) {
   task::Outcome v;
@@ -229,6 +230,7 @@ task::Outcome decode_outcome(Reader& r) {
   v.disposition = static_cast<task::Disposition>(d);
   v.error = r.str();
   v.retry_after = std::chrono::milliseconds(r.i64());
+  v.code = r.str();
   return v;
 }
 

@@ -48,8 +48,10 @@ void Cancellation::remove(Token token) {
 }
 
 Outcome unhandled_type(std::string_view type) {
-  return {
-      Disposition::requeue, "no plugin on this worker serves task type \"" + std::string(type) + "\"", {}};
+  return {Disposition::requeue,
+          "no plugin on this worker serves task type \"" + std::string(type) + "\"",
+          {},
+          {}};
 }
 
 std::string new_uuid() {

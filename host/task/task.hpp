@@ -108,6 +108,9 @@ struct Outcome {
   Disposition disposition = Disposition::succeeded;
   std::string error;                         // error_msg for asynq (failures only)
   std::chrono::milliseconds retry_after{0};  // retry_after; requeue: wait this long first
+  // The handler's machine-readable failure code (wk_failure.code), empty when it gave none.
+  // `rate_limited` on a retry_after pauses the task's type across the fleet (docs/queue-engine.md).
+  std::string code;
 };
 
 // The one answer for a task whose type no handler here serves: back to its queue, no attempt
@@ -156,6 +159,9 @@ class Dispatcher {
   virtual std::chrono::milliseconds attempt_timeout(std::string_view /*type*/) const {
     return std::chrono::milliseconds(0);
   }
+  // The handler's own bound on concurrent runs of `type` on this worker (zero: none): the queue
+  // engine applies it as the type's local limit unless WORKER_LIMITS sets one.
+  virtual uint32_t max_concurrency(std::string_view /*type*/) const { return 0; }
   // Runs the handler. Never throws: everything is mapped to an Outcome.
   virtual Outcome dispatch(Execution& execution) = 0;
 };

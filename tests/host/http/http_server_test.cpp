@@ -41,7 +41,7 @@ class TypeDispatcher : public task::Dispatcher {
   bool handles(std::string_view type) const override { return outcomes_.contains(std::string(type)); }
   task::Outcome dispatch(task::Execution& ex) override {
     const auto it = outcomes_.find(ex.task.type);
-    if (it == outcomes_.end()) return {task::Disposition::fail_no_retry, "no handler", {}};
+    if (it == outcomes_.end()) return {task::Disposition::fail_no_retry, "no handler", {}, {}};
     return it->second;
   }
 
@@ -127,7 +127,7 @@ class HttpServerTest : public ::testing::Test {
     es.resubscribe_delay = 200ms;
     es.redis_backoff = 100ms;
     dispatcher_.on("ok", {});
-    dispatcher_.on("bad", {task::Disposition::fail_no_retry, "bad input", {}});
+    dispatcher_.on("bad", {task::Disposition::fail_no_retry, "bad input", {}, {}});
     engine_ = std::make_unique<queue::Engine>(*broker_, dispatcher_, log_, es);
 
     metrics::WorkerMetricsOptions mo;

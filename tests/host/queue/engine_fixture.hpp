@@ -25,6 +25,11 @@ class FuncDispatcher : public task::Dispatcher {
   bool handles(std::string_view type) const override { return handlers_.count(std::string(type)) > 0; }
   task::Outcome dispatch(task::Execution& ex) override { return handlers_.at(ex.task.type)(ex); }
   void bound(const std::string& type, std::chrono::milliseconds t) { bounds_[type] = t; }
+  void max_concurrency(const std::string& type, uint32_t n) { max_[type] = n; }
+  uint32_t max_concurrency(std::string_view type) const override {
+    const auto it = max_.find(std::string(type));
+    return it == max_.end() ? 0 : it->second;
+  }
   std::chrono::milliseconds attempt_timeout(std::string_view type) const override {
     const auto it = bounds_.find(std::string(type));
     return it == bounds_.end() ? std::chrono::milliseconds(0) : it->second;
@@ -33,6 +38,7 @@ class FuncDispatcher : public task::Dispatcher {
  private:
   std::map<std::string, Handler> handlers_;
   std::map<std::string, std::chrono::milliseconds> bounds_;
+  std::map<std::string, uint32_t> max_;
 };
 
 // Fast timings for tests; queues as given.

@@ -1,9 +1,11 @@
 // The engine's loops against a real redis-server: outcome rules and counters, retry-after, the
-// deadline, cancellation via PUBLISH, lease extension, recovery, shutdown requeue, queue order.
+// deadline, cancellation via PUBLISH, lease extension, recovery, shutdown requeue, queue order,
+// and flow control's parking (docs/queue-engine.md, "Flow control").
 #include <gtest/gtest.h>
 
 #include <mutex>
 #include <optional>
+#include <thread>
 
 #include "engine_fixture.hpp"
 #include "queue/subscriber.hpp"
@@ -48,6 +50,11 @@ class EngineTest : public ::testing::Test {
     return broker_->client().enqueue(r);
   }
   std::string key(const std::string& suffix) const { return "asynq:{" + q_ + "}:" + suffix; }
+  std::string logged() const {
+    std::string out;
+    for (const auto& line : log_.lines()) out += line + "\n";
+    return out;
+  }
   // The running engine's asynq:workers:{host:pid:sid} hash.
   std::string workers_key() const {
     const auto& id = engine_->identity();
@@ -95,7 +102,7 @@ TEST_F(EngineTest, SuccessWithRetentionCompletesAndPublishesFollowUps) {
 }
 
 TEST_F(EngineTest, FailureRetriesWithIncrementAndCountsFailed) {
-  dispatcher_.on("bad", [](task::Execution&) { return Outcome{Disposition::retry, "boom", {}}; });
+  dispatcher_.on("bad", [](task::Execution&) { return Outcome{Disposition::retry, "boom", {}, {}}; });
   start(fast_settings({{q_, 1}}));
   const auto id = enqueue("bad", 3);
   ASSERT_TRUE(eventually([&] { return probe_.zcard(key("retry")) == 1; }));
@@ -115,7 +122,7 @@ TEST_F(EngineTest, FailureRetriesWithIncrementAndCountsFailed) {
 }
 
 TEST_F(EngineTest, RetriesExhaustedArchivesWithoutIncrement) {
-  dispatcher_.on("bad", [](task::Execution&) { return Outcome{Disposition::retry, "boom", {}}; });
+  dispatcher_.on("bad", [](task::Execution&) { return Outcome{Disposition::retry, "boom", {}, {}}; });
   start(fast_settings({{q_, 1}}));
   const auto id = enqueue("bad", 0);
   ASSERT_TRUE(eventually([&] { return probe_.zcard(key("archived")) == 1; }));
@@ -126,7 +133,7 @@ TEST_F(EngineTest, RetriesExhaustedArchivesWithoutIncrement) {
 
 TEST_F(EngineTest, FailNoRetryArchivesAtOnce) {
   dispatcher_.on("skip", [](task::Execution&) {
-    return Outcome{Disposition::fail_no_retry, "bad payload", {}};
+    return Outcome{Disposition::fail_no_retry, "bad payload", {}, {}};
   });
   start(fast_settings({{q_, 1}}));
   const auto id = enqueue("skip", 25);
@@ -136,7 +143,9 @@ TEST_F(EngineTest, FailNoRetryArchivesAtOnce) {
 }
 
 TEST_F(EngineTest, RetryAfterRetriesAtTheGivenTimeAndCountsAFailure) {
-  dispatcher_.on("later", [](task::Execution&) { return Outcome{Disposition::retry_after, "busy", 100s}; });
+  dispatcher_.on("later", [](task::Execution&) {
+    return Outcome{Disposition::retry_after, "busy", 100s, {}};
+  });
   start(fast_settings({{q_, 1}}));
   const auto before =
       std::chrono::duration_cast<std::chrono::seconds>(queue::Clock::now().time_since_epoch()).count();
@@ -184,7 +193,7 @@ TEST_F(EngineTest, AnUnhandledTypeGoesBackUncountedUntilTheTimeout) {
 // A handler that runs until cancelled, then reports cancelled (what the plugin layer does).
 Outcome wait_for_cancel(task::Execution& ex) {
   ex.cancellation.wait_for(20s);
-  return Outcome{Disposition::cancelled, "", {}};
+  return Outcome{Disposition::cancelled, "", {}, {}};
 }
 
 TEST_F(EngineTest, DeadlineCancelsWithContextDeadlineExceeded) {
@@ -542,6 +551,155 @@ TEST_F(EngineTest, IdleEngineStartsANewTaskWithoutPolling) {
   }
   EXPECT_TRUE(engine_->healthy());
   EXPECT_TRUE(engine_->redis_up());
+}
+
+// ---- flow control: parked tasks --------------------------------------------------------------
+
+// A handler that runs until `release` or a cancellation, recording which task ids started.
+struct Gate {
+  std::atomic<bool> release{false};
+  std::mutex mu;
+  std::vector<std::string> started;
+  Outcome run(task::Execution& ex) {
+    {
+      std::lock_guard lock(mu);
+      started.push_back(ex.task.id);
+    }
+    while (!release && !ex.cancellation.cancelled()) ex.cancellation.wait_for(10ms);
+    return ex.cancellation.cancelled() ? Outcome{Disposition::cancelled, "", {}, {}} : Outcome{};
+  }
+  size_t count() {
+    std::lock_guard lock(mu);
+    return started.size();
+  }
+  std::string first() {
+    std::lock_guard lock(mu);
+    return started.empty() ? std::string() : started.front();
+  }
+};
+
+// Local concurrency 1, two slots: the second task of the type waits parked, and asynq's cancel
+// reaches it there (failed as "context canceled", one attempt, as for a running task) while
+// the other slot keeps serving another type.
+TEST_F(EngineTest, AParkedTaskHoldsNoSlotAndAsynqsCancelReachesIt) {
+  Gate gate;
+  const std::string type = q_ + ":limited";
+  dispatcher_.on(type, [&](task::Execution& ex) { return gate.run(ex); });
+  dispatcher_.on("ok", [](task::Execution&) { return Outcome{}; });
+  auto s = fast_settings({{q_, 1}}, 2);
+  s.limits = task::parse_type_limits(type + " concurrency=1");
+  start(std::move(s), true);
+  const auto a = enqueue(type, 3);
+  const auto b = enqueue(type, 3);
+  ASSERT_TRUE(eventually([&] { return gate.count() == 1 && probe_.llen(key("active")) == 2; })) << logged();
+  const std::string parked = gate.first() == a ? b : a;
+  // The free slot serves other types meanwhile.
+  for (int i = 0; i < 5; ++i) enqueue("ok");
+  ASSERT_TRUE(eventually([&] { return probe_.counter(key("processed")) == 5; })) << logged();
+  EXPECT_NE(logged().find("Task type throttled"), std::string::npos);
+  ASSERT_TRUE(eventually(
+      [&] {
+        probe_.conn.command({"PUBLISH", "asynq:cancel", parked});
+        return probe_.zcard(key("retry")) == 1;
+      },
+      10s, 50ms));
+  EXPECT_EQ(probe_.message(q_, parked).error_msg, "context canceled");
+  EXPECT_EQ(probe_.message(q_, parked).retried, 1);
+  EXPECT_EQ(gate.count(), 1u) << "the cancelled task never ran";
+  gate.release = true;
+  ASSERT_TRUE(eventually([&] { return probe_.counter(key("processed")) == 7; })) << logged();
+}
+
+// A parked task past its deadline fails as asynq's would ("context deadline exceeded"): time
+// parked counts toward the timeout, as asynq counts it from the dequeue.
+TEST_F(EngineTest, AParkedTaskPastItsDeadlineFailsWithDeadlineExceeded) {
+  Gate gate;
+  const std::string type = q_ + ":limited";
+  dispatcher_.on(type, [&](task::Execution& ex) { return gate.run(ex); });
+  auto s = fast_settings({{q_, 1}}, 2);
+  s.limits = task::parse_type_limits(type + " concurrency=1");
+  start(std::move(s));
+  enqueue(type, 3, 60s);
+  ASSERT_TRUE(eventually([&] { return gate.count() == 1; }));
+  const auto late = enqueue(type, 3, 1s);
+  ASSERT_TRUE(eventually([&] { return probe_.zcard(key("retry")) == 1; }, 10s)) << logged();
+  EXPECT_EQ(probe_.message(q_, late).error_msg, "context deadline exceeded");
+  EXPECT_EQ(gate.count(), 1u);
+  gate.release = true;
+}
+
+// A shutdown hands parked tasks back to pending with no attempt counted, like running ones.
+TEST_F(EngineTest, ShutdownHandsParkedTasksBackUncounted) {
+  Gate gate;
+  const std::string type = q_ + ":limited";
+  dispatcher_.on(type, [&](task::Execution& ex) { return gate.run(ex); });
+  auto s = fast_settings({{q_, 1}}, 3);
+  s.limits = task::parse_type_limits(type + " concurrency=1");
+  start(std::move(s));
+  std::vector<std::string> ids;
+  for (int i = 0; i < 3; ++i) ids.push_back(enqueue(type, 3));
+  ASSERT_TRUE(eventually([&] { return gate.count() == 1 && probe_.llen(key("active")) == 3; })) << logged();
+  engine_->shutdown();
+  EXPECT_EQ(probe_.llen(key("pending")), 3);
+  EXPECT_EQ(probe_.llen(key("active")), 0);
+  for (const auto& id : ids) EXPECT_EQ(probe_.message(q_, id).retried, 0);
+  EXPECT_EQ(probe_.counter(key("failed")), 0);
+}
+
+// A handler's own max_concurrency is its type's local limit: its tasks never overlap, and they
+// wait parked, so the other slots keep serving.
+TEST_F(EngineTest, AHandlersMaxConcurrencyIsItsTypesLocalLimit) {
+  const std::string type = q_ + ":serial";
+  std::atomic<int> running{0};
+  std::atomic<int> most{0};
+  dispatcher_.on(type, [&](task::Execution&) {
+    const int now = ++running;
+    int seen = most.load();
+    while (now > seen && !most.compare_exchange_weak(seen, now)) {
+    }
+    std::this_thread::sleep_for(30ms);
+    --running;
+    return Outcome{};
+  });
+  dispatcher_.max_concurrency(type, 1);
+  dispatcher_.on("ok", [](task::Execution&) { return Outcome{}; });
+  start(fast_settings({{q_, 1}}, 4));
+  for (int i = 0; i < 10; ++i) enqueue(type);
+  for (int i = 0; i < 20; ++i) enqueue("ok");
+  ASSERT_TRUE(eventually([&] { return probe_.counter(key("processed")) == 30; }, 20s)) << logged();
+  EXPECT_EQ(most.load(), 1);
+  EXPECT_EQ(probe_.counter(key("failed")), 0);
+}
+
+// A handler answering rate_limited: the task goes to the retry set for that time with no
+// attempt counted, its type is paused in Redis, and a task of that type dequeued meanwhile waits
+// for the pause's end.
+TEST_F(EngineTest, ARateLimitedOutcomePausesTheTypeAndCountsNoAttempt) {
+  const std::string type = q_ + ":api";
+  std::atomic<int> calls{0};
+  std::mutex mu;
+  std::vector<std::chrono::steady_clock::time_point> at;
+  dispatcher_.on(type, [&](task::Execution&) {
+    {
+      std::lock_guard lock(mu);
+      at.push_back(std::chrono::steady_clock::now());
+    }
+    if (calls++ == 0) return Outcome{Disposition::retry_after, "HTTP 429", 1500ms, "rate_limited"};
+    return Outcome{};
+  });
+  start(fast_settings({{q_, 1}}, 2));
+  const auto first = enqueue(type, 3);
+  ASSERT_TRUE(eventually([&] { return probe_.zcard(key("retry")) == 1; })) << logged();
+  EXPECT_EQ(probe_.message(q_, first).retried, 0) << "a rate limit is not the task's failure";
+  EXPECT_EQ(probe_.counter(key("failed")), 0);
+  EXPECT_FALSE(probe_.conn.command({"HGET", "wk:limits:paused", type}).is_nil());
+  const auto second = enqueue(type, 3);
+  ASSERT_TRUE(eventually([&] { return probe_.counter(key("processed")) == 2; }, 10s)) << logged();
+  std::lock_guard lock(mu);
+  ASSERT_EQ(at.size(), 3u);
+  EXPECT_GE(at[1] - at[0], 1400ms) << "the second task ran during the pause";
+  EXPECT_NE(logged().find("Task type paused across the fleet"), std::string::npos);
+  (void)second;
 }
 
 }  // namespace

@@ -42,7 +42,7 @@ TEST(EngineStress, TenThousandTasksTwoEnginesTwentyPercentFailures) {
     if (fail) {
       ++ledger.failures[ex.task.id];
       ++ledger.total_failures;
-      return task::Outcome{task::Disposition::retry, "random failure", {}};
+      return task::Outcome{task::Disposition::retry, "random failure", {}, {}};
     }
     ledger.succeeded[ex.task.id] = true;
     return task::Outcome{};

@@ -14,6 +14,9 @@
 //                   of concurrent runs never mix) and succeeds. A test counts the runs of each task.
 //   fault:chain     payload = "<queue>\n<file path>"; enqueues a fault:record follow-up for the file
 //                   on that queue, with the fixed id "followup-<task id>", and succeeds.
+//   fault:span      payload = "<file path>\n<ms>"; sleeps ms, then appends "<start> <end> <task id>\n"
+//                   (wall clock, microseconds since the epoch) to the file and succeeds: the
+//                   flow-control tests measure how many ran at once from the handlers' own times.
 //   fault:stubborn  payload = a file path; creates "<path>.started-<attempt>", then never returns
 //                   and ignores cancellation (blocks until the process exits).
 #include <fcntl.h>
@@ -55,6 +58,27 @@ class Faults {
     ::close(fd);
     return whole ? wk::Outcome::ok() : wk::Outcome::fail("fault", "fault:record short write");
   }
+  wk::Outcome span(wk::TaskContext&, const wk::Task& task) {
+    const auto micros = [] {
+      return std::chrono::duration_cast<std::chrono::microseconds>(
+                 std::chrono::system_clock::now().time_since_epoch())
+          .count();
+    };
+    const long long start = micros();
+    const std::string payload(task.payload);
+    const size_t newline = payload.find('\n');
+    if (newline == std::string::npos) return wk::Outcome::fail("fault", "fault:span wants file\\nms");
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::stoll(payload.substr(newline + 1))));
+    const std::string path = payload.substr(0, newline);
+    const std::string line =
+        std::to_string(start) + " " + std::to_string(micros()) + " " + std::string(task.id) + "\n";
+    const int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) return wk::Outcome::fail("fault", "fault:span cannot open " + path);
+    const bool whole = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size());
+    ::close(fd);
+    return whole ? wk::Outcome::ok() : wk::Outcome::fail("fault", "fault:span short write");
+  }
+
   wk::Outcome fail(wk::TaskContext&, const wk::Task&) { return wk::Outcome::fail("fault", "fault:fail"); }
 
   wk::Outcome db(wk::TaskContext& tc, const wk::Task&) {
@@ -91,6 +115,7 @@ WK_HANDLER("fault:block", &Faults::block)
 WK_HANDLER("fault:quick", &Faults::quick)
 WK_HANDLER("fault:record", &Faults::record)
 WK_HANDLER("fault:chain", &Faults::chain)
+WK_HANDLER("fault:span", &Faults::span)
 WK_HANDLER("fault:fail", &Faults::fail)
 WK_HANDLER("fault:db", &Faults::db)
 WK_HANDLER("fault:stubborn", &Faults::stubborn)
