@@ -314,9 +314,7 @@ class AiExecutor {
     } catch (const autodevs::HttpCancelled&) {
       throw wk::Cancelled(tc.reason());
     } catch (const autodevs::ChatError& e) {
-      if (e.kind() == autodevs::ChatError::Kind::Permanent) throw wk::Permanent("ai_rejected", e.what());
-      if (e.retry_after()) throw wk::RetryLater(*e.retry_after(), e.what());
-      throw;
+      autodevs::throw_for_host(e, "ai_rejected");
     }
     AgentRun run;
     run.output = reply.size() > output_limit_ ? reply.substr(0, output_limit_) : reply;

@@ -152,9 +152,7 @@ class Planning {
     } catch (const autodevs::HttpCancelled&) {
       throw wk::Cancelled(tc.reason());
     } catch (const autodevs::ChatError& e) {
-      if (e.kind() == autodevs::ChatError::Kind::Permanent) throw wk::Permanent("planner_rejected", e.what());
-      if (e.retry_after()) throw wk::RetryLater(*e.retry_after(), e.what());
-      throw;  // std::exception -> retry with the default backoff
+      autodevs::throw_for_host(e, "planner_rejected");
     }
   }
 

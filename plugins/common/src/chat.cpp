@@ -174,7 +174,7 @@ std::string chat_content_or_throw(const HttpResponse& response) {
   const std::string message = "chat completion returned HTTP " + std::to_string(response.status) +
                               (detail.empty() ? "" : ": " + detail);
   if (response.status == 429 || response.status >= 500) {
-    throw ChatError(ChatError::Kind::Retry, message, response.retry_after);
+    throw ChatError(ChatError::Kind::Retry, message, response.retry_after, response.status == 429);
   }
   throw ChatError(ChatError::Kind::Permanent, message);
 }
@@ -197,7 +197,7 @@ std::string chat_complete(const ChatEndpoint& endpoint, const std::vector<ChatMe
   try {
     return chat_content_or_throw(response);
   } catch (const ChatError& e) {
-    throw ChatError(e.kind(), redact(e.what(), endpoint.api_key), e.retry_after());
+    throw ChatError(e.kind(), redact(e.what(), endpoint.api_key), e.retry_after(), e.rate_limited());
   }
 }
 

@@ -82,15 +82,19 @@ class HostError : public std::runtime_error {
   std::string code_;
 };
 
-// Transient failure with a known earliest retry time -> WK_DISP_RETRY_AFTER.
+// Transient failure with a known earliest retry time -> WK_DISP_RETRY_AFTER. The code
+// "rate_limited" says the service the handler calls is throttling (an HTTP 429): the host then
+// pauses the task type on every worker for `after` and counts no attempt.
 class RetryLater : public std::runtime_error {
  public:
-  RetryLater(std::chrono::milliseconds after, const std::string& message)
-      : std::runtime_error(message), after_(after) {}
+  RetryLater(std::chrono::milliseconds after, const std::string& message, std::string code = "retry_later")
+      : std::runtime_error(message), after_(after), code_(std::move(code)) {}
   std::chrono::milliseconds after() const noexcept { return after_; }
+  const std::string& code() const noexcept { return code_; }
 
  private:
   std::chrono::milliseconds after_;
+  std::string code_;
 };
 
 // Retrying cannot help (bad payload, missing row) -> WK_DISP_FAIL_NO_RETRY, asynq SkipRetry.
@@ -1144,7 +1148,7 @@ wk_disposition WK_CALL run(wk_plugin_state* state, wk_ctx* ctx, const wk_task_vi
       return Outcome((box->impl().*M)(tc, task)).apply(failure);
     }
   } catch (const RetryLater& e) {
-    return fill(failure, WK_DISP_RETRY_AFTER, "retry_later", e.what(), e.after().count());
+    return fill(failure, WK_DISP_RETRY_AFTER, e.code(), e.what(), e.after().count());
   } catch (const Permanent& e) {
     return fill(failure, WK_DISP_FAIL_NO_RETRY, e.code(), e.what());
   } catch (const Cancelled& e) {

@@ -130,6 +130,67 @@ TEST_F(E2eTest, OpenAiRateLimitIsRetriedNoEarlierThanRetryAfter) {
   EXPECT_NE(worker->output().find("HTTP 429"), std::string::npos) << worker->output();
 }
 
+// Backpressure across the fleet: the provider answers a step with 429 and Retry-After: 2. The
+// worker that got it pauses ai:execute in Redis; pipelines started meanwhile on either worker
+// reach their steps and wait (parked), and no step request reaches the provider until the 2 s
+// are over; then both workers resume and every pipeline completes. The throttled step is
+// retried no earlier than Retry-After, without an attempt counted in asynq.
+TEST_F(E2eTest, RateLimitPausesTheStepTypeOnEveryWorker) {
+  FakeOpenAi::Script script;
+  script.throttle_step = 1;
+  script.throttle_count = 1;
+  script.retry_after_seconds = 2;
+  FakeOpenAi server(script);
+  const auto settings = [&](const std::string& name) {
+    return std::map<std::string, std::string>{
+        {"AI_PROVIDER", "openai"}, {"AI_COMMAND", ""},    {"AI_BASE_URL", server.base_url()},
+        {"AI_MODEL", "e2e-model"}, {"WORKER_NAME", name}, {"LOG_LEVEL", "info"}};
+  };
+  auto host_a = start_worker(settings("host-a"));
+  auto host_b = start_worker(settings("host-b"));
+  std::vector<std::string> ids;
+  const auto start_pipeline = [&](const std::string& name) {
+    const fs::path repo = make_repo(name);
+    ids.push_back(new_uuid());
+    insert_task(ids.back(), repo, "Two files", "Add two files.");
+    enqueue_planning(ids.back());
+  };
+  start_pipeline("first");
+  std::chrono::system_clock::time_point throttled_at{};
+  ASSERT_TRUE(wk::test::eventually(
+      [&] {
+        for (const auto& r : server.requests()) {
+          if (r.status == 429) throttled_at = r.at;
+        }
+        return throttled_at != std::chrono::system_clock::time_point{};
+      },
+      60s, 5ms))
+      << host_a->output() << host_b->output();
+  // Pipelines started during the pause: planning runs (its type is not paused), their steps wait.
+  for (int i = 0; i < 5; ++i) start_pipeline("during-" + std::to_string(i));
+  for (const auto& id : ids) {
+    ASSERT_EQ(await_finished(id, 90s), "completed") << host_a->output() << host_b->output();
+  }
+  expect_queues_drained();
+
+  int steps_after_pause = 0;
+  for (const auto& r : server.requests()) {
+    if (r.kind != "step" || r.at <= throttled_at) continue;
+    // The pause began after the 429 went out and lasts 2 s from then.
+    EXPECT_GE(r.at - throttled_at, 2s) << "a step request reached the provider during the pause";
+    ++steps_after_pause;
+  }
+  EXPECT_EQ(steps_after_pause, 12) << "both steps of all six pipelines (the throttled step again)";
+  // Tasks of the paused type were dequeued meanwhile and parked (by one worker or both).
+  EXPECT_GT(host_a->count_lines({"Task type throttled", "task_type=ai:execute", "reason=paused"}) +
+                host_b->count_lines({"Task type throttled", "task_type=ai:execute", "reason=paused"}),
+            0)
+      << host_a->output() << host_b->output();
+  EXPECT_EQ(host_a->count_lines({"Task type paused across the fleet", "task_type=ai:execute"}) +
+                host_b->count_lines({"Task type paused across the fleet", "task_type=ai:execute"}),
+            1);
+}
+
 // SIGKILL of the host while the agent of step 2 runs; a second host recovers the task once the
 // lease has expired and finishes the pipeline: no second worktree, no duplicate commit, no step
 // run twice except the interrupted one, and the interrupted attempt's partial edit is dropped.

@@ -58,14 +58,18 @@ struct ChatMessage {
 class ChatError : public std::runtime_error {
  public:
   enum class Kind { Retry, Permanent };
-  ChatError(Kind kind, const std::string& message, std::optional<std::chrono::seconds> retry_after = {})
-      : std::runtime_error(message), kind_(kind), retry_after_(retry_after) {}
+  ChatError(Kind kind, const std::string& message, std::optional<std::chrono::seconds> retry_after = {},
+            bool rate_limited = false)
+      : std::runtime_error(message), kind_(kind), retry_after_(retry_after), rate_limited_(rate_limited) {}
   Kind kind() const noexcept { return kind_; }
   std::optional<std::chrono::seconds> retry_after() const noexcept { return retry_after_; }
+  // The provider answered 429: its quota, shared by every worker, not this request, is the cause.
+  bool rate_limited() const noexcept { return rate_limited_; }
 
  private:
   Kind kind_;
   std::optional<std::chrono::seconds> retry_after_;
+  bool rate_limited_ = false;
 };
 
 std::string chat_completions_url(std::string_view base_url);

@@ -10,6 +10,7 @@
 #include <string>
 #include <string_view>
 
+#include "autodevs/chat.hpp"
 #include "autodevs/config_values.hpp"
 #include "autodevs/payload.hpp"
 #include "autodevs/schema.hpp"
@@ -36,6 +37,19 @@ auto payload_field(Fn&& read) -> decltype(read()) {
   } catch (const PayloadError& e) {
     throw wk::Permanent("bad_payload", e.what());
   }
+}
+
+// A failed chat call as the task's outcome: a rejection is permanent (`rejected_code`); a 429
+// with Retry-After is wk::RetryLater with the code "rate_limited", which makes the host pause the
+// task type on every worker for that long (docs/queue-engine.md, "Backpressure"); other waits
+// the provider asks for are plain RetryLater; the rest retries with the default backoff.
+[[noreturn]] inline void throw_for_host(const ChatError& e, const std::string& rejected_code) {
+  if (e.kind() == ChatError::Kind::Permanent) throw wk::Permanent(rejected_code, e.what());
+  if (e.retry_after()) {
+    if (e.rate_limited()) throw wk::RetryLater(*e.retry_after(), e.what(), "rate_limited");
+    throw wk::RetryLater(*e.retry_after(), e.what());
+  }
+  throw e;
 }
 
 // Configuration, read once in the plugin constructor. A malformed value throws ConfigError,
