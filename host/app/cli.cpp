@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "admin/commands.hpp"
+#include "app/limits_command.hpp"
 #include "app/plugin_commands.hpp"
 #include "app/runtime.hpp"
 #include "app/signals.hpp"
@@ -211,7 +212,13 @@ int run_cli(int argc, char** argv, char** envp) {
   enqueue_cmd->add_option("--id", enq.id, "Custom task id (idempotent enqueue)");
   enqueue_cmd->add_option("--retention", enq.retention, "Keep the completed task this long, e.g. 24h");
 
-  for (auto* sub : {version_cmd, exec_cmd, plugins_cmd, check_cmd, enqueue_cmd}) sub->fallthrough();
+  bool limits_json = false;
+  auto* limits_cmd = app.add_subcommand(
+      "limits", "Flow-control limits (WORKER_LIMITS) and their live state across the fleet, from Redis");
+  limits_cmd->add_flag("--json", limits_json, "Print JSON");
+
+  for (auto* sub : {version_cmd, exec_cmd, plugins_cmd, check_cmd, enqueue_cmd, limits_cmd})
+    sub->fallthrough();
   // stats, queues, tasks, servers: asynq Inspector operations on Redis.
   admin::Commands admin_commands(app);
 
@@ -272,6 +279,7 @@ int run_cli(int argc, char** argv, char** envp) {
       const auto pool = db::make_pool(db_settings(cfg), logger);
       return plugins::exec_local(run, std::cout, logger, cfg.settings, pool.get());
     }
+    if (limits_cmd->parsed()) return show_limits(cfg.limits, redis_settings(cfg), limits_json, std::cout);
     if (enqueue_cmd->parsed()) {
       const auto request = enqueue_request(enq);
       redis::Pool pool(redis_settings(cfg), 1);
