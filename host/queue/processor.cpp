@@ -249,7 +249,11 @@ size_t Processor::slots_to_fill() {
     return 0;
   }
   std::unique_lock lock(mu_);
-  loop_cv_.wait(lock, [&] { return signalled_ || finished() || (!stopping_ && idle_ > ready_.size()); });
+  // A stop with tasks parked needs the loop too: they go back to their queues at once.
+  loop_cv_.wait(lock, [&] {
+    return signalled_ || finished() || (!stopping_ && idle_ > ready_.size()) ||
+           (stopping_ && parked_count_.load() > 0);
+  });
   signalled_ = false;
   return stopping_ ? 0 : idle_ - std::min(idle_, ready_.size());
 }

@@ -628,8 +628,9 @@ TEST_F(EngineTest, AParkedTaskPastItsDeadlineFailsWithDeadlineExceeded) {
   gate.release = true;
 }
 
-// A shutdown hands parked tasks back to pending with no attempt counted, like running ones.
-TEST_F(EngineTest, ShutdownHandsParkedTasksBackUncounted) {
+// A stop hands parked tasks back to pending at once, with no attempt counted, while the running
+// one goes on; it finishes normally.
+TEST_F(EngineTest, AStopHandsParkedTasksBackAtOnceUncounted) {
   Gate gate;
   const std::string type = q_ + ":limited";
   dispatcher_.on(type, [&](task::Execution& ex) { return gate.run(ex); });
@@ -639,11 +640,16 @@ TEST_F(EngineTest, ShutdownHandsParkedTasksBackUncounted) {
   std::vector<std::string> ids;
   for (int i = 0; i < 3; ++i) ids.push_back(enqueue(type, 3));
   ASSERT_TRUE(eventually([&] { return gate.count() == 1 && probe_.llen(key("active")) == 3; })) << logged();
-  engine_->shutdown();
-  EXPECT_EQ(probe_.llen(key("pending")), 3);
-  EXPECT_EQ(probe_.llen(key("active")), 0);
+  engine_->stop();
+  ASSERT_TRUE(eventually([&] { return probe_.llen(key("pending")) == 2; })) << logged();
+  EXPECT_EQ(probe_.llen(key("active")), 1);
   for (const auto& id : ids) EXPECT_EQ(probe_.message(q_, id).retried, 0);
+  gate.release = true;
+  ASSERT_TRUE(eventually([&] { return probe_.counter(key("processed")) == 1; })) << logged();
+  engine_->shutdown();
+  EXPECT_EQ(probe_.llen(key("pending")), 2);
   EXPECT_EQ(probe_.counter(key("failed")), 0);
+  EXPECT_EQ(gate.count(), 1u);
 }
 
 // A handler's own max_concurrency is its type's local limit: its tasks never overlap, and they
