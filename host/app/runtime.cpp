@@ -16,6 +16,7 @@
 #include "queue/engine.hpp"
 #include "queue/subscriber.hpp"
 #include "runner/runner.hpp"
+#include "task/task.hpp"
 
 namespace wk::app {
 
@@ -264,6 +265,7 @@ int Runtime::serve() {
 
     queue::Settings engine_settings;
     engine_settings.queues = config_.queues;
+    engine_settings.host_queue = task::host_queue(config_.host_id);
     engine_settings.strict_priority = config_.strict_priority;
     engine_settings.concurrency = config_.concurrency;
     engine_settings.shutdown_timeout = config_.shutdown_timeout;

@@ -11,6 +11,8 @@
 #include <set>
 #include <sstream>
 
+#include "task/task.hpp"
+
 namespace wk::config {
 
 namespace {
@@ -46,6 +48,8 @@ const Variables& defaults() {
       {"WORKTREE_MIN_DISK_SPACE", "104857600"},
       {"WORKTREE_CLEANUP_INTERVAL", "24h"},
       {"WORKTREE_ENABLE_LOGGING", "true"},
+      {"WORKTREE_SHARED", "false"},
+      {"WORKER_HOST_QUEUE_TIMEOUT", "10m"},
   };
   return table;
 }
@@ -65,6 +69,8 @@ const std::set<std::string>& known_variables() {
           "WORKER_FORWARDER_INTERVAL", "WORKER_RETRY_DELAY",
           // Flow control (docs/queue-engine.md): unset = no limits, parking bound = concurrency.
           "WORKER_LIMITS", "WORKER_PARKED_MAX",
+          // Host affinity (docs/operations.md, "Several machines"): default from the host name.
+          "WORKER_HOST_ID",
           // Plugin runners (docs/plugin-isolation.md): unset = no limit, no override.
           "WORKER_IN_PROCESS_PLUGINS", "WORKER_PLUGIN_MEMORY_MAX", "WORKER_PLUGIN_OPEN_FILES_MAX"}) {
       n.insert(extra);
@@ -118,6 +124,26 @@ std::string default_worker_name() {
   char host[256] = {};
   if (gethostname(host, sizeof host - 1) != 0 || host[0] == '\0') std::snprintf(host, sizeof host, "worker");
   return std::string(host) + "-" + std::to_string(getpid());
+}
+
+// The host name as a host id: characters outside [A-Za-z0-9._-] become '-', at most 64.
+std::string default_host_id() {
+  char host[256] = {};
+  if (gethostname(host, sizeof host - 1) != 0 || host[0] == '\0')
+    std::snprintf(host, sizeof host, "localhost");
+  std::string id;
+  for (const char* c = host; *c != '\0' && id.size() < 64; ++c) {
+    const bool ok = std::isalnum(static_cast<unsigned char>(*c)) != 0 || *c == '.' || *c == '_' || *c == '-';
+    id.push_back(ok ? *c : '-');
+  }
+  return id;
+}
+
+bool valid_host_id(std::string_view id) {
+  if (id.empty() || id.size() > 64) return false;
+  return std::all_of(id.begin(), id.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '.' || c == '_' || c == '-';
+  });
 }
 
 // Resolves the effective settings and remembers where each came from, for error messages.
@@ -545,12 +571,27 @@ Config load(const Sources& sources) {
 
   cfg.worker_name = r.raw("WORKER_NAME").value_or(default_worker_name());
   merged["WORKER_NAME"] = cfg.worker_name;
+  cfg.host_id = r.raw("WORKER_HOST_ID").value_or(default_host_id());
+  if (!valid_host_id(cfg.host_id)) {
+    r.fail("WORKER_HOST_ID",
+           "1-64 characters of A-Z, a-z, 0-9, '.', '_' and '-', the same for every worker "
+           "of one machine");
+  }
+  merged["WORKER_HOST_ID"] = cfg.host_id;
+  cfg.host_queue_timeout = r.duration("WORKER_HOST_QUEUE_TIMEOUT", false);
   cfg.plugins_dir = r.text("WORKER_PLUGINS_DIR");
   try {
     cfg.queues = parse_queues(r.text("WORKER_QUEUES"));
   } catch (const std::invalid_argument& e) {
     r.fail("WORKER_QUEUES",
            std::string("name=weight pairs such as critical=10,default=2 (") + e.what() + ")");
+  }
+  for (const auto& q : cfg.queues) {
+    if (!task::host_of_queue(q.name).empty()) {
+      r.fail("WORKER_QUEUES",
+             "queue names without the host: prefix (every worker serves its own host:<WORKER_HOST_ID> "
+             "queue already)");
+    }
   }
   cfg.strict_priority = r.boolean("WORKER_STRICT_PRIORITY");
   if (const auto limits = r.raw("WORKER_LIMITS")) {
@@ -640,6 +681,7 @@ Config load(const Sources& sources) {
   r.big_integer("WORKTREE_MIN_DISK_SPACE", 0);
   r.duration("WORKTREE_CLEANUP_INTERVAL", false);
   r.boolean("WORKTREE_ENABLE_LOGGING");
+  r.boolean("WORKTREE_SHARED");
   if (r.raw("AI_PROVIDER")) r.one_of("AI_PROVIDER", {"none", "command", "openai"});
   if (r.raw("AI_TIMEOUT")) r.duration("AI_TIMEOUT", false);
 

@@ -89,6 +89,12 @@ struct Config {
 
   // The worker itself.
   std::string worker_name;  // default: host name + "-" + pid
+  // This machine's identity (WORKER_HOST_ID, default: the host name): the worker also serves the
+  // queue task::host_queue(host_id), first, for the steps that must run where their files are.
+  std::string host_id;
+  // How long a host queue may go with no live worker serving it before others take its tasks
+  // (their handlers then end them; docs/operations.md, "Several machines").
+  std::chrono::milliseconds host_queue_timeout{std::chrono::minutes(10)};
   std::string plugins_dir = "./plugins";
   int concurrency = 4;
   std::vector<QueueWeight> queues;  // in the order given

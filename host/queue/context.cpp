@@ -152,7 +152,7 @@ EngineContext::EngineContext(Broker& b, task::Dispatcher& d, log::Logger l, Sett
       dispatcher(d),
       log(std::move(l)),
       settings(std::move(s)),
-      order(settings.queues, settings.strict_priority),
+      order(settings.queues, settings.strict_priority, settings.host_queue),
       health(log),
       flow(b, d, health, log,
            FlowControl::Options{settings.limits, settings.identity.server_id,

@@ -100,6 +100,7 @@ void Engine::start() {
   int expected = 0;
   if (!phase_.compare_exchange_strong(expected, 1)) throw std::logic_error("Engine::start called twice");
   std::string queues;
+  if (!ctx_->settings.host_queue.empty()) queues = ctx_->settings.host_queue + "=first";
   for (const auto& q : ctx_->settings.queues) {
     queues += (queues.empty() ? "" : ",") + q.name + "=" + std::to_string(q.priority);
   }

@@ -46,6 +46,8 @@ using RetryDelayFn =
 struct Settings {
   std::vector<QueueWeight> queues{{"default", 1}};
   bool strict_priority = false;
+  // This machine's queue (task::host_queue), tried before `queues`; empty: none.
+  std::string host_queue;
   int concurrency = 4;
   std::chrono::seconds lease{30};
   std::chrono::milliseconds heartbeat_interval{5000};

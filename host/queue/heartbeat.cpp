@@ -79,7 +79,14 @@ void Heartbeat::tick() {
   info.pid = id.pid;
   info.server_id = id.server_id;
   info.concurrency = ctx_.settings.concurrency;
-  for (const auto& q : ctx_.settings.queues) info.queues.emplace_back(q.name, q.priority);
+  int top = 0;
+  for (const auto& q : ctx_.settings.queues) {
+    info.queues.emplace_back(q.name, q.priority);
+    top = std::max(top, q.priority);
+  }
+  // asynq's tools show a priority per queue: the host queue's is above all (it is tried first),
+  // and other workers read it here to tell whether some live worker serves a host's queue.
+  if (!ctx_.settings.host_queue.empty()) info.queues.emplace_back(ctx_.settings.host_queue, top + 1);
   info.strict_priority = ctx_.settings.strict_priority;
   info.status = to_string(ctx_.status.load());
   info.start_time = start_time_;

@@ -7,10 +7,15 @@
 
 namespace wk::queue {
 
-QueueOrder::QueueOrder(std::vector<QueueWeight> queues, bool strict)
-    : queues_(std::move(queues)), strict_(strict) {
+QueueOrder::QueueOrder(std::vector<QueueWeight> queues, bool strict, std::string first)
+    : queues_(std::move(queues)), first_(std::move(first)), strict_(strict) {
   if (queues_.empty()) throw std::invalid_argument("queue list is empty");
   std::set<std::string> seen;
+  if (!first_.empty()) {
+    seen.insert(first_);
+    names_.push_back(first_);
+    strict_order_.push_back(first_);
+  }
   int divisor = 0;
   for (const auto& q : queues_) {
     if (q.name.empty() || q.name.find_first_not_of(" \t") == std::string::npos) {
@@ -40,15 +45,17 @@ void QueueOrder::next(std::mt19937_64& rng, std::vector<std::string>& out) const
 }
 
 std::vector<std::string> QueueOrder::next(std::mt19937_64& rng) const {
-  if (queues_.size() == 1 || strict_) return strict_order_;
+  if (queues_.size() == 1 || strict_) return strict_order_;  // `first` leads it already
   // Fisher-Yates over a copy of the expanded list; only as far as needed to have seen every
   // queue once, which keeps the distribution of the full shuffle (a prefix of a uniform shuffle
   // is a uniform partial shuffle).
   std::vector<std::size_t> pool = expanded_;
   std::vector<bool> taken(queues_.size(), false);
   std::vector<std::string> order;
-  order.reserve(queues_.size());
-  for (std::size_t i = 0; i < pool.size() && order.size() < queues_.size(); ++i) {
+  order.reserve(queues_.size() + 1);
+  if (!first_.empty()) order.push_back(first_);
+  const std::size_t want = queues_.size() + (first_.empty() ? 0 : 1);
+  for (std::size_t i = 0; i < pool.size() && order.size() < want; ++i) {
     std::uniform_int_distribution<std::size_t> pick(i, pool.size() - 1);
     std::swap(pool[i], pool[pick(rng)]);
     if (!taken[pool[i]]) {

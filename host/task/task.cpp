@@ -67,4 +67,14 @@ std::string new_uuid() {
   return buf;
 }
 
+std::string host_queue(std::string_view host_id) {
+  return std::string(kHostQueuePrefix) + std::string(host_id);
+}
+
+std::string_view host_of_queue(std::string_view queue) {
+  if (queue.size() <= kHostQueuePrefix.size() || queue.substr(0, kHostQueuePrefix.size()) != kHostQueuePrefix)
+    return {};
+  return queue.substr(kHostQueuePrefix.size());
+}
+
 }  // namespace wk::task

@@ -180,4 +180,12 @@ class CrashLedger {
 // Random UUID v4, lowercase hyphenated (asynq's default task id form).
 std::string new_uuid();
 
+// The queue of one machine's workers, "host:<host id>" (docs/operations.md, "Several machines"):
+// every worker serves its own first, and a step that needs that machine's files (a worktree)
+// is enqueued there. The SDK spells the same prefix WK_HOST_QUEUE_PREFIX.
+inline constexpr std::string_view kHostQueuePrefix = "host:";
+std::string host_queue(std::string_view host_id);
+// The host id of a host queue's name; empty when `queue` is not one.
+std::string_view host_of_queue(std::string_view queue);
+
 }  // namespace wk::task

@@ -122,6 +122,21 @@ TEST_F(ConfigTest, LimitsAreParsedAndTheParkingBoundDefaultsToConcurrency) {
   EXPECT_NE(expect_error("WORKER_LIMITS").find("whole number"), std::string::npos);
 }
 
+TEST_F(ConfigTest, TheHostIdDefaultsToTheHostNameAndIsChecked) {
+  auto c = load(sources_);
+  EXPECT_FALSE(c.host_id.empty());
+  EXPECT_EQ(c.get("WORKER_HOST_ID"), c.host_id) << "plugins read it through config_get";
+  EXPECT_EQ(c.host_queue_timeout, std::chrono::minutes(10));
+  sources_.environment = {{"WORKER_HOST_ID", "rack-2.node_7"}, {"WORKER_HOST_QUEUE_TIMEOUT", "30s"}};
+  c = load(sources_);
+  EXPECT_EQ(c.host_id, "rack-2.node_7");
+  EXPECT_EQ(c.host_queue_timeout, std::chrono::seconds(30));
+  sources_.environment = {{"WORKER_HOST_ID", "a/b"}};
+  expect_error("WORKER_HOST_ID");
+  sources_.environment = {{"WORKER_QUEUES", "default=1,host:other=2"}};
+  EXPECT_NE(expect_error("WORKER_QUEUES").find("host:"), std::string::npos);
+}
+
 TEST_F(ConfigTest, TypedValuesAreParsed) {
   sources_.environment = {{"WORKER_QUEUES", " a = 3 , b=1"},
                           {"WORKER_STRICT_PRIORITY", "true"},

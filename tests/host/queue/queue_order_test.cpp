@@ -66,6 +66,23 @@ TEST(QueueOrder, DeterministicWithSeededGenerator) {
   for (int i = 0; i < 50; ++i) EXPECT_EQ(order.next(rng1), order.next(rng2));
 }
 
+// This machine's queue leads every order, weighted or strict, and the loops visit it too.
+TEST(QueueOrder, TheHostQueueComesFirstInEveryOrder) {
+  std::mt19937_64 rng(7);
+  QueueOrder weighted({{"a", 3}, {"b", 1}}, false, "host:m1");
+  for (int i = 0; i < 200; ++i) {
+    const auto order = weighted.next(rng);
+    ASSERT_EQ(order.size(), 3u);
+    EXPECT_EQ(order.front(), "host:m1");
+  }
+  EXPECT_EQ(weighted.names(), (std::vector<std::string>{"host:m1", "a", "b"}));
+  QueueOrder strict({{"a", 1}, {"b", 3}}, true, "host:m1");
+  EXPECT_EQ(strict.next(rng), (std::vector<std::string>{"host:m1", "b", "a"}));
+  QueueOrder single({{"a", 1}}, false, "host:m1");
+  EXPECT_EQ(single.next(rng), (std::vector<std::string>{"host:m1", "a"}));
+  EXPECT_THROW(QueueOrder({{"host:m1", 1}}, false, "host:m1"), std::invalid_argument);
+}
+
 TEST(QueueOrder, RejectsBadConfiguration) {
   EXPECT_THROW(QueueOrder({}, false), std::invalid_argument);
   EXPECT_THROW(QueueOrder({{"", 1}}, false), std::invalid_argument);
