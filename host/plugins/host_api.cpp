@@ -367,11 +367,19 @@ wk_status WK_CALL api_pg_migrate(wk_ctx* plugin_ctx, const wk_migration* migrati
   });
 }
 
-task::EnqueueRequest to_request(const wk_enqueue_req& req) {
+static_assert(std::string_view(WK_HOST_QUEUE_PREFIX) == task::kHostQueuePrefix);
+
+task::EnqueueRequest to_request(const wk_enqueue_req& req, const ConfigSnapshot& config) {
   task::EnqueueRequest out;
   out.type = std::string(view(req.type));
   if (out.type.empty()) throw std::invalid_argument("enqueue: type is required");
   out.queue = std::string(view(req.queue));
+  if ((req.flags & WK_ENQ_ON_THIS_HOST) != 0) {
+    const auto host = config.find("WORKER_HOST_ID");
+    if (host == config.end() || host->second.empty())
+      throw std::invalid_argument("enqueue: on this host, but this worker has no WORKER_HOST_ID");
+    out.queue = task::host_queue(host->second);
+  }
   out.payload = std::string(view(req.payload));
   out.task_id = std::string(view(req.task_id));
   if (req.headers != nullptr) {
@@ -421,7 +429,7 @@ wk_status WK_CALL api_enqueue(wk_ctx* ctx, const wk_enqueue_req* req, wk_task_id
                      "enqueue: req is NULL or smaller than wk_enqueue_req v1.0");
   }
   return guarded(err, [&] {
-    task::EnqueueRequest request = to_request(*req);
+    task::EnqueueRequest request = to_request(*req, *call->services().config);
     std::string id;
     if ((req->flags & WK_ENQ_IMMEDIATE) != 0) {
       task::Enqueuer* enqueuer = call->services().enqueuer;

@@ -344,7 +344,7 @@ TEST(SdkEntry, DescribesThePluginAndItsHandlers) {
   EXPECT_EQ(e->flags, WK_PLUGIN_UNLOAD_SAFE);
   EXPECT_STREQ(e->plugin_id, "dev.autodevs.test.sdk_probe");
   EXPECT_STREQ(e->plugin_version, "0.0.1");
-  EXPECT_NE(std::string(e->build_info).find("wk-sdk-cpp 1.0"), std::string::npos);
+  EXPECT_NE(std::string(e->build_info).find("wk-sdk-cpp 1.1"), std::string::npos);
   EXPECT_EQ(e->handler_count, 3u);
   EXPECT_EQ(e->handler_stride, sizeof(wk_handler_desc));
   EXPECT_NE(e->init, nullptr);
@@ -734,6 +734,26 @@ TEST(SdkEnqueue, OptionsMapOntoTheRequest) {
   EXPECT_EQ(d.process_in_ms, 5000);
   EXPECT_EQ(d.unique_ttl_ms, 0);
   EXPECT_TRUE(d.headers.empty());
+}
+
+// on_this_host(): the 1.1 flag; a 1.0 host would ignore it, so the C++ layer refuses instead.
+TEST(SdkEnqueue, OnThisHostIsAFlagAndNeedsA11Host) {
+  FakeHost host;
+  wk::Context ctx(&host.api, host.ctx());
+  ctx.enqueue("ai:execute", "{}", wk::EnqueueOptions().queue("default").on_this_host());
+  ASSERT_EQ(host.enqueued.size(), 1u);
+  EXPECT_EQ(host.enqueued[0].flags, WK_ENQ_ON_THIS_HOST);
+  host.api.abi_minor = 0;
+  try {
+    ctx.enqueue("ai:execute", "{}", wk::EnqueueOptions().on_this_host());
+    ADD_FAILURE() << "a 1.0 host took an on-this-host enqueue";
+  } catch (const wk::HostError& e) {
+    EXPECT_EQ(e.status(), WK_E_UNSUPPORTED);
+  }
+  EXPECT_EQ(host.enqueued.size(), 1u);
+  EXPECT_EQ(wk::host_queue("m1"), "host:m1");
+  EXPECT_TRUE(wk::is_host_queue("host:m1"));
+  EXPECT_FALSE(wk::is_host_queue("default"));
 }
 
 TEST(SdkLog, SendsFieldsAndRespectsTheLevel) {

@@ -33,7 +33,7 @@
 #include <stdint.h>
 
 #define WK_ABI_MAJOR 1
-#define WK_ABI_MINOR 0
+#define WK_ABI_MINOR 1
 #define WK_ENTRY_MAGIC 0x31504B57u /* "WKP1" little-endian */
 
 #if defined(_WIN32)
@@ -148,6 +148,11 @@ typedef struct wk_migration {
  */
 #define WK_ENQ_IMMEDIATE (1u << 0)     /* publish now; default: only if this task SUCCEEDS */
 #define WK_ENQ_HAS_MAX_RETRY (1u << 1) /* max_retry is set; otherwise asynq's default (25) */
+/* v1.1: to this machine's queue, WK_HOST_QUEUE_PREFIX + the worker's WORKER_HOST_ID, instead of
+   `queue`: for a step that needs files only this machine has. Every worker serves its machine's
+   queue first. A 1.0 host ignores the flag: check the host's abi_minor (the C++ layer does). */
+#define WK_ENQ_ON_THIS_HOST (1u << 2)
+#define WK_HOST_QUEUE_PREFIX "host:"
 
 typedef struct wk_enqueue_req {
   uint32_t struct_size;

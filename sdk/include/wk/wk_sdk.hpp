@@ -36,7 +36,7 @@
 
 #include "wk_abi.h"
 
-#define WK_SDK_VERSION_STRING "wk-sdk-cpp 1.0"
+#define WK_SDK_VERSION_STRING "wk-sdk-cpp 1.1"
 #ifndef WK_SDK_BUILD_INFO
 #if defined(__clang__)
 #define WK_SDK_BUILD_INFO WK_SDK_VERSION_STRING " / clang " __clang_version__
@@ -615,6 +615,15 @@ enum class Level : std::int32_t {
 // ------------------------------------------------------------------------------------------------
 // Follow-up tasks.
 
+// The queue of the machine whose workers have WORKER_HOST_ID `host_id` (docs/operations.md,
+// "Several machines"): to send a step to the machine that holds its files.
+inline std::string host_queue(std::string_view host_id) {
+  return WK_HOST_QUEUE_PREFIX + std::string(host_id);
+}
+inline bool is_host_queue(std::string_view queue) {
+  return queue.substr(0, sizeof(WK_HOST_QUEUE_PREFIX) - 1) == WK_HOST_QUEUE_PREFIX;
+}
+
 // Builder for Context::enqueue; each setter maps onto one asynq option. It owns its strings, so
 // it may outlive the values it was built from.
 class EnqueueOptions {
@@ -669,6 +678,13 @@ class EnqueueOptions {
     immediate_ = on;
     return *this;
   }
+  // To this machine's queue (host:<WORKER_HOST_ID>) instead of queue(): for a step that needs
+  // files only this machine has, such as a worktree. Needs a 1.1 host (HostError otherwise).
+  EnqueueOptions& on_this_host(bool on = true) {
+    on_this_host_ = on;
+    return *this;
+  }
+  bool wants_this_host() const noexcept { return on_this_host_; }
 
   // The C request; it borrows from *this, `type`, `payload` and `kv_storage`.
   wk_enqueue_req to_c(std::string_view type, std::string_view payload, std::vector<wk_kv>& kv_storage) const {
@@ -678,7 +694,8 @@ class EnqueueOptions {
     wk_enqueue_req r;
     std::memset(&r, 0, sizeof r);
     r.struct_size = static_cast<std::uint32_t>(sizeof r);
-    r.flags = (immediate_ ? WK_ENQ_IMMEDIATE : 0u) | (max_retry_ ? WK_ENQ_HAS_MAX_RETRY : 0u);
+    r.flags = (immediate_ ? WK_ENQ_IMMEDIATE : 0u) | (max_retry_ ? WK_ENQ_HAS_MAX_RETRY : 0u) |
+              (on_this_host_ ? WK_ENQ_ON_THIS_HOST : 0u);
     r.type = str(type);
     r.queue = str(queue_);
     r.payload = bytes(payload);
@@ -711,6 +728,7 @@ class EnqueueOptions {
   std::int64_t unique_ttl_ms_ = 0;
   std::int64_t retention_ms_ = 0;
   bool immediate_ = false;
+  bool on_this_host_ = false;
 };
 
 // ------------------------------------------------------------------------------------------------
@@ -809,6 +827,10 @@ class Context {
   // options.immediate().
   std::string enqueue(std::string_view type, std::string_view payload,
                       const EnqueueOptions& options = EnqueueOptions()) const {
+    if (options.wants_this_host() && api_->abi_minor < 1) {
+      // A 1.0 host would ignore the flag and enqueue to any machine.
+      throw HostError(WK_E_UNSUPPORTED, "enqueue", "enqueue on this host needs a host of ABI 1.1 or later");
+    }
     std::vector<wk_kv> kv;
     const wk_enqueue_req req = options.to_c(type, payload, kv);
     wk_task_id id;

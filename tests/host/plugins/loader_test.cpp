@@ -116,7 +116,7 @@ TEST_P(PluginHostTest, AllFixturesInOneDirectoryGoodOnesLoadOneErrorPerBadOne) {
   EXPECT_EQ(count_lines(logger, "msg=\"plugin refused\""), refused.size());
   EXPECT_EQ(count_lines(logger, "msg=\"plugin loaded\""), loaded.size());
   EXPECT_EQ(
-      count_lines(logger, "plugin=test.good version=1.2.3 abi=1.0 task_types=good:echo,good:disposition"),
+      count_lines(logger, "plugin=test.good version=1.2.3 abi=1.1 task_types=good:echo,good:disposition"),
       1u);
 
   // The host keeps serving after all those refusals.
@@ -127,7 +127,7 @@ TEST_P(PluginHostTest, AllFixturesInOneDirectoryGoodOnesLoadOneErrorPerBadOne) {
 }
 
 TEST_P(PluginHostTest, RefusesPluginNeedingNewerHostMinorNamingBothVersions) {
-  EXPECT_NE(refusal("needs_newer_host").find("needs host ABI 1.5, this host is 1.0"), std::string::npos);
+  EXPECT_NE(refusal("needs_newer_host").find("needs host ABI 1.5, this host is 1.1"), std::string::npos);
 }
 
 TEST_P(PluginHostTest, RefusesWrongMajorBadMagicTinyEntryNullRunBadType) {
@@ -389,9 +389,9 @@ TEST_F(InProcessHostTest, CheckFilesReportsWithoutServing) {
   EXPECT_EQ(code, 1);
   const std::string text = out.str();
   EXPECT_NE(text.find(fixture("good").string() + ": OK"), std::string::npos) << text;
-  EXPECT_NE(text.find("plugin test.good 1.2.3 (ABI 1.0, needs host 1.0)"), std::string::npos) << text;
+  EXPECT_NE(text.find("plugin test.good 1.2.3 (ABI 1.1, needs host 1.0)"), std::string::npos) << text;
   EXPECT_NE(text.find("handler good:echo  echo with result and follow-up"), std::string::npos) << text;
-  EXPECT_NE(text.find("REFUSED: needs host ABI 1.5, this host is 1.0"), std::string::npos) << text;
+  EXPECT_NE(text.find("REFUSED: needs host ABI 1.5, this host is 1.1"), std::string::npos) << text;
   EXPECT_NE(text.find("REFUSED: task type \"good:echo\" is also declared by"), std::string::npos) << text;
   EXPECT_EQ(count_lines(logger, "good plugin initialised"), 0u) << "check must not run init";
 }
