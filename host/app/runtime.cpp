@@ -14,6 +14,7 @@
 #include "queue/broker_redis.hpp"
 #include "queue/crash_ledger.hpp"
 #include "queue/engine.hpp"
+#include "queue/host_queues.hpp"
 #include "queue/subscriber.hpp"
 #include "runner/runner.hpp"
 #include "task/task.hpp"
@@ -135,7 +136,8 @@ struct Runtime::Parts {
   metrics::Registry registry;
   std::unique_ptr<metrics::WorkerMetrics> worker_metrics;  // the engine's observer
   std::unique_ptr<queue::Engine> engine;
-  std::unique_ptr<http::Server> http;  // destroyed first: its callbacks read the parts above
+  std::unique_ptr<queue::HostQueueTakeover> takeover;  // engines of other machines' queues
+  std::unique_ptr<http::Server> http;                  // destroyed first: its callbacks read the parts above
   // Where runner deaths are counted; cleared before any member goes, since a runner may die
   // while the plugins (destroyed after the metrics) still run.
   std::atomic<metrics::WorkerMetrics*> crash_counter{nullptr};
@@ -288,6 +290,26 @@ int Runtime::serve() {
     parts->engine =
         std::make_unique<queue::Engine>(*parts->broker, *parts->plugins, logger_, engine_settings,
                                         std::make_unique<queue::RedisCancelSource>(broker_settings.redis));
+    // A machine gone for good: its queue taken over, one task at a time, once no worker has
+    // served it for WORKER_HOST_QUEUE_TIMEOUT (docs/operations.md, "Several machines").
+    parts->takeover = std::make_unique<queue::HostQueueTakeover>(
+        *parts->broker, engine_settings.host_queue, config_.host_queue_timeout,
+        [&p, engine_settings, redis = broker_settings.redis, log = logger_](const std::string& queue) {
+          queue::Settings s = engine_settings;
+          s.queues = {{queue, 1}};
+          s.host_queue.clear();
+          s.concurrency = 1;
+          // Its tasks end quickly (their handlers find their files out of reach); its shutdown
+          // comes before the main engine's and must leave that one its whole grace.
+          s.shutdown_timeout = std::min(s.shutdown_timeout, std::chrono::milliseconds(2000));
+          s.identity = queue::ServerIdentity::of_this_process();
+          auto engine = std::make_unique<queue::Engine>(*p.broker, *p.plugins,
+                                                        log.with({{"taken_over", queue}}), std::move(s),
+                                                        std::make_unique<queue::RedisCancelSource>(redis));
+          if (p.worker_metrics) engine->set_observer(p.worker_metrics.get());
+          return engine;
+        },
+        logger_);
 
     metrics::WorkerMetricsOptions metric_options;
     metric_options.worker_name = config_.worker_name;
@@ -361,6 +383,7 @@ int Runtime::serve() {
     parts_ = std::move(parts);
     if (!stop_requested_) {
       parts_->engine->start();
+      parts_->takeover->start();
       engine_running_ = started = true;
     }
     stop_cv_.wait(lock, [this] { return stop_requested_; });
@@ -378,7 +401,10 @@ int Runtime::serve() {
         {{"waited", config::format_duration(config_.shutdown_timeout + kShutdownSlack)}});
     std::_Exit(1);
   });
-  if (started) parts_->engine->shutdown();
+  if (started) {
+    parts_->takeover->stop();
+    parts_->engine->shutdown();
+  }
   if (parts_->http) parts_->http->stop();
   {
     std::lock_guard lock(mu_);

@@ -178,6 +178,12 @@ class Broker {
   // The types paused now, each with how much longer.
   virtual std::vector<std::pair<std::string, std::chrono::milliseconds>> paused_types() = 0;
 
+  // Every queue asynq knows (asynq:queues).
+  virtual std::vector<std::string> all_queues() = 0;
+  // For each queue: its tasks pending or active, and those scheduled or to be retried that are
+  // due (not yet due: not waiting yet).
+  virtual std::vector<long long> backlogs(const std::vector<std::string>& queues) = 0;
+
   // PING; false when Redis does not answer.
   virtual bool ping() = 0;
   // When some worker first found no handler for this task (recorded now if none did), kept

@@ -1296,6 +1296,36 @@ std::vector<std::string> RedisBroker::live_servers() {
   return out;
 }
 
+std::vector<std::string> RedisBroker::all_queues() {
+  redis::Reply reply = pool_.acquire()->command({"SMEMBERS", asynq::kAllQueuesKey});
+  std::vector<std::string> out;
+  out.reserve(reply.size());
+  for (size_t i = 0; i < reply.size(); ++i) out.emplace_back(reply[i].str());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::vector<long long> RedisBroker::backlogs(const std::vector<std::string>& queues) {
+  auto conn = pool_.acquire();
+  const std::string now = str(unix_s(Clock::now()));
+  for (const auto& q : queues) {
+    conn->append({"LLEN", asynq::pending_key(q)});
+    conn->append({"LLEN", asynq::active_key(q)});
+    conn->append({"ZCOUNT", asynq::scheduled_key(q), "-inf", now});
+    conn->append({"ZCOUNT", asynq::retry_key(q), "-inf", now});
+  }
+  // Every reply is read before any error is raised: the connection stays in step.
+  std::vector<redis::Reply> replies;
+  replies.reserve(queues.size() * 4);
+  for (size_t i = 0; i < queues.size() * 4; ++i) replies.push_back(conn->read_reply());
+  std::vector<long long> out(queues.size(), 0);
+  for (size_t i = 0; i < replies.size(); ++i) {
+    replies[i].throw_if_error();
+    out[i / 4] += replies[i].integer();
+  }
+  return out;
+}
+
 std::optional<asynq::ServerInfo> RedisBroker::server_info(const std::string& key) {
   redis::Reply reply = pool_.acquire()->command({"GET", key});
   if (!reply.is_string()) return std::nullopt;

@@ -72,6 +72,8 @@ class RedisBroker : public Broker {
                           std::chrono::seconds ttl) override;
   void clear_server_state(const std::string& host, int pid, const std::string& server_id) override;
   bool ping() override;
+  std::vector<std::string> all_queues() override;
+  std::vector<long long> backlogs(const std::vector<std::string>& queues) override;
   PermitGrant acquire_permit(const task::TypeLimit& limit, const std::string& member,
                              std::chrono::milliseconds lease) override;
   void release_permit(const task::TypeLimit& limit, const std::string& member) override;

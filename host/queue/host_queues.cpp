@@ -1,0 +1,126 @@
+#include "queue/host_queues.hpp"
+
+#include <algorithm>
+
+namespace wk::queue {
+
+std::map<std::string, std::chrono::milliseconds> UnservedHostQueues::check(
+    const std::set<std::string>& ignored_servers, std::chrono::milliseconds timeout, Clock::time_point now) {
+  std::vector<std::string> hosts;
+  for (auto& q : broker_.all_queues()) {
+    if (!task::host_of_queue(q).empty() && q != own_) hosts.push_back(std::move(q));
+  }
+  std::set<std::string> served;
+  for (const auto& key : broker_.live_servers()) {
+    const auto info = broker_.server_info(key);
+    if (!info || ignored_servers.count(info->server_id) != 0) continue;
+    for (const auto& [name, priority] : info->queues) served.insert(name);
+  }
+  std::vector<std::string> candidates;
+  for (const auto& q : hosts) {
+    if (served.count(q) == 0) candidates.push_back(q);
+  }
+  const auto backlogs = candidates.empty() ? std::vector<long long>{} : broker_.backlogs(candidates);
+  std::map<std::string, Clock::time_point> still;
+  std::map<std::string, std::chrono::milliseconds> out;
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    if (backlogs[i] == 0) continue;  // nothing waits: nothing to take over
+    const auto known = unserved_since_.find(candidates[i]);
+    const Clock::time_point since = known == unserved_since_.end() ? now : known->second;
+    still.emplace(candidates[i], since);
+    const auto unserved_for = std::chrono::duration_cast<std::chrono::milliseconds>(now - since);
+    if (unserved_for >= timeout) out.emplace(candidates[i], unserved_for);
+  }
+  unserved_since_ = std::move(still);
+  return out;
+}
+
+HostQueueTakeover::HostQueueTakeover(Broker& broker, std::string own_queue, std::chrono::milliseconds timeout,
+                                     EngineFactory factory, log::Logger log)
+    : unserved_(broker, std::move(own_queue)),
+      timeout_(timeout),
+      // Often enough that a queue is taken over soon after its timeout, rarely enough to cost
+      // Redis nothing (a few reads per look).
+      interval_(std::clamp(timeout / 4, std::chrono::milliseconds(200), std::chrono::milliseconds(15000))),
+      factory_(std::move(factory)),
+      log_(std::move(log)) {}
+
+HostQueueTakeover::~HostQueueTakeover() { stop(); }
+
+void HostQueueTakeover::start() {
+  thread_ = std::thread([this] { run(); });
+}
+
+void HostQueueTakeover::stop() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  std::map<std::string, std::unique_ptr<Engine>> engines;
+  {
+    std::lock_guard lock(mu_);
+    engines.swap(engines_);
+  }
+  // At once, not one after the other: each may wait its grace for a running task.
+  std::vector<std::thread> shutdowns;
+  shutdowns.reserve(engines.size());
+  for (auto& [queue, engine] : engines) shutdowns.emplace_back([e = engine.get()] { e->shutdown(); });
+  for (auto& t : shutdowns) t.join();
+}
+
+std::vector<std::string> HostQueueTakeover::taken_over() const {
+  std::lock_guard lock(mu_);
+  std::vector<std::string> out;
+  for (const auto& [queue, engine] : engines_) out.push_back(queue);
+  return out;
+}
+
+void HostQueueTakeover::run() {
+  std::unique_lock lock(mu_);
+  while (!cv_.wait_for(lock, interval_, [this] { return stopping_; })) {
+    lock.unlock();
+    try {
+      tick();
+    } catch (const std::exception& e) {
+      // Redis away: the engines keep serving what they took; the next look decides again.
+      log_.debug("Cannot look for unserved host queues", {{"error", e.what()}});
+    }
+    lock.lock();
+  }
+}
+
+void HostQueueTakeover::tick() {
+  std::set<std::string> ours;  // our own takeover engines do not count as the queue being served
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [queue, engine] : engines_) ours.insert(engine->identity().server_id);
+  }
+  const auto unserved = unserved_.check(ours, timeout_, Clock::now());
+  std::vector<std::unique_ptr<Engine>> done;
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) return;
+    for (auto it = engines_.begin(); it != engines_.end();) {
+      if (unserved.count(it->first) != 0) {
+        ++it;
+        continue;
+      }
+      log_.info("A taken-over host queue is served again or empty; giving it back", {{"queue", it->first}});
+      done.push_back(std::move(it->second));
+      it = engines_.erase(it);
+    }
+    for (const auto& [queue, unserved_for] : unserved) {
+      if (engines_.count(queue) != 0) continue;
+      log_.warn("Taking over the queue of a machine no worker serves: its handlers end its tasks",
+                {{"queue", queue}, {"unserved_ms", static_cast<int64_t>(unserved_for.count())}});
+      auto engine = factory_(queue);
+      engine->start();
+      engines_.emplace(queue, std::move(engine));
+    }
+  }
+  for (auto& engine : done) engine->shutdown();
+}
+
+}  // namespace wk::queue

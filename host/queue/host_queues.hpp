@@ -1,0 +1,71 @@
+#pragma once
+// Machines that stopped for good (docs/operations.md, "Several machines"). Each worker serves
+// its machine's queue (task::host_queue) first; steps that need that machine's files wait there.
+// When no live worker has served a host queue that holds tasks (pending, active, or due) for
+// `timeout`, the workers that notice take it over: each runs a small engine of its own on that
+// queue (listed among asynq's servers like any other), so its tasks reach their handlers, which
+// end them as they must (the shipped plugins fail a step whose worktree is out of reach, with
+// the reason). The engine stops once the queue is served again or empty. asynq's tools list the
+// tasks throughout.
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "log/log.hpp"
+#include "queue/broker.hpp"
+#include "queue/engine.hpp"
+
+namespace wk::queue {
+
+// Which host queues hold work that no live worker serves, and since when (as this worker saw).
+class UnservedHostQueues {
+ public:
+  UnservedHostQueues(Broker& broker, std::string own_queue) : broker_(broker), own_(std::move(own_queue)) {}
+  // Looks again (throws on Redis errors). Returns the host queues with tasks that no live server
+  // outside `ignored_servers` has served for at least `timeout`, each with how long.
+  std::map<std::string, std::chrono::milliseconds> check(const std::set<std::string>& ignored_servers,
+                                                         std::chrono::milliseconds timeout,
+                                                         Clock::time_point now);
+
+ private:
+  Broker& broker_;
+  std::string own_;
+  std::map<std::string, Clock::time_point> unserved_since_;
+};
+
+class HostQueueTakeover {
+ public:
+  // Makes the engine that serves one taken-over queue (not started).
+  using EngineFactory = std::function<std::unique_ptr<Engine>(const std::string& queue)>;
+  HostQueueTakeover(Broker& broker, std::string own_queue, std::chrono::milliseconds timeout,
+                    EngineFactory factory, log::Logger log);
+  ~HostQueueTakeover();  // stop()
+  void start();
+  // Shuts the engines down (their running tasks requeued, as any shutdown does).
+  void stop();
+  std::vector<std::string> taken_over() const;
+
+ private:
+  void run();
+  void tick();
+
+  UnservedHostQueues unserved_;
+  const std::chrono::milliseconds timeout_;
+  const std::chrono::milliseconds interval_;
+  EngineFactory factory_;
+  log::Logger log_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ = false;
+  std::map<std::string, std::unique_ptr<Engine>> engines_;  // queue -> its engine
+  std::thread thread_;
+};
+
+}  // namespace wk::queue
