@@ -60,6 +60,7 @@ struct StepContext {
   // Where the step starts: the previous step's commit, or the worktree's base commit for step 1.
   std::optional<std::string> start_commit;
   fs::path worktree;
+  std::string holder;  // WORKER_HOST_ID of the machine holding the worktree (empty: unrecorded)
   std::string branch;
 };
 
@@ -100,6 +101,7 @@ class AiExecutor {
     endpoint_.api_key = autodevs::config_string(ctx, "AI_API_KEY", "");
     ai_timeout_ = autodevs::ai_timeout(ctx);
     step_task_timeout_ = autodevs::ai_execute_timeout(ctx);
+    placement_ = autodevs::Placement::of(ctx);
     output_limit_ = autodevs::config_bytes(ctx, "AI_OUTPUT_LIMIT", 65536);
     parse_author(autodevs::config_string(ctx, "AI_COMMIT_AUTHOR", "AutoDevs Worker <worker@autodevs.local>"));
     autodevs::migrate_shared_schema(ctx);
@@ -114,7 +116,7 @@ class AiExecutor {
     const std::int64_t step_no = autodevs::payload_field(
         [&] { return autodevs::required_positive_integer(payload, "step", kMaxSteps); });
     try {
-      return run_step(tc, task_id, step_no);
+      return run_step(tc, task, task_id, step_no);
     } catch (const wk::Permanent& e) {
       mark_failed(tc, task_id, step_no, e.what());
       throw;
@@ -128,8 +130,10 @@ class AiExecutor {
   }
 
  private:
-  wk::Outcome run_step(wk::TaskContext& tc, const std::string& task_id, std::int64_t step_no) {
+  wk::Outcome run_step(wk::TaskContext& tc, const wk::Task& task, const std::string& task_id,
+                       std::int64_t step_no) {
     StepContext step = load_step(tc, task_id, step_no);
+    if (placement_.elsewhere(step.holder)) return hand_to_holder(tc, task, step);
     if (step.recorded_commit) {
       tc.info("step already committed",
               {{"autodevs_task_id", task_id}, {"step", step_no}, {"commit", *step.recorded_commit}});
@@ -216,7 +220,9 @@ class AiExecutor {
     if (auto sha = step_rows.text(0, 2)) step.recorded_commit = std::string(*sha);
     step.step_count = step_rows.int64(0, 3).value_or(step_no);
     auto worktree_rows = tc.query(
-        "SELECT path, branch, base_commit FROM autodevs_worktrees WHERE task_id = $1 AND removed_at IS NULL",
+        "SELECT path, branch, base_commit, COALESCE(host_id, '') FROM autodevs_worktrees WHERE task_id = $1 "
+        "AND "
+        "removed_at IS NULL",
         {wk::Param::text(task_id)});
     if (worktree_rows.empty() && !step.recorded_commit) {
       throw wk::Permanent("no_worktree",
@@ -226,6 +232,7 @@ class AiExecutor {
       step.worktree = std::string(worktree_rows.text(0, 0).value_or(""));
       step.branch = std::string(worktree_rows.text(0, 1).value_or(""));
       if (auto base = worktree_rows.text(0, 2)) step.start_commit = commit_id_or_none(*base);
+      step.holder = std::string(worktree_rows.text(0, 3).value_or(""));
     }
     if (step_no > 1) {
       auto previous =
@@ -394,8 +401,7 @@ class AiExecutor {
     if (!last) {
       const nlohmann::json next = {{"task_id", step.task_id}, {"step", step.step_no + 1}};
       tc.enqueue("ai:execute", next.dump(),
-                 wk::EnqueueOptions()
-                     .queue(autodevs::kPipelineQueue)
+                 placement_.step_options()
                      .task_id(autodevs::ai_execute_task_id(step.task_id, step.step_no + 1))
                      .timeout(step_task_timeout_));
     } else {
@@ -404,6 +410,30 @@ class AiExecutor {
     nlohmann::json result = {
         {"task_id", step.task_id}, {"step", step.step_no}, {"commit", sha}, {"completed", last}};
     tc.write_result(result.dump());
+  }
+
+  // A step whose worktree another machine holds. Sent on to that machine's queue, unless it came
+  // from there: then no worker has served that queue for WORKER_HOST_QUEUE_TIMEOUT (the engine
+  // let this one take it), the worktree and its uncommitted state are out of reach, and the
+  // task fails with the reason (docs/operations.md, "Several machines").
+  wk::Outcome hand_to_holder(const wk::TaskContext& tc, const wk::Task& task, const StepContext& step) const {
+    const std::string holder_queue = wk::host_queue(step.holder);
+    if (task.queue == holder_queue) {
+      throw wk::Permanent("worktree_host_lost",
+                          "the worktree of task " + step.task_id + " is on machine " + step.holder +
+                              ", whose queue " + holder_queue +
+                              " no worker has served for WORKER_HOST_QUEUE_TIMEOUT; step " +
+                              std::to_string(step.step_no) + " cannot run on " + placement_.host_id);
+    }
+    autodevs::enqueue_once(tc, "ai:execute", task.payload,
+                           wk::EnqueueOptions()
+                               .queue(holder_queue)
+                               .task_id(autodevs::ai_execute_task_id(step.task_id, step.step_no))
+                               .timeout(step_task_timeout_)
+                               .immediate());
+    tc.info("step sent to the machine holding the worktree",
+            {{"autodevs_task_id", step.task_id}, {"step", step.step_no}, {"host_id", step.holder}});
+    return wk::Outcome::ok();
   }
 
   static void mark_failed(const wk::TaskContext& tc, const std::string& task_id, std::int64_t step_no,
@@ -463,6 +493,7 @@ class AiExecutor {
   autodevs::ChatEndpoint endpoint_;
   std::chrono::milliseconds ai_timeout_{30min};
   std::chrono::milliseconds step_task_timeout_{35min};
+  autodevs::Placement placement_;
   std::uint64_t output_limit_ = 65536;
   std::string author_name_;
   std::string author_email_;

@@ -38,6 +38,7 @@ struct WorktreeRow {
   std::string path;
   std::string branch;
   bool removed = false;
+  std::string host_id;  // the machine holding it (empty: recorded before hosts were)
 };
 
 std::string branch_for(const std::string& task_id) { return "autodevs/" + task_id; }
@@ -58,11 +59,14 @@ class Worktrees {
     }
     log_git_ = autodevs::config_bool(ctx, "WORKTREE_ENABLE_LOGGING", true);
     step_task_timeout_ = autodevs::ai_execute_timeout(ctx);
+    placement_ = autodevs::Placement::of(ctx);
     autodevs::migrate_shared_schema(ctx);
     schedule_cleanup(ctx, /*from_slot=*/current_slot());
     ctx.info("worktree plugin ready",
              {{"base_dir", base_dir_.string()},
-              {"cleanup_interval_ms", static_cast<std::int64_t>(cleanup_interval_.count())}});
+              {"cleanup_interval_ms", static_cast<std::int64_t>(cleanup_interval_.count())},
+              {"host_id", placement_.host_id},
+              {"shared", placement_.shared}});
   }
 
   // ---- worktree:create ---------------------------------------------------------------------
@@ -101,7 +105,7 @@ class Worktrees {
     // Already created (a retry, or a duplicate delivery): success, and the follow-up again.
     if (is_registered_worktree(git, repo, target) && fs::is_directory(target)) {
       record(tx, task_id, repo, target, branch, std::nullopt);
-      stage_first_step(tc, tx, task_id, step_task_timeout_);
+      stage_first_step(tc, tx, task_id);
       tx.commit();
       tc.info("worktree already exists", {{"autodevs_task_id", task_id}, {"path", target.string()}});
       return wk::Outcome::ok();
@@ -130,10 +134,13 @@ class Worktrees {
     }
 
     record(tx, task_id, repo, target, branch, base_commit);
-    stage_first_step(tc, tx, task_id, step_task_timeout_);
+    stage_first_step(tc, tx, task_id);
     tx.commit();
-    nlohmann::json result = {
-        {"task_id", task_id}, {"path", target.string()}, {"branch", branch}, {"base_commit", *base_commit}};
+    nlohmann::json result = {{"task_id", task_id},
+                             {"path", target.string()},
+                             {"branch", branch},
+                             {"base_commit", *base_commit},
+                             {"host_id", placement_.host_id}};
     tc.write_result(result.dump());
     tc.info("worktree created",
             {{"autodevs_task_id", task_id}, {"path", target.string()}, {"branch", branch}});
@@ -151,14 +158,15 @@ class Worktrees {
 
     wk::Transaction tx = lock_task(tc, task_id);
     auto rows = tx.query(
-        "SELECT task_id::text, repo_path, path, branch, removed_at IS NOT NULL FROM autodevs_worktrees WHERE "
-        "task_id = $1",
+        "SELECT task_id::text, repo_path, path, branch, removed_at IS NOT NULL, COALESCE(host_id, '') FROM "
+        "autodevs_worktrees WHERE task_id = $1",
         {wk::Param::text(task_id)});
     if (rows.empty()) {
       tc.info("no worktree recorded for the task; nothing to remove", {{"autodevs_task_id", task_id}});
       return wk::Outcome::ok();
     }
     const WorktreeRow row = row_from(rows, 0);
+    if (!row.removed && placement_.elsewhere(row.host_id)) return hand_to_holder(tc, task, row);
     const autodevs::Git git = make_git(tc);
     if (!row.removed) remove_worktree(tc, tx, git, row);
     if (delete_branch && fs::is_directory(row.repo_path) &&
@@ -173,21 +181,30 @@ class Worktrees {
   // ---- worktree:cleanup --------------------------------------------------------------------
   wk::Outcome cleanup(wk::TaskContext& tc, const wk::Task& task) {
     autodevs::payload_or_permanent(task);  // {} or nothing; anything else is a bad payload
+    if (!placement_.shared && wk::is_host_queue(task.queue) &&
+        task.queue != wk::host_queue(placement_.host_id)) {
+      // Another machine's cleanup, taken over because that machine serves its queue no more:
+      // its disk is not ours to clean, and its chain ends here (it starts again with the host).
+      tc.info("not cleaning another machine's worktrees", {{"queue", std::string(task.queue)}});
+      return wk::Outcome::ok();
+    }
     schedule_cleanup(tc, current_slot());
     const autodevs::Git git = make_git(tc);
     const auto interval_ms = static_cast<std::int64_t>(cleanup_interval_.count());
 
     // 1. Worktrees of finished (or deleted) tasks, idle for longer than the interval.
+    // Only this machine's (with a shared disk: all of them).
     auto finished = tc.query(
-        "SELECT w.task_id::text, w.repo_path, w.path, w.branch, false FROM autodevs_worktrees w "
+        "SELECT w.task_id::text, w.repo_path, w.path, w.branch, false, COALESCE(w.host_id, '') FROM "
+        "autodevs_worktrees w "
         "LEFT JOIN autodevs_tasks t ON t.id = w.task_id "
-        "WHERE w.removed_at IS NULL AND ("
+        "WHERE w.removed_at IS NULL AND ($2 = '' OR w.host_id IS NULL OR w.host_id = $2) AND ("
         "  (t.id IS NOT NULL AND t.status IN " +
             std::string(autodevs::kFinishedStatusesSql) +
             " AND t.updated_at < now() - $1::bigint * interval '1 millisecond')"
             "  OR (t.id IS NULL AND w.created_at < now() - $1::bigint * interval '1 millisecond')) "
             "ORDER BY w.created_at",
-        {wk::Param::int64(interval_ms)});
+        {wk::Param::int64(interval_ms), wk::Param::text(placement_.shared ? "" : placement_.host_id)});
     nlohmann::json removed = nlohmann::json::array();
     for (std::size_t i = 0; i < finished.size(); ++i) {
       tc.throw_if_cancelled();
@@ -367,31 +384,34 @@ class Worktrees {
     return false;
   }
 
-  static void record(const wk::Transaction& tx, const std::string& task_id, const fs::path& repo,
-                     const fs::path& target, const std::string& branch,
-                     const std::optional<std::string>& base_commit) {
+  // The row says which machine holds the worktree (operators see it; steps go there).
+  void record(const wk::Transaction& tx, const std::string& task_id, const fs::path& repo,
+              const fs::path& target, const std::string& branch,
+              const std::optional<std::string>& base_commit) const {
     tx.query(
-        "INSERT INTO autodevs_worktrees (task_id, repo_path, path, branch, base_commit) VALUES ($1, $2, $3, "
-        "$4, $5) "
+        "INSERT INTO autodevs_worktrees (task_id, repo_path, path, branch, base_commit, host_id) VALUES ($1, "
+        "$2, "
+        "$3, $4, $5, NULLIF($6, '')) "
         "ON CONFLICT (task_id) DO UPDATE SET repo_path = EXCLUDED.repo_path, path = EXCLUDED.path, "
         "branch = EXCLUDED.branch, base_commit = COALESCE(EXCLUDED.base_commit, "
-        "autodevs_worktrees.base_commit), "
+        "autodevs_worktrees.base_commit), host_id = EXCLUDED.host_id, "
         "removed_at = NULL",
         {wk::Param::text(task_id), wk::Param::text(repo.string()), wk::Param::text(target.string()),
-         wk::Param::text(branch), base_commit ? wk::Param::text(*base_commit) : wk::Param::null()});
+         wk::Param::text(branch), base_commit ? wk::Param::text(*base_commit) : wk::Param::null(),
+         wk::Param::text(placement_.host_id)});
   }
 
-  static void stage_first_step(const wk::TaskContext& tc, const wk::Transaction& tx,
-                               const std::string& task_id, std::chrono::milliseconds step_task_timeout) {
+  // Step 1 runs where the worktree is: this machine's queue (unless the disk is shared).
+  void stage_first_step(const wk::TaskContext& tc, const wk::Transaction& tx,
+                        const std::string& task_id) const {
     auto steps = tx.query("SELECT 1 FROM autodevs_task_steps WHERE task_id = $1 AND step_no = 1",
                           {wk::Param::text(task_id)});
     if (steps.empty()) return;  // a worktree without a plan (created directly by the application)
     const nlohmann::json follow_up = {{"task_id", task_id}, {"step", 1}};
     tc.enqueue("ai:execute", follow_up.dump(),
-               wk::EnqueueOptions()
-                   .queue(autodevs::kPipelineQueue)
+               placement_.step_options()
                    .task_id(autodevs::ai_execute_task_id(task_id, 1))
-                   .timeout(step_task_timeout));
+                   .timeout(step_task_timeout_));
   }
 
   // Per-task serialisation of worktree:create, worktree:remove and cleanup's removals: two
@@ -420,7 +440,25 @@ class Worktrees {
   static WorktreeRow row_from(const wk::Rows& rows, std::size_t i) {
     return WorktreeRow{std::string(rows.text(i, 0).value_or("")), std::string(rows.text(i, 1).value_or("")),
                        std::string(rows.text(i, 2).value_or("")), std::string(rows.text(i, 3).value_or("")),
-                       rows.boolean(i, 4).value_or(false)};
+                       rows.boolean(i, 4).value_or(false),        std::string(rows.text(i, 5).value_or(""))};
+  }
+
+  // worktree:remove of a worktree another machine holds. Sent on to that machine's queue, unless
+  // it came from there: then that machine serves its queue no more (the engine let another
+  // worker take it), and its worktree is out of reach; its own cleanup removes it if it returns.
+  wk::Outcome hand_to_holder(const wk::TaskContext& tc, const wk::Task& task, const WorktreeRow& row) const {
+    const std::string holder_queue = wk::host_queue(row.host_id);
+    if (task.queue == holder_queue) {
+      tc.warn("worktree is on a machine that no longer serves its queue; left there",
+              {{"autodevs_task_id", row.task_id}, {"host_id", row.host_id}, {"path", row.path}});
+      return wk::Outcome::ok();
+    }
+    autodevs::enqueue_once(
+        tc, "worktree:remove", task.payload,
+        wk::EnqueueOptions().queue(holder_queue).task_id("worktree-remove:" + row.task_id).immediate());
+    tc.info("worktree:remove sent to the machine holding the worktree",
+            {{"autodevs_task_id", row.task_id}, {"host_id", row.host_id}});
+    return wk::Outcome::ok();
   }
 
   // Removes the worktree directory (through git when git knows it), prunes, marks the row.
@@ -460,20 +498,21 @@ class Worktrees {
     return now_ms / static_cast<std::int64_t>(cleanup_interval_.count());
   }
 
-  // Enqueues worktree:cleanup for the slot after `from_slot`, at its start, with the id
-  // worktree-cleanup:<slot>: every host computes the same id, asynq keeps one, so the cleanup
-  // runs once per interval across all workers. Published at once (not staged): the chain must
-  // not break when this run fails. A conflict (already enqueued) is the normal case.
+  // Enqueues worktree:cleanup for the slot after `from_slot`, at its start, on this machine's
+  // queue, with the id worktree-cleanup:<host>:<slot>: every worker of the machine computes the
+  // same id, asynq keeps one, so the cleanup runs once per interval per machine (with a shared
+  // disk: worktree-cleanup:<slot> on the pipeline queue, once across all workers). Published at
+  // once (not staged): the chain must not break when this run fails. A conflict (already
+  // enqueued) is the normal case.
   void schedule_cleanup(const wk::Context& ctx, std::int64_t from_slot) const {
     const std::int64_t next_slot = from_slot + 1;
     const auto at = std::chrono::system_clock::time_point(next_slot * cleanup_interval_);
+    // Each machine cleans its own disk: one chain per host, on its queue (one shared disk: one).
+    const std::string id = placement_.shared
+                               ? "worktree-cleanup:" + std::to_string(next_slot)
+                               : "worktree-cleanup:" + placement_.host_id + ":" + std::to_string(next_slot);
     try {
-      ctx.enqueue("worktree:cleanup", "{}",
-                  wk::EnqueueOptions()
-                      .queue(autodevs::kPipelineQueue)
-                      .task_id("worktree-cleanup:" + std::to_string(next_slot))
-                      .process_at(at)
-                      .immediate());
+      ctx.enqueue("worktree:cleanup", "{}", placement_.step_options().task_id(id).process_at(at).immediate());
     } catch (const wk::HostError& e) {
       ctx.debug("worktree:cleanup for the next slot not enqueued (usually: already enqueued)",
                 {{"slot", next_slot}, {"code", e.code()}, {"error", e.what()}});
@@ -486,6 +525,7 @@ class Worktrees {
   std::chrono::milliseconds cleanup_interval_{24h};
   bool log_git_ = true;
   std::chrono::milliseconds step_task_timeout_{35min};
+  autodevs::Placement placement_;
 };
 
 }  // namespace

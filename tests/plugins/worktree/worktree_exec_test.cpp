@@ -154,15 +154,18 @@ TEST_F(WorktreeExec, CleanupRemovesExactlyFinishedAndStaleWorktrees) {
   EXPECT_NE(listing.find(running), std::string::npos);
   EXPECT_NE(git(repo, {"branch", "--list", "autodevs/" + finished}), "");
 
-  // The next run is scheduled for the next slot, with the slot in its id.
+  // The next run is scheduled for the next slot, with this machine's host id and the slot in its
+  // id (worktree-cleanup:<WORKER_HOST_ID>:<slot>).
   const auto slot =
       std::chrono::duration_cast<std::chrono::hours>(std::chrono::system_clock::now().time_since_epoch())
           .count();
   bool scheduled = false;
   for (const auto& line : r.lines("enqueued")) {
-    if (line.find("type=worktree:cleanup") != std::string::npos &&
-        (line.find("id=worktree-cleanup:" + std::to_string(slot + 1)) != std::string::npos ||
-         line.find("id=worktree-cleanup:" + std::to_string(slot + 2)) != std::string::npos)) {
+    const auto id_at = line.find("id=worktree-cleanup:");
+    if (line.find("type=worktree:cleanup") == std::string::npos || id_at == std::string::npos) continue;
+    const std::string id = line.substr(id_at, line.find(' ', id_at) - id_at);
+    if (id.size() > 20 &&
+        (id.ends_with(":" + std::to_string(slot + 1)) || id.ends_with(":" + std::to_string(slot + 2)))) {
       scheduled = true;
     }
   }

@@ -178,9 +178,11 @@ std::string E2eTest::await_finished(const std::string& id, std::chrono::millisec
   return task_status(id);
 }
 
-fs::path E2eTest::expect_pipeline_done(const std::string& task_id, const fs::path& repo, int steps) {
+fs::path E2eTest::expect_pipeline_done(const std::string& task_id, const fs::path& repo, int steps,
+                                       const fs::path& base_dir) {
+  const fs::path base = base_dir.empty() ? base_ : base_dir;
   const std::string branch = "autodevs/" + task_id;
-  const fs::path expected = base_ / repo.filename() / task_id;
+  const fs::path expected = base / repo.filename() / task_id;
   EXPECT_EQ(task_status(task_id), "completed");
   EXPECT_EQ(
       db_.scalar("SELECT path FROM autodevs_worktrees WHERE task_id = $1 AND removed_at IS NULL", {task_id}),
@@ -198,7 +200,7 @@ fs::path E2eTest::expect_pipeline_done(const std::string& task_id, const fs::pat
     ++listed;
   EXPECT_EQ(listed, 2u) << porcelain;
   std::size_t dirs = 0;
-  for ([[maybe_unused]] const auto& entry : fs::directory_iterator(base_ / repo.filename())) ++dirs;
+  for ([[maybe_unused]] const auto& entry : fs::directory_iterator(base / repo.filename())) ++dirs;
   EXPECT_EQ(dirs, 1u);
 
   // One commit per step, in order, each recorded in its step row.
@@ -229,9 +231,15 @@ long long E2eTest::redis_count(const std::string& type, const std::string& key) 
 
 void E2eTest::expect_queues_drained() {
   // The last handler's acknowledgement follows its database commit: await it.
+  // The pipeline's queues and every machine's queue (host:<id>) the workers used.
+  std::vector<std::string> queues = {"planning", "default"};
+  const auto known = redis_->command({"SMEMBERS", "asynq:queues"});
+  for (std::size_t i = 0; i < known.size(); ++i) {
+    if (std::string(known[i].str()).rfind("host:", 0) == 0) queues.emplace_back(known[i].str());
+  }
   const auto drained = [&] {
     long long n = 0;
-    for (const std::string q : {"planning", "default"}) {
+    for (const std::string& q : queues) {
       n += redis_count("list", "asynq:{" + q + "}:pending") +
            redis_count("list", "asynq:{" + q + "}:active") + redis_count("zset", "asynq:{" + q + "}:retry") +
            redis_count("zset", "asynq:{" + q + "}:archived");
@@ -240,9 +248,11 @@ void E2eTest::expect_queues_drained() {
   };
   EXPECT_TRUE(wk::test::eventually(drained, 10s, 20ms));
   // What stays scheduled is the worktree plugin's periodic cleanup, nothing of the pipeline.
-  const auto scheduled = redis_->command({"ZRANGE", "asynq:{default}:scheduled", "0", "-1"});
-  for (std::size_t i = 0; i < scheduled.size(); ++i) {
-    EXPECT_EQ(std::string(scheduled[i].str()).rfind("worktree-cleanup:", 0), 0u) << scheduled[i].str();
+  for (const std::string& q : queues) {
+    const auto scheduled = redis_->command({"ZRANGE", "asynq:{" + q + "}:scheduled", "0", "-1"});
+    for (std::size_t i = 0; i < scheduled.size(); ++i) {
+      EXPECT_EQ(std::string(scheduled[i].str()).rfind("worktree-cleanup:", 0), 0u) << scheduled[i].str();
+    }
   }
 }
 

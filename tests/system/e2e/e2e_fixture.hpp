@@ -68,7 +68,9 @@ class E2eTest : public ::testing::Test {
   // branch autodevs/<task_id>, the only one git knows besides the main checkout and the only
   // directory under <base>/<repo>; exactly `steps` commits on the branch above main, in order,
   // each with the step's trailer and recorded in autodevs_task_steps. Returns the worktree.
-  fs::path expect_pipeline_done(const std::string& task_id, const fs::path& repo, int steps);
+  // `base`: the worktree base of the worker that made it (default: base_).
+  fs::path expect_pipeline_done(const std::string& task_id, const fs::path& repo, int steps,
+                                const fs::path& base = {});
   // Asserts that no task of the pipeline is left in Redis (pending, active, retry, archived).
   void expect_queues_drained();
 

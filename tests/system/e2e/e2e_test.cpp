@@ -201,6 +201,7 @@ TEST_F(E2eTest, SigkillMidStepAnotherHostFinishesWithoutDuplicates) {
       {"WORKER_RECOVERER_INTERVAL", "500ms"},  // host B looks for expired leases twice a second
       {"WORKER_RECOVERER_CUTOFF", "0s"},
       {"WORKER_RETRY_DELAY", "1s"},
+      {"WORKER_HOST_ID", "this-machine"},  // two workers of one machine: one host queue
       {"AI_COMMAND", agent_command("block", 2)}};
   auto host_a = start_worker([&] {
     auto env = timings;
@@ -217,14 +218,14 @@ TEST_F(E2eTest, SigkillMidStepAnotherHostFinishesWithoutDuplicates) {
       << host_a->output();
   const fs::path worktree = base_ / repo.filename() / id;
   EXPECT_TRUE(fs::exists(worktree / "partial-edit.txt"));
-  EXPECT_EQ(redis_count("list", "asynq:{default}:active"), 1);
+  EXPECT_EQ(redis_count("list", "asynq:{host:this-machine}:active"), 1);
 
   EXPECT_EQ(host_a->kill(), 128 + SIGKILL);
   // The orphaned agent is not the host's to clean up any more; stop it as a crash would.
   const long agent_pid = read_pid(control_ / "block.pid");
   ASSERT_EQ(::kill(-static_cast<pid_t>(agent_pid), SIGKILL), 0);
   // The dead host's task is still active in Redis, with its lease.
-  EXPECT_EQ(redis_count("list", "asynq:{default}:active"), 1);
+  EXPECT_EQ(redis_count("list", "asynq:{host:this-machine}:active"), 1);
   EXPECT_EQ(task_status(id), "in_progress");
 
   auto host_b = start_worker([&] {

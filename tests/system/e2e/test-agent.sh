@@ -8,6 +8,7 @@
 #             and blocks until killed: the test SIGKILLs the worker meanwhile.
 #   stubborn  ignores SIGTERM, writes its pid to CONTROL_DIR/stubborn.pid and blocks: the worker
 #             must SIGKILL it when AI_TIMEOUT (+ the kill grace) passes.
+# MODE pace applies to EVERY run: it takes half a second before editing (a busy machine).
 set -eu
 
 control=$1
@@ -15,8 +16,9 @@ mode=${2:-edit}
 target=${3:-0}
 instructions=$(cat)
 echo "$AUTODEVS_TASK_ID $AUTODEVS_STEP $$ $(date +%s%N)" >> "$control/runs"
+if [ "$mode" = pace ]; then sleep 0.5; fi
 
-if [ "$mode" != edit ] && [ "$AUTODEVS_STEP" = "$target" ] && [ ! -e "$control/$mode.done" ]; then
+if [ "$mode" != edit ] && [ "$mode" != pace ] && [ "$AUTODEVS_STEP" = "$target" ] && [ ! -e "$control/$mode.done" ]; then
   : > "$control/$mode.done"
   case $mode in
     block)

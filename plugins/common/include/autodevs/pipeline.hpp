@@ -33,6 +33,29 @@ inline std::chrono::milliseconds ai_execute_timeout(const wk::Context& ctx) {
   return ai_timeout(ctx) + std::chrono::minutes(5);
 }
 
+// Where a task's steps run (docs/plugins.md, "Several machines"). A worktree lives on the machine
+// that created it; its steps go to that machine's queue (host:<WORKER_HOST_ID>), which only that
+// machine's workers serve. With WORKTREE_SHARED=true every worker sees every worktree (one
+// shared disk), and any worker takes any step.
+struct Placement {
+  std::string host_id;  // this worker's WORKER_HOST_ID
+  bool shared = false;  // WORKTREE_SHARED
+
+  static Placement of(const wk::Context& ctx) {
+    Placement p;
+    p.host_id = config_string(ctx, "WORKER_HOST_ID", "");
+    p.shared = config_bool(ctx, "WORKTREE_SHARED", false) || p.host_id.empty();
+    return p;
+  }
+  // A follow-up that needs this machine's worktree.
+  wk::EnqueueOptions step_options() const {
+    return wk::EnqueueOptions().queue(kPipelineQueue).on_this_host(!shared);
+  }
+  // Whether a worktree recorded with `holder` (its host_id; empty: made before hosts were
+  // recorded) lives on another machine than this one.
+  bool elsewhere(std::string_view holder) const { return !shared && !holder.empty() && holder != host_id; }
+};
+
 // Finished states: no more steps will run for the task.
 inline constexpr std::string_view kFinishedStatusesSql = "('completed','failed','cancelled')";
 

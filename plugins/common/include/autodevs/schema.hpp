@@ -62,4 +62,12 @@ CREATE TABLE IF NOT EXISTS autodevs_worktrees (
 CREATE INDEX IF NOT EXISTS autodevs_worktrees_active ON autodevs_worktrees (repo_path) WHERE removed_at IS NULL;
 )sql";
 
+// Which machine holds each worktree (WORKER_HOST_ID of the worker that created it): its steps
+// run there (docs/plugins.md, "Several machines"). NULL for worktrees made before.
+inline constexpr std::string_view kMigrationV2Name = "autodevs worktree host";
+inline constexpr std::string_view kMigrationV2Sql = R"sql(
+SELECT pg_advisory_xact_lock(7022647215728719475);
+ALTER TABLE autodevs_worktrees ADD COLUMN IF NOT EXISTS host_id text;
+)sql";
+
 }  // namespace autodevs::schema

@@ -52,6 +52,19 @@ auto payload_field(Fn&& read) -> decltype(read()) {
   throw e;
 }
 
+// Enqueues a task with a fixed id; false when asynq already has a task of that id in that queue
+// ("task ID conflicts with another task": an earlier delivery enqueued it). Other errors throw.
+inline bool enqueue_once(const wk::Context& ctx, std::string_view type, std::string_view payload,
+                         const wk::EnqueueOptions& options) {
+  try {
+    ctx.enqueue(type, payload, options);
+    return true;
+  } catch (const wk::HostError& e) {
+    if (std::string_view(e.what()).find("conflicts") == std::string_view::npos) throw;
+    return false;
+  }
+}
+
 // Configuration, read once in the plugin constructor. A malformed value throws ConfigError,
 // which the SDK turns into an init failure naming the variable: the host refuses to start.
 // A variable set to the empty string counts as unset (e.g. `AI_MODEL=` in a .env file).
@@ -80,7 +93,8 @@ inline bool config_bool(const wk::Context& ctx, std::string_view key, bool fallb
 // Every shipped plugin applies the same schema migrations under its own plugin id; see
 // schema.hpp for why that is safe.
 inline void migrate_shared_schema(const wk::Context& ctx) {
-  ctx.migrate({wk::Migration{1, schema::kMigrationV1Name, schema::kMigrationV1Sql}});
+  ctx.migrate({wk::Migration{1, schema::kMigrationV1Name, schema::kMigrationV1Sql},
+               wk::Migration{2, schema::kMigrationV2Name, schema::kMigrationV2Sql}});
 }
 
 // A cancellation probe for subprocesses and HTTP transfers.
