@@ -131,11 +131,13 @@ TEST_F(FlowControlTest, FleetConcurrencyHoldsAcrossWorkersWithoutBlockingOtherTy
       << a->output() << b->output();
   auto conn = redis_.connect();
   QueueView q{conn, kQueue};
-  EXPECT_TRUE(q.list("pending").empty());
-  EXPECT_TRUE(q.list("active").empty());
+  // The last handlers' acknowledgements and permit releases follow their file writes: await them.
+  EXPECT_TRUE(test::eventually([&] { return q.list("pending").empty() && q.list("active").empty(); }));
   EXPECT_TRUE(q.zset("retry").empty()) << "a parked or handed-back task cost an attempt";
   // Every permit was given back.
-  EXPECT_EQ(conn.command({"ZCARD", "wk:limits:{fault:span}:permits"}).integer(), 0);
+  EXPECT_TRUE(test::eventually([&] {
+    return conn.command({"ZCARD", "wk:limits:{fault:span}:permits"}).integer() == 0;
+  }));
 }
 
 // A fleet rate of 20 per second across both workers: 200 tasks take 10 s (± 10 %), and no
@@ -202,7 +204,7 @@ TEST_F(FlowControlTest, PermitsOfAKilledWorkerExpireWithinTheLease) {
   ASSERT_TRUE(test::eventually(
       [&] { return q.zset("retry").empty() && q.list("active").empty() && q.list("pending").empty(); }, 30s))
       << second->output();
-  EXPECT_EQ(held_now(), 0);
+  EXPECT_TRUE(test::eventually([&] { return held_now() == 0; }));
 }
 
 // Local concurrency 1 for one type on a worker of 4 slots: while one task of it runs and three
