@@ -1,5 +1,6 @@
 #include "queue/processor.hpp"
 
+#include <algorithm>
 #include <stdexcept>
 
 #include "queue/deadline.hpp"
@@ -15,6 +16,10 @@ constexpr std::chrono::milliseconds kServingCheckInterval{2000};
 // The longest pause after a round whose tasks were all parked or handed back (types at their
 // limits fill the queue): the loop does not spin on them, and other types still come through.
 constexpr std::chrono::milliseconds kMaxSpillBackoff{1000};
+// This machine's queue (Settings::host_queue) leads every order, but a round trip carries one
+// queue's dequeue: the others cost a round trip each when it is empty. So once it was found empty
+// it goes last, and first again at most this much later (or when it gave tasks).
+constexpr std::chrono::milliseconds kHostQueueRecheck{100};
 
 // What a running handler may do besides watching its cancellation (task::TaskServices).
 class AttemptServices final : public task::TaskServices {
@@ -184,6 +189,8 @@ void Processor::loop() {
   std::chrono::milliseconds error_backoff{0};
   int empty_after_signal = 0;  // "work may be there" but the dequeue found none (paused queue?)
   std::chrono::milliseconds spill_backoff{0};
+  const std::string& host_queue = ctx_.settings.host_queue;
+  SteadyClock::time_point host_queue_first_again{};  // while in the future: the host queue goes last
   while (true) {
     size_t want = slots_to_fill();
     {
@@ -197,6 +204,10 @@ void Processor::loop() {
       continue;
     }
     ctx_.order.next(rng, order);
+    const bool host_first =
+        !host_queue.empty() && order.size() > 1 && SteadyClock::now() >= host_queue_first_again;
+    if (!host_queue.empty() && order.size() > 1 && !host_first)
+      std::rotate(order.begin(), order.begin() + 1, order.end());
     const auto sent = SteadyClock::now();
     try {
       writes_.send_with_dequeue(order, ctx_.settings.lease, want, got);
@@ -208,6 +219,11 @@ void Processor::loop() {
           std::min(ctx_.settings.redis_backoff, std::max(std::chrono::milliseconds(10), error_backoff * 2));
       pause(error_backoff);
       continue;
+    }
+    if (host_first) {
+      const bool from_host =
+          std::any_of(got.begin(), got.end(), [&](const Dequeued& d) { return d.msg.queue == host_queue; });
+      if (!from_host) host_queue_first_again = SteadyClock::now() + kHostQueueRecheck;
     }
     if (!got.empty()) {
       empty_after_signal = 0;
