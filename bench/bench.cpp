@@ -160,9 +160,11 @@ class CountingDispatcher : public task::Dispatcher {
   SteadyClock::time_point last_start_{};
 };
 
+// As the worker runs: its machine's queue first (empty here), then the bench queue.
 queue::Settings engine_settings(int concurrency) {
   queue::Settings s;
   s.queues = {{"bench", 1}};
+  s.host_queue = task::host_queue("bench-machine");
   s.concurrency = concurrency;
   return s;
 }
@@ -325,6 +327,7 @@ void run_idle_cost(const Options& opt, int workers, plugins::Host& host, const l
   for (int i = 0; i < workers; ++i) {
     queue::Settings s;
     s.queues = {{"critical", 6}, {"default", 3}, {"low", 1}};
+    s.host_queue = task::host_queue("bench-machine");  // one machine: one host queue
     s.concurrency = 8;
     auto broker_settings = bs;
     broker_settings.pool_size = 4;
