@@ -294,7 +294,7 @@ int Runtime::serve() {
     // served it for WORKER_HOST_QUEUE_TIMEOUT (docs/operations.md, "Several machines").
     parts->takeover = std::make_unique<queue::HostQueueTakeover>(
         *parts->broker, engine_settings.host_queue, config_.host_queue_timeout,
-        [&p, engine_settings, redis = broker_settings.redis, log = logger_](const std::string& queue) {
+        [&p, engine_settings, broker_settings, log = logger_](const std::string& queue) {
           queue::Settings s = engine_settings;
           s.queues = {{queue, 1}};
           s.host_queue.clear();
@@ -303,11 +303,16 @@ int Runtime::serve() {
           // comes before the main engine's and must leave that one its whole grace.
           s.shutdown_timeout = std::min(s.shutdown_timeout, std::chrono::milliseconds(2000));
           s.identity = queue::ServerIdentity::of_this_process();
-          auto engine = std::make_unique<queue::Engine>(*p.broker, *p.plugins,
-                                                        log.with({{"taken_over", queue}}), std::move(s),
-                                                        std::make_unique<queue::RedisCancelSource>(redis));
-          if (p.worker_metrics) engine->set_observer(p.worker_metrics.get());
-          return engine;
+          // A broker of its own: an engine's waits for work and their wake-ups are its broker's.
+          queue::HostQueueTakeover::Engines taken;
+          auto own = broker_settings;
+          own.pool_size = 4;
+          taken.broker = std::make_unique<queue::RedisBroker>(own, log);
+          taken.engine = std::make_unique<queue::Engine>(
+              *taken.broker, *p.plugins, log.with({{"taken_over", queue}}), std::move(s),
+              std::make_unique<queue::RedisCancelSource>(own.redis));
+          if (p.worker_metrics) taken.engine->set_observer(p.worker_metrics.get());
+          return taken;
         },
         logger_);
 
@@ -402,6 +407,7 @@ int Runtime::serve() {
     std::_Exit(1);
   });
   if (started) {
+    parts_->engine->stop();  // fetches nothing more while the takeover engines shut down
     parts_->takeover->stop();
     parts_->engine->shutdown();
   }

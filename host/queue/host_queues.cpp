@@ -4,16 +4,23 @@
 
 namespace wk::queue {
 
-std::map<std::string, std::chrono::milliseconds> UnservedHostQueues::check(
-    const std::set<std::string>& ignored_servers, std::chrono::milliseconds timeout, Clock::time_point now) {
+std::map<std::string, std::chrono::milliseconds> UnservedHostQueues::check(std::chrono::milliseconds timeout,
+                                                                           Clock::time_point now) {
   std::vector<std::string> hosts;
   for (auto& q : broker_.all_queues()) {
     if (!task::host_of_queue(q).empty() && q != own_) hosts.push_back(std::move(q));
   }
+  // Served: listed by a live server that is not a takeover engine. A worker lists its own host
+  // queue beside its WORKER_QUEUES; a takeover engine lists one host queue and nothing else, and
+  // must not count, or the workers that took a queue over would each see the others and give it
+  // back.
   std::set<std::string> served;
   for (const auto& key : broker_.live_servers()) {
     const auto info = broker_.server_info(key);
-    if (!info || ignored_servers.count(info->server_id) != 0) continue;
+    if (!info) continue;
+    const bool takeover =
+        info->queues.size() == 1 && !task::host_of_queue(info->queues.front().first).empty();
+    if (takeover) continue;
     for (const auto& [name, priority] : info->queues) served.insert(name);
   }
   std::vector<std::string> candidates;
@@ -58,7 +65,7 @@ void HostQueueTakeover::stop() {
   }
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
-  std::map<std::string, std::unique_ptr<Engine>> engines;
+  std::map<std::string, Engines> engines;
   {
     std::lock_guard lock(mu_);
     engines.swap(engines_);
@@ -66,14 +73,16 @@ void HostQueueTakeover::stop() {
   // At once, not one after the other: each may wait its grace for a running task.
   std::vector<std::thread> shutdowns;
   shutdowns.reserve(engines.size());
-  for (auto& [queue, engine] : engines) shutdowns.emplace_back([e = engine.get()] { e->shutdown(); });
+  for (auto& [queue, taken] : engines) shutdowns.emplace_back([e = taken.engine.get()] { e->shutdown(); });
   for (auto& t : shutdowns) t.join();
+  for (auto& [queue, taken] : engines) taken.engine.reset();  // before its broker
 }
 
 std::vector<std::string> HostQueueTakeover::taken_over() const {
   std::lock_guard lock(mu_);
   std::vector<std::string> out;
-  for (const auto& [queue, engine] : engines_) out.push_back(queue);
+  out.reserve(engines_.size());
+  for (const auto& [queue, taken] : engines_) out.push_back(queue);
   return out;
 }
 
@@ -92,13 +101,8 @@ void HostQueueTakeover::run() {
 }
 
 void HostQueueTakeover::tick() {
-  std::set<std::string> ours;  // our own takeover engines do not count as the queue being served
-  {
-    std::lock_guard lock(mu_);
-    for (const auto& [queue, engine] : engines_) ours.insert(engine->identity().server_id);
-  }
-  const auto unserved = unserved_.check(ours, timeout_, Clock::now());
-  std::vector<std::unique_ptr<Engine>> done;
+  const auto unserved = unserved_.check(timeout_, Clock::now());
+  std::vector<Engines> done;
   {
     std::lock_guard lock(mu_);
     if (stopping_) return;
@@ -115,12 +119,15 @@ void HostQueueTakeover::tick() {
       if (engines_.count(queue) != 0) continue;
       log_.warn("Taking over the queue of a machine no worker serves: its handlers end its tasks",
                 {{"queue", queue}, {"unserved_ms", static_cast<int64_t>(unserved_for.count())}});
-      auto engine = factory_(queue);
-      engine->start();
-      engines_.emplace(queue, std::move(engine));
+      Engines taken = factory_(queue);
+      taken.engine->start();
+      engines_.emplace(queue, std::move(taken));
     }
   }
-  for (auto& engine : done) engine->shutdown();
+  for (auto& taken : done) {
+    taken.engine->shutdown();
+    taken.engine.reset();  // before its broker
+  }
 }
 
 }  // namespace wk::queue

@@ -28,10 +28,10 @@ namespace wk::queue {
 class UnservedHostQueues {
  public:
   UnservedHostQueues(Broker& broker, std::string own_queue) : broker_(broker), own_(std::move(own_queue)) {}
-  // Looks again (throws on Redis errors). Returns the host queues with tasks that no live server
-  // outside `ignored_servers` has served for at least `timeout`, each with how long.
-  std::map<std::string, std::chrono::milliseconds> check(const std::set<std::string>& ignored_servers,
-                                                         std::chrono::milliseconds timeout,
+  // Looks again (throws on Redis errors). Returns the host queues with tasks that no live worker
+  // has served (takeover engines, ours or others', do not count) for at least `timeout`, each
+  // with how long.
+  std::map<std::string, std::chrono::milliseconds> check(std::chrono::milliseconds timeout,
                                                          Clock::time_point now);
 
  private:
@@ -42,8 +42,14 @@ class UnservedHostQueues {
 
 class HostQueueTakeover {
  public:
-  // Makes the engine that serves one taken-over queue (not started).
-  using EngineFactory = std::function<std::unique_ptr<Engine>(const std::string& queue)>;
+  // The engine that serves one taken-over queue, and the broker it uses (its own: an engine's
+  // waits for work and their wake-ups belong to its broker). The engine goes first.
+  struct Engines {
+    std::unique_ptr<Broker> broker;
+    std::unique_ptr<Engine> engine;
+  };
+  // Makes them (not started).
+  using EngineFactory = std::function<Engines(const std::string& queue)>;
   HostQueueTakeover(Broker& broker, std::string own_queue, std::chrono::milliseconds timeout,
                     EngineFactory factory, log::Logger log);
   ~HostQueueTakeover();  // stop()
@@ -64,7 +70,7 @@ class HostQueueTakeover {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   bool stopping_ = false;
-  std::map<std::string, std::unique_ptr<Engine>> engines_;  // queue -> its engine
+  std::map<std::string, Engines> engines_;  // queue -> its engine
   std::thread thread_;
 };
 
