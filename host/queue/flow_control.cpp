@@ -43,7 +43,10 @@ const std::vector<size_t>& FlowControl::matching(const std::string& type) {
   return matching_.emplace(type, std::move(found)).first->second;
 }
 
-std::string FlowControl::member(const InFlightTask& t) const { return options_.server_id + ":" + t.task.id; }
+// One attempt's name: a later attempt of the task on this worker (after an overrun) is another.
+std::string FlowControl::member(const InFlightTask& t) const {
+  return options_.server_id + ":" + t.task.id + ":" + std::to_string(t.msg.retried);
+}
 
 std::chrono::milliseconds FlowControl::paused_for(const std::string& type) {
   std::lock_guard lock(pause_mu_);
@@ -54,8 +57,13 @@ std::chrono::milliseconds FlowControl::paused_for(const std::string& type) {
     try {
       const auto paused = broker_.paused_types();
       health_.succeeded(started);
-      paused_.clear();
-      for (const auto& [name, left] : paused) paused_[name] = now + left;
+      // Redis's pauses, and ours that Redis may not have (its write failed) while they last.
+      std::map<std::string, Clock::time_point, std::less<>> merged;
+      for (const auto& [name, ends] : paused_) {
+        if (ends > now) merged[name] = ends;
+      }
+      for (const auto& [name, left] : paused) merged[name] = std::max(merged[name], now + left);
+      paused_ = std::move(merged);
     } catch (const std::exception& e) {
       health_.failed("paused_types", e);  // the pauses known stay in force
     }
@@ -82,10 +90,13 @@ FlowControl::Admission FlowControl::try_admit(const InFlightTask& t) {
   {
     std::lock_guard lock(mu_);
     limits = matching(type);
+    // Limits with fleet concurrency first, rate-only ones last: a rate token taken is spent, so
+    // it is taken only once every permit that could refuse has been granted.
+    std::stable_partition(limits.begin(), limits.end(),
+                          [&](size_t i) { return options_.limits[i].fleet > 0; });
     for (const size_t i : limits) {
       const auto& limit = options_.limits[i];
       if (limit.concurrency == 0) continue;
-      own_applies = false;  // configured: the handler's own bound is only the default
       if (local_in_use_[i] >= limit.concurrency) {
         refused.retry_at = Clock::time_point::max();
         refused.reason = "concurrency";

@@ -318,6 +318,14 @@ void Processor::start_tasks(std::vector<std::shared_ptr<InFlightTask>>& tasks) {
 
 void Processor::park_or_hand_back(const std::shared_ptr<InFlightTask>& t,
                                   const FlowControl::Admission& refused) {
+  if (t->task.deadline <= Clock::now()) {
+    // Due already (an absolute deadline that passed in the queue): failed now, as execute()
+    // would, rather than parked for the deadline timer.
+    t->cancellation.cancel(task::CancelReason::deadline);
+    if (!finish(t, task::Outcome{task::Disposition::cancelled, kDeadlineExceeded, {}, {}}, {}, true))
+      ctx_.inflight.remove(t);
+    return;
+  }
   if (parked_.size() >= parked_max_) {
     if (ctx_.log.enabled(log::Level::debug)) {
       ctx_.task_log(t->task).debug("Handing a task at its type's limit back to its queue (parking full)",
@@ -663,6 +671,13 @@ bool Processor::finish(const std::shared_ptr<InFlightTask>& t, const task::Outco
 
 void Processor::overrun(const std::shared_ptr<InFlightTask>& t) {
   if (!t->settle()) return;  // the handler returned meanwhile, or a shutdown requeued the task
+  if (!t->started.load()) {
+    // Parked (or waiting for a thread) past its deadline and the grace: no thread is stuck on
+    // it, so none is added; the loop drops it from the parked tasks (settled).
+    fail(t, kDeadlineExceeded, std::nullopt, false, false);
+    ctx_.inflight.remove(t);
+    return;
+  }
   t->overran = true;
   ctx_.task_log(t->task).warn(
       "Handler still running past the task's deadline; failing the task, a new thread takes its slot",
