@@ -120,30 +120,29 @@ std::string read_file(const std::filesystem::path& path) {
   return ss.str();
 }
 
-std::string default_worker_name() {
+// The machine's host name, or `fallback` when it has none.
+std::string host_name_or(const char* fallback) {
   char host[256] = {};
-  if (gethostname(host, sizeof host - 1) != 0 || host[0] == '\0') std::snprintf(host, sizeof host, "worker");
-  return std::string(host) + "-" + std::to_string(getpid());
+  if (gethostname(host, sizeof host - 1) != 0 || host[0] == '\0') return fallback;
+  return host;
+}
+
+std::string default_worker_name() { return host_name_or("worker") + "-" + std::to_string(getpid()); }
+
+bool host_id_char(char c) {
+  return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '.' || c == '_' || c == '-';
 }
 
 // The host name as a host id: characters outside [A-Za-z0-9._-] become '-', at most 64.
 std::string default_host_id() {
-  char host[256] = {};
-  if (gethostname(host, sizeof host - 1) != 0 || host[0] == '\0')
-    std::snprintf(host, sizeof host, "localhost");
-  std::string id;
-  for (const char* c = host; *c != '\0' && id.size() < 64; ++c) {
-    const bool ok = std::isalnum(static_cast<unsigned char>(*c)) != 0 || *c == '.' || *c == '_' || *c == '-';
-    id.push_back(ok ? *c : '-');
-  }
+  std::string id = host_name_or("localhost").substr(0, 64);
+  std::replace_if(
+      id.begin(), id.end(), [](char c) { return !host_id_char(c); }, '-');
   return id;
 }
 
 bool valid_host_id(std::string_view id) {
-  if (id.empty() || id.size() > 64) return false;
-  return std::all_of(id.begin(), id.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '.' || c == '_' || c == '-';
-  });
+  return !id.empty() && id.size() <= 64 && std::all_of(id.begin(), id.end(), host_id_char);
 }
 
 // Resolves the effective settings and remembers where each came from, for error messages.

@@ -28,7 +28,7 @@ FlowControl::FlowControl(Broker& broker, task::Dispatcher& dispatcher, RedisHeal
       log_(std::move(log)),
       options_(std::move(options)),
       local_in_use_(options_.limits.size(), 0),
-      fleet_in_use_(options_.limits.size(), 0) {}
+      fleet_members_(options_.limits.size()) {}
 
 const std::vector<size_t>& FlowControl::matching(const std::string& type) {
   auto it = matching_.find(type);
@@ -77,13 +77,10 @@ std::chrono::milliseconds FlowControl::paused_for(const std::string& type) {
 FlowControl::Admission FlowControl::try_admit(const InFlightTask& t) {
   const std::string& type = t.task.type;
   const auto now = Clock::now();
-  Admission refused;
-  if (const auto left = paused_for(type); left.count() > 0) {
-    refused.retry_at = now + left;
-    refused.reason = "paused";
-    refused.limit = type;
-    return refused;
-  }
+  const auto refused = [](Clock::time_point retry_at, std::string reason, std::string limit) {
+    return Admission{false, retry_at, std::move(reason), std::move(limit)};
+  };
+  if (const auto left = paused_for(type); left.count() > 0) return refused(now + left, "paused", type);
   std::vector<size_t> limits;
   const uint32_t own = dispatcher_.max_concurrency(type);
   bool own_applies = own > 0;
@@ -97,21 +94,13 @@ FlowControl::Admission FlowControl::try_admit(const InFlightTask& t) {
     for (const size_t i : limits) {
       const auto& limit = options_.limits[i];
       if (limit.concurrency == 0) continue;
-      if (local_in_use_[i] >= limit.concurrency) {
-        refused.retry_at = Clock::time_point::max();
-        refused.reason = "concurrency";
-        refused.limit = limit.pattern;
-        return refused;
-      }
+      if (local_in_use_[i] >= limit.concurrency)
+        return refused(Clock::time_point::max(), "concurrency", limit.pattern);
     }
     if (own_applies) {
       const auto it = own_in_use_.find(type);
-      if (it != own_in_use_.end() && it->second >= own) {
-        refused.retry_at = Clock::time_point::max();
-        refused.reason = "concurrency";
-        refused.limit = type;
-        return refused;
-      }
+      if (it != own_in_use_.end() && it->second >= own)
+        return refused(Clock::time_point::max(), "concurrency", type);
     }
   }
   // Fleet permits, one limit at a time; a refusal gives back what this attempt took so far.
@@ -142,12 +131,9 @@ FlowControl::Admission FlowControl::try_admit(const InFlightTask& t) {
       }
       const auto wait =
           std::string_view(grant.reason) == "fleet" ? std::min(grant.retry_in, kFleetPoll) : grant.retry_in;
-      refused.retry_at = now + wait;
-      refused.reason = grant.reason;
-      refused.limit = limit.pattern;
-      return refused;
+      return refused(now + wait, grant.reason, limit.pattern);
     }
-    held.fleet.push_back(i);
+    if (limit.fleet > 0) held.fleet.push_back(i);
   }
   std::lock_guard lock(mu_);
   for (const size_t i : limits) {
@@ -159,17 +145,10 @@ FlowControl::Admission FlowControl::try_admit(const InFlightTask& t) {
     ++own_in_use_[type];
     held.own_type = type;
   }
-  for (const size_t i : held.fleet) {
-    if (options_.limits[i].fleet > 0) {
-      ++fleet_in_use_[i];
-      fleet_members_[options_.limits[i].pattern].push_back(name);
-    }
-  }
+  for (const size_t i : held.fleet) fleet_members_[i].push_back(name);
   if (!held.local.empty() || !held.fleet.empty() || !held.own_type.empty())
     held_.emplace(&t, std::move(held));
-  Admission admitted;
-  admitted.admitted = true;
-  return admitted;
+  return Admission{true, {}, {}, {}};
 }
 
 void FlowControl::release(const InFlightTask& t) {
@@ -189,15 +168,12 @@ void FlowControl::release(const InFlightTask& t) {
       if (own != own_in_use_.end() && --own->second == 0) own_in_use_.erase(own);
     }
     for (const size_t i : held.fleet) {
-      if (options_.limits[i].fleet == 0) continue;
-      --fleet_in_use_[i];
-      auto& members = fleet_members_[options_.limits[i].pattern];
+      auto& members = fleet_members_[i];
       members.erase(std::remove(members.begin(), members.end(), name), members.end());
     }
   }
   if (!held.local.empty() || !held.own_type.empty()) local_releases_.fetch_add(1, std::memory_order_acq_rel);
   for (const size_t i : held.fleet) {
-    if (options_.limits[i].fleet == 0) continue;  // a rate token is spent, not held
     const auto started = SteadyClock::now();
     try {
       broker_.release_permit(options_.limits[i], name);
@@ -212,9 +188,8 @@ void FlowControl::extend_fleet_permits() {
   std::vector<std::pair<size_t, std::vector<std::string>>> work;
   {
     std::lock_guard lock(mu_);
-    for (size_t i = 0; i < options_.limits.size(); ++i) {
-      const auto it = fleet_members_.find(options_.limits[i].pattern);
-      if (it != fleet_members_.end() && !it->second.empty()) work.emplace_back(i, it->second);
+    for (size_t i = 0; i < fleet_members_.size(); ++i) {
+      if (!fleet_members_[i].empty()) work.emplace_back(i, fleet_members_[i]);
     }
   }
   for (const auto& [i, members] : work) {
@@ -275,7 +250,8 @@ std::vector<FlowLimitState> FlowControl::limits() const {
   std::lock_guard lock(mu_);
   std::vector<FlowLimitState> out;
   for (size_t i = 0; i < options_.limits.size(); ++i) {
-    out.push_back(FlowLimitState{options_.limits[i], local_in_use_[i], fleet_in_use_[i]});
+    out.push_back(FlowLimitState{options_.limits[i], local_in_use_[i],
+                                 static_cast<uint32_t>(fleet_members_[i].size())});
   }
   return out;
 }

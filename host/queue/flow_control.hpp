@@ -67,7 +67,7 @@ class FlowControl {
  private:
   struct Held {
     std::vector<size_t> local;  // limits with a local permit taken
-    std::vector<size_t> fleet;  // limits with a fleet permit taken
+    std::vector<size_t> fleet;  // limits with a fleet permit held (rate tokens are spent, not held)
     std::string own_type;       // the handler's own max_concurrency taken (empty: none)
   };
   struct Throttled {
@@ -89,10 +89,9 @@ class FlowControl {
   mutable std::mutex mu_;
   std::unordered_map<std::string, std::vector<size_t>> matching_;  // type -> limits
   std::vector<uint32_t> local_in_use_;                             // per limit
-  std::vector<uint32_t> fleet_in_use_;                             // per limit
   std::map<std::string, uint32_t, std::less<>> own_in_use_;        // type -> handler's own
   std::unordered_map<const InFlightTask*, Held> held_;
-  std::map<std::string, std::vector<std::string>> fleet_members_;  // pattern -> members held
+  std::vector<std::vector<std::string>> fleet_members_;  // per limit: the permits held here
   std::map<std::string, Throttled, std::less<>> throttled_;
   std::atomic<uint64_t> local_releases_{0};
 

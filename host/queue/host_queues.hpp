@@ -8,18 +8,16 @@
 // the reason). The engine stops once the queue is served again or empty. asynq's tools list the
 // tasks throughout.
 #include <chrono>
-#include <condition_variable>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
-#include <set>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "log/log.hpp"
 #include "queue/broker.hpp"
+#include "queue/context.hpp"  // PeriodicLoop
 #include "queue/engine.hpp"
 
 namespace wk::queue {
@@ -59,19 +57,15 @@ class HostQueueTakeover {
   std::vector<std::string> taken_over() const;
 
  private:
-  void run();
   void tick();
 
   UnservedHostQueues unserved_;
   const std::chrono::milliseconds timeout_;
-  const std::chrono::milliseconds interval_;
   EngineFactory factory_;
   log::Logger log_;
   mutable std::mutex mu_;
-  std::condition_variable cv_;
-  bool stopping_ = false;
   std::map<std::string, Engines> engines_;  // queue -> its engine
-  std::thread thread_;
+  PeriodicLoop loop_;                       // last: its thread ticks on the members above
 };
 
 }  // namespace wk::queue

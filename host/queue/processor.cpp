@@ -204,10 +204,9 @@ void Processor::loop() {
       continue;
     }
     ctx_.order.next(rng, order);
-    const bool host_first =
-        !host_queue.empty() && order.size() > 1 && SteadyClock::now() >= host_queue_first_again;
-    if (!host_queue.empty() && order.size() > 1 && !host_first)
-      std::rotate(order.begin(), order.begin() + 1, order.end());
+    const bool host_leads = !host_queue.empty() && order.size() > 1;  // QueueOrder puts it first
+    const bool host_first = host_leads && SteadyClock::now() >= host_queue_first_again;
+    if (host_leads && !host_first) std::rotate(order.begin(), order.begin() + 1, order.end());
     const auto sent = SteadyClock::now();
     try {
       writes_.send_with_dequeue(order, ctx_.settings.lease, want, got);
