@@ -49,6 +49,10 @@ struct InFlightTask {
   // A handler thread took it. One that never did (parked, then cancelled or handed back) is not
   // reported to the observer: for metrics it neither started nor finished.
   std::atomic<bool> started{false};
+  // Its handler runs in another process (Dispatcher::start): no thread of ours waits for it, and
+  // it holds one of the processor's slots until its outcome comes or its deadline overran.
+  std::atomic<bool> remote{false};
+  std::atomic<bool> holds_remote_slot{false};
 
  private:
   mutable std::mutex progress_mu_;

@@ -54,6 +54,28 @@ class AttemptServices final : public task::TaskServices {
 
 }  // namespace
 
+// One attempt started through Dispatcher::start. start_remote gives up its ownership once the
+// dispatcher has taken the attempt; finished() takes it back, so it lives exactly as long as the
+// dispatcher may use the Execution.
+struct Processor::RemoteAttempt final : task::AttemptCompletion {
+  RemoteAttempt(Processor& p, std::shared_ptr<InFlightTask> task)
+      : processor(p),
+        t(std::move(task)),
+        services(p.ctx_, *t),
+        execution{t->task, t->cancellation, services, staged} {}
+  void finished(task::Outcome outcome) override {
+    const std::unique_ptr<RemoteAttempt> self(this);
+    processor.finish_remote(*this, std::move(outcome));
+  }
+
+  Processor& processor;
+  const std::shared_ptr<InFlightTask> t;
+  AttemptServices services;
+  std::vector<task::EnqueueRequest> staged;
+  task::Execution execution;
+  DeadlineTimer::Handle deadline;
+};
+
 DeadlineTimer::DeadlineTimer(std::chrono::milliseconds grace, OverrunFn overrun)
     : grace_(grace), overrun_(std::move(overrun)), thread_([this] { run(); }) {}
 
@@ -265,12 +287,14 @@ size_t Processor::slots_to_fill() {
   }
   std::unique_lock lock(mu_);
   // A stop with tasks parked needs the loop too: they go back to their queues at once.
+  // A slot is an idle handler thread that neither a waiting task nor a remote attempt holds.
+  const auto taken = [&] { return ready_.size() + remote_slots_; };
   loop_cv_.wait(lock, [&] {
-    return signalled_ || finished() || (!stopping_ && idle_ > ready_.size()) ||
+    return signalled_ || finished() || (!stopping_ && idle_ > taken()) ||
            (stopping_ && parked_count_.load() > 0);
   });
   signalled_ = false;
-  return stopping_ ? 0 : idle_ - std::min(idle_, ready_.size());
+  return stopping_ ? 0 : idle_ - std::min(idle_, taken());
 }
 
 size_t Processor::hand_out(std::vector<Dequeued>& got) {
@@ -301,16 +325,87 @@ size_t Processor::hand_out(std::vector<Dequeued>& got) {
 
 void Processor::start_tasks(std::vector<std::shared_ptr<InFlightTask>>& tasks) {
   if (tasks.empty()) return;
-  {
-    std::lock_guard lock(mu_);
-    for (auto& t : tasks) ready_.push_back(std::move(t));
+  // Remote attempts are started here, all before one flush: their start frames go out together.
+  size_t remote = 0;
+  size_t waiting = 0;
+  for (size_t i = 0; i < tasks.size(); ++i) {
+    if (start_remote(tasks[i])) {
+      ++remote;
+    } else {
+      if (waiting != i) tasks[waiting] = std::move(tasks[i]);  // kept for the handler threads
+      ++waiting;
+    }
   }
-  if (tasks.size() == 1) {
-    handler_cv_.notify_one();
-  } else {
-    handler_cv_.notify_all();
+  if (remote > 0) ctx_.dispatcher.flush_started();
+  if (waiting > 0) {
+    {
+      std::lock_guard lock(mu_);
+      for (size_t i = 0; i < waiting; ++i) ready_.push_back(std::move(tasks[i]));
+    }
+    if (waiting == 1) {
+      handler_cv_.notify_one();
+    } else {
+      handler_cv_.notify_all();
+    }
   }
   tasks.clear();
+}
+
+// ---- remote attempts ----------------------------------------------------------------------------
+
+bool Processor::start_remote(const std::shared_ptr<InFlightTask>& t) {
+  const task::Task& tk = t->task;
+  // What execute() settles without a handler (requeued by a shutdown, due already, no plugin for
+  // its type) stays with the handler threads.
+  if (t->settled.load() || tk.deadline <= Clock::now() || !ctx_.dispatcher.handles(tk.type)) return false;
+  auto attempt = std::make_unique<RemoteAttempt>(*this, t);
+  t->started = true;
+  t->remote = true;
+  t->holds_remote_slot = true;
+  {
+    std::lock_guard lock(mu_);
+    ++remote_slots_;
+    ++remote_outstanding_;
+  }
+  attempt->deadline = timer_.add(tk.deadline, t);
+  if (!ctx_.dispatcher.start(attempt->execution, *attempt)) {
+    timer_.remove(attempt->deadline);
+    t->started = false;
+    t->remote = false;
+    t->holds_remote_slot = false;
+    std::lock_guard lock(mu_);
+    --remote_slots_;
+    --remote_outstanding_;
+    return false;
+  }
+  (void)attempt.release();  // RemoteAttempt::finished owns it now
+  // The in-flight gauge only adds and subtracts: reported after the start, it still balances an
+  // outcome that came first.
+  if (ctx_.observer != nullptr) ctx_.observer->task_started(tk.type, tk.queue);
+  if (ctx_.log.enabled(log::Level::debug)) ctx_.task_log(tk).debug("Processing task");
+  return true;
+}
+
+void Processor::finish_remote(RemoteAttempt& attempt, task::Outcome outcome) {
+  const std::shared_ptr<InFlightTask>& t = attempt.t;
+  timer_.remove(attempt.deadline);
+  ctx_.flow.release(*t);
+  const bool deferred = finish(t, outcome, std::move(attempt.staged), true);
+  if (!deferred) ctx_.inflight.remove(t);
+  {
+    std::lock_guard lock(mu_);
+    if (t->holds_remote_slot.exchange(false)) --remote_slots_;
+    --remote_outstanding_;
+  }
+  wake_loop(deferred);  // a slot to fill, perhaps a write to send, or the last one of a stop
+}
+
+void Processor::release_remote_slot(InFlightTask& t) {
+  {
+    std::lock_guard lock(mu_);
+    if (t.holds_remote_slot.exchange(false)) --remote_slots_;
+  }
+  wake_loop(false);
 }
 
 // ---- parking ------------------------------------------------------------------------------------
@@ -478,7 +573,8 @@ void Processor::wake_loop(bool has_write) {
 }
 
 bool Processor::finished() const {
-  return stopping_ && live_handlers_ == 0 && !writes_.pending() && parked_count_.load() == 0;
+  return stopping_ && live_handlers_ == 0 && remote_outstanding_ == 0 && !writes_.pending() &&
+         parked_count_.load() == 0;
 }
 
 // ---- the handler threads ------------------------------------------------------------------------
@@ -679,12 +775,17 @@ void Processor::overrun(const std::shared_ptr<InFlightTask>& t) {
   }
   t->overran = true;
   ctx_.task_log(t->task).warn(
-      "Handler still running past the task's deadline; failing the task, a new thread takes its slot",
+      t->remote ? "Handler still running past the task's deadline; failing the task and freeing its slot"
+                : "Handler still running past the task's deadline; failing the task, a new thread takes its slot",
       {{"grace_ms", static_cast<int64_t>(ctx_.settings.deadline_grace.count())}});
   fail(t, kDeadlineExceeded, std::nullopt, false, false);
   // No longer ours: the heartbeat neither extends nor lists it, and a cancellation by id reaches
   // a later attempt of the same task.
   ctx_.inflight.remove(t);
+  if (t->remote) {  // no thread is stuck on it: its slot is free for the next task
+    release_remote_slot(*t);
+    return;
+  }
   std::lock_guard lock(mu_);
   if (stopping_) return;
   // The stuck thread leaves the pool when its handler returns (handler_loop checks `overran`).

@@ -1,6 +1,8 @@
 #pragma once
 // The processor (protocol §7.3, §7.4): `concurrency` handler threads that only run tasks, and one
-// loop that does their Redis work. A handler thread takes a dequeued task, runs it, defers its
+// loop that does their Redis work. A task whose handler runs in another process (a plugin
+// runner) takes no thread: the loop starts it through Dispatcher::start, a batch of them in one
+// write, and its outcome joins the deferred writes straight from the dispatcher's thread. A handler thread takes a dequeued task, runs it, defers its
 // outcome write (OutcomeWrites) and waits for the next task. The loop sends, in one round trip,
 // every outcome deferred since its last one together with a dequeue of as many tasks as there
 // are idle handler threads, and hands those tasks out. So under load one round trip finishes
@@ -106,6 +108,14 @@ class Processor {
   Clock::time_point next_parked_retry() const;
   void start_tasks(std::vector<std::shared_ptr<InFlightTask>>& tasks);
 
+  // ---- attempts whose handler runs in another process (Dispatcher::start) ----
+  struct RemoteAttempt;
+  // Starts `t` through Dispatcher::start; false when a handler thread must run it instead.
+  bool start_remote(const std::shared_ptr<InFlightTask>& t);
+  // Its outcome came (on a thread of the dispatcher's): written as a handler thread's would be.
+  void finish_remote(RemoteAttempt& attempt, task::Outcome outcome);
+  void release_remote_slot(InFlightTask& t);
+
   // ---- the handler threads ----
   void handler_loop();
   std::shared_ptr<InFlightTask> next_task(bool wrote);     // null: exit
@@ -138,6 +148,8 @@ class Processor {
   size_t idle_ = 0;                                  // handler threads waiting for a task
   std::deque<std::shared_ptr<InFlightTask>> ready_;  // dequeued for them, not started
   unsigned live_handlers_ = 0;
+  size_t remote_slots_ = 0;        // slots held by remote attempts
+  size_t remote_outstanding_ = 0;  // remote attempts whose outcome has not come (the loop waits)
   bool loop_running_ = false;
   std::atomic<bool> loop_waiting_for_work_{false};
   std::atomic<SteadyClock::rep> last_tick_{0};

@@ -13,26 +13,42 @@ Channel::Channel(int fd) : fd_(fd) {}
 
 Channel::~Channel() { ::close(fd_); }
 
-bool Channel::send(std::string frame) {
+bool Channel::send(std::string_view frame) {
   std::unique_lock lock(mu_);
   if (broken_) return false;
-  if (writing_) {
-    pending_.append(frame);
-    return true;
-  }
+  pending_.append(frame);
+  return flush_locked(lock);
+}
+
+bool Channel::post(wire::Kind kind, uint64_t id, std::string_view body) {
+  std::lock_guard lock(mu_);
+  if (broken_) return false;
+  wire::append_frame(pending_, kind, id, body);
+  return true;
+}
+
+bool Channel::flush() {
+  std::unique_lock lock(mu_);
+  if (broken_) return false;
+  return flush_locked(lock);
+}
+
+bool Channel::flush_locked(std::unique_lock<std::mutex>& lock) {
+  // Another thread is writing: it writes what we appended before it leaves.
+  if (writing_ || pending_.empty()) return true;
   writing_ = true;
-  std::string batch = std::move(frame);
   bool ok = true;
-  while (true) {
+  while (ok && !pending_.empty()) {
+    writing_batch_.clear();
+    writing_batch_.swap(pending_);
     lock.unlock();
-    ok = write_all(batch);
+    ok = write_all(writing_batch_);
     lock.lock();
-    if (!ok) broken_ = true;
-    if (!ok || pending_.empty()) break;
-    batch.clear();
-    batch.swap(pending_);
   }
-  pending_.clear();
+  if (!ok) {
+    broken_ = true;
+    pending_.clear();
+  }
   writing_ = false;
   return ok;
 }

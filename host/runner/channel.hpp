@@ -3,7 +3,8 @@
 //
 // Senders on any thread hand whole frames to send(); while one of them is writing, the others
 // only append to a buffer that the writer flushes before it leaves, so a burst of completions
-// (or of task starts) costs one write() instead of one per frame. One thread runs read_loop(),
+// (or of task starts) costs one write() instead of one per frame. post() + flush() let one
+// sender batch its own frames the same way (the worker starts a round's tasks so). One thread runs read_loop(),
 // which reads as much as the socket has and hands each complete frame to a callback.
 #include <functional>
 #include <mutex>
@@ -25,10 +26,14 @@ class Channel {
 
   // Queues `frame` (from wire::frame) and writes it, possibly with others. False when the peer is
   // gone or the channel was shut down; the frame is then dropped.
-  bool send(std::string frame);
+  bool send(std::string_view frame);
   bool send(wire::Kind kind, uint64_t id, std::string_view body = {}) {
-    return send(wire::frame(kind, id, body));
+    return post(kind, id, body) && flush();
   }
+  // Queues a frame without writing it: the next flush() (or send(), on any thread) writes it with
+  // every other frame queued by then, in one write.
+  bool post(wire::Kind kind, uint64_t id, std::string_view body = {});
+  bool flush();
   // Reads frames until end of file, an error, a malformed frame or a throwing callback; returns
   // why it stopped ("" at a clean end of file).
   std::string read_loop(const OnFrame& on_frame);
@@ -37,10 +42,12 @@ class Channel {
 
  private:
   bool write_all(const std::string& bytes);
+  bool flush_locked(std::unique_lock<std::mutex>& lock);
 
   const int fd_;
   std::mutex mu_;
-  std::string pending_;  // frames waiting for the current writer
+  std::string pending_;        // frames waiting for the current (or next) writer
+  std::string writing_batch_;  // the writer's: what it writes now (kept for its capacity)
   bool writing_ = false;
   bool broken_ = false;
 };

@@ -80,6 +80,11 @@ class RunnerHost final : public plugins::Host {
   uint32_t max_concurrency(std::string_view type) const override;
   bool serving() const override;
   task::Outcome dispatch(task::Execution& execution) override;
+  // A task of a serving runner starts without a thread of the caller's: its run frame is posted,
+  // and flush_started() writes every frame posted since, per runner in one write. The outcome
+  // comes on the runner's reader thread.
+  bool start(task::Execution& execution, task::AttemptCompletion& done) override;
+  void flush_started() override;
   void shutdown() override;
 
   // The runner process of `plugin_id` now (0 when it has none: in process, or restarting).

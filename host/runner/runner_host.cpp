@@ -101,10 +101,13 @@ uint64_t resident_bytes(pid_t pid) {
   return resident * static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
 }
 
-// One attempt of one task in a runner, as the dispatching engine thread waits for it.
+// One attempt of one task in a runner. Either the dispatching engine thread waits for it
+// (dispatch(): `completion` is null, `cv` wakes it), or nobody does (start(): `completion` gets
+// the outcome from whichever thread sees the attempt over last).
 struct Call {
-  explicit Call(task::Execution& e) : execution(e) {}
+  Call(task::Execution& e, task::AttemptCompletion* c) : execution(e), completion(c) {}
   task::Execution& execution;
+  task::AttemptCompletion* const completion;
   std::mutex mu;
   std::condition_variable cv;
   bool done = false;
@@ -112,7 +115,28 @@ struct Call {
   std::vector<task::EnqueueRequest> staged;
   int active_rpcs = 0;  // worker-side calls running for it: the Execution must outlive them
   bool runner_died = false;
+  task::Cancellation::Token cancel_token = 0;  // start(): forwards the engine's cancellation
+  bool completed = false;                      // start(): `completion` was called
 };
+
+// The attempt is over once its outcome is there and no worker-side call of its runs any more.
+// `lock` holds call->mu and is released. A waiting dispatch() is woken; a started attempt's
+// outcome goes to its completion, here, once.
+void settle_call(const std::shared_ptr<Call>& call, std::unique_lock<std::mutex>& lock) {
+  if (call->completion == nullptr) {
+    lock.unlock();
+    call->cv.notify_all();
+    return;
+  }
+  if (!call->done || call->active_rpcs > 0 || call->completed) return;
+  call->completed = true;
+  const task::Cancellation::Token token = std::exchange(call->cancel_token, 0);
+  lock.unlock();
+  task::Execution& execution = call->execution;
+  if (token != 0) execution.cancellation.remove(token);
+  for (auto& s : call->staged) execution.staged.push_back(std::move(s));
+  call->completion->finished(std::move(call->outcome));
+}
 
 // How a runner ended.
 struct Death {
@@ -292,6 +316,13 @@ struct RunnerHost::Impl {
   void retire(std::shared_ptr<Entry> entry);
   void stop_drained();
 
+  // Starts one attempt on `p` without waiting for it: its run frame is posted (flush_started
+  // writes it) and `done` gets the outcome. False when `p` takes no tasks any more.
+  bool start_call(const std::shared_ptr<RunnerProcess>& p, task::Execution& execution,
+                  task::AttemptCompletion& done);
+  // The runners whose channels hold posted run frames.
+  std::mutex unflushed_mu;
+  std::vector<std::shared_ptr<RunnerProcess>> unflushed;
   // One attempt on `p`; `died` tells whether the runner died under it.
   task::Outcome run_call(const std::shared_ptr<RunnerProcess>& p, const std::string& plugin_id,
                          task::Execution& execution, bool& died, bool kill_if_deaf = false);
@@ -489,11 +520,11 @@ void RunnerHost::Impl::on_frame(const std::shared_ptr<RunnerProcess>& p, Kind ki
         }
       }
       leaked.clear();  // rolled back by their destructors
-      std::lock_guard lock(call->mu);
+      std::unique_lock lock(call->mu);
       call->outcome = std::move(outcome);
       call->staged = std::move(staged);
       call->done = true;
-      call->cv.notify_all();
+      settle_call(call, lock);
       return;
     }
     case Kind::log: {
@@ -652,9 +683,9 @@ void RunnerHost::Impl::serve(const std::shared_ptr<RunnerProcess>& p, uint64_t r
     wire::encode_current_exception(out);
   }
   if (call) {
-    std::lock_guard lock(call->mu);
+    std::unique_lock lock(call->mu);
     --call->active_rpcs;
-    call->cv.notify_all();
+    settle_call(call, lock);
   }
   std::string frame;
   try {
@@ -782,11 +813,11 @@ void RunnerHost::Impl::on_death(const std::shared_ptr<RunnerProcess>& p, const s
                                       "plugin " + plugin + " " + death.reason + " while running this task",
                                       {},
                                       {}};
-    std::lock_guard lock(call->mu);
+    std::unique_lock lock(call->mu);
     call->outcome = std::move(outcome);
     call->runner_died = true;
     call->done = true;
-    call->cv.notify_all();
+    settle_call(call, lock);
   }
 }
 
@@ -1408,11 +1439,67 @@ task::Outcome RunnerHost::dispatch(task::Execution& execution) {
   return m.run_call(p, plugin_id, execution, died);
 }
 
+bool RunnerHost::start(task::Execution& execution, task::AttemptCompletion& done) {
+  Impl& m = *impl_;
+  const task::Task& t = execution.task;
+  std::shared_ptr<RunnerProcess> p;
+  {
+    std::shared_lock lock(m.mu);
+    if (m.stopping) return false;
+    const auto it = m.routes.find(t.type);
+    // In process, a restarting runner (dispatch() waits for it) or none: a thread's work.
+    if (it == m.routes.end() || !it->second->process) return false;
+    p = it->second->process;
+  }
+  if (m.is_suspect(t.id)) return false;  // runs alone in a fresh runner, from dispatch()
+  return m.start_call(p, execution, done);
+}
+
+void RunnerHost::flush_started() {
+  Impl& m = *impl_;
+  std::vector<std::shared_ptr<RunnerProcess>> posted;
+  {
+    std::lock_guard lock(m.unflushed_mu);
+    posted.swap(m.unflushed);
+  }
+  // A dead runner's channel refuses: its calls are failed by its death, not here.
+  for (const auto& p : posted) p->channel->flush();
+}
+
+bool RunnerHost::Impl::start_call(const std::shared_ptr<RunnerProcess>& p, task::Execution& execution,
+                                  task::AttemptCompletion& done) {
+  const uint64_t id = ++next_call_id;
+  auto call = std::make_shared<Call>(execution, &done);
+  {
+    std::lock_guard lock(p->mu);
+    if (p->dead || p->stopping) return false;
+    p->calls[id] = call;
+  }
+  wire::Writer w;
+  wire::encode(w, execution.task);
+  {
+    // Held until the cancellation is forwarded: the attempt cannot settle (and remove it) first.
+    std::lock_guard lock(call->mu);
+    // Queued behind the run frame, so the runner never sees a cancel before its task.
+    p->channel->post(Kind::run, id, w.data());  // a dead runner fails the call through on_death
+    call->cancel_token = execution.cancellation.on_cancel([p, id](task::CancelReason reason) {
+      wire::Writer cancel;
+      cancel.i32(static_cast<int32_t>(reason));
+      p->channel->send(Kind::cancel, id, cancel.data());
+    });
+  }
+  {
+    std::lock_guard lock(unflushed_mu);
+    if (std::find(unflushed.begin(), unflushed.end(), p) == unflushed.end()) unflushed.push_back(p);
+  }
+  return true;
+}
+
 task::Outcome RunnerHost::Impl::run_call(const std::shared_ptr<RunnerProcess>& p,
                                          const std::string& plugin_id, task::Execution& execution, bool& died,
                                          bool kill_if_deaf) {
   const uint64_t id = ++next_call_id;
-  auto call = std::make_shared<Call>(execution);
+  auto call = std::make_shared<Call>(execution, nullptr);
   {
     std::lock_guard lock(p->mu);
     if (p->dead || p->stopping) {  // died, or a drained old version being stopped

@@ -73,16 +73,20 @@ enum class ErrorType : uint8_t { db = 1, invalid_argument = 2, runtime = 3 };
 
 }  // namespace
 
-std::string frame(Kind kind, uint64_t id, std::string_view body) {
+void append_frame(std::string& out, Kind kind, uint64_t id, std::string_view body) {
   const size_t length = 1 + 8 + body.size();
   if (length > kMaxFrame) throw WireError("frame of " + std::to_string(length) + " bytes is too large");
-  std::string out;
-  out.reserve(4 + length);
   const auto len32 = static_cast<uint32_t>(length);
   out.append(reinterpret_cast<const char*>(&len32), 4);
   out.push_back(static_cast<char>(kind));
   out.append(reinterpret_cast<const char*>(&id), 8);
   out.append(body.data(), body.size());
+}
+
+std::string frame(Kind kind, uint64_t id, std::string_view body) {
+  std::string out;
+  out.reserve(4 + 1 + 8 + body.size());
+  append_frame(out, kind, id, body);
   return out;
 }
 

@@ -124,8 +124,10 @@ class Reader {
   std::string_view in_;
 };
 
-// A whole frame: header + body.
+// A whole frame: header + body. Throws WireError past kMaxFrame.
 std::string frame(Kind kind, uint64_t id, std::string_view body);
+// The same frame, appended to `out`.
+void append_frame(std::string& out, Kind kind, uint64_t id, std::string_view body);
 
 // What the worker tells a new runner.
 struct Hello {

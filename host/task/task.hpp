@@ -147,6 +147,15 @@ struct Execution {
   std::vector<EnqueueRequest>& staged;
 };
 
+// Told once when an attempt started with Dispatcher::start has its outcome.
+class AttemptCompletion {
+ public:
+  virtual ~AttemptCompletion() = default;
+  // Called exactly once, on a thread of the dispatcher's (never inside start()). Once it returns,
+  // the dispatcher touches neither the attempt's Execution nor this object again.
+  virtual void finished(Outcome outcome) = 0;
+};
+
 class Dispatcher {
  public:
   virtual ~Dispatcher() = default;
@@ -164,6 +173,14 @@ class Dispatcher {
   virtual uint32_t max_concurrency(std::string_view /*type*/) const { return 0; }
   // Runs the handler. Never throws: everything is mapped to an Outcome.
   virtual Outcome dispatch(Execution& execution) = 0;
+  // Starts the handler without holding the calling thread, when the handler runs elsewhere (a
+  // runner process, docs/plugin-isolation.md): true, and `done` gets the outcome later. The
+  // caller keeps `execution`'s referents and `done` alive until then. False, having done
+  // nothing, when the caller must run dispatch() on a thread of its own instead. Never throws.
+  virtual bool start(Execution& /*execution*/, AttemptCompletion& /*done*/) { return false; }
+  // Sends what start() calls since the last flush have queued: the caller starts a batch of
+  // attempts, then flushes once, so that they cost one write rather than one each.
+  virtual void flush_started() {}
 };
 
 // Counts the crashes of a plugin's runner that a task caused, where that can be told (the task
