@@ -1,6 +1,7 @@
 // Queue engine benchmark against a running redis-server.
 //
-//   wk_bench [--host H] [--port P] [--db N] [--tasks N] [--latency-samples N] [--json]
+//   wk_bench [--host H] [--port P] [--db N] [--tasks N] [--latency-samples N] [--json] [--worker-drain]
+//            [--concurrency N]... (default: 4, 8 and 16; 4 and 16 with --worker-drain)
 //            [--isolation none|process|both] [--worker-plugins DIR] [--idle-seconds N]
 //            (or env WK_BENCH_REDIS_HOST / WK_BENCH_REDIS_PORT / WK_BENCH_TASKS)
 //
@@ -14,6 +15,9 @@
 // (enqueue one task into an idle engine, time until the handler starts) and the peak RSS.
 // --json prints one JSON object a line instead of the table (kind "drain" per concurrency, then
 // kind "idle"), the form bench/peers/bullmq/bench.mjs prints too; bench/run.sh --peers reads both.
+// --worker-drain: instead, what users run (kind "worker_drain"): the shipped `worker` binary at
+// its default settings, concurrency 4 and 16, with runner processes and in process, drains N
+// no-op tasks from the `default` queue; host CPU is the worker's and its runners' together.
 // --worker-plugins DIR: instead, the shipped `worker` binary serves N no-op tasks at concurrency
 // 16 with the plugins of DIR (the no-op plugin among them; the shipped ones need the database the
 // DB_* variables of this environment name), in each isolation mode, and its peak RSS and the PSS
@@ -22,8 +26,12 @@
 // weighted queues at concurrency 8, Redis commands per second over --idle-seconds (60; 0 skips),
 // and the idle pickup p50/p99 in that setup.
 // The DB given is FLUSHed: point it at a private redis (bench/run.sh starts one).
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -32,6 +40,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -43,6 +52,7 @@
 #include <thread>
 #include <vector>
 
+#include "asynq/keys.hpp"
 #include "plugins/plugins.hpp"
 #include "queue/broker_redis.hpp"
 #include "queue/engine.hpp"
@@ -63,6 +73,8 @@ struct Options {
   std::vector<std::string> isolations = {"none", "process"};
   std::string worker_plugins;  // set: measure the worker binary's RSS instead
   int idle_seconds = 60;       // the idle-cost window; 0 skips it
+  bool worker_drain = false;   // drain through the shipped worker binary instead
+  std::vector<int> concurrencies;  // empty: 4, 8, 16 (engine drains), 4, 16 (worker binary)
 };
 
 // VmHWM (peak resident set) of another process, in MiB; -1 when unreadable.
@@ -130,13 +142,17 @@ class CountingDispatcher : public task::Dispatcher {
   task::Outcome dispatch(task::Execution& execution) override {
     const auto now = SteadyClock::now();
     task::Outcome outcome = host_.dispatch(execution);
-    std::lock_guard lock(mu_);
-    last_start_ = now;  // the idle samples run one task at a time
-    // Wake the main thread only when its target is reached: a wake-up per task would add a
-    // context switch per task to the host CPU being measured.
-    if (++count_ == target_) cv_.notify_all();
+    counted(now);
     return outcome;
   }
+  // A runner's task, started by the engine's loop as the worker's are (no thread waits for it).
+  bool start(task::Execution& execution, task::AttemptCompletion& done) override {
+    auto counting = std::make_unique<Counting>(*this, done, SteadyClock::now());
+    if (!host_.start(execution, *counting)) return false;
+    (void)counting.release();  // Counting::finished owns it now
+    return true;
+  }
+  void flush_started() override { host_.flush_started(); }
   void wait_for(long target) {
     std::unique_lock lock(mu_);
     target_ = target;
@@ -152,6 +168,26 @@ class CountingDispatcher : public task::Dispatcher {
   }
 
  private:
+  struct Counting final : task::AttemptCompletion {
+    Counting(CountingDispatcher& d, task::AttemptCompletion& i, SteadyClock::time_point s)
+        : dispatcher(d), inner(i), started(s) {}
+    void finished(task::Outcome outcome) override {
+      const std::unique_ptr<Counting> self(this);
+      dispatcher.counted(started);
+      inner.finished(std::move(outcome));
+    }
+    CountingDispatcher& dispatcher;
+    task::AttemptCompletion& inner;
+    SteadyClock::time_point started;
+  };
+  void counted(SteadyClock::time_point started) {
+    std::lock_guard lock(mu_);
+    last_start_ = started;  // the idle samples run one task at a time
+    // Wake the main thread only when its target is reached: a wake-up per task would add a
+    // context switch per task to the host CPU being measured.
+    if (++count_ == target_) cv_.notify_all();
+  }
+
   plugins::Host& host_;
   std::mutex mu_;
   std::condition_variable cv_;
@@ -180,6 +216,10 @@ Options parse(int argc, char** argv) {
       o.json = true;
       continue;
     }
+    if (flag == "--worker-drain") {
+      o.worker_drain = true;
+      continue;
+    }
     if (i + 1 >= argc) throw std::invalid_argument("missing value for " + flag);
     const std::string value = argv[++i];
     if (flag == "--host")
@@ -194,6 +234,8 @@ Options parse(int argc, char** argv) {
       o.latency_samples = std::stoi(value);
     else if (flag == "--idle-seconds")
       o.idle_seconds = std::stoi(value);
+    else if (flag == "--concurrency")
+      o.concurrencies.push_back(std::stoi(value));
     else if (flag == "--worker-plugins")
       o.worker_plugins = value;
     else if (flag == "--isolation")
@@ -201,6 +243,9 @@ Options parse(int argc, char** argv) {
           value == "both" ? std::vector<std::string>{"none", "process"} : std::vector<std::string>{value};
     else
       throw std::invalid_argument("unknown flag " + flag);
+  }
+  if (o.concurrencies.empty()) {
+    o.concurrencies = o.worker_drain ? std::vector<int>{4, 16} : std::vector<int>{4, 8, 16};
   }
   if (o.tasks <= 0 || o.latency_samples <= 0)
     throw std::invalid_argument("--tasks and --latency-samples must be > 0");
@@ -233,7 +278,7 @@ void run_mode(const Options& opt, const std::string& isolation, const log::Logge
     std::printf("isolation %s\n%-12s %12s %18s %18s\n", isolation.c_str(), "concurrency", "tasks/s",
                 "host CPU s/100k", "redis CPU s/100k");
   }
-  for (int concurrency : {4, 8, 16}) {
+  for (int concurrency : opt.concurrencies) {
     admin.command({"FLUSHDB"});
     queue::RedisBroker broker(bs, logger);
     // Enqueue in pipelined batches through the client's script, outside the measured window.
@@ -302,6 +347,18 @@ void run_mode(const Options& opt, const std::string& isolation, const log::Logge
     std::printf("peak RSS: %.1f MiB (runner %.1f MiB)\n\n", peak_rss_mib(), runner_rss);
   }
   host->shutdown();
+}
+
+// Script calls (EVAL and EVALSHA) Redis has run: the worker's round trips carry one per queue
+// dequeued from and one per outcome batch, so their count per task shows how well rounds batch.
+long long script_calls(redis::Connection& admin) {
+  const std::string info(admin.command({"INFO", "commandstats"}).str());
+  long long calls = 0;
+  for (const std::string key : {"cmdstat_evalsha:calls=", "cmdstat_eval:calls="}) {
+    const auto at = info.find(key);
+    if (at != std::string::npos) calls += std::stoll(info.substr(at + key.size()));
+  }
+  return calls;
 }
 
 long long commands_processed(redis::Connection& admin) {
@@ -457,6 +514,148 @@ void run_worker_rss(const Options& opt, const std::string& isolation, queue::Red
   }
 }
 
+// The CPU seconds of `pid` and of its children now (a worker and its plugin runners).
+double tree_cpu_seconds(long pid) {
+  double cpu = pid_cpu_seconds(pid);
+  for (long child : child_pids(pid)) cpu += std::max(0.0, pid_cpu_seconds(child));
+  return cpu;
+}
+
+// Starts the worker binary with `settings` added to this environment, its output to `log_file`.
+pid_t spawn_worker(const std::vector<std::string>& settings, const std::string& plugins_dir,
+                   const std::string& log_file) {
+  std::vector<std::string> env;
+  for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
+  for (const std::string& s : settings) env.push_back(s);
+  std::vector<char*> envp;
+  envp.reserve(env.size() + 1);
+  for (std::string& e : env) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  std::string binary = WK_WORKER_BINARY;
+  std::string plugins_flag = "--plugins";
+  std::string dir = plugins_dir;
+  char* argv[] = {binary.data(), plugins_flag.data(), dir.data(), nullptr};
+  const pid_t pid = fork();
+  if (pid < 0) throw std::runtime_error("fork failed");
+  if (pid == 0) {
+    const int fd = ::open(log_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+      ::dup2(fd, 1);
+      ::dup2(fd, 2);
+    }
+    execve(argv[0], argv, envp.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+// A free loopback TCP port (for the worker's HTTP endpoint, on by default).
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    if (fd >= 0) ::close(fd);
+    throw std::runtime_error("no free loopback port");
+  }
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+// What users run: the shipped `worker` binary at its default settings but for the concurrency and
+// the isolation mode, the no-op plugin in its plugin directory, opt.tasks no-op tasks already in
+// the `default` queue. The queue is paused until the worker serves (its asynq server record is
+// written and its runners run), so start-up is outside the window; the window opens when the
+// first task leaves pending and closes when pending and active are empty. Host CPU is the
+// worker's and its runners' (/proc of each), Redis CPU redis-server's; memory is read at the end
+// (peak RSS of the worker and of its runners, PSS of all of them).
+void run_worker_drain(const Options& opt, const std::string& isolation, int concurrency,
+                      queue::RedisBrokerSettings& bs, redis::Connection& admin, const log::Logger& logger,
+                      long rpid) {
+  admin.command({"FLUSHDB"});
+  {
+    queue::RedisBroker broker(bs, logger);
+    task::EnqueueRequest r = noop_task();
+    r.queue = "default";
+    for (int i = 0; i < opt.tasks; ++i) broker.client().enqueue(r);
+  }
+  const std::string paused = asynq::paused_key("default");
+  admin.command({"SET", paused, std::to_string(std::time(nullptr))});
+  const std::string log_file = "/tmp/wk_bench_worker_" + std::to_string(::getpid()) + ".log";
+  const pid_t pid = spawn_worker({"REDIS_HOST=" + opt.host, "REDIS_PORT=" + std::to_string(opt.port),
+                                  "REDIS_DB=" + std::to_string(opt.db), "WORKER_ISOLATION=" + isolation,
+                                  "WORKER_CONCURRENCY=" + std::to_string(concurrency),
+                                  "WORKER_METRICS_ADDR=127.0.0.1:" + std::to_string(free_port())},
+                                 WK_BENCH_PLUGIN_DIR, log_file);
+  const auto give_up = SteadyClock::now() + std::chrono::minutes(10);
+  auto check_alive = [&] {
+    int status = 0;
+    if (waitpid(pid, &status, WNOHANG) == pid)
+      throw std::runtime_error("the worker exited early; its log: " + log_file);
+    if (SteadyClock::now() > give_up) {
+      kill(pid, SIGKILL);
+      waitpid(pid, nullptr, 0);
+      throw std::runtime_error("the worker did not drain within 10 minutes; its log: " + log_file);
+    }
+  };
+  const size_t runners_wanted = isolation == "process" ? 1 : 0;
+  while (admin.command({"ZCARD", std::string(asynq::kAllServersKey)}).integer() < 1 ||
+         child_pids(pid).size() < runners_wanted) {
+    check_alive();
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // settled: the first beats are done
+  const std::string pending = asynq::pending_key("default");
+  const std::string active = asynq::active_key("default");
+  const double cpu0 = tree_cpu_seconds(pid);
+  const double rcpu0 = pid_cpu_seconds(rpid);
+  const long long scripts0 = script_calls(admin);
+  admin.command({"DEL", paused});
+  while (admin.command({"LLEN", pending}).integer() >= opt.tasks) check_alive();
+  const auto t0 = SteadyClock::now();
+  while (admin.command({"LLEN", pending}).integer() > 0 || admin.command({"LLEN", active}).integer() > 0) {
+    check_alive();
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  const double secs = std::chrono::duration<double>(SteadyClock::now() - t0).count();
+  const double cpu = tree_cpu_seconds(pid) - cpu0;
+  const double rcpu = rcpu0 < 0 ? -1 : pid_cpu_seconds(rpid) - rcpu0;
+  const double scripts_per_task =
+      static_cast<double>(script_calls(admin) - scripts0) / static_cast<double>(opt.tasks);
+  const double rss = pid_peak_rss_mib(pid);
+  double pss = pid_pss_mib(pid);
+  double runners_rss = 0;
+  const std::vector<long> runners = child_pids(pid);
+  for (long runner : runners) {
+    pss += pid_pss_mib(runner);
+    runners_rss += std::max(0.0, pid_peak_rss_mib(runner));
+  }
+  kill(pid, SIGTERM);
+  waitpid(pid, nullptr, 0);
+  std::remove(log_file.c_str());
+  const double per100k = 100000.0 / opt.tasks;
+  if (opt.json) {
+    std::printf(
+        "{\"impl\":\"wk\",\"kind\":\"worker_drain\",\"isolation\":\"%s\",\"concurrency\":%d,\"tasks\":%d,"
+        "\"tasks_per_s\":%.1f,\"host_cpu_s_per_100k\":%.4f,\"redis_cpu_s_per_100k\":%.4f,"
+        "\"redis_scripts_per_task\":%.3f,\"worker_peak_rss_mib\":%.2f,\"runners\":%zu,"
+        "\"runners_peak_rss_mib\":%.2f,\"pss_total_mib\":%.2f}\n",
+        isolation.c_str(), concurrency, opt.tasks, opt.tasks / secs, cpu * per100k,
+        rcpu < 0 ? -1.0 : rcpu * per100k, scripts_per_task, rss, runners.size(), runners_rss, pss);
+  } else {
+    std::printf(
+        "worker binary, isolation %-7s concurrency %2d: %8.0f tasks/s, host CPU (worker + runners) %.2f s/100k, "
+        "redis CPU %.2f s/100k, %.3f scripts/task, peak RSS worker %.1f MiB, runners %.1f MiB, PSS total "
+        "%.1f MiB\n",
+        isolation.c_str(), concurrency, opt.tasks / secs, cpu * per100k, rcpu < 0 ? -1.0 : rcpu * per100k,
+        scripts_per_task, rss, runners_rss, pss);
+  }
+  std::fflush(stdout);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) try {
@@ -473,6 +672,13 @@ int main(int argc, char** argv) try {
     std::printf("tasks per run: %d, redis %s:%d (pid %ld)\n\n", opt.tasks, opt.host.c_str(), opt.port, rpid);
   if (!opt.worker_plugins.empty()) {
     for (const auto& isolation : opt.isolations) run_worker_rss(opt, isolation, bs, admin, logger);
+    return 0;
+  }
+  if (opt.worker_drain) {
+    for (int concurrency : opt.concurrencies) {
+      for (const auto& isolation : opt.isolations)
+        run_worker_drain(opt, isolation, concurrency, bs, admin, logger, rpid);
+    }
     return 0;
   }
   for (const auto& isolation : opt.isolations) run_mode(opt, isolation, logger, bs, admin, rpid);

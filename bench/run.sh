@@ -5,6 +5,9 @@
 #
 #   bench/run.sh [--tasks N] [--latency-samples N] [--idle-seconds N] [--peers]
 #
+# Then the shipped `worker` binary drains the same number of tasks at its default settings (runner
+# processes) and in process, at concurrency 4 (the default) and 16 (wk_bench --worker-drain).
+#
 # wk_bench ends with what idle workers cost Redis (1 and 4 workers, 3 queues, concurrency 8:
 # commands/s over --idle-seconds, 60 by default, 0 to skip; and the pickup in that setup).
 #
@@ -114,15 +117,25 @@ cmake --build --preset release --target wk_bench worker autodevs_planning autode
   -j "${WK_BENCH_JOBS:-2}"
 wk_bench="$root/build/release/bench/wk_bench"
 
+# What users run: the shipped worker binary at its default settings (runner processes), at
+# concurrency 4 (the default) and 16, and the same in process. Only --tasks applies to it.
+drain_args=()
+for ((i = 0; i < ${#args[@]}; i += 2)); do
+  [[ "${args[i]}" == --tasks ]] && drain_args+=("${args[i]}" "${args[i + 1]}")
+done
+
 start_redis
 if ((!peers)); then
   "$wk_bench" --host 127.0.0.1 --port "$port" "${args[@]}"
+  "$wk_bench" --host 127.0.0.1 --port "$port" --worker-drain --isolation both "${drain_args[@]}"
   worker_rss
   exit 0
 fi
 
 echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'), load before:$(uptime | sed 's/.*load average://')"
 "$wk_bench" --host 127.0.0.1 --port "$port" --json "${args[@]}" | tee "$work/wk.jsonl"
+"$wk_bench" --host 127.0.0.1 --port "$port" --json --worker-drain --isolation both "${drain_args[@]}" |
+  tee -a "$work/wk.jsonl"
 worker_rss --json | tee -a "$work/wk.jsonl"
 stop_redis
 peer_ok=0
@@ -198,6 +211,37 @@ w = max(len(l[0]) for l in lines)
 print(f"{head[0]:<{w}}  {head[1]:>10}  {head[2]:>10}  {head[3]:>14}  {head[4]:>7}  {head[5]:>7}")
 for m, a, b, c, r1, r2 in lines:
     print(f"{m:<{w}}  {a:>10}  {b:>10}  {c:>14}  {r1:>7}  {r2:>7}")
+
+# The shipped binary at default settings (runner processes) and in process, beside BullMQ at the
+# same concurrency. Host CPU is the worker's and its runners' together.
+drains = {(r["isolation"], r["concurrency"]): r
+          for r in (json.loads(l) for l in open(sys.argv[1]) if '"worker_drain"' in l)}
+if drains:
+    print()
+    print("The shipped worker binary, default settings (WORKER_ISOLATION=process) and in process, "
+          "tasks in the default queue; ratios > 1 mean the first is better.")
+    rows = []
+    for c in sorted({c for _, c in drains}):
+        runner, inproc, theirs = drains.get(("process", c)), drains.get(("none", c)), peer.get(c)
+        val = lambda r, k: r[k] if r and k in r else None
+        for key, label, better, digits in (("tasks_per_s", "tasks/s", True, 0),
+                                           ("host_cpu_s_per_100k", "host CPU s/100k (worker + runners)", False, 2),
+                                           ("redis_cpu_s_per_100k", "redis CPU s/100k", False, 2),
+                                           ("redis_scripts_per_task", "redis scripts per task", False, 3)):
+            a, b, t = val(runner, key), val(inproc, key), val(theirs, key)
+            rows.append((f"{label}, c={c}", fmt(a, digits), fmt(b, digits), fmt(t, digits),
+                         ratio(a, b, better), ratio(a, t, better)))
+        rows.append((f"peak RSS MiB worker / runners, c={c}",
+                     f"{fmt(val(runner, 'worker_peak_rss_mib'), 1)}/{fmt(val(runner, 'runners_peak_rss_mib'), 1)}",
+                     fmt(val(inproc, "worker_peak_rss_mib"), 1), "", "", ""))
+        rows.append((f"PSS MiB worker + runners, c={c}", fmt(val(runner, "pss_total_mib"), 1),
+                     fmt(val(inproc, "pss_total_mib"), 1), "", "", ""))
+    head = ("metric", "runner", "in-process", peer_name, "run/in", "run/peer")
+    w = max(len(r[0]) for r in rows)
+    print(f"{head[0]:<{w}}  {head[1]:>10}  {head[2]:>10}  {head[3]:>14}  {head[4]:>7}  {head[5]:>8}")
+    for m, a, b, c, r1, r2 in rows:
+        print(f"{m:<{w}}  {a:>10}  {b:>10}  {c:>14}  {r1:>7}  {r2:>8}")
+
 for r in (json.loads(l) for l in open(sys.argv[1]) if '"idle_cost"' in l):
     pickup = (f"; pickup p50 {r['pickup_p50_ms']:.3f} ms, p99 {r['pickup_p99_ms']:.3f} ms"
               if "pickup_p50_ms" in r else "")
