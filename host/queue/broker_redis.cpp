@@ -53,9 +53,11 @@ struct Scratch {
   // The dequeue's claim: this thread's key and call counter, and the call whose reply was lost,
   // to reclaim before this thread's next dequeue from that broker.
   std::string claim_key, nonce, claim_ttl;
+  std::vector<std::string> claim_keys;  // one per queue of a dequeue call
   uint64_t calls = 0;
   const void* lost_broker = nullptr;
-  std::string lost_queue, lost_nonce;
+  std::vector<std::string> lost_queues;  // the queues of the lost call (it took from one at most)
+  std::string lost_nonce;
 
   const std::string& date_of(int64_t unix_seconds) {
     const int64_t d = unix_seconds >= 0 ? unix_seconds / 86400 : (unix_seconds - 86399) / 86400;
@@ -184,45 +186,52 @@ redis::Reply RedisBroker::eval_for(const asynq::TaskMessage& msg, const redis::S
 
 namespace {
 
-// Up to ARGV[3] tasks of one queue, unless it is paused.
-// KEYS[1] -> asynq:{<qname>}:pending
-// KEYS[2] -> asynq:{<qname>}:paused
-// KEYS[3] -> asynq:{<qname>}:active
-// KEYS[4] -> asynq:{<qname>}:lease
-// KEYS[5] -> wk:claim:{<qname>}:<broker>:<thread>
+// Up to ARGV[2] tasks of the first of the given queues, in order, that is not paused and has
+// any: what asking each queue in turn gives, in one call (asynq asks each in a round trip of its
+// own; docs/queue-engine.md "Dequeue"). Redis Cluster keeps a queue's keys on its own slot, so
+// there a call names one queue.
+// KEYS[5q-4 .. 5q] -> queue q's asynq:{<qname>}:pending, :paused, :active, :lease, and
+//                     wk:claim:{<qname>}:<broker>:<thread>
 // ARGV[1] -> lease expiration (unix seconds)
-// ARGV[2] -> task key prefix
-// ARGV[3] -> how many tasks at most
-// ARGV[4] -> this call's number (the claim's nonce)
-// ARGV[5] -> claim time to live (seconds)
-// Returns id, msg pairs (msg false, a nil reply, when the hash has none): the host checks each
-// message against its list entry and archives what it cannot serve, so an id whose hash has no
-// msg (protocol Q8) is moved like any other and then set aside, not left active. The claim (a key of
-// ours per broker thread, overwritten by its next call) names the ids this call took, so that a
-// caller whose reply was lost can hand them back (reclaim below).
+// ARGV[2] -> how many tasks at most
+// ARGV[3] -> this call's number (the claim's nonce)
+// ARGV[4] -> claim time to live (seconds)
+// ARGV[4+q] -> queue q's task key prefix
+// Returns {q, {id, msg, ...}} for the queue it took from (msg false, a nil reply, when the hash
+// has none), or {} when none had a task: the host checks each message against its list entry
+// and archives what it cannot serve, so an id whose hash has no msg (protocol Q8) is moved like
+// any other and then set aside, not left active. The claim (a key of ours per queue and broker
+// thread, overwritten by its next call) names the ids this call took, so that a caller whose
+// reply was lost can hand them back (reclaim below).
 const redis::Script& dequeue_script() {
   static const redis::Script script(R"lua(
-if redis.call("EXISTS", KEYS[2]) == 1 then return {} end
-local taken, ids = {}, {}
-for _ = 1, tonumber(ARGV[3]) do
-  local id = redis.call("RPOPLPUSH", KEYS[1], KEYS[3])
-  if not id then break end
-  local key = ARGV[2] .. id
-  redis.call("HSET", key, "state", "active")
-  redis.call("HDEL", key, "pending_since")
-  redis.call("ZADD", KEYS[4], ARGV[1], id)
-  ids[#ids + 1] = id
-  taken[#taken + 1] = id
-  taken[#taken + 1] = redis.call("HGET", key, "msg")
+local max = tonumber(ARGV[2])
+for q = 1, #KEYS / 5 do
+  local k = (q - 1) * 5
+  if redis.call("EXISTS", KEYS[k + 2]) == 0 then
+    local taken, ids = {}, {}
+    for _ = 1, max do
+      local id = redis.call("RPOPLPUSH", KEYS[k + 1], KEYS[k + 3])
+      if not id then break end
+      local key = ARGV[4 + q] .. id
+      redis.call("HSET", key, "state", "active")
+      redis.call("HDEL", key, "pending_since")
+      redis.call("ZADD", KEYS[k + 4], ARGV[1], id)
+      ids[#ids + 1] = id
+      taken[#taken + 1] = id
+      taken[#taken + 1] = redis.call("HGET", key, "msg")
+    end
+    if #ids > 0 then
+      redis.call("SET", KEYS[k + 5], cmsgpack.pack(ARGV[3], ARGV[1], ids), "EX", ARGV[4])
+      return {q, taken}
+    end
+  end
 end
-if #ids > 0 then
-  redis.call("SET", KEYS[5], cmsgpack.pack(ARGV[4], ARGV[1], ids), "EX", ARGV[5])
-end
-return taken
+return {}
 )lua");
   return script;
 }
-constexpr size_t kDequeueKeys = 5;
+constexpr size_t kDequeueKeysPerQueue = 5;
 
 // wk:claim:{<queue>}:<broker>:<thread>: outside asynq's namespace, on the queue's Cluster slot.
 void set_claim_key(std::string& out, std::string_view queue, std::string_view broker_id) {
@@ -264,18 +273,28 @@ std::optional<Malformed> check_entry(std::string_view id, const redis::ReplyView
 
 }  // namespace
 
-void RedisBroker::dequeue_argv(const std::string& q, Clock::time_point expiry, size_t max,
-                               std::vector<std::string_view>& out) {
-  const QueueKeys& k = keys_for(q);
+size_t RedisBroker::dequeue_argv(std::span<const std::string> queues, Clock::time_point expiry, size_t max,
+                                 std::vector<std::string_view>& out) {
   Scratch& s = scratch();
   set_number(s.expiry, lease_score(expiry));
   set_number(s.max, static_cast<int64_t>(max));
-  set_claim_key(s.claim_key, q, id_);
   set_number(s.nonce, static_cast<int64_t>(++s.calls));
   set_number(s.claim_ttl, std::chrono::ceil<seconds>(expiry - Clock::now()).count() + 60);
+  if (s.claim_keys.size() < queues.size()) s.claim_keys.resize(queues.size());
   out.clear();
-  out.insert(out.end(), {k.pending, k.paused, k.active, k.lease, s.claim_key, s.expiry, k.task_prefix, s.max,
-                         s.nonce, s.claim_ttl});
+  for (size_t q = 0; q < queues.size(); ++q) {
+    const QueueKeys& k = keys_for(queues[q]);
+    set_claim_key(s.claim_keys[q], queues[q], id_);
+    out.insert(out.end(), {k.pending, k.paused, k.active, k.lease, s.claim_keys[q]});
+  }
+  out.insert(out.end(), {s.expiry, s.max, s.nonce, s.claim_ttl});
+  for (const std::string& q : queues) out.push_back(keys_for(q).task_prefix);
+  return queues.size() * kDequeueKeysPerQueue;
+}
+
+size_t RedisBroker::dequeue_span(size_t queues) const {
+  // A Cluster keeps each queue's keys on a slot of its own: one queue per call there.
+  return settings_.redis.cluster ? std::min<size_t>(queues, 1) : queues;
 }
 
 std::optional<Dequeued> RedisBroker::dequeue(const std::vector<std::string>& queues, seconds lease) {
@@ -290,17 +309,20 @@ std::vector<Dequeued> RedisBroker::dequeue_batch(const std::vector<std::string>&
   if (max == 0) return out;
   std::vector<std::string_view>& argv = scratch().dequeue_argv;
   reclaim_lost_dequeue();
-  for (const std::string& q : queues) {
+  const std::span<const std::string> all(queues);
+  for (size_t first = 0; first < all.size();) {
+    const auto some = all.subspan(first, dequeue_span(all.size() - first));
     const Clock::time_point expiry = Clock::now() + lease;
-    dequeue_argv(q, expiry, max, argv);
+    const size_t numkeys = dequeue_argv(some, expiry, max, argv);
     std::optional<redis::Reply> reply;
     try {
-      reply.emplace(pool_.acquire()->eval(dequeue_script(), argv, kDequeueKeys));
+      reply.emplace(pool_.acquire()->eval(dequeue_script(), argv, numkeys));
     } catch (...) {
-      note_lost_dequeue(q, std::current_exception());
+      note_lost_dequeue(some, std::current_exception());
       throw;
     }
-    if (decode_dequeued(*reply, q, expiry, out)) return out;
+    if (decode_dequeued(*reply, some, expiry, out)) return out;
+    first += some.size();
   }
   return out;
 }
@@ -318,12 +340,15 @@ void RedisBroker::take_servable(const redis::ReplyView& reply, const std::string
   }
 }
 
-bool RedisBroker::decode_dequeued(const redis::ReplyView& reply, const std::string& q,
+bool RedisBroker::decode_dequeued(const redis::ReplyView& reply, std::span<const std::string> queues,
                                   Clock::time_point expiry, std::vector<Dequeued>& out) {
-  take_servable(reply, q, archive_script(), [&](asynq::TaskMessage&& msg) {
-    out.push_back(Dequeued{std::move(msg), expiry});
-  });
-  return reply.size() > 0;
+  if (reply.size() < 2) return false;  // none of them had a task
+  const long long q = reply[0].integer();
+  if (q < 1 || static_cast<size_t>(q) > queues.size())
+    throw redis::Error(redis::Error::Kind::reply, "dequeue answered for queue " + std::to_string(q));
+  take_servable(reply[1], queues[static_cast<size_t>(q) - 1], archive_script(),
+                [&](asynq::TaskMessage&& msg) { out.push_back(Dequeued{std::move(msg), expiry}); });
+  return true;
 }
 
 // ---- reclaim: a dequeue whose reply was lost ----------------------------------------------------
@@ -362,7 +387,7 @@ return n
 
 }  // namespace
 
-void RedisBroker::note_lost_dequeue(const std::string& q, const std::exception_ptr& error) {
+void RedisBroker::note_lost_dequeue(std::span<const std::string> queues, const std::exception_ptr& error) {
   try {
     std::rethrow_exception(error);
   } catch (const redis::Error& e) {
@@ -371,20 +396,25 @@ void RedisBroker::note_lost_dequeue(const std::string& q, const std::exception_p
   }
   Scratch& s = scratch();
   s.lost_broker = this;
-  s.lost_queue = q;
+  s.lost_queues.assign(queues.begin(), queues.end());
   s.lost_nonce = s.nonce;
 }
 
 void RedisBroker::reclaim_lost_dequeue() {
   Scratch& s = scratch();
   if (s.lost_broker != this) return;
-  const QueueKeys& k = keys_for(s.lost_queue);
-  set_claim_key(s.claim_key, s.lost_queue, id_);
-  const std::string_view argv[] = {s.claim_key, k.active, k.lease, k.pending, s.lost_nonce, k.task_prefix};
-  const long long n = pool_.acquire()->eval(reclaim_script(), argv, 4).integer();  // throws: try again later
-  if (n > 0) {
-    log_.warn("Handed back tasks whose dequeue reply was lost, without counting an attempt",
-              {{"queue", s.lost_queue}, {"tasks", static_cast<int64_t>(n)}});
+  // The lost call took from one of its queues at most; each claim names the call that wrote it.
+  while (!s.lost_queues.empty()) {
+    const std::string& q = s.lost_queues.back();
+    const QueueKeys& k = keys_for(q);
+    set_claim_key(s.claim_key, q, id_);
+    const std::string_view argv[] = {s.claim_key, k.active, k.lease, k.pending, s.lost_nonce, k.task_prefix};
+    const long long n = pool_.acquire()->eval(reclaim_script(), argv, 4).integer();  // throws: try again later
+    if (n > 0) {
+      log_.warn("Handed back tasks whose dequeue reply was lost, without counting an attempt",
+                {{"queue", q}, {"tasks", static_cast<int64_t>(n)}});
+    }
+    s.lost_queues.pop_back();
   }
   s.lost_broker = nullptr;
 }
@@ -986,12 +1016,14 @@ void RedisBroker::exchange(std::span<const OutcomeWrite> writes, std::span<std::
     calls.push_back(redis::ScriptCall{&done_script(), argv, kDoneKeys});
     sent.push_back(Sent{std::move(indexes)});
   }
-  const std::string* first = dequeuing ? &queues.front() : nullptr;
+  // The queues this round trip dequeues from: all of them, or the first one in a Cluster.
+  const std::span<const std::string> first =
+      std::span<const std::string>(queues).first(dequeuing ? dequeue_span(queues.size()) : 0);
   const Clock::time_point expiry = Clock::now() + lease;
   if (dequeuing) {
     std::vector<std::string_view>& argv = scratch().dequeue_argv;
-    dequeue_argv(*first, expiry, max, argv);
-    calls.push_back(redis::ScriptCall{&dequeue_script(), argv, kDequeueKeys});
+    const size_t numkeys = dequeue_argv(first, expiry, max, argv);
+    calls.push_back(redis::ScriptCall{&dequeue_script(), argv, numkeys});
   }
   if (calls.empty()) return;
 
@@ -1001,7 +1033,7 @@ void RedisBroker::exchange(std::span<const OutcomeWrite> writes, std::span<std::
     // Connection trouble: the calls may or may not have run, as for a single command.
     fail_all(std::current_exception());
     if (dequeuing) {
-      note_lost_dequeue(*first, std::current_exception());
+      note_lost_dequeue(first, std::current_exception());
       throw;
     }
     return;
@@ -1020,10 +1052,10 @@ void RedisBroker::exchange(std::span<const OutcomeWrite> writes, std::span<std::
   if (!dequeuing) return;
   const redis::Reply& dequeued = *calls.back().reply;
   if (dequeued.is_error()) throw redis::Error(redis::Error::Kind::reply, std::string(dequeued.str()));
-  if (decode_dequeued(dequeued, *first, expiry, out)) return;
-  // The first queue had nothing: the others as dequeue_batch() does.
-  if (queues.size() > 1) {
-    const std::vector<std::string> rest(queues.begin() + 1, queues.end());
+  if (decode_dequeued(dequeued, first, expiry, out)) return;
+  // In a Cluster the first queue had nothing: the others as dequeue_batch() does.
+  if (queues.size() > first.size()) {
+    const std::vector<std::string> rest(queues.begin() + static_cast<std::ptrdiff_t>(first.size()), queues.end());
     out = dequeue_batch(rest, lease, max);
   }
 }

@@ -101,18 +101,21 @@ class RedisBroker : public Broker {
   struct QueueKeys;
   const QueueKeys& keys_for(const std::string& queue);  // cached per queue, never removed
 
-  // The dequeue script's KEYS/ARGV, viewing cached keys and this thread's scratch buffers.
-  void dequeue_argv(const std::string& q, Clock::time_point expiry, size_t max,
-                    std::vector<std::string_view>& out);
+  // The dequeue script's KEYS/ARGV for `queues`, viewing cached keys and this thread's scratch
+  // buffers; returns numkeys.
+  size_t dequeue_argv(std::span<const std::string> queues, Clock::time_point expiry, size_t max,
+                      std::vector<std::string_view>& out);
+  // How many of `queues` queues one dequeue call may name (all of them, but one in a Cluster).
+  size_t dequeue_span(size_t queues) const;
   // A dequeue call of this thread failed with `error`: when Redis may have run it without its
   // reply reaching us, remember the call, so that what it took is handed back (no attempt
   // counted) by reclaim_lost_dequeue() before this thread's next dequeue.
-  void note_lost_dequeue(const std::string& q, const std::exception_ptr& error);
+  void note_lost_dequeue(std::span<const std::string> queues, const std::exception_ptr& error);
   void reclaim_lost_dequeue();  // throws redis::Error (Redis still away): the record is kept
-  // Decodes a dequeue reply (id, msg pairs) into `out`, archiving the entries that cannot be
-  // served (set_aside); false when the reply was empty.
-  bool decode_dequeued(const redis::ReplyView& reply, const std::string& q, Clock::time_point expiry,
-                       std::vector<Dequeued>& out);
+  // Decodes a dequeue reply ({q, {id, msg, ...}} for queues[q - 1]) into `out`, archiving the
+  // entries that cannot be served (set_aside); false when no queue had a task.
+  bool decode_dequeued(const redis::ReplyView& reply, std::span<const std::string> queues,
+                       Clock::time_point expiry, std::vector<Dequeued>& out);
   // As decode_dequeued() for the recoverer's listings; `archive_script` sets aside (the orphan
   // form for ids that must still have no lease).
   void decode_listed(const redis::ReplyView& reply, const std::string& queue,

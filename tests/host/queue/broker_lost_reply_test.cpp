@@ -9,6 +9,7 @@
 #include <chrono>
 #include <future>
 #include <string>
+#include <vector>
 
 #include "asynq/keys.hpp"
 #include "log/log.hpp"
@@ -34,7 +35,9 @@ return 1
   conn.eval(busy, argv, 0);
 }
 
-TEST(LostDequeueReply, TheTasksItTookAreHandedBackUncountedBeforeTheNextDequeue) {
+// Three tasks in `queue`; a dequeue over `queues` that Redis runs after its caller gave up; then
+// the thread's next dequeue. What it took must come back uncounted, before it is taken again.
+void expect_lost_dequeue_handed_back(const std::string& queue, const std::vector<std::string>& queues) {
   test::PrivateRedis redis;
   redis::Settings settings = redis.settings();
   settings.command_timeout = 200ms;
@@ -43,6 +46,7 @@ TEST(LostDequeueReply, TheTasksItTookAreHandedBackUncountedBeforeTheNextDequeue)
   for (int i = 0; i < 3; ++i) {
     task::EnqueueRequest r;
     r.type = "email:send";
+    r.queue = queue;
     r.task_id = "t" + std::to_string(i);
     broker.client().enqueue(r);
   }
@@ -66,23 +70,34 @@ TEST(LostDequeueReply, TheTasksItTookAreHandedBackUncountedBeforeTheNextDequeue)
     return false;
   }());
   // Sent while the server is busy: it times out here, and Redis runs it once the script ends.
-  EXPECT_THROW(broker.dequeue_batch({"default"}, 30s, 3), redis::Error);
+  EXPECT_THROW(broker.dequeue_batch(queues, 30s, 3), redis::Error);
   busy.get();
-  const auto active = raw.command({"LLEN", asynq::active_key("default")}).integer();
+  const auto active = raw.command({"LLEN", asynq::active_key(queue)}).integer();
   ASSERT_EQ(active, 3) << "the dequeue ran in Redis after its caller gave up";
 
   // The next dequeue of that thread hands them back first (to the back of pending), then takes them.
-  const auto got = broker.dequeue_batch({"default"}, 30s, 3);
+  const auto got = broker.dequeue_batch(queues, 30s, 3);
   ASSERT_EQ(got.size(), 3U);
   for (const auto& d : got) EXPECT_EQ(d.msg.retried, 0) << d.msg.id;
-  EXPECT_EQ(raw.command({"ZCARD", asynq::lease_key("default")}).integer(), 3);
-  EXPECT_TRUE(raw.command({"GET", asynq::failed_total_key("default")}).is_nil());
+  EXPECT_EQ(raw.command({"ZCARD", asynq::lease_key(queue)}).integer(), 3);
+  EXPECT_TRUE(raw.command({"GET", asynq::failed_total_key(queue)}).is_nil());
   int handed_back = 0;
   for (const auto& line : logger.lines()) {
-    if (line.find("dequeue reply was lost") != std::string::npos && line.find("tasks=3") != std::string::npos)
+    if (line.find("dequeue reply was lost") != std::string::npos && line.find("tasks=3") != std::string::npos &&
+        line.find("queue=" + queue) != std::string::npos)
       ++handed_back;
   }
   EXPECT_EQ(handed_back, 1);
+}
+
+TEST(LostDequeueReply, TheTasksItTookAreHandedBackUncountedBeforeTheNextDequeue) {
+  expect_lost_dequeue_handed_back("default", {"default"});
+}
+
+// One call tries every queue in order (docs/queue-engine.md "Dequeue"): the lost call's tasks may
+// come from any of them.
+TEST(LostDequeueReply, ACallOverSeveralQueuesHandsBackWhatItTookFromAnyOfThem) {
+  expect_lost_dequeue_handed_back("low", {"critical", "default", "low"});
 }
 
 // A claim is only honoured for the call that made it: tasks a later dequeue of the same thread

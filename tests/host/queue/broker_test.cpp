@@ -196,6 +196,29 @@ TEST_F(BrokerTest, DequeueMovesToActiveWithLeaseAndSkipsPausedQueues) {
   EXPECT_EQ(batch[0].msg.id, "a2");
 }
 
+// One dequeue call asks the queues in their order (docs/queue-engine.md "Dequeue"): it takes from
+// the first that is not paused and has tasks, and from that one only.
+TEST_F(BrokerTest, ADequeueTakesFromTheFirstQueueInOrderThatIsNotPausedAndHasTasks) {
+  enqueue("h1", "high");
+  enqueue("m1", "mid");
+  enqueue("m2", "mid");
+  enqueue("l1", "low");
+  raw_->command({"SET", "asynq:{high}:paused", "1"});
+  const auto batch = broker_->dequeue_batch({"empty", "high", "mid", "low"}, 30s, 5);
+  ASSERT_EQ(batch.size(), 2u);
+  EXPECT_EQ(batch[0].msg.id, "m1");
+  EXPECT_EQ(batch[1].msg.id, "m2");
+  EXPECT_EQ(lrange("asynq:{low}:pending"), std::vector<std::string>{"l1"});
+  EXPECT_EQ(lrange("asynq:{high}:pending"), std::vector<std::string>{"h1"});
+  EXPECT_EQ(lrange("asynq:{mid}:active"), (std::vector<std::string>{"m2", "m1"}));
+  // In the order given: low before mid now finds low's task.
+  enqueue("m3", "mid");
+  const auto next = broker_->dequeue_batch({"low", "mid"}, 30s, 5);
+  ASSERT_EQ(next.size(), 1u);
+  EXPECT_EQ(next[0].msg.id, "l1");
+  EXPECT_TRUE(broker_->dequeue_batch({"empty", "high"}, 30s, 5).empty());
+}
+
 TEST_F(BrokerTest, DoneDeletesTaskCountsAndReleasesOwnUniqueLock) {
   task::EnqueueRequest r;
   r.type = "u";
