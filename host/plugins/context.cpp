@@ -138,6 +138,16 @@ void DeferredMigrations::apply(db::Pool& pool, const std::string& plugin_id, con
 
 // ---- CtxState -----------------------------------------------------------------------------
 
+const log::Logger& CtxState::logger() const {
+  if (execution_ == nullptr) return services_->logger;
+  std::call_once(task_logger_once_, [this] {
+    const task::Task& t = execution_->task;
+    task_logger_ = services_->logger.with(
+        {{"task_id", t.id}, {"task_type", t.type}, {"queue", t.queue}, {"attempt", t.retried + 1}});
+  });
+  return *task_logger_;
+}
+
 bool CtxState::enter() {
   std::lock_guard lock(mu_);
   if (!open_) return false;
@@ -179,7 +189,7 @@ void CtxState::close() {
     if (HandleTable::process().release(handle)) (kind == HandleKind::tx ? txs : rows) += 1;
   }
   if (rows + txs > 0) {
-    logger_.warn("plugin leaked database handles; released by the host",
+    logger().warn("plugin leaked database handles; released by the host",
                  {{"rows", rows}, {"transactions_rolled_back", txs}});
   }
 }

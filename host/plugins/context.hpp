@@ -111,13 +111,16 @@ struct PluginServices {
 // waits for them, so a call never outlives the objects (Execution) the context points to.
 class CtxState {
  public:
-  CtxState(HandleKind kind, std::shared_ptr<const PluginServices> services, log::Logger logger,
-           task::Execution* execution)
-      : kind_(kind), services_(std::move(services)), logger_(std::move(logger)), execution_(execution) {}
+  // A plugin ctx logs with the plugin's logger.
+  CtxState(HandleKind kind, std::shared_ptr<const PluginServices> services)
+      : kind_(kind), services_(std::move(services)), execution_(nullptr) {}
+  // A task ctx logs with the task's fields too (made on first use: most tasks never log).
+  CtxState(std::shared_ptr<const PluginServices> services, task::Execution& execution)
+      : kind_(HandleKind::task_ctx), services_(std::move(services)), execution_(&execution) {}
 
   HandleKind kind() const { return kind_; }
   const PluginServices& services() const { return *services_; }
-  const log::Logger& logger() const { return logger_; }
+  const log::Logger& logger() const;
   task::Execution* execution() const { return execution_; }  // task ctx only
   uint64_t handle() const { return handle_; }
   void set_handle(uint64_t handle) { handle_ = handle; }
@@ -149,7 +152,8 @@ class CtxState {
  private:
   const HandleKind kind_;
   std::shared_ptr<const PluginServices> services_;
-  log::Logger logger_;
+  mutable std::once_flag task_logger_once_;
+  mutable std::optional<log::Logger> task_logger_;
   task::Execution* execution_;
   uint64_t handle_ = 0;
 

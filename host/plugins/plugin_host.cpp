@@ -146,7 +146,7 @@ std::optional<Refusal> PluginHost::Impl::load(const fs::path& file) {
       detail::PluginServices{owner, owner->logger, info.plugin_id, config, pool, enqueuer});
   instance->services = services;
   instance->plugin_ctx =
-      std::make_shared<CtxState>(HandleKind::plugin_ctx, services, services->logger, nullptr);
+      std::make_shared<CtxState>(HandleKind::plugin_ctx, services);
   instance->plugin_ctx->set_handle(
       HandleTable::process().add(HandleKind::plugin_ctx, instance->plugin_ctx, owner));
   wk_error error{};
@@ -218,8 +218,6 @@ task::Outcome PluginHost::Impl::run(const Route& route, task::Execution& executi
   }
 
   const int32_t attempt = t.retried + 1;
-  auto task_logger = plugin.services->logger.with(
-      {{"task_id", t.id}, {"task_type", t.type}, {"queue", t.queue}, {"attempt", attempt}});
   std::vector<wk_kv> headers;
   headers.reserve(t.headers.size());
   for (const auto& [key, value] : t.headers) {
@@ -244,7 +242,7 @@ task::Outcome PluginHost::Impl::run(const Route& route, task::Execution& executi
   view.deadline_ms = to_ms(t.deadline);
   view.started_at_ms = to_ms(t.started_at);
 
-  auto ctx = std::make_shared<CtxState>(HandleKind::task_ctx, plugin.services, task_logger, &execution);
+  auto ctx = std::make_shared<CtxState>(plugin.services, execution);
   ctx->set_handle(HandleTable::process().add(HandleKind::task_ctx, ctx, plugin.services->owner));
   auto* const ctx_handle = static_cast<wk_ctx*>(detail::to_pointer(ctx->handle()));
 
@@ -282,7 +280,7 @@ task::Outcome PluginHost::Impl::run(const Route& route, task::Execution& executi
 
   task::Outcome outcome;
   if (threw) {
-    task_logger.warn("plugin misbehaving", {{"problem", "run threw an exception past the ABI boundary"}});
+    ctx->logger().warn("plugin misbehaving", {{"problem", "run threw an exception past the ABI boundary"}});
     outcome.disposition = task::Disposition::retry;
     outcome.error = "handler threw an exception past the ABI boundary";
     return outcome;
@@ -310,7 +308,7 @@ task::Outcome PluginHost::Impl::run(const Route& route, task::Execution& executi
       outcome.error = failure_text(failure, "context canceled");
       break;
     default:
-      task_logger.warn("plugin misbehaving", {{"problem", "run returned an unknown disposition"},
+      ctx->logger().warn("plugin misbehaving", {{"problem", "run returned an unknown disposition"},
                                               {"disposition", static_cast<int64_t>(disposition)}});
       outcome.disposition = task::Disposition::retry;
       outcome.error = "handler returned an invalid disposition " + std::to_string(disposition);
