@@ -65,7 +65,7 @@ struct Processor::RemoteAttempt final : task::AttemptCompletion {
         execution{t->task, t->cancellation, services, staged} {}
   void finished(task::Outcome outcome) override {
     const std::unique_ptr<RemoteAttempt> self(this);
-    processor.finish_remote(*this, std::move(outcome));
+    processor.finish_remote(*this, outcome);
   }
 
   Processor& processor;
@@ -386,7 +386,7 @@ bool Processor::start_remote(const std::shared_ptr<InFlightTask>& t) {
   return true;
 }
 
-void Processor::finish_remote(RemoteAttempt& attempt, task::Outcome outcome) {
+void Processor::finish_remote(RemoteAttempt& attempt, const task::Outcome& outcome) {
   const std::shared_ptr<InFlightTask>& t = attempt.t;
   timer_.remove(attempt.deadline);
   ctx_.flow.release(*t);

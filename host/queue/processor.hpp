@@ -113,7 +113,7 @@ class Processor {
   // Starts `t` through Dispatcher::start; false when a handler thread must run it instead.
   bool start_remote(const std::shared_ptr<InFlightTask>& t);
   // Its outcome came (on a thread of the dispatcher's): written as a handler thread's would be.
-  void finish_remote(RemoteAttempt& attempt, task::Outcome outcome);
+  void finish_remote(RemoteAttempt& attempt, const task::Outcome& outcome);
   void release_remote_slot(InFlightTask& t);
 
   // ---- the handler threads ----
