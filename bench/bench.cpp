@@ -71,9 +71,9 @@ struct Options {
   int latency_samples = 200;
   bool json = false;
   std::vector<std::string> isolations = {"none", "process"};
-  std::string worker_plugins;  // set: measure the worker binary's RSS instead
-  int idle_seconds = 60;       // the idle-cost window; 0 skips it
-  bool worker_drain = false;   // drain through the shipped worker binary instead
+  std::string worker_plugins;      // set: measure the worker binary's RSS instead
+  int idle_seconds = 60;           // the idle-cost window; 0 skips it
+  bool worker_drain = false;       // drain through the shipped worker binary instead
   std::vector<int> concurrencies;  // empty: 4, 8, 16 (engine drains), 4, 16 (worker binary)
 };
 
@@ -647,7 +647,8 @@ void run_worker_drain(const Options& opt, const std::string& isolation, int conc
         rcpu < 0 ? -1.0 : rcpu * per100k, scripts_per_task, rss, runners.size(), runners_rss, pss);
   } else {
     std::printf(
-        "worker binary, isolation %-7s concurrency %2d: %8.0f tasks/s, host CPU (worker + runners) %.2f s/100k, "
+        "worker binary, isolation %-7s concurrency %2d: %8.0f tasks/s, host CPU (worker + runners) %.2f "
+        "s/100k, "
         "redis CPU %.2f s/100k, %.3f scripts/task, peak RSS worker %.1f MiB, runners %.1f MiB, PSS total "
         "%.1f MiB\n",
         isolation.c_str(), concurrency, opt.tasks / secs, cpu * per100k, rcpu < 0 ? -1.0 : rcpu * per100k,

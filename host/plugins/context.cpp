@@ -190,7 +190,7 @@ void CtxState::close() {
   }
   if (rows + txs > 0) {
     logger().warn("plugin leaked database handles; released by the host",
-                 {{"rows", rows}, {"transactions_rolled_back", txs}});
+                  {{"rows", rows}, {"transactions_rolled_back", txs}});
   }
 }
 

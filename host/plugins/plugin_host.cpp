@@ -145,8 +145,7 @@ std::optional<Refusal> PluginHost::Impl::load(const fs::path& file) {
   auto services = std::make_shared<const detail::PluginServices>(
       detail::PluginServices{owner, owner->logger, info.plugin_id, config, pool, enqueuer});
   instance->services = services;
-  instance->plugin_ctx =
-      std::make_shared<CtxState>(HandleKind::plugin_ctx, services);
+  instance->plugin_ctx = std::make_shared<CtxState>(HandleKind::plugin_ctx, services);
   instance->plugin_ctx->set_handle(
       HandleTable::process().add(HandleKind::plugin_ctx, instance->plugin_ctx, owner));
   wk_error error{};
@@ -309,7 +308,7 @@ task::Outcome PluginHost::Impl::run(const Route& route, task::Execution& executi
       break;
     default:
       ctx->logger().warn("plugin misbehaving", {{"problem", "run returned an unknown disposition"},
-                                              {"disposition", static_cast<int64_t>(disposition)}});
+                                                {"disposition", static_cast<int64_t>(disposition)}});
       outcome.disposition = task::Disposition::retry;
       outcome.error = "handler returned an invalid disposition " + std::to_string(disposition);
       break;

@@ -347,7 +347,9 @@ bool RedisBroker::decode_dequeued(const redis::ReplyView& reply, std::span<const
   if (q < 1 || static_cast<size_t>(q) > queues.size())
     throw redis::Error(redis::Error::Kind::reply, "dequeue answered for queue " + std::to_string(q));
   take_servable(reply[1], queues[static_cast<size_t>(q) - 1], archive_script(),
-                [&](asynq::TaskMessage&& msg) { out.push_back(Dequeued{std::move(msg), expiry}); });
+                [&](asynq::TaskMessage&& msg) {
+                  out.push_back(Dequeued{std::move(msg), expiry});
+                });
   return true;
 }
 
@@ -409,7 +411,8 @@ void RedisBroker::reclaim_lost_dequeue() {
     const QueueKeys& k = keys_for(q);
     set_claim_key(s.claim_key, q, id_);
     const std::string_view argv[] = {s.claim_key, k.active, k.lease, k.pending, s.lost_nonce, k.task_prefix};
-    const long long n = pool_.acquire()->eval(reclaim_script(), argv, 4).integer();  // throws: try again later
+    const long long n =
+        pool_.acquire()->eval(reclaim_script(), argv, 4).integer();  // throws: try again later
     if (n > 0) {
       log_.warn("Handed back tasks whose dequeue reply was lost, without counting an attempt",
                 {{"queue", q}, {"tasks", static_cast<int64_t>(n)}});
@@ -1055,7 +1058,8 @@ void RedisBroker::exchange(std::span<const OutcomeWrite> writes, std::span<std::
   if (decode_dequeued(dequeued, first, expiry, out)) return;
   // In a Cluster the first queue had nothing: the others as dequeue_batch() does.
   if (queues.size() > first.size()) {
-    const std::vector<std::string> rest(queues.begin() + static_cast<std::ptrdiff_t>(first.size()), queues.end());
+    const std::vector<std::string> rest(queues.begin() + static_cast<std::ptrdiff_t>(first.size()),
+                                        queues.end());
     out = dequeue_batch(rest, lease, max);
   }
 }

@@ -775,8 +775,9 @@ void Processor::overrun(const std::shared_ptr<InFlightTask>& t) {
   }
   t->overran = true;
   ctx_.task_log(t->task).warn(
-      t->remote ? "Handler still running past the task's deadline; failing the task and freeing its slot"
-                : "Handler still running past the task's deadline; failing the task, a new thread takes its slot",
+      t->remote
+          ? "Handler still running past the task's deadline; failing the task and freeing its slot"
+          : "Handler still running past the task's deadline; failing the task, a new thread takes its slot",
       {{"grace_ms", static_cast<int64_t>(ctx_.settings.deadline_grace.count())}});
   fail(t, kDeadlineExceeded, std::nullopt, false, false);
   // No longer ours: the heartbeat neither extends nor lists it, and a cancellation by id reaches

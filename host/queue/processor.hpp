@@ -2,10 +2,10 @@
 // The processor (protocol §7.3, §7.4): `concurrency` handler threads that only run tasks, and one
 // loop that does their Redis work. A task whose handler runs in another process (a plugin
 // runner) takes no thread: the loop starts it through Dispatcher::start, a batch of them in one
-// write, and its outcome joins the deferred writes straight from the dispatcher's thread. A handler thread takes a dequeued task, runs it, defers its
-// outcome write (OutcomeWrites) and waits for the next task. The loop sends, in one round trip,
-// every outcome deferred since its last one together with a dequeue of as many tasks as there
-// are idle handler threads, and hands those tasks out. So under load one round trip finishes
+// write, and its outcome joins the deferred writes straight from the dispatcher's thread. A handler thread
+// takes a dequeued task, runs it, defers its outcome write (OutcomeWrites) and waits for the next task. The
+// loop sends, in one round trip, every outcome deferred since its last one together with a dequeue of as many
+// tasks as there are idle handler threads, and hands those tasks out. So under load one round trip finishes
 // and starts many tasks, and one script call completes the successes of a queue; when nothing
 // is pending the loop blocks in Redis (Broker::wait_for_work), never on a timer.
 //

@@ -4,8 +4,8 @@
 // Senders on any thread hand whole frames to send(); while one of them is writing, the others
 // only append to a buffer that the writer flushes before it leaves, so a burst of completions
 // (or of task starts) costs one write() instead of one per frame. post() + flush() let one
-// sender batch its own frames the same way (the worker starts a round's tasks so). One thread runs read_loop(),
-// which reads as much as the socket has and hands each complete frame to a callback.
+// sender batch its own frames the same way (the worker starts a round's tasks so). One thread runs
+// read_loop(), which reads as much as the socket has and hands each complete frame to a callback.
 #include <functional>
 #include <mutex>
 #include <string>

@@ -83,8 +83,8 @@ void expect_lost_dequeue_handed_back(const std::string& queue, const std::vector
   EXPECT_TRUE(raw.command({"GET", asynq::failed_total_key(queue)}).is_nil());
   int handed_back = 0;
   for (const auto& line : logger.lines()) {
-    if (line.find("dequeue reply was lost") != std::string::npos && line.find("tasks=3") != std::string::npos &&
-        line.find("queue=" + queue) != std::string::npos)
+    if (line.find("dequeue reply was lost") != std::string::npos &&
+        line.find("tasks=3") != std::string::npos && line.find("queue=" + queue) != std::string::npos)
       ++handed_back;
   }
   EXPECT_EQ(handed_back, 1);
