@@ -450,6 +450,36 @@ std::vector<long> child_pids(long pid) {
   return out;
 }
 
+// Starts the worker binary with `settings` added to this environment, its output to `log_file`
+// (empty: this process's stdout and stderr).
+pid_t spawn_worker(const std::vector<std::string>& settings, const std::string& plugins_dir,
+                   const std::string& log_file) {
+  std::vector<std::string> env;
+  for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
+  for (const std::string& s : settings) env.push_back(s);
+  std::vector<char*> envp;
+  envp.reserve(env.size() + 1);
+  for (std::string& e : env) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  std::string binary = WK_WORKER_BINARY;
+  std::string plugins_flag = "--plugins";
+  std::string dir = plugins_dir;
+  char* argv[] = {binary.data(), plugins_flag.data(), dir.data(), nullptr};
+  const pid_t pid = fork();
+  if (pid < 0) throw std::runtime_error("fork failed");
+  if (pid == 0) {
+    const int fd =
+        log_file.empty() ? -1 : ::open(log_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+      ::dup2(fd, 1);
+      ::dup2(fd, 2);
+    }
+    execve(argv[0], argv, envp.data());
+    _exit(127);
+  }
+  return pid;
+}
+
 // The worker binary, concurrency 16, with the plugins of opt.worker_plugins, in process or with
 // runner processes: drains opt.tasks no-op tasks; its peak RSS after the drain, and the PSS of the
 // worker and its runners together (what they cost the machine, shared pages counted once).
@@ -460,28 +490,11 @@ void run_worker_rss(const Options& opt, const std::string& isolation, queue::Red
     queue::RedisBroker broker(bs, logger);
     for (int i = 0; i < opt.tasks; ++i) broker.client().enqueue(noop_task());
   }
-  std::vector<std::string> env;
-  for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
-  for (const std::string& setting :
-       {"REDIS_HOST=" + opt.host, "REDIS_PORT=" + std::to_string(opt.port),
-        "REDIS_DB=" + std::to_string(opt.db), "WORKER_ISOLATION=" + isolation,
-        std::string("WORKER_CONCURRENCY=16"), std::string("WORKER_QUEUES=bench=1"),
-        std::string("WORKER_METRICS_ADDR="), std::string("LOG_LEVEL=warn")})
-    env.push_back(setting);
-  std::vector<char*> envp;
-  envp.reserve(env.size() + 1);
-  for (std::string& e : env) envp.push_back(e.data());
-  envp.push_back(nullptr);
-  std::string binary = WK_WORKER_BINARY;
-  std::string plugins_flag = "--plugins";
-  std::string dir = opt.worker_plugins;
-  char* argv[] = {binary.data(), plugins_flag.data(), dir.data(), nullptr};
-  const pid_t pid = fork();
-  if (pid < 0) throw std::runtime_error("fork failed");
-  if (pid == 0) {
-    execve(argv[0], argv, envp.data());
-    _exit(127);
-  }
+  const pid_t pid = spawn_worker(
+      {"REDIS_HOST=" + opt.host, "REDIS_PORT=" + std::to_string(opt.port),
+       "REDIS_DB=" + std::to_string(opt.db), "WORKER_ISOLATION=" + isolation, "WORKER_CONCURRENCY=16",
+       "WORKER_QUEUES=bench=1", "WORKER_METRICS_ADDR=", "LOG_LEVEL=warn"},
+      opt.worker_plugins, "");
   // Drained when nothing is pending or active any more (polling is fine outside a timed window).
   const auto give_up = SteadyClock::now() + std::chrono::minutes(10);
   while (admin.command({"LLEN", "asynq:{bench}:pending"}).integer() > 0 ||
@@ -519,34 +532,6 @@ double tree_cpu_seconds(long pid) {
   double cpu = pid_cpu_seconds(pid);
   for (long child : child_pids(pid)) cpu += std::max(0.0, pid_cpu_seconds(child));
   return cpu;
-}
-
-// Starts the worker binary with `settings` added to this environment, its output to `log_file`.
-pid_t spawn_worker(const std::vector<std::string>& settings, const std::string& plugins_dir,
-                   const std::string& log_file) {
-  std::vector<std::string> env;
-  for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
-  for (const std::string& s : settings) env.push_back(s);
-  std::vector<char*> envp;
-  envp.reserve(env.size() + 1);
-  for (std::string& e : env) envp.push_back(e.data());
-  envp.push_back(nullptr);
-  std::string binary = WK_WORKER_BINARY;
-  std::string plugins_flag = "--plugins";
-  std::string dir = plugins_dir;
-  char* argv[] = {binary.data(), plugins_flag.data(), dir.data(), nullptr};
-  const pid_t pid = fork();
-  if (pid < 0) throw std::runtime_error("fork failed");
-  if (pid == 0) {
-    const int fd = ::open(log_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd >= 0) {
-      ::dup2(fd, 1);
-      ::dup2(fd, 2);
-    }
-    execve(argv[0], argv, envp.data());
-    _exit(127);
-  }
-  return pid;
 }
 
 // A free loopback TCP port (for the worker's HTTP endpoint, on by default).
