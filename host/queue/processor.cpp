@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <stdexcept>
+#include <utility>
 
 #include "queue/deadline.hpp"
 
@@ -20,6 +21,14 @@ constexpr std::chrono::milliseconds kMaxSpillBackoff{1000};
 // queue's dequeue: the others cost a round trip each when it is empty. So once it was found empty
 // it goes last, and first again at most this much later (or when it gave tasks).
 constexpr std::chrono::milliseconds kHostQueueRecheck{100};
+// A round waits for the batch-mates of an outcome that came (the other attempts of the same
+// flush) only when remote attempts take less than this, and never longer: long tasks finish
+// apart anyway, and their outcomes go at once.
+constexpr std::chrono::microseconds kCoalesceMax{150};
+// ... and only until this many slots are free: a round's fixed costs (its round trip, one script
+// call per queue for the successes, one dequeue) shared by this many tasks are a small part of
+// each task's, and waiting for more would leave slots idle that a round could fill.
+constexpr size_t kCoalesceTarget = 4;
 
 // What a running handler may do besides watching its cancellation (task::TaskServices).
 class AttemptServices final : public task::TaskServices {
@@ -67,6 +76,10 @@ struct Processor::RemoteAttempt final : task::AttemptCompletion {
     const std::unique_ptr<RemoteAttempt> self(this);
     processor.finish_remote(*this, outcome);
   }
+  task::OutcomeBurstListener* burst_listener() override {
+    burst_follows = true;
+    return &processor.burst_listener_;
+  }
 
   Processor& processor;
   const std::shared_ptr<InFlightTask> t;
@@ -74,6 +87,9 @@ struct Processor::RemoteAttempt final : task::AttemptCompletion {
   std::vector<task::EnqueueRequest> staged;
   task::Execution execution;
   DeadlineTimer::Handle deadline;
+  SteadyClock::time_point started;
+  uint64_t generation = 0;     // the flush it went out with
+  bool burst_follows = false;  // the dispatcher calls burst_over() after finished(): no wake here
 };
 
 DeadlineTimer::DeadlineTimer(std::chrono::milliseconds grace, OverrunFn overrun)
@@ -205,70 +221,31 @@ bool Processor::healthy() const {
 // ---- the loop -----------------------------------------------------------------------------------
 
 void Processor::loop() {
-  std::mt19937_64 rng(std::random_device{}());
-  std::vector<Dequeued> got;       // reused: no allocation per round once grown
-  std::vector<std::string> order;  // reused
-  std::chrono::milliseconds error_backoff{0};
   int empty_after_signal = 0;  // "work may be there" but the dequeue found none (paused queue?)
-  std::chrono::milliseconds spill_backoff{0};
-  const std::string& host_queue = ctx_.settings.host_queue;
-  SteadyClock::time_point host_queue_first_again{};  // while in the future: the host queue goes last
   while (true) {
-    size_t want = slots_to_fill();
+    await_round();
     {
       std::lock_guard lock(mu_);
       if (finished()) break;
     }
-    last_tick_ = SteadyClock::now().time_since_epoch().count();
-    if (!parked_.empty()) want -= tend_parked(want);
-    if (want == 0) {
-      writes_.send_now();
-      continue;
-    }
-    ctx_.order.next(rng, order);
-    const bool host_leads = !host_queue.empty() && order.size() > 1;  // QueueOrder puts it first
-    const bool host_first = host_leads && SteadyClock::now() >= host_queue_first_again;
-    if (host_leads && !host_first) std::rotate(order.begin(), order.begin() + 1, order.end());
-    const auto sent = SteadyClock::now();
-    try {
-      writes_.send_with_dequeue(order, ctx_.settings.lease, want, got);
-      ctx_.health.succeeded(sent);
-      error_backoff = std::chrono::milliseconds(0);
-    } catch (const std::exception& e) {
-      ctx_.health.failed("dequeue", e);
-      error_backoff =
-          std::min(ctx_.settings.redis_backoff, std::max(std::chrono::milliseconds(10), error_backoff * 2));
-      pause(error_backoff);
-      continue;
-    }
-    if (host_first) {
-      const bool from_host =
-          std::any_of(got.begin(), got.end(), [&](const Dequeued& d) { return d.msg.queue == host_queue; });
-      if (!from_host) host_queue_first_again = SteadyClock::now() + kHostQueueRecheck;
-    }
-    if (!got.empty()) {
-      empty_after_signal = 0;
-      if (hand_out(got) > 0) {
-        spill_backoff = std::chrono::milliseconds(0);
-      } else {
-        // Every task of the round was parked or handed back: its queues are full of types at
-        // their limits. Look again later (sooner when a parked task may go), not at once.
-        spill_backoff =
-            std::min(kMaxSpillBackoff, std::max(std::chrono::milliseconds(10), spill_backoff * 2));
-        auto wait = spill_backoff;
-        if (const auto next = next_parked_retry(); next != Clock::time_point::max()) {
-          wait = std::clamp(std::chrono::ceil<std::chrono::milliseconds>(next - Clock::now()),
-                            std::chrono::milliseconds(1), wait);
+    const RoundResult r = round();
+    if (r.got) empty_after_signal = 0;
+    switch (r.then) {
+      case RoundResult::Then::next:
+        break;
+      case RoundResult::Then::pause:
+        pause(r.pause);
+        break;
+      case RoundResult::Then::wait_for_work:
+        if (!idle_wait(r.parked_retry)) {
+          empty_after_signal = 0;
+        } else if (empty_after_signal++ > 0) {
+          // Another host may have taken the task, or the queue with work is paused: then the wait
+          // keeps answering "maybe" at once. Back off exponentially so that never spins.
+          pause(std::min(ctx_.settings.wait_timeout,
+                         std::chrono::milliseconds(1) * (1 << std::min(empty_after_signal, 10))));
         }
-        pause(wait);
-      }
-    } else if (!idle_wait(next_parked_retry())) {
-      empty_after_signal = 0;
-    } else if (empty_after_signal++ > 0) {
-      // Another host may have taken the task, or the queue with work is paused: then the wait
-      // keeps answering "maybe" at once. Back off exponentially so that never spins.
-      pause(std::min(ctx_.settings.wait_timeout,
-                     std::chrono::milliseconds(1) * (1 << std::min(empty_after_signal, 10))));
+        break;
     }
   }
   std::lock_guard lock(mu_);
@@ -276,25 +253,116 @@ void Processor::loop() {
   exited_cv_.notify_all();
 }
 
-size_t Processor::slots_to_fill() {
+void Processor::await_round() {
   if (!ctx_.dispatcher.serving()) {
     // No plugin serves anything (all refused, or still loading): take nothing, so the workers
     // that can run the tasks get them (docs/queue-engine.md); outcomes are still written.
     pause(std::min(ctx_.settings.wait_timeout, kServingCheckInterval));
-    std::lock_guard lock(mu_);
-    signalled_ = false;
-    return 0;
+    return;
   }
   std::unique_lock lock(mu_);
   // A stop with tasks parked needs the loop too: they go back to their queues at once.
-  // A slot is an idle handler thread that neither a waiting task nor a remote attempt holds.
-  const auto taken = [&] { return ready_.size() + remote_slots_; };
   loop_cv_.wait(lock, [&] {
-    return signalled_ || finished() || (!stopping_ && idle_ > taken()) ||
+    return signalled_ || finished() || (!stopping_ && free_slots() > 0) ||
            (stopping_ && parked_count_.load() > 0);
   });
-  signalled_ = false;
-  return stopping_ ? 0 : idle_ - std::min(idle_, taken());
+  // The attempts of one flush come back a few tens of microseconds apart: a round that waits
+  // for all of them carries their writes in one script call and refills their slots in one
+  // dequeue, where rounds at once would carry one each.
+  if (const auto until = coalesce_until(); until != SteadyClock::time_point::max()) {
+    loop_coalescing_ = true;
+    loop_cv_.wait_until(lock, until, [&] { return coalesced(); });
+    loop_coalescing_ = false;
+  }
+}
+
+bool Processor::coalesced() const {
+  return stopping_ || batch_outstanding_ == 0 || free_slots() >= kCoalesceTarget;
+}
+
+SteadyClock::time_point Processor::coalesce_until() const {
+  constexpr auto never = SteadyClock::time_point::max();
+  if (coalesced() || remote_latency_.count() == 0 || remote_latency_ > kCoalesceMax) return never;
+  const auto until =
+      batch_flushed_at_ + std::min<std::chrono::nanoseconds>(kCoalesceMax, remote_latency_ * 3 / 2);
+  return until > SteadyClock::now() ? until : never;
+}
+
+size_t Processor::free_slots() const {
+  // A slot is an idle handler thread that neither a waiting task nor a remote attempt holds.
+  const size_t taken = ready_.size() + remote_slots_;
+  return idle_ - std::min(idle_, taken);
+}
+
+Processor::RoundResult Processor::round() {
+  RoundState& s = round_;
+  RoundResult r;
+  const bool serving = ctx_.dispatcher.serving();
+  size_t want = 0;
+  {
+    std::lock_guard lock(mu_);
+    signalled_ = false;
+    if (!stopping_ && serving) want = free_slots();
+  }
+  last_tick_ = SteadyClock::now().time_since_epoch().count();
+  if (!parked_.empty()) want -= tend_parked(want);
+  if (want == 0) {
+    writes_.send_now();
+    return r;
+  }
+  ctx_.order.next(s.rng, s.order);
+  const std::string& host_queue = ctx_.settings.host_queue;
+  const bool host_leads = !host_queue.empty() && s.order.size() > 1;  // QueueOrder puts it first
+  const bool host_first = host_leads && SteadyClock::now() >= s.host_queue_first_again;
+  if (host_leads && !host_first) std::rotate(s.order.begin(), s.order.begin() + 1, s.order.end());
+  const auto sent = SteadyClock::now();
+  try {
+    writes_.send_with_dequeue(s.order, ctx_.settings.lease, want, s.got);
+    ctx_.health.succeeded(sent);
+    s.error_backoff = std::chrono::milliseconds(0);
+  } catch (const std::exception& e) {
+    ctx_.health.failed("dequeue", e);
+    s.error_backoff =
+        std::min(ctx_.settings.redis_backoff, std::max(std::chrono::milliseconds(10), s.error_backoff * 2));
+    r.then = RoundResult::Then::pause;
+    r.pause = s.error_backoff;
+    return r;
+  }
+  if (host_first) {
+    const bool from_host =
+        std::any_of(s.got.begin(), s.got.end(), [&](const Dequeued& d) { return d.msg.queue == host_queue; });
+    if (!from_host) s.host_queue_first_again = SteadyClock::now() + kHostQueueRecheck;
+  }
+  if (s.got.empty()) {
+    r.then = RoundResult::Then::wait_for_work;
+    r.parked_retry = next_parked_retry();
+    r.full = false;
+    return r;
+  }
+  r.got = true;
+  r.full = s.got.size() >= want;
+  if (hand_out(s.got) > 0) {
+    s.spill_backoff = std::chrono::milliseconds(0);
+    return r;
+  }
+  // Every task of the round was parked or handed back: its queues are full of types at their
+  // limits. Look again later (sooner when a parked task may go), not at once.
+  s.spill_backoff = std::min(kMaxSpillBackoff, std::max(std::chrono::milliseconds(10), s.spill_backoff * 2));
+  r.then = RoundResult::Then::pause;
+  r.pause = s.spill_backoff;
+  if (const auto next = next_parked_retry(); next != Clock::time_point::max()) {
+    r.pause = std::clamp(std::chrono::ceil<std::chrono::milliseconds>(next - Clock::now()),
+                         std::chrono::milliseconds(1), r.pause);
+  }
+  return r;
+}
+
+void Processor::outcomes_delivered() {
+  {
+    std::lock_guard lock(mu_);
+    if (loop_coalescing_ && !coalesced()) return;  // it waits for the rest (or its deadline)
+  }
+  wake_loop(true);
 }
 
 size_t Processor::hand_out(std::vector<Dequeued>& got) {
@@ -336,7 +404,14 @@ void Processor::start_tasks(std::vector<std::shared_ptr<InFlightTask>>& tasks) {
       ++waiting;
     }
   }
-  if (remote > 0) ctx_.dispatcher.flush_started();
+  if (remote > 0) {
+    ctx_.dispatcher.flush_started();
+    std::lock_guard lock(mu_);
+    ++flush_generation_;
+    batch_outstanding_ = building_outstanding_;
+    building_outstanding_ = 0;
+    batch_flushed_at_ = SteadyClock::now();
+  }
   if (waiting > 0) {
     {
       std::lock_guard lock(mu_);
@@ -362,10 +437,13 @@ bool Processor::start_remote(const std::shared_ptr<InFlightTask>& t) {
   t->started = true;
   t->remote = true;
   t->holds_remote_slot = true;
+  attempt->started = SteadyClock::now();
   {
     std::lock_guard lock(mu_);
     ++remote_slots_;
     ++remote_outstanding_;
+    attempt->generation = flush_generation_ + 1;
+    ++building_outstanding_;
   }
   attempt->deadline = timer_.add(tk.deadline, t);
   if (!ctx_.dispatcher.start(attempt->execution, *attempt)) {
@@ -376,6 +454,7 @@ bool Processor::start_remote(const std::shared_ptr<InFlightTask>& t) {
     std::lock_guard lock(mu_);
     --remote_slots_;
     --remote_outstanding_;
+    --building_outstanding_;
     return false;
   }
   (void)attempt.release();  // RemoteAttempt::finished owns it now
@@ -396,6 +475,17 @@ void Processor::finish_remote(RemoteAttempt& attempt, const task::Outcome& outco
     std::lock_guard lock(mu_);
     if (t->holds_remote_slot.exchange(false)) --remote_slots_;
     --remote_outstanding_;
+    const auto took = SteadyClock::now() - attempt.started;
+    remote_latency_ = remote_latency_.count() == 0 ? took : (7 * remote_latency_ + took) / 8;
+    if (attempt.generation == flush_generation_ && batch_outstanding_ > 0) {
+      --batch_outstanding_;
+    } else if (attempt.generation > flush_generation_ && building_outstanding_ > 0) {
+      --building_outstanding_;  // came before its flush was counted
+    }
+    if (attempt.burst_follows) {  // outcomes_delivered() wakes the loop once for the burst
+      signalled_ = signalled_ || deferred;
+      return;
+    }
   }
   wake_loop(deferred);  // a slot to fill, perhaps a write to send, or the last one of a stop
 }

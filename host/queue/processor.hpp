@@ -2,7 +2,9 @@
 // The processor (protocol §7.3, §7.4): `concurrency` handler threads that only run tasks, and one
 // loop that does their Redis work. A task whose handler runs in another process (a plugin
 // runner) takes no thread: the loop starts it through Dispatcher::start, a batch of them in one
-// write, and its outcome joins the deferred writes straight from the dispatcher's thread. A handler thread
+// write, and its outcome joins the deferred writes straight from the dispatcher's thread, which
+// wakes the loop once per burst of outcomes; a round waits (briefly) for the rest of a batch
+// that is still coming back, so that one round trip carries them all. A handler thread
 // takes a dequeued task, runs it, defers its outcome write (OutcomeWrites) and waits for the next task. The
 // loop sends, in one round trip, every outcome deferred since its last one together with a dequeue of as many
 // tasks as there are idle handler threads, and hands those tasks out. So under load one round trip finishes
@@ -79,8 +81,24 @@ class Processor {
  private:
   // ---- the loop: the processor's Redis work ----
   void loop();
-  // Waits until there is something to send; the number of tasks to dequeue (0: writes only).
-  size_t slots_to_fill();
+  // Waits until there is something to send: a deferred write, a slot to fill, a stop.
+  void await_round();
+
+  // What the loop does after a round.
+  struct RoundResult {
+    enum class Then { next, pause, wait_for_work } then = Then::next;
+    std::chrono::milliseconds pause{0};
+    Clock::time_point parked_retry = Clock::time_point::max();  // wait_for_work: until then at most
+    bool got = false;                                           // the dequeue gave tasks
+    bool full = true;  // it gave as many as there were slots (else the queues may be empty)
+  };
+  // One round trip: the deferred writes with a dequeue for the free slots; starts what it got.
+  RoundResult round();
+  size_t free_slots() const;  // mu_ held
+  // mu_ held: until when a round should wait for the outcomes of the attempts started together
+  // with those that came (max(): it should not wait).
+  SteadyClock::time_point coalesce_until() const;
+  bool coalesced() const;  // mu_ held: a round waiting for batch-mates may go
   // Gives each dequeued task to the handler threads, or parks it, or hands it back; returns how
   // many went to the handler threads.
   size_t hand_out(std::vector<Dequeued>& got);
@@ -115,6 +133,14 @@ class Processor {
   // Its outcome came (on a thread of the dispatcher's): written as a handler thread's would be.
   void finish_remote(RemoteAttempt& attempt, const task::Outcome& outcome);
   void release_remote_slot(InFlightTask& t);
+  // A burst of remote outcomes was delivered (task::OutcomeBurstListener): one wake of the loop
+  // for all of them, none while it waits for their batch-mates.
+  void outcomes_delivered();
+  struct BurstListener final : task::OutcomeBurstListener {
+    explicit BurstListener(Processor& p) : processor(p) {}
+    void burst_over() override { processor.outcomes_delivered(); }
+    Processor& processor;
+  };
 
   // ---- the handler threads ----
   void handler_loop();
@@ -136,6 +162,16 @@ class Processor {
 
   EngineContext& ctx_;
   OutcomeWrites writes_;
+  BurstListener burst_listener_{*this};
+
+  struct RoundState {  // the loop's
+    std::mt19937_64 rng{std::random_device{}()};
+    std::vector<Dequeued> got;       // reused: no allocation per round once grown
+    std::vector<std::string> order;  // reused
+    std::chrono::milliseconds error_backoff{0};
+    std::chrono::milliseconds spill_backoff{0};
+    SteadyClock::time_point host_queue_first_again{};  // while in the future: the host queue goes last
+  } round_;
   std::thread loop_thread_;
   std::vector<std::thread> handler_threads_;
 
@@ -150,6 +186,15 @@ class Processor {
   unsigned live_handlers_ = 0;
   size_t remote_slots_ = 0;        // slots held by remote attempts
   size_t remote_outstanding_ = 0;  // remote attempts whose outcome has not come (the loop waits)
+  // Coalescing (docs/queue-engine.md, "A round waits for its batch-mates"): the remote attempts
+  // started before the last flush whose outcome has not come, those of the flush being built,
+  // when it went out, and how long a remote attempt takes (a moving average; 0: none yet).
+  uint64_t flush_generation_ = 0;
+  size_t batch_outstanding_ = 0;
+  size_t building_outstanding_ = 0;
+  SteadyClock::time_point batch_flushed_at_{};
+  std::chrono::nanoseconds remote_latency_{0};
+  bool loop_coalescing_ = false;
   bool loop_running_ = false;
   std::atomic<bool> loop_waiting_for_work_{false};
   std::atomic<SteadyClock::rep> last_tick_{0};

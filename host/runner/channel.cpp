@@ -66,13 +66,14 @@ bool Channel::write_all(const std::string& bytes) {
   return true;
 }
 
-std::string Channel::read_loop(const OnFrame& on_frame) {
+std::string Channel::read_loop(const OnFrame& on_frame, const std::function<void()>& read_done) {
   // [begin, end) of `buffer` holds bytes not parsed yet. No per-read zeroing or copying: a read
   // goes straight behind what is there, and bytes move only when a frame wraps the buffer's end.
   std::vector<char> buffer(size_t{256} * 1024);
   size_t begin = 0, end = 0;
   while (true) {
     size_t needed = wire::kHeaderSize;  // bytes the next frame needs in all
+    bool had_frames = false;
     while (end - begin >= wire::kHeaderSize) {
       uint32_t length = 0;
       std::memcpy(&length, buffer.data() + begin, 4);
@@ -90,6 +91,14 @@ std::string Channel::read_loop(const OnFrame& on_frame) {
       }
       begin += needed;
       needed = wire::kHeaderSize;
+      had_frames = true;
+    }
+    if (had_frames && read_done) {
+      try {
+        read_done();
+      } catch (const std::exception& e) {
+        return std::string("failed after a read: ") + e.what();
+      }
     }
     if (begin == end) {
       begin = end = 0;

@@ -35,8 +35,9 @@ class Channel {
   bool post(wire::Kind kind, uint64_t id, std::string_view body = {});
   bool flush();
   // Reads frames until end of file, an error, a malformed frame or a throwing callback; returns
-  // why it stopped ("" at a clean end of file).
-  std::string read_loop(const OnFrame& on_frame);
+  // why it stopped ("" at a clean end of file). `read_done`, when given, runs after the frames
+  // of each read that had any, before the next read (which may block).
+  std::string read_loop(const OnFrame& on_frame, const std::function<void()>& read_done = {});
   // Ends both directions: read_loop returns, later sends fail.
   void shutdown();
 

@@ -119,10 +119,35 @@ struct Call {
   bool completed = false;                      // start(): `completion` was called
 };
 
+// The listeners to tell burst_over() (task::OutcomeBurstListener) for the outcomes one thread
+// delivered: told when it is destroyed or over() is called, which the thread does before it
+// blocks, holding none of our locks.
+class OutcomeBurst {
+ public:
+  OutcomeBurst() = default;
+  ~OutcomeBurst() { over(); }
+  OutcomeBurst(const OutcomeBurst&) = delete;
+  OutcomeBurst& operator=(const OutcomeBurst&) = delete;
+  void add(task::OutcomeBurstListener* listener) {
+    if (listener != nullptr && std::find(listeners_.begin(), listeners_.end(), listener) == listeners_.end())
+      listeners_.push_back(listener);
+  }
+  void over() {
+    if (listeners_.empty()) return;
+    told_.swap(listeners_);
+    for (task::OutcomeBurstListener* listener : told_) listener->burst_over();
+    told_.clear();
+  }
+
+ private:
+  std::vector<task::OutcomeBurstListener*> listeners_;
+  std::vector<task::OutcomeBurstListener*> told_;  // kept for its capacity
+};
+
 // The attempt is over once its outcome is there and no worker-side call of its runs any more.
 // `lock` holds call->mu and is released. A waiting dispatch() is woken; a started attempt's
-// outcome goes to its completion, here, once.
-void settle_call(const std::shared_ptr<Call>& call, std::unique_lock<std::mutex>& lock) {
+// outcome goes to its completion, here, once, and its listener joins `burst`.
+void settle_call(const std::shared_ptr<Call>& call, std::unique_lock<std::mutex>& lock, OutcomeBurst& burst) {
   if (call->completion == nullptr) {
     lock.unlock();
     call->cv.notify_all();
@@ -135,6 +160,7 @@ void settle_call(const std::shared_ptr<Call>& call, std::unique_lock<std::mutex>
   task::Execution& execution = call->execution;
   if (token != 0) execution.cancellation.remove(token);
   for (auto& s : call->staged) execution.staged.push_back(std::move(s));
+  burst.add(call->completion->burst_listener());
   call->completion->finished(std::move(call->outcome));
 }
 
@@ -291,7 +317,8 @@ struct RunnerHost::Impl {
       const std::shared_ptr<RunnerProcess>& p,
       const std::function<plugins::Admission(const plugins::PluginInfo&)>& decide);
   void read(const std::shared_ptr<RunnerProcess>& p);
-  void on_frame(const std::shared_ptr<RunnerProcess>& p, Kind kind, uint64_t id, std::string_view body);
+  void on_frame(const std::shared_ptr<RunnerProcess>& p, Kind kind, uint64_t id, std::string_view body,
+                OutcomeBurst& burst);
   void serve(const std::shared_ptr<RunnerProcess>& p, uint64_t rpc_id, const std::string& body);
   void on_death(const std::shared_ptr<RunnerProcess>& p, const std::string& why);
   void stop_process(const std::shared_ptr<RunnerProcess>& p);
@@ -470,15 +497,21 @@ std::optional<std::string> RunnerHost::Impl::admit(
 }
 
 void RunnerHost::Impl::read(const std::shared_ptr<RunnerProcess>& p) {
-  const std::string why = p->channel->read_loop(
-      [this, &p](Kind kind, uint64_t id, std::string_view body) { on_frame(p, kind, id, body); });
+  // The outcomes of one read are delivered together: their engine writes them, and dequeues what
+  // fills their slots, before the next read (task::OutcomeBurstListener).
+  OutcomeBurst burst;
+  const std::string why =
+      p->channel->read_loop([this, &p, &burst](Kind kind, uint64_t id,
+                                               std::string_view body) { on_frame(p, kind, id, body, burst); },
+                            [&burst] { burst.over(); });
+  burst.over();
   on_death(p, why);
   p->finished = true;
   supervisor_cv.notify_all();
 }
 
 void RunnerHost::Impl::on_frame(const std::shared_ptr<RunnerProcess>& p, Kind kind, uint64_t id,
-                                std::string_view body) {
+                                std::string_view body, OutcomeBurst& burst) {
   wire::Reader r(body);
   switch (kind) {
     case Kind::declared: {
@@ -524,7 +557,7 @@ void RunnerHost::Impl::on_frame(const std::shared_ptr<RunnerProcess>& p, Kind ki
       call->outcome = std::move(outcome);
       call->staged = std::move(staged);
       call->done = true;
-      settle_call(call, lock);
+      settle_call(call, lock, burst);
       return;
     }
     case Kind::log: {
@@ -682,10 +715,11 @@ void RunnerHost::Impl::serve(const std::shared_ptr<RunnerProcess>& p, uint64_t r
     out.u8(0);
     wire::encode_current_exception(out);
   }
+  OutcomeBurst burst;  // told once the reply is sent
   if (call) {
     std::unique_lock lock(call->mu);
     --call->active_rpcs;
-    settle_call(call, lock);
+    settle_call(call, lock, burst);
   }
   std::string frame;
   try {
@@ -806,6 +840,7 @@ void RunnerHost::Impl::on_death(const std::shared_ptr<RunnerProcess>& p, const s
     for (const auto& [id, call] : calls) ids.push_back(call->execution.task.id);
     mark_suspects(ids);
   }
+  OutcomeBurst burst;  // told once every task of the runner is settled
   for (const auto& [id, call] : calls) {
     task::Outcome outcome =
         culprit_known ? blame(call->execution.task, plugin, death.reason)
@@ -817,7 +852,7 @@ void RunnerHost::Impl::on_death(const std::shared_ptr<RunnerProcess>& p, const s
     call->outcome = std::move(outcome);
     call->runner_died = true;
     call->done = true;
-    settle_call(call, lock);
+    settle_call(call, lock, burst);
   }
 }
 

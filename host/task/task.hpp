@@ -147,6 +147,17 @@ struct Execution {
   std::vector<EnqueueRequest>& staged;
 };
 
+// Told by a dispatcher that a burst of outcomes is over: the finished() calls it made on this
+// thread since it last blocked. The engine may use the thread for its own Redis round trip now
+// (write those outcomes, dequeue what fills their slots) instead of waking its loop for it.
+class OutcomeBurstListener {
+ public:
+  virtual ~OutcomeBurstListener() = default;
+  // Called on the thread that called finished(), holding none of the dispatcher's locks (the
+  // engine may call start() and flush_started() from here).
+  virtual void burst_over() = 0;
+};
+
 // Told once when an attempt started with Dispatcher::start has its outcome.
 class AttemptCompletion {
  public:
@@ -154,6 +165,10 @@ class AttemptCompletion {
   // Called exactly once, on a thread of the dispatcher's (never inside start()). Once it returns,
   // the dispatcher touches neither the attempt's Execution nor this object again.
   virtual void finished(Outcome outcome) = 0;
+  // Who must hear burst_over() after finished(); null: nobody. A dispatcher reads it before it
+  // calls finished() and calls burst_over() on that thread before the thread blocks or returns,
+  // once for all the attempts of the same listener that it finished meanwhile.
+  virtual OutcomeBurstListener* burst_listener() { return nullptr; }
 };
 
 class Dispatcher {
