@@ -18,6 +18,7 @@
 // --worker-drain: instead, what users run (kind "worker_drain"): the shipped `worker` binary at
 // its default settings, concurrency 4 and 16, with runner processes and in process, drains N
 // no-op tasks from the `default` queue; host CPU is the worker's and its runners' together.
+// WK_BENCH_WORKER=PATH runs that binary instead of this build's (two builds compared in turn).
 // --worker-plugins DIR: instead, the shipped `worker` binary serves N no-op tasks at concurrency
 // 16 with the plugins of DIR (the no-op plugin among them; the shipped ones need the database the
 // DB_* variables of this environment name), in each isolation mode, and its peak RSS and the PSS
@@ -176,6 +177,7 @@ class CountingDispatcher : public task::Dispatcher {
       dispatcher.counted(started);
       inner.finished(std::move(outcome));
     }
+    task::OutcomeBurstListener* burst_listener() override { return inner.burst_listener(); }
     CountingDispatcher& dispatcher;
     task::AttemptCompletion& inner;
     SteadyClock::time_point started;
@@ -461,7 +463,9 @@ pid_t spawn_worker(const std::vector<std::string>& settings, const std::string& 
   envp.reserve(env.size() + 1);
   for (std::string& e : env) envp.push_back(e.data());
   envp.push_back(nullptr);
-  std::string binary = WK_WORKER_BINARY;
+  // WK_BENCH_WORKER: another build's binary, to compare two builds on the same machine.
+  const char* other = std::getenv("WK_BENCH_WORKER");
+  std::string binary = other != nullptr && *other != '\0' ? other : WK_WORKER_BINARY;
   std::string plugins_flag = "--plugins";
   std::string dir = plugins_dir;
   char* argv[] = {binary.data(), plugins_flag.data(), dir.data(), nullptr};
