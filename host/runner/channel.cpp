@@ -67,55 +67,71 @@ bool Channel::write_all(const std::string& bytes) {
 }
 
 std::string Channel::read_loop(const OnFrame& on_frame, const std::function<void()>& read_done) {
-  // [begin, end) of `buffer` holds bytes not parsed yet. No per-read zeroing or copying: a read
-  // goes straight behind what is there, and bytes move only when a frame wraps the buffer's end.
-  std::vector<char> buffer(size_t{256} * 1024);
-  size_t begin = 0, end = 0;
+  std::string why;
+  while (read_once(on_frame, why)) {
+    if (!read_done) continue;
+    try {
+      read_done();
+    } catch (const std::exception& e) {
+      return std::string("failed after a read: ") + e.what();
+    }
+  }
+  return why;
+}
+
+bool Channel::read_once(const OnFrame& on_frame, std::string& why) {
+  // No per-read zeroing or copying: a read goes straight behind what is there, and bytes move
+  // only when a frame wraps the buffer's end.
+  if (read_buffer_.empty()) read_buffer_.resize(size_t{256} * 1024);
+  std::vector<char>& buffer = read_buffer_;
+  size_t& begin = read_begin_;
+  size_t& end = read_end_;
   while (true) {
-    size_t needed = wire::kHeaderSize;  // bytes the next frame needs in all
-    bool had_frames = false;
-    while (end - begin >= wire::kHeaderSize) {
-      uint32_t length = 0;
-      std::memcpy(&length, buffer.data() + begin, 4);
-      if (length < 9 || length > wire::kMaxFrame) return "malformed frame length " + std::to_string(length);
-      needed = 4 + size_t{length};
-      if (end - begin < needed) break;
-      const auto kind = static_cast<wire::Kind>(static_cast<uint8_t>(buffer[begin + 4]));
-      uint64_t id = 0;
-      std::memcpy(&id, buffer.data() + begin + 5, 8);
-      const std::string_view body(buffer.data() + begin + wire::kHeaderSize, length - 9);
-      try {
-        on_frame(kind, id, body);
-      } catch (const std::exception& e) {
-        return std::string("bad frame: ") + e.what();
-      }
-      begin += needed;
-      needed = wire::kHeaderSize;
-      had_frames = true;
-    }
-    if (had_frames && read_done) {
-      try {
-        read_done();
-      } catch (const std::exception& e) {
-        return std::string("failed after a read: ") + e.what();
-      }
-    }
-    if (begin == end) {
-      begin = end = 0;
-    } else if (buffer.size() - begin < needed) {
-      std::memmove(buffer.data(), buffer.data() + begin, end - begin);
-      end -= begin;
-      begin = 0;
-      if (buffer.size() < needed) buffer.resize(needed);
-    }
     const ssize_t n = ::recv(fd_, buffer.data() + end, buffer.size() - end, 0);
     if (n < 0) {
       if (errno == EINTR) continue;
-      return std::string("read failed: ") + std::strerror(errno);
+      why = std::string("read failed: ") + std::strerror(errno);
+      return false;
     }
-    if (n == 0) return begin == end ? "" : "end of file inside a frame";
+    if (n == 0) {
+      why = begin == end ? "" : "end of file inside a frame";
+      return false;
+    }
     end += static_cast<size_t>(n);
+    break;
   }
+  size_t needed = wire::kHeaderSize;  // bytes the next frame needs in all
+  while (end - begin >= wire::kHeaderSize) {
+    uint32_t length = 0;
+    std::memcpy(&length, buffer.data() + begin, 4);
+    if (length < 9 || length > wire::kMaxFrame) {
+      why = "malformed frame length " + std::to_string(length);
+      return false;
+    }
+    needed = 4 + size_t{length};
+    if (end - begin < needed) break;
+    const auto kind = static_cast<wire::Kind>(static_cast<uint8_t>(buffer[begin + 4]));
+    uint64_t id = 0;
+    std::memcpy(&id, buffer.data() + begin + 5, 8);
+    const std::string_view body(buffer.data() + begin + wire::kHeaderSize, length - 9);
+    begin += needed;  // before the callback: a frame is consumed even when it throws
+    needed = wire::kHeaderSize;
+    try {
+      on_frame(kind, id, body);
+    } catch (const std::exception& e) {
+      why = std::string("bad frame: ") + e.what();
+      return false;
+    }
+  }
+  if (begin == end) {
+    begin = end = 0;
+  } else if (buffer.size() - begin < needed) {
+    std::memmove(buffer.data(), buffer.data() + begin, end - begin);
+    end -= begin;
+    begin = 0;
+    if (buffer.size() < needed) buffer.resize(needed);
+  }
+  return true;
 }
 
 void Channel::shutdown() {

@@ -10,6 +10,7 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "runner/wire.hpp"
 
@@ -36,8 +37,12 @@ class Channel {
   bool flush();
   // Reads frames until end of file, an error, a malformed frame or a throwing callback; returns
   // why it stopped ("" at a clean end of file). `read_done`, when given, runs after the frames
-  // of each read that had any, before the next read (which may block).
+  // of each read, before the next read (which may block).
   std::string read_loop(const OnFrame& on_frame, const std::function<void()>& read_done = {});
+  // One read: waits for bytes, then hands each complete frame to `on_frame`. False when reading
+  // is over, with the reason in `why` ("" at a clean end of file). Several threads may read in
+  // turn (never two at once): the bytes of a frame not yet complete are kept for the next read.
+  bool read_once(const OnFrame& on_frame, std::string& why);
   // Ends both directions: read_loop returns, later sends fail.
   void shutdown();
 
@@ -46,6 +51,10 @@ class Channel {
   bool flush_locked(std::unique_lock<std::mutex>& lock);
 
   const int fd_;
+  // The reader's: [read_begin_, read_end_) of read_buffer_ holds bytes not parsed yet.
+  std::vector<char> read_buffer_;
+  size_t read_begin_ = 0;
+  size_t read_end_ = 0;
   std::mutex mu_;
   std::string pending_;        // frames waiting for the current (or next) writer
   std::string writing_batch_;  // the writer's: what it writes now (kept for its capacity)

@@ -37,6 +37,10 @@ struct RunnerOptions {
   // is killed and counts as crashed ("no answer to liveness check").
   std::chrono::milliseconds liveness_interval{std::chrono::seconds(2)};
   std::chrono::milliseconds liveness_timeout{std::chrono::seconds(20)};
+  // A runner runs the tasks of a type that takes less than this (on average, over its last runs
+  // there) on the thread that read them, one after the other, so that their outcomes leave in
+  // one write (docs/plugin-isolation.md, "What it costs"); zero: never.
+  std::chrono::microseconds inline_max{50};
   // Restart delays after a crash: doubling from min to max; back to min once a runner has
   // served for a minute.
   std::chrono::milliseconds restart_backoff_min{100};

@@ -451,6 +451,7 @@ std::shared_ptr<RunnerProcess> RunnerHost::Impl::spawn(const fs::path& file) {
   hello.staging_dir = staging->path().string();
   hello.log_level = static_cast<int32_t>(logger.level());
   hello.shutdown_grace_ms = options.host.shutdown_grace.count();
+  hello.inline_max_us = options.inline_max.count();
   hello.has_pool = pool != nullptr;
   hello.has_enqueuer = enqueuer != nullptr;
   hello.config = config;

@@ -13,9 +13,12 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <csignal>
 #include <cstring>
+#include <deque>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -30,6 +33,7 @@ namespace {
 
 using wire::Kind;
 using wire::Op;
+using SteadyClock = std::chrono::steady_clock;
 
 // ---- crash reports ---------------------------------------------------------------------------
 // A fatal signal in plugin code writes one report to the crash pipe (read by the worker once the
@@ -97,7 +101,9 @@ void use_alternate_signal_stack() {
 
 class RpcClient {
  public:
-  explicit RpcClient(Channel& channel) : channel_(channel) {}
+  // `before_wait` runs on the calling thread once its call is sent, before it waits for the reply.
+  RpcClient(Channel& channel, std::function<void()> before_wait)
+      : channel_(channel), before_wait_(std::move(before_wait)) {}
 
   // Sends `op` with the arguments `args` writes and waits for the reply; returns the reply's
   // result bytes, or rethrows the worker-side exception.
@@ -119,6 +125,7 @@ class RpcClient {
       pending_.erase(id);
       throw std::runtime_error("the worker is gone");
     }
+    if (before_wait_) before_wait_();
     std::unique_lock lock(mu_);
     cv_.wait(lock, [&] { return pending->done; });
     if (!pending->answered) throw std::runtime_error("the worker is gone");
@@ -152,6 +159,7 @@ class RpcClient {
     std::string body;
   };
   Channel& channel_;
+  const std::function<void()> before_wait_;
   std::mutex mu_;
   std::condition_variable cv_;
   uint64_t next_id_ = 0;
@@ -320,37 +328,173 @@ struct RunningTask {
   std::vector<task::EnqueueRequest> staged;
 };
 
+// Tasks of a type that takes less than Hello::inline_max_us (a moving average over its last runs
+// here) run on the thread that read them, one after the other, instead of waking a thread each:
+// their outcomes then leave in one write. Longer types always get a thread of their own.
+constexpr uint32_t kInlineAfterRuns = 8;  // runs of a type measured before it may go inline
+// A batch stops running inline after this long; the rest gets threads.
+constexpr std::chrono::microseconds kInlineBudget{500};
+// A task running inline for longer than this hands the reading to another thread: frames for
+// the others (cancellations, replies, new tasks) wait at most about this long.
+constexpr std::chrono::milliseconds kInlineTakeover{1};
+
 class Runner {
  public:
-  Runner(int channel_fd) : channel_(channel_fd), rpc_(channel_), pool_(rpc_, ids_), enqueuer_(rpc_) {}
+  Runner(int channel_fd)
+      : channel_(channel_fd),
+        rpc_(channel_, [this] { before_reply_wait(); }),
+        pool_(rpc_, ids_),
+        enqueuer_(rpc_) {}
 
   int run() {
-    const std::string why = channel_.read_loop(
-        [this](Kind kind, uint64_t id, std::string_view body) { on_frame(kind, id, body); });
+    threads_.submit([this] { read_frames(1); });
+    std::thread([this] { watch_inline(); }).detach();
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return channel_ended_; });
+    lock.unlock();
     // The worker closed the channel (it exits, or gave up on us): nothing left to do.
     rpc_.close();
-    (void)why;
     ::_exit(0);
   }
 
  private:
+  // ---- reading, and running fast tasks where they were read ----
+  // One thread at a time holds the reading (its `turn`); it runs the fast tasks of each read
+  // itself, then reads again. When one of them blocks (kInlineTakeover, or a call to the
+  // worker), the reading goes to another thread and the tasks not started get threads.
+  void read_frames(uint64_t turn) {
+    const Channel::OnFrame on_frame = [this](Kind kind, uint64_t id, std::string_view body) {
+      this->on_frame(kind, id, body);
+    };
+    std::string why;
+    while (true) {
+      if (!channel_.read_once(on_frame, why)) {
+        std::lock_guard lock(mu_);
+        channel_ended_ = true;
+        cv_.notify_all();
+        return;
+      }
+      if (!run_inline(turn)) return;  // another thread reads now
+    }
+  }
+
+  // Runs the tasks of the last read queued for this thread; false when the reading was handed
+  // to another thread meanwhile.
+  bool run_inline(uint64_t turn) {
+    const auto started = SteadyClock::now();
+    {
+      std::lock_guard lock(mu_);
+      if (inline_batch_.empty()) return true;
+      inline_active_ = true;
+      inline_thread_ = std::this_thread::get_id();
+      ++inline_batches_;
+      if (watcher_parked_) watcher_cv_.notify_one();
+    }
+    while (true) {
+      std::shared_ptr<RunningTask> t;
+      {
+        std::lock_guard lock(mu_);
+        if (reader_turn_ != turn) break;
+        if (inline_batch_.empty()) {
+          inline_active_ = false;
+          break;
+        }
+        if (SteadyClock::now() - started > kInlineBudget) {
+          give_threads_locked();
+          inline_active_ = false;
+          break;
+        }
+        t = std::move(inline_batch_.front());
+        inline_batch_.pop_front();
+        ++inline_seq_;
+      }
+      execute(*t, false);
+    }
+    channel_.flush();  // their done frames, in one write
+    std::lock_guard lock(mu_);
+    return reader_turn_ == turn;
+  }
+
+  // mu_ held: the queued inline tasks get threads of their own.
+  void give_threads_locked() {
+    for (auto& t : inline_batch_) threads_.submit([this, t] { execute(*t, true); });
+    inline_batch_.clear();
+  }
+
+  // mu_ held: the thread running inline keeps its task; another thread takes the reading. The
+  // caller then flushes (outside mu_) the done frames of the tasks that thread finished already.
+  void hand_off_reading_locked() {
+    inline_active_ = false;
+    give_threads_locked();
+    const uint64_t turn = ++reader_turn_;
+    threads_.submit([this, turn] { read_frames(turn); });
+  }
+
+  // A task about to wait for the worker's reply must not hold the reading: the reply would wait
+  // for it.
+  void before_reply_wait() {
+    {
+      std::lock_guard lock(mu_);
+      if (!inline_active_ || inline_thread_ != std::this_thread::get_id()) return;
+      hand_off_reading_locked();
+    }
+    channel_.flush();
+  }
+
+  // Hands the reading off when one inline task runs past kInlineTakeover. Looks every
+  // kInlineTakeover while batches run inline; parks once none has for that long, so an idle
+  // runner has no timer.
+  void watch_inline() {
+    std::unique_lock lock(mu_);
+    uint64_t seen_batches = 0;
+    while (true) {
+      if (!inline_active_ && inline_batches_ == seen_batches) {
+        watcher_parked_ = true;
+        watcher_cv_.wait(lock, [&] { return inline_active_; });
+        watcher_parked_ = false;
+      }
+      seen_batches = inline_batches_;
+      const bool active = inline_active_;
+      const uint64_t seq = inline_seq_;
+      watcher_cv_.wait_for(lock, kInlineTakeover);
+      if (active && inline_active_ && inline_seq_ == seq) {
+        hand_off_reading_locked();
+        lock.unlock();
+        channel_.flush();
+        lock.lock();
+      }
+    }
+  }
+
+  // mu_ held: whether a task of `type` runs where it was read.
+  bool runs_inline_locked(const std::string& type) const {
+    const auto it = durations_.find(type);
+    return it != durations_.end() && it->second.runs >= kInlineAfterRuns && it->second.average < inline_max_;
+  }
+
   void on_frame(Kind kind, uint64_t id, std::string_view body) {
     wire::Reader r(body);
     switch (kind) {
       case Kind::hello: {
         auto hello = std::make_shared<wire::Hello>(wire::decode_hello(r));
+        {
+          std::lock_guard lock(mu_);
+          inline_max_ = std::chrono::microseconds(std::max<int64_t>(0, hello->inline_max_us));
+        }
         // init() may call the worker (migrations): never on this thread, which reads the replies.
         std::thread([this, hello] { load(*hello); }).detach();
         return;
       }
       case Kind::run: {
         auto t = std::make_shared<RunningTask>(rpc_, id, wire::decode_task(r));
-        {
-          std::lock_guard lock(mu_);
-          tasks_[id] = t;
-        }
         ids_.add(&t->cancellation, id);
-        threads_.submit([this, t] { execute(*t); });
+        std::lock_guard lock(mu_);
+        tasks_[id] = t;
+        if (runs_inline_locked(t->task.type)) {
+          inline_batch_.push_back(std::move(t));
+        } else {
+          threads_.submit([this, t] { execute(*t, true); });
+        }
         return;
       }
       case Kind::cancel: {
@@ -422,13 +566,16 @@ class Runner {
     channel_.send(Kind::loaded, 0, w.data());
   }
 
-  void execute(RunningTask& t) {
+  // Runs `t` and sends its done frame (`flush`) or queues it for the next write.
+  void execute(RunningTask& t, bool flush) {
     t_call_id = t.call_id;
     task::Execution execution{t.task, t.cancellation, t.services, t.staged};
     plugins::PluginHost* host = host_.load(std::memory_order_acquire);
+    const auto started = SteadyClock::now();
     const task::Outcome outcome =
         host != nullptr ? host->dispatch(execution)
                         : task::Outcome{task::Disposition::requeue, "plugin not loaded yet", {}, {}};
+    const auto took = SteadyClock::now() - started;
     t_call_id = 0;
     ids_.remove(&t.cancellation);
     wire::Writer w;
@@ -438,8 +585,17 @@ class Runner {
     {
       std::lock_guard lock(mu_);
       tasks_.erase(t.call_id);
+      if (host != nullptr) {
+        Duration& d = durations_[t.task.type];
+        d.average = d.runs == 0 ? took : (d.average * 7 + took) / 8;
+        if (d.runs < kInlineAfterRuns) ++d.runs;
+      }
     }
-    channel_.send(Kind::done, t.call_id, w.data());
+    if (flush) {
+      channel_.send(Kind::done, t.call_id, w.data());
+    } else {
+      channel_.post(Kind::done, t.call_id, w.data());
+    }
   }
 
   void shut_down() {
@@ -462,6 +618,22 @@ class Runner {
   bool admitted_ = false;
   plugins::Admission admission_;
   std::map<uint64_t, std::shared_ptr<RunningTask>> tasks_;
+  bool channel_ended_ = false;
+  // The reading and the tasks run where they were read (mu_).
+  uint64_t reader_turn_ = 1;  // whose turn it is to read (read_frames)
+  std::deque<std::shared_ptr<RunningTask>> inline_batch_;
+  bool inline_active_ = false;  // a reading thread runs tasks (inline_thread_)
+  std::thread::id inline_thread_;
+  uint64_t inline_batches_ = 0;  // batches begun
+  uint64_t inline_seq_ = 0;      // inline tasks begun
+  bool watcher_parked_ = false;
+  std::condition_variable watcher_cv_;
+  struct Duration {
+    SteadyClock::duration average{};
+    uint32_t runs = 0;
+  };
+  std::map<std::string, Duration, std::less<>> durations_;
+  std::chrono::microseconds inline_max_{0};  // from the hello
 };
 
 }  // namespace

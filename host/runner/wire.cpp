@@ -95,6 +95,7 @@ void encode(Writer& w, const Hello& v) {
   w.str(v.staging_dir);
   w.i32(v.log_level);
   w.i64(v.shutdown_grace_ms);
+  w.i64(v.inline_max_us);
   w.u8(static_cast<uint8_t>((v.has_pool ? 1 : 0) | (v.has_enqueuer ? 2 : 0)));
   w.u64(v.config.size());
   for (const auto& [k, value] : v.config) {
@@ -108,6 +109,7 @@ Hello decode_hello(Reader& r) {
   v.staging_dir = r.str();
   v.log_level = r.i32();
   v.shutdown_grace_ms = r.i64();
+  v.inline_max_us = r.i64();
   const uint8_t services = r.u8();
   v.has_pool = (services & 1) != 0;
   v.has_enqueuer = (services & 2) != 0;

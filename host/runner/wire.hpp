@@ -135,8 +135,9 @@ struct Hello {
   std::string staging_dir;  // base for the runner's private staging directory; empty = default
   int32_t log_level = 2;
   int64_t shutdown_grace_ms = 30000;
-  bool has_pool = false;      // pg_* calls are offered (else WK_E_UNSUPPORTED, as in process)
-  bool has_enqueuer = false;  // immediate enqueues are offered
+  int64_t inline_max_us = 50;  // RunnerOptions::inline_max
+  bool has_pool = false;       // pg_* calls are offered (else WK_E_UNSUPPORTED, as in process)
+  bool has_enqueuer = false;   // immediate enqueues are offered
   plugins::ConfigSnapshot config;
 };
 void encode(Writer& w, const Hello& v);

@@ -172,6 +172,41 @@ TEST_F(RunnerTest, ARunnerThatStopsAnsweringLivenessChecksIsKilled) {
   expect_contained("crash:stall", "no answer to liveness checks");
 }
 
+// A runner runs the tasks of a type that takes microseconds on the thread that read them. One of
+// them that blocks, or that calls the worker, hands the reading to another thread: the other
+// tasks, the calls' replies and the liveness checks go on meanwhile, and the runner is not
+// taken for dead.
+TEST_F(RunnerTest, AFastTypesTaskThatBlocksHoldsOnlyItself) {
+  RunnerOptions options;
+  options.liveness_interval = 100ms;
+  options.liveness_timeout = 1s;
+  options.inline_max = std::chrono::microseconds(std::chrono::seconds(1));  // crash:fast goes inline
+  start(options);
+  const pid_t pid = host->runner_pid("test.crashy");
+  auto run_fast = [&](const std::string& payload) {
+    AsyncTask fast(*host, "crash:fast", payload);
+    EXPECT_EQ(fast.get().disposition, task::Disposition::succeeded) << payload;
+  };
+  for (int i = 0; i < 10; ++i) run_fast("");  // measured: from now on they run inline
+  run_fast("call");                           // a call to the worker from an inline task
+  const std::string release = (dir / "release").string();
+  AsyncTask blocked(*host, "crash:fast", "block:" + release);
+  // Past two liveness timeouts, tasks keep coming back while the blocked one holds its thread.
+  const auto until = std::chrono::steady_clock::now() + 2 * options.liveness_timeout;
+  int ran = 0;
+  while (std::chrono::steady_clock::now() < until) {
+    run_fast(ran % 10 == 0 ? "call" : "");
+    ++ran;
+  }
+  EXPECT_GT(ran, 10);
+  EXPECT_EQ(blocked.outcome.wait_for(0s), std::future_status::timeout);
+  EXPECT_EQ(host->runner_pid("test.crashy"), pid) << "the runner was taken for dead";
+  std::ofstream(release) << "go";
+  EXPECT_EQ(blocked.get().disposition, task::Disposition::succeeded);
+  EXPECT_EQ(host->runner_pid("test.crashy"), pid);
+  EXPECT_EQ(count_lines(logger, {"plugin runner died"}), 0u) << ::testing::PrintToString(logger.lines());
+}
+
 TEST_F(RunnerTest, AHandlerDeafToCancellationHoldsOnlyItsTaskUntilShutdownKillsItsRunner) {
   start();
   AsyncTask hung(*host, "crash:hang", "");
