@@ -357,12 +357,17 @@ Processor::RoundResult Processor::round() {
   return r;
 }
 
-void Processor::outcomes_delivered() {
+void Processor::outcomes_delivered(size_t outcomes) {
+  bool waits = false;
   {
     std::lock_guard lock(mu_);
-    if (loop_coalescing_ && !coalesced()) return;  // it waits for the rest (or its deadline)
+    waits = loop_coalescing_ && !coalesced();  // it waits for the rest (or its deadline)
   }
-  wake_loop(true);
+  if (!waits) wake_loop(true);
+  // Last: once nothing is owed, a stopping loop may finish and the processor go.
+  std::lock_guard lock(mu_);
+  bursts_owed_ -= std::min(bursts_owed_, outcomes);
+  if (stopping_) loop_cv_.notify_one();
 }
 
 size_t Processor::hand_out(std::vector<Dequeued>& got) {
@@ -482,8 +487,9 @@ void Processor::finish_remote(RemoteAttempt& attempt, const task::Outcome& outco
     } else if (attempt.generation > flush_generation_ && building_outstanding_ > 0) {
       --building_outstanding_;  // came before its flush was counted
     }
-    if (attempt.burst_follows) {  // outcomes_delivered() wakes the loop once for the burst
+    if (attempt.burst_follows) {  // outcomes_delivered() sees to the round, once for the burst
       signalled_ = signalled_ || deferred;
+      ++bursts_owed_;
       return;
     }
   }
@@ -663,8 +669,8 @@ void Processor::wake_loop(bool has_write) {
 }
 
 bool Processor::finished() const {
-  return stopping_ && live_handlers_ == 0 && remote_outstanding_ == 0 && !writes_.pending() &&
-         parked_count_.load() == 0;
+  return stopping_ && live_handlers_ == 0 && remote_outstanding_ == 0 && bursts_owed_ == 0 &&
+         !writes_.pending() && parked_count_.load() == 0;
 }
 
 // ---- the handler threads ------------------------------------------------------------------------

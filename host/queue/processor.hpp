@@ -135,10 +135,10 @@ class Processor {
   void release_remote_slot(InFlightTask& t);
   // A burst of remote outcomes was delivered (task::OutcomeBurstListener): one wake of the loop
   // for all of them, none while it waits for their batch-mates.
-  void outcomes_delivered();
+  void outcomes_delivered(size_t outcomes);
   struct BurstListener final : task::OutcomeBurstListener {
     explicit BurstListener(Processor& p) : processor(p) {}
-    void burst_over() override { processor.outcomes_delivered(); }
+    void burst_over(size_t outcomes) override { processor.outcomes_delivered(outcomes); }
     Processor& processor;
   };
 
@@ -195,6 +195,9 @@ class Processor {
   SteadyClock::time_point batch_flushed_at_{};
   std::chrono::nanoseconds remote_latency_{0};
   bool loop_coalescing_ = false;
+  // Outcomes whose burst_over() has not come yet: a stop does not finish (and the processor go)
+  // while a dispatcher's thread still has to call it.
+  size_t bursts_owed_ = 0;
   bool loop_running_ = false;
   std::atomic<bool> loop_waiting_for_work_{false};
   std::atomic<SteadyClock::rep> last_tick_{0};

@@ -129,19 +129,25 @@ class OutcomeBurst {
   OutcomeBurst(const OutcomeBurst&) = delete;
   OutcomeBurst& operator=(const OutcomeBurst&) = delete;
   void add(task::OutcomeBurstListener* listener) {
-    if (listener != nullptr && std::find(listeners_.begin(), listeners_.end(), listener) == listeners_.end())
-      listeners_.push_back(listener);
+    if (listener == nullptr) return;
+    const auto it = std::find_if(listeners_.begin(), listeners_.end(),
+                                 [&](const auto& entry) { return entry.first == listener; });
+    if (it == listeners_.end()) {
+      listeners_.emplace_back(listener, 1);
+    } else {
+      ++it->second;
+    }
   }
   void over() {
     if (listeners_.empty()) return;
     told_.swap(listeners_);
-    for (task::OutcomeBurstListener* listener : told_) listener->burst_over();
+    for (const auto& [listener, outcomes] : told_) listener->burst_over(outcomes);
     told_.clear();
   }
 
  private:
-  std::vector<task::OutcomeBurstListener*> listeners_;
-  std::vector<task::OutcomeBurstListener*> told_;  // kept for its capacity
+  std::vector<std::pair<task::OutcomeBurstListener*, size_t>> listeners_;
+  std::vector<std::pair<task::OutcomeBurstListener*, size_t>> told_;  // kept for its capacity
 };
 
 // The attempt is over once its outcome is there and no worker-side call of its runs any more.

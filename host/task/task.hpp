@@ -154,8 +154,9 @@ class OutcomeBurstListener {
  public:
   virtual ~OutcomeBurstListener() = default;
   // Called on the thread that called finished(), holding none of the dispatcher's locks (the
-  // engine may call start() and flush_started() from here).
-  virtual void burst_over() = 0;
+  // engine may call start() and flush_started() from here). `outcomes`: how many finished()
+  // calls of attempts that named this listener the burst had.
+  virtual void burst_over(size_t outcomes) = 0;
 };
 
 // Told once when an attempt started with Dispatcher::start has its outcome.
