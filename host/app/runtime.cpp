@@ -274,6 +274,7 @@ int Runtime::serve() {
     engine_settings.unhandled_timeout = config_.unhandled_timeout;
     engine_settings.limits = config_.limits;
     engine_settings.parked_max = config_.parked_max;
+    engine_settings.loops = config_.loops;
     // Advanced timings (hidden settings; the config validated them): unset keeps the defaults.
     using std::chrono::duration_cast;
     using std::chrono::seconds;

@@ -69,6 +69,8 @@ const std::set<std::string>& known_variables() {
           "WORKER_FORWARDER_INTERVAL", "WORKER_RETRY_DELAY",
           // Flow control (docs/queue-engine.md): unset = no limits, parking bound = concurrency.
           "WORKER_LIMITS", "WORKER_PARKED_MAX",
+          // Processor loops (docs/queue-engine.md, "Several loops"): unset = one per 8 slots.
+          "WORKER_LOOPS",
           // Host affinity (docs/operations.md, "Several machines"): default from the host name.
           "WORKER_HOST_ID",
           // Plugin runners (docs/plugin-isolation.md): unset = no limit, no override.
@@ -608,6 +610,11 @@ Config load(const Sources& sources) {
     cfg.parked_max = cfg.concurrency;
   }
   merged["WORKER_PARKED_MAX"] = std::to_string(cfg.parked_max);
+  if (r.raw("WORKER_LOOPS")) {
+    cfg.loops = r.integer("WORKER_LOOPS", 1, 64);
+    if (cfg.loops > cfg.concurrency) r.fail("WORKER_LOOPS", "at most WORKER_CONCURRENCY loops");
+    merged["WORKER_LOOPS"] = std::to_string(cfg.loops);
+  }
   cfg.shutdown_timeout = r.duration("WORKER_SHUTDOWN_TIMEOUT", true);
   cfg.metrics_addr = r.raw("WORKER_METRICS_ADDR", true).value_or("");
   if (!cfg.metrics_addr.empty() && !valid_host_port(cfg.metrics_addr)) {

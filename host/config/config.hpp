@@ -105,6 +105,9 @@ struct Config {
   // holds aside before it hands further ones back to their queue (WORKER_PARKED_MAX).
   std::vector<task::TypeLimit> limits;
   int parked_max = 4;  // defaults to concurrency
+  // Processor loops the concurrency is split over (WORKER_LOOPS, docs/queue-engine.md); 0: one
+  // per eight slots.
+  int loops = 0;
 
   // Advanced queue-engine timings (hidden: for tests and unusual deployments; see
   // docs/configuration.md). Unset = asynq's defaults (protocol §7.1).

@@ -99,10 +99,14 @@ class Broker {
     return out;
   }
   // Blocks (without consuming and without busy polling) until some queue in `queues` may have a
-  // pending task, or `timeout` passes, or wake() is called. Returns true if work may be there.
-  virtual bool wait_for_work(const std::vector<std::string>& queues, std::chrono::milliseconds timeout) = 0;
-  // Makes a concurrent wait_for_work return at once (shutdown).
-  virtual void wake() = 0;
+  // pending task, or `timeout` passes, or wake(waker) is called. Returns true if work may be
+  // there. `waker` (0 to kWakers - 1) names the caller: loops sharing a broker each wait as their
+  // own waker, so that a wake meant for one is not taken by another.
+  static constexpr unsigned kWakers = 64;
+  virtual bool wait_for_work(const std::vector<std::string>& queues, std::chrono::milliseconds timeout,
+                             unsigned waker) = 0;
+  // Makes the current wait_for_work of `waker` return at once, or its next one if it waits not.
+  virtual void wake(unsigned waker) = 0;
 
   // §6.8: returns the new expiry for the ids of one queue.
   virtual Clock::time_point extend_leases(const std::string& queue, const std::vector<std::string>& ids,

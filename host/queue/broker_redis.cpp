@@ -424,11 +424,12 @@ void RedisBroker::reclaim_lost_dequeue() {
 
 // ---- waiting for work ---------------------------------------------------------------------------
 
-bool RedisBroker::wait_for_work(const std::vector<std::string>& queues, std::chrono::milliseconds timeout) {
-  return waiter_.wait(queues, timeout);
+bool RedisBroker::wait_for_work(const std::vector<std::string>& queues, std::chrono::milliseconds timeout,
+                                unsigned waker) {
+  return waiter_.wait(queues, timeout, waker);
 }
 
-void RedisBroker::wake() { waiter_.wake(); }
+void RedisBroker::wake(unsigned waker) { waiter_.wake(waker); }
 
 // ---- leases (§6.8) ------------------------------------------------------------------------------
 

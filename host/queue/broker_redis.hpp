@@ -48,8 +48,9 @@ class RedisBroker : public Broker {
   void exchange(std::span<const OutcomeWrite> writes, std::span<std::exception_ptr> errors,
                 const std::vector<std::string>& queues, std::chrono::seconds lease, size_t max,
                 std::vector<Dequeued>& out) override;
-  bool wait_for_work(const std::vector<std::string>& queues, std::chrono::milliseconds timeout) override;
-  void wake() override;
+  bool wait_for_work(const std::vector<std::string>& queues, std::chrono::milliseconds timeout,
+                     unsigned waker) override;
+  void wake(unsigned waker) override;
   Clock::time_point extend_leases(const std::string& queue, const std::vector<std::string>& ids,
                                   std::chrono::seconds lease) override;
   void done(const asynq::TaskMessage& msg, const std::vector<task::EnqueueRequest>& followups) override;

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <climits>
 
 #include "queue/context.hpp"
@@ -81,7 +82,16 @@ Engine::Engine(Broker& broker, task::Dispatcher& dispatcher, log::Logger logger,
   validate(settings);
   ctx_ = std::make_unique<EngineContext>(broker, dispatcher, std::move(logger), std::move(settings));
   syncer_ = std::make_unique<Syncer>(*ctx_);
-  processor_ = std::make_unique<Processor>(*ctx_, *syncer_);
+  // The slots, and the parking bound, shared out over the loops.
+  const int slots = std::max(1, ctx_->settings.concurrency);
+  const int loops = std::clamp(ctx_->settings.loops > 0 ? ctx_->settings.loops : slots / kSlotsPerLoop, 1,
+                               std::min(slots, static_cast<int>(Broker::kWakers)));
+  const int parked = ctx_->settings.parked_max < 0 ? slots : ctx_->settings.parked_max;
+  for (int i = 0; i < loops; ++i) {
+    processors_.push_back(
+        std::make_unique<Processor>(*ctx_, *syncer_, slots / loops + (i < slots % loops ? 1 : 0),
+                                    parked / loops + (i < parked % loops ? 1 : 0), static_cast<unsigned>(i)));
+  }
   heartbeat_ = std::make_unique<Heartbeat>(*ctx_);
   forwarder_ = std::make_unique<Forwarder>(*ctx_);
   recoverer_ = std::make_unique<Recoverer>(*ctx_);
@@ -116,12 +126,12 @@ void Engine::start() {
   forwarder_->start();
   janitor_->start();
   subscriber_->start();
-  processor_->start();
+  for (auto& p : processors_) p->start();
 }
 
 void Engine::stop() {
   if (phase_.load() != 1) return;
-  processor_->stop_fetching();
+  for (auto& p : processors_) p->stop_fetching();
   ctx_->status = ServerStatus::stopped;
   ctx_->log.info("Stopped fetching new tasks");
 }
@@ -144,17 +154,19 @@ void Engine::shutdown() {
   const auto& s = ctx_->settings;
   ctx_->log.info("Shutting down queue engine", {{"running", ctx_->inflight.size()}});
   ctx_->status = ServerStatus::closed;
-  processor_->stop_fetching();
+  for (auto& p : processors_) p->stop_fetching();
   if (!ctx_->inflight.wait_empty_until(SteadyClock::now() + s.shutdown_timeout)) {
     ctx_->log.warn("Shutdown: tasks still running; cancelling and requeueing them",
                    {{"running", ctx_->inflight.size()}});
-    processor_->abort_running();
+    for (auto& p : processors_) p->abort_running();
   }
   // Handlers were asked to stop; give them the lease duration to return. One that ignores
   // cancellation keeps its thread: the engine then leaks its internals instead of freeing memory
   // that thread still uses (the process is about to exit anyway).
-  const bool joined = processor_->join_until(
-      SteadyClock::now() + std::max<SteadyClock::duration>(s.shutdown_timeout, std::chrono::seconds(1)));
+  const auto join_by =
+      SteadyClock::now() + std::max<SteadyClock::duration>(s.shutdown_timeout, std::chrono::seconds(1));
+  bool joined = true;
+  for (auto& p : processors_) joined = p->join_until(join_by) && joined;
   recoverer_->stop();
   syncer_->stop();
   subscriber_->stop();
@@ -164,7 +176,7 @@ void Engine::shutdown() {
   heartbeat_->stop();
   if (!joined) {
     ctx_->log.error("Shutdown: some handlers ignored cancellation; abandoning their threads");
-    (void)processor_.release();
+    for (auto& p : processors_) (void)p.release();
     (void)syncer_.release();
     (void)ctx_.release();
   } else {
@@ -177,8 +189,9 @@ bool Engine::healthy() const {
   const int phase = phase_.load();
   if (phase == 2) return true;   // shutting down on purpose
   if (phase != 1) return false;  // not serving
-  return processor_->healthy() && heartbeat_->healthy() && forwarder_->healthy() && recoverer_->healthy() &&
-         janitor_->healthy() && syncer_->healthy() && subscriber_->healthy();
+  return std::all_of(processors_.begin(), processors_.end(), [](const auto& p) { return p->healthy(); }) &&
+         heartbeat_->healthy() && forwarder_->healthy() && recoverer_->healthy() && janitor_->healthy() &&
+         syncer_->healthy() && subscriber_->healthy();
 }
 
 bool Engine::redis_up() const { return ctx_ && ctx_->health.up(); }

@@ -3,6 +3,7 @@
 // operations) and a task::Dispatcher (who runs handlers).
 //
 //   processor   concurrency handler threads; dequeue in queue order, run, apply the outcome
+//               (one per Settings::loops, each with its share of the slots)
 //   heartbeat   extends leases (one call per queue), writes server/worker info
 //   forwarder   scheduled/retry -> pending
 //   recoverer   lease-expired (and lease-less active) tasks -> retry/archive
@@ -43,6 +44,11 @@ using RetryDelayFn =
     std::function<std::chrono::seconds(int32_t retried, const std::string& error, const task::Task& task)>;
 
 // Every timing is overridable so tests run fast; the defaults are asynq's (protocol §7.1).
+// Slots per processor loop when Settings::loops is 0: a round trip carrying the outcomes and the
+// dequeue of eight tasks keeps its per-call costs small, and beyond that a second loop's rounds
+// in flight beside the first's do more than longer rounds (docs/queue-engine.md, "Several loops").
+inline constexpr int kSlotsPerLoop = 8;
+
 struct Settings {
   std::vector<QueueWeight> queues{{"default", 1}};
   bool strict_priority = false;
@@ -79,6 +85,10 @@ struct Settings {
   // their queue; negative: as many as `concurrency`.
   std::vector<task::TypeLimit> limits;
   int parked_max = -1;
+  // Processor loops the concurrency is split over (docs/queue-engine.md, "Several loops"): each
+  // has its own share of the slots, handler threads and round trips; at most `concurrency` and
+  // Broker::kWakers. 0: one per kSlotsPerLoop slots.
+  int loops = 0;
   ServerIdentity identity = ServerIdentity::of_this_process();
   RetryDelayFn retry_delay;  // empty: asynq's default (§7.5)
 };
@@ -169,7 +179,7 @@ class Engine {
  private:
   std::unique_ptr<EngineContext> ctx_;
   std::unique_ptr<Syncer> syncer_;
-  std::unique_ptr<Processor> processor_;
+  std::vector<std::unique_ptr<Processor>> processors_;
   std::unique_ptr<Heartbeat> heartbeat_;
   std::unique_ptr<Forwarder> forwarder_;
   std::unique_ptr<Recoverer> recoverer_;

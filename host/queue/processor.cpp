@@ -159,11 +159,12 @@ void DeadlineTimer::run() {
   }
 }
 
-Processor::Processor(EngineContext& ctx, Syncer& syncer)
+Processor::Processor(EngineContext& ctx, Syncer& syncer, int slots, int parked_max, unsigned waker)
     : ctx_(ctx),
       writes_(ctx, syncer),
-      parked_max_(static_cast<size_t>(ctx.settings.parked_max < 0 ? std::max(1, ctx.settings.concurrency)
-                                                                  : ctx.settings.parked_max)),
+      slots_(std::max(1, slots)),
+      waker_(waker),
+      parked_max_(static_cast<size_t>(std::max(0, parked_max))),
       timer_(ctx.settings.deadline_grace, [this](const std::shared_ptr<InFlightTask>& t) { overrun(t); }) {}
 
 Processor::~Processor() {
@@ -176,7 +177,7 @@ Processor::~Processor() {
 
 void Processor::start() {
   last_tick_ = SteadyClock::now().time_since_epoch().count();
-  const auto n = static_cast<unsigned>(std::max(1, ctx_.settings.concurrency));
+  const auto n = static_cast<unsigned>(slots_);
   {
     std::lock_guard lock(mu_);
     live_handlers_ = n;
@@ -194,7 +195,7 @@ void Processor::stop_fetching() {
   }
   loop_cv_.notify_all();
   handler_cv_.notify_all();
-  ctx_.broker.wake();
+  ctx_.broker.wake(waker_);
 }
 
 bool Processor::join_until(SteadyClock::time_point until) {
@@ -636,7 +637,7 @@ bool Processor::idle_wait(Clock::time_point until) {
     }
     const auto started = SteadyClock::now();
     try {
-      maybe = ctx_.broker.wait_for_work(ctx_.order.names(), timeout);
+      maybe = ctx_.broker.wait_for_work(ctx_.order.names(), timeout, waker_);
       ctx_.health.succeeded(started);
     } catch (const std::exception& e) {
       ctx_.health.failed("wait_for_work", e);
@@ -665,7 +666,7 @@ void Processor::wake_loop(bool has_write) {
   }
   loop_cv_.notify_one();
   // The loop may be blocked in Redis waiting for work: a write must not wait for that.
-  if (has_write && loop_waiting_for_work_) ctx_.broker.wake();
+  if (has_write && loop_waiting_for_work_) ctx_.broker.wake(waker_);
 }
 
 bool Processor::finished() const {

@@ -1,6 +1,7 @@
 #pragma once
-// The processor (protocol §7.3, §7.4): `concurrency` handler threads that only run tasks, and one
-// loop that does their Redis work. A task whose handler runs in another process (a plugin
+// The processor (protocol §7.3, §7.4): its share of the engine's slots as handler threads that
+// only run tasks, and one loop that does their Redis work (an engine has one processor per loop,
+// Settings::loops). A task whose handler runs in another process (a plugin
 // runner) takes no thread: the loop starts it through Dispatcher::start, a batch of them in one
 // write, and its outcome joins the deferred writes straight from the dispatcher's thread, which
 // wakes the loop once per burst of outcomes; a round waits (briefly) for the rest of a batch
@@ -66,7 +67,10 @@ class DeadlineTimer {
 
 class Processor {
  public:
-  Processor(EngineContext& ctx, Syncer& syncer);
+  // `slots`: the tasks it runs at a time, `parked_max`: the tasks it parks at most (its shares
+  // of the engine's concurrency and parking bound, Settings::loops); `waker`: its own in
+  // Broker::wait_for_work.
+  Processor(EngineContext& ctx, Syncer& syncer, int slots, int parked_max, unsigned waker);
   ~Processor();
   void start();
   // No more dequeues; running tasks continue, and their outcomes are still written.
@@ -201,6 +205,8 @@ class Processor {
   bool loop_running_ = false;
   std::atomic<bool> loop_waiting_for_work_{false};
   std::atomic<SteadyClock::rep> last_tick_{0};
+  const int slots_;
+  const unsigned waker_;
   const size_t parked_max_;
   std::deque<ParkedTask> parked_;                              // the loop's
   std::map<std::string, size_t, std::less<>> parked_by_type_;  // the loop's

@@ -107,7 +107,9 @@ void WorkWaiter::waiter_loop(Waiter& w) {
   }
 }
 
-bool WorkWaiter::wait(const std::vector<std::string>& queues, std::chrono::milliseconds timeout) {
+bool WorkWaiter::wait(const std::vector<std::string>& queues, std::chrono::milliseconds timeout,
+                      unsigned waker) {
+  const uint64_t woken = uint64_t{1} << (waker % 64);
   std::unique_lock lock(mu_);
   if (!paused_known_) {
     // Once: which queues are paused now. Later pauses are found when a BLMOVE returns.
@@ -123,8 +125,8 @@ bool WorkWaiter::wait(const std::vector<std::string>& queues, std::chrono::milli
   const Clock::time_point until = Clock::now() + timeout;
   const uint64_t start = work_signals_;
   while (true) {
-    if (wake_pending_) {
-      wake_pending_ = false;
+    if ((wakes_pending_ & woken) != 0) {
+      wakes_pending_ &= ~woken;
       return false;
     }
     if (work_signals_ != start) return true;
@@ -142,9 +144,10 @@ bool WorkWaiter::wait(const std::vector<std::string>& queues, std::chrono::milli
     const uint64_t paused_before = paused_signals_;
     const auto next = paused.empty() ? until : std::min(until, Clock::now() + kResumeCheckInterval);
     work_cv_.wait_until(lock, next, [&] {
-      return work_signals_ != start || wake_pending_ || stopping_ || paused_signals_ != paused_before;
+      return work_signals_ != start || (wakes_pending_ & woken) != 0 || stopping_ ||
+             paused_signals_ != paused_before;
     });
-    if (paused.empty() || work_signals_ != start || wake_pending_ || stopping_) continue;
+    if (paused.empty() || work_signals_ != start || (wakes_pending_ & woken) != 0 || stopping_) continue;
     lock.unlock();
     const std::vector<Waiter*> back = unpaused(paused);  // throws redis::Error: an outage
     lock.lock();
@@ -164,9 +167,9 @@ std::vector<WorkWaiter::Waiter*> WorkWaiter::unpaused(const std::vector<Waiter*>
   return out;
 }
 
-void WorkWaiter::wake() {
+void WorkWaiter::wake(unsigned waker) {
   std::lock_guard lock(mu_);
-  wake_pending_ = true;
+  wakes_pending_ |= uint64_t{1} << (waker % 64);
   work_cv_.notify_all();
 }
 

@@ -31,11 +31,11 @@ class WorkWaiter {
   WorkWaiter& operator=(const WorkWaiter&) = delete;
 
   // As Broker::wait_for_work: true when some queue may have a pending task, or when a waiter's
-  // BLMOVE failed (the caller's dequeue then finds out); false on timeout or wake(). Throws
-  // redis::Error when the paused checks fail.
-  bool wait(const std::vector<std::string>& queues, std::chrono::milliseconds timeout);
-  // Makes the current (or, if none, the next) wait() return false at once.
-  void wake();
+  // BLMOVE failed (the caller's dequeue then finds out); false on timeout or wake(waker). Throws
+  // redis::Error when the paused checks fail. `waker` < Broker::kWakers names the caller.
+  bool wait(const std::vector<std::string>& queues, std::chrono::milliseconds timeout, unsigned waker);
+  // Makes the current (or, if none, the next) wait() of `waker` return false at once.
+  void wake(unsigned waker);
 
  private:
   struct Waiter;
@@ -52,8 +52,8 @@ class WorkWaiter {
   std::condition_variable waiter_cv_;  // wait() -> waiters (armed) and shutdown
   uint64_t work_signals_ = 0;          // work may be there: a BLMOVE returned, or failed and cannot tell
   uint64_t paused_signals_ = 0;        // a waiter found its queue paused
-  bool wake_pending_ = false;
-  bool paused_known_ = false;  // the first wait() has checked every queue
+  uint64_t wakes_pending_ = 0;         // a bit per waker
+  bool paused_known_ = false;          // the first wait() has checked every queue
   bool stopping_ = false;
   std::map<std::string, std::unique_ptr<Waiter>> waiters_;
 };

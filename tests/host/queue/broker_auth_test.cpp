@@ -75,12 +75,12 @@ TEST_F(RedisAuthTest, TheBrokerServesThroughAnAclUser) {
   queue::RedisBroker broker(settings, log::Logger::in_memory(log::Level::warn, log::Format::logfmt));
 
   const std::vector<std::string> queues = {"auth"};
-  EXPECT_FALSE(broker.wait_for_work(queues, 50ms));  // the blocking waiter authenticates too
+  EXPECT_FALSE(broker.wait_for_work(queues, 50ms, 0));  // the blocking waiter authenticates too
   task::EnqueueRequest request;
   request.type = "auth:test";
   request.queue = "auth";
   const std::string id = broker.client().enqueue(request);
-  EXPECT_TRUE(broker.wait_for_work(queues, 5s));
+  EXPECT_TRUE(broker.wait_for_work(queues, 5s, 0));
   const auto taken = broker.dequeue(queues, 30s);
   ASSERT_TRUE(taken.has_value());
   EXPECT_EQ(taken->msg.id, id);
@@ -100,7 +100,7 @@ TEST_F(RedisAuthTest, AnErrorReplyToTheWaitersPausedCheckIsAnOutage) {
   settings.redis = with("no_exists", "pw-no-exists", 0);
   queue::RedisBroker broker(settings, log::Logger::in_memory(log::Level::warn, log::Format::logfmt));
   try {
-    broker.wait_for_work({"q1", "q2"}, 50ms);
+    broker.wait_for_work({"q1", "q2"}, 50ms, 0);
     FAIL() << "an error reply was taken for a paused queue";
   } catch (const redis::Error& e) {
     EXPECT_TRUE(e.is_reply());
@@ -118,7 +118,7 @@ TEST_F(RedisAuthTest, AWaiterWhoseBlmoveIsRefusedAnswersMaybe) {
   queue::RedisBrokerSettings settings;
   settings.redis = with("no_blmove", "pw-no-blmove", 0);
   queue::RedisBroker broker(settings, log::Logger::in_memory(log::Level::warn, log::Format::logfmt));
-  EXPECT_TRUE(broker.wait_for_work({"q1", "q2"}, 60s)) << "a refused BLMOVE read as \"no work\"";
+  EXPECT_TRUE(broker.wait_for_work({"q1", "q2"}, 60s, 0)) << "a refused BLMOVE read as \"no work\"";
 }
 
 // A pipeline abandoned half-way (an exception between two reads) must not hand its unread replies

@@ -537,7 +537,7 @@ TEST_F(BrokerTest, ServerStateIsWrittenAndCleared) {
 
 TEST_F(BrokerTest, WaitForWorkWakesOnEnqueueAndOnWakeButNotOnPausedQueue) {
   std::atomic<bool> got{false};
-  std::thread waiter([&] { got = broker_->wait_for_work({"default", "other"}, 5s); });
+  std::thread waiter([&] { got = broker_->wait_for_work({"default", "other"}, 5s, 0); });
   // The waiter parks in BLMOVE; an enqueue to one of its queues must wake it well before 5 s.
   ASSERT_TRUE(test::eventually([&] { return blocked_in_blmove(); }));
   enqueue("w1", "other");
@@ -547,14 +547,40 @@ TEST_F(BrokerTest, WaitForWorkWakesOnEnqueueAndOnWakeButNotOnPausedQueue) {
 
   raw_->command({"SET", "asynq:{other}:paused", "1"});
   const auto start = Clock::now();
-  EXPECT_FALSE(broker_->wait_for_work({"other"}, 300ms));  // paused: no busy return
+  EXPECT_FALSE(broker_->wait_for_work({"other"}, 300ms, 0));  // paused: no busy return
   EXPECT_GE(Clock::now() - start, 250ms);
 
-  std::thread sleeper([&] { got = broker_->wait_for_work({"default"}, 10s); });
+  std::thread sleeper([&] { got = broker_->wait_for_work({"default"}, 10s, 0); });
   ASSERT_TRUE(test::eventually([&] { return blocked_in_blmove(); }));
-  broker_->wake();
+  broker_->wake(0);
   sleeper.join();
   EXPECT_FALSE(got);
+}
+
+// Loops sharing a broker wait as wakers of their own: a wake meant for one ends its wait only,
+// and a wake for a loop that is not waiting yet ends its next wait.
+TEST_F(BrokerTest, AWakeEndsTheWaitOfItsOwnWakerOnly) {
+  std::atomic<int> returned{0};
+  std::thread one([&] {
+    EXPECT_FALSE(broker_->wait_for_work({"default"}, 60s, 1));
+    returned = 1;
+  });
+  std::thread two([&] {
+    EXPECT_FALSE(broker_->wait_for_work({"default"}, 60s, 2));
+    returned = 2;
+  });
+  ASSERT_TRUE(test::eventually([&] { return blocked_in_blmove(); }));
+  broker_->wake(2);
+  two.join();
+  EXPECT_EQ(returned.load(), 2) << "waker 1 must still wait";
+  broker_->wake(1);
+  one.join();
+  EXPECT_EQ(returned.load(), 1);
+
+  broker_->wake(3);  // nobody waits as 3 yet: its next wait returns at once
+  const auto start = Clock::now();
+  EXPECT_FALSE(broker_->wait_for_work({"default"}, 60s, 3));
+  EXPECT_LT(Clock::now() - start, 30s);
 }
 
 TEST_F(BrokerTest, PingAnswers) { EXPECT_TRUE(broker_->ping()); }

@@ -1,6 +1,7 @@
-// 10,000 tasks over 3 weighted queues, two engines in one process sharing one Redis, a handler
-// that fails 20% of attempts, max retry 2: every task ends done or archived, none is lost, none
-// runs again after it succeeded, and the counters add up.
+// 10,000 tasks over 3 weighted queues, two engines in one process sharing one Redis (one with a
+// single processor loop, one with three), a handler that fails 20% of attempts, max retry 2:
+// every task ends done or archived, none is lost, none runs again after it succeeded, and the
+// counters add up.
 #include <gtest/gtest.h>
 
 #include <mutex>
@@ -68,6 +69,7 @@ TEST(EngineStress, TenThousandTasksTwoEnginesTwentyPercentFailures) {
   settings.forwarder_interval = 50ms;
   auto settings2 = settings;
   settings2.identity = queue::ServerIdentity::of_this_process();
+  settings2.loops = 3;  // the second engine splits its 8 slots over three loops (3, 3, 2)
   queue::Engine e1(broker1, dispatcher, log, settings);
   queue::Engine e2(broker2, dispatcher, log, settings2);
   e1.start();
