@@ -92,6 +92,17 @@ Engine::Engine(Broker& broker, task::Dispatcher& dispatcher, log::Logger logger,
         std::make_unique<Processor>(*ctx_, *syncer_, slots / loops + (i < slots % loops ? 1 : 0),
                                     parked / loops + (i < parked % loops ? 1 : 0), static_cast<unsigned>(i)));
   }
+  // One loop's task may give back the permit another loop's parked task waits for. (A single
+  // loop learns of its own releases when its handler asks for the next task.)
+  // The pointers, not the engine: a shutdown that abandons a stuck handler leaks the processors
+  // (that thread may still give a permit back) but not the engine.
+  if (processors_.size() > 1) {
+    std::vector<Processor*> loops_of_this_engine;
+    for (const auto& p : processors_) loops_of_this_engine.push_back(p.get());
+    ctx_->flow.on_local_release([loops_of_this_engine] {
+      for (Processor* p : loops_of_this_engine) p->permit_released();
+    });
+  }
   heartbeat_ = std::make_unique<Heartbeat>(*ctx_);
   forwarder_ = std::make_unique<Forwarder>(*ctx_);
   recoverer_ = std::make_unique<Recoverer>(*ctx_);

@@ -172,7 +172,10 @@ void FlowControl::release(const InFlightTask& t) {
       members.erase(std::remove(members.begin(), members.end(), name), members.end());
     }
   }
-  if (!held.local.empty() || !held.own_type.empty()) local_releases_.fetch_add(1, std::memory_order_acq_rel);
+  if (!held.local.empty() || !held.own_type.empty()) {
+    local_releases_.fetch_add(1, std::memory_order_acq_rel);
+    if (on_local_release_) on_local_release_();
+  }
   for (const size_t i : held.fleet) {
     const auto started = SteadyClock::now();
     try {

@@ -7,6 +7,7 @@
 // that ran are given back once its handler has returned.
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <string>
@@ -51,6 +52,9 @@ class FlowControl {
   void release(const InFlightTask& t);
   // Bumped at every release of a local permit: parked tasks waiting for one may try again.
   uint64_t local_releases() const { return local_releases_.load(std::memory_order_acquire); }
+  // Called (on the releasing thread, holding no lock of ours) after each release of a local
+  // permit: the engine wakes the loops whose parked tasks wait for one. Set before any release.
+  void on_local_release(std::function<void()> released) { on_local_release_ = std::move(released); }
   // The heartbeat: moves the leases of the fleet permits held to now + lease.
   void extend_fleet_permits();
   // A handler answered rate_limited: no worker of the fleet starts `type` for `duration`.
@@ -94,6 +98,7 @@ class FlowControl {
   std::vector<std::vector<std::string>> fleet_members_;  // per limit: the permits held here
   std::map<std::string, Throttled, std::less<>> throttled_;
   std::atomic<uint64_t> local_releases_{0};
+  std::function<void()> on_local_release_;
 
   std::mutex pause_mu_;
   std::map<std::string, Clock::time_point, std::less<>> paused_;  // type -> pause end (local clock)

@@ -187,6 +187,10 @@ void Processor::start() {
   loop_thread_ = std::thread([this] { loop(); });
 }
 
+void Processor::permit_released() {
+  if (parked_count_.load() > 0) wake_loop(true);
+}
+
 void Processor::stop_fetching() {
   {
     std::lock_guard lock(mu_);

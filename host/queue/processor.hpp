@@ -81,6 +81,8 @@ class Processor {
   // Waits for the handler threads and the loop to finish, up to `until`. True when all have.
   bool join_until(SteadyClock::time_point until);
   bool healthy() const;
+  // A local permit was given back, perhaps by another loop's task: parked tasks may go now.
+  void permit_released();
 
  private:
   // ---- the loop: the processor's Redis work ----

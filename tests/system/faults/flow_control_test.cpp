@@ -238,5 +238,22 @@ TEST_F(FlowControlTest, ALocalLimitLeavesTheOtherTypesTheirSlots) {
   EXPECT_EQ(max_overlap(spans_of(limited)), 1);
 }
 
+// Two loops of one slot each, a type limited to one at a time, two of its tasks: one loop runs
+// one, the other parks the other and, its queue empty, waits for work. The running task's permit
+// comes back from the first loop's task, and the parked one starts then, not at the other loop's
+// next wait timeout (30 s).
+TEST_F(FlowControlTest, APermitGivenBackByOneLoopStartsATaskParkedByAnother) {
+  auto worker = start_worker(
+      "loops",
+      {{"WORKER_CONCURRENCY", "2"}, {"WORKER_LOOPS", "2"}, {"WORKER_LIMITS", "fault:span concurrency=1"}});
+  const auto limited = dir_ / "limited";
+  enqueue_n("fault:span", span_payload(limited, 500), 2);
+  ASSERT_TRUE(test::eventually([&] { return spans_of(limited).size() == 2; }, 10s)) << worker->output();
+  EXPECT_EQ(max_overlap(spans_of(limited)), 1);
+  EXPECT_GT(worker->count_lines({"Task type throttled", "task_type=fault:span"}), 0)
+      << "the second task was parked, not merely dequeued later\n"
+      << worker->output();
+}
+
 }  // namespace
 }  // namespace wk::faults
