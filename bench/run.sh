@@ -123,6 +123,11 @@ drain_args=()
 for ((i = 0; i < ${#args[@]}; i += 2)); do
   [[ "${args[i]}" == --tasks ]] && drain_args+=("${args[i]}" "${args[i + 1]}")
 done
+# The peer has no idle part: --idle-seconds is ours only.
+peer_args=()
+for ((i = 0; i < ${#args[@]}; i += 2)); do
+  [[ "${args[i]}" != --idle-seconds ]] && peer_args+=("${args[i]}" "${args[i + 1]}")
+done
 
 start_redis
 if ((!peers)); then
@@ -141,7 +146,7 @@ stop_redis
 peer_ok=0
 if prepare_peer; then
   start_redis
-  if (cd "$peer_dir" && node bench.mjs --host 127.0.0.1 --port "$port" --json "${args[@]}") |
+  if (cd "$peer_dir" && node bench.mjs --host 127.0.0.1 --port "$port" --json "${peer_args[@]}") |
      tee "$work/peer.jsonl"; then
     peer_ok=1
   else
